@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Condition, SecretKeyRef};
 
 /// Admin API roles.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Role {
     /// Everything.
@@ -64,6 +66,7 @@ pub struct Mfa {
     status = "LocalUserStatus",
     shortname = "kuser",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Username","type":"string","jsonPath":".spec.username"}"#,
     printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
     printcolumn = r#"{"name":"Disabled","type":"boolean","jsonPath":".spec.disabled"}"#,
@@ -114,6 +117,7 @@ pub struct LocalUserStatus {
     status = "ApiKeyStatus",
     shortname = "kkey",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Key Name","type":"string","jsonPath":".spec.name"}"#,
     printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".spec.expiresAt"}"#,

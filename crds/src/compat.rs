@@ -21,16 +21,36 @@ pub const SCHEMA_ALIASES: &[(&str, &str, &str, &str)] = &[
     ("Monitor", "spec.target", "k8s", "kubernetes"),
     ("Monitor", "spec.target.dns", "name", "domain"),
     ("Monitor", "spec.target.ping", "packetCount", "count"),
-    ("Monitor", "spec.successCriteria.http", "acceptedStatusCodes", "statusCodes"),
-    ("Monitor", "spec.successCriteria.http", "latencyMsUnder", "maxLatencyMs"),
+    (
+        "Monitor",
+        "spec.successCriteria.http",
+        "acceptedStatusCodes",
+        "statusCodes",
+    ),
+    (
+        "Monitor",
+        "spec.successCriteria.http",
+        "latencyMsUnder",
+        "maxLatencyMs",
+    ),
     ("Monitor", "spec.target.push", "interval", "intervalSeconds"),
     ("Monitor", "spec.target.push", "grace", "graceSeconds"),
     ("NotificationPolicy", "spec", "selector", "match"),
     ("Silence", "spec", "match", "selector"),
     ("MaintenanceWindow", "spec", "match", "selector"),
     ("StatusPage", "spec.content.branding", "logo", "logoUrl"),
-    ("StatusPage", "spec.content.branding", "favicon", "faviconUrl"),
-    ("KubeKumaSettings", "spec.auth#enum:mode", "none", "disabled"),
+    (
+        "StatusPage",
+        "spec.content.branding",
+        "favicon",
+        "faviconUrl",
+    ),
+    (
+        "KubeKumaSettings",
+        "spec.auth#enum:mode",
+        "none",
+        "disabled",
+    ),
 ];
 
 /// The schema of a field whose accepted shapes differ in JSON type.

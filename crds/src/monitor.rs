@@ -19,6 +19,7 @@ use crate::compat::{Headers, NotifyOn, Retries};
     status = "MonitorStatus",
     shortname = "mon",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.lastResult.state"}"#,
     printcolumn = r#"{"name":"Uptime 24h","type":"number","jsonPath":".status.uptime.last24h"}"#,
@@ -56,7 +57,9 @@ pub struct MonitorSpec {
 }
 
 /// The eleven kinds of check.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum MonitorType {
     /// HTTP(S) request.
@@ -265,7 +268,12 @@ pub struct HttpTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_redirects: Option<i64>,
     /// Accept any server certificate. Default false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "skipTLSVerify", alias = "skipTlsVerify")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "skipTLSVerify",
+        alias = "skipTlsVerify"
+    )]
     pub skip_tls_verify: Option<bool>,
     /// TLS options (original implementation's spelling of skipTLSVerify and more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -440,7 +448,11 @@ pub struct PingTarget {
     /// Host name or IP address.
     pub host: String,
     /// Echo requests per check (`packetCount` in the original implementation). Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "packetCount")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "packetCount"
+    )]
     pub count: Option<i64>,
     /// Port to TCP-connect to when ICMP is not permitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -467,7 +479,12 @@ pub struct WebsocketTarget {
     #[schemars(schema_with = "crate::compat::headers_schema")]
     pub headers: Option<Headers>,
     /// Accept any server certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "skipTLSVerify", alias = "skipTlsVerify")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "skipTLSVerify",
+        alias = "skipTlsVerify"
+    )]
     pub skip_tls_verify: Option<bool>,
 }
 
@@ -564,10 +581,18 @@ pub struct SuccessCriteria {
 #[serde(rename_all = "camelCase")]
 pub struct HttpCriteria {
     /// Accepted status codes (`acceptedStatusCodes` in the original). Default 200-299.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "acceptedStatusCodes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "acceptedStatusCodes"
+    )]
     pub status_codes: Option<Vec<i64>>,
     /// Slowest acceptable response (`latencyMsUnder` in the original).
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "latencyMsUnder")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "latencyMsUnder"
+    )]
     pub max_latency_ms: Option<i64>,
     /// Required Content-Type prefix, e.g. `application/json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,6 +19,7 @@ use crate::common::Condition;
     status = "MonitorSetStatus",
     shortname = "monset",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.template.type"}"#,
     printcolumn = r#"{"name":"Monitors","type":"integer","jsonPath":".status.monitorCount"}"#,
     printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,

@@ -17,6 +17,7 @@ use crate::compat::Headers;
     status = "ProviderStatus",
     shortname = "knp",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Enabled","type":"boolean","jsonPath":".spec.enabled"}"#,
     printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,
@@ -213,7 +214,12 @@ pub struct SmtpConfig {
     /// Recipient addresses.
     pub to: Vec<String>,
     /// Accept any server certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "skipTLSVerify", alias = "skipTlsVerify")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "skipTLSVerify",
+        alias = "skipTlsVerify"
+    )]
     pub skip_tls_verify: Option<bool>,
 }
 
@@ -338,6 +344,7 @@ pub struct ProviderStatus {
     status = "PolicyStatus",
     shortname = "knpol",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
     printcolumn = r#"{"name":"Monitors","type":"integer","jsonPath":".status.matchedMonitors"}"#,
     printcolumn = r#"{"name":"Providers","type":"string","jsonPath":".status.providers"}"#,
@@ -349,7 +356,12 @@ pub struct NotificationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     /// Which monitors this policy covers (`selector` in the original implementation).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "match", alias = "selector")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "match",
+        alias = "selector"
+    )]
     pub match_: Option<MonitorSelector>,
     /// Which events notify.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,7 @@ use crate::common::{Condition, SecretKeyRef};
     status = "SettingsStatus",
     shortname = "kks",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.auth.mode"}"#,
     printcolumn = r#"{"name":"Min Interval","type":"integer","jsonPath":".spec.scheduler.minIntervalSeconds"}"#,
     printcolumn = r#"{"name":"Retention Days","type":"integer","jsonPath":".spec.retention.heartbeatsDays"}"#,

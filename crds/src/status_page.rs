@@ -16,6 +16,7 @@ use crate::common::{Condition, ObjectRef};
     status = "StatusPageStatus",
     shortname = "ksp",
     category = "kubekuma",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Slug","type":"string","jsonPath":".spec.slug"}"#,
     printcolumn = r#"{"name":"Published","type":"boolean","jsonPath":".spec.published"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.overallStatus"}"#,

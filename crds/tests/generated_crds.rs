@@ -31,9 +31,15 @@ fn check_structural(path: &str, s: &JSONSchemaProps, problems: &mut Vec<String>)
         problems.push(format!("{path}: $ref is not allowed"));
     }
     if s.properties.is_some() && s.additional_properties.is_some() {
-        problems.push(format!("{path}: properties and additionalProperties together"));
+        problems.push(format!(
+            "{path}: properties and additionalProperties together"
+        ));
     }
-    for (name, list) in [("anyOf", &s.any_of), ("oneOf", &s.one_of), ("allOf", &s.all_of)] {
+    for (name, list) in [
+        ("anyOf", &s.any_of),
+        ("oneOf", &s.one_of),
+        ("allOf", &s.all_of),
+    ] {
         for (i, branch) in list.iter().flatten().enumerate() {
             if branch.type_.is_some()
                 || branch.description.is_some()
@@ -75,26 +81,42 @@ fn schemas_are_structural() {
         let v = &crd.spec.versions[0];
         assert!(v.served && v.storage);
         assert!(
-            v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
             "{kind}: status subresource"
         );
         assert!(
-            crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()),
+            crd.spec
+                .names
+                .short_names
+                .as_ref()
+                .is_some_and(|s| !s.is_empty()),
             "{kind}: short name"
         );
         assert!(
-            v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 3),
+            v.additional_printer_columns
+                .as_ref()
+                .is_some_and(|c| c.len() >= 3),
             "{kind}: printer columns"
         );
         check_structural(kind.as_str(), &crdgen::schema(kind), &mut problems);
     }
-    assert!(problems.is_empty(), "non-structural schema:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "non-structural schema:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn monitor_columns_and_short_name() {
     let crd = crdgen::crd(Kind::Monitor);
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["mon".to_string()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["mon".to_string()][..])
+    );
     let cols: Vec<String> = crd.spec.versions[0]
         .additional_printer_columns
         .iter()

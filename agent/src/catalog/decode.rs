@@ -1,0 +1,520 @@
+//! YAML text → documents → typed resources, with every problem reported as a finding
+//! that names the file, the document, the resource and the field path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kubekuma_crds::{API_VERSION, Kind, crdgen};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::Resource;
+use super::findings::{Finding, Origin, ResourceId, Severity, Sink};
+use super::secrets::SecretValue;
+
+/// A Secret read from a manifest. Its values never print.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretDoc {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Decoded `data` and `stringData`.
+    pub data: BTreeMap<String, SecretValue>,
+}
+
+/// What one document turned out to be.
+#[derive(Clone, Debug)]
+pub enum Decoded {
+    /// One of the ten kinds, type-checked (semantic checks come later).
+    Kuma(Box<Resource>),
+    /// A core `v1` Secret.
+    Secret(SecretDoc),
+    /// Something else (a Deployment, ...); a warning says it was ignored.
+    Ignored,
+    /// Not usable; the findings say why.
+    Invalid,
+}
+
+/// One YAML document of a file.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// File and 1-based index.
+    pub origin: Origin,
+    /// Kind, namespace and name, when they could be read.
+    pub id: Option<ResourceId>,
+    /// The document as JSON (needed to expand MonitorSets with precise paths).
+    pub value: Value,
+    /// The decoded resource.
+    pub decoded: Decoded,
+    /// Problems found so far.
+    pub findings: Vec<Finding>,
+}
+
+/// The documents of one file.
+#[derive(Clone, Debug, Default)]
+pub struct FileDocs {
+    /// Documents read, in order.
+    pub docs: Vec<Document>,
+    /// A syntax error that stopped reading (documents after it are unknown).
+    pub syntax_error: Option<Finding>,
+}
+
+/// Split YAML text into documents and decode each one.
+pub fn parse_text(file: &str, text: &str) -> FileDocs {
+    let mut out = FileDocs::default();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let origin = Origin {
+            file: file.to_string(),
+            doc: i + 1,
+        };
+        match Value::deserialize(de) {
+            Ok(Value::Null) => {}
+            Ok(value) => out.docs.push(decode_document(origin, value)),
+            Err(e) => {
+                out.syntax_error = Some(Finding {
+                    severity: Severity::Error,
+                    origin,
+                    resource: None,
+                    path: String::new(),
+                    message: format!("invalid YAML: {e}"),
+                });
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn str_at<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// Decode one document (already parsed as JSON) of a file.
+pub fn decode_document(origin: Origin, value: Value) -> Document {
+    let mut doc = Document {
+        origin,
+        id: None,
+        value,
+        decoded: Decoded::Invalid,
+        findings: Vec::new(),
+    };
+    let origin = doc.origin.clone();
+    if !doc.value.is_object() {
+        let mut sink = Sink::new(&origin, None);
+        sink.error(
+            "",
+            format!(
+                "expected a mapping with apiVersion, kind and metadata, got {}",
+                kubekuma_crds::compat::describe(&doc.value)
+            ),
+        );
+        doc.findings = sink.findings;
+        return doc;
+    }
+    let api_version = str_at(&doc.value, "apiVersion").map(str::to_string);
+    let kind_name = str_at(&doc.value, "kind").map(str::to_string);
+    let name = doc
+        .value
+        .get("metadata")
+        .and_then(|m| str_at(m, "name"))
+        .map(str::to_string);
+    let namespace = doc
+        .value
+        .get("metadata")
+        .and_then(|m| str_at(m, "namespace"))
+        .map(str::to_string);
+
+    let (Some(api_version), Some(kind_name)) = (api_version, kind_name) else {
+        let mut sink = Sink::new(&origin, None);
+        for key in ["apiVersion", "kind"] {
+            match doc.value.get(key) {
+                None => sink.error(key, "required field is missing"),
+                Some(Value::String(_)) => {}
+                Some(v) => sink.error(
+                    key,
+                    format!(
+                        "expected a string, got {}",
+                        kubekuma_crds::compat::describe(v)
+                    ),
+                ),
+            }
+        }
+        doc.findings = sink.findings;
+        return doc;
+    };
+
+    let kind = Kind::parse(&kind_name);
+    let namespaced = kind.is_none_or(Kind::namespaced);
+    let ns = match (kind, namespaced) {
+        (_, false) => String::new(),
+        (Some(_), true) => namespace.clone().unwrap_or_else(|| "default".to_string()),
+        // Foreign kinds may be cluster-scoped: show the namespace only when given.
+        (None, true) if kind_name == "Secret" => {
+            namespace.clone().unwrap_or_else(|| "default".to_string())
+        }
+        (None, true) => namespace.clone().unwrap_or_default(),
+    };
+    let id = name.as_ref().map(|n| ResourceId {
+        kind: kind_name.clone(),
+        namespace: ns.clone(),
+        name: n.clone(),
+    });
+    doc.id = id.clone();
+    let mut sink = Sink::new(&origin, id.clone());
+
+    // Foreign kinds: core Secrets are read, everything else is skipped with a warning.
+    if kind_name == "Secret" && api_version == "v1" {
+        check_metadata(&doc.value, namespaced, &mut sink);
+        if let Some(secret) = decode_secret(&doc.value, &ns, &mut sink) {
+            doc.decoded = Decoded::Secret(secret);
+        }
+        doc.findings = sink.findings;
+        return doc;
+    }
+    let Some(kind) = kind else {
+        if api_version.starts_with(kubekuma_crds::GROUP) {
+            sink.error(
+                "kind",
+                format!(
+                    "unknown kind {kind_name:?} in {api_version}, expected one of {}",
+                    Kind::ALL.map(Kind::as_str).join(", ")
+                ),
+            );
+            doc.findings = sink.findings;
+        } else {
+            sink.warn(
+                "",
+                format!("ignored: {api_version} {kind_name} is not a KubeKuma resource"),
+            );
+            doc.findings = sink.findings;
+            doc.decoded = Decoded::Ignored;
+        }
+        return doc;
+    };
+    if api_version != API_VERSION {
+        sink.error(
+            "apiVersion",
+            format!("expected {API_VERSION}, got {api_version:?}"),
+        );
+        doc.findings = sink.findings;
+        return doc;
+    }
+    check_metadata(&doc.value, namespaced, &mut sink);
+    if !namespaced && namespace.is_some() {
+        sink.warn(
+            "metadata.namespace",
+            format!("ignored: {kind} is cluster-scoped"),
+        );
+    }
+    unknown_fields(kind, &doc.value, &mut sink);
+    let mut value = doc.value.clone();
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        && namespaced
+    {
+        meta.insert("namespace".into(), Value::String(ns.clone()));
+    }
+    let resource = match kind {
+        Kind::Monitor => typed(value, &mut sink).map(Resource::Monitor),
+        Kind::MonitorSet => typed(value, &mut sink).map(Resource::MonitorSet),
+        Kind::NotificationProvider => typed(value, &mut sink).map(Resource::NotificationProvider),
+        Kind::NotificationPolicy => typed(value, &mut sink).map(Resource::NotificationPolicy),
+        Kind::StatusPage => typed(value, &mut sink).map(Resource::StatusPage),
+        Kind::LocalUser => typed(value, &mut sink).map(Resource::LocalUser),
+        Kind::ApiKey => typed(value, &mut sink).map(Resource::ApiKey),
+        Kind::Silence => typed(value, &mut sink).map(Resource::Silence),
+        Kind::MaintenanceWindow => typed(value, &mut sink).map(Resource::MaintenanceWindow),
+        Kind::KubeKumaSettings => typed(value, &mut sink).map(Resource::KubeKumaSettings),
+    };
+    if let Some(r) = resource
+        && !sink.has_errors()
+    {
+        doc.decoded = Decoded::Kuma(Box::new(r));
+    }
+    doc.findings = sink.findings;
+    doc
+}
+
+/// A DNS-1123 subdomain (resource names) or label (namespaces).
+pub fn dns1123(s: &str, max: usize, dots: bool) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+        && (dots || !s.contains('.'))
+}
+
+fn check_metadata(value: &Value, namespaced: bool, sink: &mut Sink<'_>) {
+    let Some(meta) = value.get("metadata") else {
+        sink.error("metadata", "required field is missing");
+        return;
+    };
+    if !meta.is_object() {
+        sink.error(
+            "metadata",
+            format!(
+                "expected an object, got {}",
+                kubekuma_crds::compat::describe(meta)
+            ),
+        );
+        return;
+    }
+    match meta.get("name") {
+        None => sink.error("metadata.name", "required field is missing"),
+        Some(Value::String(n)) if !dns1123(n, 253, true) => sink.error(
+            "metadata.name",
+            format!(
+                "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters), got {n:?}"
+            ),
+        ),
+        Some(Value::String(_)) => {}
+        Some(v) => sink.error(
+            "metadata.name",
+            format!(
+                "expected a string, got {}",
+                kubekuma_crds::compat::describe(v)
+            ),
+        ),
+    }
+    if namespaced && let Some(ns) = meta.get("namespace") {
+        match ns {
+            Value::String(n) if !dns1123(n, 63, false) => sink.error(
+                "metadata.namespace",
+                format!(
+                    "must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), got {n:?}"
+                ),
+            ),
+            Value::String(_) => {}
+            v => sink.error(
+                "metadata.namespace",
+                format!(
+                    "expected a string, got {}",
+                    kubekuma_crds::compat::describe(v)
+                ),
+            ),
+        }
+    }
+}
+
+fn decode_secret(value: &Value, ns: &str, sink: &mut Sink<'_>) -> Option<SecretDoc> {
+    use base64::Engine as _;
+    let name = value.get("metadata")?.get("name")?.as_str()?.to_string();
+    let mut data = BTreeMap::new();
+    if let Some(d) = value.get("data") {
+        let Some(map) = d.as_object() else {
+            sink.error("data", "expected a map of keys to base64 values");
+            return None;
+        };
+        for (k, v) in map {
+            let Some(s) = v.as_str() else {
+                sink.error(&format!("data.{k}"), "expected a base64 string");
+                continue;
+            };
+            let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+            match base64::engine::general_purpose::STANDARD.decode(cleaned) {
+                Ok(bytes) => {
+                    data.insert(k.clone(), SecretValue::new(bytes));
+                }
+                // The value itself is never echoed.
+                Err(e) => sink.error(&format!("data.{k}"), format!("invalid base64: {e}")),
+            }
+        }
+    }
+    if let Some(d) = value.get("stringData") {
+        let Some(map) = d.as_object() else {
+            sink.error("stringData", "expected a map of keys to strings");
+            return None;
+        };
+        for (k, v) in map {
+            match v {
+                Value::String(s) => {
+                    data.insert(k.clone(), SecretValue::new(s.clone().into_bytes()));
+                }
+                _ => sink.error(&format!("stringData.{k}"), "expected a string"),
+            }
+        }
+    }
+    if sink.has_errors() {
+        return None;
+    }
+    Some(SecretDoc {
+        namespace: ns.to_string(),
+        name,
+        data,
+    })
+}
+
+fn typed<T: DeserializeOwned>(value: Value, sink: &mut Sink<'_>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let (path, message) =
+                explain_serde_error(&e.path().to_string(), &e.inner().to_string());
+            sink.error(&path, message);
+            None
+        }
+    }
+}
+
+/// Turn serde's wording into ours: `missing field` becomes a path to the field,
+/// Rust type names become `an integer`, `a list`, `an object`.
+pub fn explain_serde_error(path: &str, msg: &str) -> (String, String) {
+    let path = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    let join = |p: &str, f: &str| {
+        if p.is_empty() {
+            f.to_string()
+        } else {
+            format!("{p}.{f}")
+        }
+    };
+    if let Some(rest) = msg.strip_prefix("missing field `")
+        && let Some(field) = rest.strip_suffix('`')
+    {
+        return (join(&path, field), "required field is missing".into());
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ")
+        && let Some((got, expected)) = rest.split_once(", expected ")
+    {
+        return (
+            path,
+            format!("expected {}, got {}", rust_type_words(expected), got),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ")
+        && let Some((got, expected)) = rest.split_once(", expected ")
+    {
+        return (
+            path,
+            format!("expected {}, got {}", rust_type_words(expected), got),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((got, expected)) = rest.split_once("`, expected ")
+    {
+        return (
+            path,
+            format!(
+                "unknown value {got:?}, expected {}",
+                expected.replace('`', "")
+            ),
+        );
+    }
+    if msg.contains("premature end of input")
+        || msg.contains("input contains invalid characters")
+        || msg.contains("input is out of range")
+        || msg.contains("trailing input")
+    {
+        return (
+            path,
+            format!("expected an RFC 3339 timestamp such as 2024-01-15T10:00:00Z ({msg})"),
+        );
+    }
+    (path, msg.to_string())
+}
+
+fn rust_type_words(expected: &str) -> String {
+    match expected {
+        "i64" | "i32" | "u64" | "u32" | "u16" | "u8" | "usize" => "an integer".into(),
+        "f64" | "f32" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "an object".into(),
+        e if e.starts_with("struct ") => "an object".into(),
+        e => e.to_string(),
+    }
+}
+
+fn schemas() -> &'static HashMap<Kind, JSONSchemaProps> {
+    static S: OnceLock<HashMap<Kind, JSONSchemaProps>> = OnceLock::new();
+    S.get_or_init(|| {
+        Kind::ALL
+            .into_iter()
+            .map(|k| (k, crdgen::schema(k)))
+            .collect()
+    })
+}
+
+fn unknown_fields(kind: Kind, value: &Value, sink: &mut Sink<'_>) {
+    let Some(root) = schemas().get(&kind) else {
+        return;
+    };
+    let Some(obj) = value.as_object() else { return };
+    for (k, v) in obj {
+        match k.as_str() {
+            "apiVersion" | "kind" | "metadata" => {}
+            other => match root.properties.as_ref().and_then(|p| p.get(other)) {
+                Some(schema) => walk(v, schema, other, sink),
+                None => sink.warn(k, unknown_message(k, root)),
+            },
+        }
+    }
+}
+
+fn unknown_message(key: &str, parent: &JSONSchemaProps) -> String {
+    let known: Vec<&String> = parent.properties.iter().flat_map(|p| p.keys()).collect();
+    let best = known
+        .iter()
+        .map(|k| {
+            (
+                strsim::jaro_winkler(&key.to_lowercase(), &k.to_lowercase()),
+                *k,
+            )
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, k)) => format!("unknown field, ignored (did you mean `{k}`?)"),
+        None => format!(
+            "unknown field, ignored (known fields: {})",
+            known
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn walk(value: &Value, schema: &JSONSchemaProps, path: &str, sink: &mut Sink<'_>) {
+    if schema.x_kubernetes_preserve_unknown_fields == Some(true) {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            if let Some(props) = &schema.properties {
+                for (k, v) in map {
+                    let child = format!("{path}.{k}");
+                    match props.get(k) {
+                        Some(s) => walk(v, s, &child, sink),
+                        None => sink.warn(&child, unknown_message(k, schema)),
+                    }
+                }
+            } else if let Some(JSONSchemaPropsOrBool::Schema(ap)) = &schema.additional_properties {
+                for (k, v) in map {
+                    walk(v, ap, &format!("{path}.{k}"), sink);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(s)) = &schema.items {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, s, &format!("{path}[{i}]"), sink);
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,92 @@
+//! Where the desired state comes from. Manifests (a folder, or later the Kubernetes API)
+//! are decoded, validated and merged into one typed [`Snapshot`]; everything downstream
+//! trusts it and never re-validates.
+
+pub mod decode;
+pub mod findings;
+pub mod folder;
+pub mod schedule_expr;
+pub mod secrets;
+pub mod snapshot;
+pub mod validate;
+
+use kubekuma_crds::{
+    ApiKey, Kind, KubeKumaSettings, LocalUser, MaintenanceWindow, Monitor, MonitorSet,
+    NotificationPolicy, NotificationProvider, Silence, StatusPage,
+};
+
+pub use findings::{Finding, Origin, ResourceId, Severity};
+pub use snapshot::{ObjKey, Snapshot};
+
+/// One resource of the ten kinds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    /// A Monitor.
+    Monitor(Monitor),
+    /// A MonitorSet (its monitors appear as Monitors too).
+    MonitorSet(MonitorSet),
+    /// A NotificationProvider.
+    NotificationProvider(NotificationProvider),
+    /// A NotificationPolicy.
+    NotificationPolicy(NotificationPolicy),
+    /// A StatusPage.
+    StatusPage(StatusPage),
+    /// A LocalUser.
+    LocalUser(LocalUser),
+    /// An ApiKey.
+    ApiKey(ApiKey),
+    /// A Silence.
+    Silence(Silence),
+    /// A MaintenanceWindow.
+    MaintenanceWindow(MaintenanceWindow),
+    /// The KubeKumaSettings.
+    KubeKumaSettings(KubeKumaSettings),
+}
+
+impl Resource {
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Monitor(_) => Kind::Monitor,
+            Resource::MonitorSet(_) => Kind::MonitorSet,
+            Resource::NotificationProvider(_) => Kind::NotificationProvider,
+            Resource::NotificationPolicy(_) => Kind::NotificationPolicy,
+            Resource::StatusPage(_) => Kind::StatusPage,
+            Resource::LocalUser(_) => Kind::LocalUser,
+            Resource::ApiKey(_) => Kind::ApiKey,
+            Resource::Silence(_) => Kind::Silence,
+            Resource::MaintenanceWindow(_) => Kind::MaintenanceWindow,
+            Resource::KubeKumaSettings(_) => Kind::KubeKumaSettings,
+        }
+    }
+
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Resource::Monitor(r) => &r.metadata,
+            Resource::MonitorSet(r) => &r.metadata,
+            Resource::NotificationProvider(r) => &r.metadata,
+            Resource::NotificationPolicy(r) => &r.metadata,
+            Resource::StatusPage(r) => &r.metadata,
+            Resource::LocalUser(r) => &r.metadata,
+            Resource::ApiKey(r) => &r.metadata,
+            Resource::Silence(r) => &r.metadata,
+            Resource::MaintenanceWindow(r) => &r.metadata,
+            Resource::KubeKumaSettings(r) => &r.metadata,
+        }
+    }
+
+    /// Kind, namespace (empty when cluster-scoped) and name.
+    pub fn id(&self) -> ResourceId {
+        let m = self.meta();
+        let kind = self.kind();
+        ResourceId::new(
+            kind,
+            if kind.namespaced() {
+                m.namespace.as_deref().unwrap_or("default")
+            } else {
+                ""
+            },
+            m.name.as_deref().unwrap_or(""),
+        )
+    }
+}
