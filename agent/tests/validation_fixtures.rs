@@ -78,11 +78,7 @@ fn assert_no_errors(path: &Path, allow_warnings: bool) {
     let (built, got) = validate_one(path);
     let bad: Vec<&String> = got
         .iter()
-        .filter(|g| {
-            allow_warnings
-                .then_some(g.starts_with("error: "))
-                .unwrap_or(true)
-        })
+        .filter(|g| !allow_warnings || g.starts_with("error: "))
         .collect();
     assert!(bad.is_empty(), "{}:\n{}", path.display(), got.join("\n"));
     assert!(

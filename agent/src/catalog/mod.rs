@@ -19,6 +19,8 @@ pub use findings::{Finding, Origin, ResourceId, Severity};
 pub use snapshot::{ObjKey, Snapshot};
 
 /// One resource of the ten kinds.
+// Resources live in maps and are rarely moved; boxing the large variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     /// A Monitor.

@@ -82,8 +82,7 @@ impl WindowSchedule {
                 r.dates
                     .into_iter()
                     .map(|d| d.with_timezone(&Utc))
-                    .filter(|d| *d <= at)
-                    .last()
+                    .rfind(|d| *d <= at)
             }
             WindowSchedule::Cron(cron, tz) => cron
                 .find_previous_occurrence(&at.with_timezone(tz), true)

@@ -529,45 +529,38 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                 format!("ignored for type {ty}"),
             );
         }
-        for (block, path, max_latency, ok) in [
+        for (block, path, ok) in [
             (
                 c.json_query.as_ref().map(|l| l.max_latency_ms),
                 "jsonQuery",
-                None,
                 ty == MonitorType::JsonQuery,
             ),
             (
                 c.tcp.as_ref().map(|l| l.max_latency_ms),
                 "tcp",
-                None,
                 ty == MonitorType::Tcp,
             ),
             (
                 c.dns.as_ref().map(|l| l.max_latency_ms),
                 "dns",
-                None,
                 ty == MonitorType::Dns,
             ),
             (
                 c.websocket.as_ref().map(|l| l.max_latency_ms),
                 "websocket",
-                None,
                 ty == MonitorType::Websocket,
             ),
             (
                 c.ping.as_ref().map(|l| l.max_latency_ms),
                 "ping",
-                None::<()>,
                 ty == MonitorType::Ping,
             ),
             (
                 c.steam.as_ref().map(|l| l.max_latency_ms),
                 "steam",
-                None,
                 ty == MonitorType::Steam,
             ),
         ] {
-            let _ = max_latency;
             if let Some(ms) = block {
                 if !ok {
                     sink.warn(
