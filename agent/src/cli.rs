@@ -131,11 +131,11 @@ fn summary(built: &Built, files: usize, docs: usize) -> String {
     let warnings = built.findings.len() - errors;
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     format!(
-        "{} in {}: {} valid ({} monitors), {}, {}",
+        "{} in {}: {} valid ({}), {}, {}",
         plural(docs, "document"),
         plural(files, "file"),
         plural(built.snapshot.len(), "resource"),
-        built.snapshot.monitors.len(),
+        plural(built.snapshot.monitors.len(), "monitor"),
         plural(errors, "error"),
         plural(warnings, "warning"),
     )

@@ -174,9 +174,8 @@ impl<'de> Deserialize<'de> for Headers {
             serde_json::Value::Array(items) => {
                 let mut out = BTreeMap::new();
                 for (i, item) in items.into_iter().enumerate() {
-                    let p: HeaderPair = serde_json::from_value(item).map_err(|e| {
-                        D::Error::custom(format!("[{i}]: {e} (expected {{name, value}})"))
-                    })?;
+                    let p: HeaderPair = serde_json::from_value(item)
+                        .map_err(|e| D::Error::custom(format!("entry {i}: {e}")))?;
                     out.insert(p.name, p.value);
                 }
                 Ok(Headers(out))

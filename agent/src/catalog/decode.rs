@@ -159,17 +159,43 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
         }
         (None, true) => namespace.clone().unwrap_or_default(),
     };
-    let id = name.as_ref().map(|n| ResourceId {
-        kind: kind_name.clone(),
-        namespace: ns.clone(),
-        name: n.clone(),
-    });
+    let namespace_malformed = doc
+        .value
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .is_some_and(|n| !n.is_string());
+    let id = name
+        .as_ref()
+        .filter(|_| !namespace_malformed)
+        .map(|n| ResourceId {
+            kind: kind_name.clone(),
+            namespace: ns.clone(),
+            name: n.clone(),
+        });
     doc.id = id.clone();
     let mut sink = Sink::new(&origin, id.clone());
 
     // Foreign kinds: core Secrets are read, everything else is skipped with a warning.
     if kind_name == "Secret" && api_version == "v1" {
         check_metadata(&doc.value, namespaced, &mut sink);
+        if sink.has_errors() {
+            doc.findings = sink.findings;
+            return doc;
+        }
+        for key in doc.value.as_object().into_iter().flatten().map(|(k, _)| k) {
+            const SECRET_FIELDS: &[&str] = &[
+                "apiVersion",
+                "kind",
+                "metadata",
+                "data",
+                "stringData",
+                "type",
+                "immutable",
+            ];
+            if !SECRET_FIELDS.contains(&key.as_str()) {
+                sink.warn(key, unknown_in(key, SECRET_FIELDS));
+            }
+        }
         if let Some(secret) = decode_secret(&doc.value, &ns, &mut sink) {
             doc.decoded = Decoded::Secret(secret);
         }
@@ -178,11 +204,16 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
     }
     let Some(kind) = kind else {
         if api_version.starts_with(kubekuma_crds::GROUP) {
+            let names = Kind::ALL.map(Kind::as_str);
+            let hint = match suggest(&kind_name, &names) {
+                Some(k) => format!(" (did you mean {k}?)"),
+                None => String::new(),
+            };
             sink.error(
                 "kind",
                 format!(
-                    "unknown kind {kind_name:?} in {api_version}, expected one of {}",
-                    Kind::ALL.map(Kind::as_str).join(", ")
+                    "unknown kind {kind_name:?} in {api_version}{hint}, expected one of {}",
+                    names.join(", ")
                 ),
             );
             doc.findings = sink.findings;
@@ -205,6 +236,10 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
         return doc;
     }
     check_metadata(&doc.value, namespaced, &mut sink);
+    if sink.has_errors() {
+        doc.findings = sink.findings;
+        return doc;
+    }
     if !namespaced && namespace.is_some() {
         sink.warn(
             "metadata.namespace",
@@ -286,6 +321,11 @@ fn check_metadata(value: &Value, namespaced: bool, sink: &mut Sink<'_>) {
             ),
         ),
     }
+    for key in meta.as_object().into_iter().flatten().map(|(k, _)| k) {
+        if !META_FIELDS.contains(&key.as_str()) {
+            sink.warn(&format!("metadata.{key}"), unknown_in(key, META_FIELDS));
+        }
+    }
     if namespaced && let Some(ns) = meta.get("namespace") {
         match ns {
             Value::String(n) if !dns1123(n, 63, false) => sink.error(
@@ -303,6 +343,50 @@ fn check_metadata(value: &Value, namespaced: bool, sink: &mut Sink<'_>) {
                 ),
             ),
         }
+    }
+}
+
+/// ObjectMeta fields a manifest may carry.
+const META_FIELDS: &[&str] = &[
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "generateName",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "finalizers",
+    "ownerReferences",
+    "managedFields",
+    "selfLink",
+];
+
+/// The closest of `names` to `key`, if close enough to be a typo.
+fn suggest<'a>(key: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|k| {
+            (
+                strsim::jaro_winkler(&key.to_lowercase(), &k.to_lowercase()),
+                *k,
+            )
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+fn unknown_in(key: &str, names: &[&str]) -> String {
+    match suggest(key, names) {
+        Some(k) => format!("unknown field, ignored (did you mean `{k}`?)"),
+        None => format!(
+            "unknown field, ignored (known fields: {})",
+            names.join(", ")
+        ),
     }
 }
 
@@ -325,8 +409,11 @@ fn decode_secret(value: &Value, ns: &str, sink: &mut Sink<'_>) -> Option<SecretD
                 Ok(bytes) => {
                     data.insert(k.clone(), SecretValue::new(bytes));
                 }
-                // The value itself is never echoed.
-                Err(e) => sink.error(&format!("data.{k}"), format!("invalid base64: {e}")),
+                // Nothing of the value is echoed, not even the offending character.
+                Err(_) => sink.error(
+                    &format!("data.{k}"),
+                    "invalid base64 (the value is not shown; use stringData for plain text)",
+                ),
             }
         }
     }
@@ -355,11 +442,45 @@ fn decode_secret(value: &Value, ns: &str, sink: &mut Sink<'_>) -> Option<SecretD
 }
 
 fn typed<T: DeserializeOwned>(value: Value, sink: &mut Sink<'_>) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
+    match serde_path_to_error::deserialize::<_, T>(&value) {
         Ok(t) => Some(t),
         Err(e) => {
-            let (path, message) =
-                explain_serde_error(&e.path().to_string(), &e.inner().to_string());
+            let mut raw_path = e.path().to_string();
+            let mut raw_msg = e.inner().to_string();
+            // `keyword` and `jsonQuery` targets flatten the HTTP fields, which hides the
+            // field path from serde: decode the HTTP part alone to find it.
+            for (block, own) in [
+                (
+                    "spec.target.keyword",
+                    &["keyword", "regex", "invert", "caseInsensitive"][..],
+                ),
+                (
+                    "spec.target.jsonQuery",
+                    &["query", "expected", "comparison"][..],
+                ),
+            ] {
+                if raw_path == block
+                    && let Some(mut inner) = value
+                        .pointer(&format!("/{}", block.replace('.', "/")))
+                        .and_then(Value::as_object)
+                        .cloned()
+                {
+                    inner.retain(|k, _| !own.contains(&k.as_str()));
+                    let http = Value::Object(inner);
+                    if let Err(ie) = serde_path_to_error::deserialize::<
+                        _,
+                        kubekuma_crds::monitor::HttpTarget,
+                    >(&http)
+                    {
+                        let p = ie.path().to_string();
+                        if p != "." {
+                            raw_path = format!("{block}.{p}");
+                            raw_msg = ie.inner().to_string();
+                        }
+                    }
+                }
+            }
+            let (path, message) = explain_serde_error(&raw_path, &raw_msg);
             sink.error(&path, message);
             None
         }

@@ -163,6 +163,19 @@ fn valid_secret_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
+/// A spelling that looks like a secret reference but is not one (`${SECRETS:…}`,
+/// `${secret:…}`), which would be sent literally.
+pub fn near_miss_ref(text: &str) -> Option<String> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(r"(?i)\$\{\s*secrets?\s*:[^}]*\}").unwrap_or_else(|_| unreachable!())
+    });
+    re.find_iter(text)
+        .map(|m| m.as_str())
+        .find(|m| !m.starts_with("${SECRET:"))
+        .map(|m| format!("{}:…}}", m.split(':').next().unwrap_or(m)))
+}
+
 /// `text` with every secret reference replaced by `x`, for syntax checks of URLs.
 pub fn without_secret_refs(text: &str) -> String {
     any_ref().replace_all(text, "x").into_owned()

@@ -32,6 +32,7 @@ fn regex_ok(sink: &mut Sink<'_>, path: &str, pattern: &str) {
     if let Err(e) = regex::Regex::new(pattern) {
         let detail = e.to_string();
         let last = detail.lines().last().unwrap_or("").trim();
+        let last = last.strip_prefix("error: ").unwrap_or(last);
         sink.error(path, format!("invalid regular expression: {last}"));
     }
 }
@@ -43,6 +44,12 @@ fn secret_syntax(sink: &mut Sink<'_>, path: &str, text: &str) {
             sink.error(path, e);
         }
     }
+    if let Some(near) = super::secrets::near_miss_ref(text) {
+        sink.warn(
+            path,
+            format!("`{near}` looks like a secret reference but is sent literally; the form is ${{SECRET:secret-name:key}}"),
+        );
+    }
 }
 
 /// A URL with one of `schemes`; secret references are allowed anywhere in it.
@@ -53,16 +60,37 @@ pub fn url_ok(sink: &mut Sink<'_>, path: &str, raw: &str, schemes: &[&str]) {
         .map(|s| format!("{s}://"))
         .collect::<Vec<_>>()
         .join(" or ");
-    match url::Url::parse(&without_secret_refs(raw)) {
+    let article = if expected.starts_with(['h', 'a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    let expected = format!("{article} {expected} URL");
+    let cleaned = without_secret_refs(raw);
+    match url::Url::parse(&cleaned) {
         Ok(u) if !schemes.contains(&u.scheme()) => sink.error(
             path,
-            format!("must be an {expected} URL, got scheme {:?}", u.scheme()),
+            format!("must be {expected}, got scheme {:?}", u.scheme()),
         ),
+        // `https:///health` parses with host "health": a slash too many.
+        Ok(_)
+            if cleaned
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.starts_with('/')) =>
+        {
+            sink.error(
+                path,
+                format!("must be {expected} with a host (there is a '/' too many after ://)"),
+            )
+        }
         Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-            sink.error(path, format!("must be an {expected} URL with a host"))
+            sink.error(path, format!("must be {expected} with a host"))
         }
         Ok(_) => {}
-        Err(e) => sink.error(path, format!("must be an {expected} URL: {e}")),
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            sink.error(path, format!("must be {expected}: the scheme is missing"))
+        }
+        Err(e) => sink.error(path, format!("must be {expected}: {e}")),
     }
 }
 
@@ -182,11 +210,12 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
             ),
         );
     }
+    // The lower bound is the settings' minimum, checked above (and at least 1).
     range(
         sink,
         "spec.schedule.intervalSeconds",
         sched.interval_seconds,
-        1,
+        i64::MIN,
         86_400,
     );
     range(
@@ -198,15 +227,35 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
     );
     if let Some(t) = sched.timeout_seconds
         && t > interval
-        && sched.interval_seconds.is_some()
     {
+        let source = if sched.interval_seconds.is_some() {
+            format!("spec.schedule.intervalSeconds ({interval})")
+        } else {
+            format!("the default interval ({interval}s)")
+        };
         sink.error(
             "spec.schedule.timeoutSeconds",
-            format!("must not exceed spec.schedule.intervalSeconds ({interval}), got {t}"),
+            format!("must not exceed {source}, got {t}"),
+        );
+    } else if sched.timeout_seconds.is_none()
+        && interval >= 1
+        && settings.default_timeout_seconds > interval
+    {
+        sink.warn(
+            "spec.schedule.timeoutSeconds",
+            format!(
+                "not set: the default timeout ({}s, KubeKumaSettings spec.scheduler.defaultTimeoutSeconds) exceeds the interval and is cut to {interval}s",
+                settings.default_timeout_seconds
+            ),
         );
     }
     if let Some(r) = sched.retries {
-        range(sink, "spec.schedule.retries", Some(r.max_retries), 0, 10);
+        let path = if r.object_form {
+            "spec.schedule.retries.maxRetries"
+        } else {
+            "spec.schedule.retries"
+        };
+        range(sink, path, Some(r.max_retries), 0, 10);
         if r.object_form {
             range(
                 sink,
@@ -323,7 +372,11 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                     JsonComparison::Exists
                 });
                 match (cmp, &j.expected) {
-                    (JsonComparison::Exists, _) => {}
+                    (JsonComparison::Exists, Some(_)) => sink.warn(
+                        "spec.target.jsonQuery.expected",
+                        "ignored: comparison exists only checks that the query matches",
+                    ),
+                    (JsonComparison::Exists, None) => {}
                     (_, None) => sink.error(
                         "spec.target.jsonQuery.expected",
                         "required unless comparison is exists",
@@ -811,7 +864,7 @@ pub fn provider(spec: &NotificationProviderSpec, sink: &mut Sink<'_>) {
                 if !u.contains("://") {
                     sink.error(
                         &format!("{base}.urls[{i}]"),
-                        format!("must be an Apprise URL such as json://host/path, got {u:?}"),
+                        "must be an Apprise URL such as json://host/path (the value is not shown: Apprise URLs may carry credentials)",
                     );
                 }
             }
@@ -925,9 +978,28 @@ pub fn status_page(spec: &kubekuma_crds::StatusPageSpec, sink: &mut Sink<'_>) {
                 && !u.starts_with('/')
                 && !u.starts_with("data:image/")
             {
-                url_ok(sink, path, u, &["http", "https"]);
+                let what = "must be an http:// or https:// URL, a /path or a data:image/ URI";
+                match url::Url::parse(u) {
+                    Ok(p) if !matches!(p.scheme(), "http" | "https") => {
+                        sink.error(path, format!("{what}, got scheme {:?}", p.scheme()))
+                    }
+                    Ok(_) => {}
+                    Err(url::ParseError::RelativeUrlWithoutBase) => {
+                        sink.error(path, format!("{what}, got a relative path"))
+                    }
+                    Err(e) => sink.error(path, format!("{what}: {e}")),
+                }
             }
         }
+    }
+    if let Some(e) = &spec.exposure
+        && e.mode == Some(kubekuma_crds::status_page::ExposureMode::Ingress)
+        && e.hosts.is_empty()
+    {
+        sink.warn(
+            "spec.exposure.hosts",
+            "mode ingress needs at least one host name",
+        );
     }
     for (i, h) in spec
         .exposure
@@ -997,6 +1069,17 @@ pub fn api_key(spec: &kubekuma_crds::ApiKeySpec, sink: &mut Sink<'_>) {
     if spec.name.trim().is_empty() {
         sink.error("spec.name", "must not be empty");
     }
+    if let Some(exp) = spec.expires_at
+        && exp <= chrono::Utc::now()
+    {
+        sink.warn(
+            "spec.expiresAt",
+            format!(
+                "the key expired at {}",
+                exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
     if spec.key_hash_secret_ref.is_none() {
         sink.warn(
             "spec.keyHashSecretRef",
@@ -1014,6 +1097,16 @@ pub fn silence(spec: &kubekuma_crds::SilenceSpec, sink: &mut Sink<'_>) {
                 "must be after spec.startsAt ({}), got {}",
                 spec.starts_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                spec.ends_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
+    if spec.ends_at > spec.starts_at && spec.ends_at <= chrono::Utc::now() {
+        sink.warn(
+            "spec.endsAt",
+            format!(
+                "the silence ended at {}; it has no effect",
                 spec.ends_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
@@ -1147,6 +1240,27 @@ pub fn settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>)
                 3650,
             );
         }
+        for (path, new, old) in [
+            (
+                "spec.retention.heartbeats.days",
+                r.heartbeats_days,
+                r.heartbeats.as_ref().and_then(|h| h.days),
+            ),
+            (
+                "spec.retention.incidents.days",
+                r.incidents_days,
+                r.incidents.as_ref().and_then(|h| h.days),
+            ),
+        ] {
+            if let (Some(n), Some(o)) = (new, old)
+                && n != o
+            {
+                sink.warn(
+                    path,
+                    format!("ignored: the current spelling says {n} days, this one {o}"),
+                );
+            }
+        }
     }
     if let Some(n) = &spec.networking {
         for (i, s) in n.dns.iter().flat_map(|d| d.servers.iter()).enumerate() {
@@ -1164,6 +1278,28 @@ pub fn settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>)
             "spec.publicEndpoints.metrics.path",
             format!("must start with '/', got {p:?}"),
         );
+    }
+    if let Some(a) = &spec.auth
+        && a.mode == Some(kubekuma_crds::settings::AuthMode::Oidc)
+    {
+        match &a.oidc {
+            None => sink.error("spec.auth.oidc", "required when spec.auth.mode is oidc"),
+            Some(o) => {
+                match &o.issuer {
+                    Some(u) => url_ok(sink, "spec.auth.oidc.issuer", u, &["https", "http"]),
+                    None => sink.error(
+                        "spec.auth.oidc.issuer",
+                        "required when spec.auth.mode is oidc",
+                    ),
+                }
+                if o.client_id.as_deref().is_none_or(str::is_empty) {
+                    sink.error(
+                        "spec.auth.oidc.clientId",
+                        "required when spec.auth.mode is oidc",
+                    );
+                }
+            }
+        }
     }
     if let Some(l) = spec.auth.as_ref().and_then(|a| a.local.as_ref()) {
         range(
