@@ -1,4 +1,8 @@
 //! The KubeKuma probe agent as a library: the `kubekuma` binary is a thin shell over it.
 
+pub mod admin;
 pub mod catalog;
+pub mod checks;
 pub mod cli;
+pub mod schedule;
+pub mod state;

@@ -8,6 +8,8 @@ pub mod crdgen;
 pub mod monitor;
 pub mod monitor_set;
 pub mod notification;
+pub mod objects;
+pub mod results;
 pub mod settings;
 pub mod status_page;
 pub mod suppression;

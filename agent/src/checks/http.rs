@@ -1,0 +1,510 @@
+//! The `http` checker: one request over a fresh connection, judged by status code,
+//! content type and latency; the peer's TLS certificate expiry is recorded.
+//!
+//! [`fetch`] and [`judge`] are split so that the `keyword` and `jsonQuery` checkers can
+//! reuse the request and add their own body criteria.
+
+use chrono::Utc;
+use kubekuma_crds::monitor::HttpCriteria;
+use kubekuma_crds::monitor::{HttpMethod, HttpTarget, MonitorSpec};
+use kubekuma_crds::results::{CertInfo, CheckOutcome, FailureReason};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use super::{
+    Attempt, CheckContext, cert_info, error_chain, excerpt, find_tls_error, is_connect_kind,
+    latency_exceeded, lock,
+};
+use crate::catalog::secrets::secret_refs;
+
+/// Body bytes read when `maxBodyBytes` is not set: 1 MiB.
+const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Redirects followed when `maxRedirects` is not set.
+const DEFAULT_MAX_REDIRECTS: usize = 10;
+/// Secret values shorter than this are not scrubbed from messages (they would mangle them).
+const MIN_SCRUB_LEN: usize = 4;
+
+/// What distinguishes one cached HTTP client from another.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ClientKey {
+    skip_verify: bool,
+    /// `None`: do not follow redirects; `Some(n)`: follow at most `n`.
+    redirects: Option<usize>,
+    user_agent: String,
+}
+
+/// One HTTP exchange that produced a response.
+#[derive(Clone, Debug)]
+pub(crate) struct Exchange {
+    /// Final status code (after redirects).
+    pub status: u16,
+    /// Final URL, without userinfo and query, safe for messages.
+    pub url: String,
+    /// The `Content-Type` header of the final response.
+    pub content_type: Option<String>,
+    /// The first `maxBodyBytes` of the body.
+    pub body: Vec<u8>,
+    /// The body was longer than what was read.
+    pub truncated: bool,
+    /// Leaf certificate of the final response's TLS connection.
+    pub cert: Option<CertInfo>,
+}
+
+/// Run an `http` monitor's check.
+pub(crate) async fn check(
+    ctx: &CheckContext,
+    namespace: &str,
+    spec: &MonitorSpec,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let Some(target) = spec.target.http.as_ref() else {
+        return CheckOutcome::down(
+            0.0,
+            FailureReason::Config,
+            "spec.target.http is missing for an http monitor",
+        );
+    };
+    let criteria = spec
+        .success_criteria
+        .as_ref()
+        .and_then(|c| c.http.clone())
+        .unwrap_or_default();
+    let secrets = secret_values(ctx, namespace, target);
+    let outcome = match fetch(ctx, namespace, target, attempt).await {
+        Ok(exchange) => judge(&exchange, target, &criteria, attempt),
+        Err(down) => down,
+    };
+    scrub(outcome, &secrets)
+}
+
+/// Send the request of `target` and read its response (at most `maxBodyBytes`).
+/// `Err` is a finished down outcome (config, dns, connect, tls, body, …).
+pub(crate) async fn fetch(
+    ctx: &CheckContext,
+    namespace: &str,
+    target: &HttpTarget,
+    attempt: &Attempt,
+) -> Result<Exchange, CheckOutcome> {
+    let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
+
+    let raw_url = ctx
+        .secrets()
+        .resolve(namespace, &target.url)
+        .map_err(|e| config(format!("spec.target.http.url: {e}")))?;
+    let url = Url::parse(&raw_url).map_err(|e| {
+        config(format!(
+            "spec.target.http.url is not a valid URL ({e}); check it and any secret it uses"
+        ))
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(config(format!(
+            "spec.target.http.url must be http:// or https://, got {}://",
+            url.scheme()
+        )));
+    }
+    let shown = display_url(&url);
+
+    let mut headers = HeaderMap::new();
+    for (name, value) in target.headers.iter().flat_map(|h| h.0.iter()) {
+        let path = format!("spec.target.http.headers.{name}");
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| config(format!("{path}: invalid header name")))?;
+        let resolved = ctx
+            .secrets()
+            .resolve(namespace, value)
+            .map_err(|e| config(format!("{path}: {e}")))?;
+        let mut hv = HeaderValue::from_str(&resolved)
+            .map_err(|_| config(format!("{path}: the value is not a valid header value")))?;
+        if secret_refs(value).next().is_some() {
+            hv.set_sensitive(true);
+        }
+        headers.append(header, hv);
+    }
+    let body = match &target.body {
+        Some(b) => Some(
+            ctx.secrets()
+                .resolve(namespace, b)
+                .map_err(|e| config(format!("spec.target.http.body: {e}")))?,
+        ),
+        None => None,
+    };
+
+    let key = ClientKey {
+        skip_verify: target.skips_tls_verify(),
+        redirects: if target.follow_redirects.unwrap_or(true) {
+            Some(
+                target
+                    .max_redirects
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(DEFAULT_MAX_REDIRECTS),
+            )
+        } else {
+            None
+        },
+        user_agent: ctx.settings().user_agent.clone(),
+    };
+    let client = client(ctx, &key).map_err(config)?;
+
+    let method = match target.method.unwrap_or(HttpMethod::GET) {
+        HttpMethod::GET => reqwest::Method::GET,
+        HttpMethod::HEAD => reqwest::Method::HEAD,
+        HttpMethod::POST => reqwest::Method::POST,
+        HttpMethod::PUT => reqwest::Method::PUT,
+        HttpMethod::PATCH => reqwest::Method::PATCH,
+        HttpMethod::DELETE => reqwest::Method::DELETE,
+        HttpMethod::OPTIONS => reqwest::Method::OPTIONS,
+    };
+    let mut request = client.request(method, url.clone()).headers(headers);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| request_failed(&e, &url, &shown, &key, attempt))?;
+
+    let status = response.status().as_u16();
+    let final_url = display_url(response.url());
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let cert = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .and_then(|der| cert_info(der, Utc::now()));
+
+    let limit = match target.max_body_bytes {
+        Some(n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let mut body = Vec::new();
+    let mut truncated = false;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let chain = error_chain(&e);
+                let root = chain.last().map(|e| e.to_string()).unwrap_or_default();
+                let mut down = CheckOutcome::down(
+                    0.0,
+                    FailureReason::Body,
+                    format!("HTTP {status} from {final_url}, but reading the body failed: {root}"),
+                )
+                .with("statusCode", status);
+                down.cert = cert;
+                return Err(down);
+            }
+        }
+    }
+
+    Ok(Exchange {
+        status,
+        url: final_url,
+        content_type,
+        body,
+        truncated,
+        cert,
+    })
+}
+
+/// Apply the status, content-type and latency criteria to a response.
+pub(crate) fn judge(
+    exchange: &Exchange,
+    target: &HttpTarget,
+    criteria: &HttpCriteria,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let accepted = criteria.status_codes.as_deref();
+    let status_ok = match accepted {
+        Some(codes) => codes.contains(&i64::from(exchange.status)),
+        None => (200..300).contains(&exchange.status),
+    };
+    let want_type = criteria
+        .content_type
+        .as_deref()
+        .or(target.expected_content_type.as_deref())
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+
+    let mut outcome = if !status_ok {
+        CheckOutcome::down(
+            0.0,
+            FailureReason::Status,
+            format!(
+                "HTTP {}, expected {} ({})",
+                exchange.status,
+                describe_codes(accepted),
+                exchange.url
+            ),
+        )
+    } else if let Some(msg) = want_type.and_then(|want| content_type_mismatch(exchange, want)) {
+        CheckOutcome::down(0.0, FailureReason::Assertion, msg)
+    } else if let Some(msg) = latency_exceeded(attempt, criteria.max_latency_ms) {
+        CheckOutcome::down(
+            0.0,
+            FailureReason::Assertion,
+            format!("HTTP {} from {} {msg}", exchange.status, exchange.url),
+        )
+    } else {
+        CheckOutcome::up(0.0)
+    };
+    outcome.cert = exchange.cert.clone();
+    outcome = outcome
+        .with("statusCode", exchange.status)
+        .with("bodyBytes", exchange.body.len() as u64);
+    if exchange.truncated {
+        outcome = outcome.with("bodyTruncated", true);
+    }
+    outcome
+}
+
+fn content_type_mismatch(exchange: &Exchange, want: &str) -> Option<String> {
+    match &exchange.content_type {
+        Some(got)
+            if got
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with(&want.to_ascii_lowercase()) =>
+        {
+            None
+        }
+        Some(got) => Some(format!(
+            "Content-Type is \"{}\", expected \"{}\" ({})",
+            excerpt(got.as_bytes(), 60),
+            excerpt(want.as_bytes(), 60),
+            exchange.url
+        )),
+        None => Some(format!(
+            "no Content-Type header, expected \"{}\" ({})",
+            excerpt(want.as_bytes(), 60),
+            exchange.url
+        )),
+    }
+}
+
+/// `200-299`, or the accepted list with consecutive codes as ranges (`200-204, 301`).
+fn describe_codes(accepted: Option<&[i64]>) -> String {
+    let Some(codes) = accepted else {
+        return "200-299".to_string();
+    };
+    let mut codes = codes.to_vec();
+    codes.sort_unstable();
+    codes.dedup();
+    if codes.is_empty() {
+        return "no status code (statusCodes is empty)".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < codes.len() {
+        let start = codes[i];
+        let mut end = start;
+        while i + 1 < codes.len() && codes[i + 1] == end + 1 {
+            i += 1;
+            end = codes[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(", ")
+}
+
+/// The cached client for `key`, built on first use. Every client keeps no idle
+/// connections, so each check connects (and handshakes) afresh.
+fn client(ctx: &CheckContext, key: &ClientKey) -> Result<reqwest::Client, String> {
+    let mut clients = lock(&ctx.http_clients);
+    if let Some(c) = clients.get(key) {
+        return Ok(c.clone());
+    }
+    let tls = ctx.tls_config(!key.skip_verify, &[b"h2", b"http/1.1"])?;
+    let redirect = match key.redirects {
+        Some(n) => reqwest::redirect::Policy::limited(n),
+        None => reqwest::redirect::Policy::none(),
+    };
+    let built = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .tls_info(true)
+        .user_agent(key.user_agent.as_str())
+        .redirect(redirect)
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
+    if clients.len() >= super::MAX_CACHED_CLIENTS {
+        clients.clear();
+    }
+    clients.insert(key.clone(), built.clone());
+    Ok(built)
+}
+
+/// Classify an error from sending a request into a down outcome.
+fn request_failed(
+    err: &reqwest::Error,
+    url: &Url,
+    shown: &str,
+    key: &ClientKey,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let at = err
+        .url()
+        .map(display_url)
+        .unwrap_or_else(|| shown.to_string());
+    let chain = error_chain(err);
+    let root = chain
+        .iter()
+        .skip(1)
+        .last()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "unknown error".to_string());
+    let host = err
+        .url()
+        .unwrap_or(url)
+        .host_str()
+        .unwrap_or("")
+        .to_string();
+    let io_kind = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(|e| e.kind());
+    let https = err.url().unwrap_or(url).scheme() == "https";
+
+    let (reason, message) = if err.is_redirect() {
+        let max = key.redirects.unwrap_or(0);
+        (
+            FailureReason::Status,
+            format!("too many redirects: more than maxRedirects {max}, gave up at {at}"),
+        )
+    } else if err.is_dns() {
+        (
+            FailureReason::Dns,
+            format!("cannot resolve host {host} ({at}): {root}"),
+        )
+    } else if let Some(tls) = find_tls_error(&chain) {
+        (
+            FailureReason::Tls,
+            format!("TLS handshake with {at} failed: {tls}"),
+        )
+    } else if io_kind.is_some_and(is_connect_kind) {
+        (
+            FailureReason::Connect,
+            format!("cannot connect to {at}: {root}"),
+        )
+    } else if io_kind == Some(std::io::ErrorKind::TimedOut) {
+        (
+            FailureReason::Timeout,
+            format!(
+                "connection to {at} timed out within {}: {root}",
+                super::human_duration(attempt.timeout())
+            ),
+        )
+    } else if err.is_connect() && https {
+        (
+            FailureReason::Tls,
+            format!("TLS handshake with {at} failed: {root}"),
+        )
+    } else if err.is_connect() {
+        (
+            FailureReason::Connect,
+            format!("cannot connect to {at}: {root}"),
+        )
+    } else if err.is_body() || err.is_decode() {
+        (
+            FailureReason::Body,
+            format!("reading the response of {at} failed: {root}"),
+        )
+    } else if chain
+        .iter()
+        .filter_map(|e| e.downcast_ref::<hyper::Error>())
+        .any(|e| e.is_incomplete_message() || e.is_canceled() || e.is_closed())
+    {
+        (
+            FailureReason::Connect,
+            format!("{at} closed the connection before a complete response: {root}"),
+        )
+    } else {
+        (
+            FailureReason::Protocol,
+            format!("invalid HTTP response from {at}: {root}"),
+        )
+    };
+    CheckOutcome::down(0.0, reason, message)
+}
+
+/// A URL as it may appear in messages: no userinfo, query or fragment.
+pub(crate) fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// The values of the secrets `target` refers to, to scrub from messages.
+fn secret_values(ctx: &CheckContext, namespace: &str, target: &HttpTarget) -> Vec<String> {
+    let texts = std::iter::once(target.url.as_str())
+        .chain(
+            target
+                .headers
+                .iter()
+                .flat_map(|h| h.0.values().map(String::as_str)),
+        )
+        .chain(target.body.as_deref());
+    let mut values: Vec<String> = texts
+        .flat_map(secret_refs)
+        .filter_map(Result::ok)
+        .filter_map(|r| ctx.secrets().get(namespace, &r.name, &r.key))
+        .map(|v| v.expose_str())
+        .filter(|v| v.len() >= MIN_SCRUB_LEN)
+        .collect();
+    // Longest first, so a value containing another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+/// Last line of defence: no secret value survives into a message.
+fn scrub(mut outcome: CheckOutcome, secrets: &[String]) -> CheckOutcome {
+    if let Some(msg) = outcome.message.as_mut() {
+        for s in secrets {
+            if msg.contains(s.as_str()) {
+                *msg = msg.replace(s.as_str(), "<redacted>");
+            }
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_described_as_ranges() {
+        assert_eq!(describe_codes(None), "200-299");
+        assert_eq!(
+            describe_codes(Some(&[204, 200, 201, 202, 301])),
+            "200-202, 204, 301"
+        );
+        assert_eq!(describe_codes(Some(&[418])), "418");
+    }
+
+    #[test]
+    fn urls_lose_credentials_and_query() {
+        let u = Url::parse("https://user:pw@example.com:8443/a/b?token=x#frag").unwrap();
+        assert_eq!(display_url(&u), "https://example.com:8443/a/b");
+    }
+}

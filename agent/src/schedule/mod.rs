@@ -1,0 +1,632 @@
+//! The scheduler: a priority queue of run times with jitter and no drift (run k of a
+//! monitor is due at `anchor + k·interval ± jitter`, whatever earlier runs cost), global
+//! concurrency limits, one-off retries, and catalog changes applied without a restart.
+//! It only decides *when*; what a result means is the state machine's business.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use kubekuma_crds::results::CheckOutcome;
+use kubekuma_crds::{EffectiveSettings, MonitorSpec, MonitorType};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::catalog::ObjKey;
+use crate::state::StatePolicy;
+
+/// Everything the scheduler and the state machine need to know about one monitor,
+/// with defaults from the settings filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitorPlan {
+    /// Namespace and name.
+    pub key: ObjKey,
+    /// The spec, as validated.
+    pub spec: Arc<MonitorSpec>,
+    /// Time between runs.
+    pub interval: Duration,
+    /// Time one attempt may take.
+    pub timeout: Duration,
+    /// Jitter in percent of the interval.
+    pub jitter_percent: u32,
+    /// Delay before the first run.
+    pub initial_delay: Duration,
+    /// Retries, grace and flapping.
+    pub policy: StatePolicy,
+    /// Runs under the privileged-check limit (ICMP).
+    pub privileged: bool,
+    /// Checks run at all.
+    pub enabled: bool,
+    fingerprint: u64,
+}
+
+impl MonitorPlan {
+    /// The plan of a monitor under the given settings.
+    pub fn new(key: ObjKey, spec: Arc<MonitorSpec>, settings: &EffectiveSettings) -> Self {
+        let s = spec.schedule.clone().unwrap_or_default();
+        let secs = |v: Option<i64>, d: i64| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
+        let interval = secs(s.interval_seconds, 60).max(Duration::from_secs(1));
+        let timeout = secs(s.timeout_seconds, settings.default_timeout_seconds).clamp(
+            Duration::from_millis(100),
+            interval.max(Duration::from_secs(1)),
+        );
+        let retries = s.retries.map(|r| r.max_retries).unwrap_or(0).max(0) as u32;
+        let retry_interval = s
+            .retries
+            .and_then(|r| r.retry_interval_seconds)
+            .or(s.retry_interval_seconds)
+            .map(|v| Duration::from_secs(v.max(1) as u64))
+            .unwrap_or_else(|| interval.min(Duration::from_secs(30)));
+        let flapping = settings.flapping_enabled.then(|| {
+            (
+                chrono::Duration::minutes(settings.flapping_window_minutes),
+                settings.flapping_threshold.max(2) as u32,
+            )
+        });
+        let fingerprint = {
+            let mut h = DefaultHasher::new();
+            serde_json::to_string(spec.as_ref())
+                .unwrap_or_default()
+                .hash(&mut h);
+            format!("{settings:?}").hash(&mut h);
+            h.finish()
+        };
+        MonitorPlan {
+            key,
+            interval,
+            timeout,
+            jitter_percent: s
+                .jitter_percent
+                .unwrap_or(settings.jitter_percent)
+                .clamp(0, 100) as u32,
+            initial_delay: secs(s.initial_delay_seconds, 0),
+            policy: StatePolicy {
+                retries,
+                grace: chrono::Duration::seconds(s.grace_down_seconds.unwrap_or(0).max(0)),
+                retry_interval: chrono::Duration::from_std(retry_interval)
+                    .unwrap_or(chrono::Duration::seconds(30)),
+                flapping,
+            },
+            privileged: spec.type_ == MonitorType::Ping && settings.ping_privileged,
+            enabled: spec.is_enabled(),
+            spec,
+            fingerprint,
+        }
+    }
+
+    /// Offset of run `k` from its slot: a deterministic value in ±interval·jitter%.
+    fn jitter(&self, k: u64) -> i128 {
+        let max = self.interval.as_millis() as i128 * i128::from(self.jitter_percent) / 100;
+        if max == 0 {
+            return 0;
+        }
+        let mut h = DefaultHasher::new();
+        (&self.key, k).hash(&mut h);
+        (h.finish() % (2 * max as u64 + 1)) as i128 - max
+    }
+}
+
+/// A finished check, handed to the result processor.
+#[derive(Debug)]
+pub struct CheckDone {
+    /// The plan it ran with.
+    pub plan: Arc<MonitorPlan>,
+    /// What happened.
+    pub outcome: CheckOutcome,
+    /// When it started (wall clock).
+    pub started_at: DateTime<Utc>,
+    /// How late it started against its due time.
+    pub lateness: Duration,
+}
+
+/// Runs one attempt of a check.
+pub type Runner = Arc<dyn Fn(Arc<MonitorPlan>) -> BoxFuture<'static, CheckOutcome> + Send + Sync>;
+
+/// Concurrency limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Network checks at once.
+    pub net: usize,
+    /// Privileged checks at once.
+    pub privileged: usize,
+}
+
+impl Limits {
+    /// The limits of the settings.
+    pub fn from_settings(s: &EffectiveSettings) -> Self {
+        Limits {
+            net: s.max_concurrent_net_checks.max(1) as usize,
+            privileged: s.max_concurrent_priv_checks.max(1) as usize,
+        }
+    }
+}
+
+enum Command {
+    Apply(Vec<MonitorPlan>),
+    Retry(ObjKey, Duration),
+    Finished(ObjKey, u64),
+}
+
+struct Entry {
+    plan: Arc<MonitorPlan>,
+    anchor: Instant,
+    k: u64,
+    next_regular: Instant,
+    retry_at: Option<Instant>,
+    running: bool,
+    version: u64,
+}
+
+impl Entry {
+    fn due(&self) -> Instant {
+        match self.retry_at {
+            Some(r) if r < self.next_regular => r,
+            _ => self.next_regular,
+        }
+    }
+
+    fn slot(&self, k: u64) -> Instant {
+        let base = self.anchor + self.plan.interval * (k as u32);
+        let j = self.plan.jitter(k);
+        let t = if j >= 0 {
+            base + Duration::from_millis(j as u64)
+        } else {
+            base.checked_sub(Duration::from_millis((-j) as u64))
+                .unwrap_or(base)
+        };
+        // Never before the anchor (the first run honours initialDelaySeconds).
+        t.max(self.anchor)
+    }
+}
+
+/// Lateness samples and counters, for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Lateness of each started check, in microseconds.
+    pub lateness_us: Vec<u64>,
+    /// Checks started.
+    pub started: u64,
+    /// Runs skipped because the previous run of the same monitor was still going.
+    pub skipped_overlap: u64,
+}
+
+/// Handle to a running scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::UnboundedSender<Command>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl Scheduler {
+    /// Start the scheduler. Finished checks go to `done`.
+    pub fn spawn(runner: Runner, limits: Limits, done: mpsc::Sender<CheckDone>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let s = Scheduler {
+            tx: tx.clone(),
+            stats: stats.clone(),
+        };
+        tokio::spawn(run_loop(rx, tx, runner, limits, done, stats));
+        s
+    }
+
+    /// Replace the set of monitors. Unchanged monitors keep their schedule; changed ones
+    /// are rescheduled from now; removed ones stop; disabled ones are not run.
+    pub fn apply(&self, plans: Vec<MonitorPlan>) {
+        let _ = self.tx.send(Command::Apply(plans));
+    }
+
+    /// Run a monitor again after `delay` (a retry), unless its next run is sooner.
+    pub fn retry(&self, key: ObjKey, delay: Duration) {
+        let _ = self.tx.send(Command::Retry(key, delay));
+    }
+
+    /// Take the collected lateness samples and counters.
+    pub fn take_stats(&self) -> Stats {
+        self.stats
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+
+    /// Whether the scheduler loop is still running.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+async fn run_loop(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::UnboundedSender<Command>,
+    runner: Runner,
+    limits: Limits,
+    done: mpsc::Sender<CheckDone>,
+    stats: Arc<Mutex<Stats>>,
+) {
+    let net = Arc::new(Semaphore::new(limits.net));
+    let privileged = Arc::new(Semaphore::new(limits.privileged));
+    let mut entries: HashMap<ObjKey, Entry> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(Instant, u64, ObjKey)>> = BinaryHeap::new();
+    let mut version: u64 = 0;
+    loop {
+        let next = heap.peek().map(|Reverse((t, _, _))| *t);
+        let cmd = match next {
+            Some(t) => tokio::select! {
+                c = rx.recv() => match c { Some(c) => Some(c), None => return },
+                _ = tokio::time::sleep_until(t) => None,
+            },
+            None => match rx.recv().await {
+                Some(c) => Some(c),
+                None => return,
+            },
+        };
+        let now = Instant::now();
+        match cmd {
+            Some(Command::Apply(plans)) => {
+                let mut keep: HashMap<ObjKey, ()> = HashMap::new();
+                for plan in plans {
+                    keep.insert(plan.key.clone(), ());
+                    if !plan.enabled {
+                        entries.remove(&plan.key);
+                        continue;
+                    }
+                    if let Some(e) = entries.get(&plan.key)
+                        && e.plan.fingerprint == plan.fingerprint
+                    {
+                        continue;
+                    }
+                    version += 1;
+                    let running = entries.get(&plan.key).is_some_and(|e| e.running);
+                    let anchor = now + plan.initial_delay;
+                    let mut e = Entry {
+                        plan: Arc::new(plan),
+                        anchor,
+                        k: 0,
+                        next_regular: anchor,
+                        retry_at: None,
+                        running,
+                        version,
+                    };
+                    // Spread first runs of new monitors over the jitter range.
+                    e.next_regular = e.slot(0);
+                    heap.push(Reverse((e.due(), version, e.plan.key.clone())));
+                    entries.insert(e.plan.key.clone(), e);
+                }
+                entries.retain(|k, _| keep.contains_key(k));
+            }
+            Some(Command::Retry(key, delay)) => {
+                if let Some(e) = entries.get_mut(&key) {
+                    e.retry_at = Some(now + delay);
+                    version += 1;
+                    e.version = version;
+                    heap.push(Reverse((e.due(), version, key)));
+                }
+            }
+            Some(Command::Finished(key, v)) => {
+                if let Some(e) = entries.get_mut(&key)
+                    && (e.version == v || e.running)
+                {
+                    e.running = false;
+                }
+            }
+            None => {}
+        }
+        // Start everything that is due.
+        while let Some(Reverse((t, v, _))) = heap.peek() {
+            if *t > Instant::now() {
+                break;
+            }
+            let (t, v, key) = (*t, *v, heap.pop().map(|Reverse((_, _, k))| k));
+            let Some(key) = key else { break };
+            let Some(e) = entries.get_mut(&key) else {
+                continue;
+            };
+            if e.version != v {
+                continue; // superseded by a newer schedule of this monitor
+            }
+            let is_retry = e.retry_at.is_some_and(|r| r <= e.next_regular);
+            if is_retry {
+                e.retry_at = None;
+            } else {
+                // Advance the regular cadence; slots already in the past are skipped
+                // (no burst after a stall), later ones are not moved (no drift).
+                e.k += 1;
+                let now = Instant::now();
+                while e.slot(e.k) <= now {
+                    e.k += 1;
+                }
+                e.next_regular = e.slot(e.k);
+            }
+            version += 1;
+            e.version = version;
+            heap.push(Reverse((e.due(), version, key.clone())));
+            if e.running {
+                if let Ok(mut s) = stats.lock() {
+                    s.skipped_overlap += 1;
+                }
+                continue;
+            }
+            e.running = true;
+            let plan = e.plan.clone();
+            let sem = if plan.privileged {
+                privileged.clone()
+            } else {
+                net.clone()
+            };
+            let runner = runner.clone();
+            let done = done.clone();
+            let tx = tx.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = sem.acquire_owned().await else {
+                    return;
+                };
+                let started = Instant::now();
+                let lateness = started.saturating_duration_since(t);
+                if let Ok(mut s) = stats.lock() {
+                    s.started += 1;
+                    s.lateness_us.push(lateness.as_micros() as u64);
+                }
+                let started_at = Utc::now();
+                let outcome = runner(plan.clone()).await;
+                let key = plan.key.clone();
+                let _ = done
+                    .send(CheckDone {
+                        plan,
+                        outcome,
+                        started_at,
+                        lateness,
+                    })
+                    .await;
+                let _ = tx.send(Command::Finished(key, v));
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubekuma_crds::monitor::{Schedule, Target, TcpTarget};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn spec(interval: i64, jitter: i64) -> MonitorSpec {
+        MonitorSpec {
+            enabled: None,
+            type_: MonitorType::Tcp,
+            description: None,
+            schedule: Some(Schedule {
+                interval_seconds: Some(interval),
+                jitter_percent: Some(jitter),
+                timeout_seconds: Some(1),
+                ..Schedule::default()
+            }),
+            target: Target {
+                tcp: Some(TcpTarget {
+                    host: "h".into(),
+                    port: 1,
+                    send: None,
+                    expect: None,
+                    tls: None,
+                }),
+                ..Target::default()
+            },
+            success_criteria: None,
+            alerting: None,
+            tags: vec![],
+            annotations: Default::default(),
+        }
+    }
+
+    fn plan(name: &str, interval: i64, jitter: i64) -> MonitorPlan {
+        MonitorPlan::new(
+            ObjKey::new("ns", name),
+            Arc::new(spec(interval, jitter)),
+            &EffectiveSettings::default(),
+        )
+    }
+
+    /// A runner whose checks take `cost` and that records start times.
+    fn recording(cost: Duration, log: Arc<Mutex<Vec<(String, Instant)>>>) -> Runner {
+        Arc::new(move |p: Arc<MonitorPlan>| {
+            let log = log.clone();
+            Box::pin(async move {
+                log.lock()
+                    .unwrap()
+                    .push((p.key.name.clone(), Instant::now()));
+                tokio::time::sleep(cost).await;
+                CheckOutcome::up(1.0)
+            })
+        })
+    }
+
+    async fn drain(rx: &mut mpsc::Receiver<CheckDone>) {
+        while rx.try_recv().is_ok() {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_checks_do_not_drift_the_schedule() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(1000);
+        // Each check takes 7 s of a 10 s interval.
+        let s = Scheduler::spawn(
+            recording(Duration::from_secs(7), log.clone()),
+            Limits {
+                net: 10,
+                privileged: 1,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        s.apply(vec![plan("a", 10, 0)]);
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        drain(&mut drx).await;
+        let starts: Vec<u64> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| (*t - t0).as_secs())
+            .collect();
+        assert_eq!(starts, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_stays_within_bounds_and_does_not_accumulate() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(10_000);
+        let s = Scheduler::spawn(
+            recording(Duration::from_millis(1), log.clone()),
+            Limits {
+                net: 100,
+                privileged: 1,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        s.apply(vec![plan("a", 30, 10), plan("b", 30, 10)]);
+        tokio::time::sleep(Duration::from_secs(30 * 100)).await;
+        drain(&mut drx).await;
+        let log = log.lock().unwrap();
+        for name in ["a", "b"] {
+            let starts: Vec<f64> = log
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, t)| (*t - t0).as_secs_f64())
+                .collect();
+            assert!(starts.len() >= 99, "{name}: {} runs", starts.len());
+            for (k, t) in starts.iter().enumerate().skip(1) {
+                let slot = 30.0 * k as f64;
+                assert!(
+                    (t - slot).abs() <= 3.0 + 1e-3,
+                    "{name} run {k} at {t}, slot {slot}"
+                );
+            }
+        }
+        let distinct: std::collections::HashSet<u64> = log
+            .iter()
+            .map(|(_, t)| ((*t - t0).as_millis() % 30_000) as u64)
+            .collect();
+        assert!(distinct.len() > 20, "jitter varies between runs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_limit_is_respected() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r2, p2) = (running.clone(), peak.clone());
+        let runner: Runner = Arc::new(move |_p| {
+            let (r, p) = (r2.clone(), p2.clone());
+            Box::pin(async move {
+                let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                CheckOutcome::up(1.0)
+            })
+        });
+        let (dtx, mut drx) = mpsc::channel(10_000);
+        let s = Scheduler::spawn(
+            runner,
+            Limits {
+                net: 3,
+                privileged: 1,
+            },
+            dtx,
+        );
+        s.apply((0..20).map(|i| plan(&format!("m{i}"), 10, 0)).collect());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let mut n = 0;
+        while drx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert!(n >= 20, "all monitors ran: {n}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn catalog_changes_apply_without_restart() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(10_000);
+        let s = Scheduler::spawn(
+            recording(Duration::from_millis(1), log.clone()),
+            Limits {
+                net: 10,
+                privileged: 1,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        s.apply(vec![
+            plan("keep", 10, 0),
+            plan("edit", 10, 0),
+            plan("drop", 10, 0),
+        ]);
+        tokio::time::sleep(Duration::from_millis(15_500)).await;
+        let mut disabled = spec(10, 0);
+        disabled.enabled = Some(false);
+        s.apply(vec![
+            plan("keep", 10, 0),
+            plan("edit", 20, 0),
+            plan("new", 10, 0),
+            MonitorPlan::new(
+                ObjKey::new("ns", "off"),
+                Arc::new(disabled),
+                &EffectiveSettings::default(),
+            ),
+        ]);
+        tokio::time::sleep(Duration::from_millis(40_000)).await;
+        drain(&mut drx).await;
+        let log = log.lock().unwrap();
+        let at = |n: &str| -> Vec<u64> {
+            log.iter()
+                .filter(|(x, _)| x == n)
+                .map(|(_, t)| (*t - t0).as_millis() as u64 / 100)
+                .collect()
+        };
+        assert_eq!(
+            at("keep"),
+            vec![0, 100, 200, 300, 400, 500],
+            "unchanged monitor keeps its cadence"
+        );
+        assert_eq!(at("drop"), vec![0, 100]);
+        assert_eq!(
+            at("edit"),
+            vec![0, 100, 155, 355],
+            "edited monitor is rescheduled from the change"
+        );
+        assert_eq!(at("new"), vec![155, 255, 355, 455]);
+        assert!(at("off").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_run_early_then_the_cadence_resumes() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(10_000);
+        let s = Scheduler::spawn(
+            recording(Duration::from_millis(1), log.clone()),
+            Limits {
+                net: 10,
+                privileged: 1,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        s.apply(vec![plan("a", 60, 0)]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.retry(ObjKey::new("ns", "a"), Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(130)).await;
+        drain(&mut drx).await;
+        let starts: Vec<u64> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| (*t - t0).as_secs())
+            .collect();
+        assert_eq!(starts, vec![0, 6, 60, 120]);
+    }
+}
