@@ -6,3 +6,4 @@ pub mod checks;
 pub mod cli;
 pub mod schedule;
 pub mod state;
+pub mod store;

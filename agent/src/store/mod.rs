@@ -1,0 +1,870 @@
+//! SQLite store: heartbeats, rollups, incidents, monitor state, crd cache, export outbox.
+//!
+//! One writer thread owns the write connection ([`writer`]); the async API sends it
+//! commands and awaits the reply. Heartbeats are queued without waiting and committed
+//! in batches; [`Store::flush`] waits for everything queued so far. Reads run on
+//! separate read-only connections inside `spawn_blocking`, so they never block the
+//! runtime and, with WAL, never wait behind the writer.
+//!
+//! Times are stored as INTEGER unix milliseconds. Schema changes are numbered
+//! migrations in [`migrations`].
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod convert;
+mod incidents;
+mod location;
+pub mod migrations;
+mod records;
+mod retention;
+mod rollups;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kubekuma_crds::EffectiveSettings;
+use kubekuma_crds::objects::{LatencyPoint, Rollup, monitor_key};
+use kubekuma_crds::results::{FailureReason, Heartbeat, Incident};
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::oneshot;
+
+use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
+pub use location::{DatabaseLocation, parse_database_url};
+pub use records::{CachedCrd, CrdCacheEntry, MonitorStateRow};
+use rollups::{Buckets, DAY_MS, HOUR_MS};
+use writer::{Command, Job, WriterStats};
+
+/// How long a connection waits for a lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle read connections kept for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// What can go wrong in the store. Every message names the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `DATABASE_URL` is not SQLite.
+    #[error(
+        "unsupported database url scheme {scheme:?}: only sqlite is supported (sqlite:PATH, sqlite://PATH or sqlite::memory:)"
+    )]
+    UnsupportedUrl {
+        /// The scheme found (the rest of the URL is not repeated: it may hold credentials).
+        scheme: String,
+    },
+    /// `DATABASE_URL` is `sqlite:` with nothing after it.
+    #[error("database url names no file: use sqlite:PATH, sqlite://PATH or sqlite::memory:")]
+    EmptyPath,
+    /// The database's folder could not be created.
+    #[error("cannot create database folder {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the store writer for {path}: {source}")]
+    Spawn {
+        /// The database.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or configured.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The database.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The database was migrated by a newer agent.
+    #[error("database {path} has schema version {found}, newer than the {known} this agent knows")]
+    NewerSchema {
+        /// The database.
+        path: String,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// A migration failed (and was rolled back).
+    #[error("migration {version} failed on {path}: {source}")]
+    Migration {
+        /// The database.
+        path: String,
+        /// The migration's number.
+        version: i64,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A statement failed.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// No incident has this ID.
+    #[error("incident {id} not found in {path}")]
+    IncidentNotFound {
+        /// The database.
+        path: String,
+        /// The ID asked for.
+        id: i64,
+    },
+    /// A stored value could not be read back.
+    #[error("invalid value {value:?} in {column} of {path}")]
+    InvalidValue {
+        /// The database.
+        path: String,
+        /// `table.column`.
+        column: &'static str,
+        /// The value found.
+        value: String,
+    },
+    /// Secrets are never cached.
+    #[error(
+        "refusing to cache secret {namespace}/{name} in {path}: secret values never enter the database"
+    )]
+    SecretRefused {
+        /// The database.
+        path: String,
+        /// The Secret's namespace.
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+    },
+    /// An argument was out of range.
+    #[error("invalid argument for {path}: {message}")]
+    InvalidArgument {
+        /// The database.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A batch of queued heartbeats could not be committed (reported by the next flush).
+    #[error("heartbeats not stored in {path}: {message}")]
+    HeartbeatBatch {
+        /// The database.
+        path: String,
+        /// What was lost and why.
+        message: String,
+    },
+    /// The writer thread is gone.
+    #[error("store writer for {path} has stopped")]
+    WriterStopped {
+        /// The database.
+        path: String,
+    },
+    /// [`Store::close`] was called.
+    #[error("store {path} is closed")]
+    Closed {
+        /// The database.
+        path: String,
+    },
+    /// A store operation panicked (a bug); the store keeps working.
+    #[error("store operation on {path} panicked")]
+    Panicked {
+        /// The database.
+        path: String,
+    },
+    /// A read task did not finish (panicked or was cancelled).
+    #[error("read of {path} failed: {message}")]
+    ReadTask {
+        /// The database.
+        path: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// What [`Store::apply_retention`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Raw heartbeats deleted because they were older than `heartbeats_days`.
+    pub deleted_heartbeats: u64,
+    /// Raw heartbeats replaced by hourly rollups (older than `downsample_after_days`).
+    pub downsampled_heartbeats: u64,
+    /// Hourly rollups deleted because they were older than `heartbeats_days`.
+    pub deleted_rollups: u64,
+    /// Closed incidents deleted because they ended before `incidents_days`.
+    pub deleted_incidents: u64,
+}
+
+/// The agent's database. Cheap to clone; every clone talks to the same writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The database for messages: its path, or `:memory:`.
+    label: String,
+    tx: mpsc::Sender<Command>,
+    readers: Readers,
+    stats: Arc<WriterStats>,
+    closed: AtomicBool,
+}
+
+/// Where read connections come from, and the idle ones.
+struct Readers {
+    target: Target,
+    idle: Mutex<Vec<Connection>>,
+}
+
+#[derive(Clone)]
+enum Target {
+    File(PathBuf),
+    /// A shared-cache in-memory database URI.
+    Memory(String),
+}
+
+impl Readers {
+    fn take(&self) -> Result<Connection, Fail> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => Ok(open_reader(&self.target)?),
+        }
+    }
+
+    fn give(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+
+    fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+fn open_reader(target: &Target) -> rusqlite::Result<Connection> {
+    let conn = match target {
+        Target::File(path) => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?,
+        Target::Memory(uri) => {
+            let conn = Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            // Shared-cache readers would otherwise hit table locks while the writer
+            // writes; in-memory databases are for tests and trials only.
+            conn.pragma_update(None, "read_uncommitted", true)?;
+            conn
+        }
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+fn memory_uri() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "file:kubekuma-{}-{n}?mode=memory&cache=shared",
+        std::process::id()
+    )
+}
+
+impl Store {
+    /// Open (creating file and folders) the database at `path`, in WAL mode, and bring
+    /// its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_location(DatabaseLocation::File(path.to_path_buf()))
+    }
+
+    /// Open the database a `DATABASE_URL` names (see [`parse_database_url`]).
+    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+        Store::open_location(parse_database_url(url)?)
+    }
+
+    /// Open a parsed location.
+    pub fn open_location(location: DatabaseLocation) -> Result<Store, StoreError> {
+        let (label, target, conn) = match location {
+            DatabaseLocation::File(path) => {
+                let label = path.display().to_string();
+                if let Some(parent) = path.parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                        path: parent.display().to_string(),
+                        source,
+                    })?;
+                }
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_CREATE
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .and_then(|c| configure_writer(c, true, &label))
+                .map_err(|source| StoreError::Open {
+                    path: label.clone(),
+                    source,
+                })?;
+                (label, Target::File(path), conn)
+            }
+            DatabaseLocation::Memory => {
+                let label = ":memory:".to_string();
+                let uri = memory_uri();
+                let conn = Connection::open_with_flags(
+                    &uri,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_CREATE
+                        | OpenFlags::SQLITE_OPEN_URI
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .and_then(|c| configure_writer(c, false, &label))
+                .map_err(|source| StoreError::Open {
+                    path: label.clone(),
+                    source,
+                })?;
+                (label, Target::Memory(uri), conn)
+            }
+        };
+        let mut conn = conn;
+        let applied = migrations::migrate(&mut conn, ms(Utc::now())).map_err(|e| match e {
+            migrations::MigrateError::Newer { found, known } => StoreError::NewerSchema {
+                path: label.clone(),
+                found,
+                known,
+            },
+            migrations::MigrateError::Sql { version, source } => StoreError::Migration {
+                path: label.clone(),
+                version,
+                source,
+            },
+        })?;
+        if applied > 0 {
+            tracing::info!(database = %label, applied, "applied store migrations");
+        }
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let thread_label = label.clone();
+        std::thread::Builder::new()
+            .name("kubekuma-store".to_string())
+            .spawn(move || writer::run(conn, rx, thread_stats, thread_label))
+            .map_err(|source| StoreError::Spawn {
+                path: label.clone(),
+                source,
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                label,
+                tx,
+                readers: Readers {
+                    target,
+                    idle: Mutex::new(Vec::new()),
+                },
+                stats,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The database's path (`:memory:` for an in-memory one).
+    pub fn path(&self) -> &str {
+        &self.inner.label
+    }
+
+    fn stopped(&self) -> StoreError {
+        if self.inner.closed.load(Ordering::Acquire) {
+            StoreError::Closed {
+                path: self.inner.label.clone(),
+            }
+        } else {
+            StoreError::WriterStopped {
+                path: self.inner.label.clone(),
+            }
+        }
+    }
+
+    /// Send a command to the writer, unless the store was closed.
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(self.stopped());
+        }
+        self.inner.tx.send(command).map_err(|_| self.stopped())
+    }
+
+    /// Run `f` on the writer thread, after every heartbeat queued before it.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+                .unwrap_or(Err(Fail::Panicked));
+            let _ = reply.send(out);
+        });
+        self.send(Command::Job(job))?;
+        match rx.await {
+            Ok(r) => r.map_err(|e| e.at(&self.inner.label)),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Run `f` on a read-only connection in `spawn_blocking`.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(self.stopped());
+        }
+        let inner = self.inner.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.take()?;
+            let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)))
+                .unwrap_or(Err(Fail::Panicked));
+            inner.readers.give(conn);
+            out
+        })
+        .await;
+        match joined {
+            Ok(r) => r.map_err(|e| e.at(&self.inner.label)),
+            Err(e) => Err(StoreError::ReadTask {
+                path: self.inner.label.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Queue a heartbeat; returns at once. It is committed within about 50 ms (or as
+    /// soon as 1000 are queued); [`Store::flush`] waits for it. A monitor has at most
+    /// one heartbeat per millisecond: a second one with the same `checked_at` replaces
+    /// the first.
+    pub fn record_heartbeat(&self, hb: Heartbeat) -> Result<(), StoreError> {
+        self.send(Command::Heartbeat(Box::new(hb)))
+    }
+
+    /// Wait until every heartbeat queued so far is committed. Fails if a batch since
+    /// the last flush could not be committed (those heartbeats are lost).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Flush(reply))?;
+        match rx.await {
+            Ok(r) => r.map_err(|e| e.at(&self.inner.label)),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Commit what is queued, stop the writer and close every connection. Later calls
+    /// on any clone fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Close(reply))
+            .map_err(|_| self.stopped())?;
+        let _ = rx.await;
+        self.inner.readers.clear();
+        Ok(())
+    }
+
+    /// Heartbeats committed since the store was opened.
+    pub fn heartbeats_written(&self) -> u64 {
+        self.inner.stats.heartbeats.load(Ordering::Relaxed)
+    }
+
+    /// Heartbeat batches (transactions) committed since the store was opened.
+    pub fn heartbeat_batches(&self) -> u64 {
+        self.inner.stats.batches.load(Ordering::Relaxed)
+    }
+
+    /// Size of the database in bytes (`page_count * page_size`, WAL content included).
+    pub async fn database_bytes(&self) -> Result<i64, StoreError> {
+        self.read(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            Ok(pages.saturating_mul(size))
+        })
+        .await
+    }
+
+    /// Heartbeats of one monitor checked at or after `since`, newest first, at most `limit`.
+    pub async fn heartbeats(
+        &self,
+        namespace: &str,
+        name: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Heartbeat>, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT checked_at, state, latency_ms, reason, message, attempts FROM heartbeats
+                 WHERE monitor_namespace = ?1 AND monitor_name = ?2 AND checked_at >= ?3
+                 ORDER BY checked_at DESC LIMIT ?4",
+            )?;
+            type Raw = (
+                i64,
+                String,
+                Option<f64>,
+                Option<String>,
+                Option<String>,
+                i64,
+            );
+            let raw: Vec<Raw> = st
+                .query_map(params![ns, name, ms(since), limit], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            raw.into_iter()
+                .map(|(t, state, latency_ms, reason, message, attempts)| {
+                    Ok(Heartbeat {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        state: parse_enum("heartbeats.state", &state)?,
+                        latency_ms,
+                        reason: parse_opt_enum("heartbeats.reason", reason)?,
+                        message,
+                        checked_at: time("heartbeats.checked_at", t)?,
+                        attempts: count("heartbeats.attempts", attempts)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Open an incident; returns its ID.
+    pub async fn open_incident(
+        &self,
+        namespace: &str,
+        name: &str,
+        started_at: DateTime<Utc>,
+        reason: Option<FailureReason>,
+    ) -> Result<i64, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.write(move |c| incidents::open(c, &ns, &name, ms(started_at), reason, ms(Utc::now())))
+            .await
+    }
+
+    /// Close an incident, setting its duration (whole seconds). Closing a closed one
+    /// changes nothing.
+    pub async fn close_incident(&self, id: i64, ended_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(move |c| incidents::close(c, id, ms(ended_at), ms(Utc::now())))
+            .await
+    }
+
+    /// Record that an incident's notifications were suppressed, and why.
+    pub async fn set_incident_suppressed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        self.write(move |c| incidents::set_suppressed(c, id, &reason, ms(Utc::now())))
+            .await
+    }
+
+    /// Record an operator's acknowledgement.
+    pub async fn acknowledge_incident(
+        &self,
+        id: i64,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let by = by.to_string();
+        self.write(move |c| incidents::acknowledge(c, id, &by, ms(at), ms(Utc::now())))
+            .await
+    }
+
+    /// Add a public update to an incident.
+    pub async fn add_incident_update(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let message = message.to_string();
+        self.write(move |c| incidents::add_update(c, id, ms(at), &message, ms(Utc::now())))
+            .await
+    }
+
+    /// Incidents that started in `[from, to)`, plus those that started before `to` and
+    /// are still open; oldest first, with their updates.
+    pub async fn incidents_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Incident>, StoreError> {
+        self.read(move |c| incidents::between(c, ms(from), ms(to)))
+            .await
+    }
+
+    /// Open incidents, oldest first, with their updates.
+    pub async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        self.read(incidents::open_list).await
+    }
+
+    /// Save (insert or replace) a monitor's state.
+    pub async fn save_monitor_state(&self, row: MonitorStateRow) -> Result<(), StoreError> {
+        self.write(move |c| records::save_state(c, &row, ms(Utc::now())))
+            .await
+    }
+
+    /// Every saved monitor state, by namespace and name.
+    pub async fn load_monitor_states(&self) -> Result<Vec<MonitorStateRow>, StoreError> {
+        self.read(records::load_states).await
+    }
+
+    /// Forget a monitor's state; returns whether there was one.
+    pub async fn delete_monitor_state(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.write(move |c| records::delete_state(c, &ns, &name))
+            .await
+    }
+
+    /// Insert or update a cached resource (clearing any deletion mark). Refuses kind
+    /// `Secret`: secret values never enter the database.
+    pub async fn upsert_crd_cache(&self, entry: CrdCacheEntry) -> Result<(), StoreError> {
+        if records::refused_kind(&entry.kind) {
+            return Err(StoreError::SecretRefused {
+                path: self.inner.label.clone(),
+                namespace: entry.namespace,
+                name: entry.name,
+            });
+        }
+        self.write(move |c| records::upsert_crd(c, &entry, ms(Utc::now())))
+            .await
+    }
+
+    /// Mark a cached resource deleted at `at`; returns whether it was cached.
+    pub async fn mark_crd_deleted(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (kind, ns, name) = (kind.to_string(), namespace.to_string(), name.to_string());
+        self.write(move |c| records::mark_crd_deleted(c, &kind, &ns, &name, ms(at)))
+            .await
+    }
+
+    /// A cached resource, deleted or not.
+    pub async fn crd_cache_entry(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CachedCrd>, StoreError> {
+        let (kind, ns, name) = (kind.to_string(), namespace.to_string(), name.to_string());
+        self.read(move |c| records::get_crd(c, &kind, &ns, &name))
+            .await
+    }
+
+    /// Queue `body` as the latest content of object `key`, replacing a pending body of
+    /// the same key; returns the new version (versions only grow).
+    pub async fn outbox_put(&self, key: &str, body: Vec<u8>) -> Result<i64, StoreError> {
+        let key = key.to_string();
+        self.write(move |c| records::outbox_put(c, &key, &body, ms(Utc::now())))
+            .await
+    }
+
+    /// Up to `limit` pending uploads as `(key, body, version)`, oldest first.
+    pub async fn outbox_pending(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| records::outbox_pending(c, limit)).await
+    }
+
+    /// Mark `key` uploaded at `version`: deletes it only if no newer body was queued
+    /// meanwhile. Returns whether it was deleted.
+    pub async fn outbox_done(&self, key: &str, version: i64) -> Result<bool, StoreError> {
+        let key = key.to_string();
+        self.write(move |c| records::outbox_done(c, &key, version))
+            .await
+    }
+
+    /// Rollup of one monitor over `[from, to)`: raw heartbeats checked in the range plus
+    /// hourly rollups whose hour starts in it (see the module `rollups` for p95).
+    pub async fn rollup(
+        &self,
+        namespace: &str,
+        name: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Rollup, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let (from, to) = (ms(from), ms(to));
+            let mut all = rollups::monitor_rollups(&tx, &ns, &name, from, to, Buckets::Whole)?;
+            Ok(all.remove(&from).unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Hourly rollups of every monitor over `[from, to)`: by `namespace/name`, then by
+    /// the hour's start (unix ms). Recent hours come from raw heartbeats, downsampled
+    /// ones from stored rollups. Only hours with results appear.
+    pub async fn hourly_rollups(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, StoreError> {
+        self.read(move |c| all_rollups(c, ms(from), ms(to), HOUR_MS))
+            .await
+    }
+
+    /// Daily (UTC) rollups of every monitor over `[from, to)`: by `namespace/name`, then
+    /// by the day's start (unix ms). Only days with results appear.
+    pub async fn daily_rollups(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, StoreError> {
+        self.read(move |c| all_rollups(c, ms(from), ms(to), DAY_MS))
+            .await
+    }
+
+    /// Average latency of up and flapping results since `since`, per `bucket` (buckets
+    /// aligned to the unix epoch, oldest first), from raw heartbeats.
+    pub async fn recent_latency(
+        &self,
+        namespace: &str,
+        name: &str,
+        since: DateTime<Utc>,
+        bucket: TimeDelta,
+    ) -> Result<Vec<LatencyPoint>, StoreError> {
+        let bucket_ms = bucket.num_milliseconds();
+        if bucket_ms <= 0 {
+            return Err(StoreError::InvalidArgument {
+                path: self.inner.label.clone(),
+                message: format!("latency bucket must be positive, got {bucket_ms} ms"),
+            });
+        }
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.read(move |c| rollups::recent_latency(c, &ns, &name, ms(since), bucket_ms))
+            .await
+    }
+
+    /// Apply retention at `now`: delete raw heartbeats and hourly rollups older than
+    /// `heartbeats_days` and closed incidents that ended more than `incidents_days`
+    /// ago; then, when downsampling is on, replace raw heartbeats older than
+    /// `downsample_after_days` (rounded down to the hour) by hourly rollups, merged
+    /// into existing rows. Works in short transactions, one monitor and at most one
+    /// day at a time, so heartbeats keep being committed meanwhile.
+    pub async fn apply_retention(
+        &self,
+        now: DateTime<Utc>,
+        settings: &EffectiveSettings,
+    ) -> Result<RetentionReport, StoreError> {
+        let now = ms(now);
+        let keep_from = now.saturating_sub(days_ms(settings.heartbeats_days));
+        let incidents_from = now.saturating_sub(days_ms(settings.incidents_days));
+        let mut report = RetentionReport::default();
+
+        let batch = u64::try_from(retention::DELETE_BATCH).unwrap_or(u64::MAX);
+        for (ns, name) in self.read(|c| rollups::monitors_in(c, "heartbeats")).await? {
+            loop {
+                let (ns, name) = (ns.clone(), name.clone());
+                let n = self
+                    .write(move |c| retention::expire_heartbeats(c, &ns, &name, keep_from))
+                    .await?;
+                report.deleted_heartbeats += n;
+                if n < batch {
+                    break;
+                }
+            }
+        }
+        for (ns, name) in self
+            .read(|c| rollups::monitors_in(c, "heartbeat_rollups"))
+            .await?
+        {
+            report.deleted_rollups += self
+                .write(move |c| retention::expire_rollups(c, &ns, &name, keep_from))
+                .await?;
+        }
+        report.deleted_incidents = self
+            .write(move |c| retention::expire_incidents(c, incidents_from))
+            .await?;
+
+        if settings.downsample_enabled {
+            let cutoff = now
+                .saturating_sub(days_ms(settings.downsample_after_days))
+                .div_euclid(HOUR_MS)
+                * HOUR_MS;
+            for (ns, name) in self.read(|c| rollups::monitors_in(c, "heartbeats")).await? {
+                loop {
+                    let (ns, name) = (ns.clone(), name.clone());
+                    let n = self
+                        .write(move |c| retention::downsample_batch(c, &ns, &name, cutoff))
+                        .await?;
+                    if n == 0 {
+                        break;
+                    }
+                    report.downsampled_heartbeats += n;
+                }
+            }
+        }
+        tracing::debug!(database = %self.inner.label, ?report, "retention applied");
+        Ok(report)
+    }
+}
+
+/// Rollups of every monitor in buckets of `size` ms.
+fn all_rollups(
+    c: &Connection,
+    from: i64,
+    to: i64,
+    size: i64,
+) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, Fail> {
+    let tx = c.unchecked_transaction()?;
+    let mut out = BTreeMap::new();
+    for (ns, name) in rollups::all_monitors(&tx)? {
+        let buckets = rollups::monitor_rollups(&tx, &ns, &name, from, to, Buckets::Every(size))?;
+        if !buckets.is_empty() {
+            out.insert(monitor_key(&ns, &name), buckets);
+        }
+    }
+    Ok(out)
+}
+
+/// Configure the write connection: WAL (files only), `synchronous=NORMAL`, busy
+/// timeout, foreign keys.
+fn configure_writer(conn: Connection, file: bool, label: &str) -> rusqlite::Result<Connection> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if file {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(database = %label, mode, "sqlite refused WAL mode; readers may wait for the writer");
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
