@@ -1,15 +1,20 @@
 //! Command-line interface of the `kubekuma` binary: argument parsing and the commands.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use kubekuma_crds::results::CheckOutcome;
 
 use crate::catalog::decode::parse_text;
 use crate::catalog::findings::{Finding, Severity};
 use crate::catalog::folder::read_paths;
 use crate::catalog::snapshot::{Built, build};
+use crate::checks::{self, CheckContext};
+use crate::runtime::{self, AgentOptions};
 
 /// KubeKuma: Kubernetes-native uptime monitoring with static status pages.
 #[derive(Parser, Debug)]
@@ -24,30 +29,47 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options shared by `agent` and `up`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Manifest files or folders (folder mode)
+    #[arg(long = "config", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Data folder: SQLite database and the default local object store
+    #[arg(long, env = "KUBEKUMA_DATA", default_value = "./kubekuma-data")]
+    pub data: PathBuf,
+    /// Identity of this agent in the object store (default: the host name)
+    #[arg(long, env = "KUBEKUMA_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Object store for results: file:///path, s3://bucket/prefix, gs://…, az://…, memory:// (default: file://<data>/objects)
+    #[arg(long = "store", env = "KUBEKUMA_STORE_URL", value_name = "URL")]
+    pub store: Option<String>,
+    /// SQLite database as sqlite:PATH (default: <data>/kubekuma.db)
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Seconds between batched writes to the object store
+    #[arg(long, default_value_t = 60)]
+    pub flush_interval: u64,
+}
+
 /// The commands of design.md.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run everything locally: agent, builder and site on one port (demo manifests unless --config)
+    /// Run everything locally on one port (the bundled demo manifests unless --config)
     Up {
-        /// Manifest files or folders (default: the bundled demo)
-        #[arg(long = "config", value_name = "PATH")]
-        config: Vec<PathBuf>,
-        /// Data folder (SQLite, local object store, site)
-        #[arg(long, default_value = "./kubekuma-data")]
-        data: PathBuf,
+        /// Agent options
+        #[command(flatten)]
+        agent: AgentArgs,
         /// Address to serve on
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: String,
     },
-    /// Run the probe agent (kube mode in a cluster, folder mode with --config)
+    /// Run the probe agent (folder mode with --config; kube mode arrives with the Kubernetes issue)
     Agent {
-        /// Manifest files or folders (folder mode)
-        #[arg(long = "config", value_name = "PATH")]
-        config: Vec<PathBuf>,
-        /// Data folder
-        #[arg(long, default_value = "./kubekuma-data")]
-        data: PathBuf,
-        /// Address for /health, /ready and the admin API (default: 0.0.0.0:$PORT, PORT=3000)
+        /// Agent options
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Address for /health, /ready and the admin API (default 0.0.0.0:$PORT, PORT=3000)
         #[arg(long)]
         listen: Option<String>,
     },
@@ -60,7 +82,7 @@ pub enum Command {
         #[arg(long)]
         out: Option<String>,
     },
-    /// Run every monitor in these manifests once and print the results
+    /// Run every monitor in these manifests once and print the results; exit 1 if any is down
     Check {
         /// Manifest files or folders
         #[arg(required = true)]
@@ -83,8 +105,52 @@ pub enum Command {
     ApiKey,
     /// Send notifications by hand
     Notify,
-    /// Measure the agent or the builder
-    Bench,
+    /// Measure the agent (and later the builder)
+    Bench {
+        /// What to measure
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// N HTTP monitors against a local target server, through the real agent pipeline
+    Agent {
+        /// Number of monitors
+        #[arg(long, default_value_t = 1000)]
+        monitors: usize,
+        /// Interval of each monitor, seconds
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Measured seconds (after one interval of warm-up)
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Checks running at once
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+    /// The benchmark's target server (started by `bench agent` in a child process)
+    #[command(hide = true)]
+    Target {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("kubekuma: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }
 
 /// Run a parsed command line.
@@ -95,18 +161,23 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate { paths, strict } => validate(&paths, strict),
-        Command::Up { config, .. } => up(&config),
-        Command::Agent { .. } => not_yet(
-            "agent",
-            "the agent core (scheduler, checks, SQLite, object storage)",
-        ),
+        Command::Check { paths } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(check(&paths)))
+        }
+        Command::Up { agent, listen } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(up(agent, listen)))
+        }
+        Command::Agent { agent, listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
+            rt.block_on(agent_cmd(agent, listen))
+        }),
+        Command::Bench { what } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(bench(what)))
+        }
         Command::Build { .. } => not_yet("build", "the builder and its default theme"),
-        Command::Check { .. } => not_yet("check", "the agent core's checkers"),
         Command::HashPassword | Command::ApiKey => {
             not_yet("hash-password / api-key", "the admin API")
         }
         Command::Notify => not_yet("notify", "alerting and its providers"),
-        Command::Bench => not_yet("bench", "the agent core and builder benchmarks"),
     }
 }
 
@@ -122,6 +193,10 @@ pub fn print_findings(out: &mut impl Write, findings: &[Finding]) {
     }
 }
 
+fn plural(n: usize, w: &str) -> String {
+    format!("{n} {w}{}", if n == 1 { "" } else { "s" })
+}
+
 fn summary(built: &Built, files: usize, docs: usize) -> String {
     let errors = built
         .findings
@@ -129,7 +204,6 @@ fn summary(built: &Built, files: usize, docs: usize) -> String {
         .filter(|f| f.severity == Severity::Error)
         .count();
     let warnings = built.findings.len() - errors;
-    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     format!(
         "{} in {}: {} valid ({}), {}, {}",
         plural(docs, "document"),
@@ -157,50 +231,277 @@ fn validate(paths: &[PathBuf], strict: bool) -> ExitCode {
     }
 }
 
+/// Render the results of `kubekuma check` as an aligned table.
+pub fn check_table(rows: &[(String, String, &CheckOutcome)]) -> String {
+    let mut lines = vec![[
+        "MONITOR".to_string(),
+        "TYPE".into(),
+        "STATE".into(),
+        "LATENCY".into(),
+        "REASON".into(),
+    ]];
+    for (name, ty, o) in rows {
+        let reason = match (&o.reason, &o.message) {
+            (Some(r), Some(m)) => format!("{r}: {m}"),
+            (Some(r), None) => r.to_string(),
+            (None, _) => String::new(),
+        };
+        lines.push([
+            name.clone(),
+            ty.clone(),
+            if o.up { "up".into() } else { "down".into() },
+            format!("{:.0} ms", o.latency_ms),
+            reason,
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for l in &lines {
+        for (i, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", l[i], w = *w));
+        }
+        out.push_str(&l[4]);
+        out.push('\n');
+    }
+    out
+}
+
+async fn check(paths: &[PathBuf]) -> ExitCode {
+    let files = read_paths(paths);
+    let built = build(&files, None);
+    let mut err = std::io::stderr();
+    print_findings(&mut err, &built.findings);
+    let snap = built.snapshot;
+    if snap.monitors.is_empty() {
+        eprintln!(
+            "kubekuma check: no valid monitors in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+    let ctx = Arc::new(CheckContext::new(
+        snap.effective.clone(),
+        Arc::new(snap.secrets.clone()),
+    ));
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        snap.effective.max_concurrent_net_checks.max(1) as usize,
+    ));
+    let mut tasks = Vec::new();
+    for (key, m) in &snap.monitors {
+        let plan = crate::schedule::MonitorPlan::new(
+            key.clone(),
+            Arc::new(m.spec.clone()),
+            &snap.effective,
+        );
+        let (ctx, limit) = (ctx.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let o = checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await;
+            (plan.key.to_string(), plan.spec.type_.to_string(), o)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            results.push(r);
+        }
+    }
+    let rows: Vec<(String, String, &CheckOutcome)> = results
+        .iter()
+        .map(|(n, t, o)| (n.clone(), t.clone(), o))
+        .collect();
+    print!("{}", check_table(&rows));
+    let down = results.iter().filter(|(_, _, o)| !o.up).count();
+    eprintln!(
+        "{} checked: {} up, {} down",
+        plural(results.len(), "monitor"),
+        results.len() - down,
+        down
+    );
+    if down > 0 || built.findings.iter().any(|f| f.severity == Severity::Error) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// The demo manifests bundled into the binary (`deploy/examples/demo/`).
 pub const DEMO: &[(&str, &str)] = &[
     (
-        "demo/monitors.yaml",
+        "monitors.yaml",
         include_str!("../../deploy/examples/demo/monitors.yaml"),
     ),
     (
-        "demo/status-page.yaml",
+        "status-page.yaml",
         include_str!("../../deploy/examples/demo/status-page.yaml"),
     ),
 ];
 
-fn up(config: &[PathBuf]) -> ExitCode {
-    let files = if config.is_empty() {
-        DEMO.iter()
-            .map(|(name, text)| parse_text(name, text))
-            .collect()
+/// Write the bundled demo manifests into `<data>/demo/` (refreshing them) and return that folder.
+fn materialize_demo(data: &Path) -> std::io::Result<PathBuf> {
+    let dir = data.join("demo");
+    std::fs::create_dir_all(&dir)?;
+    for (name, text) in DEMO {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(*text) {
+            std::fs::write(&path, text)?;
+        }
+    }
+    Ok(dir)
+}
+
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
+    AgentOptions {
+        config,
+        data_dir: a.data,
+        listen,
+        agent_id: a
+            .agent_id
+            .map(|id| crate::export::sanitize_agent_id(&id))
+            .unwrap_or_else(crate::export::agent_id),
+        store_url: a.store,
+        store_options: Vec::new(),
+        database_url: a.database_url,
+        flush_interval: Duration::from_secs(a.flush_interval.max(1)),
+    }
+}
+
+async fn agent_cmd(a: AgentArgs, listen: Option<String>) -> ExitCode {
+    if a.config.is_empty() {
+        eprintln!(
+            "kubekuma agent: give --config PATH (folder mode). Kube mode (watching the CRDs through the API server) \
+             arrives with the Kubernetes issue; until then run the agent on a folder of the same YAML."
+        );
+        return ExitCode::from(2);
+    }
+    let listen = listen.unwrap_or_else(|| {
+        format!(
+            "0.0.0.0:{}",
+            std::env::var("PORT").unwrap_or_else(|_| "3000".into())
+        )
+    });
+    let config = a.config.clone();
+    match runtime::run(options(a, listen, config), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubekuma agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(a: AgentArgs, listen: String) -> ExitCode {
+    let config = if a.config.is_empty() {
+        match materialize_demo(&a.data) {
+            Ok(dir) => vec![dir],
+            Err(e) => {
+                eprintln!(
+                    "kubekuma up: cannot write the demo manifests into {}: {e}",
+                    a.data.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
-        read_paths(config)
+        a.config.clone()
     };
+    let files = read_paths(&config);
     let docs: usize = files.iter().map(|f| f.docs.len()).sum();
     let built = build(&files, None);
-    let stderr = std::io::stderr();
-    let mut err = stderr.lock();
-    print_findings(&mut err, &built.findings);
-    let _ = writeln!(err, "{}", summary(&built, files.len(), docs));
-    let source = if config.is_empty() {
-        "the bundled demo manifests"
-    } else {
-        "your manifests"
-    };
-    let _ = writeln!(
-        err,
-        "kubekuma up: {source} are valid; {} monitors and {} status pages are ready to run.\n\
-         This version reads and validates the configuration only: the agent (checks, SQLite,\n\
-         object storage) and the builder (status pages, badges) arrive next, and `up` will then\n\
-         serve the site at http://127.0.0.1:3000/.",
-        built.snapshot.monitors.len(),
-        built.snapshot.status_pages.len()
+    eprintln!("{}", summary(&built, files.len(), docs));
+    eprintln!(
+        "kubekuma up: agent on http://{listen}/ (health: http://{listen}/health); data in {}.\n\
+         Edit the manifests in {} and they reload within a second. The status-page builder\n\
+         arrives next; until then results are in {}/objects. Stop with Ctrl-C.",
+        a.data.display(),
+        config
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        a.data.display(),
     );
-    if built.findings.iter().any(|f| f.severity == Severity::Error) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    match runtime::run(options(a, listen, config), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubekuma up: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(what: BenchCommand) -> ExitCode {
+    match what {
+        BenchCommand::Target { listen } => match crate::bench::serve_target(&listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kubekuma bench target: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        BenchCommand::Agent {
+            monitors,
+            interval,
+            duration,
+            concurrency,
+        } => {
+            let b = crate::bench::AgentBench {
+                monitors,
+                interval,
+                duration,
+                concurrency,
+            };
+            match crate::bench::run_agent_bench(b).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kubekuma bench agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -217,4 +518,12 @@ pub fn init_logging() {
     } else {
         let _ = builder.json().try_init();
     }
+}
+
+/// Parse `parse_text` is used by tests of the demo manifests.
+#[doc(hidden)]
+pub fn demo_files() -> Vec<crate::catalog::decode::FileDocs> {
+    DEMO.iter()
+        .map(|(name, text)| parse_text(name, text))
+        .collect()
 }

@@ -1,9 +1,12 @@
 //! The KubeKuma probe agent as a library: the `kubekuma` binary is a thin shell over it.
 
 pub mod admin;
+pub mod bench;
 pub mod catalog;
 pub mod checks;
 pub mod cli;
+pub mod export;
+pub mod runtime;
 pub mod schedule;
 pub mod state;
 pub mod store;

@@ -1,0 +1,351 @@
+//! The public catalog of an agent ([`AgentCatalog`]): status pages, the public facts of
+//! monitors and maintenance windows, computed purely from a [`Snapshot`] and a clock.
+//! Targets, URLs, hosts, headers, bodies and secrets never enter it: only fields that
+//! the crds' public types have are copied, one by one.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use kubekuma_crds::common::{MonitorSelector, NamePattern};
+use kubekuma_crds::objects::{
+    AgentCatalog, LAYOUT, PublicGroup, PublicMaintenance, PublicMonitor, PublicPage,
+    PublicPageMonitor, monitor_key,
+};
+use kubekuma_crds::status_page::BadgeScope;
+use kubekuma_crds::{MaintenanceWindow, Monitor, StatusPage};
+use regex::Regex;
+
+use crate::catalog::schedule_expr::WindowSchedule;
+use crate::catalog::{ObjKey, Snapshot};
+
+/// Default check interval when a monitor sets none, seconds (as the scheduler uses).
+const DEFAULT_INTERVAL_SECONDS: i64 = 60;
+
+/// The public catalog of `snapshot`, written by agent `agent_id` at `now`. Pages,
+/// monitors and windows come in key order (namespace, then name); groups and their
+/// monitors in spec order.
+pub fn public_catalog(snapshot: &Snapshot, agent_id: &str, now: DateTime<Utc>) -> AgentCatalog {
+    AgentCatalog {
+        layout: LAYOUT.to_string(),
+        agent_id: agent_id.to_string(),
+        generated_at: now,
+        pages: snapshot
+            .status_pages
+            .iter()
+            .map(|(k, p)| public_page(k, p))
+            .collect(),
+        monitors: snapshot
+            .monitors
+            .iter()
+            .map(|(k, m)| public_monitor(k, m))
+            .collect(),
+        maintenance: snapshot
+            .maintenance_windows
+            .iter()
+            .map(|(k, w)| public_maintenance(k, w, &snapshot.monitors, now))
+            .collect(),
+    }
+}
+
+fn public_page(key: &ObjKey, page: &StatusPage) -> PublicPage {
+    let s = &page.spec;
+    let content = s.content.as_ref();
+    PublicPage {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        slug: s.slug.clone(),
+        title: s.title.clone(),
+        published: s.published.unwrap_or(false),
+        description: content.and_then(|c| c.description.clone()),
+        branding: content.and_then(|c| c.branding.clone()),
+        groups: s
+            .groups
+            .iter()
+            .map(|g| PublicGroup {
+                name: g.name.clone(),
+                description: g.description.clone(),
+                monitors: g
+                    .monitors
+                    .iter()
+                    .map(|m| PublicPageMonitor {
+                        namespace: m.reference.namespace_or(&key.namespace).to_string(),
+                        name: m.reference.name.clone(),
+                        display_name: m.display_name.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        badges: s
+            .badges
+            .as_ref()
+            .filter(|b| b.enabled == Some(true))
+            .map(|b| b.scope.unwrap_or(BadgeScope::All)),
+    }
+}
+
+fn public_monitor(key: &ObjKey, m: &Monitor) -> PublicMonitor {
+    PublicMonitor {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        type_: m.spec.type_,
+        description: m.spec.description.clone(),
+        interval_seconds: m
+            .spec
+            .schedule
+            .as_ref()
+            .and_then(|s| s.interval_seconds)
+            .unwrap_or(DEFAULT_INTERVAL_SECONDS),
+    }
+}
+
+fn public_maintenance(
+    key: &ObjKey,
+    w: &MaintenanceWindow,
+    monitors: &BTreeMap<ObjKey, Monitor>,
+    now: DateTime<Utc>,
+) -> PublicMaintenance {
+    let s = &w.spec;
+    // Validation has checked zone and schedule; a broken one shows no occurrence.
+    let tz = s
+        .timezone
+        .as_deref()
+        .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let schedule = WindowSchedule::parse(&s.schedule, tz).ok();
+    let duration = Duration::minutes(s.duration_minutes.max(0));
+    let matcher = Matcher::new(s.selector.as_ref(), &key.namespace);
+    PublicMaintenance {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        description: s.description.clone(),
+        active_since: schedule
+            .as_ref()
+            .and_then(|sch| sch.active_start(now, duration)),
+        next_start: schedule.as_ref().and_then(|sch| sch.next_start_after(now)),
+        duration_minutes: s.duration_minutes,
+        monitors: monitors
+            .iter()
+            .filter(|(k, m)| matcher.matches(k, m))
+            .map(|(k, _)| monitor_key(&k.namespace, &k.name))
+            .collect(),
+    }
+}
+
+/// A maintenance window's selector, ready to test monitors: every non-empty criterion
+/// must hold; without `matchNamespaces` only the window's own namespace is selected.
+struct Matcher<'a> {
+    namespaces: Vec<&'a str>,
+    labels: Option<&'a BTreeMap<String, String>>,
+    tags: &'a [String],
+    names: Vec<NameMatcher<'a>>,
+}
+
+enum NameMatcher<'a> {
+    Exact(&'a str),
+    Regex(Regex),
+    /// An invalid regular expression (validation rejects these) matches nothing.
+    Never,
+}
+
+impl<'a> Matcher<'a> {
+    fn new(selector: Option<&'a MonitorSelector>, own_namespace: &'a str) -> Self {
+        let namespaces: Vec<&str> = match selector {
+            Some(s) if !s.match_namespaces.is_empty() => {
+                s.match_namespaces.iter().map(String::as_str).collect()
+            }
+            _ => vec![own_namespace],
+        };
+        Matcher {
+            namespaces,
+            labels: selector.map(|s| &s.match_labels).filter(|l| !l.is_empty()),
+            tags: selector.map(|s| s.match_tags.as_slice()).unwrap_or(&[]),
+            names: selector
+                .map(|s| s.match_names.iter().map(NameMatcher::new).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn matches(&self, key: &ObjKey, m: &Monitor) -> bool {
+        if !self.namespaces.contains(&key.namespace.as_str()) {
+            return false;
+        }
+        if let Some(want) = self.labels {
+            let have = m.metadata.labels.as_ref();
+            if !want
+                .iter()
+                .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+            {
+                return false;
+            }
+        }
+        if !self.tags.is_empty() && !m.spec.tags.iter().any(|t| self.tags.contains(t)) {
+            return false;
+        }
+        if !self.names.is_empty() && !self.names.iter().any(|n| n.matches(&key.name)) {
+            return false;
+        }
+        true
+    }
+}
+
+impl<'a> NameMatcher<'a> {
+    fn new(p: &'a NamePattern) -> Self {
+        if p.regex == Some(true) {
+            Regex::new(&p.pattern).map_or(NameMatcher::Never, NameMatcher::Regex)
+        } else {
+            NameMatcher::Exact(&p.pattern)
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            NameMatcher::Exact(p) => *p == name,
+            NameMatcher::Regex(r) => r.is_match(name),
+            NameMatcher::Never => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::decode::parse_text;
+    use crate::catalog::schedule_expr::utc;
+    use crate::catalog::snapshot::build;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let built = build(&[parse_text("test.yaml", yaml)], None);
+        let errors: Vec<String> = built
+            .findings
+            .iter()
+            .filter(|f| f.severity == crate::catalog::Severity::Error)
+            .map(|f| f.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        built.snapshot
+    }
+
+    fn monitor(ns: &str, name: &str, labels: &str, tags: &str) -> String {
+        format!(
+            "apiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {labels}\nspec:\n  type: tcp\n  tags: {tags}\n  target:\n    tcp:\n      host: db.internal\n      port: 5432\n---\n"
+        )
+    }
+
+    const MONITORS: &[(&str, &str, &str, &str)] = &[
+        ("prod", "api-eu", "{tier: critical}", "[api]"),
+        ("prod", "api-us", "{tier: low}", "[api]"),
+        ("prod", "web", "{tier: critical}", "[web]"),
+        ("staging", "api-eu", "{tier: critical}", "[api]"),
+        ("other", "api-x", "{tier: critical}", "[api]"),
+    ];
+
+    fn window(ns: &str, selector: &str) -> String {
+        format!(
+            "apiVersion: monitoring.kubekuma.io/v1\nkind: MaintenanceWindow\nmetadata:\n  name: w\n  namespace: {ns}\nspec:\n  schedule: \"FREQ=WEEKLY;BYDAY=SU;BYHOUR=2;BYMINUTE=30\"\n  timezone: Europe/Berlin\n  durationMinutes: 60\n  description: Database upgrade\n{selector}"
+        )
+    }
+
+    fn covered(ns: &str, selector: &str) -> Vec<String> {
+        let mut yaml: String = MONITORS
+            .iter()
+            .map(|(ns, n, l, t)| monitor(ns, n, l, t))
+            .collect();
+        yaml.push_str(&window(ns, selector));
+        let c = public_catalog(&snapshot(&yaml), "a", utc(2024, 4, 1, 0, 0));
+        c.maintenance[0].monitors.clone()
+    }
+
+    #[test]
+    fn selector_defaults_to_the_window_namespace() {
+        assert_eq!(
+            covered("prod", ""),
+            ["prod/api-eu", "prod/api-us", "prod/web"]
+        );
+        assert_eq!(covered("staging", ""), ["staging/api-eu"]);
+    }
+
+    #[test]
+    fn selector_criteria_all_apply() {
+        let sel = "  selector:\n    matchNamespaces: [prod, staging]\n    matchLabels: {tier: critical}\n    matchTags: [api]\n";
+        assert_eq!(covered("prod", sel), ["prod/api-eu", "staging/api-eu"]);
+        let sel = "  selector:\n    matchNames:\n      - pattern: \"^api-\"\n        regex: true\n";
+        assert_eq!(covered("prod", sel), ["prod/api-eu", "prod/api-us"]);
+        let sel = "  match:\n    matchNames:\n      - pattern: web\n";
+        assert_eq!(covered("prod", sel), ["prod/web"]);
+        let sel = "  selector:\n    matchNames:\n      - pattern: api\n";
+        assert!(covered("prod", sel).is_empty());
+    }
+
+    #[test]
+    fn maintenance_occurrences_in_the_window_zone() {
+        let yaml = window("prod", "");
+        let snap = snapshot(&yaml);
+        // Sundays 02:30 Berlin = 00:30 UTC in summer.
+        let c = public_catalog(&snap, "a", utc(2024, 4, 7, 0, 45));
+        let w = &c.maintenance[0];
+        assert_eq!(w.active_since, Some(utc(2024, 4, 7, 0, 30)));
+        assert_eq!(w.next_start, Some(utc(2024, 4, 14, 0, 30)));
+        assert_eq!(w.duration_minutes, 60);
+        assert_eq!(w.description.as_deref(), Some("Database upgrade"));
+        let c = public_catalog(&snap, "a", utc(2024, 4, 7, 1, 45));
+        assert_eq!(c.maintenance[0].active_since, None);
+    }
+
+    #[test]
+    fn pages_keep_spec_order_and_default_namespaces() {
+        let yaml = "apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {name: public, namespace: prod}
+spec:
+  slug: public
+  title: Public
+  published: true
+  exposure: {mode: ingress, hosts: [status.internal.example]}
+  content:
+    description: Our services
+    branding: {logoUrl: 'https://cdn.example/logo.svg'}
+  groups:
+    - name: Zeta
+      monitors:
+        - ref: {name: web}
+          displayName: Website
+        - ref: {name: api, namespace: shared}
+    - name: Alpha
+      description: second group
+  badges: {enabled: true, scope: page}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {name: draft, namespace: prod}
+spec:
+  slug: draft
+  title: Draft
+  badges: {scope: page}
+";
+        let c = public_catalog(&snapshot(yaml), "a", utc(2024, 1, 1, 0, 0));
+        let draft = &c.pages[0];
+        assert_eq!(
+            (draft.name.as_str(), draft.published, draft.badges),
+            ("draft", false, None)
+        );
+        let p = &c.pages[1];
+        assert_eq!(p.badges, Some(BadgeScope::Page));
+        assert_eq!(p.description.as_deref(), Some("Our services"));
+        let names: Vec<&str> = p.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["Zeta", "Alpha"]);
+        let refs: Vec<(String, String, Option<String>)> = p.groups[0]
+            .monitors
+            .iter()
+            .map(|m| (m.namespace.clone(), m.name.clone(), m.display_name.clone()))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                ("prod".into(), "web".into(), Some("Website".into())),
+                ("shared".into(), "api".into(), None)
+            ]
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("status.internal.example"), "{json}");
+    }
+}

@@ -1,0 +1,532 @@
+//! The running agent: catalog → scheduler → checks → state machine → SQLite → object
+//! storage, plus the HTTP listener. `kubekuma agent` and `kubekuma up` start this.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Datelike, Utc};
+use kubekuma_crds::MonitorState;
+use kubekuma_crds::objects::{
+    self, AgentState, DailyMonth, HourlyDay, IncidentMonth, MonitorNow, keys,
+};
+use kubekuma_crds::results::{CertInfo, Heartbeat};
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{self, Health};
+use crate::catalog::folder::FolderCatalog;
+use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
+use crate::checks::{self, CheckContext};
+use crate::export::{self, Outbox, PendingObject, Uploader};
+use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
+use crate::state::{Tracker, Transition};
+use crate::store::{MonitorStateRow, Store};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Manifest files and folders (folder mode).
+    pub config: Vec<PathBuf>,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Listen address of the HTTP listener.
+    pub listen: String,
+    /// Identity of this agent in the object store.
+    pub agent_id: String,
+    /// Object store URL; default `file://<data>/objects`.
+    pub store_url: Option<String>,
+    /// Extra object_store options (`aws_endpoint`, …) on top of the environment.
+    pub store_options: Vec<(String, String)>,
+    /// `sqlite:PATH`; default `<data>/kubekuma.db`.
+    pub database_url: Option<String>,
+    /// Time between flushes to object storage.
+    pub flush_interval: Duration,
+}
+
+/// Log validation findings (errors and warnings) of a catalog load.
+pub fn log_findings(findings: &[Finding]) {
+    for f in findings {
+        match f.severity {
+            Severity::Error => tracing::error!(finding = %f, "invalid manifest"),
+            Severity::Warning => tracing::warn!(finding = %f, "manifest warning"),
+        }
+    }
+}
+
+/// The plans of every monitor of a snapshot.
+pub fn plans(snapshot: &Snapshot) -> Vec<MonitorPlan> {
+    snapshot
+        .monitors
+        .iter()
+        .map(|(k, m)| MonitorPlan::new(k.clone(), Arc::new(m.spec.clone()), &snapshot.effective))
+        .collect()
+}
+
+/// The current, in-memory view of every monitor (published in `state.json`).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// By monitor.
+    pub monitors: HashMap<ObjKey, LiveMonitor>,
+}
+
+/// The current view of one monitor.
+#[derive(Clone, Debug)]
+pub struct LiveMonitor {
+    /// State machine.
+    pub tracker: Tracker,
+    /// Last check.
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Latency of the last check.
+    pub latency_ms: Option<f64>,
+    /// Last failure reason.
+    pub reason: Option<kubekuma_crds::results::FailureReason>,
+    /// Certificate of the last check.
+    pub cert: Option<CertInfo>,
+}
+
+/// Feed one finished check to the state machine, the store and the live view.
+pub async fn process(done: CheckDone, store: &Store, live: &Mutex<Live>, scheduler: &Scheduler) {
+    let key = done.plan.key.clone();
+    let now = done.started_at;
+    let mut tracker = live
+        .lock()
+        .ok()
+        .and_then(|l| l.monitors.get(&key).map(|m| m.tracker.clone()))
+        .unwrap_or_default();
+    let obs = tracker.observe(done.outcome.up, now, &done.plan.policy);
+    match obs.transition {
+        Transition::WentDown => {
+            match store
+                .open_incident(&key.namespace, &key.name, now, done.outcome.reason)
+                .await
+            {
+                Ok(id) => tracker.open_incident = Some(id),
+                Err(e) => tracing::error!(monitor = %key, error = %e, "cannot open incident"),
+            }
+            tracing::warn!(
+                monitor = %key,
+                reason = done.outcome.reason.map(|r| r.as_str()).unwrap_or("unknown"),
+                message = done.outcome.message.as_deref().unwrap_or(""),
+                "monitor down"
+            );
+        }
+        Transition::WentUp => {
+            if let Some(id) = tracker.open_incident.take()
+                && let Err(e) = store.close_incident(id, now).await
+            {
+                tracing::error!(monitor = %key, error = %e, "cannot close incident");
+            }
+            tracing::info!(monitor = %key, "monitor up again");
+        }
+        Transition::FirstUp | Transition::None => {}
+    }
+    if let Some(d) = obs.retry_in
+        && let Ok(d) = d.to_std()
+    {
+        scheduler.retry(key.clone(), d);
+    }
+    let recorded = store.record_heartbeat(Heartbeat {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        state: obs.state,
+        latency_ms: Some(done.outcome.latency_ms),
+        reason: done.outcome.reason,
+        message: done.outcome.message.clone(),
+        checked_at: now,
+        attempts: obs.attempts,
+    });
+    if let Err(e) = recorded {
+        tracing::error!(monitor = %key, error = %e, "cannot record heartbeat");
+    }
+    let changed = {
+        let Ok(mut l) = live.lock() else { return };
+        let prev = l.monitors.get(&key).map(|m| m.tracker.clone());
+        let entry = l
+            .monitors
+            .entry(key.clone())
+            .or_insert_with(|| LiveMonitor {
+                tracker: Tracker::default(),
+                checked_at: None,
+                latency_ms: None,
+                reason: None,
+                cert: None,
+            });
+        entry.tracker = tracker.clone();
+        entry.checked_at = Some(now);
+        entry.latency_ms = Some(done.outcome.latency_ms);
+        entry.reason = done.outcome.reason;
+        if done.outcome.cert.is_some() {
+            entry.cert = done.outcome.cert.clone();
+        }
+        prev.as_ref() != Some(&tracker)
+    };
+    if changed {
+        let row = state_row(&key, &tracker, now);
+        if let Err(e) = store.save_monitor_state(row).await {
+            tracing::error!(monitor = %key, error = %e, "cannot save monitor state");
+        }
+    }
+}
+
+fn state_row(key: &ObjKey, t: &Tracker, now: DateTime<Utc>) -> MonitorStateRow {
+    MonitorStateRow {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        state: t.shown(),
+        since: t.since,
+        last_checked_at: Some(now),
+        consecutive_failures: t.consecutive_failures,
+        open_incident_id: t.open_incident,
+        cert_expires_at: None,
+    }
+}
+
+/// Restore trackers saved by an earlier run.
+pub async fn restore(store: &Store, live: &Mutex<Live>) -> anyhow::Result<()> {
+    let rows = store.load_monitor_states().await?;
+    let Ok(mut l) = live.lock() else {
+        return Ok(());
+    };
+    for r in rows {
+        let t = Tracker {
+            base: match r.state {
+                MonitorState::Up | MonitorState::Flapping => MonitorState::Up,
+                MonitorState::Down => MonitorState::Down,
+                _ => MonitorState::Pending,
+            },
+            since: r.since,
+            consecutive_failures: r.consecutive_failures,
+            open_incident: r.open_incident_id,
+            ..Tracker::default()
+        };
+        l.monitors.insert(
+            ObjKey::new(&r.namespace, &r.name),
+            LiveMonitor {
+                tracker: t,
+                checked_at: r.last_checked_at,
+                latency_ms: None,
+                reason: None,
+                cert: None,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Build the objects of one flush: catalog, state, today's hourly rollups, this month's
+/// daily rollups and this month's incidents.
+pub async fn flush_objects(
+    agent_id: &str,
+    snapshot: &Snapshot,
+    store: &Store,
+    live: &Mutex<Live>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let catalog = export::catalog::public_catalog(snapshot, agent_id, now);
+    out.push((keys::catalog(agent_id), serde_json::to_vec(&catalog)?));
+
+    let in_maintenance: std::collections::HashSet<String> = catalog
+        .maintenance
+        .iter()
+        .filter(|m| m.active_since.is_some())
+        .flat_map(|m| m.monitors.iter().cloned())
+        .collect();
+    let mut monitors = BTreeMap::new();
+    let since = now - chrono::Duration::hours(24);
+    let entries: Vec<(ObjKey, Option<LiveMonitor>)> = {
+        let l = live
+            .lock()
+            .map_err(|_| anyhow::anyhow!("live state poisoned"))?;
+        snapshot
+            .monitors
+            .keys()
+            .map(|k| (k.clone(), l.monitors.get(k).cloned()))
+            .collect()
+    };
+    for (k, m) in entries {
+        let mk = objects::monitor_key(&k.namespace, &k.name);
+        let paused = snapshot
+            .monitors
+            .get(&k)
+            .is_some_and(|m| !m.spec.is_enabled());
+        let recent = store
+            .recent_latency(&k.namespace, &k.name, since, chrono::Duration::minutes(10))
+            .await
+            .unwrap_or_default();
+        let now_state = MonitorNow {
+            state: if paused {
+                MonitorState::Paused
+            } else {
+                m.as_ref()
+                    .map(|m| m.tracker.shown())
+                    .unwrap_or(MonitorState::Pending)
+            },
+            since: m.as_ref().and_then(|m| m.tracker.since),
+            checked_at: m.as_ref().and_then(|m| m.checked_at),
+            latency_ms: m.as_ref().and_then(|m| m.latency_ms),
+            reason: m.as_ref().and_then(|m| m.reason),
+            cert_days_left: m
+                .as_ref()
+                .and_then(|m| m.cert.as_ref())
+                .map(|c| c.days_left),
+            maintenance: in_maintenance.contains(&mk),
+            recent,
+        };
+        monitors.insert(mk, now_state);
+    }
+    let state = AgentState {
+        layout: objects::LAYOUT.into(),
+        agent_id: agent_id.into(),
+        generated_at: now,
+        monitors,
+    };
+    out.push((keys::state(agent_id), serde_json::to_vec(&state)?));
+
+    let day = now.date_naive();
+    let day_start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let hourly = store
+        .hourly_rollups(day_start, day_start + chrono::Duration::days(1))
+        .await?;
+    let hourly_day = HourlyDay {
+        layout: objects::LAYOUT.into(),
+        agent_id: agent_id.into(),
+        day,
+        monitors: hourly
+            .into_iter()
+            .map(|(m, buckets)| {
+                let hours = buckets
+                    .into_iter()
+                    .map(|(start_ms, r)| {
+                        (
+                            ((start_ms - day_start.timestamp_millis()) / 3_600_000) as u8,
+                            r,
+                        )
+                    })
+                    .collect();
+                (m, hours)
+            })
+            .collect(),
+    };
+    out.push((
+        keys::hourly(agent_id, day),
+        serde_json::to_vec(&hourly_day)?,
+    ));
+
+    let month_start = day
+        .with_day(1)
+        .unwrap_or(day)
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc();
+    let next_month = if day.month() == 12 {
+        chrono::NaiveDate::from_ymd_opt(day.year() + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(day.year(), day.month() + 1, 1)
+    }
+    .unwrap_or(day)
+    .and_hms_opt(0, 0, 0)
+    .unwrap_or_default()
+    .and_utc();
+    let daily = store.daily_rollups(month_start, next_month).await?;
+    let month = format!("{:04}-{:02}", day.year(), day.month());
+    let daily_month = DailyMonth {
+        layout: objects::LAYOUT.into(),
+        agent_id: agent_id.into(),
+        month: month.clone(),
+        monitors: daily
+            .into_iter()
+            .map(|(m, buckets)| {
+                let days = buckets
+                    .into_iter()
+                    .filter_map(|(start_ms, r)| {
+                        DateTime::from_timestamp_millis(start_ms).map(|d| (d.day() as u8, r))
+                    })
+                    .collect();
+                (m, days)
+            })
+            .collect(),
+    };
+    out.push((
+        keys::daily(agent_id, day.year(), day.month()),
+        serde_json::to_vec(&daily_month)?,
+    ));
+
+    let incidents = store.incidents_between(month_start, next_month).await?;
+    let incident_month = IncidentMonth {
+        layout: objects::LAYOUT.into(),
+        agent_id: agent_id.into(),
+        month,
+        incidents,
+    };
+    out.push((
+        keys::incidents(agent_id, day.year(), day.month()),
+        serde_json::to_vec(&incident_month)?,
+    ));
+    Ok(out)
+}
+
+/// The store's outbox, as the uploader sees it.
+pub struct StoreOutbox(pub Store);
+
+impl Outbox for StoreOutbox {
+    async fn pending(&self, limit: usize) -> Result<Vec<PendingObject>, String> {
+        self.0
+            .outbox_pending(limit)
+            .await
+            .map(|v| {
+                v.into_iter()
+                    .map(|(key, body, version)| PendingObject { key, body, version })
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+    async fn done(&self, key: &str, version: i64) -> Result<(), String> {
+        self.0
+            .outbox_done(key, version)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Run the agent until `shutdown` turns true.
+pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create data folder {}", opts.data_dir.display()))?;
+    let store = match &opts.database_url {
+        Some(url) => Store::open_url(url)?,
+        None => Store::open(&opts.data_dir.join("kubekuma.db"))?,
+    };
+    let store_url = opts.store_url.clone().unwrap_or_else(|| {
+        format!(
+            "file://{}",
+            absolute(&opts.data_dir.join("objects")).display()
+        )
+    });
+    let options: Vec<(&str, &str)> = opts
+        .store_options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let target = export::target::open_store_with(&store_url, &options)?;
+    let uploader = Uploader::new(target);
+
+    let health = Arc::new(Health::default());
+    let (addr, server) = admin::serve(&opts.listen, health.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    tracing::info!(%addr, agent = %opts.agent_id, objects = %store_url, "agent listening");
+
+    let catalog = FolderCatalog::new(opts.config.clone());
+    let (mut snapshots, _watch) = catalog.watch(log_findings)?;
+    let live = Arc::new(Mutex::new(Live::default()));
+    restore(&store, &live).await?;
+
+    let first = snapshots.borrow_and_update().clone();
+    let (ctx_tx, ctx_rx) = watch::channel(Arc::new(CheckContext::new(
+        first.effective.clone(),
+        Arc::new(first.secrets.clone()),
+    )));
+    let runner: Runner = {
+        let ctx_rx = ctx_rx.clone();
+        Arc::new(move |plan: Arc<MonitorPlan>| {
+            let ctx = ctx_rx.borrow().clone();
+            Box::pin(async move {
+                checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await
+            })
+        })
+    };
+    let (done_tx, mut done_rx) = mpsc::channel::<CheckDone>(4096);
+    let scheduler = Scheduler::spawn(runner, Limits::from_settings(&first.effective), done_tx);
+    scheduler.apply(plans(&first));
+    health.set_ready(true);
+
+    let processor = {
+        let (store, live, scheduler) = (store.clone(), live.clone(), scheduler.clone());
+        tokio::spawn(async move {
+            while let Some(done) = done_rx.recv().await {
+                process(done, &store, &live, &scheduler).await;
+            }
+        })
+    };
+
+    let mut flush = tokio::time::interval(opts.flush_interval);
+    let mut retention = tokio::time::interval(Duration::from_secs(3600));
+    let mut last_bodies: HashMap<String, Vec<u8>> = HashMap::new();
+    let outbox = StoreOutbox(store.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+            changed = snapshots.changed() => {
+                if changed.is_err() { break; }
+                let snap = snapshots.borrow_and_update().clone();
+                let _ = ctx_tx.send(Arc::new(CheckContext::new(snap.effective.clone(), Arc::new(snap.secrets.clone()))));
+                scheduler.apply(plans(&snap));
+                tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
+            }
+            _ = flush.tick() => {
+                let snap = snapshots.borrow().clone();
+                if let Err(e) = flush_once(&opts.agent_id, &snap, &store, &live, &outbox, &uploader, &mut last_bodies).await {
+                    tracing::error!(error = %e, "flush failed");
+                }
+            }
+            _ = retention.tick() => {
+                let snap = snapshots.borrow().clone();
+                match store.apply_retention(Utc::now(), &snap.effective).await {
+                    Ok(r) => tracing::debug!(report = ?r, "retention applied"),
+                    Err(e) => tracing::error!(error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+    health.set_ready(false);
+    // Last flush so the object store has the final state.
+    let snap = snapshots.borrow().clone();
+    let _ = flush_once(
+        &opts.agent_id,
+        &snap,
+        &store,
+        &live,
+        &outbox,
+        &uploader,
+        &mut last_bodies,
+    )
+    .await;
+    processor.abort();
+    let _ = server.await;
+    Ok(())
+}
+
+/// Queue changed objects in the outbox, then upload what is pending.
+pub async fn flush_once(
+    agent_id: &str,
+    snap: &Snapshot,
+    store: &Store,
+    live: &Mutex<Live>,
+    outbox: &StoreOutbox,
+    uploader: &Uploader,
+    last: &mut HashMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
+    store.flush().await?;
+    let now = Utc::now();
+    for (key, body) in flush_objects(agent_id, snap, store, live, now).await? {
+        // state.json changes with every flush (its timestamp is the time of the data);
+        // the others are queued only when their content changed.
+        if last.get(&key) != Some(&body) {
+            store.outbox_put(&key, body.clone()).await?;
+            last.insert(key, body);
+        }
+    }
+    let report = uploader.drain(outbox).await;
+    if let Some(e) = &report.last_error {
+        tracing::warn!(uploaded = report.uploaded, failed = report.failed, error = %e, "object store unreachable; results stay queued");
+    }
+    Ok(())
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

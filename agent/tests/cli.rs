@@ -1,0 +1,125 @@
+//! The `kubekuma` binary as a user runs it: `validate`, `check` and `crds`, with their
+//! output and exit codes. `check` runs against a real hyper server on 127.0.0.1.
+
+use std::convert::Infallible;
+use std::process::Command;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+fn kubekuma() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kubekuma"))
+}
+
+#[test]
+fn validate_prints_findings_and_fails_on_errors() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/invalid/monitors.yaml"
+    );
+    let out = kubekuma().args(["validate", fixture]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("doc 3 Monitor production/api-health: spec.schedule.intervalSeconds: must be at least 10 (KubeKumaSettings spec.scheduler.minIntervalSeconds), got 5"), "{stdout}");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples");
+    let ok = kubekuma()
+        .args(["validate", "--strict", examples])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+}
+
+#[test]
+fn crds_prints_every_kind() {
+    let out = kubekuma().arg("crds").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 10);
+    assert_eq!(text, kubekuma_crds::crdgen::all_crds_yaml());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_runs_each_monitor_once_and_prints_a_table() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                    if req.uri().path() == "/broken" {
+                        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = |name: &str, target: String| {
+        format!(
+            "apiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {{name: {name}, namespace: ops}}\nspec:\n  type: {target}\n---\n"
+        )
+    };
+    let text = [
+        m(
+            "web",
+            format!("http\n  target:\n    http: {{url: \"http://127.0.0.1:{port}/\"}}"),
+        ),
+        m(
+            "broken",
+            format!("http\n  target:\n    http: {{url: \"http://127.0.0.1:{port}/broken\"}}"),
+        ),
+        m(
+            "db",
+            format!("tcp\n  target:\n    tcp: {{host: 127.0.0.1, port: {closed}}}"),
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("m.yaml"), text).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        kubekuma()
+            .args(["check", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("MONITOR"), "{stdout}");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .copied()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("ops/web ").contains(" up "), "{stdout}");
+    assert!(
+        row("ops/broken").contains(" down ") && row("ops/broken").contains("status: HTTP 500"),
+        "{stdout}"
+    );
+    assert!(
+        row("ops/db").contains(" down ") && row("ops/db").contains("connect"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,251 @@
+//! The agent end to end: a folder of manifests → scheduler → HTTP and TCP checks against
+//! a real hyper server on 127.0.0.1 → state machine → SQLite → an S3 server (s3s-fs, a
+//! real S3 implementation that checks request signatures). The object store goes away
+//! while the target fails, comes back, and the agent catches up without losing the
+//! incident. Nothing in the bucket may name a target.
+
+#[path = "../../agent/tests/common/s3.rs"]
+mod s3;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{Datelike, Utc};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kubekuma_agent::runtime::{self, AgentOptions};
+use kubekuma_crds::objects::{AgentCatalog, AgentState, IncidentMonth, keys};
+use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
+
+async fn target(healthy: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let healthy = healthy.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let ok = healthy.load(Ordering::SeqCst);
+                    async move {
+                        let mut r =
+                            hyper::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                        if !ok {
+                            *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(store: &dyn ObjectStore, key: &str) -> Option<T> {
+    let r = store.get(&object_store::path::Path::from(key)).await.ok()?;
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_ships_results_and_catches_up_after_an_outage() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let port = target(healthy.clone()).await;
+    let mut server = s3::S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("all.yaml"),
+        format!(
+            r#"apiVersion: monitoring.kubekuma.io/v1
+kind: KubeKumaSettings
+metadata: {{name: kubekuma}}
+spec:
+  scheduler: {{minIntervalSeconds: 1, jitterPercent: 0}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {{name: api, namespace: e2e}}
+spec:
+  type: http
+  description: The API
+  schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}
+  target:
+    http: {{url: "http://127.0.0.1:{port}/health"}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {{name: port, namespace: e2e}}
+spec:
+  type: tcp
+  schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}
+  target:
+    tcp: {{host: 127.0.0.1, port: {port}}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {{name: public, namespace: e2e}}
+spec:
+  slug: public
+  title: E2E status
+  published: true
+  groups:
+    - name: Everything
+      monitors:
+        - ref: {{name: api}}
+        - ref: {{name: port}}
+"#
+        ),
+    )
+    .unwrap();
+    let opts = AgentOptions {
+        config: vec![manifests],
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".into(),
+        agent_id: "e2e".into(),
+        store_url: Some(format!("s3://{}/", s3::BUCKET)),
+        store_options: server
+            .options()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        database_url: None,
+        flush_interval: Duration::from_millis(500),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(runtime::run(opts, stop_rx));
+    let bucket: Arc<dyn ObjectStore> = Arc::new(server.builder().build().unwrap());
+
+    let state_key = keys::state("e2e");
+    let state_of = |name: &'static str| {
+        let bucket = bucket.clone();
+        let key = state_key.clone();
+        async move {
+            get_json::<AgentState>(bucket.as_ref(), &key)
+                .await
+                .and_then(|s| {
+                    s.monitors
+                        .get(&format!("e2e/{name}"))
+                        .map(|m| m.state.as_str().to_string())
+                })
+        }
+    };
+    wait_for("both monitors up in state.json", || async {
+        state_of("api").await.as_deref() == Some("up")
+            && state_of("port").await.as_deref() == Some("up")
+    })
+    .await;
+    let catalog: AgentCatalog = get_json(bucket.as_ref(), &keys::catalog("e2e"))
+        .await
+        .unwrap();
+    assert_eq!(catalog.pages[0].slug, "public");
+    assert_eq!(catalog.pages[0].groups[0].monitors.len(), 2);
+    assert_eq!(
+        catalog
+            .monitors
+            .iter()
+            .find(|m| m.name == "api")
+            .unwrap()
+            .description
+            .as_deref(),
+        Some("The API")
+    );
+
+    // Outage of the object store while the target fails.
+    server.stop().await;
+    healthy.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.restart().await;
+
+    let now = Utc::now();
+    let incidents_key = keys::incidents("e2e", now.year(), now.month());
+    wait_for(
+        "the incident and the down state after the store came back",
+        || async {
+            let open = get_json::<IncidentMonth>(bucket.as_ref(), &incidents_key)
+                .await
+                .is_some_and(|m| {
+                    m.incidents
+                        .iter()
+                        .any(|i| i.name == "api" && i.ended_at.is_none())
+                });
+            open && state_of("api").await.as_deref() == Some("down")
+        },
+    )
+    .await;
+    assert_eq!(
+        state_of("port").await.as_deref(),
+        Some("up"),
+        "TCP connect still works"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    wait_for("the incident closed", || async {
+        get_json::<IncidentMonth>(bucket.as_ref(), &incidents_key)
+            .await
+            .is_some_and(|m| {
+                m.incidents.iter().any(|i| {
+                    i.name == "api" && i.ended_at.is_some() && i.duration_seconds.is_some()
+                })
+            })
+    })
+    .await;
+
+    // Public objects only: no target, host or port anywhere in the bucket.
+    let listed: Vec<_> = futures::StreamExt::collect::<Vec<_>>(bucket.list(None)).await;
+    assert!(
+        listed.len() >= 5,
+        "catalog, state, hourly, daily, incidents: {listed:?}"
+    );
+    for meta in listed {
+        let meta = meta.unwrap();
+        let body = bucket
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains(&format!(":{port}")),
+            "{} leaks a target",
+            meta.location
+        );
+        assert!(
+            meta.location.as_ref().starts_with("v1/agents/e2e/"),
+            "{}",
+            meta.location
+        );
+    }
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
