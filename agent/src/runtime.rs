@@ -18,11 +18,12 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{self, Health};
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
+use crate::catalog::{Resource, ResourceId};
 use crate::checks::{self, CheckContext};
 use crate::export::{self, Outbox, PendingObject, Uploader};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
 use crate::state::{Tracker, Transition};
-use crate::store::{MonitorStateRow, Store};
+use crate::store::{CrdCacheEntry, MonitorStateRow, Store};
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -183,6 +184,151 @@ fn state_row(key: &ObjKey, t: &Tracker, now: DateTime<Utc>) -> MonitorStateRow {
     }
 }
 
+/// What the last catalog sync wrote, to write only changes next time.
+#[derive(Debug, Default)]
+pub struct Synced {
+    cached: HashMap<ResourceId, u64>,
+}
+
+fn hash_json(v: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Apply a new snapshot to what the agent keeps: the crd_cache table (changed resources
+/// upserted, removed ones marked deleted; Secrets are never cached), monitors that
+/// disappeared (their open incident closed, their state dropped) and monitors that were
+/// disabled or enabled (paused, with a heartbeat saying so).
+pub async fn sync_catalog(
+    snapshot: &Snapshot,
+    store: &Store,
+    live: &Mutex<Live>,
+    synced: &mut Synced,
+) {
+    let now = Utc::now();
+    let mut seen = std::collections::HashSet::new();
+    for r in snapshot.resources() {
+        let id = r.id();
+        let Ok(v) = (match &r {
+            Resource::Monitor(x) => serde_json::to_value(x),
+            Resource::MonitorSet(x) => serde_json::to_value(x),
+            Resource::NotificationProvider(x) => serde_json::to_value(x),
+            Resource::NotificationPolicy(x) => serde_json::to_value(x),
+            Resource::StatusPage(x) => serde_json::to_value(x),
+            Resource::LocalUser(x) => serde_json::to_value(x),
+            Resource::ApiKey(x) => serde_json::to_value(x),
+            Resource::Silence(x) => serde_json::to_value(x),
+            Resource::MaintenanceWindow(x) => serde_json::to_value(x),
+            Resource::KubeKumaSettings(x) => serde_json::to_value(x),
+        }) else {
+            continue;
+        };
+        seen.insert(id.clone());
+        let h = hash_json(&v);
+        if synced.cached.get(&id) == Some(&h) {
+            continue;
+        }
+        let meta = v.get("metadata").cloned().unwrap_or_default();
+        let entry = CrdCacheEntry {
+            kind: id.kind.clone(),
+            api_version: kubekuma_crds::API_VERSION.into(),
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            generation: meta.get("generation").and_then(|g| g.as_i64()).unwrap_or(1),
+            resource_version: meta
+                .get("resourceVersion")
+                .and_then(|g| g.as_str())
+                .map(str::to_string),
+            spec: v.get("spec").cloned().unwrap_or_default(),
+            status: v.get("status").cloned(),
+            labels: meta.get("labels").cloned().unwrap_or(serde_json::json!({})),
+            annotations: meta
+                .get("annotations")
+                .cloned()
+                .unwrap_or(serde_json::json!({})),
+        };
+        match store.upsert_crd_cache(entry).await {
+            Ok(()) => {
+                synced.cached.insert(id, h);
+            }
+            Err(e) => tracing::error!(resource = %id, error = %e, "cannot cache resource"),
+        }
+    }
+    let gone: Vec<ResourceId> = synced
+        .cached
+        .keys()
+        .filter(|id| !seen.contains(*id))
+        .cloned()
+        .collect();
+    for id in gone {
+        synced.cached.remove(&id);
+        if let Err(e) = store
+            .mark_crd_deleted(&id.kind, &id.namespace, &id.name, now)
+            .await
+        {
+            tracing::error!(resource = %id, error = %e, "cannot mark resource deleted");
+        }
+    }
+
+    // Monitors removed from the catalog, and monitors paused or resumed.
+    let (removed, toggled) = {
+        let Ok(mut l) = live.lock() else { return };
+        let removed: Vec<(ObjKey, Option<i64>)> = l
+            .monitors
+            .iter()
+            .filter(|(k, _)| !snapshot.monitors.contains_key(*k))
+            .map(|(k, m)| (k.clone(), m.tracker.open_incident))
+            .collect();
+        for (k, _) in &removed {
+            l.monitors.remove(k);
+        }
+        let mut toggled = Vec::new();
+        for (k, m) in &snapshot.monitors {
+            let paused = !m.spec.is_enabled();
+            let entry = l.monitors.entry(k.clone()).or_insert_with(|| LiveMonitor {
+                tracker: Tracker::default(),
+                checked_at: None,
+                latency_ms: None,
+                reason: None,
+                cert: None,
+            });
+            if entry.tracker.set_paused(paused, now) {
+                toggled.push((k.clone(), entry.tracker.clone()));
+            }
+        }
+        (removed, toggled)
+    };
+    for (k, incident) in removed {
+        if let Some(id) = incident
+            && let Err(e) = store.close_incident(id, now).await
+        {
+            tracing::error!(monitor = %k, error = %e, "cannot close the incident of a removed monitor");
+        }
+        if let Err(e) = store.delete_monitor_state(&k.namespace, &k.name).await {
+            tracing::error!(monitor = %k, error = %e, "cannot drop the state of a removed monitor");
+        }
+    }
+    for (k, t) in toggled {
+        if t.paused {
+            let _ = store.record_heartbeat(Heartbeat {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                state: MonitorState::Paused,
+                latency_ms: None,
+                reason: None,
+                message: None,
+                checked_at: now,
+                attempts: 0,
+            });
+        }
+        if let Err(e) = store.save_monitor_state(state_row(&k, &t, now)).await {
+            tracing::error!(monitor = %k, error = %e, "cannot save monitor state");
+        }
+    }
+}
+
 /// Restore trackers saved by an earlier run.
 pub async fn restore(store: &Store, live: &Mutex<Live>) -> anyhow::Result<()> {
     let rows = store.load_monitor_states().await?;
@@ -191,10 +337,11 @@ pub async fn restore(store: &Store, live: &Mutex<Live>) -> anyhow::Result<()> {
     };
     for r in rows {
         let t = Tracker {
-            base: match r.state {
-                MonitorState::Up | MonitorState::Flapping => MonitorState::Up,
-                MonitorState::Down => MonitorState::Down,
-                _ => MonitorState::Pending,
+            // An open incident means the monitor was down, whatever was shown (paused).
+            base: match (r.open_incident_id, r.state) {
+                (Some(_), _) | (None, MonitorState::Down) => MonitorState::Down,
+                (None, MonitorState::Up | MonitorState::Flapping) => MonitorState::Up,
+                (None, _) => MonitorState::Pending,
             },
             since: r.since,
             consecutive_failures: r.consecutive_failures,
@@ -442,6 +589,8 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
     let (done_tx, mut done_rx) = mpsc::channel::<CheckDone>(4096);
     let scheduler = Scheduler::spawn(runner, Limits::from_settings(&first.effective), done_tx);
     scheduler.apply(plans(&first));
+    let mut synced = Synced::default();
+    sync_catalog(&first, &store, &live, &mut synced).await;
     health.set_ready(true);
 
     let processor = {
@@ -465,6 +614,7 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
                 let snap = snapshots.borrow_and_update().clone();
                 let _ = ctx_tx.send(Arc::new(CheckContext::new(snap.effective.clone(), Arc::new(snap.secrets.clone()))));
                 scheduler.apply(plans(&snap));
+                sync_catalog(&snap, &store, &live, &mut synced).await;
                 tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
             }
             _ = flush.tick() => {

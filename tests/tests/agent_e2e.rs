@@ -249,3 +249,151 @@ spec:
         .unwrap()
         .unwrap();
 }
+
+fn monitor_yaml(name: &str, port: u16, enabled: bool) -> String {
+    format!(
+        "apiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {{name: {name}, namespace: e2e}}\nspec:\n  enabled: {enabled}\n  type: http\n  schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}\n  target:\n    http: {{url: \"http://127.0.0.1:{port}/{name}\"}}\n---\n"
+    )
+}
+
+/// Catalog edits take effect without a restart: a new monitor starts, a disabled one is
+/// paused, a deleted one disappears and its open incident is closed; a restarted agent
+/// keeps the state it had (the incident of a still-down monitor stays open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_edits_apply_live_and_state_survives_a_restart() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let port = target(healthy.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let settings = "apiVersion: monitoring.kubekuma.io/v1\nkind: KubeKumaSettings\nmetadata: {name: k}\nspec:\n  scheduler: {minIntervalSeconds: 1, jitterPercent: 0}\n---\n";
+    let file = manifests.join("m.yaml");
+    std::fs::write(
+        &file,
+        format!("{settings}{}", monitor_yaml("a", port, true)),
+    )
+    .unwrap();
+    let objects = dir.path().join("objects");
+    let opts = AgentOptions {
+        config: vec![manifests.clone()],
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".into(),
+        agent_id: "edit".into(),
+        store_url: Some(format!("file://{}", objects.display())),
+        store_options: vec![],
+        database_url: None,
+        flush_interval: Duration::from_millis(300),
+    };
+    let state = |name: &'static str| {
+        let path = objects.join(keys::state("edit"));
+        async move {
+            let s: AgentState = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            s.monitors
+                .get(&format!("e2e/{name}"))
+                .map(|m| m.state.as_str().to_string())
+        }
+    };
+    let incidents = || {
+        let now = Utc::now();
+        let path = objects.join(keys::incidents("edit", now.year(), now.month()));
+        async move {
+            std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<IncidentMonth>(&b).ok())
+                .map(|m| m.incidents)
+                .unwrap_or_default()
+        }
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(runtime::run(opts.clone(), stop_rx));
+    wait_for("a down", || async {
+        state("a").await.as_deref() == Some("down")
+    })
+    .await;
+
+    // Add b, then disable it; delete a (down, with an open incident).
+    std::fs::write(
+        &file,
+        format!(
+            "{settings}{}{}",
+            monitor_yaml("a", port, true),
+            monitor_yaml("b", port, true)
+        ),
+    )
+    .unwrap();
+    wait_for("b checked", || async {
+        state("b").await.as_deref() == Some("down")
+    })
+    .await;
+    std::fs::write(
+        &file,
+        format!("{settings}{}", monitor_yaml("b", port, false)),
+    )
+    .unwrap();
+    wait_for("b paused, a gone", || async {
+        state("b").await.as_deref() == Some("paused") && state("a").await.is_none()
+    })
+    .await;
+    wait_for("a's incident closed", || async {
+        incidents()
+            .await
+            .iter()
+            .any(|i| i.name == "a" && i.ended_at.is_some())
+    })
+    .await;
+
+    // Re-enable b; it goes down again and stays down across a restart.
+    std::fs::write(
+        &file,
+        format!("{settings}{}", monitor_yaml("b", port, true)),
+    )
+    .unwrap();
+    wait_for("b down again with an open incident", || async {
+        state("b").await.as_deref() == Some("down")
+            && incidents()
+                .await
+                .iter()
+                .any(|i| i.name == "b" && i.ended_at.is_none())
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let open_before: Vec<i64> = incidents()
+        .await
+        .iter()
+        .filter(|i| i.ended_at.is_none())
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(open_before.len(), 1);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(runtime::run(opts, stop_rx));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let open_after: Vec<i64> = incidents()
+        .await
+        .iter()
+        .filter(|i| i.ended_at.is_none())
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        open_after, open_before,
+        "no second incident after a restart while down"
+    );
+    healthy.store(true, Ordering::SeqCst);
+    wait_for("b up, incident closed", || async {
+        state("b").await.as_deref() == Some("up")
+            && incidents().await.iter().all(|i| i.ended_at.is_some())
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
