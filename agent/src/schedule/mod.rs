@@ -99,6 +99,17 @@ impl MonitorPlan {
         }
     }
 
+    /// Where in its interval this monitor's runs fall: a stable offset in
+    /// `[0, interval)` derived from its name, so that many monitors created at once
+    /// (an agent start, a MonitorSet) spread over the interval instead of running
+    /// together every interval.
+    pub fn phase(&self) -> Duration {
+        let ms = self.interval.as_millis().max(1) as u64;
+        let mut h = DefaultHasher::new();
+        ("phase", &self.key).hash(&mut h);
+        Duration::from_millis(h.finish() % ms)
+    }
+
     /// Offset of run `k` from its slot: a deterministic value in ±interval·jitter%.
     fn jitter(&self, k: u64) -> i128 {
         let max = self.interval.as_millis() as i128 * i128::from(self.jitter_percent) / 100;
@@ -170,8 +181,13 @@ impl Entry {
         }
     }
 
+    /// Due time of run `k`: run 0 right at the anchor (a new monitor is checked at
+    /// once), run k ≥ 1 at `anchor + phase + (k-1)·interval ± jitter(k)`.
     fn slot(&self, k: u64) -> Instant {
-        let base = self.anchor + self.plan.interval * (k as u32);
+        if k == 0 {
+            return self.anchor;
+        }
+        let base = self.anchor + self.plan.phase() + self.plan.interval * ((k - 1) as u32);
         let j = self.plan.jitter(k);
         let t = if j >= 0 {
             base + Duration::from_millis(j as u64)
@@ -292,7 +308,6 @@ async fn run_loop(
                         running,
                         version,
                     };
-                    // Spread first runs of new monitors over the jitter range.
                     e.next_regular = e.slot(0);
                     heap.push(Reverse((e.due(), version, e.plan.key.clone())));
                     entries.insert(e.plan.key.clone(), e);
@@ -470,9 +485,20 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .map(|(_, t)| (*t - t0).as_secs())
+            .map(|(_, t)| (*t - t0).as_millis() as u64)
             .collect();
-        assert_eq!(starts, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
+        // Run 0 at once, then every slot `phase + k·10 s`, skipping a slot only while
+        // the previous 7-second run is still going; never shifted by the runs' cost.
+        let p = plan("a", 10, 0).phase().as_millis() as u64;
+        let mut expected = vec![0u64];
+        let mut t = p;
+        while t <= 95_000 {
+            if t >= expected.last().unwrap() + 7_000 {
+                expected.push(t);
+            }
+            t += 10_000;
+        }
+        assert_eq!(starts, expected);
     }
 
     #[tokio::test(start_paused = true)]
@@ -499,8 +525,9 @@ mod tests {
                 .map(|(_, t)| (*t - t0).as_secs_f64())
                 .collect();
             assert!(starts.len() >= 99, "{name}: {} runs", starts.len());
+            let p = plan(name, 30, 10).phase().as_secs_f64();
             for (k, t) in starts.iter().enumerate().skip(1) {
-                let slot = 30.0 * k as f64;
+                let slot = p + 30.0 * (k - 1) as f64;
                 assert!(
                     (t - slot).abs() <= 3.0 + 1e-3,
                     "{name} run {k} at {t}, slot {slot}"
@@ -512,6 +539,44 @@ mod tests {
             .map(|(_, t)| ((*t - t0).as_millis() % 30_000) as u64)
             .collect();
         assert!(distinct.len() > 20, "jitter varies between runs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_monitors_created_together_spread_over_the_interval() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(100_000);
+        let s = Scheduler::spawn(
+            recording(Duration::from_millis(1), log.clone()),
+            Limits {
+                net: 1000,
+                privileged: 1,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        s.apply((0..1000).map(|i| plan(&format!("m{i}"), 10, 10)).collect());
+        let mut seen = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            while drx.try_recv().is_ok() {
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3900, "{seen} runs");
+        // After the first interval, every second carries about a tenth of the monitors.
+        let mut per_second = [0u32; 40];
+        for (_, t) in log.lock().unwrap().iter() {
+            let sec = (*t - t0).as_secs() as usize;
+            if sec < 40 {
+                per_second[sec] += 1;
+            }
+        }
+        for (sec, n) in per_second.iter().enumerate().skip(12).take(26) {
+            assert!(
+                (60..=140).contains(n),
+                "second {sec}: {n} runs (expected about 100)"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -585,21 +650,37 @@ mod tests {
         let at = |n: &str| -> Vec<u64> {
             log.iter()
                 .filter(|(x, _)| x == n)
-                .map(|(_, t)| (*t - t0).as_millis() as u64 / 100)
+                .map(|(_, t)| (*t - t0).as_millis() as u64)
                 .collect()
         };
+        // Run 0 at `from`, then `from + phase + k·interval`, until `until` (ms).
+        let cadence = |name: &str, interval: i64, from: u64, until: u64| -> Vec<u64> {
+            let pl = plan(name, interval, 0);
+            let (p, i) = (pl.phase().as_millis() as u64, interval as u64 * 1000);
+            let mut v = vec![from];
+            let mut t = from + p;
+            while t < until {
+                v.push(t);
+                t += i;
+            }
+            v
+        };
+        let change = 15_500;
+        let end = change + 40_000;
         assert_eq!(
             at("keep"),
-            vec![0, 100, 200, 300, 400, 500],
+            cadence("keep", 10, 0, end),
             "unchanged monitor keeps its cadence"
         );
-        assert_eq!(at("drop"), vec![0, 100]);
+        assert_eq!(at("drop"), cadence("drop", 10, 0, change));
+        let mut edit = cadence("edit", 10, 0, change);
+        edit.extend(cadence("edit", 20, change, end));
         assert_eq!(
             at("edit"),
-            vec![0, 100, 155, 355],
+            edit,
             "edited monitor is rescheduled from the change"
         );
-        assert_eq!(at("new"), vec![155, 255, 355, 455]);
+        assert_eq!(at("new"), cadence("new", 10, change, end));
         assert!(at("off").is_empty());
     }
 
@@ -625,8 +706,18 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .map(|(_, t)| (*t - t0).as_secs())
+            .map(|(_, t)| (*t - t0).as_millis() as u64)
             .collect();
-        assert_eq!(starts, vec![0, 6, 60, 120]);
+        // The retry runs 5 s after it was asked for; the regular slots are untouched.
+        let p = plan("a", 60, 0).phase().as_millis() as u64;
+        let mut expected = vec![0, 6_000];
+        let mut t = p;
+        while t <= 131_000 {
+            expected.push(t);
+            t += 60_000;
+        }
+        expected.sort_unstable();
+        expected.dedup();
+        assert_eq!(starts, expected);
     }
 }
