@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,7 +161,6 @@ impl Limits {
 enum Command {
     Apply(Vec<MonitorPlan>),
     Retry(ObjKey, Duration),
-    Finished(ObjKey, u64),
 }
 
 struct Entry {
@@ -169,7 +169,8 @@ struct Entry {
     k: u64,
     next_regular: Instant,
     retry_at: Option<Instant>,
-    running: bool,
+    /// A run of this monitor is in flight (set by the loop, cleared by the run's task).
+    running: Arc<AtomicBool>,
     version: u64,
 }
 
@@ -227,7 +228,7 @@ impl Scheduler {
             tx: tx.clone(),
             stats: stats.clone(),
         };
-        tokio::spawn(run_loop(rx, tx, runner, limits, done, stats));
+        tokio::spawn(run_loop(rx, runner, limits, done, stats));
         s
     }
 
@@ -258,7 +259,6 @@ impl Scheduler {
 
 async fn run_loop(
     mut rx: mpsc::UnboundedReceiver<Command>,
-    tx: mpsc::UnboundedSender<Command>,
     runner: Runner,
     limits: Limits,
     done: mpsc::Sender<CheckDone>,
@@ -297,7 +297,11 @@ async fn run_loop(
                         continue;
                     }
                     version += 1;
-                    let running = entries.get(&plan.key).is_some_and(|e| e.running);
+                    // An edited monitor's run in flight still blocks an overlapping one.
+                    let running = entries
+                        .get(&plan.key)
+                        .map(|e| e.running.clone())
+                        .unwrap_or_default();
                     let anchor = now + plan.initial_delay;
                     let mut e = Entry {
                         plan: Arc::new(plan),
@@ -320,13 +324,6 @@ async fn run_loop(
                     version += 1;
                     e.version = version;
                     heap.push(Reverse((e.due(), version, key)));
-                }
-            }
-            Some(Command::Finished(key, v)) => {
-                if let Some(e) = entries.get_mut(&key)
-                    && (e.version == v || e.running)
-                {
-                    e.running = false;
                 }
             }
             None => {}
@@ -360,13 +357,13 @@ async fn run_loop(
             version += 1;
             e.version = version;
             heap.push(Reverse((e.due(), version, key.clone())));
-            if e.running {
+            if e.running.swap(true, AtomicOrdering::AcqRel) {
                 if let Ok(mut s) = stats.lock() {
                     s.skipped_overlap += 1;
                 }
                 continue;
             }
-            e.running = true;
+            let running = e.running.clone();
             let plan = e.plan.clone();
             let sem = if plan.privileged {
                 privileged.clone()
@@ -375,7 +372,6 @@ async fn run_loop(
             };
             let runner = runner.clone();
             let done = done.clone();
-            let tx = tx.clone();
             let stats = stats.clone();
             tokio::spawn(async move {
                 let Ok(_permit) = sem.acquire_owned().await else {
@@ -389,7 +385,7 @@ async fn run_loop(
                 }
                 let started_at = Utc::now();
                 let outcome = runner(plan.clone()).await;
-                let key = plan.key.clone();
+                running.store(false, AtomicOrdering::Release);
                 let _ = done
                     .send(CheckDone {
                         plan,
@@ -398,7 +394,6 @@ async fn run_loop(
                         lateness,
                     })
                     .await;
-                let _ = tx.send(Command::Finished(key, v));
             });
         }
     }
