@@ -33,6 +33,19 @@ pub struct AgentBench {
     pub concurrency: usize,
 }
 
+/// CPU seconds (user, system) used by this process so far, from /proc/self/stat.
+fn cpu_split() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(rest) = stat.rsplit(')').next() else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
 /// CPU seconds (user + system) used by this process so far, from /proc/self/stat.
 fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -206,10 +219,12 @@ pub async fn run_agent_bench(b: AgentBench) -> anyhow::Result<String> {
     let _ = scheduler.take_stats();
     let (c0, f0) = counts.lock().map(|c| *c).unwrap_or_default();
     let cpu0 = cpu_seconds();
+    let (user0, sys0) = cpu_split();
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(b.duration)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let (user1, sys1) = cpu_split();
     let (c1, f1) = counts.lock().map(|c| *c).unwrap_or_default();
     let stats = scheduler.take_stats();
     processor.abort();
@@ -218,15 +233,16 @@ pub async fn run_agent_bench(b: AgentBench) -> anyhow::Result<String> {
     let mut lat = stats.lateness_us.clone();
     lat.sort_unstable();
     let stored = store.heartbeats_written();
-    let bytes = dir_bytes(dir.path());
+    let files = dir_bytes(dir.path());
+    let bytes = store.database_bytes().await.unwrap_or(0).max(0) as u64;
     let scheduled = b.monitors as f64 / b.interval as f64;
     Ok(format!(
         "monitors {}  interval {} s  measured {:.0} s (after {} s warm-up)\n\
          checks/s achieved {:.1} vs scheduled {:.1}  (failed checks: {})\n\
          schedule lateness p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} samples, {} overlaps skipped)\n\
-         CPU {:.2} s = {:.3} ms per check ({:.0} ms per 1,000 checks)\n\
+         CPU {:.2} s (user {:.2} s, system {:.2} s) = {:.3} ms per check ({:.0} ms per 1,000 checks)\n\
          peak RSS {:.1} MiB\n\
-         stored heartbeats {}  bytes on disk {} = {:.1} B per heartbeat",
+         stored heartbeats {}  database {} B = {:.1} B per heartbeat (files incl. WAL: {} B)",
         b.monitors,
         b.interval,
         elapsed,
@@ -240,6 +256,8 @@ pub async fn run_agent_bench(b: AgentBench) -> anyhow::Result<String> {
         lat.len(),
         stats.skipped_overlap,
         cpu,
+        user1 - user0,
+        sys1 - sys0,
         if checks > 0.0 {
             cpu * 1000.0 / checks
         } else {
@@ -258,6 +276,7 @@ pub async fn run_agent_bench(b: AgentBench) -> anyhow::Result<String> {
         } else {
             0.0
         },
+        files,
     ))
 }
 
