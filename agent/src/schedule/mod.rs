@@ -146,7 +146,13 @@ pub struct Limits {
     pub net: usize,
     /// Privileged checks at once.
     pub privileged: usize,
+    /// Wake-ups are aligned to this grid, so runs due within one step start together
+    /// (fewer timer wake-ups per check; adds at most this much lateness). Zero: exact.
+    pub coalesce: Duration,
 }
+
+/// The default wake-up grid of the agent.
+pub const COALESCE: Duration = Duration::from_millis(100);
 
 impl Limits {
     /// The limits of the settings.
@@ -154,6 +160,7 @@ impl Limits {
         Limits {
             net: s.max_concurrent_net_checks.max(1) as usize,
             privileged: s.max_concurrent_priv_checks.max(1) as usize,
+            coalesce: COALESCE,
         }
     }
 }
@@ -269,8 +276,19 @@ async fn run_loop(
     let mut entries: HashMap<ObjKey, Entry> = HashMap::new();
     let mut heap: BinaryHeap<Reverse<(Instant, u64, ObjKey)>> = BinaryHeap::new();
     let mut version: u64 = 0;
+    let epoch = Instant::now();
     loop {
-        let next = heap.peek().map(|Reverse((t, _, _))| *t);
+        let next = heap.peek().map(|Reverse((t, _, _))| {
+            if limits.coalesce.is_zero() {
+                *t
+            } else {
+                // Round up to the grid (measured from the loop's start).
+                let step = limits.coalesce.as_nanos();
+                let since = t.saturating_duration_since(epoch).as_nanos();
+                let up = since.div_ceil(step) * step;
+                epoch + Duration::from_nanos(up as u64)
+            }
+        });
         let cmd = match next {
             Some(t) => tokio::select! {
                 c = rx.recv() => match c { Some(c) => Some(c), None => return },
@@ -469,6 +487,7 @@ mod tests {
             Limits {
                 net: 10,
                 privileged: 1,
+                coalesce: Duration::ZERO,
             },
             dtx,
         );
@@ -505,6 +524,7 @@ mod tests {
             Limits {
                 net: 100,
                 privileged: 1,
+                coalesce: Duration::ZERO,
             },
             dtx,
         );
@@ -545,6 +565,7 @@ mod tests {
             Limits {
                 net: 1000,
                 privileged: 1,
+                coalesce: Duration::ZERO,
             },
             dtx,
         );
@@ -575,6 +596,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn coalesced_wakeups_start_on_the_grid_and_never_early() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(100_000);
+        let grid = Duration::from_millis(100);
+        let s = Scheduler::spawn(
+            recording(Duration::from_millis(1), log.clone()),
+            Limits {
+                net: 1000,
+                privileged: 1,
+                coalesce: grid,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        let plans: Vec<MonitorPlan> = (0..200).map(|i| plan(&format!("m{i}"), 10, 0)).collect();
+        let phases: HashMap<String, u64> = plans
+            .iter()
+            .map(|p| (p.key.name.clone(), p.phase().as_millis() as u64))
+            .collect();
+        s.apply(plans);
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        drain(&mut drx).await;
+        let log = log.lock().unwrap();
+        assert!(log.len() >= 400);
+        for (name, t) in log.iter() {
+            let ms = (*t - t0).as_millis() as u64;
+            assert_eq!(ms % 100, 0, "{name} started off the grid at {ms} ms");
+            if ms > 0 {
+                // Never before its slot, and at most one grid step after it.
+                let slot = phases[name] + (ms - phases[name]) / 10_000 * 10_000;
+                assert!(
+                    ms >= slot && ms - slot < 100,
+                    "{name} at {ms} ms, slot {slot} ms"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrency_limit_is_respected() {
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
@@ -595,6 +655,7 @@ mod tests {
             Limits {
                 net: 3,
                 privileged: 1,
+                coalesce: Duration::ZERO,
             },
             dtx,
         );
@@ -617,6 +678,7 @@ mod tests {
             Limits {
                 net: 10,
                 privileged: 1,
+                coalesce: Duration::ZERO,
             },
             dtx,
         );
@@ -688,6 +750,7 @@ mod tests {
             Limits {
                 net: 10,
                 privileged: 1,
+                coalesce: Duration::ZERO,
             },
             dtx,
         );
