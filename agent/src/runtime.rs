@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{self, Health};
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
-use crate::catalog::{Resource, ResourceId};
+use crate::catalog::ResourceId;
 use crate::checks::{self, CheckContext};
 use crate::export::{self, Outbox, PendingObject, Uploader};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
@@ -73,7 +73,7 @@ pub struct Live {
 }
 
 /// The current view of one monitor.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LiveMonitor {
     /// State machine.
     pub tracker: Tracker,
@@ -211,18 +211,7 @@ pub async fn sync_catalog(
     let mut seen = std::collections::HashSet::new();
     for r in snapshot.resources() {
         let id = r.id();
-        let Ok(v) = (match &r {
-            Resource::Monitor(x) => serde_json::to_value(x),
-            Resource::MonitorSet(x) => serde_json::to_value(x),
-            Resource::NotificationProvider(x) => serde_json::to_value(x),
-            Resource::NotificationPolicy(x) => serde_json::to_value(x),
-            Resource::StatusPage(x) => serde_json::to_value(x),
-            Resource::LocalUser(x) => serde_json::to_value(x),
-            Resource::ApiKey(x) => serde_json::to_value(x),
-            Resource::Silence(x) => serde_json::to_value(x),
-            Resource::MaintenanceWindow(x) => serde_json::to_value(x),
-            Resource::KubeKumaSettings(x) => serde_json::to_value(x),
-        }) else {
+        let Ok(v) = r.to_json() else {
             continue;
         };
         seen.insert(id.clone());
@@ -287,13 +276,7 @@ pub async fn sync_catalog(
         let mut toggled = Vec::new();
         for (k, m) in &snapshot.monitors {
             let paused = !m.spec.is_enabled();
-            let entry = l.monitors.entry(k.clone()).or_insert_with(|| LiveMonitor {
-                tracker: Tracker::default(),
-                checked_at: None,
-                latency_ms: None,
-                reason: None,
-                cert: None,
-            });
+            let entry = l.monitors.entry(k.clone()).or_default();
             if entry.tracker.set_paused(paused, now) {
                 toggled.push((k.clone(), entry.tracker.clone()));
             }

@@ -10,19 +10,7 @@ use kubekuma_crds::Kind;
 use pretty_assertions::assert_eq;
 
 fn resource_json(r: &Resource) -> serde_json::Value {
-    match r {
-        Resource::Monitor(x) => serde_json::to_value(x),
-        Resource::MonitorSet(x) => serde_json::to_value(x),
-        Resource::NotificationProvider(x) => serde_json::to_value(x),
-        Resource::NotificationPolicy(x) => serde_json::to_value(x),
-        Resource::StatusPage(x) => serde_json::to_value(x),
-        Resource::LocalUser(x) => serde_json::to_value(x),
-        Resource::ApiKey(x) => serde_json::to_value(x),
-        Resource::Silence(x) => serde_json::to_value(x),
-        Resource::MaintenanceWindow(x) => serde_json::to_value(x),
-        Resource::KubeKumaSettings(x) => serde_json::to_value(x),
-    }
-    .unwrap()
+    r.to_json().unwrap()
 }
 
 fn kuma_docs(file: &str, text: &str) -> Vec<(serde_json::Value, Resource)> {

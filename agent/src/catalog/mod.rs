@@ -77,6 +77,22 @@ impl Resource {
         }
     }
 
+    /// The resource as JSON, as it would be written back to a manifest.
+    pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+        match self {
+            Resource::Monitor(x) => serde_json::to_value(x),
+            Resource::MonitorSet(x) => serde_json::to_value(x),
+            Resource::NotificationProvider(x) => serde_json::to_value(x),
+            Resource::NotificationPolicy(x) => serde_json::to_value(x),
+            Resource::StatusPage(x) => serde_json::to_value(x),
+            Resource::LocalUser(x) => serde_json::to_value(x),
+            Resource::ApiKey(x) => serde_json::to_value(x),
+            Resource::Silence(x) => serde_json::to_value(x),
+            Resource::MaintenanceWindow(x) => serde_json::to_value(x),
+            Resource::KubeKumaSettings(x) => serde_json::to_value(x),
+        }
+    }
+
     /// Kind, namespace (empty when cluster-scoped) and name.
     pub fn id(&self) -> ResourceId {
         let m = self.meta();
