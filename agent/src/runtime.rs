@@ -16,9 +16,9 @@ use kubekuma_crds::results::{CertInfo, Heartbeat};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, Health};
+use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
-use crate::catalog::ResourceId;
 use crate::checks::{self, CheckContext};
 use crate::export::{self, Outbox, PendingObject, Uploader};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
