@@ -455,7 +455,11 @@ pub(crate) fn display_url(url: &Url) -> String {
 }
 
 /// The values of the secrets `target` refers to, to scrub from messages.
-fn secret_values(ctx: &CheckContext, namespace: &str, target: &HttpTarget) -> Vec<String> {
+pub(crate) fn secret_values(
+    ctx: &CheckContext,
+    namespace: &str,
+    target: &HttpTarget,
+) -> Vec<String> {
     let texts = std::iter::once(target.url.as_str())
         .chain(
             target
@@ -477,7 +481,7 @@ fn secret_values(ctx: &CheckContext, namespace: &str, target: &HttpTarget) -> Ve
 }
 
 /// Last line of defence: no secret value survives into a message.
-fn scrub(mut outcome: CheckOutcome, secrets: &[String]) -> CheckOutcome {
+pub(crate) fn scrub(mut outcome: CheckOutcome, secrets: &[String]) -> CheckOutcome {
     if let Some(msg) = outcome.message.as_mut() {
         for s in secrets {
             if msg.contains(s.as_str()) {

@@ -5,6 +5,8 @@
 //! type is one new file here plus one arm in [`run`].
 
 mod http;
+mod json_query;
+mod keyword;
 mod tcp;
 
 use std::collections::HashMap;
@@ -128,9 +130,9 @@ pub async fn run(
         match spec.type_ {
             MonitorType::Http => http::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Tcp => tcp::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Keyword
-            | MonitorType::JsonQuery
-            | MonitorType::Dns
+            MonitorType::Keyword => keyword::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::JsonQuery => json_query::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Dns
             | MonitorType::Ping
             | MonitorType::Websocket
             | MonitorType::Push

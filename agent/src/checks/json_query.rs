@@ -1,0 +1,163 @@
+//! The `jsonQuery` checker: an HTTP request (judged like `http`) whose JSON body is
+//! queried with an RFC 9535 JSONPath; the first match is compared with the expected
+//! value (equals, notEquals, ordering, contains) or only has to exist.
+
+use kubekuma_crds::monitor::{JsonComparison, MonitorSpec};
+use kubekuma_crds::results::{CheckOutcome, FailureReason};
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+use super::http::{fetch, judge, scrub, secret_values};
+use super::{Attempt, CheckContext};
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Equal as JSON, or equal when written as text (`"200"` equals `200`).
+fn loosely_equal(a: &Value, b: &Value) -> bool {
+    a == b || (!a.is_object() && !a.is_array() && text(a) == text(b))
+}
+
+/// Shorten a found value for a message.
+fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 100 {
+        format!("{}…", s.chars().take(100).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Compare `found` with `expected`; `Err` says why it does not hold.
+pub(crate) fn compare(cmp: JsonComparison, found: &Value, expected: &Value) -> Result<(), String> {
+    let ok = match cmp {
+        JsonComparison::Exists => true,
+        JsonComparison::Equals => loosely_equal(found, expected),
+        JsonComparison::NotEquals => !loosely_equal(found, expected),
+        JsonComparison::LessThan
+        | JsonComparison::LessThanOrEqual
+        | JsonComparison::GreaterThan
+        | JsonComparison::GreaterThanOrEqual => {
+            let (Some(a), Some(b)) = (number(found), number(expected)) else {
+                return Err(format!("found {}, which is not a number", shown(found)));
+            };
+            match cmp {
+                JsonComparison::LessThan => a < b,
+                JsonComparison::LessThanOrEqual => a <= b,
+                JsonComparison::GreaterThan => a > b,
+                _ => a >= b,
+            }
+        }
+        JsonComparison::Contains => match found {
+            Value::String(s) => s.contains(&text(expected)),
+            Value::Array(items) => items.iter().any(|i| loosely_equal(i, expected)),
+            _ => false,
+        },
+    };
+    if ok {
+        Ok(())
+    } else {
+        let name = serde_json::to_value(cmp)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Err(format!(
+            "found {}, expected {name} {}",
+            shown(found),
+            shown(expected)
+        ))
+    }
+}
+
+/// Run one JSON query check.
+pub(crate) async fn check(
+    ctx: &CheckContext,
+    namespace: &str,
+    spec: &MonitorSpec,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let Some(target) = spec.target.json_query.as_ref() else {
+        return CheckOutcome::down(
+            0.0,
+            FailureReason::Config,
+            "spec.target.jsonQuery is missing for a jsonQuery monitor",
+        );
+    };
+    let path = match JsonPath::parse(&target.query) {
+        Ok(p) => p,
+        Err(e) => {
+            return CheckOutcome::down(
+                0.0,
+                FailureReason::Config,
+                format!("invalid JSONPath {:?}: {e}", target.query),
+            );
+        }
+    };
+    let http = &target.http;
+    let criteria = spec
+        .success_criteria
+        .as_ref()
+        .and_then(|c| c.http.clone())
+        .unwrap_or_default();
+    let secrets = secret_values(ctx, namespace, http);
+    let exchange = match fetch(ctx, namespace, http, attempt).await {
+        Ok(e) => e,
+        Err(down) => return scrub(down, &secrets),
+    };
+    let judged = judge(&exchange, http, &criteria, attempt);
+    if !judged.up {
+        return scrub(judged, &secrets);
+    }
+    let down = |reason: FailureReason, message: String| {
+        let mut o = CheckOutcome::down(attempt.elapsed_ms(), reason, message);
+        o.cert = judged.cert.clone();
+        o.metadata = judged.metadata.clone();
+        scrub(o, &secrets)
+    };
+    let doc: Value = match serde_json::from_slice(&exchange.body) {
+        Ok(v) => v,
+        Err(e) => {
+            let hint = if exchange.truncated {
+                " (body truncated at maxBodyBytes)"
+            } else {
+                ""
+            };
+            return down(
+                FailureReason::Body,
+                format!("the body is not JSON: {e}{hint}"),
+            );
+        }
+    };
+    let nodes = path.query(&doc).all();
+    let cmp = target.comparison.unwrap_or(if target.expected.is_some() {
+        JsonComparison::Equals
+    } else {
+        JsonComparison::Exists
+    });
+    let Some(first) = nodes.first() else {
+        return down(
+            FailureReason::Assertion,
+            format!("query {} matched nothing", target.query),
+        );
+    };
+    let expected = target.expected.clone().unwrap_or(Value::Null);
+    match compare(cmp, first, &expected) {
+        Ok(()) => judged,
+        Err(why) => down(
+            FailureReason::Assertion,
+            format!("query {}: {why}", target.query),
+        ),
+    }
+}
