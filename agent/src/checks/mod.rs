@@ -7,6 +7,7 @@
 mod http;
 mod json_query;
 mod keyword;
+mod steam;
 mod tcp;
 
 use std::collections::HashMap;
@@ -132,11 +133,11 @@ pub async fn run(
             MonitorType::Tcp => tcp::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Keyword => keyword::check(ctx, namespace, spec, &attempt).await,
             MonitorType::JsonQuery => json_query::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Steam => steam::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Dns
             | MonitorType::Ping
             | MonitorType::Websocket
             | MonitorType::Push
-            | MonitorType::Steam
             | MonitorType::Kubernetes
             | MonitorType::Docker => CheckOutcome::down(
                 0.0,

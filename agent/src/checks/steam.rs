@@ -1,0 +1,241 @@
+//! The `steam` checker: Valve's Source server query A2S_INFO over UDP, including the
+//! challenge step (a server may answer the first request with `S2C_CHALLENGE` and a
+//! 4-byte number that the client repeats). Reports server name, map and player counts.
+
+use std::net::SocketAddr;
+
+use kubekuma_crds::monitor::MonitorSpec;
+use kubekuma_crds::results::{CheckOutcome, FailureReason};
+use tokio::net::UdpSocket;
+
+use super::{Attempt, CheckContext, is_connect_kind, latency_exceeded};
+
+/// Single-packet header.
+const SINGLE: [u8; 4] = [0xFF, 0xFF, 0xFF, 0xFF];
+/// A2S_INFO request payload after the header.
+const INFO_REQUEST: &[u8] = b"TSource Engine Query\0";
+/// Default query port.
+const DEFAULT_PORT: u16 = 27015;
+
+/// What A2S_INFO told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerInfo {
+    /// Server name.
+    pub name: String,
+    /// Current map.
+    pub map: String,
+    /// Game description.
+    pub game: String,
+    /// Players now.
+    pub players: u8,
+    /// Player slots.
+    pub max_players: u8,
+    /// Bots among the players.
+    pub bots: u8,
+}
+
+fn request(challenge: Option<[u8; 4]>) -> Vec<u8> {
+    let mut v = SINGLE.to_vec();
+    v.extend_from_slice(INFO_REQUEST);
+    if let Some(c) = challenge {
+        v.extend_from_slice(&c);
+    }
+    v
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let v = *self.b.get(self.at).ok_or("reply ends early")?;
+        self.at += 1;
+        Ok(v)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let rest = self.b.get(self.at..).ok_or("reply ends early")?;
+        let end = rest
+            .iter()
+            .position(|&c| c == 0)
+            .ok_or("unterminated string in reply")?;
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.at += end + 1;
+        Ok(s)
+    }
+    fn skip(&mut self, n: usize) -> Result<(), String> {
+        if self.at + n > self.b.len() {
+            return Err("reply ends early".into());
+        }
+        self.at += n;
+        Ok(())
+    }
+}
+
+/// Parse an `S2A_INFO` (0x49) reply, header included.
+pub(crate) fn parse_info(reply: &[u8]) -> Result<ServerInfo, String> {
+    if reply.len() < 5 || reply[..4] != SINGLE {
+        return Err("not a single-packet Source query reply".into());
+    }
+    if reply[4] != 0x49 {
+        return Err(format!(
+            "unexpected reply type 0x{:02X}, expected S2A_INFO (0x49)",
+            reply[4]
+        ));
+    }
+    let mut r = Reader { b: reply, at: 5 };
+    let _protocol = r.byte()?;
+    let name = r.string()?;
+    let map = r.string()?;
+    let _folder = r.string()?;
+    let game = r.string()?;
+    r.skip(2)?; // Steam application id (little-endian short)
+    let players = r.byte()?;
+    let max_players = r.byte()?;
+    let bots = r.byte()?;
+    Ok(ServerInfo {
+        name,
+        map,
+        game,
+        players,
+        max_players,
+        bots,
+    })
+}
+
+/// Run one A2S_INFO query.
+pub(crate) async fn check(
+    _ctx: &CheckContext,
+    _namespace: &str,
+    spec: &MonitorSpec,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let Some(target) = spec.target.steam.as_ref() else {
+        return CheckOutcome::down(
+            0.0,
+            FailureReason::Config,
+            "spec.target.steam is missing for a steam monitor",
+        );
+    };
+    let port = match target.port {
+        None => DEFAULT_PORT,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return CheckOutcome::down(
+                    0.0,
+                    FailureReason::Config,
+                    format!("port {p} is out of range"),
+                );
+            }
+        },
+    };
+    let host = target.host.trim_start_matches('[').trim_end_matches(']');
+    let addr: SocketAddr = match tokio::net::lookup_host((host, port))
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => {
+            return CheckOutcome::down(
+                attempt.elapsed_ms(),
+                FailureReason::Dns,
+                format!("{host} does not resolve"),
+            );
+        }
+    };
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap_or(addr);
+    let fail = |reason, msg: String| CheckOutcome::down(attempt.elapsed_ms(), reason, msg);
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                FailureReason::Connect,
+                format!("cannot open a UDP socket: {e}"),
+            );
+        }
+    };
+    if let Err(e) = sock.connect(addr).await {
+        return fail(FailureReason::Connect, format!("{addr}: {e}"));
+    }
+    let mut challenge = None;
+    let mut buf = vec![0u8; 1400];
+    // At most two challenges: a server that keeps challenging is broken.
+    for _ in 0..3 {
+        if let Err(e) = sock.send(&request(challenge)).await {
+            return fail(FailureReason::Connect, format!("{addr}: {e}"));
+        }
+        let n = match sock.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if is_connect_kind(e.kind()) => {
+                return fail(
+                    FailureReason::Connect,
+                    format!("{addr}: no server on this port ({e})"),
+                );
+            }
+            Err(e) => return fail(FailureReason::Connect, format!("{addr}: {e}")),
+        };
+        let reply = &buf[..n];
+        if reply.len() >= 9 && reply[..4] == SINGLE && reply[4] == 0x41 {
+            challenge = Some([reply[5], reply[6], reply[7], reply[8]]);
+            continue;
+        }
+        if reply.len() >= 4 && reply[..4] == [0xFE, 0xFF, 0xFF, 0xFF] {
+            return fail(
+                FailureReason::Protocol,
+                format!("{addr}: split replies to A2S_INFO are not supported"),
+            );
+        }
+        return match parse_info(reply) {
+            Ok(info) => {
+                let min_players = spec
+                    .success_criteria
+                    .as_ref()
+                    .and_then(|c| c.steam.as_ref())
+                    .and_then(|s| s.min_players);
+                let max_latency = spec
+                    .success_criteria
+                    .as_ref()
+                    .and_then(|c| c.steam.as_ref())
+                    .and_then(|s| s.max_latency_ms);
+                let mut o = if let Some(min) = min_players.filter(|m| i64::from(info.players) < *m)
+                {
+                    fail(
+                        FailureReason::Assertion,
+                        format!(
+                            "{} players on {:?}, expected at least {min}",
+                            info.players, info.name
+                        ),
+                    )
+                } else if let Some(msg) = latency_exceeded(attempt, max_latency) {
+                    fail(FailureReason::Assertion, msg)
+                } else {
+                    CheckOutcome::up(attempt.elapsed_ms())
+                };
+                o = o
+                    .with("serverName", info.name.clone())
+                    .with("map", info.map.clone())
+                    .with("game", info.game.clone())
+                    .with("players", info.players)
+                    .with("maxPlayers", info.max_players)
+                    .with("bots", info.bots);
+                o
+            }
+            Err(e) => fail(
+                FailureReason::Protocol,
+                format!("{addr}: malformed A2S_INFO reply: {e}"),
+            ),
+        };
+    }
+    fail(
+        FailureReason::Protocol,
+        format!("{addr}: the server kept answering with challenges"),
+    )
+}
