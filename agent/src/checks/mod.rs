@@ -9,6 +9,7 @@ mod json_query;
 mod keyword;
 mod steam;
 mod tcp;
+mod websocket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -95,7 +96,11 @@ impl CheckContext {
     }
 
     /// A rustls client configuration with this context's roots (or no verification).
-    fn tls_config(&self, verify: bool, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+    pub(crate) fn tls_config(
+        &self,
+        verify: bool,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ClientConfig, String> {
         let provider = crypto_provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -134,9 +139,9 @@ pub async fn run(
             MonitorType::Keyword => keyword::check(ctx, namespace, spec, &attempt).await,
             MonitorType::JsonQuery => json_query::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Steam => steam::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Websocket => websocket::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Dns
             | MonitorType::Ping
-            | MonitorType::Websocket
             | MonitorType::Push
             | MonitorType::Kubernetes
             | MonitorType::Docker => CheckOutcome::down(
