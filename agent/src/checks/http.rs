@@ -64,17 +64,50 @@ pub(crate) async fn check(
             "spec.target.http is missing for an http monitor",
         );
     };
+    match fetch_and_judge(ctx, namespace, spec, target, attempt).await {
+        Ok(passed) => scrub(passed.judged, &passed.secrets),
+        Err(down) => down,
+    }
+}
+
+/// An HTTP exchange that met the `http` criteria, for checkers that go on to judge the body.
+pub(crate) struct Passed {
+    /// The response.
+    pub exchange: Exchange,
+    /// The up outcome of the HTTP criteria (latency, certificate, status code).
+    pub judged: CheckOutcome,
+    /// Secret values to scrub from any message built later.
+    pub secrets: Vec<String>,
+}
+
+/// Send `target`'s request and judge it by the monitor's `successCriteria.http`, as the
+/// `http` checker does. `Err` is the finished, scrubbed down outcome.
+pub(crate) async fn fetch_and_judge(
+    ctx: &CheckContext,
+    namespace: &str,
+    spec: &MonitorSpec,
+    target: &HttpTarget,
+    attempt: &Attempt,
+) -> Result<Passed, CheckOutcome> {
     let criteria = spec
         .success_criteria
         .as_ref()
         .and_then(|c| c.http.clone())
         .unwrap_or_default();
     let secrets = secret_values(ctx, namespace, target);
-    let outcome = match fetch(ctx, namespace, target, attempt).await {
-        Ok(exchange) => judge(&exchange, target, &criteria, attempt),
-        Err(down) => down,
+    let exchange = match fetch(ctx, namespace, target, attempt).await {
+        Ok(e) => e,
+        Err(down) => return Err(scrub(down, &secrets)),
     };
-    scrub(outcome, &secrets)
+    let judged = judge(&exchange, target, &criteria, attempt);
+    if !judged.up {
+        return Err(scrub(judged, &secrets));
+    }
+    Ok(Passed {
+        exchange,
+        judged,
+        secrets,
+    })
 }
 
 /// Send the request of `target` and read its response (at most `maxBodyBytes`).

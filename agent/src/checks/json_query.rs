@@ -7,7 +7,7 @@ use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use super::http::{fetch, judge, scrub, secret_values};
+use super::http::{Passed, fetch_and_judge, scrub};
 use super::{Attempt, CheckContext};
 
 fn number(v: &Value) -> Option<f64> {
@@ -106,20 +106,14 @@ pub(crate) async fn check(
         }
     };
     let http = &target.http;
-    let criteria = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.http.clone())
-        .unwrap_or_default();
-    let secrets = secret_values(ctx, namespace, http);
-    let exchange = match fetch(ctx, namespace, http, attempt).await {
-        Ok(e) => e,
-        Err(down) => return scrub(down, &secrets),
+    let Passed {
+        exchange,
+        judged,
+        secrets,
+    } = match fetch_and_judge(ctx, namespace, spec, http, attempt).await {
+        Ok(p) => p,
+        Err(down) => return down,
     };
-    let judged = judge(&exchange, http, &criteria, attempt);
-    if !judged.up {
-        return scrub(judged, &secrets);
-    }
     let down = |reason: FailureReason, message: String| {
         let mut o = CheckOutcome::down(attempt.elapsed_ms(), reason, message);
         o.cert = judged.cert.clone();

@@ -5,7 +5,7 @@
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 
-use super::http::{fetch, judge, scrub, secret_values};
+use super::http::{Passed, fetch_and_judge, scrub};
 use super::{Attempt, CheckContext, excerpt};
 
 /// One body rule: the text (or pattern), whether it is a regex, whether it must be absent.
@@ -65,20 +65,14 @@ pub(crate) async fn check(
             );
         }
     };
-    let criteria = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.http.clone())
-        .unwrap_or_default();
-    let secrets = secret_values(ctx, namespace, http);
-    let exchange = match fetch(ctx, namespace, http, attempt).await {
-        Ok(e) => e,
-        Err(down) => return scrub(down, &secrets),
+    let Passed {
+        exchange,
+        judged,
+        secrets,
+    } = match fetch_and_judge(ctx, namespace, spec, http, attempt).await {
+        Ok(p) => p,
+        Err(down) => return down,
     };
-    let judged = judge(&exchange, http, &criteria, attempt);
-    if !judged.up {
-        return scrub(judged, &secrets);
-    }
     let body = String::from_utf8_lossy(&exchange.body);
     for rule in &rules {
         let found = if rule.regex {
