@@ -4,9 +4,14 @@
 //! a [`FailureReason`] and a message free of secrets), never an `Err`. Adding a monitor
 //! type is one new file here plus one arm in [`run`].
 
+mod dns;
+mod docker;
 mod http;
 mod json_query;
 mod keyword;
+mod kubernetes;
+mod ping;
+mod push;
 mod steam;
 mod tcp;
 mod websocket;
@@ -140,18 +145,11 @@ pub async fn run(
             MonitorType::JsonQuery => json_query::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Steam => steam::check(ctx, namespace, spec, &attempt).await,
             MonitorType::Websocket => websocket::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Dns
-            | MonitorType::Ping
-            | MonitorType::Push
-            | MonitorType::Kubernetes
-            | MonitorType::Docker => CheckOutcome::down(
-                0.0,
-                FailureReason::Config,
-                format!(
-                    "monitor type {} is not supported by this version",
-                    spec.type_
-                ),
-            ),
+            MonitorType::Dns => dns::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Ping => ping::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Push => push::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Kubernetes => kubernetes::check(ctx, namespace, spec, &attempt).await,
+            MonitorType::Docker => docker::check(ctx, namespace, spec, &attempt).await,
         }
     };
     let mut outcome = match tokio::time::timeout(timeout, check).await {
