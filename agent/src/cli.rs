@@ -52,6 +52,38 @@ pub struct AgentArgs {
     pub flush_interval: u64,
 }
 
+/// Options of `build`.
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Object store the agents write to: file:///path, a folder, s3://bucket/prefix, gs://…, az://…
+    #[arg(long, env = "KUBEKUMA_STORE_URL", default_value = "./kubekuma-data/objects")]
+    pub source: String,
+    /// Output: a folder or a bucket URL (s3://, gs://, az://)
+    #[arg(long, env = "KUBEKUMA_SITE_URL", default_value = "./kubekuma-data/site")]
+    pub out: String,
+    /// Theme folder (templates/, static/, fonts/); default: the built-in theme
+    #[arg(long, env = "KUBEKUMA_THEME", value_name = "DIR")]
+    pub theme: Option<PathBuf>,
+    /// Public URL of the output root, for links in feeds (e.g. https://status.example.com/)
+    #[arg(long, env = "KUBEKUMA_BASE_URL", default_value = "")]
+    pub base_url: String,
+    /// Seconds after which visitors see a "status data may be stale" notice
+    #[arg(long, default_value_t = 900)]
+    pub stale_after: u64,
+    /// Skip the PNG copies of badges
+    #[arg(long)]
+    pub no_png: bool,
+    /// Do not fetch http(s) logos and favicons (they are then left out)
+    #[arg(long)]
+    pub no_fetch_branding: bool,
+    /// Keep rebuilding when agents write new objects
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between checks for new objects in --watch mode
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
+}
+
 /// The commands of design.md.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -74,14 +106,7 @@ pub enum Command {
         listen: Option<String>,
     },
     /// Render status pages, badges, JSON and feeds once (--watch to keep going)
-    Build {
-        /// Object store URL the agents write to
-        #[arg(long)]
-        source: Option<String>,
-        /// Output folder or bucket URL
-        #[arg(long)]
-        out: Option<String>,
-    },
+    Build(BuildArgs),
     /// Run every monitor in these manifests once and print the results; exit 1 if any is down
     Check {
         /// Manifest files or folders
@@ -173,7 +198,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench { what } => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(bench(what)))
         }
-        Command::Build { .. } => not_yet("build", "the builder and its default theme"),
+        Command::Build(b) => runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(build_cmd(b))),
         Command::HashPassword | Command::ApiKey => {
             not_yet("hash-password / api-key", "the admin API")
         }
@@ -465,6 +490,73 @@ async fn up(a: AgentArgs, listen: String) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubekuma up: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A builder from `build`'s options.
+pub fn make_builder(b: &BuildArgs) -> anyhow::Result<kubekuma_builder::Builder> {
+    use kubekuma_builder::{BuildOptions, RenderOptions, Theme};
+    let source = crate::export::open_store(&b.source)?;
+    let out = crate::export::open_store(&b.out)?;
+    let theme = match &b.theme {
+        Some(dir) => Theme::load(dir)?,
+        None => Theme::default_theme()?,
+    };
+    let mut base_url = b.base_url.trim().to_string();
+    if !base_url.is_empty() && !base_url.ends_with('/') {
+        base_url.push('/');
+    }
+    let opts = BuildOptions {
+        render: RenderOptions {
+            base_url,
+            stale_after_seconds: b.stale_after,
+            png_badges: !b.no_png,
+        },
+        now: None,
+        fetch_branding: !b.no_fetch_branding,
+    };
+    kubekuma_builder::Builder::new(source, out, theme, opts)
+}
+
+async fn build_cmd(b: BuildArgs) -> ExitCode {
+    let mut builder = match make_builder(&b) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("kubekuma build: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if b.watch {
+        eprintln!(
+            "kubekuma build: watching {} every {}s, writing {}; stop with Ctrl-C",
+            crate::export::target::redact_url(&b.source),
+            b.interval.max(1),
+            crate::export::target::redact_url(&b.out)
+        );
+        builder
+            .watch(Duration::from_secs(b.interval.max(1)), shutdown_signal())
+            .await;
+        return ExitCode::SUCCESS;
+    }
+    match builder.build().await {
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "built {} in {}: {} written, {} unchanged, {} removed",
+                plural(r.pages, "page"),
+                crate::export::target::redact_url(&b.out),
+                r.publish.written.len(),
+                r.publish.unchanged,
+                r.publish.removed.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kubekuma build: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,253 @@
-//! The static-site builder: reads agents' objects, renders status pages, badges, JSON
-//! and feeds with a theme, and publishes them incrementally. Built in its own issue;
-//! until then this crate only fixes its place in the workspace.
+//! The static-site builder: reads agents' objects ([`source`]), turns them into what
+//! pages show ([`model`]), renders pages, feeds, JSON and badges with a theme
+//! ([`theme`], [`render`], [`badge`]) and publishes the files incrementally
+//! ([`publish`]). [`Builder`] ties them together for one build or a watch loop.
 
-/// Whether the builder is available in this version.
-pub const AVAILABLE: bool = false;
+pub mod badge;
+pub mod model;
+pub mod publish;
+pub mod render;
+pub mod source;
+pub mod theme;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kubekuma_crds::store::ObjectTarget;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+pub use publish::PublishReport;
+pub use render::RenderOptions;
+pub use theme::Theme;
+
+/// Largest logo or favicon the builder fetches.
+const MAX_BRAND_BYTES: usize = 2 * 1024 * 1024;
+
+/// How the builder runs.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Render options (base URL, staleness threshold, PNG badges).
+    pub render: RenderOptions,
+    /// Measure windows against this clock instead of the time of the data (tests).
+    pub now: Option<DateTime<Utc>>,
+    /// Fetch `http(s)` logos and favicons and publish them as assets (else they are
+    /// left out, since pages make no external requests).
+    pub fetch_branding: bool,
+}
+
+/// What one build did.
+#[derive(Clone, Debug, Default)]
+pub struct BuildReport {
+    /// Pages rendered.
+    pub pages: usize,
+    /// What publishing did.
+    pub publish: PublishReport,
+    /// Problems that did not stop the build (unreadable objects, unfetchable logos).
+    pub warnings: Vec<String>,
+}
+
+/// A builder with its theme, badge renderer and output, reusable across builds.
+pub struct Builder {
+    source: ObjectTarget,
+    theme: Theme,
+    badges: badge::BadgeRenderer,
+    publisher: publish::Publisher,
+    opts: BuildOptions,
+    brand_cache: BTreeMap<String, Option<(String, Vec<u8>)>>,
+    http: Option<reqwest::Client>,
+}
+
+impl Builder {
+    /// A builder reading `source` and writing `out` with `theme`.
+    pub fn new(
+        source: ObjectTarget,
+        out: ObjectTarget,
+        theme: Theme,
+        opts: BuildOptions,
+    ) -> anyhow::Result<Builder> {
+        let badges = badge::BadgeRenderer::new(theme.badge_font.clone())
+            .map_err(|e| anyhow::anyhow!("theme {}: badge font: {e}", theme.origin))?;
+        Ok(Builder {
+            source,
+            theme,
+            badges,
+            publisher: publish::Publisher::new(out),
+            opts,
+            brand_cache: BTreeMap::new(),
+            http: None,
+        })
+    }
+
+    /// One build: read, render, publish.
+    pub async fn build(&mut self) -> anyhow::Result<BuildReport> {
+        let inputs = source::load(&self.source, self.opts.now).await?;
+        let now = self
+            .opts
+            .now
+            .or_else(|| inputs.data_time())
+            .unwrap_or_else(Utc::now);
+        let mut site = model::site(&inputs, now);
+        let mut warnings = std::mem::take(&mut site.warnings);
+        let extra = self.resolve_branding(&mut site, &mut warnings).await;
+        let files =
+            render::render_site(&site, &self.theme, &self.badges, &extra, &self.opts.render)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let publish = self
+            .publisher
+            .publish(files)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.publisher.target()))?;
+        Ok(BuildReport {
+            pages: site.pages.len(),
+            publish,
+            warnings,
+        })
+    }
+
+    /// Build whenever the source changes (checked every `every`), until `shutdown` turns
+    /// true. Failed builds are logged and retried at the next change or after a minute.
+    pub async fn watch(&mut self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut last: Option<String> = None;
+        let mut last_attempt = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match source::fingerprint(&self.source).await {
+                Ok(fp) => {
+                    let retry = last.is_none() && last_attempt.elapsed() >= Duration::from_secs(60);
+                    if last.as_ref() != Some(&fp) || retry {
+                        last_attempt = tokio::time::Instant::now();
+                        match self.build().await {
+                            Ok(r) => {
+                                for w in &r.warnings {
+                                    tracing::warn!("{w}");
+                                }
+                                if !r.publish.written.is_empty() || !r.publish.removed.is_empty() {
+                                    tracing::info!(
+                                        pages = r.pages,
+                                        written = r.publish.written.len(),
+                                        removed = r.publish.removed.len(),
+                                        unchanged = r.publish.unchanged,
+                                        "site rebuilt"
+                                    );
+                                }
+                                last = Some(fp);
+                            }
+                            Err(e) => {
+                                tracing::error!("build failed: {e:#}");
+                                last = None;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot list the source: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Make logos and favicons local: `http(s)` ones are fetched (once per process) and
+    /// published as assets, `data:image/…` and relative paths are kept, anything else
+    /// is dropped with a warning.
+    async fn resolve_branding(
+        &mut self,
+        site: &mut model::Site,
+        warnings: &mut Vec<String>,
+    ) -> BTreeMap<String, Vec<u8>> {
+        let mut extra = BTreeMap::new();
+        for page in &mut site.pages {
+            let slug = page.slug.clone();
+            for (what, slot) in [
+                ("logo", &mut page.branding.logo),
+                ("favicon", &mut page.branding.favicon),
+            ] {
+                let Some(url) = slot.clone() else { continue };
+                let lower = url.to_ascii_lowercase();
+                if lower.starts_with("http://") || lower.starts_with("https://") {
+                    if !self.opts.fetch_branding {
+                        *slot = None;
+                        continue;
+                    }
+                    match self.fetch_brand(&url).await {
+                        Some((path, bytes)) => {
+                            extra.insert(path.clone(), bytes);
+                            *slot = Some(format!("../{path}"));
+                        }
+                        None => {
+                            warnings.push(format!(
+                                "page {slug}: the {what} could not be fetched; the page is built without it"
+                            ));
+                            *slot = None;
+                        }
+                    }
+                } else if lower.starts_with("data:image/")
+                    || (!lower.contains(':') && !lower.starts_with("//"))
+                {
+                    // Kept as given.
+                } else {
+                    warnings.push(format!(
+                        "page {slug}: the {what} is neither http(s), data:image nor a relative path; left out"
+                    ));
+                    *slot = None;
+                }
+            }
+        }
+        extra
+    }
+
+    async fn fetch_brand(&mut self, url: &str) -> Option<(String, Vec<u8>)> {
+        if let Some(hit) = self.brand_cache.get(url) {
+            return hit.clone();
+        }
+        let client = self
+            .http
+            .get_or_insert_with(|| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone();
+        let got = async {
+            let resp = client.get(url).send().await.ok()?.error_for_status().ok()?;
+            let ctype = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let ext = match ctype.split(';').next().unwrap_or("").trim() {
+                "image/png" => "png",
+                "image/jpeg" => "jpg",
+                "image/gif" => "gif",
+                "image/webp" => "webp",
+                "image/svg+xml" => "svg",
+                "image/x-icon" | "image/vnd.microsoft.icon" => "ico",
+                _ => return None,
+            };
+            let bytes = resp.bytes().await.ok()?;
+            if bytes.len() > MAX_BRAND_BYTES {
+                return None;
+            }
+            let digest = source::hex(&Sha256::digest(&bytes));
+            Some((
+                format!("assets/brand.{}.{ext}", &digest[..10]),
+                bytes.to_vec(),
+            ))
+        }
+        .await;
+        if got.is_none() {
+            tracing::warn!(
+                "cannot fetch a page logo or favicon (non-image, too large or unreachable)"
+            );
+        }
+        self.brand_cache.insert(url.to_string(), got.clone());
+        got
+    }
+}

@@ -1,5 +1,6 @@
 //! KubeKuma's vocabulary: the ten custom resource kinds (spec and status), and the
-//! shapes shared by the agent and the builder. No IO and no async runtime here.
+//! shapes shared by the agent and the builder. No IO here, except the object-store client
+//! in [`store`] (feature `store`).
 
 pub mod auth;
 pub mod common;
@@ -12,6 +13,8 @@ pub mod objects;
 pub mod results;
 pub mod settings;
 pub mod status_page;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod suppression;
 
 pub use auth::{ApiKey, ApiKeySpec, LocalUser, LocalUserSpec, Role};

@@ -4,7 +4,8 @@
 //! per agent id, so several agents can share a bucket.
 
 pub mod catalog;
-pub mod target;
+/// The object store named by a URL (shared with the builder, so it lives in the crds crate).
+pub use kubekuma_crds::store as target;
 pub mod uploader;
 
 pub use catalog::public_catalog;

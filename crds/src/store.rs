@@ -15,7 +15,9 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+};
 use url::Url;
 
 /// What went wrong opening or using an object store. Every message names the store by
@@ -341,6 +343,82 @@ impl ObjectTarget {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    /// Write a whole object with HTTP metadata (`Content-Type`, `Cache-Control`) for
+    /// stores that serve it (buckets behind a CDN). A local folder has nowhere to keep
+    /// metadata, so there the object is written plainly.
+    pub async fn put_with(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        cache_control: &str,
+    ) -> Result<(), ExportError> {
+        if self.url.starts_with("file://") || !self.url.contains("://") {
+            return self.put(key, body).await;
+        }
+        let path = self.path(key)?;
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::ContentType, content_type.to_string().into());
+        attributes.insert(Attribute::CacheControl, cache_control.to_string().into());
+        let opts = PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.store_error("put", key, &e))
+    }
+
+    /// Remove an object; removing one that does not exist is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), ExportError> {
+        let path = self.path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error("delete", key, &e)),
+        }
+    }
+
+    /// Every object under `prefix` as (key relative to the target's prefix, size, a
+    /// version tag: the ETag, or the modification time where there is none), sorted.
+    pub async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, String)>, ExportError> {
+        let trimmed = prefix.trim_matches('/');
+        let path = if trimmed.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(trimmed)?
+        };
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&path))
+            .try_collect()
+            .await
+            .map_err(|e| self.store_error("list", prefix, &e))?;
+        let mut out: Vec<(String, u64, String)> = metas
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<String> = m
+                    .location
+                    .prefix_match(&self.prefix)?
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                let tag = m.e_tag.clone().unwrap_or_else(|| {
+                    m.last_modified
+                        .timestamp_nanos_opt()
+                        .unwrap_or(0)
+                        .to_string()
+                });
+                Some((parts.join("/"), m.size, tag))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// An error of operation `op` on `key`, scrubbed of secrets.

@@ -1,0 +1,944 @@
+//! From agents' objects to what a page shows: pure functions of [`Inputs`] and a clock.
+//!
+//! Several agents may report the same monitor (several locations): their rollups are
+//! added up, the current state is the worst of theirs, and each location's state is
+//! kept for display. Everything here is public by construction — the inputs carry no
+//! targets, headers or secrets.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Timelike, Utc};
+use kubekuma_crds::monitor::{MonitorState, MonitorType};
+use kubekuma_crds::objects::{
+    LatencyPoint, MonitorNow, PublicMaintenance, PublicMonitor, PublicPage, Rollup,
+};
+use kubekuma_crds::results::{FailureReason, Incident};
+use kubekuma_crds::status_page::{BadgeScope, OverallStatus};
+use serde::Serialize;
+
+use crate::source::{HISTORY_DAYS, Inputs};
+
+/// Width of the 24-hour response-time chart, in SVG user units (two per 10 minutes).
+pub const CHART_WIDTH: f64 = 288.0;
+/// Height of the chart.
+pub const CHART_HEIGHT: f64 = 48.0;
+/// Accent colour when a page sets none (or an invalid one).
+pub const DEFAULT_ACCENT: &str = "#2563eb";
+
+/// Everything the builder renders: the published pages.
+#[derive(Serialize, Clone, Debug)]
+pub struct Site {
+    /// Published pages, in slug order.
+    pub pages: Vec<PageView>,
+    /// The time of the data (RFC 3339, seconds).
+    pub data_time: String,
+    /// Problems met while reading the inputs or building the model.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// One status page.
+#[derive(Serialize, Clone, Debug)]
+pub struct PageView {
+    /// URL slug: the page lives at `<slug>/`.
+    pub slug: String,
+    /// Title.
+    pub title: String,
+    /// Introductory text.
+    pub description: Option<String>,
+    /// Namespace of the StatusPage resource.
+    pub namespace: String,
+    /// Name of the StatusPage resource.
+    pub name: String,
+    /// `operational`, `degraded`, `partialOutage`, `majorOutage` or `maintenance`.
+    pub overall: OverallStatus,
+    /// The banner's sentence.
+    pub overall_text: &'static str,
+    /// Logo, favicon and colours.
+    pub branding: BrandingView,
+    /// Groups in the order of the spec.
+    pub groups: Vec<GroupView>,
+    /// Open incidents, newest first.
+    pub active_incidents: Vec<IncidentView>,
+    /// Incidents that ended within the history window, newest first.
+    pub past_incidents: Vec<IncidentView>,
+    /// Maintenance in progress or coming within a week.
+    pub maintenance: Vec<MaintenanceView>,
+    /// `all`, `page` or none.
+    pub badges: Option<&'static str>,
+    /// The time of the data (RFC 3339).
+    pub data_time: String,
+    /// Days of history shown.
+    pub history_days: i64,
+    /// More than one agent reports monitors of this page.
+    pub multi_location: bool,
+}
+
+impl PageView {
+    /// Every monitor of the page, in display order.
+    pub fn monitors(&self) -> impl Iterator<Item = &MonitorView> {
+        self.groups.iter().flat_map(|g| g.monitors.iter())
+    }
+}
+
+/// Branding after validation.
+#[derive(Serialize, Clone, Debug)]
+pub struct BrandingView {
+    /// Logo location as given (an asset path once the builder has fetched it).
+    pub logo: Option<String>,
+    /// Favicon location as given (an asset path once fetched).
+    pub favicon: Option<String>,
+    /// Accent colour, a valid `#rgb`/`#rrggbb`.
+    pub accent: String,
+    /// Offer a dark variant following `prefers-color-scheme`.
+    pub dark_mode: bool,
+}
+
+/// A group of monitors.
+#[derive(Serialize, Clone, Debug)]
+pub struct GroupView {
+    /// Heading.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Monitors in the order of the spec.
+    pub monitors: Vec<MonitorView>,
+}
+
+/// One monitor as a page shows it.
+#[derive(Serialize, Clone, Debug)]
+pub struct MonitorView {
+    /// `namespace/name`.
+    pub key: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Name shown.
+    pub display_name: String,
+    /// Public description.
+    pub description: Option<String>,
+    /// Monitor type (`http`, `dns`, …).
+    #[serde(rename = "type")]
+    pub type_: Option<MonitorType>,
+    /// `up`, `down`, `pending`, `flapping`, `paused` or `maintenance`.
+    pub state: &'static str,
+    /// The state in words.
+    pub state_text: &'static str,
+    /// Since when (RFC 3339).
+    pub since: Option<String>,
+    /// Last check (RFC 3339).
+    pub checked_at: Option<String>,
+    /// Latency of the last check, whole ms.
+    pub latency_ms: Option<i64>,
+    /// Classified reason of the current failure, in words.
+    pub reason_text: Option<&'static str>,
+    /// Days until the TLS certificate expires.
+    pub cert_days_left: Option<i64>,
+    /// Uptime over 24h / 7d / 30d / 90d.
+    pub uptime: UptimeView,
+    /// One bar per day, oldest first.
+    pub days: Vec<DayView>,
+    /// The 24-hour response-time chart.
+    pub chart: ChartView,
+    /// Per-location states, when more than one agent reports this monitor.
+    pub locations: Vec<LocationView>,
+}
+
+/// Uptime percentages; `None` when there is no result in the period.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct UptimeView {
+    /// Last 24 hours.
+    pub d1: Option<f64>,
+    /// Last 7 days.
+    pub d7: Option<f64>,
+    /// Last 30 days.
+    pub d30: Option<f64>,
+    /// Last 90 days.
+    pub d90: Option<f64>,
+}
+
+impl UptimeView {
+    /// The value for 1, 7, 30 or 90 days.
+    pub fn for_days(&self, days: u32) -> Option<f64> {
+        match days {
+            1 => self.d1,
+            7 => self.d7,
+            30 => self.d30,
+            _ => self.d90,
+        }
+    }
+}
+
+/// One day of the history strip.
+#[derive(Serialize, Clone, Debug)]
+pub struct DayView {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Uptime that day.
+    pub uptime: Option<f64>,
+    /// `ok`, `minor`, `major`, `down`, `maintenance` or `none` (no data).
+    pub level: &'static str,
+    /// Incidents that started that day.
+    pub incidents: usize,
+    /// The text equivalent of the bar.
+    pub label: String,
+}
+
+/// The response-time chart as SVG geometry.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct ChartView {
+    /// Path data of the line (`M x y L …`), empty without points.
+    pub path: String,
+    /// Number of points.
+    pub points: usize,
+    /// Fastest, mean and slowest latency, whole ms.
+    pub min_ms: Option<i64>,
+    /// Mean latency.
+    pub avg_ms: Option<i64>,
+    /// Slowest latency.
+    pub max_ms: Option<i64>,
+    /// Top of the scale, ms.
+    pub scale_ms: i64,
+    /// Text alternative.
+    pub label: String,
+    /// Width in user units.
+    pub width: f64,
+    /// Height in user units.
+    pub height: f64,
+}
+
+/// One agent's view of a monitor.
+#[derive(Serialize, Clone, Debug)]
+pub struct LocationView {
+    /// The agent id.
+    pub agent: String,
+    /// Its state.
+    pub state: &'static str,
+}
+
+/// An incident as shown.
+#[derive(Serialize, Clone, Debug)]
+pub struct IncidentView {
+    /// Stable id: `<agent>-<id>`.
+    pub id: String,
+    /// `namespace/name` of the monitor.
+    pub monitor: String,
+    /// Display name of the monitor.
+    pub monitor_name: String,
+    /// Headline.
+    pub title: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339), none while open.
+    pub ended_at: Option<String>,
+    /// Length in words, once closed.
+    pub duration_text: Option<String>,
+    /// The classified cause in words.
+    pub reason_text: Option<&'static str>,
+    /// Public updates, oldest first.
+    pub updates: Vec<UpdateView>,
+    /// Still open.
+    pub active: bool,
+    /// Reporting agent, when the page has several.
+    pub location: Option<String>,
+}
+
+/// A public incident update.
+#[derive(Serialize, Clone, Debug)]
+pub struct UpdateView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The text.
+    pub message: String,
+}
+
+/// Maintenance as shown.
+#[derive(Serialize, Clone, Debug)]
+pub struct MaintenanceView {
+    /// Name of the window.
+    pub name: String,
+    /// Public text.
+    pub description: Option<String>,
+    /// In progress.
+    pub active: bool,
+    /// Start of the occurrence shown (RFC 3339).
+    pub starts_at: Option<String>,
+    /// End of the occurrence shown (RFC 3339).
+    pub ends_at: Option<String>,
+}
+
+/// Per-monitor facts merged over agents.
+#[derive(Default)]
+struct Merged<'a> {
+    facts: Option<&'a PublicMonitor>,
+    now: Vec<(&'a str, &'a MonitorNow)>,
+    hourly: BTreeMap<(NaiveDate, u8), Rollup>,
+    daily: BTreeMap<NaiveDate, Rollup>,
+    incidents: Vec<(&'a str, &'a Incident)>,
+}
+
+/// Build the site model. `now` is the clock windows are measured against; callers pass
+/// the time of the data so that a rebuild of unchanged inputs gives the same output.
+pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
+    let mut warnings = inputs.warnings.clone();
+    let mut monitors: BTreeMap<String, Merged<'_>> = BTreeMap::new();
+    // Pages: the newest catalog's version of each (namespace, name).
+    let mut pages: BTreeMap<(String, String), (DateTime<Utc>, &PublicPage)> = BTreeMap::new();
+    let mut maintenance: BTreeMap<(String, String), &PublicMaintenance> = BTreeMap::new();
+
+    for agent in &inputs.agents {
+        let at = agent.catalog.generated_at;
+        for p in &agent.catalog.pages {
+            let k = (p.namespace.clone(), p.name.clone());
+            if pages.get(&k).is_none_or(|(t, _)| *t < at) {
+                pages.insert(k, (at, p));
+            }
+        }
+        for m in &agent.catalog.maintenance {
+            maintenance.insert((m.namespace.clone(), m.name.clone()), m);
+        }
+        for m in &agent.catalog.monitors {
+            let e = monitors
+                .entry(monitor_key(&m.namespace, &m.name))
+                .or_default();
+            e.facts.get_or_insert(m);
+        }
+        if let Some(state) = &agent.state {
+            for (k, now) in &state.monitors {
+                monitors
+                    .entry(k.clone())
+                    .or_default()
+                    .now
+                    .push((&agent.id, now));
+            }
+        }
+        for (day, h) in &agent.hourly {
+            for (k, hours) in &h.monitors {
+                let e = monitors.entry(k.clone()).or_default();
+                for (hour, r) in hours {
+                    e.hourly.entry((*day, *hour)).or_default().merge(r);
+                }
+            }
+        }
+        for d in agent.daily.values() {
+            let Some((y, m)) = parse_month(&d.month) else {
+                warnings.push(format!(
+                    "agent {}: daily rollups with a malformed month {:?} ignored",
+                    agent.id, d.month
+                ));
+                continue;
+            };
+            for (k, days) in &d.monitors {
+                let e = monitors.entry(k.clone()).or_default();
+                for (dom, r) in days {
+                    if let Some(date) = NaiveDate::from_ymd_opt(y, m, u32::from(*dom)) {
+                        e.daily.entry(date).or_default().merge(r);
+                    }
+                }
+            }
+        }
+        for month in agent.incidents.values() {
+            for i in &month.incidents {
+                monitors
+                    .entry(monitor_key(&i.namespace, &i.name))
+                    .or_default()
+                    .incidents
+                    .push((&agent.id, i));
+            }
+        }
+    }
+
+    let data_time = rfc3339(now);
+    let mut slugs = BTreeSet::new();
+    let mut views = Vec::new();
+    for ((ns, name), (_, page)) in &pages {
+        if !page.published {
+            continue;
+        }
+        if !slugs.insert(page.slug.clone()) {
+            warnings.push(format!(
+                "StatusPage {ns}/{name}: slug {:?} is already used by another page; skipped",
+                page.slug
+            ));
+            continue;
+        }
+        views.push(page_view(page, &monitors, &maintenance, now, &data_time));
+    }
+    views.sort_by(|a, b| a.slug.cmp(&b.slug));
+    Site {
+        pages: views,
+        data_time,
+        warnings,
+    }
+}
+
+/// `YYYY-MM` as (year, month).
+fn parse_month(s: &str) -> Option<(i32, u32)> {
+    let (y, m) = s.split_once('-')?;
+    let (y, m) = (y.parse().ok()?, m.parse().ok()?);
+    (1..=12).contains(&m).then_some((y, m))
+}
+
+fn page_view(
+    page: &PublicPage,
+    monitors: &BTreeMap<String, Merged<'_>>,
+    maintenance: &BTreeMap<(String, String), &PublicMaintenance>,
+    now: DateTime<Utc>,
+    data_time: &str,
+) -> PageView {
+    let empty = Merged::default();
+    let mut agents_seen = BTreeSet::new();
+    for g in &page.groups {
+        for m in &g.monitors {
+            if let Some(e) = monitors.get(&monitor_key(&m.namespace, &m.name)) {
+                agents_seen.extend(e.now.iter().map(|(a, _)| *a));
+            }
+        }
+    }
+    let multi_location = agents_seen.len() > 1;
+
+    let mut groups = Vec::new();
+    let mut active_incidents = Vec::new();
+    let mut past_incidents = Vec::new();
+    let history_start = now - Duration::days(HISTORY_DAYS);
+    for g in &page.groups {
+        let mut views = Vec::new();
+        for m in &g.monitors {
+            let key = monitor_key(&m.namespace, &m.name);
+            let merged = monitors.get(&key).unwrap_or(&empty);
+            let display = m.display_name.clone().unwrap_or_else(|| m.name.clone());
+            for (agent, inc) in &merged.incidents {
+                let view = incident_view(agent, inc, &key, &display, multi_location);
+                if inc.ended_at.is_none() {
+                    active_incidents.push((inc.started_at, view));
+                } else if inc.ended_at.is_some_and(|e| e >= history_start) {
+                    past_incidents.push((inc.started_at, view));
+                }
+            }
+            views.push(monitor_view(&key, m, display, merged, now));
+        }
+        groups.push(GroupView {
+            name: g.name.clone(),
+            description: g.description.clone(),
+            monitors: views,
+        });
+    }
+    active_incidents.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+    past_incidents.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+
+    let page_monitors: BTreeSet<String> = page
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.monitors
+                .iter()
+                .map(|m| monitor_key(&m.namespace, &m.name))
+        })
+        .collect();
+    let mut notices = Vec::new();
+    for mw in maintenance.values() {
+        if !mw.monitors.is_empty() && !mw.monitors.iter().any(|m| page_monitors.contains(m)) {
+            continue;
+        }
+        let length = Duration::minutes(mw.duration_minutes.max(0));
+        if let Some(start) = mw.active_since {
+            notices.push(MaintenanceView {
+                name: mw.name.clone(),
+                description: mw.description.clone(),
+                active: true,
+                starts_at: Some(rfc3339(start)),
+                ends_at: Some(rfc3339(start + length)),
+            });
+        } else if let Some(start) = mw.next_start.filter(|s| *s <= now + Duration::days(7)) {
+            notices.push(MaintenanceView {
+                name: mw.name.clone(),
+                description: mw.description.clone(),
+                active: false,
+                starts_at: Some(rfc3339(start)),
+                ends_at: Some(rfc3339(start + length)),
+            });
+        }
+    }
+
+    let overall = overall(groups.iter().flat_map(|g| g.monitors.iter()));
+    let branding = page.branding.clone().unwrap_or_default();
+    PageView {
+        slug: page.slug.clone(),
+        title: page.title.clone(),
+        description: page.description.clone(),
+        namespace: page.namespace.clone(),
+        name: page.name.clone(),
+        overall,
+        overall_text: overall_text(overall),
+        branding: BrandingView {
+            logo: branding.logo_url.clone(),
+            favicon: branding.favicon_url.clone(),
+            accent: branding
+                .accent()
+                .filter(|c| valid_color(c))
+                .unwrap_or(DEFAULT_ACCENT)
+                .to_string(),
+            dark_mode: branding
+                .theme
+                .as_ref()
+                .and_then(|t| t.dark_mode)
+                .unwrap_or(true),
+        },
+        groups,
+        active_incidents: active_incidents.into_iter().map(|(_, v)| v).collect(),
+        past_incidents: past_incidents.into_iter().map(|(_, v)| v).collect(),
+        maintenance: notices,
+        badges: page.badges.map(|b| match b {
+            BadgeScope::All => "all",
+            BadgeScope::Page => "page",
+        }),
+        data_time: data_time.to_string(),
+        history_days: HISTORY_DAYS,
+        multi_location,
+    }
+}
+
+fn monitor_view(
+    key: &str,
+    m: &kubekuma_crds::objects::PublicPageMonitor,
+    display: String,
+    merged: &Merged<'_>,
+    now: DateTime<Utc>,
+) -> MonitorView {
+    // The worst state over agents; maintenance when any agent says so and none is down.
+    let worst = merged
+        .now
+        .iter()
+        .map(|(_, n)| n)
+        .max_by_key(|n| severity(n.state));
+    let maintenance = merged.now.iter().any(|(_, n)| n.maintenance);
+    let state = match worst {
+        None => "pending",
+        Some(n) if maintenance && n.state != MonitorState::Down => "maintenance",
+        Some(n) => n.state.as_str(),
+    };
+    let today = now.date_naive();
+
+    // 24 hours: the current hour and the 23 before it.
+    let mut d1 = Rollup::default();
+    for back in 0..24 {
+        let t = now - Duration::hours(back);
+        if let Some(r) = merged
+            .hourly
+            .get(&(t.date_naive(), u8::try_from(t.hour()).unwrap_or(0)))
+        {
+            d1.merge(r);
+        }
+    }
+    let sum_days = |n: i64| {
+        let mut r = Rollup::default();
+        for back in 0..n {
+            if let Some(x) = merged.daily.get(&(today - Duration::days(back))) {
+                r.merge(x);
+            }
+        }
+        r.uptime_percent()
+    };
+    let uptime = UptimeView {
+        d1: d1.uptime_percent().or_else(|| sum_days(1)),
+        d7: sum_days(7),
+        d30: sum_days(30),
+        d90: sum_days(HISTORY_DAYS),
+    };
+
+    let mut incidents_by_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
+    for (_, i) in &merged.incidents {
+        *incidents_by_day
+            .entry(i.started_at.date_naive())
+            .or_default() += 1;
+    }
+    let days = (0..HISTORY_DAYS)
+        .rev()
+        .map(|back| {
+            let date = today - Duration::days(back);
+            let rollup = merged.daily.get(&date);
+            let uptime = rollup.and_then(Rollup::uptime_percent);
+            let incidents = incidents_by_day.get(&date).copied().unwrap_or(0);
+            let level = match (uptime, rollup) {
+                (Some(u), _) => uptime_level(u),
+                (None, Some(r)) if r.maintenance > 0 => "maintenance",
+                _ => "none",
+            };
+            let mut label = format!("{}: ", date.format("%b %-d, %Y"));
+            label.push_str(&match (uptime, level) {
+                (Some(u), _) => format!("{} uptime", percent_text(u)),
+                (None, "maintenance") => "maintenance".to_string(),
+                _ => "no data".to_string(),
+            });
+            match incidents {
+                0 => {}
+                1 => label.push_str(", 1 incident"),
+                n => label.push_str(&format!(", {n} incidents")),
+            }
+            DayView {
+                date: date.format("%Y-%m-%d").to_string(),
+                uptime: uptime.map(round2),
+                level,
+                incidents,
+                label,
+            }
+        })
+        .collect();
+
+    let locations = if merged.now.len() > 1 {
+        merged
+            .now
+            .iter()
+            .map(|(a, n)| LocationView {
+                agent: (*a).to_string(),
+                state: if n.maintenance && n.state != MonitorState::Down {
+                    "maintenance"
+                } else {
+                    n.state.as_str()
+                },
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    MonitorView {
+        key: key.to_string(),
+        namespace: m.namespace.clone(),
+        name: m.name.clone(),
+        display_name: display,
+        description: merged.facts.and_then(|f| f.description.clone()),
+        type_: merged.facts.map(|f| f.type_),
+        state,
+        state_text: state_text(state),
+        since: worst.and_then(|n| n.since).map(rfc3339),
+        checked_at: worst.and_then(|n| n.checked_at).map(rfc3339),
+        latency_ms: worst.and_then(|n| n.latency_ms).map(|l| l.round() as i64),
+        reason_text: worst
+            .filter(|n| n.state == MonitorState::Down)
+            .and_then(|n| n.reason)
+            .map(reason_text),
+        cert_days_left: merged
+            .now
+            .iter()
+            .filter_map(|(_, n)| n.cert_days_left)
+            .min(),
+        uptime: UptimeView {
+            d1: uptime.d1.map(round2),
+            d7: uptime.d7.map(round2),
+            d30: uptime.d30.map(round2),
+            d90: uptime.d90.map(round2),
+        },
+        days,
+        chart: chart(&merged.now, now),
+        locations,
+    }
+}
+
+/// The response-time line of the last 24 hours; points of several agents at the same
+/// time are averaged; gaps of more than 20 minutes break the line.
+fn chart(now_states: &[(&str, &MonitorNow)], now: DateTime<Utc>) -> ChartView {
+    let start = now - Duration::hours(24);
+    let mut buckets: BTreeMap<DateTime<Utc>, (f64, u32)> = BTreeMap::new();
+    for (_, n) in now_states {
+        for LatencyPoint { at, ms } in &n.recent {
+            if *at >= start && *at <= now && ms.is_finite() && *ms >= 0.0 {
+                let e = buckets.entry(*at).or_default();
+                e.0 += ms;
+                e.1 += 1;
+            }
+        }
+    }
+    let points: Vec<(DateTime<Utc>, f64)> = buckets
+        .into_iter()
+        .map(|(at, (sum, n))| (at, sum / f64::from(n)))
+        .collect();
+    let mut view = ChartView {
+        width: CHART_WIDTH,
+        height: CHART_HEIGHT,
+        points: points.len(),
+        ..Default::default()
+    };
+    if points.is_empty() {
+        view.label = "Response time over the last 24 hours: no data".into();
+        return view;
+    }
+    let min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let avg = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+    let scale = nice_ceiling(max);
+    let mut d = String::new();
+    let mut prev: Option<DateTime<Utc>> = None;
+    for (at, ms) in &points {
+        let x = (*at - start).num_seconds() as f64 / 86_400.0 * CHART_WIDTH;
+        let y = CHART_HEIGHT - (ms / scale as f64) * (CHART_HEIGHT - 2.0) - 1.0;
+        let cmd = match prev {
+            Some(p) if (*at - p) <= Duration::minutes(20) => 'L',
+            _ => 'M',
+        };
+        if !d.is_empty() {
+            d.push(' ');
+        }
+        d.push_str(&format!("{cmd}{x:.1} {y:.1}"));
+        prev = Some(*at);
+    }
+    view.path = d;
+    view.min_ms = Some(min.round() as i64);
+    view.avg_ms = Some(avg.round() as i64);
+    view.max_ms = Some(max.round() as i64);
+    view.scale_ms = scale;
+    view.label = format!(
+        "Response time over the last 24 hours: average {} ms, fastest {} ms, slowest {} ms",
+        avg.round(),
+        min.round(),
+        max.round()
+    );
+    view
+}
+
+/// The smallest of 1, 2, 5 × 10ⁿ at or above `v` (at least 10 ms).
+fn nice_ceiling(v: f64) -> i64 {
+    let mut step = 10i64;
+    loop {
+        for m in [1, 2, 5] {
+            if (step * m) as f64 >= v {
+                return step * m;
+            }
+        }
+        step *= 10;
+        if step > 1_000_000_000 {
+            return step;
+        }
+    }
+}
+
+fn incident_view(
+    agent: &str,
+    inc: &Incident,
+    key: &str,
+    display: &str,
+    multi_location: bool,
+) -> IncidentView {
+    let title = match inc.ended_at {
+        None => format!("{display} is down"),
+        Some(_) => format!("{display} was down"),
+    };
+    IncidentView {
+        id: format!("{agent}-{}", inc.id),
+        monitor: key.to_string(),
+        monitor_name: display.to_string(),
+        title,
+        started_at: rfc3339(inc.started_at),
+        ended_at: inc.ended_at.map(rfc3339),
+        duration_text: inc
+            .ended_at
+            .map(|e| duration_text((e - inc.started_at).num_seconds())),
+        reason_text: inc.reason.map(reason_text),
+        updates: inc
+            .updates
+            .iter()
+            .map(|u| UpdateView {
+                at: rfc3339(u.at),
+                message: u.message.clone(),
+            })
+            .collect(),
+        active: inc.ended_at.is_none(),
+        location: multi_location.then(|| agent.to_string()),
+    }
+}
+
+/// The page's overall status from its monitors' states.
+pub fn overall<'a>(monitors: impl Iterator<Item = &'a MonitorView>) -> OverallStatus {
+    let (mut counted, mut down, mut flapping, mut maintenance) = (0, 0, 0, 0);
+    for m in monitors {
+        match m.state {
+            "up" => counted += 1,
+            "down" => {
+                counted += 1;
+                down += 1
+            }
+            "flapping" => {
+                counted += 1;
+                flapping += 1
+            }
+            "maintenance" => maintenance += 1,
+            _ => {}
+        }
+    }
+    if down > 0 {
+        if down * 2 >= counted {
+            OverallStatus::MajorOutage
+        } else {
+            OverallStatus::PartialOutage
+        }
+    } else if maintenance > 0 {
+        OverallStatus::Maintenance
+    } else if flapping > 0 {
+        OverallStatus::Degraded
+    } else {
+        OverallStatus::Operational
+    }
+}
+
+/// The banner's sentence.
+pub fn overall_text(o: OverallStatus) -> &'static str {
+    match o {
+        OverallStatus::Operational => "All systems operational",
+        OverallStatus::Degraded => "Degraded performance",
+        OverallStatus::PartialOutage => "Partial outage",
+        OverallStatus::MajorOutage => "Major outage",
+        OverallStatus::Maintenance => "Under maintenance",
+    }
+}
+
+/// The name of an overall status as in `status.json`.
+pub fn overall_name(o: OverallStatus) -> &'static str {
+    match o {
+        OverallStatus::Operational => "operational",
+        OverallStatus::Degraded => "degraded",
+        OverallStatus::PartialOutage => "partialOutage",
+        OverallStatus::MajorOutage => "majorOutage",
+        OverallStatus::Maintenance => "maintenance",
+    }
+}
+
+fn severity(s: MonitorState) -> u8 {
+    match s {
+        MonitorState::Paused => 0,
+        MonitorState::Up => 1,
+        MonitorState::Pending => 2,
+        MonitorState::Flapping => 3,
+        MonitorState::Down => 4,
+    }
+}
+
+fn state_text(state: &str) -> &'static str {
+    match state {
+        "up" => "Operational",
+        "down" => "Down",
+        "flapping" => "Unstable",
+        "paused" => "Paused",
+        "maintenance" => "Maintenance",
+        _ => "No data yet",
+    }
+}
+
+/// A failure reason in words fit for a public page.
+pub fn reason_text(r: FailureReason) -> &'static str {
+    match r {
+        FailureReason::Dns => "name did not resolve",
+        FailureReason::DnsServfail => "DNS server failure",
+        FailureReason::Connect => "connection failed",
+        FailureReason::Tls => "TLS error",
+        FailureReason::Timeout => "timed out",
+        FailureReason::Status => "unexpected response status",
+        FailureReason::Assertion => "response did not meet expectations",
+        FailureReason::Body => "unexpected response content",
+        FailureReason::Protocol => "protocol error",
+        FailureReason::Missed => "heartbeat missed",
+        FailureReason::Unhealthy => "reported unhealthy",
+        FailureReason::Config => "check misconfigured",
+    }
+}
+
+/// The level of a day's bar.
+pub fn uptime_level(u: f64) -> &'static str {
+    if u >= 99.9 {
+        "ok"
+    } else if u >= 99.0 {
+        "minor"
+    } else if u >= 95.0 {
+        "major"
+    } else {
+        "down"
+    }
+}
+
+/// `99.95%`, `100%`, `97.3%`: two decimals at most, no trailing zeros.
+pub fn percent_text(u: f64) -> String {
+    let s = format!("{:.2}", round2(u));
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+/// Rounded to two decimals, never up to 100 from below (99.996 stays 99.99).
+pub fn round2(u: f64) -> f64 {
+    let r = (u * 100.0).round() / 100.0;
+    if r >= 100.0 && u < 100.0 { 99.99 } else { r }
+}
+
+/// `3h 12m`, `45s`, `2d 4h`.
+pub fn duration_text(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// RFC 3339 with seconds, `Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `namespace/name`.
+pub fn monitor_key(ns: &str, name: &str) -> String {
+    kubekuma_crds::objects::monitor_key(ns, name)
+}
+
+/// `#rgb` or `#rrggbb`.
+pub fn valid_color(c: &str) -> bool {
+    let Some(hex) = c.strip_prefix('#') else {
+        return false;
+    };
+    (hex.len() == 3 || hex.len() == 6) && hex.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_read_naturally() {
+        assert_eq!(percent_text(100.0), "100%");
+        assert_eq!(percent_text(99.95), "99.95%");
+        assert_eq!(percent_text(97.3), "97.3%");
+        assert_eq!(percent_text(99.999), "99.99%");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_text(45), "45s");
+        assert_eq!(duration_text(3 * 3600 + 12 * 60), "3h 12m");
+        assert_eq!(duration_text(2 * 86_400 + 4 * 3600 + 5), "2d 4h");
+    }
+
+    #[test]
+    fn chart_scale_is_round() {
+        assert_eq!(nice_ceiling(3.0), 10);
+        assert_eq!(nice_ceiling(11.0), 20);
+        assert_eq!(nice_ceiling(180.0), 200);
+        assert_eq!(nice_ceiling(201.0), 500);
+    }
+
+    #[test]
+    fn colours_are_checked() {
+        assert!(valid_color("#3B82F6"));
+        assert!(valid_color("#fff"));
+        assert!(!valid_color("red"));
+        assert!(!valid_color("#12345g"));
+        assert!(!valid_color("#fff;background:url(x)"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Publishing a rendered site to a folder or a bucket, incrementally.
+//!
+//! A manifest (`.kubekuma/manifest.json`: path → SHA-256 of the content) written last
+//! records what the output holds. A build writes only files whose hash differs, in
+//! stage order (assets, then badges/JSON/feeds, then pages, then the index), so a CDN
+//! never serves a page whose assets are missing; files of the previous build that are
+//! gone are deleted after the pages that used them were replaced. When a write fails,
+//! later stages are not written and the manifest records what did succeed, so the next
+//! build retries exactly what is missing.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kubekuma_crds::store::ObjectTarget;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::render::OutFile;
+use crate::source::hex;
+
+/// Where the manifest lives in the output.
+pub const MANIFEST: &str = ".kubekuma/manifest.json";
+/// Cache-Control of content-hashed assets.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Cache-Control of pages, JSON, feeds and badges.
+pub const CACHE_SHORT: &str = "public, max-age=60";
+/// Writes in flight at once.
+const CONCURRENCY: usize = 8;
+/// Show a progress bar on a terminal when at least this many files change.
+const PROGRESS_THRESHOLD: usize = 200;
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+struct Manifest {
+    version: u32,
+    files: BTreeMap<String, String>,
+}
+
+/// What a publication did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishReport {
+    /// Files written (new or changed).
+    pub written: Vec<String>,
+    /// Files left alone because they were unchanged.
+    pub unchanged: usize,
+    /// Stale files removed.
+    pub removed: Vec<String>,
+}
+
+/// Publishes to one output, remembering the manifest between builds.
+pub struct Publisher {
+    out: ObjectTarget,
+    manifest: Option<Manifest>,
+}
+
+impl Publisher {
+    /// A publisher for `out`; the manifest is read on the first publication.
+    pub fn new(out: ObjectTarget) -> Self {
+        Publisher {
+            out,
+            manifest: None,
+        }
+    }
+
+    /// The output.
+    pub fn target(&self) -> &ObjectTarget {
+        &self.out
+    }
+
+    /// Publish `files`, writing only what changed and removing what is gone.
+    pub async fn publish(&mut self, mut files: Vec<OutFile>) -> Result<PublishReport, String> {
+        let old = match self.manifest.take() {
+            Some(m) => m,
+            None => match self.out.get(MANIFEST).await {
+                Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+                Ok(None) => Manifest::default(),
+                Err(e) => return Err(e.to_string()),
+            },
+        };
+        files.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.path.cmp(&b.path)));
+        let mut new = Manifest {
+            version: 1,
+            files: BTreeMap::new(),
+        };
+        let mut report = PublishReport::default();
+        let mut changed: Vec<(OutFile, String)> = Vec::new();
+        for f in files {
+            let h = hex(&Sha256::digest(&f.bytes));
+            if old.files.get(&f.path) == Some(&h) {
+                report.unchanged += 1;
+                new.files.insert(f.path.clone(), h);
+            } else {
+                changed.push((f, h));
+            }
+        }
+        let bar = progress(changed.len());
+
+        // Stage by stage; a failure stops before the next stage.
+        let mut failure = None;
+        let mut i = 0;
+        while i < changed.len() {
+            let stage = changed[i].0.stage;
+            let end = changed[i..]
+                .iter()
+                .position(|(f, _)| f.stage != stage)
+                .map_or(changed.len(), |p| i + p);
+            let out = &self.out;
+            let results: Vec<(String, String, Result<(), String>)> =
+                futures::stream::iter(changed[i..end].iter())
+                    .map(|(f, h)| async move {
+                        let r = out
+                            .put_with(
+                                &f.path,
+                                Bytes::from(f.bytes.clone()),
+                                content_type(&f.path),
+                                cache_control(&f.path),
+                            )
+                            .await
+                            .map_err(|e| e.to_string());
+                        (f.path.clone(), h.clone(), r)
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+            for (path, h, r) in results {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+                match r {
+                    Ok(()) => {
+                        new.files.insert(path.clone(), h);
+                        report.written.push(path);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        // Keep the old entry, if any, so the file is retried next time.
+                        if let Some(old_h) = old.files.get(&path) {
+                            new.files.insert(path, old_h.clone());
+                        }
+                    }
+                }
+            }
+            if failure.is_some() {
+                // Files of later stages stay as they were.
+                for (f, _) in &changed[end..] {
+                    if let Some(old_h) = old.files.get(&f.path) {
+                        new.files.insert(f.path.clone(), old_h.clone());
+                    }
+                }
+                break;
+            }
+            i = end;
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        report.written.sort();
+
+        if failure.is_none() {
+            let stale: Vec<String> = old
+                .files
+                .keys()
+                .filter(|p| !new.files.contains_key(*p))
+                .cloned()
+                .collect();
+            for p in stale {
+                match self.out.delete(&p).await {
+                    Ok(()) => report.removed.push(p),
+                    Err(e) => {
+                        failure.get_or_insert(e.to_string());
+                        new.files.insert(p.clone(), old.files[&p].clone());
+                    }
+                }
+            }
+        } else {
+            // Nothing is removed after a failed write: the old pages may still use it.
+            for (p, h) in &old.files {
+                new.files.entry(p.clone()).or_insert_with(|| h.clone());
+            }
+        }
+
+        if new != old {
+            let body = serde_json::to_vec_pretty(&new).unwrap_or_default();
+            if let Err(e) = self
+                .out
+                .put_with(MANIFEST, Bytes::from(body), "application/json", "no-store")
+                .await
+            {
+                failure.get_or_insert(e.to_string());
+                // Unknown state: read it again next time.
+                self.manifest = None;
+                return Err(failure.unwrap_or_default());
+            }
+        }
+        self.manifest = Some(new);
+        match failure {
+            Some(e) => Err(format!(
+                "publishing stopped after {} written file(s): {e}",
+                report.written.len()
+            )),
+            None => Ok(report),
+        }
+    }
+}
+
+fn progress(n: usize) -> Option<indicatif::ProgressBar> {
+    if n < PROGRESS_THRESHOLD || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("publishing {bar:40} {pos}/{len} files {eta}")
+    {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// The Content-Type of a site file, by extension.
+pub fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "rss" => "application/rss+xml; charset=utf-8",
+        "atom" => "application/atom+xml; charset=utf-8",
+        "xml" => "application/xml; charset=utf-8",
+        "txt" => "text/plain; charset=utf-8",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        "ttf" => "font/ttf",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The Cache-Control of a site file: a year for content-hashed assets, a minute else.
+pub fn cache_control(path: &str) -> &'static str {
+    if path.starts_with("assets/") {
+        CACHE_IMMUTABLE
+    } else if path == MANIFEST {
+        "no-store"
+    } else {
+        CACHE_SHORT
+    }
+}

@@ -1,0 +1,494 @@
+//! From the site model to output files: pages and feeds through the theme, JSON and
+//! badges in Rust. Nothing is written here; [`crate::publish`] does that.
+//!
+//! Site layout (relative to the output root):
+//!
+//! | path | what |
+//! |---|---|
+//! | `index.html` | the list of published pages |
+//! | `assets/<name>.<hash>.<ext>` | theme assets and fetched logos (cached for a year) |
+//! | `<slug>/index.html` | a status page |
+//! | `<slug>/status.json` | the page as the spec's `GET /status/:slug` |
+//! | `<slug>/api/v2/summary.json` | Statuspage-compatible summary |
+//! | `<slug>/feed.rss`, `<slug>/feed.atom` | incidents |
+//! | `<slug>/badges/status.{svg,png,json}` | the whole page's badge |
+//! | `<slug>/badges/<ns>/<name>/<kind>.{svg,png,json}` | per monitor: `status`, `uptime-24h`, `uptime-7d`, `uptime-30d`, `uptime-90d`, `response-time`, `cert` |
+//! | `uptime/<ns>/<name>.json` | `[{monitor, days, uptime}]` for 1, 7, 30 and 90 days |
+//! | `uptime/<ns>/<name>/<days>.json` | the spec's `GET /uptime/:monitor?days=N` |
+
+use std::collections::BTreeMap;
+
+use minijinja::Value;
+use serde_json::json;
+
+use crate::badge::{
+    Badge, BadgeColor, BadgeRenderer, color_for_cert_days, color_for_latency, color_for_uptime,
+    shields_endpoint_json,
+};
+use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
+use crate::theme::Theme;
+
+/// Order of publication: assets before what uses them, pages before indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Hashed assets.
+    Asset,
+    /// Badges, JSON, feeds.
+    Data,
+    /// Status pages.
+    Page,
+    /// The site index.
+    Index,
+}
+
+/// One file of the site.
+#[derive(Clone, Debug)]
+pub struct OutFile {
+    /// Path relative to the output root.
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// When it is published.
+    pub stage: Stage,
+}
+
+/// Options of rendering.
+#[derive(Clone, Debug)]
+pub struct RenderOptions {
+    /// Absolute URL of the output root (for feeds), ending in `/`; empty for relative links.
+    pub base_url: String,
+    /// Seconds after which a visitor sees the "status data may be stale" notice.
+    pub stale_after_seconds: u64,
+    /// Render PNG copies of badges.
+    pub png_badges: bool,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            base_url: String::new(),
+            stale_after_seconds: 900,
+            png_badges: true,
+        }
+    }
+}
+
+/// Every file of the site. `extra_assets` (fetched logos) are published as assets.
+pub fn render_site(
+    site: &Site,
+    theme: &Theme,
+    badges: &BadgeRenderer,
+    extra_assets: &BTreeMap<String, Vec<u8>>,
+    opts: &RenderOptions,
+) -> Result<Vec<OutFile>, String> {
+    let mut out = Vec::new();
+    for a in theme.assets.values() {
+        out.push(OutFile {
+            path: a.path.clone(),
+            bytes: a.bytes.clone(),
+            stage: Stage::Asset,
+        });
+    }
+    for (path, bytes) in extra_assets {
+        out.push(OutFile {
+            path: path.clone(),
+            bytes: bytes.clone(),
+            stage: Stage::Asset,
+        });
+    }
+    let assets = theme.asset_paths();
+    let mut uptime_written = std::collections::BTreeSet::new();
+
+    for page in &site.pages {
+        let base = format!("{}/", page.slug);
+        let ctx = ctx_value(json!({
+            "page": page,
+            "root": "../",
+            "assets": assets,
+            "data_time": site.data_time,
+            "stale_after_seconds": opts.stale_after_seconds,
+            "base_url": opts.base_url,
+            "feed_rss": "feed.rss",
+            "feed_atom": "feed.atom",
+            "badge_base": if page.badges.is_some() { "badges/" } else { "" },
+        }));
+        let html = theme.render("page.html", ctx.clone())?;
+        out.push(file(format!("{base}index.html"), html, Stage::Page));
+
+        for (tpl, name) in [("rss.xml", "feed.rss"), ("atom.xml", "feed.atom")] {
+            let feed_ctx = ctx_value(json!({
+                "page": page,
+                "data_time": site.data_time,
+                "base_url": opts.base_url,
+                "page_url": format!("{}{}", opts.base_url, base),
+                "self_url": format!("{}{}{}", opts.base_url, base, name),
+                "incidents": page.active_incidents.iter().chain(page.past_incidents.iter()).collect::<Vec<_>>(),
+            }));
+            out.push(file(
+                format!("{base}{name}"),
+                theme.render(tpl, feed_ctx)?,
+                Stage::Data,
+            ));
+        }
+
+        out.push(json_file(
+            format!("{base}status.json"),
+            &status_json(page, &site.data_time),
+        ));
+        out.push(json_file(
+            format!("{base}api/v2/summary.json"),
+            &summary_json(page, &opts.base_url),
+        ));
+
+        if page.badges.is_some() {
+            let overall = Badge {
+                label: page.title.clone(),
+                message: page.overall_text.to_lowercase(),
+                color: overall_color(page),
+                title: None,
+            };
+            push_badge(
+                &mut out,
+                badges,
+                &format!("{base}badges/status"),
+                &overall,
+                opts,
+            )?;
+        }
+        for m in page.monitors() {
+            if page.badges == Some("all") {
+                for (kind, badge) in monitor_badges(m) {
+                    push_badge(
+                        &mut out,
+                        badges,
+                        &format!("{base}badges/{}/{}/{kind}", m.namespace, m.name),
+                        &badge,
+                        opts,
+                    )?;
+                }
+            }
+            if uptime_written.insert(m.key.clone()) {
+                let all: Vec<_> = [1u32, 7, 30, 90]
+                    .iter()
+                    .map(|d| uptime_json(m, *d))
+                    .collect();
+                for (d, v) in [1u32, 7, 30, 90].iter().zip(&all) {
+                    out.push(json_file(
+                        format!("uptime/{}/{}/{d}.json", m.namespace, m.name),
+                        v,
+                    ));
+                }
+                out.push(json_file(
+                    format!("uptime/{}/{}.json", m.namespace, m.name),
+                    &serde_json::Value::Array(all),
+                ));
+            }
+        }
+    }
+
+    let index_ctx = ctx_value(json!({
+        "pages": site.pages,
+        "root": "",
+        "assets": assets,
+        "data_time": site.data_time,
+        "stale_after_seconds": opts.stale_after_seconds,
+    }));
+    out.push(file(
+        "index.html".into(),
+        theme.render("index.html", index_ctx)?,
+        Stage::Index,
+    ));
+    Ok(out)
+}
+
+fn file(path: String, text: String, stage: Stage) -> OutFile {
+    OutFile {
+        path,
+        bytes: text.into_bytes(),
+        stage,
+    }
+}
+
+fn json_file(path: String, v: &serde_json::Value) -> OutFile {
+    let mut bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
+    bytes.push(b'\n');
+    OutFile {
+        path,
+        bytes,
+        stage: Stage::Data,
+    }
+}
+
+fn push_badge(
+    out: &mut Vec<OutFile>,
+    renderer: &BadgeRenderer,
+    stem: &str,
+    badge: &Badge,
+    opts: &RenderOptions,
+) -> Result<(), String> {
+    let svg = renderer.svg(badge);
+    if opts.png_badges {
+        let png = renderer
+            .png(&svg, 2.0)
+            .map_err(|e| format!("{stem}.png: {e}"))?;
+        out.push(OutFile {
+            path: format!("{stem}.png"),
+            bytes: png,
+            stage: Stage::Data,
+        });
+    }
+    out.push(json_file(
+        format!("{stem}.json"),
+        &shields_endpoint_json(badge),
+    ));
+    out.push(file(format!("{stem}.svg"), svg, Stage::Data));
+    Ok(())
+}
+
+/// The badges of one monitor, by file stem.
+pub fn monitor_badges(m: &MonitorView) -> Vec<(&'static str, Badge)> {
+    let name = m.display_name.clone();
+    let mut v = vec![(
+        "status",
+        Badge {
+            label: name.clone(),
+            message: m.state_text.to_lowercase(),
+            color: state_color(m.state),
+            title: None,
+        },
+    )];
+    for (kind, days, label) in [
+        ("uptime-24h", 1, "24h"),
+        ("uptime-7d", 7, "7d"),
+        ("uptime-30d", 30, "30d"),
+        ("uptime-90d", 90, "90d"),
+    ] {
+        let u = m.uptime.for_days(days);
+        v.push((
+            kind,
+            Badge {
+                label: format!("uptime {label}"),
+                message: u.map(percent_text).unwrap_or_else(|| "no data".into()),
+                color: color_for_uptime(u),
+                title: Some(format!(
+                    "{name}: uptime over {label}: {}",
+                    u.map(percent_text).unwrap_or_else(|| "no data".into())
+                )),
+            },
+        ));
+    }
+    let latency = m.chart.avg_ms.or(m.latency_ms);
+    v.push((
+        "response-time",
+        Badge {
+            label: "response time".into(),
+            message: latency
+                .map(|l| format!("{l} ms"))
+                .unwrap_or_else(|| "no data".into()),
+            color: color_for_latency(latency.map(|l| l as f64)),
+            title: Some(format!(
+                "{name}: average response time over 24h: {}",
+                latency
+                    .map(|l| format!("{l} ms"))
+                    .unwrap_or_else(|| "no data".into())
+            )),
+        },
+    ));
+    v.push((
+        "cert",
+        Badge {
+            label: "certificate".into(),
+            message: match m.cert_days_left {
+                Some(d) if d < 0 => "expired".into(),
+                Some(1) => "1 day left".into(),
+                Some(d) => format!("{d} days left"),
+                None => "no data".into(),
+            },
+            color: color_for_cert_days(m.cert_days_left),
+            title: None,
+        },
+    ));
+    v
+}
+
+fn state_color(state: &str) -> BadgeColor {
+    match state {
+        "up" => BadgeColor::Green,
+        "down" => BadgeColor::Red,
+        "flapping" => BadgeColor::Yellow,
+        "maintenance" => BadgeColor::Blue,
+        _ => BadgeColor::Grey,
+    }
+}
+
+fn overall_color(page: &PageView) -> BadgeColor {
+    match overall_name(page.overall) {
+        "operational" => BadgeColor::Green,
+        "degraded" => BadgeColor::Yellow,
+        "partialOutage" => BadgeColor::Orange,
+        "majorOutage" => BadgeColor::Red,
+        _ => BadgeColor::Blue,
+    }
+}
+
+/// `status.json`: the spec's `GET /status/:slug`, plus the time of the data and uptime.
+pub fn status_json(page: &PageView, data_time: &str) -> serde_json::Value {
+    let mut branding = serde_json::Map::new();
+    if let Some(l) = &page.branding.logo {
+        branding.insert("logoUrl".into(), json!(l));
+    }
+    if let Some(f) = &page.branding.favicon {
+        branding.insert("faviconUrl".into(), json!(f));
+    }
+    branding.insert(
+        "theme".into(),
+        json!({"primaryColor": page.branding.accent, "darkMode": page.branding.dark_mode}),
+    );
+    json!({
+        "slug": page.slug,
+        "title": page.title,
+        "description": page.description,
+        "overallStatus": overall_name(page.overall),
+        "generatedAt": data_time,
+        "groups": page.groups.iter().map(|g| json!({
+            "name": g.name,
+            "description": g.description,
+            "monitors": g.monitors.iter().map(|m| json!({
+                "namespace": m.namespace,
+                "name": m.name,
+                "displayName": m.display_name,
+                "status": m.state,
+                "latency": m.latency_ms,
+                "uptime": {"24h": m.uptime.d1, "7d": m.uptime.d7, "30d": m.uptime.d30, "90d": m.uptime.d90},
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "activeIncidents": page.active_incidents.iter().map(|i| json!({
+            "id": i.id, "monitor": i.monitor, "title": i.title, "startedAt": i.started_at,
+            "updates": i.updates.iter().map(|u| json!({"at": u.at, "message": u.message})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "branding": branding,
+    })
+}
+
+/// `uptime/<ns>/<name>/<days>.json`: the spec's `GET /uptime/:monitor?days=N`.
+pub fn uptime_json(m: &MonitorView, days: u32) -> serde_json::Value {
+    json!({"monitor": m.key, "days": days, "uptime": m.uptime.for_days(days)})
+}
+
+/// `api/v2/summary.json` in the shape of Atlassian Statuspage's public summary.
+pub fn summary_json(page: &PageView, base_url: &str) -> serde_json::Value {
+    let (indicator, description) = match overall_name(page.overall) {
+        "operational" => ("none", "All Systems Operational"),
+        "degraded" => ("minor", "Degraded Performance"),
+        "partialOutage" => ("major", "Partial System Outage"),
+        "majorOutage" => ("critical", "Major System Outage"),
+        _ => ("maintenance", "Service Under Maintenance"),
+    };
+    let mut components = Vec::new();
+    let mut position = 1;
+    for g in &page.groups {
+        let group_id = format!("group-{}", position);
+        let ids: Vec<String> = g.monitors.iter().map(|m| m.key.clone()).collect();
+        components.push(json!({
+            "id": group_id, "name": g.name, "status": group_status(&g.monitors),
+            "created_at": page.data_time, "updated_at": page.data_time, "position": position,
+            "description": g.description, "showcase": false, "start_date": null,
+            "group_id": null, "page_id": page.slug, "group": true,
+            "only_show_if_degraded": false, "components": ids,
+        }));
+        position += 1;
+        for m in &g.monitors {
+            components.push(json!({
+                "id": m.key, "name": m.display_name, "status": component_status(m.state),
+                "created_at": page.data_time, "updated_at": m.checked_at.as_deref().unwrap_or(&page.data_time),
+                "position": position, "description": m.description, "showcase": true,
+                "start_date": null, "group_id": group_id, "page_id": page.slug,
+                "group": false, "only_show_if_degraded": false,
+            }));
+            position += 1;
+        }
+    }
+    let incidents: Vec<_> = page
+        .active_incidents
+        .iter()
+        .map(|i| {
+            let updates: Vec<_> = i
+                .updates
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(n, u)| {
+                    json!({
+                        "id": format!("{}-{}", i.id, n + 1), "status": "identified", "body": u.message,
+                        "incident_id": i.id, "created_at": u.at, "updated_at": u.at, "display_at": u.at,
+                    })
+                })
+                .collect();
+            json!({
+                "id": i.id, "name": i.title,
+                "status": if i.updates.is_empty() { "investigating" } else { "identified" },
+                "created_at": i.started_at,
+                "updated_at": i.updates.last().map(|u| u.at.as_str()).unwrap_or(&i.started_at),
+                "monitoring_at": null, "resolved_at": null, "impact": "major",
+                "shortlink": format!("{base_url}{}/#incident-{}", page.slug, i.id),
+                "started_at": i.started_at, "page_id": page.slug,
+                "incident_updates": updates,
+                "components": [{"id": i.monitor, "name": i.monitor_name}],
+            })
+        })
+        .collect();
+    let maintenances: Vec<_> = page
+        .maintenance
+        .iter()
+        .map(|mw| {
+            json!({
+                "id": mw.name, "name": mw.name,
+                "status": if mw.active { "in_progress" } else { "scheduled" },
+                "scheduled_for": mw.starts_at, "scheduled_until": mw.ends_at,
+                "impact": "maintenance", "page_id": page.slug,
+                "incident_updates": mw.description.iter().map(|d| json!({"body": d})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "page": {
+            "id": page.slug, "name": page.title,
+            "url": format!("{base_url}{}/", page.slug),
+            "time_zone": "Etc/UTC", "updated_at": page.data_time,
+        },
+        "status": {"indicator": indicator, "description": description},
+        "components": components,
+        "incidents": incidents,
+        "scheduled_maintenances": maintenances,
+    })
+}
+
+fn component_status(state: &str) -> &'static str {
+    match state {
+        "down" => "major_outage",
+        "flapping" => "degraded_performance",
+        "maintenance" => "under_maintenance",
+        _ => "operational",
+    }
+}
+
+fn group_status(monitors: &[MonitorView]) -> &'static str {
+    let statuses: Vec<_> = monitors.iter().map(|m| component_status(m.state)).collect();
+    let down = statuses.iter().filter(|s| **s == "major_outage").count();
+    if down > 0 && down == statuses.len() {
+        "major_outage"
+    } else if down > 0 {
+        "partial_outage"
+    } else if statuses.contains(&"degraded_performance") {
+        "degraded_performance"
+    } else if statuses.contains(&"under_maintenance") {
+        "under_maintenance"
+    } else {
+        "operational"
+    }
+}
+
+/// A template context from any serializable value.
+fn ctx_value(v: serde_json::Value) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}

@@ -1,0 +1,211 @@
+//! Reading what agents wrote: every agent's catalog, state, rollups and incidents from an
+//! object store laid out as `kubekuma_crds::objects` (layout v1).
+//!
+//! One agent's broken or missing object never stops a build: it is reported as a
+//! warning naming the key and the cause, and the rest is used.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use kubekuma_crds::objects::{
+    AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT, keys,
+};
+use kubekuma_crds::store::{ExportError, ObjectTarget};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+/// Days of history a page shows (the 90-day strip, the incident history).
+pub const HISTORY_DAYS: i64 = 90;
+
+/// Everything one agent published that a build uses.
+#[derive(Clone, Debug)]
+pub struct AgentData {
+    /// The agent id (its sub-prefix).
+    pub id: String,
+    /// Its public catalog.
+    pub catalog: AgentCatalog,
+    /// Current state of its monitors; `None` before its first flush.
+    pub state: Option<AgentState>,
+    /// Hourly rollups by day (the last two days).
+    pub hourly: BTreeMap<NaiveDate, HourlyDay>,
+    /// Daily rollups by `YYYY-MM` (the months the history covers).
+    pub daily: BTreeMap<String, DailyMonth>,
+    /// Incidents by `YYYY-MM`.
+    pub incidents: BTreeMap<String, IncidentMonth>,
+}
+
+/// The inputs of one build.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// Agents in id order.
+    pub agents: Vec<AgentData>,
+    /// Problems met while reading (unreadable or malformed objects), one line each.
+    pub warnings: Vec<String>,
+}
+
+impl Inputs {
+    /// The time of the data: the newest state any agent wrote (else the newest catalog).
+    pub fn data_time(&self) -> Option<DateTime<Utc>> {
+        let states = self
+            .agents
+            .iter()
+            .filter_map(|a| a.state.as_ref().map(|s| s.generated_at));
+        states
+            .max()
+            .or_else(|| self.agents.iter().map(|a| a.catalog.generated_at).max())
+    }
+}
+
+/// A cheap fingerprint of everything under the agents' prefix (keys, sizes, ETags or
+/// modification times): equal fingerprints mean nothing was written since.
+pub async fn fingerprint(source: &ObjectTarget) -> Result<String, ExportError> {
+    let listed = source.list_versions(&keys::agents()).await?;
+    let mut h = Sha256::new();
+    for (key, size, tag) in &listed {
+        h.update(key.as_bytes());
+        h.update(size.to_le_bytes());
+        h.update(tag.as_bytes());
+        h.update([0]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Read every agent under the source. `now` chooses which days and months are read;
+/// `None` means "the time of the data", found from the agents' state objects.
+pub async fn load(
+    source: &ObjectTarget,
+    now: Option<DateTime<Utc>>,
+) -> Result<Inputs, ExportError> {
+    let mut inputs = Inputs::default();
+    let keys_found = source.list(&keys::agents()).await?;
+    let mut ids: Vec<String> = keys_found
+        .iter()
+        .filter_map(|k| k.strip_prefix(&keys::agents()))
+        .filter_map(|rest| rest.split_once('/').map(|(id, _)| id.to_string()))
+        .collect();
+    ids.dedup();
+
+    let mut partial = Vec::new();
+    for id in ids {
+        let Some(catalog) =
+            read_json::<AgentCatalog>(source, &keys::catalog(&id), &mut inputs.warnings).await
+        else {
+            continue;
+        };
+        if catalog.layout != LAYOUT {
+            inputs.warnings.push(format!(
+                "{}: layout {:?} is not {LAYOUT}; agent {id} skipped",
+                keys::catalog(&id),
+                catalog.layout
+            ));
+            continue;
+        }
+        let state = read_json::<AgentState>(source, &keys::state(&id), &mut inputs.warnings).await;
+        partial.push((id, catalog, state));
+    }
+
+    let data_now = now.unwrap_or_else(|| {
+        partial
+            .iter()
+            .filter_map(|(_, c, s)| s.as_ref().map(|s| s.generated_at).or(Some(c.generated_at)))
+            .max()
+            .unwrap_or_else(Utc::now)
+    });
+    let today = data_now.date_naive();
+    let months = months_back(today, HISTORY_DAYS);
+
+    for (id, catalog, state) in partial {
+        let mut agent = AgentData {
+            id: id.clone(),
+            catalog,
+            state,
+            hourly: BTreeMap::new(),
+            daily: BTreeMap::new(),
+            incidents: BTreeMap::new(),
+        };
+        for day in [today - Duration::days(1), today] {
+            if let Some(h) =
+                read_json::<HourlyDay>(source, &keys::hourly(&id, day), &mut inputs.warnings).await
+            {
+                agent.hourly.insert(day, h);
+            }
+        }
+        for &(y, m) in &months {
+            let month = format!("{y:04}-{m:02}");
+            if let Some(d) =
+                read_json::<DailyMonth>(source, &keys::daily(&id, y, m), &mut inputs.warnings).await
+            {
+                agent.daily.insert(month.clone(), d);
+            }
+            if let Some(i) = read_json::<IncidentMonth>(
+                source,
+                &keys::incidents(&id, y, m),
+                &mut inputs.warnings,
+            )
+            .await
+            {
+                agent.incidents.insert(month, i);
+            }
+        }
+        inputs.agents.push(agent);
+    }
+    Ok(inputs)
+}
+
+/// (year, month) of every month touched by the `days` days ending `today`, oldest first.
+pub fn months_back(today: NaiveDate, days: i64) -> Vec<(i32, u32)> {
+    let mut out: Vec<(i32, u32)> = Vec::new();
+    let mut d = today - Duration::days(days - 1);
+    while d <= today {
+        let ym = (d.year(), d.month());
+        if out.last() != Some(&ym) {
+            out.push(ym);
+        }
+        d += Duration::days(1);
+    }
+    out
+}
+
+/// An object parsed as JSON; a missing object is `None` silently, an unreadable or
+/// malformed one is `None` with a warning that names the key and the cause.
+async fn read_json<T: DeserializeOwned>(
+    source: &ObjectTarget,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Option<T> {
+    match source.get(key).await {
+        Ok(None) => None,
+        Ok(Some(bytes)) => match serde_json::from_slice::<T>(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warnings.push(format!("{key}: not a valid object of layout {LAYOUT}: {e}"));
+                None
+            }
+        },
+        Err(e) => {
+            warnings.push(e.to_string());
+            None
+        }
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ninety_days_touch_four_months() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        assert_eq!(
+            months_back(today, 90),
+            vec![(2026, 8), (2026, 9), (2026, 10), (2026, 11)]
+        );
+        let jan = NaiveDate::from_ymd_opt(2027, 1, 5).unwrap();
+        assert_eq!(months_back(jan, 10), vec![(2026, 12), (2027, 1)]);
+    }
+}
