@@ -56,10 +56,18 @@ pub struct AgentArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
     /// Object store the agents write to: file:///path, a folder, s3://bucket/prefix, gs://…, az://…
-    #[arg(long, env = "KUBEKUMA_STORE_URL", default_value = "./kubekuma-data/objects")]
+    #[arg(
+        long,
+        env = "KUBEKUMA_STORE_URL",
+        default_value = "./kubekuma-data/objects"
+    )]
     pub source: String,
     /// Output: a folder or a bucket URL (s3://, gs://, az://)
-    #[arg(long, env = "KUBEKUMA_SITE_URL", default_value = "./kubekuma-data/site")]
+    #[arg(
+        long,
+        env = "KUBEKUMA_SITE_URL",
+        default_value = "./kubekuma-data/site"
+    )]
     pub out: String,
     /// Theme folder (templates/, static/, fonts/); default: the built-in theme
     #[arg(long, env = "KUBEKUMA_THEME", value_name = "DIR")]
@@ -155,6 +163,18 @@ pub enum BenchCommand {
         /// Checks running at once
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+    },
+    /// Generate N monitors with history, then time a full build and a no-change rebuild
+    Build {
+        /// Number of monitors
+        #[arg(long, default_value_t = 1000)]
+        monitors: usize,
+        /// Days of history
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        /// Skip PNG badges
+        #[arg(long)]
+        no_png: bool,
     },
     /// The benchmark's target server (started by `bench agent` in a child process)
     #[command(hide = true)]
@@ -571,6 +591,27 @@ async fn bench(what: BenchCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        BenchCommand::Build {
+            monitors,
+            days,
+            no_png,
+        } => {
+            let b = kubekuma_builder::bench::BuildBench {
+                monitors,
+                days: days.clamp(1, 400),
+                png: !no_png,
+            };
+            match kubekuma_builder::bench::run(b).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kubekuma bench build: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         BenchCommand::Agent {
             monitors,
             interval,

@@ -4,6 +4,7 @@
 //! ([`publish`]). [`Builder`] ties them together for one build or a watch loop.
 
 pub mod badge;
+pub mod bench;
 pub mod model;
 pub mod publish;
 pub mod render;
@@ -46,6 +47,8 @@ pub struct BuildReport {
     pub publish: PublishReport,
     /// Problems that did not stop the build (unreadable objects, unfetchable logos).
     pub warnings: Vec<String>,
+    /// Time spent reading, modelling, rendering and publishing.
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 /// A builder with its theme, badge renderer and output, reusable across builds.
@@ -82,7 +85,9 @@ impl Builder {
 
     /// One build: read, render, publish.
     pub async fn build(&mut self) -> anyhow::Result<BuildReport> {
+        let t0 = std::time::Instant::now();
         let inputs = source::load(&self.source, self.opts.now).await?;
+        let t_read = t0.elapsed();
         let now = self
             .opts
             .now
@@ -91,18 +96,38 @@ impl Builder {
         let mut site = model::site(&inputs, now);
         let mut warnings = std::mem::take(&mut site.warnings);
         let extra = self.resolve_branding(&mut site, &mut warnings).await;
-        let files =
-            render::render_site(&site, &self.theme, &self.badges, &extra, &self.opts.render)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t_model = t0.elapsed();
+        let previous = self
+            .publisher
+            .previous()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.publisher.target()))?;
+        let files = render::render_site(
+            &site,
+            &self.theme,
+            &self.badges,
+            &extra,
+            &self.opts.render,
+            &previous,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t_render = t0.elapsed();
         let publish = self
             .publisher
             .publish(files)
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.publisher.target()))?;
+        let t_publish = t0.elapsed();
         Ok(BuildReport {
             pages: site.pages.len(),
             publish,
             warnings,
+            timings: vec![
+                ("read", t_read),
+                ("model", t_model - t_read),
+                ("render", t_render - t_model),
+                ("publish", t_publish - t_render),
+            ],
         })
     }
 

@@ -27,7 +27,7 @@ pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Cache-Control of pages, JSON, feeds and badges.
 pub const CACHE_SHORT: &str = "public, max-age=60";
 /// Writes in flight at once.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 32;
 /// Show a progress bar on a terminal when at least this many files change.
 const PROGRESS_THRESHOLD: usize = 200;
 
@@ -68,16 +68,26 @@ impl Publisher {
         &self.out
     }
 
-    /// Publish `files`, writing only what changed and removing what is gone.
-    pub async fn publish(&mut self, mut files: Vec<OutFile>) -> Result<PublishReport, String> {
-        let old = match self.manifest.take() {
-            Some(m) => m,
-            None => match self.out.get(MANIFEST).await {
+    /// What the output holds now: path → SHA-256, from the manifest (read once).
+    pub async fn previous(&mut self) -> Result<BTreeMap<String, String>, String> {
+        if self.manifest.is_none() {
+            self.manifest = Some(match self.out.get(MANIFEST).await {
                 Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
                 Ok(None) => Manifest::default(),
                 Err(e) => return Err(e.to_string()),
-            },
-        };
+            });
+        }
+        Ok(self
+            .manifest
+            .as_ref()
+            .map(|m| m.files.clone())
+            .unwrap_or_default())
+    }
+
+    /// Publish `files`, writing only what changed and removing what is gone.
+    pub async fn publish(&mut self, mut files: Vec<OutFile>) -> Result<PublishReport, String> {
+        self.previous().await?;
+        let old = self.manifest.take().unwrap_or_default();
         files.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.path.cmp(&b.path)));
         let mut new = Manifest {
             version: 1,
@@ -86,7 +96,10 @@ impl Publisher {
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
         for f in files {
-            let h = hex(&Sha256::digest(&f.bytes));
+            let h = match &f.keep {
+                Some(h) => h.clone(),
+                None => hex(&Sha256::digest(&f.bytes)),
+            };
             if old.files.get(&f.path) == Some(&h) {
                 report.unchanged += 1;
                 new.files.insert(f.path.clone(), h);

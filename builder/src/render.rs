@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use minijinja::Value;
 use serde_json::json;
+use sha2::Digest;
 
 use crate::badge::{
     Badge, BadgeColor, BadgeRenderer, color_for_cert_days, color_for_latency, color_for_uptime,
@@ -50,6 +51,9 @@ pub struct OutFile {
     pub bytes: Vec<u8>,
     /// When it is published.
     pub stage: Stage,
+    /// Content known to be unchanged since the previous build, by its hash (`bytes` is
+    /// then empty): a PNG badge whose SVG did not change is not rendered again.
+    pub keep: Option<String>,
 }
 
 /// Options of rendering.
@@ -80,6 +84,7 @@ pub fn render_site(
     badges: &BadgeRenderer,
     extra_assets: &BTreeMap<String, Vec<u8>>,
     opts: &RenderOptions,
+    previous: &BTreeMap<String, String>,
 ) -> Result<Vec<OutFile>, String> {
     let mut out = Vec::new();
     for a in theme.assets.values() {
@@ -87,6 +92,7 @@ pub fn render_site(
             path: a.path.clone(),
             bytes: a.bytes.clone(),
             stage: Stage::Asset,
+            keep: None,
         });
     }
     for (path, bytes) in extra_assets {
@@ -94,10 +100,12 @@ pub fn render_site(
             path: path.clone(),
             bytes: bytes.clone(),
             stage: Stage::Asset,
+            keep: None,
         });
     }
     let assets = theme.asset_paths();
     let mut uptime_written = std::collections::BTreeSet::new();
+    let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
 
     for page in &site.pages {
         let base = format!("{}/", page.slug);
@@ -147,24 +155,15 @@ pub fn render_site(
                 color: overall_color(page),
                 title: None,
             };
-            push_badge(
-                &mut out,
-                badges,
-                &format!("{base}badges/status"),
-                &overall,
-                opts,
-            )?;
+            badge_jobs.push((format!("{base}badges/status"), overall));
         }
         for m in page.monitors() {
             if page.badges == Some("all") {
                 for (kind, badge) in monitor_badges(m) {
-                    push_badge(
-                        &mut out,
-                        badges,
-                        &format!("{base}badges/{}/{}/{kind}", m.namespace, m.name),
-                        &badge,
-                        opts,
-                    )?;
+                    badge_jobs.push((
+                        format!("{base}badges/{}/{}/{kind}", m.namespace, m.name),
+                        badge,
+                    ));
                 }
             }
             if uptime_written.insert(m.key.clone()) {
@@ -186,6 +185,8 @@ pub fn render_site(
         }
     }
 
+    out.extend(render_badges(badges, &badge_jobs, opts, previous)?);
+
     let index_ctx = ctx_value(json!({
         "pages": site.pages,
         "root": "",
@@ -206,6 +207,7 @@ fn file(path: String, text: String, stage: Stage) -> OutFile {
         path,
         bytes: text.into_bytes(),
         stage,
+        keep: None,
     }
 }
 
@@ -216,7 +218,49 @@ fn json_file(path: String, v: &serde_json::Value) -> OutFile {
         path,
         bytes,
         stage: Stage::Data,
+        keep: None,
     }
+}
+
+/// SVG, PNG and shields JSON of every badge, rendered on all cores (PNG rasterising is
+/// the most expensive part of a build).
+fn render_badges(
+    renderer: &BadgeRenderer,
+    jobs: &[(String, Badge)],
+    opts: &RenderOptions,
+    previous: &BTreeMap<String, String>,
+) -> Result<Vec<OutFile>, String> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<OutFile>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut out = Vec::with_capacity(part.len() * 3);
+                    for (stem, badge) in part {
+                        push_badge(&mut out, renderer, stem, badge, opts, previous)?;
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("badge rendering panicked".into()))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
 }
 
 fn push_badge(
@@ -225,25 +269,43 @@ fn push_badge(
     stem: &str,
     badge: &Badge,
     opts: &RenderOptions,
+    previous: &BTreeMap<String, String>,
 ) -> Result<(), String> {
     let svg = renderer.svg(badge);
-    if opts.png_badges {
+    let svg_path = format!("{stem}.svg");
+    let png_path = format!("{stem}.png");
+    let svg_hash = crate::source::hex(&sha2::Sha256::digest(svg.as_bytes()));
+    let kept_png = (previous.get(&svg_path) == Some(&svg_hash))
+        .then(|| previous.get(&png_path).cloned())
+        .flatten();
+    if opts.png_badges && kept_png.is_some() {
+        out.push(OutFile {
+            path: png_path,
+            bytes: Vec::new(),
+            stage: Stage::Data,
+            keep: kept_png,
+        });
+    } else if opts.png_badges {
         let png = renderer
-            .png(&svg, 2.0)
+            .png(&svg, PNG_SCALE)
             .map_err(|e| format!("{stem}.png: {e}"))?;
         out.push(OutFile {
-            path: format!("{stem}.png"),
+            path: png_path,
             bytes: png,
             stage: Stage::Data,
+            keep: None,
         });
     }
     out.push(json_file(
         format!("{stem}.json"),
         &shields_endpoint_json(badge),
     ));
-    out.push(file(format!("{stem}.svg"), svg, Stage::Data));
+    out.push(file(svg_path, svg, Stage::Data));
     Ok(())
 }
+
+/// PNG badges are rendered at twice the SVG size, for high-density screens.
+pub const PNG_SCALE: f32 = 2.0;
 
 /// The badges of one monitor, by file stem.
 pub fn monitor_badges(m: &MonitorView) -> Vec<(&'static str, Badge)> {

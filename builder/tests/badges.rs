@@ -176,6 +176,14 @@ fn new_rejects_bytes_that_are_not_a_font() {
         BadgeRenderer::new(Vec::new()),
         Err(BadgeError::Font(_))
     ));
+
+    // Cut anywhere, the font gives an error or a renderer, never a panic.
+    let font = font();
+    for cut in (0..font.len()).step_by(4099) {
+        if let Ok(renderer) = BadgeRenderer::new(font[..cut].to_vec()) {
+            renderer.text_width("status: up", 11.0);
+        }
+    }
 }
 
 #[test]

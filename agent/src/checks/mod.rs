@@ -47,6 +47,8 @@ pub struct CheckContext {
     secrets: Arc<SecretStore>,
     roots: Arc<RootCertStore>,
     http_clients: Mutex<HashMap<http::ClientKey, reqwest::Client>>,
+    /// The Kubernetes client of `kubernetes` checks: given, or inferred on first use.
+    kube: tokio::sync::OnceCell<kube::Client>,
 }
 
 impl std::fmt::Debug for CheckContext {
@@ -67,7 +69,26 @@ impl CheckContext {
             secrets,
             roots: system_roots(),
             http_clients: Mutex::new(HashMap::new()),
+            kube: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Use this client for `kubernetes` checks instead of inferring one (kubeconfig or
+    /// in-cluster service account) on first use.
+    pub fn with_kube_client(self, client: kube::Client) -> Self {
+        CheckContext {
+            kube: tokio::sync::OnceCell::new_with(Some(client)),
+            ..self
+        }
+    }
+
+    /// The Kubernetes client; inferred on first use when none was given (a failure is not
+    /// remembered, so a later attempt tries again).
+    pub(crate) async fn kube_client(&self) -> Result<kube::Client, kube::Error> {
+        self.kube
+            .get_or_try_init(kube::Client::try_default)
+            .await
+            .cloned()
     }
 
     /// Also trust these root certificates (DER), for HTTP and TLS-wrapped TCP checks alike.

@@ -1,0 +1,397 @@
+//! `kubekuma bench build`: generate N monitors with D days of history in a temporary
+//! folder store, then time a full build and a no-change rebuild into a temporary folder.
+//!
+//! The generated agent publishes pages of [`MONITORS_PER_PAGE`] monitors with every badge
+//! enabled, so every monitor gets its page entry, seven badges (SVG, PNG, JSON each) and
+//! its uptime JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Duration as Days, Timelike, Utc};
+use kubekuma_crds::monitor::{MonitorState, MonitorType};
+use kubekuma_crds::objects::{
+    AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT, LatencyPoint,
+    MonitorNow, PublicGroup, PublicMonitor, PublicPage, PublicPageMonitor, Rollup, keys,
+};
+use kubekuma_crds::results::{FailureReason, Incident};
+use kubekuma_crds::status_page::BadgeScope;
+use kubekuma_crds::store::open_store;
+
+use crate::{BuildOptions, Builder, RenderOptions, Theme};
+
+/// Monitors per generated status page.
+pub const MONITORS_PER_PAGE: usize = 50;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct BuildBench {
+    /// Monitors.
+    pub monitors: usize,
+    /// Days of history.
+    pub days: i64,
+    /// Render PNG badges too.
+    pub png: bool,
+}
+
+/// The measurements.
+#[derive(Clone, Debug)]
+pub struct BuildBenchReport {
+    /// What was generated.
+    pub bench: BuildBench,
+    /// Pages.
+    pub pages: usize,
+    /// Time to generate and write the inputs.
+    pub generate: Duration,
+    /// Bytes of input objects.
+    pub input_bytes: u64,
+    /// Full build into an empty output.
+    pub full: Duration,
+    /// Files the full build wrote.
+    pub full_files: usize,
+    /// Phases of the full build.
+    pub full_phases: Vec<(&'static str, Duration)>,
+    /// Phases of the no-change rebuild.
+    pub rebuild_phases: Vec<(&'static str, Duration)>,
+    /// Bytes of the output.
+    pub output_bytes: u64,
+    /// Rebuild with unchanged inputs, by a fresh builder (reads the manifest).
+    pub rebuild: Duration,
+    /// Files the rebuild wrote (should be 0).
+    pub rebuild_files: usize,
+    /// Rebuild after one monitor changed state.
+    pub one_change: Duration,
+    /// Files that rebuild wrote.
+    pub one_change_files: usize,
+}
+
+impl fmt::Display for BuildBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.bench;
+        writeln!(
+            f,
+            "kubekuma bench build: {} monitors, {} days of history, {} pages, PNG badges {}",
+            b.monitors,
+            b.days,
+            self.pages,
+            if b.png { "on" } else { "off" }
+        )?;
+        writeln!(
+            f,
+            "  inputs:            {:>8.2} s to generate, {:.1} MiB",
+            self.generate.as_secs_f64(),
+            self.input_bytes as f64 / 1048576.0
+        )?;
+        writeln!(
+            f,
+            "  full build:        {:>8.2} s, {} files written, {:.1} MiB",
+            self.full.as_secs_f64(),
+            self.full_files,
+            self.output_bytes as f64 / 1048576.0
+        )?;
+        writeln!(f, "                     {}", phases(&self.full_phases))?;
+        writeln!(
+            f,
+            "  no-change rebuild: {:>8.2} s, {} files written",
+            self.rebuild.as_secs_f64(),
+            self.rebuild_files
+        )?;
+        writeln!(f, "                     {}", phases(&self.rebuild_phases))?;
+        write!(
+            f,
+            "  one monitor down:  {:>8.2} s, {} files written",
+            self.one_change.as_secs_f64(),
+            self.one_change_files
+        )
+    }
+}
+
+/// Run the benchmark.
+pub async fn run(b: BuildBench) -> anyhow::Result<BuildBenchReport> {
+    let dir = tempfile::tempdir()?;
+    let src_dir = dir.path().join("objects");
+    let out_dir = dir.path().join("site");
+    std::fs::create_dir_all(&src_dir)?;
+    let source = open_store(src_dir.to_str().unwrap_or_default())?;
+    let out = open_store(out_dir.to_str().unwrap_or_default())?;
+    let now: DateTime<Utc> = Utc::now().with_nanosecond(0).unwrap_or_else(Utc::now);
+
+    let t = Instant::now();
+    let objects = generate(&b, now);
+    let mut input_bytes = 0u64;
+    for (key, body) in &objects {
+        input_bytes += body.len() as u64;
+        source.put(key, Bytes::from(body.clone())).await?;
+    }
+    let generate_time = t.elapsed();
+
+    let opts = BuildOptions {
+        render: RenderOptions {
+            png_badges: b.png,
+            ..Default::default()
+        },
+        now: Some(now),
+        fetch_branding: false,
+    };
+    let theme = || Theme::default_theme();
+
+    let t = Instant::now();
+    let full = Builder::new(source.clone(), out.clone(), theme()?, opts.clone())?
+        .build()
+        .await?;
+    let full_time = t.elapsed();
+
+    let t = Instant::now();
+    let rebuild = Builder::new(source.clone(), out.clone(), theme()?, opts.clone())?
+        .build()
+        .await?;
+    let rebuild_time = t.elapsed();
+
+    // One monitor goes down.
+    let state_key = keys::state("bench");
+    let mut state: AgentState = serde_json::from_slice(
+        &source
+            .get(&state_key)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("state vanished"))?,
+    )?;
+    if let Some(m) = state.monitors.values_mut().next() {
+        m.state = MonitorState::Down;
+        m.reason = Some(FailureReason::Timeout);
+    }
+    source
+        .put(&state_key, Bytes::from(serde_json::to_vec(&state)?))
+        .await?;
+    let t = Instant::now();
+    let one = Builder::new(source.clone(), out.clone(), theme()?, opts)?
+        .build()
+        .await?;
+    let one_time = t.elapsed();
+
+    Ok(BuildBenchReport {
+        pages: full.pages,
+        generate: generate_time,
+        input_bytes,
+        full: full_time,
+        full_files: full.publish.written.len(),
+        full_phases: full.timings.clone(),
+        rebuild_phases: rebuild.timings.clone(),
+        output_bytes: dir_size(&out_dir),
+        rebuild: rebuild_time,
+        rebuild_files: rebuild.publish.written.len(),
+        one_change: one_time,
+        one_change_files: one.publish.written.len(),
+        bench: b,
+    })
+}
+
+fn phases(p: &[(&'static str, Duration)]) -> String {
+    p.iter()
+        .map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                total += dir_size(&path);
+            } else if let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+fn rollup(up: u32, down: u32, ms: f64) -> Rollup {
+    Rollup {
+        up,
+        down,
+        latency_min: Some(ms * 0.5),
+        latency_avg: Some(ms),
+        latency_p95: Some(ms * 1.5),
+        latency_max: Some(ms * 2.0),
+        ..Default::default()
+    }
+}
+
+/// The objects of one agent `bench` with `b.monitors` monitors, as (key, JSON).
+pub fn generate(b: &BuildBench, now: DateTime<Utc>) -> Vec<(String, Vec<u8>)> {
+    let agent = "bench";
+    let names: Vec<String> = (0..b.monitors).map(|i| format!("svc-{i:05}")).collect();
+    let ns = "bench";
+    let mut pages = Vec::new();
+    for (p, chunk) in names.chunks(MONITORS_PER_PAGE).enumerate() {
+        pages.push(PublicPage {
+            namespace: ns.into(),
+            name: format!("page-{p}"),
+            slug: format!("page-{p}"),
+            title: format!("Bench page {p}"),
+            published: true,
+            description: Some("Generated by kubekuma bench build".into()),
+            branding: None,
+            groups: chunk
+                .chunks(10)
+                .enumerate()
+                .map(|(g, ms)| PublicGroup {
+                    name: format!("Group {g}"),
+                    description: None,
+                    monitors: ms
+                        .iter()
+                        .map(|m| PublicPageMonitor {
+                            namespace: ns.into(),
+                            name: m.clone(),
+                            display_name: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            badges: Some(BadgeScope::All),
+        });
+    }
+    let catalog = AgentCatalog {
+        layout: LAYOUT.into(),
+        agent_id: agent.into(),
+        generated_at: now,
+        pages,
+        monitors: names
+            .iter()
+            .map(|n| PublicMonitor {
+                namespace: ns.into(),
+                name: n.clone(),
+                type_: MonitorType::Http,
+                description: Some(format!("Service {n}")),
+                interval_seconds: 60,
+            })
+            .collect(),
+        maintenance: Vec::new(),
+    };
+    let recent: Vec<LatencyPoint> = (0..144)
+        .map(|i| LatencyPoint {
+            at: now - Days::minutes(10 * (144 - i)),
+            ms: 40.0 + f64::from(i as u32 % 17) * 3.0,
+        })
+        .collect();
+    let state = AgentState {
+        layout: LAYOUT.into(),
+        agent_id: agent.into(),
+        generated_at: now,
+        monitors: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    format!("{ns}/{n}"),
+                    MonitorNow {
+                        state: if i % 97 == 5 {
+                            MonitorState::Down
+                        } else {
+                            MonitorState::Up
+                        },
+                        since: Some(now - Days::days(3)),
+                        checked_at: Some(now),
+                        latency_ms: Some(42.0 + (i % 50) as f64),
+                        reason: (i % 97 == 5).then_some(FailureReason::Timeout),
+                        cert_days_left: Some(30 + (i % 60) as i64),
+                        maintenance: false,
+                        recent: recent.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let mut out = vec![
+        (
+            keys::catalog(agent),
+            serde_json::to_vec(&catalog).unwrap_or_default(),
+        ),
+        (
+            keys::state(agent),
+            serde_json::to_vec(&state).unwrap_or_default(),
+        ),
+    ];
+    let today = now.date_naive();
+    for day in [today - Days::days(1), today] {
+        let monitors = names
+            .iter()
+            .map(|n| {
+                let hours: BTreeMap<u8, Rollup> =
+                    (0..24u8).map(|h| (h, rollup(60, 0, 45.0))).collect();
+                (format!("{ns}/{n}"), hours)
+            })
+            .collect();
+        let h = HourlyDay {
+            layout: LAYOUT.into(),
+            agent_id: agent.into(),
+            day,
+            monitors,
+        };
+        out.push((
+            keys::hourly(agent, day),
+            serde_json::to_vec(&h).unwrap_or_default(),
+        ));
+    }
+    let mut months: BTreeMap<(i32, u32), BTreeMap<String, BTreeMap<u8, Rollup>>> = BTreeMap::new();
+    for back in 0..b.days {
+        let d = today - Days::days(back);
+        let month = months.entry((d.year(), d.month())).or_default();
+        for (i, n) in names.iter().enumerate() {
+            let down = if (i as i64 + back) % 31 == 0 { 12 } else { 0 };
+            month
+                .entry(format!("{ns}/{n}"))
+                .or_default()
+                .insert(d.day() as u8, rollup(1440 - down, down, 45.0));
+        }
+    }
+    let mut incidents: BTreeMap<(i32, u32), Vec<Incident>> = BTreeMap::new();
+    for (i, n) in names.iter().enumerate().filter(|(i, _)| i % 10 == 0) {
+        let start = now - Days::days((i % b.days.max(1) as usize) as i64) - Days::hours(2);
+        incidents
+            .entry((start.year(), start.month()))
+            .or_default()
+            .push(Incident {
+                id: i as i64,
+                namespace: ns.into(),
+                name: n.clone(),
+                started_at: start,
+                ended_at: Some(start + Days::minutes(12)),
+                duration_seconds: Some(720),
+                reason: Some(FailureReason::Timeout),
+                suppressed: false,
+                suppress_reason: None,
+                acknowledged: false,
+                updates: Vec::new(),
+            });
+    }
+    for ((y, m), monitors) in months {
+        let d = DailyMonth {
+            layout: LAYOUT.into(),
+            agent_id: agent.into(),
+            month: format!("{y:04}-{m:02}"),
+            monitors,
+        };
+        out.push((
+            keys::daily(agent, y, m),
+            serde_json::to_vec(&d).unwrap_or_default(),
+        ));
+    }
+    for ((y, m), list) in incidents {
+        let i = IncidentMonth {
+            layout: LAYOUT.into(),
+            agent_id: agent.into(),
+            month: format!("{y:04}-{m:02}"),
+            incidents: list,
+        };
+        out.push((
+            keys::incidents(agent, y, m),
+            serde_json::to_vec(&i).unwrap_or_default(),
+        ));
+    }
+    out
+}
