@@ -47,9 +47,9 @@ pub struct AgentArgs {
     /// SQLite database as sqlite:PATH (default: <data>/kubekuma.db)
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Seconds between batched writes to the object store
-    #[arg(long, default_value_t = 60)]
-    pub flush_interval: u64,
+    /// Seconds between batched writes to the object store (default 60; 5 for `up`)
+    #[arg(long)]
+    pub flush_interval: Option<u64>,
 }
 
 /// Options of `build`.
@@ -447,7 +447,8 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
         store_url: a.store,
         store_options: Vec::new(),
         database_url: a.database_url,
-        flush_interval: Duration::from_secs(a.flush_interval.max(1)),
+        flush_interval: Duration::from_secs(a.flush_interval.unwrap_or(60).max(1)),
+        site_dir: None,
     }
 }
 
@@ -475,7 +476,7 @@ async fn agent_cmd(a: AgentArgs, listen: Option<String>) -> ExitCode {
     }
 }
 
-async fn up(a: AgentArgs, listen: String) -> ExitCode {
+async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
     let config = if a.config.is_empty() {
         match materialize_demo(&a.data) {
             Ok(dir) => vec![dir],
@@ -490,23 +491,65 @@ async fn up(a: AgentArgs, listen: String) -> ExitCode {
     } else {
         a.config.clone()
     };
+    a.flush_interval.get_or_insert(5);
     let files = read_paths(&config);
     let docs: usize = files.iter().map(|f| f.docs.len()).sum();
     let built = build(&files, None);
     eprintln!("{}", summary(&built, files.len(), docs));
+
+    // The builder renders from the agent's object store into <data>/site, which the
+    // agent's listener serves next to its own endpoints.
+    let source = a
+        .store
+        .clone()
+        .unwrap_or_else(|| a.data.join("objects").display().to_string());
+    let site = a.data.join("site");
+    let build_args = BuildArgs {
+        source,
+        out: site.display().to_string(),
+        theme: std::env::var_os("KUBEKUMA_THEME").map(PathBuf::from),
+        base_url: String::new(),
+        stale_after: 900,
+        no_png: false,
+        no_fetch_branding: false,
+        watch: true,
+        interval: 2,
+    };
+    let mut builder = match make_builder(&build_args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("kubekuma up: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = shutdown_signal();
+    let builder_shutdown = shutdown.clone();
+
     eprintln!(
-        "kubekuma up: agent on http://{listen}/ (health: http://{listen}/health); data in {}.\n\
-         Edit the manifests in {} and they reload within a second. The status-page builder\n\
-         arrives next; until then results are in {}/objects. Stop with Ctrl-C.",
-        a.data.display(),
+        "kubekuma up: open http://{listen}/ (status pages; agent health at http://{listen}/health).\n\
+         Manifests: {} (edits reload within a second). Data: {}.\n\
+         The site is rebuilt into {} within seconds of new results. Stop with Ctrl-C.",
         config
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
         a.data.display(),
+        site.display(),
     );
-    match runtime::run(options(a, listen, config), shutdown_signal()).await {
+    let mut opts = options(a, listen, config);
+    opts.site_dir = Some(site);
+    // Both on this task (the builder's future need not be Send); when the agent stops,
+    // for a signal or an error, the builder stops with it.
+    let run = runtime::run(opts, shutdown);
+    let watch = builder.watch(Duration::from_secs(2), builder_shutdown);
+    tokio::pin!(run);
+    tokio::pin!(watch);
+    let result = tokio::select! {
+        r = &mut run => r,
+        () = &mut watch => run.await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubekuma up: {e:#}");

@@ -8,19 +8,20 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Datelike, Utc};
-use kubekuma_crds::MonitorState;
 use kubekuma_crds::objects::{
     self, AgentState, DailyMonth, HourlyDay, IncidentMonth, MonitorNow, keys,
 };
 use kubekuma_crds::results::{CertInfo, Heartbeat};
+use kubekuma_crds::{MonitorState, MonitorType};
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, Health};
+use crate::admin::{self, Api, Health};
 use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
 use crate::checks::{self, CheckContext};
 use crate::export::{self, Outbox, PendingObject, Uploader};
+use crate::push::{self, PushHub, Token};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
 use crate::state::{Tracker, Transition};
 use crate::store::{CrdCacheEntry, MonitorStateRow, Store};
@@ -44,6 +45,8 @@ pub struct AgentOptions {
     pub database_url: Option<String>,
     /// Time between flushes to object storage.
     pub flush_interval: Duration,
+    /// Serve this folder (the built site) on the listener too (`kubekuma up`).
+    pub site_dir: Option<PathBuf>,
 }
 
 /// Log validation findings (errors and warnings) of a catalog load.
@@ -56,12 +59,20 @@ pub fn log_findings(findings: &[Finding]) {
     }
 }
 
-/// The plans of every monitor of a snapshot.
+/// The plans of every monitor of a snapshot. A push monitor's runs only evaluate its
+/// deadline, every `min(push interval, 60 s)` (see [`crate::push`]).
 pub fn plans(snapshot: &Snapshot) -> Vec<MonitorPlan> {
     snapshot
         .monitors
         .iter()
-        .map(|(k, m)| MonitorPlan::new(k.clone(), Arc::new(m.spec.clone()), &snapshot.effective))
+        .map(|(k, m)| {
+            let mut plan =
+                MonitorPlan::new(k.clone(), Arc::new(m.spec.clone()), &snapshot.effective);
+            if plan.spec.type_ == MonitorType::Push {
+                plan.interval = push::evaluation_interval(&plan.spec);
+            }
+            plan
+        })
         .collect()
 }
 
@@ -85,10 +96,24 @@ pub struct LiveMonitor {
     pub reason: Option<kubekuma_crds::results::FailureReason>,
     /// Certificate of the last check.
     pub cert: Option<CertInfo>,
+    /// The generated token of a push monitor without `spec.target.push.token` (for its
+    /// status; a credential: never exported or logged).
+    pub push_token: Option<Token>,
 }
 
 /// Feed one finished check to the state machine, the store and the live view.
 pub async fn process(done: CheckDone, store: &Store, live: &Mutex<Live>, scheduler: &Scheduler) {
+    process_with(done, store, live, scheduler, None).await
+}
+
+/// [`process`], telling `push` when the state machine wants a push monitor retried.
+pub async fn process_with(
+    done: CheckDone,
+    store: &Store,
+    live: &Mutex<Live>,
+    scheduler: &Scheduler,
+    push: Option<&PushHub>,
+) {
     let key = done.plan.key.clone();
     let now = done.started_at;
     let mut tracker = live
@@ -127,12 +152,20 @@ pub async fn process(done: CheckDone, store: &Store, live: &Mutex<Live>, schedul
         && let Ok(d) = d.to_std()
     {
         scheduler.retry(key.clone(), d);
+        if let Some(hub) = push
+            && done.plan.spec.type_ == MonitorType::Push
+            && let Some(at) = obs.retry_in.map(|r| now + r)
+        {
+            hub.retry(&key, at);
+        }
     }
+    // Unknown latency (a push without `ping`, a missed push) is NaN: recorded as none.
+    let latency = Some(done.outcome.latency_ms).filter(|l| l.is_finite());
     let recorded = store.record_heartbeat(Heartbeat {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         state: obs.state,
-        latency_ms: Some(done.outcome.latency_ms),
+        latency_ms: latency,
         reason: done.outcome.reason,
         message: done.outcome.message.clone(),
         checked_at: now,
@@ -153,10 +186,11 @@ pub async fn process(done: CheckDone, store: &Store, live: &Mutex<Live>, schedul
                 latency_ms: None,
                 reason: None,
                 cert: None,
+                push_token: None,
             });
         entry.tracker = tracker.clone();
         entry.checked_at = Some(now);
-        entry.latency_ms = Some(done.outcome.latency_ms);
+        entry.latency_ms = latency;
         entry.reason = done.outcome.reason;
         if done.outcome.cert.is_some() {
             entry.cert = done.outcome.cert.clone();
@@ -312,6 +346,19 @@ pub async fn sync_catalog(
     }
 }
 
+/// Hand the catalog's plans to the push hub and put the generated push tokens in the
+/// live view (where a monitor's status is taken from).
+pub async fn sync_push(hub: &PushHub, plans: &[MonitorPlan], live: &Mutex<Live>) {
+    let mut generated = hub.apply(plans, Utc::now()).await;
+    let Ok(mut l) = live.lock() else { return };
+    for (k, m) in l.monitors.iter_mut() {
+        m.push_token = generated.remove(k);
+    }
+    for (k, token) in generated {
+        l.monitors.entry(k).or_default().push_token = Some(token);
+    }
+}
+
 /// Restore trackers saved by an earlier run.
 pub async fn restore(store: &Store, live: &Mutex<Live>) -> anyhow::Result<()> {
     let rows = store.load_monitor_states().await?;
@@ -339,6 +386,7 @@ pub async fn restore(store: &Store, live: &Mutex<Live>) -> anyhow::Result<()> {
                 latency_ms: None,
                 reason: None,
                 cert: None,
+                push_token: None,
             },
         );
     }
@@ -545,7 +593,14 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
     let uploader = Uploader::new(target);
 
     let health = Arc::new(Health::default());
-    let (addr, server) = admin::serve(&opts.listen, health.clone(), shutdown.clone())
+    let (done_tx, mut done_rx) = mpsc::channel::<CheckDone>(4096);
+    let hub = Arc::new(PushHub::new(store.clone(), done_tx.clone()));
+    let mut api = Api::new(health.clone()).with_push(hub.clone());
+    if let Some(dir) = &opts.site_dir {
+        api = api.with_site(dir.clone());
+    }
+    let api = Arc::new(api);
+    let (addr, server) = admin::serve(&opts.listen, api, shutdown.clone())
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     tracing::info!(%addr, agent = %opts.agent_id, objects = %store_url, "agent listening");
@@ -560,27 +615,37 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
         first.effective.clone(),
         Arc::new(first.secrets.clone()),
     )));
+    // A run of a push monitor only evaluates its deadline (pushes arrive through the
+    // listener); every other type runs its check.
     let runner: Runner = {
-        let ctx_rx = ctx_rx.clone();
+        let (ctx_rx, hub) = (ctx_rx.clone(), hub.clone());
         Arc::new(move |plan: Arc<MonitorPlan>| {
             let ctx = ctx_rx.borrow().clone();
+            let hub = hub.clone();
             Box::pin(async move {
-                checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await
+                match plan.spec.type_ {
+                    MonitorType::Push => hub.evaluate(&plan.key, Utc::now()),
+                    _ => checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await,
+                }
             })
         })
     };
-    let (done_tx, mut done_rx) = mpsc::channel::<CheckDone>(4096);
     let scheduler = Scheduler::spawn(runner, Limits::from_settings(&first.effective), done_tx);
-    scheduler.apply(plans(&first));
+    let first_plans = plans(&first);
+    scheduler.apply(first_plans.clone());
     let mut synced = Synced::default();
     sync_catalog(&first, &store, &live, &mut synced).await;
+    sync_push(&hub, &first_plans, &live).await;
     health.set_ready(true);
 
     let processor = {
-        let (store, live, scheduler) = (store.clone(), live.clone(), scheduler.clone());
+        let (store, live, scheduler, hub) =
+            (store.clone(), live.clone(), scheduler.clone(), hub.clone());
         tokio::spawn(async move {
             while let Some(done) = done_rx.recv().await {
-                process(done, &store, &live, &scheduler).await;
+                if hub.should_record(&done) {
+                    process_with(done, &store, &live, &scheduler, Some(&hub)).await;
+                }
             }
         })
     };
@@ -596,8 +661,10 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
                 if changed.is_err() { break; }
                 let snap = snapshots.borrow_and_update().clone();
                 let _ = ctx_tx.send(Arc::new(CheckContext::new(snap.effective.clone(), Arc::new(snap.secrets.clone()))));
-                scheduler.apply(plans(&snap));
+                let snap_plans = plans(&snap);
+                scheduler.apply(snap_plans.clone());
                 sync_catalog(&snap, &store, &live, &mut synced).await;
+                sync_push(&hub, &snap_plans, &live).await;
                 tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
             }
             _ = flush.tick() => {

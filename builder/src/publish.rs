@@ -118,24 +118,28 @@ impl Publisher {
                 .iter()
                 .position(|(f, _)| f.stage != stage)
                 .map_or(changed.len(), |p| i + p);
-            let out = &self.out;
-            let results: Vec<(String, String, Result<(), String>)> =
-                futures::stream::iter(changed[i..end].iter())
-                    .map(|(f, h)| async move {
-                        let r = out
-                            .put_with(
-                                &f.path,
-                                Bytes::from(f.bytes.clone()),
-                                content_type(&f.path),
-                                cache_control(&f.path),
-                            )
-                            .await
-                            .map_err(|e| e.to_string());
-                        (f.path.clone(), h.clone(), r)
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
+            let results: Vec<(String, String, Result<(), String>)> = match self.out.local_root() {
+                Some(root) => write_local(root, &changed[i..end]).await,
+                None => {
+                    let out = &self.out;
+                    futures::stream::iter(changed[i..end].iter())
+                        .map(|(f, h)| async move {
+                            let r = out
+                                .put_with(
+                                    &f.path,
+                                    Bytes::from(f.bytes.clone()),
+                                    content_type(&f.path),
+                                    cache_control(&f.path),
+                                )
+                                .await
+                                .map_err(|e| e.to_string());
+                            (f.path.clone(), h.clone(), r)
+                        })
+                        .buffer_unordered(CONCURRENCY)
+                        .collect()
+                        .await
+                }
+            };
             for (path, h, r) in results {
                 if let Some(b) = &bar {
                     b.inc(1);
@@ -215,6 +219,65 @@ impl Publisher {
             None => Ok(report),
         }
     }
+}
+
+/// Write files into a local folder with plain file-system calls on the blocking pool, a
+/// few hundred per task: each is written to a temporary name and renamed, so readers
+/// see the old or the new content, never a torn file.
+async fn write_local(
+    root: &std::path::Path,
+    files: &[(OutFile, String)],
+) -> Vec<(String, String, Result<(), String>)> {
+    let tasks: Vec<_> = files
+        .chunks(256)
+        .map(|chunk| {
+            let root = root.to_path_buf();
+            let chunk: Vec<(String, Vec<u8>, String)> = chunk
+                .iter()
+                .map(|(f, h)| (f.path.clone(), f.bytes.clone(), h.clone()))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|(path, bytes, h)| {
+                        let r = write_one(&root, &path, &bytes)
+                            .map_err(|e| format!("cannot write {path} in {}: {e}", root.display()));
+                        (path, h, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(v) => out.extend(v),
+            Err(e) => out.push((String::new(), String::new(), Err(e.to_string()))),
+        }
+    }
+    out
+}
+
+fn write_one(root: &std::path::Path, rel: &str, bytes: &[u8]) -> std::io::Result<()> {
+    if rel
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(std::io::Error::other(
+            "not a relative path inside the output",
+        ));
+    }
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path)
 }
 
 fn progress(n: usize) -> Option<indicatif::ProgressBar> {

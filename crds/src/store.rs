@@ -82,6 +82,7 @@ pub struct ObjectTarget {
     prefix: Path,
     url: String,
     secrets: Arc<[String]>,
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for ObjectTarget {
@@ -199,6 +200,7 @@ pub fn open_store_with(url: &str, options: &[(&str, &str)]) -> Result<ObjectTarg
         prefix: prefix()?,
         url: shown,
         secrets,
+        local_root: None,
     })
 }
 
@@ -220,6 +222,7 @@ fn local(
         prefix: Path::default(),
         url,
         secrets,
+        local_root: Some(path.to_path_buf()),
     })
 }
 
@@ -246,6 +249,7 @@ impl ObjectTarget {
             prefix,
             url,
             secrets: Arc::from(Vec::new()),
+            local_root: None,
         })
     }
 
@@ -429,6 +433,12 @@ impl ObjectTarget {
             url: self.url.clone(),
             reason: scrub_text(&error_chain(e), "", "", &self.secrets),
         }
+    }
+
+    /// The folder of a local target (`file://` URL or plain path), for callers that write
+    /// many files faster with plain file-system calls.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
     }
 
     /// Replace the secrets of this target in `text` (for messages built elsewhere).

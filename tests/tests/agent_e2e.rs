@@ -134,6 +134,7 @@ spec:
             .collect(),
         database_url: None,
         flush_interval: Duration::from_millis(500),
+        site_dir: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));
@@ -283,6 +284,7 @@ async fn catalog_edits_apply_live_and_state_survives_a_restart() {
         store_options: vec![],
         database_url: None,
         flush_interval: Duration::from_millis(300),
+        site_dir: None,
     };
     let state = |name: &'static str| {
         let path = objects.join(keys::state("edit"));

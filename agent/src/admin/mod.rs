@@ -1,11 +1,13 @@
-//! The agent's HTTP listener (hyper, no framework): health and readiness now; the admin
-//! API, push endpoint and metrics join it in their own issues. Handlers are plain
-//! functions of a request, callable without a socket.
+//! The agent's HTTP listener (hyper, no framework): health, readiness and the push
+//! endpoint (`GET`/`POST /api/v1/push/<token>`, see [`crate::push`]); the admin API and
+//! metrics join it in their own issues. Handlers are plain functions of a request,
+//! callable without a socket.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
@@ -17,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::push::{PATH_PREFIX, PushError, PushHub, Report, UnknownTokenLimiter};
 
 /// What the listener reports about the agent.
 #[derive(Debug, Default)]
@@ -76,10 +80,145 @@ pub fn handle<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
     }
 }
 
-/// Bind `addr` and serve until `shutdown` turns true. Returns the bound address.
+/// What the listener answers with: the agent's health, and the push monitors with the
+/// rate limit of unknown push tokens.
+#[derive(Debug)]
+pub struct Api {
+    health: Arc<Health>,
+    push: Option<Arc<PushHub>>,
+    limiter: Mutex<UnknownTokenLimiter>,
+    site: Option<std::path::PathBuf>,
+}
+
+impl Api {
+    /// Health and readiness only; pushes find no monitor.
+    pub fn new(health: Arc<Health>) -> Self {
+        Api {
+            health,
+            push: None,
+            limiter: Mutex::new(UnknownTokenLimiter::default()),
+            site: None,
+        }
+    }
+
+    /// Also serve the static site built into `dir` (`kubekuma up`): any GET/HEAD that is
+    /// not an endpoint of the agent answers from there.
+    pub fn with_site(mut self, dir: std::path::PathBuf) -> Self {
+        self.site = Some(dir);
+        self
+    }
+
+    /// Accept pushes for the monitors of `hub`.
+    pub fn with_push(mut self, hub: Arc<PushHub>) -> Self {
+        self.push = Some(hub);
+        self
+    }
+
+    /// Use this limiter for unknown push tokens.
+    pub fn with_limiter(mut self, limiter: UnknownTokenLimiter) -> Self {
+        self.limiter = Mutex::new(limiter);
+        self
+    }
+
+    /// Answer one request from `peer`.
+    pub async fn respond<B>(&self, req: &Request<B>, peer: IpAddr) -> Response<Full<Bytes>> {
+        match req.uri().path().strip_prefix(PATH_PREFIX) {
+            Some(token) => {
+                self.push(req.method(), token, req.uri().query(), peer)
+                    .await
+            }
+            None => match (&self.site, req.uri().path()) {
+                (Some(dir), path) if path != "/health" && path != "/ready" => {
+                    crate::site::serve(dir, req).unwrap_or_else(|| {
+                        json(
+                            StatusCode::NOT_FOUND,
+                            serde_json::json!({"error": "not found"}),
+                        )
+                    })
+                }
+                _ => handle(req, &self.health),
+            },
+        }
+    }
+
+    /// `/api/v1/push/<token>`: 200 `{"ok":true}` for an enabled push monitor's token;
+    /// 404 for any other token, 429 (with `Retry-After`) once `peer` sent too many of
+    /// those; 400 for a bad `status` or `ping`; 405 for methods other than GET and POST.
+    /// An exhausted client gets 429 before its token is looked up, so answers reveal
+    /// nothing about tokens while it is limited.
+    pub async fn push(
+        &self,
+        method: &Method,
+        token: &str,
+        query: Option<&str>,
+        peer: IpAddr,
+    ) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::POST {
+            let mut r = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"ok": false, "msg": "Use GET or POST."}),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+            return r;
+        }
+        let report = match Report::parse(query) {
+            Ok(r) => r,
+            Err(msg) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"ok": false, "msg": msg}),
+                );
+            }
+        };
+        let taken = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(peer, Instant::now());
+        if let Err(wait) = taken {
+            tracing::debug!(%peer, "push with an unknown token refused: too many");
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({"ok": false, "msg": "Too many unknown push tokens; retry later."}),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        let result = match &self.push {
+            Some(hub) => hub.receive(token, &report, Utc::now()).await,
+            None => Err(PushError::NotFound),
+        };
+        match result {
+            Ok(key) => {
+                self.limiter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .give_back(peer, Instant::now());
+                tracing::debug!(monitor = %key, up = report.up, "push received");
+                json(StatusCode::OK, serde_json::json!({"ok": true}))
+            }
+            Err(PushError::NotFound) => {
+                tracing::debug!(%peer, "push with an unknown token");
+                json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"ok": false, "msg": "Monitor not found or not active."}),
+                )
+            }
+            Err(PushError::Stopped) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"ok": false, "msg": "The agent is stopping."}),
+            ),
+        }
+    }
+}
+
+/// Bind `addr` and serve `api` until `shutdown` turns true. Returns the bound address.
 pub async fn serve(
     addr: &str,
-    health: Arc<Health>,
+    api: Arc<Api>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
@@ -88,12 +227,12 @@ pub async fn serve(
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let health = health.clone();
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let api = api.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
-                            let r = handle(&req, &health);
-                            async move { Ok::<_, Infallible>(r) }
+                            let api = api.clone();
+                            async move { Ok::<_, Infallible>(api.respond(&req, peer.ip()).await) }
                         });
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), svc)
@@ -125,5 +264,25 @@ mod tests {
         h.set_ready(true);
         assert_eq!(handle(&get("/ready"), &h).status(), StatusCode::OK);
         assert_eq!(handle(&get("/nope"), &h).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn push_without_monitors() {
+        let api = Api::new(Arc::new(Health::default()));
+        let peer: IpAddr = "192.0.2.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let r = api.push(&Method::PUT, "abcdefgh", None, peer).await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, POST");
+        let r = api
+            .push(&Method::GET, "abcdefgh", Some("status=maybe"), peer)
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        for _ in 0..10 {
+            let r = api.push(&Method::POST, "abcdefgh", None, peer).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        }
+        let r = api.push(&Method::GET, "abcdefgh", None, peer).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "6");
     }
 }

@@ -196,6 +196,19 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX idx_audit_resource ON audit_events (resource_type, resource_key, timestamp);
 "#,
+    // 3: push monitors. The token generated for a push monitor without
+    // spec.target.push.token (a credential: never logged, never exported) and the time of
+    // its last push, so that a restart keeps the push URL and the deadline.
+    r#"
+CREATE TABLE push_monitors (
+  monitor_namespace TEXT NOT NULL,
+  monitor_name TEXT NOT NULL,
+  generated_token TEXT,
+  last_push_at INTEGER,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (monitor_namespace, monitor_name)
+);
+"#,
 ];
 
 /// Why migrating failed.

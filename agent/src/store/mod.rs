@@ -1,4 +1,5 @@
-//! SQLite store: heartbeats, rollups, incidents, monitor state, crd cache, export outbox.
+//! SQLite store: heartbeats, rollups, incidents, monitor state, crd cache, export outbox,
+//! push monitors' tokens.
 //!
 //! One writer thread owns the write connection ([`writer`]); the async API sends it
 //! commands and awaits the reply. Heartbeats are queued without waiting and committed
@@ -14,6 +15,7 @@ mod convert;
 mod incidents;
 mod location;
 pub mod migrations;
+mod push;
 mod records;
 mod retention;
 mod rollups;
@@ -35,6 +37,7 @@ use tokio::sync::oneshot;
 
 use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
 pub use location::{DatabaseLocation, parse_database_url};
+pub use push::PushRow;
 pub use records::{CachedCrd, CrdCacheEntry, MonitorStateRow};
 use rollups::{Buckets, DAY_MS, HOUR_MS};
 use writer::{Command, Job, WriterStats};
@@ -642,6 +645,43 @@ impl Store {
         let (ns, name) = (namespace.to_string(), name.to_string());
         self.write(move |c| records::delete_state(c, &ns, &name))
             .await
+    }
+
+    /// Every push monitor's record (generated token, last push).
+    pub async fn push_rows(&self) -> Result<Vec<PushRow>, StoreError> {
+        self.read(push::load).await
+    }
+
+    /// Keep the token generated for a push monitor.
+    pub async fn save_push_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let (ns, name, token) = (namespace.to_string(), name.to_string(), token.to_string());
+        self.write(move |c| push::save_token(c, &ns, &name, &token, ms(Utc::now())))
+            .await
+    }
+
+    /// Remember that a push monitor received a push at `at` (a later push is never
+    /// replaced by an earlier one).
+    pub async fn save_push_seen(
+        &self,
+        namespace: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.write(move |c| push::seen(c, &ns, &name, ms(at), ms(Utc::now())))
+            .await
+    }
+
+    /// Forget a push monitor's record (its generated token stops existing); returns
+    /// whether there was one.
+    pub async fn delete_push_row(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.write(move |c| push::delete(c, &ns, &name)).await
     }
 
     /// Insert or update a cached resource (clearing any deletion mark). Refuses kind
