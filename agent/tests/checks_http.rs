@@ -845,21 +845,6 @@ async fn https_to_a_plain_http_server_is_tls() {
 // ---------------------------------------------------------------- dispatch
 
 #[tokio::test]
-async fn other_types_are_reported_unsupported() {
-    let spec: MonitorSpec = serde_json::from_value(json!({
-        "type": "dns",
-        "target": { "dns": { "domain": "example.com" } },
-    }))
-    .unwrap();
-    let o = run(&ctx(), NS, &spec, TIMEOUT).await;
-    assert_down(
-        &o,
-        FailureReason::Config,
-        &["monitor type dns is not supported by this version"],
-    );
-}
-
-#[tokio::test]
 async fn missing_target_block_is_config() {
     let spec: MonitorSpec = serde_json::from_value(json!({
         "type": "http",

@@ -627,7 +627,7 @@ pub struct PingCriteria {
     /// Slowest acceptable average round trip, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_ms: Option<i64>,
-    /// Highest acceptable packet loss, in percent. Default 0 (below 100% with count 1).
+    /// Highest acceptable packet loss, in percent. Default: up while any reply arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_packet_loss_percent: Option<i64>,
 }
@@ -660,7 +660,8 @@ pub struct KubernetesCriteria {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DockerCriteria {
-    /// Require the container's health check to report healthy when it has one. Default true.
+    /// Require a health check that reports healthy (also down while it is starting or
+    /// when the container has none). Default false: only an `unhealthy` report is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_healthy: Option<bool>,
 }
