@@ -180,7 +180,7 @@ spec:
     // browser shows the stale-data notice (proving the page's script ran).
     let objects = data.join("objects");
     let site_for_builder = site.clone();
-    let builder_stop = stop_rx.clone();
+    let (builder_stop_tx, builder_stop) = tokio::sync::watch::channel(false);
     let builder = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -259,7 +259,10 @@ spec:
         .unwrap();
     assert_eq!(hidden.status(), 404);
 
-    // Headless Chromium.
+    // Headless Chromium. The builder stops first and the data is left to age past the
+    // 1 s threshold, so the page's script must reveal the stale-data notice.
+    let _ = builder_stop_tx.send(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     if std::env::var_os("KUBEKUMA_SKIP_BROWSER").is_none() {
         let bin = chromium().expect(
             "chromium is needed for this test (tests/run installs Debian's chromium; \
