@@ -414,7 +414,12 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
         MonitorType::Dns => {
             if let Some(d) = &t.dns {
                 let domain = d.domain.trim_end_matches('.');
-                if domain.is_empty()
+                let ptr_by_address = d.record_type
+                    == Some(kubekuma_crds::monitor::DnsRecordType::PTR)
+                    && domain.parse::<std::net::IpAddr>().is_ok();
+                if ptr_by_address {
+                    // An address to look up in in-addr.arpa / ip6.arpa.
+                } else if domain.is_empty()
                     || domain.len() > 253
                     || !domain.split('.').all(|l| {
                         !l.is_empty()
@@ -524,14 +529,15 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                     sink.error("spec.target.docker.container", "must not be empty");
                 }
                 if let Some(e) = &d.engine {
-                    let ok = ["unix://", "tcp://", "http://", "https://"]
+                    let ok = ["unix:///", "tcp://", "http://"]
                         .iter()
-                        .any(|p| e.starts_with(p) && e.len() > p.len());
+                        .any(|p| e.starts_with(p) && e.len() > p.len())
+                        || (e.starts_with('/') && e.len() > 1);
                     if !ok {
                         sink.error(
                             "spec.target.docker.engine",
                             format!(
-                                "must be unix:///path/to/docker.sock, tcp://host:port or http(s)://host:port, got {e:?}"
+                                "must be unix:///path/to/docker.sock, an absolute socket path, tcp://host:port or http://host:port (TLS engines are not supported), got {e:?}"
                             ),
                         );
                     }
