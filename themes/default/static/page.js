@@ -7,7 +7,7 @@
   var staleAfter = Number(body.getAttribute("data-stale-after")) * 1000;
   function ago(ms) {
     var s = Math.max(0, Math.round(ms / 1000));
-    if (s < 60) return s + " seconds ago";
+    if (s < 60) return s + (s === 1 ? " second ago" : " seconds ago");
     var m = Math.round(s / 60);
     if (m < 60) return m + (m === 1 ? " minute ago" : " minutes ago");
     var h = Math.round(m / 60);
