@@ -324,29 +324,12 @@ impl ObjectTarget {
     /// `prefix` is matched on whole path segments: `v1/agents/a` lists `v1/agents/a/…`
     /// but not `v1/agents/ab/…`. An empty prefix lists everything.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ExportError> {
-        let trimmed = prefix.trim_matches('/');
-        let path = if trimmed.is_empty() {
-            self.prefix.clone()
-        } else {
-            self.path(trimmed)?
-        };
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&path))
-            .try_collect()
-            .await
-            .map_err(|e| self.store_error("list", prefix, &e))?;
-        let mut keys: Vec<String> = metas
-            .iter()
-            .filter_map(|m| {
-                m.location
-                    .prefix_match(&self.prefix)
-                    .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>())
-            })
-            .map(|parts| parts.join("/"))
-            .collect();
-        keys.sort();
-        Ok(keys)
+        Ok(self
+            .list_versions(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _, _)| key)
+            .collect())
     }
 
     /// Write a whole object with HTTP metadata (`Content-Type`, `Cache-Control`) for
