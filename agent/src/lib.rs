@@ -5,6 +5,7 @@ pub mod bench;
 pub mod catalog;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod export;
 pub mod push;
 pub mod runtime;

@@ -237,10 +237,11 @@ async fn write_local(
                 .map(|(f, h)| (f.path.clone(), f.bytes.clone(), h.clone()))
                 .collect();
             tokio::task::spawn_blocking(move || {
+                let mut dirs = std::collections::HashSet::new();
                 chunk
                     .into_iter()
                     .map(|(path, bytes, h)| {
-                        let r = write_one(&root, &path, &bytes)
+                        let r = write_one(&root, &path, &bytes, &mut dirs)
                             .map_err(|e| format!("cannot write {path} in {}: {e}", root.display()));
                         (path, h, r)
                     })
@@ -258,7 +259,14 @@ async fn write_local(
     out
 }
 
-fn write_one(root: &std::path::Path, rel: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes one file through a temporary name and a rename, so a reader never sees half a
+/// file. `dirs` remembers the folders this writer already created.
+fn write_one(
+    root: &std::path::Path,
+    rel: &str,
+    bytes: &[u8],
+    dirs: &mut std::collections::HashSet<std::path::PathBuf>,
+) -> std::io::Result<()> {
     if rel
         .split('/')
         .any(|s| s.is_empty() || s == "." || s == "..")
@@ -268,8 +276,11 @@ fn write_one(root: &std::path::Path, rel: &str, bytes: &[u8]) -> std::io::Result
         ));
     }
     let path = root.join(rel);
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent()
+        && !dirs.contains(dir)
+    {
         std::fs::create_dir_all(dir)?;
+        dirs.insert(dir.to_path_buf());
     }
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",

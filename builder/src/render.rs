@@ -222,29 +222,78 @@ fn json_file(path: String, v: &serde_json::Value) -> OutFile {
     }
 }
 
-/// SVG, PNG and shields JSON of every badge, rendered on all cores (PNG rasterising is
-/// the most expensive part of a build).
+/// SVG, PNG and shields JSON of every badge. PNG rasterising is the most expensive part
+/// of a build, so each distinct picture is rasterised once (badges that differ only in
+/// their title look the same: every "uptime 24h | 100%" badge of a page is one PNG), the
+/// distinct ones on all cores, and a PNG is not rendered again when its SVG did not
+/// change since the previous build.
 fn render_badges(
     renderer: &BadgeRenderer,
     jobs: &[(String, Badge)],
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
 ) -> Result<Vec<OutFile>, String> {
+    type Key = (String, String, String);
+    let mut out = Vec::with_capacity(jobs.len() * 3);
+    // (stem, key) of the PNGs to render, after the SVG and JSON of every badge.
+    let mut wanted: Vec<(String, Key)> = Vec::new();
+    let mut distinct: BTreeMap<Key, usize> = BTreeMap::new();
+    // One representative badge per distinct picture.
+    let mut todo: Vec<Badge> = Vec::new();
+    for (stem, badge) in jobs {
+        let svg = renderer.svg(badge);
+        let svg_path = format!("{stem}.svg");
+        let png_path = format!("{stem}.png");
+        if opts.png_badges {
+            let svg_hash = crate::source::hex(&sha2::Sha256::digest(svg.as_bytes()));
+            let kept_png = (previous.get(&svg_path) == Some(&svg_hash))
+                .then(|| previous.get(&png_path).cloned())
+                .flatten();
+            match kept_png {
+                Some(hash) => out.push(OutFile {
+                    path: png_path,
+                    bytes: Vec::new(),
+                    stage: Stage::Data,
+                    keep: Some(hash),
+                }),
+                None => {
+                    let key = BadgeRenderer::raster_key(badge);
+                    if !distinct.contains_key(&key) {
+                        distinct.insert(key.clone(), todo.len());
+                        todo.push(badge.clone());
+                    }
+                    wanted.push((stem.clone(), key));
+                }
+            }
+        }
+        out.push(json_file(
+            format!("{stem}.json"),
+            &shields_endpoint_json(badge),
+        ));
+        out.push(file(svg_path, svg, Stage::Data));
+    }
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+
+    // The distinct pictures, rasterised on all cores.
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
-    let chunk = jobs.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<OutFile>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
+    let chunk = todo.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<Vec<u8>>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = todo
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
-                    let mut out = Vec::with_capacity(part.len() * 3);
-                    for (stem, badge) in part {
-                        push_badge(&mut out, renderer, stem, badge, opts, previous)?;
-                    }
-                    Ok(out)
+                    part.iter()
+                        .map(|badge| {
+                            renderer
+                                .png(&renderer.svg(badge), PNG_SCALE)
+                                .map_err(|e| format!("badge {badge:?}: {e}"))
+                        })
+                        .collect::<Result<Vec<_>, String>>()
                 })
             })
             .collect();
@@ -256,52 +305,19 @@ fn render_badges(
             })
             .collect()
     });
-    let mut out = Vec::new();
+    let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(todo.len());
     for p in parts {
-        out.extend(p?);
+        pngs.extend(p?);
     }
-    Ok(out)
-}
-
-fn push_badge(
-    out: &mut Vec<OutFile>,
-    renderer: &BadgeRenderer,
-    stem: &str,
-    badge: &Badge,
-    opts: &RenderOptions,
-    previous: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    let svg = renderer.svg(badge);
-    let svg_path = format!("{stem}.svg");
-    let png_path = format!("{stem}.png");
-    let svg_hash = crate::source::hex(&sha2::Sha256::digest(svg.as_bytes()));
-    let kept_png = (previous.get(&svg_path) == Some(&svg_hash))
-        .then(|| previous.get(&png_path).cloned())
-        .flatten();
-    if opts.png_badges && kept_png.is_some() {
+    for (stem, key) in wanted {
         out.push(OutFile {
-            path: png_path,
-            bytes: Vec::new(),
-            stage: Stage::Data,
-            keep: kept_png,
-        });
-    } else if opts.png_badges {
-        let png = renderer
-            .png(&svg, PNG_SCALE)
-            .map_err(|e| format!("{stem}.png: {e}"))?;
-        out.push(OutFile {
-            path: png_path,
-            bytes: png,
+            path: format!("{stem}.png"),
+            bytes: pngs[distinct[&key]].clone(),
             stage: Stage::Data,
             keep: None,
         });
     }
-    out.push(json_file(
-        format!("{stem}.json"),
-        &shields_endpoint_json(badge),
-    ));
-    out.push(file(svg_path, svg, Stage::Data));
-    Ok(())
+    Ok(out)
 }
 
 /// PNG badges are rendered at twice the SVG size, for high-density screens.

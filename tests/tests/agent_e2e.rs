@@ -4,7 +4,7 @@
 //! while the target fails, comes back, and the agent catches up without losing the
 //! incident. Nothing in the bucket may name a target.
 
-#[path = "../../agent/tests/common/s3.rs"]
+#[path = "../../agent/tests/suite/common/s3.rs"]
 mod s3;
 
 use std::convert::Infallible;

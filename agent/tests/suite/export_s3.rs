@@ -4,8 +4,7 @@
 //! outage behaviour and catch-up, agents sharing a bucket, wrong credentials, and the
 //! public catalog never carrying targets or secrets.
 
-#[path = "common/s3.rs"]
-mod s3;
+use crate::common::s3;
 
 use std::sync::Arc;
 use std::time::Duration;

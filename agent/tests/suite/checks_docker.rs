@@ -4,8 +4,7 @@
 //! `ContainerInspect` documents and `{"message": …}` errors — and bollard talks to it as
 //! to a real engine.
 
-#[path = "common/docker_engine.rs"]
-mod docker_engine;
+use crate::common::docker_engine;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! custom resources by condition, not found, forbidden and an unreachable API server; and
 //! the fake itself with kube's watcher and its write semantics.
 
-#[path = "common/fake_kube.rs"]
-mod fake_kube;
+use crate::common::fake_kube;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,5 @@
+//! Test peers shared by the integration tests.
+
+pub mod docker_engine;
+pub mod fake_kube;
+pub mod s3;

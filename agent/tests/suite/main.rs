@@ -1,0 +1,23 @@
+//! The agent's integration tests, in one binary so the workspace links one test
+//! executable for them instead of one per file. Each module is one area; `common`
+//! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine).
+
+mod common;
+mod checks_dns;
+mod checks_docker;
+mod checks_http;
+mod checks_keyword_json;
+mod checks_kubernetes;
+mod checks_ping;
+mod checks_steam;
+mod checks_tcp;
+mod checks_websocket;
+mod cli;
+mod cluster_catalog;
+mod cluster_lease;
+mod export_s3;
+mod folder_reload;
+mod push;
+mod round_trip;
+mod store;
+mod validation_fixtures;
