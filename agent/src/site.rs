@@ -2,51 +2,249 @@
 //! file under the root, `/` and folders to their `index.html`. Paths that would leave the
 //! root (`..`, absolute segments, backslashes, NUL) are refused, and so is the builder's
 //! `.kubekuma/` bookkeeping.
+//!
+//! Files are kept in memory once read (up to [`CACHE_BUDGET`] bytes), with a gzip copy of
+//! the compressible ones for clients that accept it and an `ETag` for conditional
+//! requests. The builder writes its manifest (`.kubekuma/manifest.json`) after every
+//! file of a build, so the cache is dropped whenever the manifest changes; a folder
+//! without a manifest is read from disk on every request.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use kubekuma_builder::publish::content_type;
+use kubekuma_builder::publish::{MANIFEST, content_type};
 
-/// The file under `root` that answers `req`, as a response; `None` when the request is
-/// not a GET/HEAD or no such file exists (so another handler may answer).
-pub fn serve<B>(root: &Path, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return None;
+/// At most this many bytes of files (plain and gzip copies together) stay in memory.
+pub const CACHE_BUDGET: usize = 256 << 20;
+
+/// How often the manifest is looked at for a new build.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// A built site folder, served with an in-memory cache.
+#[derive(Debug)]
+pub struct Site {
+    root: PathBuf,
+    cache: RwLock<Cache>,
+}
+
+#[derive(Debug)]
+struct Cache {
+    /// Modification time and length of the manifest when the entries were read.
+    stamp: Option<(SystemTime, u64)>,
+    checked: Option<Instant>,
+    entries: HashMap<String, Arc<Entry>>,
+    bytes: usize,
+}
+
+/// One file, ready to send.
+#[derive(Debug)]
+struct Entry {
+    /// `None` for a folder requested without its trailing slash (a redirect).
+    body: Option<Bytes>,
+    gzip: Option<Bytes>,
+    content_type: &'static str,
+    etag: HeaderValue,
+}
+
+impl Site {
+    /// Serve the site built into `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Site {
+            root,
+            cache: RwLock::new(Cache {
+                stamp: None,
+                checked: None,
+                entries: HashMap::new(),
+                bytes: 0,
+            }),
+        }
     }
-    let url_path = req.uri().path();
-    let path = resolve(root, url_path)?;
-    if !url_path.ends_with('/') && path.ends_with("index.html") && !url_path.ends_with(".html") {
+
+    /// The folder served.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file that answers `req`, as a response; `None` when the request is not a
+    /// GET/HEAD or no such file exists (so another handler may answer).
+    pub fn serve<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return None;
+        }
+        let url_path = req.uri().path();
+        let cacheable = self.refresh();
+        let cached = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.entries.get(url_path).cloned());
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(load(&self.root, url_path)?);
+                if cacheable && let Ok(mut c) = self.cache.write() {
+                    let size = e.body.as_ref().map_or(0, |b| b.len())
+                        + e.gzip.as_ref().map_or(0, |b| b.len());
+                    if c.bytes + size <= CACHE_BUDGET {
+                        c.bytes += size;
+                        c.entries.insert(url_path.to_string(), e.clone());
+                    }
+                }
+                e
+            }
+        };
+        Some(respond(req, url_path, &entry))
+    }
+
+    /// Drops the cache when a new build finished; whether files may be cached at all.
+    fn refresh(&self) -> bool {
+        let fresh = self.cache.read().ok().and_then(|c| {
+            c.checked
+                .map(|t| (t.elapsed() < RECHECK, c.stamp.is_some()))
+        });
+        if let Some((true, cacheable)) = fresh {
+            return cacheable;
+        }
+        let stamp = std::fs::metadata(self.root.join(MANIFEST))
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let Ok(mut c) = self.cache.write() else {
+            return false;
+        };
+        if c.stamp != stamp {
+            c.entries.clear();
+            c.bytes = 0;
+            c.stamp = stamp;
+        }
+        c.checked = Some(Instant::now());
+        stamp.is_some()
+    }
+}
+
+/// The response for a request from a loaded file.
+fn respond<B>(req: &Request<B>, url_path: &str, e: &Entry) -> Response<Full<Bytes>> {
+    let Some(body) = &e.body else {
         // `/status` → `/status/`, so the page's relative links resolve.
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
         if let Ok(v) = HeaderValue::from_str(&format!("{url_path}/")) {
             r.headers_mut().insert(header::LOCATION, v);
         }
-        return Some(r);
-    }
-    let bytes = std::fs::read(&path).ok()?;
-    let rel = path.to_string_lossy().into_owned();
-    let mut r = Response::new(Full::new(if req.method() == Method::HEAD {
+        return r;
+    };
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == e.etag || t.trim() == "*"));
+    let gzip = e.gzip.as_ref().filter(|_| accepts_gzip(req));
+    let mut r = Response::new(Full::new(if req.method() == Method::HEAD || not_modified {
         Bytes::new()
     } else {
-        Bytes::from(bytes)
+        gzip.unwrap_or(body).clone()
     }));
-    *r.status_mut() = StatusCode::OK;
+    *r.status_mut() = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&rel)),
+        HeaderValue::from_static(e.content_type),
     );
-    // Locally every rebuild should show at once.
+    h.insert(header::ETAG, e.etag.clone());
+    if e.gzip.is_some() {
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if gzip.is_some() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    // Locally every rebuild should show at once (revalidated with the ETag).
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    Some(r)
+    r
+}
+
+/// Reads the file for `url_path`, or the redirect to its folder.
+fn load(root: &Path, url_path: &str) -> Option<Entry> {
+    let path = resolve(root, url_path)?;
+    let content_type = content_type(&path.to_string_lossy());
+    let redirect =
+        !url_path.ends_with('/') && path.ends_with("index.html") && !url_path.ends_with(".html");
+    if redirect {
+        return Some(Entry {
+            body: None,
+            gzip: None,
+            content_type,
+            etag: HeaderValue::from_static("\"redirect\""),
+        });
+    }
+    let body = std::fs::read(&path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag =
+        HeaderValue::from_str(&format!("\"{:016x}-{:x}\"", hasher.finish(), body.len())).ok()?;
+    let gzip = compressible(content_type)
+        .then(|| gzip(&body))
+        .flatten()
+        .filter(|z| z.len() < body.len());
+    Some(Entry {
+        body: Some(Bytes::from(body)),
+        gzip: gzip.map(Bytes::from),
+        content_type,
+        etag,
+    })
+}
+
+fn compressible(content_type: &str) -> bool {
+    content_type.starts_with("text/")
+        || content_type.starts_with("application/json")
+        || content_type.starts_with("application/rss+xml")
+        || content_type.starts_with("application/atom+xml")
+        || content_type.starts_with("application/xml")
+        || content_type.starts_with("image/svg+xml")
+}
+
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    if body.len() < 256 {
+        return None;
+    }
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(body).ok()?;
+    z.finish().ok()
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) without `q=0`.
+fn accepts_gzip<B>(req: &Request<B>) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    v.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
 }
 
 /// The file a URL path names under `root`, if it is safe and exists.
@@ -120,5 +318,93 @@ mod tests {
         assert!(resolve(root, "/.kubekuma/manifest.json").is_none());
         assert!(resolve(root, "/missing.html").is_none());
         assert!(resolve(root, "/%zz").is_none());
+    }
+
+    fn get(site: &Site, path: &str, headers: &[(&str, &str)]) -> Response<Full<Bytes>> {
+        let mut b = Request::builder().uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        site.serve(&b.body(()).unwrap()).expect("a response")
+    }
+
+    async fn body(r: Response<Full<Bytes>>) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        r.into_body().collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    fn build(root: &Path, page: &str, generation: u32) {
+        std::fs::create_dir_all(root.join("status")).unwrap();
+        std::fs::create_dir_all(root.join(".kubekuma")).unwrap();
+        std::fs::write(root.join("status/index.html"), page).unwrap();
+        std::fs::write(
+            root.join(MANIFEST),
+            format!("{{\"version\":1,\"generation\":{generation}}}"),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn gzip_etag_and_a_new_build_replaces_the_cached_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = "<p>all systems operational</p>\n".repeat(200);
+        build(dir.path(), &page, 1);
+        let site = Site::new(dir.path().to_path_buf());
+
+        // Plain for clients that do not ask for gzip.
+        let r = get(&site, "/status/", &[]);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(r.headers()[header::VARY], "Accept-Encoding");
+        let etag = r.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert_eq!(body(r).await, page.as_bytes());
+
+        // gzip for those that do, decoding to the same bytes.
+        let r = get(&site, "/status/", &[("accept-encoding", "br, gzip;q=0.8")]);
+        assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip");
+        let z = body(r).await;
+        assert!(z.len() < page.len() / 10, "{} bytes compressed", z.len());
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&z[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, page);
+        let r = get(&site, "/status/", &[("accept-encoding", "gzip;q=0")]);
+        assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+
+        // Conditional requests.
+        let r = get(&site, "/status/", &[("if-none-match", &etag)]);
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert!(body(r).await.is_empty());
+
+        // A file changed on disk without a new manifest is still the cached one ...
+        std::fs::write(dir.path().join("status/index.html"), "half-built").unwrap();
+        assert_eq!(body(get(&site, "/status/", &[])).await, page.as_bytes());
+        // ... and the next build's manifest brings the new one, with a new ETag.
+        build(dir.path(), "<p>major outage</p>", 2);
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        let r = get(&site, "/status/", &[("if-none-match", &etag)]);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_ne!(r.headers()[header::ETAG].to_str().unwrap(), etag);
+        assert_eq!(body(r).await, b"<p>major outage</p>");
+
+        // Redirects and refusals go through the cache too.
+        let r = get(&site, "/status", &[]);
+        assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(r.headers()[header::LOCATION], "/status/");
+        let refused = Request::builder()
+            .uri("/.kubekuma/manifest.json")
+            .body(())
+            .unwrap();
+        assert!(site.serve(&refused).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_folder_without_a_manifest_is_read_on_every_request() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "one").unwrap();
+        let site = Site::new(dir.path().to_path_buf());
+        assert_eq!(body(get(&site, "/", &[])).await, b"one");
+        std::fs::write(dir.path().join("index.html"), "two").unwrap();
+        assert_eq!(body(get(&site, "/", &[])).await, b"two");
     }
 }

@@ -87,7 +87,7 @@ pub struct Api {
     health: Arc<Health>,
     push: Option<Arc<PushHub>>,
     limiter: Mutex<UnknownTokenLimiter>,
-    site: Option<std::path::PathBuf>,
+    site: Option<crate::site::Site>,
 }
 
 impl Api {
@@ -104,7 +104,7 @@ impl Api {
     /// Also serve the static site built into `dir` (`kubekuma up`): any GET/HEAD that is
     /// not an endpoint of the agent answers from there.
     pub fn with_site(mut self, dir: std::path::PathBuf) -> Self {
-        self.site = Some(dir);
+        self.site = Some(crate::site::Site::new(dir));
         self
     }
 
@@ -128,8 +128,8 @@ impl Api {
                     .await
             }
             None => match (&self.site, req.uri().path()) {
-                (Some(dir), path) if path != "/health" && path != "/ready" => {
-                    crate::site::serve(dir, req).unwrap_or_else(|| {
+                (Some(site), path) if path != "/health" && path != "/ready" => {
+                    site.serve(req).unwrap_or_else(|| {
                         json(
                             StatusCode::NOT_FOUND,
                             serde_json::json!({"error": "not found"}),
