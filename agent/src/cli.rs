@@ -104,7 +104,7 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: String,
     },
-    /// Run the probe agent (folder mode with --config; kube mode arrives with the Kubernetes issue)
+    /// Run the probe agent: folder mode with --config, else kube mode (in a cluster or with KUBECONFIG)
     Agent {
         /// Agent options
         #[command(flatten)]
@@ -112,6 +112,15 @@ pub enum Command {
         /// Address for /health, /ready and the admin API (default 0.0.0.0:$PORT, PORT=3000)
         #[arg(long)]
         listen: Option<String>,
+        /// Kube mode: comma-separated namespaces to watch (default: all)
+        #[arg(long, env = "KUBE_NAMESPACE", value_name = "NS[,NS…]")]
+        namespace: Option<String>,
+        /// Kube mode: seconds between status writes
+        #[arg(long, env = "KUBEKUMA_STATUS_INTERVAL", default_value_t = 30)]
+        status_interval: u64,
+        /// Kube mode: public URL of the built site, for the status of StatusPages without a host
+        #[arg(long, env = "KUBEKUMA_BASE_URL")]
+        base_url: Option<String>,
     },
     /// Render status pages, badges, JSON and feeds once (--watch to keep going)
     Build(BuildArgs),
@@ -212,8 +221,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up { agent, listen } => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(up(agent, listen)))
         }
-        Command::Agent { agent, listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
-            rt.block_on(agent_cmd(agent, listen))
+        Command::Agent {
+            agent,
+            listen,
+            namespace,
+            status_interval,
+            base_url,
+        } => runtime().map_or(ExitCode::FAILURE, |rt| {
+            let kube = KubeArgs {
+                namespace,
+                status_interval,
+                base_url,
+            };
+            rt.block_on(agent_cmd(agent, listen, kube))
         }),
         Command::Bench { what } => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(bench(what)))
@@ -452,14 +472,89 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
     }
 }
 
-async fn agent_cmd(a: AgentArgs, listen: Option<String>) -> ExitCode {
-    if a.config.is_empty() {
+/// The kube mode options of `agent`.
+struct KubeArgs {
+    namespace: Option<String>,
+    status_interval: u64,
+    base_url: Option<String>,
+}
+
+/// Whether `agent` without `--config` should read the API server: in a cluster, or with
+/// a kubeconfig named by `KUBECONFIG`.
+fn kube_mode_available() -> bool {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+    set("KUBERNETES_SERVICE_HOST") || set("KUBECONFIG")
+}
+
+async fn agent_cmd(a: AgentArgs, listen: Option<String>, k: KubeArgs) -> ExitCode {
+    let shutdown = shutdown_signal();
+    // Leader election and the role label: awaited after the agent stopped, so the Lease is
+    // released and the Pod marked standby before the process exits.
+    let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let source = if !a.config.is_empty() {
+        runtime::CatalogSource::Folder
+    } else if kube_mode_available() {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("kubekuma agent: cannot reach the Kubernetes API server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let namespaces = k
+            .namespace
+            .as_deref()
+            .map(crate::cluster::catalog::parse_namespaces)
+            .unwrap_or_default();
+        let lease_ns = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let elector = match crate::cluster::lease::LeaderElector::new(
+            client.clone(),
+            crate::cluster::lease::LeaseConfig::new(lease_ns.clone()),
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("kubekuma agent: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(identity = elector.identity(), namespace = %lease_ns, "leader election");
+        let leadership = elector.spawn(shutdown.clone());
+        let is_leader = leadership.is_leader.clone();
+        if let Some(pod) = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()) {
+            let (client, is_leader, stop) = (client.clone(), is_leader.clone(), shutdown.clone());
+            background.push(tokio::spawn(async move {
+                crate::cluster::role::follow(
+                    client,
+                    &lease_ns,
+                    &pod,
+                    is_leader,
+                    stop,
+                    Duration::from_secs(5),
+                )
+                .await
+            }));
+        }
+        background.push(leadership.task);
+        runtime::CatalogSource::Kube(runtime::KubeMode {
+            client,
+            namespaces,
+            status: crate::cluster::status::StatusOptions {
+                interval: Duration::from_secs(k.status_interval.max(1)),
+                site_url: k.base_url.filter(|u| !u.trim().is_empty()),
+                ..Default::default()
+            },
+            is_leader,
+        })
+    } else {
         eprintln!(
-            "kubekuma agent: give --config PATH (folder mode). Kube mode (watching the CRDs through the API server) \
-             arrives with the Kubernetes issue; until then run the agent on a folder of the same YAML."
+            "kubekuma agent: no catalog to read. Give --config PATH for folder mode, or run it in a \
+             cluster (KUBERNETES_SERVICE_HOST) or with KUBECONFIG set for kube mode."
         );
         return ExitCode::from(2);
-    }
+    };
     let listen = listen.unwrap_or_else(|| {
         format!(
             "0.0.0.0:{}",
@@ -467,7 +562,11 @@ async fn agent_cmd(a: AgentArgs, listen: Option<String>) -> ExitCode {
         )
     });
     let config = a.config.clone();
-    match runtime::run(options(a, listen, config), shutdown_signal()).await {
+    let result = runtime::run_with(options(a, listen, config), source, shutdown).await;
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubekuma agent: {e:#}");

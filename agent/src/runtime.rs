@@ -20,6 +20,8 @@ use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
 use crate::checks::{self, CheckContext};
+use crate::cluster::catalog::{KubeCatalog, KubeWatch};
+use crate::cluster::status::{StatusOptions, StatusWriter};
 use crate::export::{self, Outbox, PendingObject, Uploader};
 use crate::push::{self, PushHub, Token};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
@@ -47,6 +49,26 @@ pub struct AgentOptions {
     pub flush_interval: Duration,
     /// Serve this folder (the built site) on the listener too (`kubekuma up`).
     pub site_dir: Option<PathBuf>,
+}
+
+/// Where the desired state comes from.
+pub enum CatalogSource {
+    /// Folder mode: the manifests of [`AgentOptions::config`], reloaded when they change.
+    Folder,
+    /// Kube mode: the API server, with status written back.
+    Kube(KubeMode),
+}
+
+/// Kube mode's settings.
+pub struct KubeMode {
+    /// The client (also used by `kubernetes` monitors).
+    pub client: kube::Client,
+    /// Namespaces watched; empty: all.
+    pub namespaces: Vec<String>,
+    /// Pace of the status writer.
+    pub status: StatusOptions,
+    /// Whether this replica writes status (the leader).
+    pub is_leader: watch::Receiver<bool>,
 }
 
 /// Log validation findings (errors and warnings) of a catalog load.
@@ -94,6 +116,10 @@ pub struct LiveMonitor {
     pub latency_ms: Option<f64>,
     /// Last failure reason.
     pub reason: Option<kubekuma_crds::results::FailureReason>,
+    /// Message of the last check (free of secrets).
+    pub message: Option<String>,
+    /// Attempts of the last check, retries included.
+    pub attempts: u32,
     /// Certificate of the last check.
     pub cert: Option<CertInfo>,
     /// The generated token of a push monitor without `spec.target.push.token` (for its
@@ -177,21 +203,13 @@ pub async fn process_with(
     let changed = {
         let Ok(mut l) = live.lock() else { return };
         let prev = l.monitors.get(&key).map(|m| m.tracker.clone());
-        let entry = l
-            .monitors
-            .entry(key.clone())
-            .or_insert_with(|| LiveMonitor {
-                tracker: Tracker::default(),
-                checked_at: None,
-                latency_ms: None,
-                reason: None,
-                cert: None,
-                push_token: None,
-            });
+        let entry = l.monitors.entry(key.clone()).or_default();
         entry.tracker = tracker.clone();
         entry.checked_at = Some(now);
         entry.latency_ms = latency;
         entry.reason = done.outcome.reason;
+        entry.message = done.outcome.message.clone();
+        entry.attempts = obs.attempts;
         if done.outcome.cert.is_some() {
             entry.cert = done.outcome.cert.clone();
         }
@@ -383,10 +401,7 @@ pub async fn restore(store: &Store, live: &Mutex<Live>) -> anyhow::Result<()> {
             LiveMonitor {
                 tracker: t,
                 checked_at: r.last_checked_at,
-                latency_ms: None,
-                reason: None,
-                cert: None,
-                push_token: None,
+                ..LiveMonitor::default()
             },
         );
     }
@@ -570,8 +585,17 @@ impl Outbox for StoreOutbox {
     }
 }
 
-/// Run the agent until `shutdown` turns true.
-pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Run the agent in folder mode until `shutdown` turns true.
+pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    run_with(opts, CatalogSource::Folder, shutdown).await
+}
+
+/// Run the agent on the catalog `source` until `shutdown` turns true.
+pub async fn run_with(
+    opts: AgentOptions,
+    source: CatalogSource,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data folder {}", opts.data_dir.display()))?;
     let store = match &opts.database_url {
@@ -605,16 +629,43 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     tracing::info!(%addr, agent = %opts.agent_id, objects = %store_url, "agent listening");
 
-    let catalog = FolderCatalog::new(opts.config.clone());
-    let (mut snapshots, _watch) = catalog.watch(log_findings)?;
+    // Folder mode keeps its watching thread, kube mode its watchers and settings.
+    let (mut snapshots, _folder, kube) = match source {
+        CatalogSource::Folder => {
+            let catalog = FolderCatalog::new(opts.config.clone());
+            let (snapshots, thread) = catalog.watch(log_findings)?;
+            (snapshots, Some(thread), None)
+        }
+        CatalogSource::Kube(mode) => {
+            let catalog = KubeCatalog::new(mode.client.clone(), mode.namespaces.clone());
+            tracing::info!(namespaces = ?mode.namespaces, "reading the catalog from the API server");
+            let stopped = async {
+                // The guard `wait_for` returns is not Send: drop it here.
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            let kube_watch: KubeWatch = tokio::select! {
+                w = catalog.watch(log_findings) => w,
+                () = stopped => {
+                    let _ = server.await;
+                    return Ok(());
+                }
+            };
+            (kube_watch.snapshots.clone(), None, Some((mode, kube_watch)))
+        }
+    };
+    let kube_client = kube.as_ref().map(|(m, _)| m.client.clone());
+    let context = move |snap: &Snapshot| {
+        let ctx = CheckContext::new(snap.effective.clone(), Arc::new(snap.secrets.clone()));
+        match &kube_client {
+            Some(c) => ctx.with_kube_client(c.clone()),
+            None => ctx,
+        }
+    };
     let live = Arc::new(Mutex::new(Live::default()));
     restore(&store, &live).await?;
 
     let first = snapshots.borrow_and_update().clone();
-    let (ctx_tx, ctx_rx) = watch::channel(Arc::new(CheckContext::new(
-        first.effective.clone(),
-        Arc::new(first.secrets.clone()),
-    )));
+    let (ctx_tx, ctx_rx) = watch::channel(Arc::new(context(&first)));
     // A run of a push monitor only evaluates its deadline (pushes arrive through the
     // listener); every other type runs its check.
     let runner: Runner = {
@@ -631,8 +682,19 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
         })
     };
     let scheduler = Scheduler::spawn(runner, Limits::from_settings(&first.effective), done_tx);
+    // With leader election only the leader schedules checks and exports; a standby keeps
+    // the catalog up to date so it can take over at once.
+    let mut leading = kube.as_ref().map(|(m, _)| m.is_leader.clone());
+    let mut lead_now = leading.as_ref().is_none_or(|r| *r.borrow());
+    if leading.is_some() {
+        health.set_leader(lead_now);
+    }
     let first_plans = plans(&first);
-    scheduler.apply(first_plans.clone());
+    scheduler.apply(if lead_now {
+        first_plans.clone()
+    } else {
+        Vec::new()
+    });
     let mut synced = Synced::default();
     sync_catalog(&first, &store, &live, &mut synced).await;
     sync_push(&hub, &first_plans, &live).await;
@@ -650,6 +712,19 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
         })
     };
 
+    let status_writer = kube.as_ref().map(|(mode, w)| {
+        let writer = StatusWriter::new(
+            mode.client.clone(),
+            w.objects.clone(),
+            w.snapshots.clone(),
+            w.findings.clone(),
+            live.clone(),
+            store.clone(),
+            mode.status.clone(),
+        );
+        tokio::spawn(writer.run(mode.is_leader.clone(), shutdown.clone()))
+    });
+
     let mut flush = tokio::time::interval(opts.flush_interval);
     let mut retention = tokio::time::interval(Duration::from_secs(3600));
     let mut last_bodies: HashMap<String, Vec<u8>> = HashMap::new();
@@ -660,14 +735,32 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
             changed = snapshots.changed() => {
                 if changed.is_err() { break; }
                 let snap = snapshots.borrow_and_update().clone();
-                let _ = ctx_tx.send(Arc::new(CheckContext::new(snap.effective.clone(), Arc::new(snap.secrets.clone()))));
+                let _ = ctx_tx.send(Arc::new(context(&snap)));
                 let snap_plans = plans(&snap);
-                scheduler.apply(snap_plans.clone());
+                scheduler.apply(if lead_now { snap_plans.clone() } else { Vec::new() });
                 sync_catalog(&snap, &store, &live, &mut synced).await;
                 sync_push(&hub, &snap_plans, &live).await;
                 tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
             }
-            _ = flush.tick() => {
+            changed = async {
+                match leading.as_mut() {
+                    Some(r) => r.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match changed {
+                    Ok(()) => {
+                        lead_now = leading.as_mut().is_some_and(|r| *r.borrow_and_update());
+                        health.set_leader(lead_now);
+                        let snap = snapshots.borrow().clone();
+                        scheduler.apply(if lead_now { plans(&snap) } else { Vec::new() });
+                        tracing::info!(leader = lead_now, "role changed; checks {}", if lead_now { "scheduled" } else { "stopped" });
+                    }
+                    // The election ended (shutdown): keep the last role.
+                    Err(_) => leading = None,
+                }
+            }
+            _ = flush.tick(), if lead_now => {
                 let snap = snapshots.borrow().clone();
                 if let Err(e) = flush_once(&opts.agent_id, &snap, &store, &live, &outbox, &uploader, &mut last_bodies).await {
                     tracing::error!(error = %e, "flush failed");
@@ -684,18 +777,24 @@ pub async fn run(opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> any
     }
     health.set_ready(false);
     // Last flush so the object store has the final state.
-    let snap = snapshots.borrow().clone();
-    let _ = flush_once(
-        &opts.agent_id,
-        &snap,
-        &store,
-        &live,
-        &outbox,
-        &uploader,
-        &mut last_bodies,
-    )
-    .await;
+    if lead_now {
+        let snap = snapshots.borrow().clone();
+        let _ = flush_once(
+            &opts.agent_id,
+            &snap,
+            &store,
+            &live,
+            &outbox,
+            &uploader,
+            &mut last_bodies,
+        )
+        .await;
+    }
     processor.abort();
+    if let Some(w) = status_writer {
+        // Status writes are idempotent: a round cut short is redone by the next leader.
+        w.abort();
+    }
     let _ = server.await;
     Ok(())
 }

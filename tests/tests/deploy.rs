@@ -356,17 +356,20 @@ fn rbac_is_least_privilege() {
                     if READ.contains(verb) {
                         continue;
                     }
-                    // The only writes: status subresources (patch/update), and the
-                    // leader-election Lease in the agent's own namespace.
+                    // The only writes: status subresources (patch/update), the
+                    // leader-election Lease in the agent's own namespace, and the role
+                    // label on the agents' own Pods (a patch, in that namespace only).
                     let status_write = matches!(*verb, "patch" | "update")
                         && resources.iter().all(|res| res.ends_with("/status"));
                     let lease_write = namespaced
                         && matches!(*verb, "create" | "update")
                         && groups == ["coordination.k8s.io"]
                         && resources == ["leases"];
+                    let role_label =
+                        namespaced && *verb == "patch" && groups == [""] && resources == ["pods"];
                     assert!(
-                        status_write || lease_write,
-                        "{dir}: {} may {verb} {resources:?}: only status and the Lease are written",
+                        status_write || lease_write || role_label,
+                        "{dir}: {} may {verb} {resources:?}: only status, the Lease and the role label are written",
                         id(role)
                     );
                 }
@@ -595,16 +598,31 @@ fn the_agent_is_a_replicated_statefulset_with_probes_and_its_own_database() {
             "{dir}: ping_group_range"
         );
         let labels = &pod_template_labels(set);
-        // The Service, the PodDisruptionBudget and the NetworkPolicy select the agent.
-        let selects = |sel: &Value| {
+        // The Service, the PodDisruptionBudget and the NetworkPolicy select the agent;
+        // the Service only the leader, by the role label the agent puts on its own Pod.
+        let role = kubekuma_agent::cluster::role::ROLE_LABEL;
+        let leader = Value::from(kubekuma_agent::cluster::role::role_name(true));
+        let selects_with = |sel: &Value, extra: Option<(&str, &Value)>| {
             sel.as_object().is_some_and(|m| {
-                !m.is_empty() && m.iter().all(|(k, v)| labels.get(k.as_str()) == Some(&v))
+                !m.is_empty()
+                    && m.iter().all(|(k, v)| {
+                        labels.get(k.as_str()) == Some(&v)
+                            || extra.is_some_and(|(ek, ev)| ek == k && ev == v)
+                    })
             })
         };
+        let selects = |sel: &Value| selects_with(sel, None);
         let service = r
             .of_kind("Service")
-            .find(|s| s["spec"]["clusterIP"] != "None" && selects(&s["spec"]["selector"]))
+            .find(|s| {
+                s["spec"]["clusterIP"] != "None"
+                    && selects_with(&s["spec"]["selector"], Some((role, &leader)))
+            })
             .unwrap_or_else(|| panic!("{dir}: no Service for the agent"));
+        assert_eq!(
+            service["spec"]["selector"][role], leader,
+            "{dir}: the agent Service selects the leader only"
+        );
         assert_eq!(service["spec"]["ports"][0]["targetPort"], "http", "{dir}");
         let pdb = r
             .of_kind("PodDisruptionBudget")

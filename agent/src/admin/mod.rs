@@ -27,12 +27,29 @@ use crate::push::{PATH_PREFIX, PushError, PushHub, Report, UnknownTokenLimiter};
 pub struct Health {
     /// The catalog is loaded and the scheduler runs.
     pub ready: AtomicBool,
+    /// With leader election: 1 while this replica leads, 2 while it stands by; 0 without.
+    role: std::sync::atomic::AtomicU8,
 }
 
 impl Health {
     /// Mark the agent ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Record this replica's role in leader election (`/ready` reports it).
+    pub fn set_leader(&self, leader: bool) {
+        self.role
+            .store(if leader { 1 } else { 2 }, Ordering::SeqCst);
+    }
+
+    /// `leader`, `standby`, or `None` without leader election.
+    pub fn role(&self) -> Option<&'static str> {
+        match self.role.load(Ordering::SeqCst) {
+            1 => Some("leader"),
+            2 => Some("standby"),
+            _ => None,
+        }
     }
 }
 
@@ -59,14 +76,21 @@ pub fn handle<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
             serde_json::json!({"status": "ok", "timestamp": now}),
         ),
         (&Method::GET | &Method::HEAD, "/ready") => {
+            // A standby is ready too (it holds the catalog and takes over when the leader
+            // goes); the role says which one records checks. The Service routes to the
+            // leader by the role label on its Pod (`cluster::role`).
             let ready = health.ready.load(Ordering::SeqCst);
+            let mut body = serde_json::json!({"ready": ready, "timestamp": now});
+            if let Some(role) = health.role() {
+                body["role"] = role.into();
+            }
             json(
                 if ready {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 },
-                serde_json::json!({"ready": ready, "timestamp": now}),
+                body,
             )
         }
         (_, "/health" | "/ready") => json(

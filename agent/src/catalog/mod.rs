@@ -1,12 +1,13 @@
-//! Where the desired state comes from. Manifests (a folder, or later the Kubernetes API)
-//! are decoded, validated and merged into one typed [`Snapshot`]; everything downstream
-//! trusts it and never re-validates.
+//! Where the desired state comes from. Manifests (a folder, or the Kubernetes API through
+//! [`crate::cluster::catalog`]) are decoded, validated and merged into one typed
+//! [`Snapshot`]; everything downstream trusts it and never re-validates.
 
 pub mod decode;
 pub mod findings;
 pub mod folder;
 pub mod schedule_expr;
 pub mod secrets;
+pub mod selector;
 pub mod snapshot;
 pub mod validate;
 

@@ -3,4 +3,5 @@
 
 pub mod catalog;
 pub mod lease;
+pub mod role;
 pub mod status;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::Method;
 use kubekuma_agent::cluster::lease::{LeaderElector, Leadership, LeaseConfig};
+use kubekuma_agent::cluster::role::{ROLE_LABEL, follow};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -391,4 +392,70 @@ async fn the_leader_yields_to_another_holder() {
     assert_eq!(l["spec"]["holderIdentity"], "agent-a");
     assert_eq!(l["spec"]["leaseTransitions"], 6);
     a.stop().await;
+}
+
+fn role_of(fake: &FakeKube, pod: &str) -> Option<String> {
+    let p = fake.get_object("v1", "Pod", Some(NS), pod)?;
+    p["metadata"]["labels"][ROLE_LABEL]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Each replica labels its own Pod with its role (the agent Service selects the leader),
+/// the labels follow a handover, and a replica that stops marks its Pod `standby`.
+#[tokio::test]
+async fn each_pod_carries_its_role_and_the_labels_follow_a_handover() {
+    let fake = FakeKube::start().await;
+    for pod in ["agent-a", "agent-b"] {
+        fake.put_object(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": NS, "labels": {"app.kubernetes.io/name": "kubekuma"}},
+            "spec": {"containers": [{"name": "agent", "image": "kubekuma"}]},
+        }));
+    }
+    let a = Replica::start(fake.client(), timings("agent-a", 30_000, 20_000, 200));
+    wait_for("agent-a leads", WAIT, || a.leads()).await;
+    let b = Replica::start(fake.client(), timings("agent-b", 30_000, 20_000, 200));
+    let mut roles = Vec::new();
+    for (pod, r) in [("agent-a", &a), ("agent-b", &b)] {
+        let (tx, rx) = watch::channel(false);
+        roles.push((
+            tx,
+            tokio::spawn(follow(
+                fake.client(),
+                NS,
+                pod,
+                r.leadership.is_leader.clone(),
+                rx,
+                Duration::from_millis(100),
+            )),
+        ));
+    }
+    wait_for("agent-a is labelled leader, agent-b standby", WAIT, || {
+        role_of(&fake, "agent-a").as_deref() == Some("leader")
+            && role_of(&fake, "agent-b").as_deref() == Some("standby")
+    })
+    .await;
+    // Other labels are kept.
+    let pod = fake.get_object("v1", "Pod", Some(NS), "agent-a").unwrap();
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/name"],
+        "kubekuma"
+    );
+
+    // agent-a shuts down: its role task marks it standby, the election hands over.
+    let (a_role, a_task) = roles.remove(0);
+    a_role.send_replace(true);
+    a_task.await.unwrap();
+    a.stop().await;
+    wait_for("agent-b is labelled leader, agent-a standby", WAIT, || {
+        role_of(&fake, "agent-a").as_deref() == Some("standby")
+            && role_of(&fake, "agent-b").as_deref() == Some("leader")
+    })
+    .await;
+    let (b_role, b_task) = roles.remove(0);
+    b_role.send_replace(true);
+    b_task.await.unwrap();
+    assert_eq!(role_of(&fake, "agent-b").as_deref(), Some("standby"));
+    b.stop().await;
 }
