@@ -2,7 +2,6 @@
 //! executable for them instead of one per file. Each module is one area; `common`
 //! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine).
 
-mod common;
 mod checks_dns;
 mod checks_docker;
 mod checks_http;
@@ -15,6 +14,7 @@ mod checks_websocket;
 mod cli;
 mod cluster_catalog;
 mod cluster_lease;
+mod common;
 mod export_s3;
 mod folder_reload;
 mod push;
