@@ -109,29 +109,37 @@ pub fn render_site(
 
     for page in &site.pages {
         let base = format!("{}/", page.slug);
-        let ctx = ctx_value(json!({
-            "page": page,
-            "root": "../",
-            "assets": assets,
-            "data_time": site.data_time,
-            "stale_after_seconds": opts.stale_after_seconds,
-            "base_url": opts.base_url,
-            "feed_rss": "feed.rss",
-            "feed_atom": "feed.atom",
-            "badge_base": if page.badges.is_some() { "badges/" } else { "" },
-        }));
-        let html = theme.render("page.html", ctx.clone())?;
+        // The page is turned into a template value once, for the page and both feeds.
+        let page_value = template_value(page);
+        let ctx = minijinja::context! {
+            page => page_value.clone(),
+            root => "../",
+            assets => template_value(&assets),
+            data_time => &site.data_time,
+            stale_after_seconds => opts.stale_after_seconds,
+            base_url => &opts.base_url,
+            feed_rss => "feed.rss",
+            feed_atom => "feed.atom",
+            badge_base => if page.badges.is_some() { "badges/" } else { "" },
+        };
+        let html = theme.render("page.html", ctx)?;
         out.push(file(format!("{base}index.html"), html, Stage::Page));
 
+        let incidents = template_value(
+            page.active_incidents
+                .iter()
+                .chain(page.past_incidents.iter())
+                .collect::<Vec<_>>(),
+        );
         for (tpl, name) in [("rss.xml", "feed.rss"), ("atom.xml", "feed.atom")] {
-            let feed_ctx = ctx_value(json!({
-                "page": page,
-                "data_time": site.data_time,
-                "base_url": opts.base_url,
-                "page_url": format!("{}{}", opts.base_url, base),
-                "self_url": format!("{}{}{}", opts.base_url, base, name),
-                "incidents": page.active_incidents.iter().chain(page.past_incidents.iter()).collect::<Vec<_>>(),
-            }));
+            let feed_ctx = minijinja::context! {
+                page => page_value.clone(),
+                data_time => &site.data_time,
+                base_url => &opts.base_url,
+                page_url => format!("{}{}", opts.base_url, base),
+                self_url => format!("{}{}{}", opts.base_url, base, name),
+                incidents => incidents.clone(),
+            };
             out.push(file(
                 format!("{base}{name}"),
                 theme.render(tpl, feed_ctx)?,
@@ -567,6 +575,11 @@ fn group_status(monitors: &[MonitorView]) -> &'static str {
 }
 
 /// A template context from any serializable value.
+/// Any serialisable value as a template value, without an intermediate JSON tree.
+fn template_value<T: serde::Serialize>(v: T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
 fn ctx_value(v: serde_json::Value) -> Value {
     Value::from(minijinja::value::Serde(v))
 }
