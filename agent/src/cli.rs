@@ -146,12 +146,38 @@ pub enum Command {
     /// Manage API keys
     ApiKey,
     /// Send notifications by hand
-    Notify,
+    Notify {
+        /// What to do
+        #[command(subcommand)]
+        what: NotifyCommand,
+    },
     /// Measure the agent (and later the builder)
     Bench {
         /// What to measure
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+/// `kubekuma notify` commands.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message through a NotificationProvider of these manifests and report the outcome
+    Test {
+        /// The provider: NAME or NAMESPACE/NAME
+        provider: String,
+        /// Manifest files or folders holding the provider and its Secrets
+        #[arg(long = "config", value_name = "PATH", required = true)]
+        config: Vec<PathBuf>,
+        /// The message's title
+        #[arg(long, default_value = "KubeKuma test notification")]
+        title: String,
+        /// The message's text
+        #[arg(
+            long,
+            default_value = "This is a test message from `kubekuma notify test`. If you can read it, the provider works."
+        )]
+        message: String,
     },
 }
 
@@ -242,7 +268,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::HashPassword | Command::ApiKey => {
             not_yet("hash-password / api-key", "the admin API")
         }
-        Command::Notify => not_yet("notify", "alerting and its providers"),
+        Command::Notify { what } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(notify(what)))
+        }
     }
 }
 
@@ -337,6 +365,96 @@ pub fn check_table(rows: &[(String, String, &CheckOutcome)]) -> String {
         out.push('\n');
     }
     out
+}
+
+async fn notify(what: NotifyCommand) -> ExitCode {
+    let NotifyCommand::Test {
+        provider,
+        config,
+        title,
+        message,
+    } = what;
+    let built = build(&read_paths(&config), None);
+    print_findings(&mut std::io::stderr(), &built.findings);
+    let snap = built.snapshot;
+    let (namespace, name) = match provider.split_once('/') {
+        Some((ns, n)) => (Some(ns), n),
+        None => (None, provider.as_str()),
+    };
+    let found: Vec<_> = snap
+        .providers
+        .iter()
+        .filter(|(k, _)| k.name == name && namespace.is_none_or(|ns| k.namespace == ns))
+        .collect();
+    let (key, p) = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            let known: Vec<String> = snap.providers.keys().map(|k| k.to_string()).collect();
+            eprintln!(
+                "kubekuma notify test: no valid NotificationProvider {provider} in the manifests{}",
+                if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (there are: {})", known.join(", "))
+                }
+            );
+            return ExitCode::from(2);
+        }
+        many => {
+            let names: Vec<String> = many.iter().map(|(k, _)| k.to_string()).collect();
+            eprintln!(
+                "kubekuma notify test: {provider} is ambiguous; give NAMESPACE/NAME: {}",
+                names.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let now = chrono::Utc::now();
+    let msg = crate::alerting::providers::Message {
+        title,
+        body: message.clone(),
+        event: "test".into(),
+        state: "up".into(),
+        timestamp: now,
+        event_json: serde_json::json!({
+            "monitorId": "kubekuma/notify-test",
+            "monitorNamespace": "kubekuma",
+            "monitorName": "notify-test",
+            "previousState": "up",
+            "currentState": "up",
+            "message": message,
+            "timestamp": now.to_rfc3339(),
+            "isStateChange": false,
+            "kind": "test",
+            "labels": {},
+            "annotations": {},
+        }),
+    };
+    let ctx = crate::alerting::providers::ProviderContext::new(Arc::new(snap.secrets.clone()));
+    let started = std::time::Instant::now();
+    match crate::alerting::providers::send(&ctx, &key.namespace, &p.spec, &msg).await {
+        Ok(d) => {
+            println!(
+                "sent through {key} ({}) in {} ms: {}",
+                p.spec.type_,
+                started.elapsed().as_millis(),
+                d.detail
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "kubekuma notify test: {key} ({}) failed{}: {e}",
+                p.spec.type_,
+                if e.retryable() {
+                    " (temporary; the agent would retry)"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn check(paths: &[PathBuf]) -> ExitCode {

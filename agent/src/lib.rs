@@ -1,6 +1,7 @@
 //! The KubeKuma probe agent as a library: the `kubekuma` binary is a thin shell over it.
 
 pub mod admin;
+pub mod alerting;
 pub mod bench;
 pub mod catalog;
 pub mod checks;

@@ -421,7 +421,8 @@ pub struct Triggers {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Dedupe {
-    /// Template of the dedupe key. Default `{{ .monitorId }}-{{ .currentState }}`.
+    /// Template of the dedupe key. Default `{{ .monitorId }}-{{ .kind }}` (kind: down, up,
+    /// flapping, certExpiring, reminder), so a recovery never shares a key with an alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Window in minutes within which equal keys are sent once.

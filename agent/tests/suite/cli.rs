@@ -1,4 +1,4 @@
-//! The `kubekuma` binary as a user runs it: `validate`, `check` and `crds`, with their
+//! The `kubekuma` binary as a user runs it: `validate`, `check`, `crds` and `notify test`, with their
 //! output and exit codes. `check` runs against a real hyper server on 127.0.0.1.
 
 use std::convert::Infallible;
@@ -121,5 +121,113 @@ async fn check_runs_each_monitor_once_and_prints_a_table() {
     assert!(
         row("ops/db").contains(" down ") && row("ops/db").contains("connect"),
         "{stdout}"
+    );
+}
+
+/// `notify test` sends one message through a provider of the manifests — here a webhook
+/// whose URL is in a Secret — to a real hyper server, and reports the outcome; an unknown
+/// provider and a failing endpoint give clear errors without the secret URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_through_a_provider() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                        if path.contains("broken") {
+                            *r.status_mut() = hyper::StatusCode::BAD_REQUEST;
+                        }
+                        let _ = tx.send((path, body.to_vec()));
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hooks, namespace: ops}}\nstringData:\n  good: http://127.0.0.1:{port}/hook/s3cr3t-path\n  bad: http://127.0.0.1:{port}/broken/s3cr3t-path\n---\n\
+         apiVersion: monitoring.kubekuma.io/v1\nkind: NotificationProvider\nmetadata: {{name: hook, namespace: ops}}\nspec:\n  type: webhook\n  config:\n    webhook:\n      urlSecretRef: {{name: hooks, key: good}}\n---\n\
+         apiVersion: monitoring.kubekuma.io/v1\nkind: NotificationProvider\nmetadata: {{name: broken, namespace: ops}}\nspec:\n  type: webhook\n  config:\n    webhook:\n      urlSecretRef: {{name: hooks, key: bad}}\n"
+    );
+    std::fs::write(dir.path().join("providers.yaml"), manifests).unwrap();
+    let config = dir.path().to_str().unwrap().to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || kubekuma().args(args).output().unwrap())
+    };
+
+    let out = run(vec![
+        "notify".into(),
+        "test".into(),
+        "ops/hook".into(),
+        "--config".into(),
+        config.clone(),
+        "--message".into(),
+        "hello from the test".into(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sent through ops/hook (webhook)"),
+        "{stdout}"
+    );
+    let (path, body) = rx.recv().await.unwrap();
+    assert_eq!(path, "/hook/s3cr3t-path");
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["message"], "hello from the test");
+    assert_eq!(event["kind"], "test");
+
+    let out = run(vec![
+        "notify".into(),
+        "test".into(),
+        "broken".into(),
+        "--config".into(),
+        config.clone(),
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ops/broken (webhook) failed"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cr3t"),
+        "the secret URL leaked: {stderr}"
+    );
+
+    let out = run(vec![
+        "notify".into(),
+        "test".into(),
+        "nope".into(),
+        "--config".into(),
+        config,
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no valid NotificationProvider nope") && stderr.contains("ops/hook"),
+        "{stderr}"
     );
 }

@@ -2,6 +2,9 @@
 //! executable for them instead of one per file. Each module is one area; `common`
 //! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine).
 
+mod alerting_http_providers;
+mod alerting_policy;
+mod alerting_smtp_apprise;
 mod checks_dns;
 mod checks_docker;
 mod checks_http;

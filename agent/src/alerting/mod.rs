@@ -1,0 +1,7 @@
+//! Alerting: events from state transitions, policies, suppression, the delivery outbox,
+//! and the providers that send (`providers`, one file per service).
+
+pub mod policy;
+pub mod providers;
+pub mod suppress;
+pub mod template;

@@ -1,0 +1,69 @@
+//! Discord webhook: `POST <webhook URL>` with one embed (title, description, colour by
+//! event, timestamp). The webhook URL is a credential and comes only from
+//! `webhookUrlSecretRef`. Discord answers 204.
+
+use chrono::SecondsFormat;
+use kubekuma_crds::notification::DiscordConfig;
+use serde_json::{Map, Value, json};
+
+use super::webhook::{Tone, execute, secret, tone, truncate, url_parts};
+use super::{Delivered, Message, ProviderContext, SendError};
+
+/// Discord's limits, in characters.
+const MAX_TITLE: usize = 256;
+const MAX_DESCRIPTION: usize = 4096;
+const MAX_USERNAME: usize = 80;
+
+/// Embed colours.
+const RED: u32 = 0xE7_4C_3C;
+const GREEN: u32 = 0x2E_CC_71;
+const YELLOW: u32 = 0xF1_C4_0F;
+
+/// Send `msg` to the Discord webhook `config` names.
+pub async fn send(
+    ctx: &ProviderContext,
+    namespace: &str,
+    config: &DiscordConfig,
+    msg: &Message,
+) -> Result<Delivered, SendError> {
+    let url = secret(
+        ctx,
+        namespace,
+        &config.webhook_url_secret_ref,
+        "webhookUrlSecretRef",
+    )?;
+    let req = ctx.http.post(&url).json(&payload(config, msg));
+    execute(ctx, req, url_parts(&url)).await?.outcome(None)
+}
+
+/// The JSON Discord expects. Mentions in monitor messages never ping anyone.
+fn payload(config: &DiscordConfig, msg: &Message) -> Value {
+    let color = match tone(msg) {
+        Tone::Down => RED,
+        Tone::Up => GREEN,
+        Tone::Other => YELLOW,
+    };
+    let mut embed = Map::new();
+    embed.insert("title".into(), json!(truncate(&msg.title, MAX_TITLE)));
+    if !msg.body.is_empty() {
+        embed.insert(
+            "description".into(),
+            json!(truncate(&msg.body, MAX_DESCRIPTION)),
+        );
+    }
+    embed.insert("color".into(), json!(color));
+    embed.insert(
+        "timestamp".into(),
+        json!(msg.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    );
+    let mut out = Map::new();
+    if let Some(name) = &config.username {
+        out.insert("username".into(), json!(truncate(name, MAX_USERNAME)));
+    }
+    if let Some(avatar) = &config.avatar_url {
+        out.insert("avatar_url".into(), json!(avatar));
+    }
+    out.insert("embeds".into(), json!([embed]));
+    out.insert("allowed_mentions".into(), json!({ "parse": [] }));
+    Value::Object(out)
+}

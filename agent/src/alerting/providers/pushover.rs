@@ -1,0 +1,91 @@
+//! Pushover: `POST {apiUrl}/1/messages.json`, form-encoded `token`, `user`, `title`,
+//! `message`, `timestamp` and the optional `priority`, `sound`, `device`. Emergency
+//! priority (2) repeats every 60 s for an hour (`retry`, `expire`, which it requires).
+
+use kubekuma_crds::notification::PushoverConfig;
+
+use super::webhook::{execute, secret, truncate};
+use super::{Delivered, Message, ProviderContext, SendError};
+
+const DEFAULT_API_URL: &str = "https://api.pushover.net";
+/// Pushover's limits, in characters.
+const MAX_TITLE: usize = 250;
+const MAX_MESSAGE: usize = 1024;
+/// Emergency repetition: every minute, for an hour.
+const EMERGENCY_RETRY_SECONDS: &str = "60";
+const EMERGENCY_EXPIRE_SECONDS: &str = "3600";
+
+/// Send `msg` to the Pushover user `config` names.
+pub async fn send(
+    ctx: &ProviderContext,
+    namespace: &str,
+    config: &PushoverConfig,
+    msg: &Message,
+) -> Result<Delivered, SendError> {
+    let token = secret(
+        ctx,
+        namespace,
+        &config.api_token_secret_ref,
+        "apiTokenSecretRef",
+    )?;
+    let user = secret(
+        ctx,
+        namespace,
+        &config.user_key_secret_ref,
+        "userKeySecretRef",
+    )?;
+    let base = config.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+    let url = url::Url::parse(&format!("{}/1/messages.json", base.trim_end_matches('/')))
+        .map_err(|e| SendError::Config(format!("apiUrl is not a valid URL: {e}")))?;
+
+    // Pushover refuses an empty message.
+    let message = if msg.body.is_empty() {
+        &msg.title
+    } else {
+        &msg.body
+    };
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", &token)
+        .append_pair("user", &user)
+        .append_pair("title", &truncate(&msg.title, MAX_TITLE))
+        .append_pair("message", &truncate(message, MAX_MESSAGE))
+        .append_pair("timestamp", &msg.timestamp.timestamp().to_string());
+    if let Some(p) = config.priority {
+        form.append_pair("priority", &p.to_string());
+        if p == 2 {
+            form.append_pair("retry", EMERGENCY_RETRY_SECONDS)
+                .append_pair("expire", EMERGENCY_EXPIRE_SECONDS);
+        }
+    }
+    if let Some(sound) = &config.sound {
+        form.append_pair("sound", sound);
+    }
+    if let Some(device) = &config.device {
+        form.append_pair("device", device);
+    }
+    let req = ctx
+        .http
+        .post(url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form.finish());
+    let reply = execute(ctx, req, vec![token, user]).await?;
+
+    // `{"status":1}` is success; otherwise `errors` says why.
+    let answer = reply.json();
+    let status = answer.as_ref().and_then(|a| a["status"].as_i64());
+    let errors = answer.as_ref().and_then(|a| {
+        let list: Vec<&str> = a["errors"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        (!list.is_empty()).then(|| list.join("; "))
+    });
+    if reply.status.is_success() && status != Some(1) {
+        return Err(reply.rejected(errors.as_deref().unwrap_or("status is not 1")));
+    }
+    reply.outcome(errors.as_deref())
+}

@@ -1,0 +1,124 @@
+//! Telegram Bot API: `POST {apiUrl}/bot<token>/sendMessage` with `{chat_id, text,
+//! parse_mode}`. The token is part of the URL, so no message ever quotes the URL.
+
+use kubekuma_crds::notification::{TelegramConfig, TelegramParseMode};
+use serde_json::json;
+
+use super::webhook::{execute, secret, truncate};
+use super::{Delivered, Message, ProviderContext, SendError};
+
+const DEFAULT_API_URL: &str = "https://api.telegram.org";
+/// Telegram's limit is 4096 characters after formatting; keep the raw text below it.
+const MAX_TITLE: usize = 256;
+const MAX_BODY: usize = 3800;
+
+/// Send `msg` to the chat `config` names.
+pub async fn send(
+    ctx: &ProviderContext,
+    namespace: &str,
+    config: &TelegramConfig,
+    msg: &Message,
+) -> Result<Delivered, SendError> {
+    let token = secret(
+        ctx,
+        namespace,
+        &config.bot_token_secret_ref,
+        "botTokenSecretRef",
+    )?;
+    let base = config.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+    let url = url::Url::parse(&format!(
+        "{}/bot{token}/sendMessage",
+        base.trim_end_matches('/')
+    ))
+    .map_err(|e| SendError::Config(format!("apiUrl is not a valid URL: {e}")))?;
+    let mode = config.parse_mode.unwrap_or(TelegramParseMode::Html);
+    let body = json!({
+        "chat_id": config.chat_id,
+        "text": text(mode, msg),
+        "parse_mode": mode_name(mode),
+    });
+    let reply = execute(ctx, ctx.http.post(url).json(&body), vec![token]).await?;
+    // Telegram explains refusals in `description`, with `ok: false`.
+    let answer = reply.json();
+    let ok = answer.as_ref().and_then(|a| a["ok"].as_bool());
+    let description = answer
+        .as_ref()
+        .and_then(|a| a["description"].as_str().map(str::to_string));
+    if reply.status.is_success() && ok == Some(false) {
+        return Err(reply.rejected(description.as_deref().unwrap_or("ok: false")));
+    }
+    reply.outcome(description.as_deref())
+}
+
+/// The spelling the Bot API expects.
+fn mode_name(mode: TelegramParseMode) -> &'static str {
+    match mode {
+        TelegramParseMode::MarkdownV2 => "MarkdownV2",
+        TelegramParseMode::Markdown => "Markdown",
+        TelegramParseMode::Html => "HTML",
+    }
+}
+
+/// Title (bold where the mode allows it) and body, escaped for `mode`.
+fn text(mode: TelegramParseMode, msg: &Message) -> String {
+    let title = truncate(&msg.title, MAX_TITLE);
+    let body = truncate(&msg.body, MAX_BODY);
+    let title = match mode {
+        TelegramParseMode::Html => format!("<b>{}</b>", escape_html(&title)),
+        TelegramParseMode::MarkdownV2 => format!("*{}*", escape_markdown_v2(&title)),
+        // Legacy Markdown allows no escapes inside an entity: the title stays plain.
+        TelegramParseMode::Markdown => escape_markdown(&title),
+    };
+    let body = match mode {
+        TelegramParseMode::Html => escape_html(&body),
+        TelegramParseMode::MarkdownV2 => escape_markdown_v2(&body),
+        TelegramParseMode::Markdown => escape_markdown(&body),
+    };
+    if body.is_empty() {
+        title
+    } else {
+        format!("{title}\n\n{body}")
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Every character MarkdownV2 reserves, backslash-escaped.
+fn escape_markdown_v2(s: &str) -> String {
+    escape_with(s, "\\_*[]()~`>#+-=|{}.!")
+}
+
+/// The characters legacy Markdown reserves outside entities.
+fn escape_markdown(s: &str) -> String {
+    escape_with(s, "\\_*`[")
+}
+
+fn escape_with(s: &str, reserved: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if reserved.contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_per_mode() {
+        assert_eq!(escape_html("a<b>&c"), "a&lt;b&gt;&amp;c");
+        assert_eq!(
+            escape_markdown_v2("v1.2 (down) - 100%!"),
+            "v1\\.2 \\(down\\) \\- 100%\\!"
+        );
+        assert_eq!(escape_markdown("a_b*c"), "a\\_b\\*c");
+    }
+}
