@@ -6,16 +6,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use kubekuma_crds::common::{MonitorSelector, NamePattern};
 use kubekuma_crds::objects::{
     AgentCatalog, LAYOUT, PublicGroup, PublicMaintenance, PublicMonitor, PublicPage,
     PublicPageMonitor, monitor_key,
 };
 use kubekuma_crds::status_page::BadgeScope;
 use kubekuma_crds::{MaintenanceWindow, Monitor, StatusPage};
-use regex::Regex;
 
 use crate::catalog::schedule_expr::WindowSchedule;
+use crate::catalog::selector::MonitorMatcher;
 use crate::catalog::{ObjKey, Snapshot};
 
 /// Default check interval when a monitor sets none, seconds (as the scheduler uses).
@@ -113,7 +112,7 @@ fn public_maintenance(
         .unwrap_or(chrono_tz::UTC);
     let schedule = WindowSchedule::parse(&s.schedule, tz).ok();
     let duration = Duration::minutes(s.duration_minutes.max(0));
-    let matcher = Matcher::new(s.selector.as_ref(), &key.namespace);
+    let matcher = MonitorMatcher::new(s.selector.as_ref(), &key.namespace);
     PublicMaintenance {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
@@ -128,81 +127,6 @@ fn public_maintenance(
             .filter(|(k, m)| matcher.matches(k, m))
             .map(|(k, _)| monitor_key(&k.namespace, &k.name))
             .collect(),
-    }
-}
-
-/// A maintenance window's selector, ready to test monitors: every non-empty criterion
-/// must hold; without `matchNamespaces` only the window's own namespace is selected.
-struct Matcher<'a> {
-    namespaces: Vec<&'a str>,
-    labels: Option<&'a BTreeMap<String, String>>,
-    tags: &'a [String],
-    names: Vec<NameMatcher<'a>>,
-}
-
-enum NameMatcher<'a> {
-    Exact(&'a str),
-    Regex(Regex),
-    /// An invalid regular expression (validation rejects these) matches nothing.
-    Never,
-}
-
-impl<'a> Matcher<'a> {
-    fn new(selector: Option<&'a MonitorSelector>, own_namespace: &'a str) -> Self {
-        let namespaces: Vec<&str> = match selector {
-            Some(s) if !s.match_namespaces.is_empty() => {
-                s.match_namespaces.iter().map(String::as_str).collect()
-            }
-            _ => vec![own_namespace],
-        };
-        Matcher {
-            namespaces,
-            labels: selector.map(|s| &s.match_labels).filter(|l| !l.is_empty()),
-            tags: selector.map(|s| s.match_tags.as_slice()).unwrap_or(&[]),
-            names: selector
-                .map(|s| s.match_names.iter().map(NameMatcher::new).collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    fn matches(&self, key: &ObjKey, m: &Monitor) -> bool {
-        if !self.namespaces.contains(&key.namespace.as_str()) {
-            return false;
-        }
-        if let Some(want) = self.labels {
-            let have = m.metadata.labels.as_ref();
-            if !want
-                .iter()
-                .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
-            {
-                return false;
-            }
-        }
-        if !self.tags.is_empty() && !m.spec.tags.iter().any(|t| self.tags.contains(t)) {
-            return false;
-        }
-        if !self.names.is_empty() && !self.names.iter().any(|n| n.matches(&key.name)) {
-            return false;
-        }
-        true
-    }
-}
-
-impl<'a> NameMatcher<'a> {
-    fn new(p: &'a NamePattern) -> Self {
-        if p.regex == Some(true) {
-            Regex::new(&p.pattern).map_or(NameMatcher::Never, NameMatcher::Regex)
-        } else {
-            NameMatcher::Exact(&p.pattern)
-        }
-    }
-
-    fn matches(&self, name: &str) -> bool {
-        match self {
-            NameMatcher::Exact(p) => *p == name,
-            NameMatcher::Regex(r) => r.is_match(name),
-            NameMatcher::Never => false,
-        }
     }
 }
 
