@@ -587,6 +587,7 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
         database_url: a.database_url,
         flush_interval: Duration::from_secs(a.flush_interval.unwrap_or(60).max(1)),
         site_dir: None,
+        session_secret: None,
     }
 }
 

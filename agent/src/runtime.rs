@@ -15,7 +15,9 @@ use kubekuma_crds::results::{CertInfo, Heartbeat};
 use kubekuma_crds::{MonitorState, MonitorType};
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, Api, Health};
+use crate::admin::auth::{Auth, AuthConfig};
+use crate::admin::metrics::Metrics;
+use crate::admin::{self, AdminContext, Api, Health};
 use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
@@ -49,6 +51,8 @@ pub struct AgentOptions {
     pub flush_interval: Duration,
     /// Serve this folder (the built site) on the listener too (`kubekuma up`).
     pub site_dir: Option<PathBuf>,
+    /// `SESSION_SECRET`; without it one is generated and kept in the data folder.
+    pub session_secret: Option<String>,
 }
 
 /// Where the desired state comes from.
@@ -619,7 +623,22 @@ pub async fn run_with(
     let health = Arc::new(Health::default());
     let (done_tx, mut done_rx) = mpsc::channel::<CheckDone>(4096);
     let hub = Arc::new(PushHub::new(store.clone(), done_tx.clone()));
-    let mut api = Api::new(health.clone()).with_push(hub.clone());
+    let live = Arc::new(Mutex::new(Live::default()));
+    // The admin API sees the catalog through its own channel: the listener starts
+    // before the catalog is read (kube mode waits for the API server).
+    let (admin_catalog_tx, admin_catalog) = watch::channel(Arc::new(Snapshot::default()));
+    let metrics = Arc::new(Metrics::new());
+    let auth_config = AuthConfig::load(opts.session_secret.as_deref(), &opts.data_dir)?;
+    let auth = Arc::new(Auth::new(auth_config, store.clone(), admin_catalog.clone()));
+    let mut api = Api::new(health.clone())
+        .with_push(hub.clone())
+        .with_admin(AdminContext {
+            store: store.clone(),
+            live: live.clone(),
+            catalog: admin_catalog,
+            auth,
+            metrics: metrics.clone(),
+        });
     if let Some(dir) = &opts.site_dir {
         api = api.with_site(dir.clone());
     }
@@ -661,10 +680,10 @@ pub async fn run_with(
             None => ctx,
         }
     };
-    let live = Arc::new(Mutex::new(Live::default()));
     restore(&store, &live).await?;
 
     let first = snapshots.borrow_and_update().clone();
+    let _ = admin_catalog_tx.send(first.clone());
     let (ctx_tx, ctx_rx) = watch::channel(Arc::new(context(&first)));
     // A run of a push monitor only evaluates its deadline (pushes arrive through the
     // listener); every other type runs its check.
@@ -735,6 +754,7 @@ pub async fn run_with(
             changed = snapshots.changed() => {
                 if changed.is_err() { break; }
                 let snap = snapshots.borrow_and_update().clone();
+                let _ = admin_catalog_tx.send(snap.clone());
                 let _ = ctx_tx.send(Arc::new(context(&snap)));
                 let snap_plans = plans(&snap);
                 scheduler.apply(if lead_now { snap_plans.clone() } else { Vec::new() });

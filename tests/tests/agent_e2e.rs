@@ -135,6 +135,7 @@ spec:
         database_url: None,
         flush_interval: Duration::from_millis(500),
         site_dir: None,
+        session_secret: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));
@@ -285,6 +286,7 @@ async fn catalog_edits_apply_live_and_state_survives_a_restart() {
         database_url: None,
         flush_interval: Duration::from_millis(300),
         site_dir: None,
+        session_secret: None,
     };
     let state = |name: &'static str| {
         let path = objects.join(keys::state("edit"));

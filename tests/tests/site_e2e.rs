@@ -172,6 +172,7 @@ spec:
         database_url: None,
         flush_interval: Duration::from_millis(500),
         site_dir: Some(site.clone()),
+        session_secret: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx.clone()));

@@ -20,7 +20,37 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::catalog::Snapshot;
 use crate::push::{PATH_PREFIX, PushError, PushHub, Report, UnknownTokenLimiter};
+use crate::runtime::Live;
+use crate::store::Store;
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod roles;
+pub mod routes;
+
+/// What the admin API reads and changes: the store, the live view of the monitors, the
+/// current catalog, authentication and metrics.
+pub struct AdminContext {
+    /// The agent's database.
+    pub store: Store,
+    /// Current state of every monitor.
+    pub live: Arc<Mutex<Live>>,
+    /// The current catalog.
+    pub catalog: watch::Receiver<Arc<Snapshot>>,
+    /// Logins, sessions and API keys.
+    pub auth: Arc<auth::Auth>,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl std::fmt::Debug for AdminContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminContext").finish_non_exhaustive()
+    }
+}
 
 /// What the listener reports about the agent.
 #[derive(Debug, Default)]
@@ -112,6 +142,7 @@ pub struct Api {
     push: Option<Arc<PushHub>>,
     limiter: Mutex<UnknownTokenLimiter>,
     site: Option<crate::site::Site>,
+    admin: Option<AdminContext>,
 }
 
 impl Api {
@@ -122,7 +153,14 @@ impl Api {
             push: None,
             limiter: Mutex::new(UnknownTokenLimiter::default()),
             site: None,
+            admin: None,
         }
+    }
+
+    /// Serve the admin API (auth, monitors, incidents, silences, metrics, …) too.
+    pub fn with_admin(mut self, ctx: AdminContext) -> Self {
+        self.admin = Some(ctx);
+        self
     }
 
     /// Also serve the static site built into `dir` (`kubekuma up`): any GET/HEAD that is

@@ -209,6 +209,69 @@ CREATE TABLE push_monitors (
   PRIMARY KEY (monitor_namespace, monitor_name)
 );
 "#,
+    // 4: alerting's delivery outbox (the table of migration 2 was never written: it is
+    // rebuilt with the columns the worker needs), the alert gate's memory, the admin
+    // API's silences, and the last login / last use of users and API keys.
+    r#"
+DROP TABLE notification_deliveries;
+-- Every notification, recorded before it is sent. `payload` is the route, the event
+-- and the rendered message as JSON (no credentials: those are resolved at send time).
+CREATE TABLE notification_deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  incident_id INTEGER REFERENCES incidents (id) ON DELETE SET NULL,
+  monitor_namespace TEXT NOT NULL,
+  monitor_name TEXT NOT NULL,
+  policy_namespace TEXT NOT NULL,
+  policy_name TEXT NOT NULL,
+  provider_namespace TEXT NOT NULL,
+  provider_name TEXT NOT NULL,
+  provider_type TEXT NOT NULL,
+  event_kind TEXT NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'deduped', 'rate_limited')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER,
+  last_attempt_at INTEGER,
+  last_error TEXT,
+  detail TEXT,
+  payload TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX idx_deliveries_incident ON notification_deliveries (incident_id);
+CREATE INDEX idx_deliveries_due ON notification_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX idx_deliveries_provider ON notification_deliveries (provider_namespace, provider_name, created_at);
+
+-- The alert gate (dedupe, rate limit, reminders) as JSON, written in the same
+-- transaction as the deliveries it let through.
+CREATE TABLE alert_gate_state (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  state TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+
+-- Silences created through the admin API (Silence resources live in the catalog).
+CREATE TABLE api_silences (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  silence_namespace TEXT NOT NULL,
+  silence_name TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  created_by TEXT,
+  created_at INTEGER NOT NULL,
+  expired_at INTEGER,
+  updated_at INTEGER NOT NULL,
+  UNIQUE (silence_namespace, silence_name)
+);
+
+-- Last login of a LocalUser (kind 'user') and last use of an ApiKey (kind 'apikey'),
+-- by `namespace/name`.
+CREATE TABLE auth_activity (
+  kind TEXT NOT NULL CHECK (kind IN ('user', 'apikey')),
+  id TEXT NOT NULL,
+  last_at INTEGER NOT NULL,
+  PRIMARY KEY (kind, id)
+);
+"#,
 ];
 
 /// Why migrating failed.

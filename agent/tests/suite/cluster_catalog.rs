@@ -344,6 +344,7 @@ spec:
         database_url: None,
         flush_interval: Duration::from_millis(300),
         site_dir: None,
+        session_secret: None,
     };
     let mode = KubeMode {
         client: fake.client(),
@@ -642,6 +643,7 @@ async fn only_the_leader_runs_checks() {
         database_url: None,
         flush_interval: Duration::from_millis(200),
         site_dir: None,
+        session_secret: None,
     };
     let (lead, is_leader) = watch::channel(false);
     let mode = KubeMode {

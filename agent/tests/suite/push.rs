@@ -65,6 +65,7 @@ async fn start(dir: &Path, manifests: Option<&str>) -> Agent {
         database_url: None,
         flush_interval: Duration::from_millis(200),
         site_dir: None,
+        session_secret: None,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));

@@ -1,0 +1,1 @@
+//! The admin API's routes. SKELETON: filled in by the admin API work.
