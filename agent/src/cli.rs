@@ -121,6 +121,14 @@ pub enum Command {
         /// Kube mode: public URL of the built site, for the status of StatusPages without a host
         #[arg(long, env = "KUBEKUMA_BASE_URL")]
         base_url: Option<String>,
+        /// Required: the HS256 key of admin API sessions, at least 32 bytes (e.g. `openssl rand -hex 32`); prefer the environment variable to the flag
+        #[arg(
+            long,
+            env = "SESSION_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
+        session_secret: Option<String>,
     },
     /// Render status pages, badges, JSON and feeds once (--watch to keep going)
     Build(BuildArgs),
@@ -141,10 +149,14 @@ pub enum Command {
     },
     /// Print the CustomResourceDefinitions of all ten kinds as YAML
     Crds,
-    /// Print a Secret holding the argon2id hash of a password, for a LocalUser
-    HashPassword,
-    /// Manage API keys
-    ApiKey,
+    /// Read a password from stdin (first line) and print a Secret with its argon2id hash plus the LocalUser that uses it, as YAML for `kubectl apply -f -`
+    HashPassword(HashPasswordArgs),
+    /// Manage API keys of the admin API
+    ApiKey {
+        /// What to do
+        #[command(subcommand)]
+        what: ApiKeyCommand,
+    },
     /// Send notifications by hand
     Notify {
         /// What to do
@@ -156,6 +168,46 @@ pub enum Command {
         /// What to measure
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+/// Options of `hash-password`.
+#[derive(Args, Debug, Clone)]
+pub struct HashPasswordArgs {
+    /// The LocalUser's login name (spec.username)
+    #[arg(long, default_value = "admin")]
+    pub username: String,
+    /// Namespace of the LocalUser and its Secret
+    #[arg(long, default_value = "kubekuma")]
+    pub namespace: String,
+    /// Role: admin, editor or viewer
+    #[arg(long, default_value = "admin", value_parser = ["admin", "editor", "viewer"])]
+    pub role: String,
+    /// Resource name of the LocalUser (default: derived from the username); the Secret is NAME-credentials
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `kubekuma api-key` commands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Generate a key: the key goes to stderr (shown once), a Secret with its argon2id hash plus the ApiKey to stdout, as YAML for `kubectl apply -f -`
+    Create {
+        /// Human-readable key name (spec.name); the resource name is derived from it
+        #[arg(long)]
+        name: String,
+        /// Role the key acts with: admin, editor or viewer
+        #[arg(long, value_parser = ["admin", "editor", "viewer"])]
+        role: String,
+        /// Namespace of the ApiKey and its Secret
+        #[arg(long, default_value = "kubekuma")]
+        namespace: String,
+        /// A development key (kk_test_…) instead of a production one (kk_live_…)
+        #[arg(long)]
+        test: bool,
+        /// Expiry: RFC 3339 (2027-01-01T00:00:00Z) or a duration from now (30d, 12h, 2w)
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
     },
 }
 
@@ -253,30 +305,150 @@ pub fn run(cli: Cli) -> ExitCode {
             namespace,
             status_interval,
             base_url,
+            session_secret,
         } => runtime().map_or(ExitCode::FAILURE, |rt| {
             let kube = KubeArgs {
                 namespace,
                 status_interval,
                 base_url,
             };
-            rt.block_on(agent_cmd(agent, listen, kube))
+            rt.block_on(agent_cmd(agent, listen, kube, session_secret))
         }),
         Command::Bench { what } => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(bench(what)))
         }
         Command::Build(b) => runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(build_cmd(b))),
-        Command::HashPassword | Command::ApiKey => {
-            not_yet("hash-password / api-key", "the admin API")
-        }
+        Command::HashPassword(args) => hash_password(args),
+        Command::ApiKey { what } => api_key(what),
         Command::Notify { what } => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(notify(what)))
         }
     }
 }
 
-fn not_yet(cmd: &str, part: &str) -> ExitCode {
-    eprintln!("kubekuma {cmd}: not available in this version yet; it arrives with {part}");
-    ExitCode::from(2)
+fn parse_role(role: &str) -> kubekuma_crds::auth::Role {
+    use kubekuma_crds::auth::Role;
+    match role {
+        "admin" => Role::Admin,
+        "editor" => Role::Editor,
+        _ => Role::Viewer,
+    }
+}
+
+/// `kubekuma hash-password`: the password from stdin's first line, the Secret and the
+/// LocalUser on stdout.
+fn hash_password(a: HashPasswordArgs) -> ExitCode {
+    use crate::admin::auth::{manifests, password};
+    let fail = |msg: String| {
+        eprintln!("kubekuma hash-password: {msg}");
+        ExitCode::from(2)
+    };
+    if !manifests::valid_username(&a.username) {
+        return fail(format!(
+            "--username must be 1-64 letters, digits, '.', '_', '-' or '@', got {:?}",
+            a.username
+        ));
+    }
+    if !manifests::valid_name(&a.namespace) {
+        return fail(format!(
+            "--namespace must be a Kubernetes name (lowercase letters, digits, '-'), got {:?}",
+            a.namespace
+        ));
+    }
+    let name = match a.name {
+        Some(n) if manifests::valid_name(&n) => n,
+        Some(n) => {
+            return fail(format!(
+                "--name must be a Kubernetes name (lowercase letters, digits, '-'), got {n:?}"
+            ));
+        }
+        None => match manifests::resource_name(&a.username) {
+            Some(n) => n,
+            None => {
+                return fail("cannot derive a resource name from the username; give --name".into());
+            }
+        },
+    };
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Password (one line; it is echoed, so pipe it in to keep it off the screen):");
+    }
+    let mut line = String::new();
+    if let Err(e) = stdin.read_line(&mut line) {
+        return fail(format!("cannot read the password from stdin: {e}"));
+    }
+    let pw = line.strip_suffix('\n').unwrap_or(&line);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        return fail("the password is empty: give it on the first line of stdin".into());
+    }
+    let hash = match password::hash_spec(pw.as_bytes()) {
+        Ok(h) => h,
+        Err(e) => return fail(e.to_string()),
+    };
+    print!(
+        "{}",
+        manifests::local_user_yaml(&name, &a.namespace, &a.username, parse_role(&a.role), &hash)
+    );
+    ExitCode::SUCCESS
+}
+
+/// `kubekuma api-key create`: the key on stderr, the Secret and the ApiKey on stdout.
+fn api_key(what: ApiKeyCommand) -> ExitCode {
+    use crate::admin::auth::{api_key, manifests, password};
+    let ApiKeyCommand::Create {
+        name,
+        role,
+        namespace,
+        test,
+        expires,
+    } = what;
+    let fail = |msg: String| {
+        eprintln!("kubekuma api-key create: {msg}");
+        ExitCode::from(2)
+    };
+    if name.trim().is_empty() {
+        return fail("--name must not be empty".into());
+    }
+    if !manifests::valid_name(&namespace) {
+        return fail(format!(
+            "--namespace must be a Kubernetes name (lowercase letters, digits, '-'), got {namespace:?}"
+        ));
+    }
+    let Some(resource) = manifests::resource_name(&name) else {
+        return fail(format!(
+            "cannot derive a resource name from --name {name:?}; use letters or digits"
+        ));
+    };
+    let expires_at = match expires
+        .as_deref()
+        .map(|e| manifests::parse_expiry(e, chrono::Utc::now()))
+    {
+        None => None,
+        Some(Ok(t)) if t > chrono::Utc::now() => Some(t),
+        Some(Ok(_)) => return fail("--expires is in the past".into()),
+        Some(Err(e)) => return fail(format!("--expires: {e}")),
+    };
+    let key = api_key::generate(test);
+    let hash = match password::hash_spec(key.as_bytes()) {
+        Ok(h) => h,
+        Err(e) => return fail(e.to_string()),
+    };
+    let yaml = manifests::api_key_yaml(
+        &resource,
+        &namespace,
+        name.trim(),
+        parse_role(&role),
+        expires_at,
+        &hash,
+    );
+    eprintln!(
+        "API key for {namespace}/{resource} (store it now; it is not shown again):\n\n  {key}\n\n\
+         Apply the manifests printed on stdout (e.g. `kubekuma api-key create … | kubectl apply -f -`) \
+         and send the key as `Authorization: Bearer <key>`."
+    );
+    print!("{yaml}");
+    ExitCode::SUCCESS
 }
 
 /// Print findings, one per line, `error: …` / `warning: …`.
@@ -605,7 +777,30 @@ fn kube_mode_available() -> bool {
     set("KUBERNETES_SERVICE_HOST") || set("KUBECONFIG")
 }
 
-async fn agent_cmd(a: AgentArgs, listen: Option<String>, k: KubeArgs) -> ExitCode {
+async fn agent_cmd(
+    a: AgentArgs,
+    listen: Option<String>,
+    k: KubeArgs,
+    session_secret: Option<String>,
+) -> ExitCode {
+    let session_secret = match session_secret.filter(|s| !s.is_empty()) {
+        None => {
+            eprintln!(
+                "kubekuma agent: SESSION_SECRET is required: the key that signs admin API sessions, \
+                 at least {} bytes (e.g. `export SESSION_SECRET=$(openssl rand -hex 32)`; in a cluster \
+                 from the Secret kubekuma-session, see deploy/README.md)",
+                crate::admin::auth::MIN_SECRET_LEN
+            );
+            return ExitCode::from(2);
+        }
+        Some(s) => match crate::admin::auth::check_secret(&s) {
+            Ok(()) => s,
+            Err(e) => {
+                eprintln!("kubekuma agent: SESSION_SECRET: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let shutdown = shutdown_signal();
     // Leader election and the role label: awaited after the agent stopped, so the Lease is
     // released and the Pod marked standby before the process exits.
@@ -681,7 +876,9 @@ async fn agent_cmd(a: AgentArgs, listen: Option<String>, k: KubeArgs) -> ExitCod
         )
     });
     let config = a.config.clone();
-    let result = runtime::run_with(options(a, listen, config), source, shutdown).await;
+    let mut opts = options(a, listen, config);
+    opts.session_secret = Some(session_secret);
+    let result = runtime::run_with(opts, source, shutdown).await;
     for task in background {
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
     }

@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::auth::{Auth, AuthConfig};
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminContext, Api, Health};
+use crate::alerting::outbox::{DeliveryWorker, WorkerOptions};
+use crate::alerting::pipeline::{Alerter, Change};
+use crate::alerting::policy::EventKind;
 use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
@@ -29,6 +32,9 @@ use crate::push::{self, PushHub, Token};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
 use crate::state::{Tracker, Transition};
 use crate::store::{CrdCacheEntry, MonitorStateRow, Store};
+
+/// How often due reminders (resend intervals) are looked for.
+const REMINDER_TICK: Duration = Duration::from_secs(30);
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -129,36 +135,71 @@ pub struct LiveMonitor {
     /// The generated token of a push monitor without `spec.target.push.token` (for its
     /// status; a credential: never exported or logged).
     pub push_token: Option<Token>,
+    /// The certificate's days left when a `certExpiring` event last went out.
+    pub cert_days_notified: Option<i64>,
 }
 
 /// Feed one finished check to the state machine, the store and the live view.
 pub async fn process(done: CheckDone, store: &Store, live: &Mutex<Live>, scheduler: &Scheduler) {
-    process_with(done, store, live, scheduler, None).await
+    process_with(done, store, live, scheduler, &Hooks::default()).await
 }
 
-/// [`process`], telling `push` when the state machine wants a push monitor retried.
+/// What else hears about finished checks.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Told when the state machine wants a push monitor retried.
+    pub push: Option<Arc<PushHub>>,
+    /// Turns state changes and expiring certificates into notifications.
+    pub alerter: Option<Arc<Alerter>>,
+    /// The current catalog (the alerter needs the monitor, policies and providers).
+    pub catalog: Option<watch::Receiver<Arc<Snapshot>>>,
+    /// Counts checks.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// [`process`] with [`Hooks`].
 pub async fn process_with(
     done: CheckDone,
     store: &Store,
     live: &Mutex<Live>,
     scheduler: &Scheduler,
-    push: Option<&PushHub>,
+    hooks: &Hooks,
 ) {
+    let push = hooks.push.as_deref();
     let key = done.plan.key.clone();
     let now = done.started_at;
-    let mut tracker = live
+    if let Some(m) = &hooks.metrics
+        && done.plan.spec.type_ != MonitorType::Push
+    {
+        let secs = done.outcome.latency_ms / 1000.0;
+        m.check_finished(
+            done.plan.spec.type_,
+            done.outcome.up,
+            if secs.is_finite() { secs.max(0.0) } else { 0.0 },
+        );
+    }
+    let (mut tracker, cert_notified) = live
         .lock()
         .ok()
-        .and_then(|l| l.monitors.get(&key).map(|m| m.tracker.clone()))
+        .and_then(|l| {
+            l.monitors
+                .get(&key)
+                .map(|m| (m.tracker.clone(), m.cert_days_notified))
+        })
         .unwrap_or_default();
+    let shown_before = tracker.shown();
     let obs = tracker.observe(done.outcome.up, now, &done.plan.policy);
+    let mut incident_of_event = tracker.open_incident;
     match obs.transition {
         Transition::WentDown => {
             match store
                 .open_incident(&key.namespace, &key.name, now, done.outcome.reason)
                 .await
             {
-                Ok(id) => tracker.open_incident = Some(id),
+                Ok(id) => {
+                    tracker.open_incident = Some(id);
+                    incident_of_event = Some(id);
+                }
                 Err(e) => tracing::error!(monitor = %key, error = %e, "cannot open incident"),
             }
             tracing::warn!(
@@ -169,6 +210,7 @@ pub async fn process_with(
             );
         }
         Transition::WentUp => {
+            incident_of_event = tracker.open_incident;
             if let Some(id) = tracker.open_incident.take()
                 && let Err(e) = store.close_incident(id, now).await
             {
@@ -204,6 +246,15 @@ pub async fn process_with(
     if let Err(e) = recorded {
         tracing::error!(monitor = %key, error = %e, "cannot record heartbeat");
     }
+    // Events: the state machine's transitions, and a certificate's days left whenever
+    // that number changes (the policies' `onCertExpiring.daysThreshold` decide).
+    let mut kinds = EventKind::from_observed(&obs);
+    let cert_days = done.outcome.cert.as_ref().map(|c| c.days_left);
+    if let Some(days) = cert_days
+        && cert_notified != Some(days)
+    {
+        kinds.push(EventKind::CertExpiring { days_left: days });
+    }
     let changed = {
         let Ok(mut l) = live.lock() else { return };
         let prev = l.monitors.get(&key).map(|m| m.tracker.clone());
@@ -217,8 +268,29 @@ pub async fn process_with(
         if done.outcome.cert.is_some() {
             entry.cert = done.outcome.cert.clone();
         }
+        if cert_days.is_some() {
+            entry.cert_days_notified = cert_days;
+        }
         prev.as_ref() != Some(&tracker)
     };
+    if let (Some(alerter), Some(catalog)) = (&hooks.alerter, &hooks.catalog)
+        && !kinds.is_empty()
+    {
+        let snap = catalog.borrow().clone();
+        for kind in kinds {
+            let change = Change {
+                kind,
+                previous: shown_before,
+                current: obs.state,
+                reason: done.outcome.reason.map(|r| r.as_str().to_string()),
+                message: done.outcome.message.clone(),
+                latency_ms: latency,
+            };
+            alerter
+                .handle(&snap, &key, incident_of_event, change, now)
+                .await;
+        }
+    }
     if changed {
         let row = state_row(&key, &tracker, now);
         if let Err(e) = store.save_monitor_state(row).await {
@@ -635,7 +707,7 @@ pub async fn run_with(
         .with_admin(AdminContext {
             store: store.clone(),
             live: live.clone(),
-            catalog: admin_catalog,
+            catalog: admin_catalog.clone(),
             auth,
             metrics: metrics.clone(),
         });
@@ -719,13 +791,32 @@ pub async fn run_with(
     sync_push(&hub, &first_plans, &live).await;
     health.set_ready(true);
 
+    // Alerting: the alerter queues notifications in the outbox, the worker sends them.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let alerter =
+        Arc::new(Alerter::open(store.clone(), wake.clone(), Some(metrics.clone())).await?);
+    let worker = DeliveryWorker::new(
+        store.clone(),
+        admin_catalog.clone(),
+        wake,
+        Some(metrics.clone()),
+        WorkerOptions::default(),
+    );
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let hooks = Hooks {
+        push: Some(hub.clone()),
+        alerter: Some(alerter.clone()),
+        catalog: Some(admin_catalog.clone()),
+        metrics: Some(metrics.clone()),
+    };
+
     let processor = {
         let (store, live, scheduler, hub) =
             (store.clone(), live.clone(), scheduler.clone(), hub.clone());
         tokio::spawn(async move {
             while let Some(done) = done_rx.recv().await {
                 if hub.should_record(&done) {
-                    process_with(done, &store, &live, &scheduler, Some(&hub)).await;
+                    process_with(done, &store, &live, &scheduler, &hooks).await;
                 }
             }
         })
@@ -746,6 +837,8 @@ pub async fn run_with(
 
     let mut flush = tokio::time::interval(opts.flush_interval);
     let mut retention = tokio::time::interval(Duration::from_secs(3600));
+    let mut reminders = tokio::time::interval(REMINDER_TICK);
+    reminders.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_bodies: HashMap<String, Vec<u8>> = HashMap::new();
     let outbox = StoreOutbox(store.clone());
     loop {
@@ -786,6 +879,13 @@ pub async fn run_with(
                     tracing::error!(error = %e, "flush failed");
                 }
             }
+            _ = reminders.tick(), if lead_now => {
+                let snap = snapshots.borrow().clone();
+                let queued = alerter.remind(&snap, Utc::now()).await;
+                if queued > 0 {
+                    tracing::debug!(queued, "reminders queued");
+                }
+            }
             _ = retention.tick() => {
                 let snap = snapshots.borrow().clone();
                 match store.apply_retention(Utc::now(), &snap.effective).await {
@@ -811,6 +911,8 @@ pub async fn run_with(
         .await;
     }
     processor.abort();
+    // Pending deliveries stay in the outbox for the next start.
+    worker.abort();
     if let Some(w) = status_writer {
         // Status writes are idempotent: a round cut short is redone by the next leader.
         w.abort();

@@ -1,33 +1,229 @@
-//! `GET /metrics`: Prometheus text format through prometheus-client. SKELETON: filled in
-//! by the admin API work. Counters are fed by the runtime (checks), the delivery worker
-//! (deliveries) and `up`'s builder loop (builds); gauges are read from the live view at
-//! scrape time.
+//! `GET /metrics`: the OpenMetrics text format through prometheus-client. Counters and
+//! histograms are fed by the runtime (checks), the delivery worker (deliveries) and
+//! `up`'s builder loop (builds); gauges (monitors by state, certificate days left) are
+//! set from the live view and the catalog at scrape time.
+//!
+//! | series | labels |
+//! |---|---|
+//! | `kubekuma_checks_total` | `type`, `result` (`up`/`down`) |
+//! | `kubekuma_check_duration_seconds` (histogram) | `type` |
+//! | `kubekuma_notification_deliveries_total` | `provider_type`, `outcome` |
+//! | `kubekuma_builds_total` | `result` (`ok`/`error`) |
+//! | `kubekuma_build_duration_seconds` (histogram) | — |
+//! | `kubekuma_monitors` (gauge) | `state` |
+//! | `kubekuma_certificate_days_left` (gauge) | `namespace`, `name` |
 
-use kubekuma_crds::MonitorType;
+use std::sync::Mutex;
+
+use kubekuma_crds::{MonitorState, MonitorType};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::catalog::Snapshot;
+use crate::runtime::Live;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+const STATES: [MonitorState; 5] = [
+    MonitorState::Up,
+    MonitorState::Down,
+    MonitorState::Pending,
+    MonitorState::Flapping,
+    MonitorState::Paused,
+];
+
+fn check_buckets() -> Histogram {
+    // 5 ms … ~82 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+fn build_buckets() -> Histogram {
+    // 50 ms … ~410 s.
+    Histogram::new(exponential_buckets(0.05, 2.0, 14))
+}
 
 /// The agent's metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<Labels, Counter>,
+    check_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    deliveries: Family<Labels, Counter>,
+    builds: Family<Labels, Counter>,
+    build_seconds: Histogram,
+    monitors: Family<Labels, Gauge>,
+    cert_days: Family<Labels, Gauge>,
+    /// One scrape at a time (the gauges are reset and set for each).
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
 
 impl Metrics {
     /// Empty metrics.
     pub fn new() -> Self {
-        Metrics::default()
+        let mut registry = Registry::default();
+        let checks = Family::<Labels, Counter>::default();
+        let check_seconds: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(check_buckets);
+        let deliveries = Family::<Labels, Counter>::default();
+        let builds = Family::<Labels, Counter>::default();
+        let build_seconds = build_buckets();
+        let monitors = Family::<Labels, Gauge>::default();
+        let cert_days = Family::<Labels, Gauge>::default();
+        registry.register(
+            "kubekuma_checks",
+            "Finished checks by monitor type and result",
+            checks.clone(),
+        );
+        registry.register(
+            "kubekuma_check_duration_seconds",
+            "Duration of checks by monitor type",
+            check_seconds.clone(),
+        );
+        registry.register(
+            "kubekuma_notification_deliveries",
+            "Notification deliveries by provider type and outcome",
+            deliveries.clone(),
+        );
+        registry.register("kubekuma_builds", "Site builds by result", builds.clone());
+        registry.register(
+            "kubekuma_build_duration_seconds",
+            "Duration of site builds",
+            build_seconds.clone(),
+        );
+        registry.register(
+            "kubekuma_monitors",
+            "Monitors of the catalog by current state",
+            monitors.clone(),
+        );
+        registry.register(
+            "kubekuma_certificate_days_left",
+            "Days until the TLS certificate seen by the last check expires",
+            cert_days.clone(),
+        );
+        Metrics {
+            registry,
+            checks,
+            check_seconds,
+            deliveries,
+            builds,
+            build_seconds,
+            monitors,
+            cert_days,
+            scrape: Mutex::new(()),
+        }
     }
 
     /// A check of `monitor_type` finished, up or not, taking `seconds`.
     pub fn check_finished(&self, monitor_type: MonitorType, up: bool, seconds: f64) {
-        let _ = (monitor_type, up, seconds);
+        let t = monitor_type.as_str().to_string();
+        let result = if up { "up" } else { "down" };
+        self.checks
+            .get_or_create(&vec![("type", t.clone()), ("result", result.to_string())])
+            .inc();
+        self.check_seconds
+            .get_or_create(&vec![("type", t)])
+            .observe(seconds.max(0.0));
     }
 
     /// A delivery through a provider of `provider_type` ended with `outcome`
     /// (`sent`, `failed`, `retry`, `deduped`, `rate_limited`).
     pub fn delivery(&self, provider_type: &str, outcome: &str) {
-        let _ = (provider_type, outcome);
+        self.deliveries
+            .get_or_create(&vec![
+                ("provider_type", provider_type.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
     }
 
     /// A site build finished after `seconds`.
     pub fn build_finished(&self, seconds: f64, ok: bool) {
-        let _ = (seconds, ok);
+        let result = if ok { "ok" } else { "error" };
+        self.builds
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+        self.build_seconds.observe(seconds.max(0.0));
+    }
+
+    /// The exposition ([`CONTENT_TYPE`]): counters and histograms so far, gauges from the
+    /// monitors of `snapshot` and their live state (a disabled monitor counts as paused,
+    /// one without a result as pending).
+    pub fn render(&self, snapshot: &Snapshot, live: &Live) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.monitors.clear();
+        self.cert_days.clear();
+        let mut counts = [0i64; STATES.len()];
+        for (key, m) in &snapshot.monitors {
+            let lm = live.monitors.get(key);
+            let state = if !m.spec.is_enabled() {
+                MonitorState::Paused
+            } else {
+                lm.map(|l| l.tracker.shown())
+                    .unwrap_or(MonitorState::Pending)
+            };
+            if let Some(i) = STATES.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+            if let Some(cert) = lm.and_then(|l| l.cert.as_ref()) {
+                self.cert_days
+                    .get_or_create(&vec![
+                        ("namespace", key.namespace.clone()),
+                        ("name", key.name.clone()),
+                    ])
+                    .set(cert.days_left);
+            }
+        }
+        for (state, n) in STATES.iter().zip(counts) {
+            self.monitors
+                .get_or_create(&vec![("state", state.as_str().to_string())])
+                .set(n);
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out = "# EOF\n".into();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_after_events() {
+        let m = Metrics::new();
+        m.check_finished(MonitorType::Http, true, 0.12);
+        m.check_finished(MonitorType::Http, false, 0.5);
+        m.check_finished(MonitorType::Dns, true, 0.01);
+        m.delivery("slack", "sent");
+        m.build_finished(1.5, true);
+        let text = m.render(&Snapshot::default(), &Live::default());
+        for want in [
+            "kubekuma_checks_total{type=\"http\",result=\"up\"} 1",
+            "kubekuma_checks_total{type=\"http\",result=\"down\"} 1",
+            "kubekuma_checks_total{type=\"dns\",result=\"up\"} 1",
+            "kubekuma_check_duration_seconds_count{type=\"http\"} 2",
+            "kubekuma_notification_deliveries_total{provider_type=\"slack\",outcome=\"sent\"} 1",
+            "kubekuma_builds_total{result=\"ok\"} 1",
+            "kubekuma_build_duration_seconds_count 1",
+            "kubekuma_monitors{state=\"up\"} 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "{want} missing in\n{text}");
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! The agent's HTTP listener (hyper, no framework): health, readiness and the push
-//! endpoint (`GET`/`POST /api/v1/push/<token>`, see [`crate::push`]); the admin API and
-//! metrics join it in their own issues. Handlers are plain functions of a request,
-//! callable without a socket.
+//! The agent's HTTP listener (hyper, no framework): health, readiness, the push
+//! endpoint (`GET`/`POST /api/v1/push/<token>`, see [`crate::push`]), the admin API,
+//! metrics and the twins of the static site ([`routes`]). Bodies are read up to
+//! [`routes::BODY_LIMIT`] before a request is answered. Handlers are plain functions of
+//! a request, callable without a socket.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -143,6 +144,7 @@ pub struct Api {
     limiter: Mutex<UnknownTokenLimiter>,
     site: Option<crate::site::Site>,
     admin: Option<AdminContext>,
+    twins: routes::twins::Twins,
 }
 
 impl Api {
@@ -154,6 +156,7 @@ impl Api {
             limiter: Mutex::new(UnknownTokenLimiter::default()),
             site: None,
             admin: None,
+            twins: routes::twins::Twins::default(),
         }
     }
 
@@ -182,24 +185,36 @@ impl Api {
         self
     }
 
-    /// Answer one request from `peer`.
-    pub async fn respond<B>(&self, req: &Request<B>, peer: IpAddr) -> Response<Full<Bytes>> {
-        match req.uri().path().strip_prefix(PATH_PREFIX) {
-            Some(token) => {
-                self.push(req.method(), token, req.uri().query(), peer)
-                    .await
+    /// Answer one request from `peer` (its body already read, see [`read_body`]): push
+    /// first; then the routes of [`routes::ROUTES`] under `/api/`, `/metrics`, `/health`
+    /// and `/ready`; then a file of the static site (`kubekuma up`); then the other
+    /// routes (the twins of the static outputs); 405 with `Allow` for a known path with
+    /// another method, 404 JSON otherwise.
+    pub async fn respond(&self, req: Request<Bytes>, peer: IpAddr) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        if let Some(token) = path.strip_prefix(PATH_PREFIX) {
+            return self
+                .push(req.method(), token, req.uri().query(), peer)
+                .await;
+        }
+        if !routes::reserved(&path)
+            && let Some(site) = &self.site
+            && let Some(r) = site.serve(&req)
+        {
+            return r;
+        }
+        match routes::find(req.method(), &path) {
+            routes::Found::Route(r, _)
+                if matches!(r.id, routes::RouteId::Health | routes::RouteId::Ready) =>
+            {
+                handle(&req, &self.health)
             }
-            None => match (&self.site, req.uri().path()) {
-                (Some(site), path) if path != "/health" && path != "/ready" => {
-                    site.serve(req).unwrap_or_else(|| {
-                        json(
-                            StatusCode::NOT_FOUND,
-                            serde_json::json!({"error": "not found"}),
-                        )
-                    })
-                }
-                _ => handle(req, &self.health),
+            routes::Found::Route(r, params) => match &self.admin {
+                Some(ctx) => routes::dispatch(ctx, &self.twins, r, params, &req, peer).await,
+                None => routes::not_found(&path),
             },
+            routes::Found::WrongMethod(allow) => routes::wrong_method(&allow),
+            routes::Found::Nothing => routes::not_found(&path),
         }
     }
 
@@ -277,6 +292,35 @@ impl Api {
     }
 }
 
+/// Read a request body of at most [`routes::BODY_LIMIT`] bytes: 413 `payload_too_large`
+/// beyond (by `Content-Length` before reading, or while reading), 400 when it breaks off.
+pub async fn read_body<B>(headers: &http::HeaderMap, body: B) -> Result<Bytes, error::ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > routes::BODY_LIMIT as u64) {
+        return Err(error::ApiError::too_large(routes::BODY_LIMIT));
+    }
+    match http_body_util::Limited::new(body, routes::BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error::ApiError::too_large(routes::BODY_LIMIT))
+        }
+        Err(_) => Err(error::ApiError::bad_request(
+            "the request body could not be read",
+        )),
+    }
+}
+
 /// Bind `addr` and serve `api` until `shutdown` turns true. Returns the bound address.
 pub async fn serve(
     addr: &str,
@@ -294,7 +338,17 @@ pub async fn serve(
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
                             let api = api.clone();
-                            async move { Ok::<_, Infallible>(api.respond(&req, peer.ip()).await) }
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let reply = match read_body(&parts.headers, body).await {
+                                    Ok(bytes) => {
+                                        api.respond(Request::from_parts(parts, bytes), peer.ip())
+                                            .await
+                                    }
+                                    Err(e) => e.into_reply(),
+                                };
+                                Ok::<_, Infallible>(reply)
+                            }
                         });
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), svc)
@@ -326,6 +380,42 @@ mod tests {
         h.set_ready(true);
         assert_eq!(handle(&get("/ready"), &h).status(), StatusCode::OK);
         assert_eq!(handle(&get("/nope"), &h).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn site_files_never_hide_the_api_and_twins_never_hide_files() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let write = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap_or(dir.path()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+        };
+        // A status page with slug "status", and files where API paths would be.
+        write("status/status.json", "{\"page\":true}");
+        write("api/v1/monitors", "site");
+        write("metrics", "site");
+        let api = Api::new(Arc::new(Health::default())).with_site(dir.path().to_path_buf());
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let get = |p: &str| Request::get(p).body(Bytes::new()).unwrap_or_default();
+        let r = api.respond(get("/status/status.json"), peer).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        for reserved in ["/api/v1/monitors", "/metrics"] {
+            let r = api.respond(get(reserved), peer).await;
+            assert_ne!(r.status(), StatusCode::OK, "{reserved}");
+        }
+        // No file: the twin answers (here without an admin API: 404 JSON).
+        let r = api.respond(get("/status/other"), peer).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = api
+            .respond(
+                Request::post("/health").body(Bytes::new()).unwrap_or_default(),
+                peer,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET");
     }
 
     #[tokio::test]

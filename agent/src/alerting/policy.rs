@@ -499,6 +499,11 @@ impl Gate {
             if event.kind == EventKind::Up && matches!(d, Decision::RateLimited { .. }) {
                 d = Decision::Send;
             }
+            // A reminder repeats the down alert on purpose, with the down alert's key: the
+            // resend interval paces it, not the dedupe window.
+            if event.kind == EventKind::Reminder && matches!(d, Decision::Deduped { .. }) {
+                d = Decision::Send;
+            }
             if d == Decision::Send {
                 let keep = route
                     .dedupe_window_minutes
@@ -736,5 +741,23 @@ mod tests {
             at(600),
         );
         assert!(g.reminders_due(at(10_000)).is_empty());
+    }
+
+    #[test]
+    fn reminders_are_not_deduped_by_the_down_alerts_key() {
+        let mut g = Gate::new();
+        let r = route_to("slack", 240, 0, 60, "k");
+        g.admit(
+            &event(EventKind::Down, at(0)),
+            std::slice::from_ref(&r),
+            at(0),
+        );
+        let (rr, e) = g.reminders_due(at(60)).remove(0);
+        assert_eq!(g.admit(&e, &[rr], at(60)), [Decision::Send]);
+        // A second down with the same key inside the window still is.
+        assert!(matches!(
+            g.admit(&event(EventKind::Down, at(61)), &[r], at(61))[..],
+            [Decision::Deduped { .. }]
+        ));
     }
 }

@@ -136,7 +136,7 @@ type RawIncident = (
     bool,
 );
 
-fn load(
+pub(super) fn load(
     conn: &Connection,
     filter: &str,
     args: &[&dyn rusqlite::ToSql],

@@ -11,7 +11,11 @@
 //! migrations in [`migrations`].
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_silences;
+mod audit;
 mod convert;
+pub mod deliveries;
+mod incident_query;
 mod incidents;
 mod location;
 pub mod migrations;
@@ -19,6 +23,7 @@ mod push;
 mod records;
 mod retention;
 mod rollups;
+mod sessions;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -36,10 +41,14 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
+pub use api_silences::{ApiSilence, CreateSilence};
+pub use audit::AuditEvent;
+pub use incident_query::IncidentFilter;
 pub use location::{DatabaseLocation, parse_database_url};
 pub use push::PushRow;
 pub use records::{CachedCrd, CrdCacheEntry, MonitorStateRow};
 use rollups::{Buckets, DAY_MS, HOUR_MS};
+pub use sessions::{AuthActivity, SessionRow};
 use writer::{Command, Job, WriterStats};
 
 /// How long a connection waits for a lock before giving up.

@@ -2,7 +2,10 @@
 //! executable for them instead of one per file. Each module is one area; `common`
 //! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine).
 
+mod admin_api;
+mod admin_auth;
 mod alerting_http_providers;
+mod alerting_outbox;
 mod alerting_policy;
 mod alerting_smtp_apprise;
 mod checks_dns;

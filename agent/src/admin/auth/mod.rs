@@ -1,40 +1,42 @@
 //! Authentication of the admin API: LocalUser logins (argon2id PHC hashes in Secrets,
 //! optional TOTP), HS256 JWT sessions revocable through the `sessions` table, and
-//! `kk_live_…` / `kk_test_…` API keys. SKELETON: the bodies are filled in by the auth work.
+//! `kk_live_…` / `kk_test_…` API keys.
+//!
+//! - `config`: `SESSION_SECRET`, `SESSION_MAX_AGE`, `KUBE_NAMESPACE`, login limits.
+//! - [`password`]: argon2id hashes, verified at most two at a time with a bounded queue.
+//! - [`jwt`]: session tokens (HS256 only, no leeway).
+//! - [`totp`]: the second factor.
+//! - [`api_key`]: key format and the cache that keeps argon2 off the request path.
+//! - [`manifests`]: what `kubekuma hash-password` and `kubekuma api-key create` print.
+//! - `login`: the login flow with its rate limits (`limiter`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use http::HeaderMap;
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{HeaderMap, StatusCode, header};
 use tokio::sync::watch;
 
-use super::error::{ApiError, Reply};
+use super::error::{ApiError, Reply, json_reply};
 use super::roles::{Access, Area, Role, allowed};
-use crate::catalog::Snapshot;
-use crate::store::Store;
+use crate::catalog::{ObjKey, Snapshot};
+use crate::store::{AuthActivity, Store};
 
-/// How sessions are issued.
-#[derive(Clone, Debug)]
-pub struct AuthConfig {
-    /// HS256 key (`SESSION_SECRET`, or generated and kept in the data folder by `up`).
-    pub session_secret: Vec<u8>,
-    /// Session lifetime (`SESSION_MAX_AGE` seconds, default 7 days).
-    pub max_age: Duration,
-    /// Namespace whose users and keys act on every namespace (`KUBE_NAMESPACE`,
-    /// default `kubekuma`); admins always do.
-    pub home_namespace: String,
-}
+pub mod api_key;
+mod config;
+pub mod jwt;
+mod limiter;
+mod login;
+pub mod manifests;
+pub mod password;
+pub mod totp;
 
-impl AuthConfig {
-    /// The configuration from `secret` (`SESSION_SECRET`) and the environment; without a
-    /// secret one is generated and kept in `<data_dir>/session-secret`.
-    pub fn load(secret: Option<&str>, data_dir: &Path) -> anyhow::Result<AuthConfig> {
-        let _ = (secret, data_dir);
-        unimplemented!("auth work")
-    }
-}
+pub use config::{AuthConfig, LoginLimits, MIN_SECRET_LEN, SECRET_FILE, check_secret};
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "token";
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,46 +86,225 @@ impl Principal {
 
 /// Logins, sessions and API keys.
 pub struct Auth {
-    #[allow(dead_code)]
     config: AuthConfig,
-    #[allow(dead_code)]
     store: Store,
-    #[allow(dead_code)]
     catalog: watch::Receiver<Arc<Snapshot>>,
+    hasher: password::Hasher,
+    limits: Mutex<login::Limits>,
+    keys: Mutex<api_key::KeyCache>,
+    /// The last TOTP step accepted per user: a code is accepted once.
+    totp_steps: Mutex<HashMap<String, u64>>,
+    last_purge: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lock a mutex, also after a panic elsewhere (the data are counters and caches).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `namespace/name` → key.
+fn parse_id(id: &str) -> Option<ObjKey> {
+    id.split_once('/').map(|(ns, n)| ObjKey::new(ns, n))
+}
+
+/// The value of `Authorization: Bearer …`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The `token` cookie, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("token="))
+        .map(|t| t.trim_matches('"'))
+        .find(|t| !t.is_empty())
 }
 
 impl Auth {
     /// Authenticate against the users and keys of the current catalog.
     pub fn new(config: AuthConfig, store: Store, catalog: watch::Receiver<Arc<Snapshot>>) -> Self {
+        let l = &config.limits;
         Auth {
+            hasher: password::Hasher::new(l.argon2_concurrency, l.argon2_queue),
+            limits: Mutex::new(login::Limits::new(l)),
+            keys: Mutex::new(api_key::KeyCache::default()),
+            totp_steps: Mutex::new(HashMap::new()),
+            last_purge: Mutex::new(None),
             config,
             store,
             catalog,
         }
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The most argon2 verifications that ever ran at once (never above
+    /// [`LoginLimits::argon2_concurrency`]).
+    pub fn argon2_high_water(&self) -> usize {
+        self.hasher.high_water()
+    }
+
+    /// How many argon2 verifications ran (logins, and API keys not yet in the cache).
+    pub fn argon2_runs(&self) -> usize {
+        self.hasher.runs()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.catalog.borrow().clone()
+    }
+
+    fn all_namespaces(&self, role: Role, namespace: &str) -> bool {
+        role == Role::Admin || namespace == self.config.home_namespace
+    }
+
     /// The principal of a request: a `token` cookie or `Authorization: Bearer` JWT of a
     /// live session, or `Authorization: Bearer kk_…` API key. 401 otherwise.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let _ = headers;
-        unimplemented!("auth work")
+        match bearer(headers) {
+            Some(t) if api_key::has_prefix(t) => self.authenticate_key(t).await,
+            Some(t) => self.authenticate_session(t).await,
+            None => match cookie_token(headers) {
+                Some(t) => self.authenticate_session(t).await,
+                None => Err(ApiError::unauthorized(
+                    "log in first (the token cookie or Authorization: Bearer)",
+                )),
+            },
+        }
+    }
+
+    async fn authenticate_session(&self, token: &str) -> Result<Principal, ApiError> {
+        let refused =
+            || ApiError::unauthorized("the session is invalid or has ended; log in again");
+        let claims = match jwt::verify(token, &self.config.session_secret) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "session token refused");
+                return Err(refused());
+            }
+        };
+        let now = Utc::now();
+        let row = self
+            .store
+            .live_session(&jwt::sha256_hex(token), now)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot read sessions");
+                ApiError::internal("cannot read sessions")
+            })?;
+        let Some(row) = row.filter(|r| r.id == claims.session_id && r.user_id == claims.sub) else {
+            tracing::debug!(user = %claims.sub, "session revoked or expired");
+            return Err(refused());
+        };
+        let snap = self.snapshot();
+        let user = parse_id(&row.user_id).and_then(|k| snap.local_users.get(&k).map(|u| (k, u)));
+        let Some((key, user)) = user else {
+            tracing::info!(user = %row.user_id, "session refused: the LocalUser no longer exists");
+            return Err(refused());
+        };
+        if user.spec.disabled == Some(true) {
+            tracing::info!(user = %row.user_id, "session refused: the LocalUser is disabled");
+            return Err(refused());
+        }
+        Ok(Principal {
+            id: row.user_id.clone(),
+            username: user.spec.username.clone(),
+            role: user.spec.role,
+            all_namespaces: self.all_namespaces(user.spec.role, &key.namespace),
+            namespace: key.namespace,
+            kind: PrincipalKind::Session(row.id),
+        })
     }
 
     /// `POST /api/v1/auth/login` with a JSON body `{username, password, totp?}`.
     pub async fn login(&self, headers: &HeaderMap, body: &[u8], peer: IpAddr) -> Reply {
-        let _ = (headers, body, peer);
-        unimplemented!("auth work")
+        match self.login_inner(headers, body, peer).await {
+            Ok(reply) => reply,
+            Err(e) => e.into_reply(),
+        }
     }
 
     /// `POST /api/v1/auth/logout`: revoke the session and clear the cookie.
     pub async fn logout(&self, principal: &Principal) -> Reply {
-        let _ = principal;
-        unimplemented!("auth work")
+        let PrincipalKind::Session(id) = &principal.kind else {
+            return ApiError::bad_request(
+                "API keys have no session to end; disable or delete the ApiKey to revoke it",
+            )
+            .into_reply();
+        };
+        if let Err(e) = self.store.delete_session(id).await {
+            tracing::error!(error = %e, "cannot revoke a session");
+            return ApiError::internal("cannot revoke the session").into_reply();
+        }
+        tracing::info!(user = %principal.id, "logged out");
+        let mut r = json_reply(StatusCode::OK, &serde_json::json!({"success": true}));
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            header::HeaderValue::from_static(
+                "token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+            ),
+        );
+        r
     }
 
     /// `GET /api/v1/auth/me`.
     pub async fn me(&self, principal: &Principal) -> Reply {
-        let _ = principal;
-        unimplemented!("auth work")
+        let last = match principal.kind {
+            PrincipalKind::Session(_) => self.last_login(&principal.id).await,
+            PrincipalKind::ApiKey => None,
+        };
+        json_reply(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": principal.id,
+                "username": principal.username,
+                "role": principal.role.as_str(),
+                "namespace": principal.namespace,
+                "lastLoginAt": last.map(rfc3339),
+            }),
+        )
+    }
+
+    /// The last login of the LocalUser `id` (`namespace/name`).
+    pub async fn last_login(&self, id: &str) -> Option<DateTime<Utc>> {
+        self.store
+            .auth_activity(AuthActivity::UserLogin, id)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "cannot read the last login"))
+            .ok()
+            .flatten()
+    }
+
+    /// The last use of the ApiKey `id` (`namespace/name`), recorded at most once a minute.
+    pub async fn last_key_use(&self, id: &str) -> Option<DateTime<Utc>> {
+        self.store
+            .auth_activity(AuthActivity::ApiKeyUse, id)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "cannot read the last key use"))
+            .ok()
+            .flatten()
     }
 }

@@ -1,1 +1,772 @@
-//! The admin API's routes. SKELETON: filled in by the admin API work.
+//! The admin API's routes: one table ([`ROUTES`]) of method, path pattern and who may
+//! call it, one `match` over [`RouteId`] that dispatches to the handlers (one file per
+//! resource). The OpenAPI document ([`openapi`]) and the role tests are driven by the
+//! same table.
+//!
+//! Order of answering (see [`crate::admin::Api::respond`]): push, then `/api/…`,
+//! `/metrics`, `/health` and `/ready` from this table; then, with `kubekuma up`, a file of
+//! the static site; then the dynamic twins of the static outputs (`/status/…`,
+//! `/badge/…`, `/uptime/…`). So a twin never hides a file of the site, and no status
+//! page slug can hide an API route.
+
+pub mod incidents;
+pub mod monitors;
+pub mod openapi;
+pub mod silences;
+pub mod twins;
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::BodyExt as _;
+use serde::de::DeserializeOwned;
+
+use super::AdminContext;
+use super::auth::Principal;
+use super::error::{ApiError, Reply, json_reply};
+use super::roles::{Access, Area};
+use crate::store::{AuditEvent, StoreError};
+
+/// Largest request body accepted (413 `payload_too_large` beyond).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The HTTP methods routes use (HEAD is answered as GET).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// GET (and HEAD).
+    Get,
+    /// POST.
+    Post,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+        }
+    }
+
+    /// The verb of a request's method (HEAD as GET).
+    pub fn of(m: &Method) -> Option<Verb> {
+        match *m {
+            Method::GET | Method::HEAD => Some(Verb::Get),
+            Method::POST => Some(Verb::Post),
+            Method::DELETE => Some(Verb::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Anyone.
+    Public,
+    /// Any authenticated principal.
+    Principal,
+    /// A principal whose role may `Access` the `Area`.
+    Role(Area, Access),
+}
+
+/// Every route, for the one dispatching `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteId {
+    /// `POST /api/v1/auth/login`.
+    Login,
+    /// `POST /api/v1/auth/logout`.
+    Logout,
+    /// `GET /api/v1/auth/me`.
+    Me,
+    /// `GET /api/v1/monitors`.
+    Monitors,
+    /// `GET /api/v1/monitors/{namespace}/{name}`.
+    Monitor,
+    /// `GET /api/v1/incidents`.
+    Incidents,
+    /// `POST /api/v1/incidents/{id}/acknowledge`.
+    IncidentAcknowledge,
+    /// `POST /api/v1/incidents/{id}/updates`.
+    IncidentUpdate,
+    /// `POST /api/v1/incidents/{id}/resolve`.
+    IncidentResolve,
+    /// `GET /api/v1/silences`.
+    Silences,
+    /// `POST /api/v1/silences`.
+    SilenceCreate,
+    /// `DELETE /api/v1/silences/{namespace}/{name}`.
+    SilenceExpire,
+    /// `GET /api/v1/openapi.json`.
+    OpenApi,
+    /// `GET|POST /api/v1/push/{token}` (answered by [`crate::admin::Api::push`]).
+    Push,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /health`.
+    Health,
+    /// `GET /ready`.
+    Ready,
+    /// `GET /status/{slug}`.
+    StatusPage,
+    /// `GET /badge/{slug}/{monitor}` and `/badge/{slug}/{namespace}/{name}`.
+    Badge,
+    /// `GET /uptime/{monitor}` and `/uptime/{namespace}/{name}`.
+    Uptime,
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteDef {
+    /// What answers.
+    pub id: RouteId,
+    /// Method.
+    pub method: Verb,
+    /// Path with `{param}` segments (as OpenAPI writes them).
+    pub pattern: &'static str,
+    /// Who may call it.
+    pub guard: Guard,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+}
+
+const fn route(
+    id: RouteId,
+    method: Verb,
+    pattern: &'static str,
+    guard: Guard,
+    summary: &'static str,
+) -> RouteDef {
+    RouteDef {
+        id,
+        method,
+        pattern,
+        guard,
+        summary,
+    }
+}
+
+use Guard::{Principal as AnyPrincipal, Public};
+use RouteId as R;
+use Verb::{Delete, Get, Post};
+
+const MON_R: Guard = Guard::Role(Area::Monitors, Access::Read);
+const INC_R: Guard = Guard::Role(Area::Incidents, Access::Read);
+const INC_W: Guard = Guard::Role(Area::Incidents, Access::Write);
+const SET_R: Guard = Guard::Role(Area::Settings, Access::Read);
+
+/// Every route of the listener.
+pub const ROUTES: &[RouteDef] = &[
+    route(
+        R::Login,
+        Post,
+        "/api/v1/auth/login",
+        Public,
+        "Log in with a LocalUser's password",
+    ),
+    route(
+        R::Logout,
+        Post,
+        "/api/v1/auth/logout",
+        AnyPrincipal,
+        "End the session",
+    ),
+    route(
+        R::Me,
+        Get,
+        "/api/v1/auth/me",
+        AnyPrincipal,
+        "The current principal",
+    ),
+    route(
+        R::Monitors,
+        Get,
+        "/api/v1/monitors",
+        MON_R,
+        "List monitors with their status",
+    ),
+    route(
+        R::Monitor,
+        Get,
+        "/api/v1/monitors/{namespace}/{name}",
+        MON_R,
+        "One monitor with recent heartbeats",
+    ),
+    route(
+        R::Incidents,
+        Get,
+        "/api/v1/incidents",
+        INC_R,
+        "List incidents, newest first",
+    ),
+    route(
+        R::IncidentAcknowledge,
+        Post,
+        "/api/v1/incidents/{id}/acknowledge",
+        INC_W,
+        "Acknowledge an incident",
+    ),
+    route(
+        R::IncidentUpdate,
+        Post,
+        "/api/v1/incidents/{id}/updates",
+        INC_W,
+        "Add a public update to an incident",
+    ),
+    route(
+        R::IncidentResolve,
+        Post,
+        "/api/v1/incidents/{id}/resolve",
+        INC_W,
+        "Resolve an open incident",
+    ),
+    route(
+        R::Silences,
+        Get,
+        "/api/v1/silences",
+        INC_R,
+        "List silences (catalog and API)",
+    ),
+    route(
+        R::SilenceCreate,
+        Post,
+        "/api/v1/silences",
+        INC_W,
+        "Create a silence",
+    ),
+    route(
+        R::SilenceExpire,
+        Delete,
+        "/api/v1/silences/{namespace}/{name}",
+        INC_W,
+        "Expire a silence created through the API",
+    ),
+    route(
+        R::OpenApi,
+        Get,
+        "/api/v1/openapi.json",
+        SET_R,
+        "This document",
+    ),
+    route(
+        R::Push,
+        Get,
+        "/api/v1/push/{token}",
+        Public,
+        "Push a heartbeat",
+    ),
+    route(
+        R::Push,
+        Post,
+        "/api/v1/push/{token}",
+        Public,
+        "Push a heartbeat",
+    ),
+    route(
+        R::Metrics,
+        Get,
+        "/metrics",
+        SET_R,
+        "Prometheus metrics (OpenMetrics text)",
+    ),
+    route(R::Health, Get, "/health", Public, "Liveness"),
+    route(R::Ready, Get, "/ready", Public, "Readiness"),
+    route(
+        R::StatusPage,
+        Get,
+        "/status/{slug}",
+        Public,
+        "A published status page as JSON",
+    ),
+    route(
+        R::Badge,
+        Get,
+        "/badge/{slug}/{monitor}",
+        Public,
+        "A monitor's SVG badge (monitor by name)",
+    ),
+    route(
+        R::Badge,
+        Get,
+        "/badge/{slug}/{namespace}/{name}",
+        Public,
+        "A monitor's SVG badge",
+    ),
+    route(
+        R::Uptime,
+        Get,
+        "/uptime/{monitor}",
+        Public,
+        "Uptime of a monitor (`namespace/name`, URL-encoded, or a unique name)",
+    ),
+    route(
+        R::Uptime,
+        Get,
+        "/uptime/{namespace}/{name}",
+        Public,
+        "Uptime of a monitor",
+    ),
+];
+
+/// Path parameters by name.
+#[derive(Clone, Debug, Default)]
+pub struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    /// A parameter (empty when the pattern has none of that name).
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// Whether the pattern had this parameter.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| *n == name)
+    }
+}
+
+/// Decode `%XX` escapes of a path segment (invalid escapes stay as they are).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The parameters if `path` matches `pattern` (segments compared one by one; a `{param}`
+/// takes one non-empty segment, percent-decoded).
+pub fn match_pattern(pattern: &'static str, path: &str) -> Option<Params> {
+    let mut want = pattern.split('/');
+    let mut have = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return Some(Params(params)),
+            (Some(w), Some(h)) => {
+                if let Some(name) = w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+                    if h.is_empty() {
+                        return None;
+                    }
+                    params.push((name, percent_decode(h)));
+                } else if w != h {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// What the table says about a path and method.
+#[derive(Debug)]
+pub enum Found {
+    /// This route, with its parameters.
+    Route(&'static RouteDef, Params),
+    /// The path exists for other methods only (for `Allow`).
+    WrongMethod(Vec<&'static str>),
+    /// No route has this path.
+    Nothing,
+}
+
+/// Look `method path` up in [`ROUTES`].
+pub fn find(method: &Method, path: &str) -> Found {
+    let verb = Verb::of(method);
+    let mut allow: Vec<&'static str> = Vec::new();
+    for r in ROUTES {
+        if let Some(params) = match_pattern(r.pattern, path) {
+            if Some(r.method) == verb {
+                return Found::Route(r, params);
+            }
+            if !allow.contains(&r.method.as_str()) {
+                allow.push(r.method.as_str());
+            }
+        }
+    }
+    if allow.is_empty() {
+        Found::Nothing
+    } else {
+        Found::WrongMethod(allow)
+    }
+}
+
+/// Whether `path` is answered only by the table (never by the static site): the API,
+/// metrics, health and readiness.
+pub fn reserved(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/") || matches!(path, "/metrics" | "/health" | "/ready")
+}
+
+/// Whether `path` is one of the twins of the static site (answered after its files).
+pub fn is_twin(path: &str) -> bool {
+    ["/status/", "/badge/", "/uptime/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// One request, as handlers see it.
+pub struct Call<'a> {
+    /// The admin context.
+    pub ctx: &'a AdminContext,
+    /// Who calls (`None` on public routes).
+    pub principal: Option<Principal>,
+    /// Path parameters.
+    pub params: Params,
+    /// The query string.
+    pub query: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// The body (at most [`BODY_LIMIT`] bytes).
+    pub body: &'a Bytes,
+    /// The client.
+    pub peer: IpAddr,
+    /// Twin caches.
+    pub twins: &'a twins::Twins,
+}
+
+impl Call<'_> {
+    /// The principal of a guarded route.
+    pub fn who(&self) -> Result<&Principal, ApiError> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| ApiError::unauthorized("authentication required"))
+    }
+
+    /// The JSON body as `T` (400 `bad_request` naming the problem).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        serde_json::from_slice(self.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+
+    /// The query's pairs, percent-decoded.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(self.query.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// Record an audit event by the caller (errors are logged: the change is done).
+    pub async fn audit(
+        &self,
+        resource_type: &str,
+        resource_key: &str,
+        event_type: &str,
+        details: serde_json::Value,
+        summary: Option<String>,
+    ) {
+        let event = AuditEvent {
+            id: 0,
+            resource_type: resource_type.into(),
+            resource_key: resource_key.into(),
+            event_type: event_type.into(),
+            actor: self.principal.as_ref().map(Principal::actor),
+            details: Some(details),
+            changes_summary: summary,
+            timestamp: Utc::now(),
+        };
+        if let Err(e) = self.ctx.store.record_audit(event).await {
+            tracing::error!(error = %e, resource_type, resource_key, event_type, "audit event not recorded");
+        }
+    }
+}
+
+/// Query parameter helpers shared by the handlers.
+pub fn parse_limit(v: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(0) | Err(_) => Err(ApiError::bad_request(format!(
+                "limit must be a whole number from 1 to {max}"
+            ))),
+            Ok(n) => Ok(n.min(max)),
+        },
+    }
+}
+
+/// `offset`: a whole number, default 0.
+pub fn parse_offset(v: Option<&str>) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(0),
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request("offset must be a whole number")),
+    }
+}
+
+/// The store's failure as a 500 (the cause goes to the log).
+pub fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "admin api: store operation failed");
+    ApiError::internal("the database operation failed")
+}
+
+/// Answer a route found in the table, checking its guard first: 401 without (valid)
+/// credentials, 403 when the role lacks access.
+pub async fn dispatch(
+    ctx: &AdminContext,
+    twins: &twins::Twins,
+    route: &'static RouteDef,
+    params: Params,
+    req: &http::Request<Bytes>,
+    peer: IpAddr,
+) -> Reply {
+    let principal = match route.guard {
+        Guard::Public => None,
+        Guard::Principal | Guard::Role(..) => match ctx.auth.authenticate(req.headers()).await {
+            Ok(p) => Some(p),
+            Err(e) => return e.into_reply(),
+        },
+    };
+    if let (Guard::Role(area, access), Some(p)) = (route.guard, &principal)
+        && !p.can(area, access)
+    {
+        return ApiError::forbidden(format!(
+            "role {} may not {} {}",
+            p.role.as_str(),
+            match access {
+                Access::Read => "read",
+                Access::Write => "change",
+            },
+            match area {
+                Area::Monitors => "monitors",
+                Area::Incidents => "incidents",
+                Area::Settings => "settings",
+                Area::Users => "users",
+            }
+        ))
+        .into_reply();
+    }
+    let call = Call {
+        ctx,
+        principal,
+        params,
+        query: req.uri().query(),
+        headers: req.headers(),
+        body: req.body(),
+        peer,
+        twins,
+    };
+    let answer = match route.id {
+        R::Login => Ok(login(&call).await),
+        R::Logout => logout(&call).await,
+        R::Me => match call.who() {
+            Ok(p) => Ok(ctx.auth.me(p).await),
+            Err(e) => Err(e),
+        },
+        R::Monitors => monitors::list(&call).await,
+        R::Monitor => monitors::one(&call).await,
+        R::Incidents => incidents::list(&call).await,
+        R::IncidentAcknowledge => incidents::acknowledge(&call).await,
+        R::IncidentUpdate => incidents::add_update(&call).await,
+        R::IncidentResolve => incidents::resolve(&call).await,
+        R::Silences => silences::list(&call).await,
+        R::SilenceCreate => silences::create(&call).await,
+        R::SilenceExpire => silences::expire(&call).await,
+        R::OpenApi => Ok(json_reply(StatusCode::OK, &openapi::document())),
+        R::Metrics => Ok(metrics(&call)),
+        R::StatusPage => twins::status_page(&call).await,
+        R::Badge => twins::badge(&call).await,
+        R::Uptime => twins::uptime(&call).await,
+        // Answered before the table (see `Api::respond`): push keeps its own replies.
+        R::Push | R::Health | R::Ready => Err(ApiError::not_found("no such route")),
+    };
+    answer.unwrap_or_else(ApiError::into_reply)
+}
+
+fn metrics(call: &Call<'_>) -> Reply {
+    let snapshot = call.ctx.catalog.borrow().clone();
+    let text = {
+        let live = call.ctx.live.lock().unwrap_or_else(|p| p.into_inner());
+        call.ctx.metrics.render(&snapshot, &live)
+    };
+    let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// The login's user name, for the audit record (never the password).
+fn login_username(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("username")
+                .and_then(|u| u.as_str())
+                .map(str::to_string)
+        })
+        .map(|u| u.chars().take(128).collect())
+        .unwrap_or_default()
+}
+
+async fn login(call: &Call<'_>) -> Reply {
+    let reply = call
+        .ctx
+        .auth
+        .login(call.headers, call.body, call.peer)
+        .await;
+    let username = login_username(call.body);
+    let status = reply.status();
+    // The reply's body is in memory: read it for the user's ID, then put it back.
+    let (parts, body) = reply.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let user_id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/user/id")
+                .and_then(|u| u.as_str())
+                .map(str::to_string)
+        });
+    let ok = status.is_success();
+    let event = AuditEvent {
+        id: 0,
+        resource_type: "session".into(),
+        resource_key: user_id.clone().unwrap_or_else(|| username.clone()),
+        event_type: if ok { "login" } else { "login_failed" }.into(),
+        actor: user_id.filter(|_| ok).map(|id| format!("user:{id}")),
+        details: Some(serde_json::json!({
+            "username": username,
+            "peer": call.peer.to_string(),
+            "status": status.as_u16(),
+        })),
+        changes_summary: None,
+        timestamp: Utc::now(),
+    };
+    if let Err(e) = call.ctx.store.record_audit(event).await {
+        tracing::error!(error = %e, "audit event of a login not recorded");
+    }
+    http::Response::from_parts(parts, http_body_util::Full::new(bytes))
+}
+
+async fn logout(call: &Call<'_>) -> Result<Reply, ApiError> {
+    let p = call.who()?;
+    let reply = call.ctx.auth.logout(p).await;
+    if reply.status().is_success() {
+        call.audit(
+            "session",
+            &p.id,
+            "logout",
+            serde_json::json!({"peer": call.peer.to_string()}),
+            None,
+        )
+        .await;
+    }
+    Ok(reply)
+}
+
+/// 404 JSON for a path no route has.
+pub fn not_found(path: &str) -> Reply {
+    ApiError::not_found(format!("no route for {path}")).into_reply()
+}
+
+/// 405 JSON with `Allow`.
+pub fn wrong_method(allow: &[&str]) -> Reply {
+    let allow = allow.join(", ");
+    let mut r = ApiError::method_not_allowed(&allow).into_reply();
+    if let Ok(v) = header::HeaderValue::from_str(&allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments() {
+        let p = match_pattern(
+            "/api/v1/monitors/{namespace}/{name}",
+            "/api/v1/monitors/a/b%2Dc",
+        );
+        let p = p.unwrap_or_default();
+        assert_eq!(p.get("namespace"), "a");
+        assert_eq!(p.get("name"), "b-c");
+        assert!(
+            match_pattern("/api/v1/monitors/{namespace}/{name}", "/api/v1/monitors/a").is_none()
+        );
+        assert!(
+            match_pattern("/api/v1/monitors/{namespace}/{name}", "/api/v1/monitors/a/").is_none()
+        );
+        assert!(match_pattern("/health", "/health/").is_none());
+        assert_eq!(
+            match_pattern("/uptime/{monitor}", "/uptime/prod%2Fapi")
+                .unwrap_or_default()
+                .get("monitor"),
+            "prod/api"
+        );
+    }
+
+    #[test]
+    fn methods_and_allow() {
+        assert!(
+            matches!(find(&Method::GET, "/api/v1/monitors"), Found::Route(r, _) if r.id == RouteId::Monitors)
+        );
+        assert!(
+            matches!(find(&Method::HEAD, "/health"), Found::Route(r, _) if r.id == RouteId::Health)
+        );
+        match find(&Method::PUT, "/api/v1/silences") {
+            Found::WrongMethod(allow) => assert_eq!(allow, ["GET", "POST"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(find(&Method::GET, "/api/v1/nope"), Found::Nothing));
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.pattern == b.pattern),
+                    "{} {} twice",
+                    a.method.as_str(),
+                    a.pattern
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_and_twins() {
+        assert!(reserved("/api/v1/x") && reserved("/metrics") && !reserved("/status/x"));
+        assert!(is_twin("/badge/a/b") && !is_twin("/badges/a"));
+    }
+}

@@ -44,25 +44,29 @@ pub async fn send(
     } else {
         &msg.body
     };
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("token", &token)
-        .append_pair("user", &user)
-        .append_pair("title", &truncate(&msg.title, MAX_TITLE))
-        .append_pair("message", &truncate(message, MAX_MESSAGE))
-        .append_pair("timestamp", &msg.timestamp.timestamp().to_string());
-    if let Some(p) = config.priority {
-        form.append_pair("priority", &p.to_string());
-        if p == 2 {
-            form.append_pair("retry", EMERGENCY_RETRY_SECONDS)
-                .append_pair("expire", EMERGENCY_EXPIRE_SECONDS);
+    // The serializer is not Send: finish it before the first await.
+    let body = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", &token)
+            .append_pair("user", &user)
+            .append_pair("title", &truncate(&msg.title, MAX_TITLE))
+            .append_pair("message", &truncate(message, MAX_MESSAGE))
+            .append_pair("timestamp", &msg.timestamp.timestamp().to_string());
+        if let Some(p) = config.priority {
+            form.append_pair("priority", &p.to_string());
+            if p == 2 {
+                form.append_pair("retry", EMERGENCY_RETRY_SECONDS)
+                    .append_pair("expire", EMERGENCY_EXPIRE_SECONDS);
+            }
         }
-    }
-    if let Some(sound) = &config.sound {
-        form.append_pair("sound", sound);
-    }
-    if let Some(device) = &config.device {
-        form.append_pair("device", device);
-    }
+        if let Some(sound) = &config.sound {
+            form.append_pair("sound", sound);
+        }
+        if let Some(device) = &config.device {
+            form.append_pair("device", device);
+        }
+        form.finish()
+    };
     let req = ctx
         .http
         .post(url)
@@ -70,7 +74,7 @@ pub async fn send(
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(form.finish());
+        .body(body);
     let reply = execute(ctx, req, vec![token, user]).await?;
 
     // `{"status":1}` is success; otherwise `errors` says why.

@@ -1,0 +1,250 @@
+//! How sessions are issued and logins limited: `SESSION_SECRET` (or a secret generated
+//! once and kept in the data folder), `SESSION_MAX_AGE`, `KUBE_NAMESPACE`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Shortest accepted `SESSION_SECRET`, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// File in the data folder holding the generated secret.
+pub const SECRET_FILE: &str = "session-secret";
+
+/// Default `SESSION_MAX_AGE`: 7 days.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(604_800);
+
+/// How sessions are issued.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// HS256 key (`SESSION_SECRET`, or generated and kept in the data folder by `up`).
+    pub session_secret: Vec<u8>,
+    /// Session lifetime (`SESSION_MAX_AGE` seconds, default 7 days).
+    pub max_age: Duration,
+    /// Namespace whose users and keys act on every namespace (`KUBE_NAMESPACE`,
+    /// default `kubekuma`); admins always do.
+    pub home_namespace: String,
+    /// Rate limits and the cost bound of logins.
+    pub limits: LoginLimits,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("session_secret", &"<redacted>")
+            .field("max_age", &self.max_age)
+            .field("home_namespace", &self.home_namespace)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Login rate limits and the bound on concurrent argon2 work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Login attempts per client address (IPv6: per /64) in `address_period`; a
+    /// successful login does not count. Default 10.
+    pub per_address: u32,
+    /// Default 5 minutes.
+    pub address_period: Duration,
+    /// Failed logins per username in `username_period`. Default 5.
+    pub username_failures: u32,
+    /// Default 15 minutes.
+    pub username_period: Duration,
+    /// Argon2 verifications at once (each takes 64 MB with the spec's cost). Default 2.
+    pub argon2_concurrency: usize,
+    /// Verifications waiting for a slot; beyond, logins answer 503 `busy`. Default 8.
+    pub argon2_queue: usize,
+    /// Addresses and usernames tracked at most. Default 10 000 each.
+    pub max_tracked: usize,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            per_address: 10,
+            address_period: Duration::from_secs(300),
+            username_failures: 5,
+            username_period: Duration::from_secs(900),
+            argon2_concurrency: 2,
+            argon2_queue: 8,
+            max_tracked: 10_000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The configuration from `secret` (`SESSION_SECRET`) and the environment; without a
+    /// secret one is generated and kept in `<data_dir>/session-secret`.
+    pub fn load(secret: Option<&str>, data_dir: &Path) -> anyhow::Result<AuthConfig> {
+        let session_secret = match secret {
+            Some(s) => {
+                check_secret(s).context("SESSION_SECRET")?;
+                s.as_bytes().to_vec()
+            }
+            None => stored_secret(data_dir)?,
+        };
+        let max_age = match std::env::var("SESSION_MAX_AGE") {
+            Ok(v) if !v.trim().is_empty() => parse_max_age(&v)?,
+            _ => DEFAULT_MAX_AGE,
+        };
+        let home_namespace = home_namespace(
+            std::env::var("KUBE_NAMESPACE").ok().as_deref(),
+            std::env::var("POD_NAMESPACE").ok().as_deref(),
+        );
+        Ok(AuthConfig {
+            session_secret,
+            max_age,
+            home_namespace,
+            limits: LoginLimits::default(),
+        })
+    }
+}
+
+/// Refuse a secret shorter than [`MIN_SECRET_LEN`] bytes.
+pub fn check_secret(secret: &str) -> anyhow::Result<()> {
+    if secret.len() < MIN_SECRET_LEN {
+        bail!(
+            "the session secret must be at least {MIN_SECRET_LEN} bytes, got {}; generate one \
+             with `openssl rand -hex 32`",
+            secret.len()
+        );
+    }
+    Ok(())
+}
+
+fn parse_max_age(v: &str) -> anyhow::Result<Duration> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        _ => bail!("SESSION_MAX_AGE must be a positive number of seconds, got {v:?}"),
+    }
+}
+
+/// `KUBE_NAMESPACE` when it names one namespace. `agent` also reads it as the list of
+/// namespaces to watch: when it is empty (all) or lists several, the agent's own namespace
+/// (`POD_NAMESPACE`) is the home, else `kubekuma`.
+fn home_namespace(kube_namespace: Option<&str>, pod_namespace: Option<&str>) -> String {
+    let listed: Vec<&str> = kube_namespace
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    match listed.as_slice() {
+        [one] => one.to_string(),
+        _ => pod_namespace
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("kubekuma")
+            .to_string(),
+    }
+}
+
+/// The secret kept in `<data_dir>/session-secret`, generated (32 random bytes, hex) on
+/// first use; the file is readable by its owner only.
+fn stored_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim();
+            check_secret(text).with_context(|| {
+                format!(
+                    "{} holds a bad secret; delete it to generate a new one",
+                    path.display()
+                )
+            })?;
+            restrict(&path)?;
+            return Ok(text.as_bytes().to_vec());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let text = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated a session secret (SESSION_SECRET not set)");
+            Ok(text.into_bytes())
+        }
+        // Another agent on the same folder wrote it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => stored_secret(data_dir),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+fn restrict(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {} to its owner", path.display()))?;
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let a = stored_secret(&data).unwrap();
+        assert_eq!(a.len(), 64);
+        let b = stored_secret(&data).unwrap();
+        assert_eq!(a, b);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data.join(SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn short_secrets_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = AuthConfig::load(Some("short"), dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("at least 32 bytes"), "{err:#}");
+        let ok = AuthConfig::load(Some(&"x".repeat(32)), dir.path()).unwrap();
+        assert_eq!(ok.session_secret.len(), 32);
+        assert!(!format!("{ok:?}").contains("xxxx"));
+        std::fs::write(dir.path().join(SECRET_FILE), "tiny").unwrap();
+        assert!(AuthConfig::load(None, dir.path()).is_err());
+    }
+
+    #[test]
+    fn max_age_and_namespace() {
+        assert_eq!(parse_max_age("60").unwrap(), Duration::from_secs(60));
+        assert!(parse_max_age("0").is_err());
+        assert!(parse_max_age("1d").is_err());
+        assert_eq!(home_namespace(None, None), "kubekuma");
+        assert_eq!(home_namespace(Some(" ops "), Some("kk")), "ops");
+        assert_eq!(home_namespace(Some("ops,dev"), Some("kk")), "kk");
+        assert_eq!(home_namespace(Some(""), None), "kubekuma");
+        assert_eq!(home_namespace(Some(""), Some("monitoring")), "monitoring");
+    }
+}

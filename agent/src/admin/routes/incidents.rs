@@ -1,0 +1,207 @@
+//! `GET /api/v1/incidents` and the changes an operator makes to one: acknowledge, a
+//! public update (shown on status pages and in feeds: the export's `IncidentMonth`
+//! carries updates to the builder), resolve. Every change is audited.
+
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use kubekuma_crds::objects::monitor_key;
+use kubekuma_crds::results::Incident;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Call, parse_limit, parse_offset, store_error};
+use crate::admin::error::{ApiError, Reply, json_reply};
+use crate::store::IncidentFilter;
+
+/// Default page of the list.
+pub const DEFAULT_LIMIT: usize = 50;
+/// Largest page of the list.
+pub const MAX_LIMIT: usize = 500;
+/// Longest public update, in characters.
+pub const MAX_UPDATE_CHARS: usize = 4000;
+
+/// The spec's incident shape (plus reason and updates).
+pub fn incident_json(i: &Incident) -> Value {
+    json!({
+        "id": i.id,
+        "monitorId": monitor_key(&i.namespace, &i.name),
+        "startedAt": i.started_at,
+        "endedAt": i.ended_at,
+        "state": if i.ended_at.is_none() { "down" } else { "up" },
+        "duration": i.duration_seconds,
+        "reason": i.reason.map(|r| r.as_str()),
+        "suppressed": i.suppressed,
+        "suppressReason": i.suppress_reason,
+        "acknowledged": i.acknowledged,
+        "updates": i.updates.iter().map(|u| json!({"at": u.at, "message": u.message})).collect::<Vec<_>>(),
+    })
+}
+
+fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    // A `+` of an offset left unencoded in the query arrives as a space.
+    DateTime::parse_from_rfc3339(&v.replace(' ', "+"))
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::bad_request(format!("{name} must be an RFC 3339 time")))
+}
+
+/// `GET /api/v1/incidents?monitorId=ns/name&state=open|resolved&since=&until=&limit=&offset=`:
+/// a JSON array, newest first, only of monitors in namespaces the principal sees.
+pub async fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
+    let p = call.who()?;
+    let mut filter = IncidentFilter::default();
+    let (mut limit, mut offset) = (None, None);
+    for (k, v) in call.query_pairs() {
+        match k.as_str() {
+            "monitorId" => match v.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                    filter.monitor = Some((ns.to_string(), name.to_string()));
+                }
+                _ => return Err(ApiError::bad_request("monitorId must be namespace/name")),
+            },
+            "state" => {
+                filter.open = Some(match v.as_str() {
+                    "open" => true,
+                    "resolved" => false,
+                    _ => return Err(ApiError::bad_request("state must be open or resolved")),
+                })
+            }
+            "since" => filter.since = Some(parse_time("since", &v)?),
+            "until" => filter.until = Some(parse_time("until", &v)?),
+            "limit" => limit = Some(v),
+            "offset" => offset = Some(v),
+            _ => {}
+        }
+    }
+    let limit = parse_limit(limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let offset = parse_offset(offset.as_deref())?;
+    let found = call
+        .ctx
+        .store
+        .find_incidents(filter)
+        .await
+        .map_err(store_error)?;
+    let items: Vec<Value> = found
+        .iter()
+        .rev()
+        .filter(|i| p.sees_namespace(&i.namespace))
+        .skip(offset)
+        .take(limit)
+        .map(incident_json)
+        .collect();
+    Ok(json_reply(StatusCode::OK, &items))
+}
+
+/// The incident of the path, when it exists and the principal sees its namespace.
+async fn visible(call: &Call<'_>) -> Result<Incident, ApiError> {
+    let p = call.who()?;
+    let raw = call.params.get("id");
+    let missing = || ApiError::not_found(format!("incident {raw} not found"));
+    let id: i64 = raw.parse().map_err(|_| missing())?;
+    match call.ctx.store.incident(id).await.map_err(store_error)? {
+        Some(i) if p.sees_namespace(&i.namespace) => Ok(i),
+        _ => Err(missing()),
+    }
+}
+
+/// The incident after a change (and the twins' model dropped, so the status page
+/// twin shows the change at once).
+async fn reload(call: &Call<'_>, id: i64) -> Result<Incident, ApiError> {
+    super::twins::invalidate(call.twins);
+    call.ctx
+        .store
+        .incident(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+}
+
+/// `POST /api/v1/incidents/{id}/acknowledge`.
+pub async fn acknowledge(call: &Call<'_>) -> Result<Reply, ApiError> {
+    let i = visible(call).await?;
+    let actor = call.who()?.actor();
+    call.ctx
+        .store
+        .acknowledge_incident(i.id, &actor, Utc::now())
+        .await
+        .map_err(store_error)?;
+    call.audit(
+        "incident",
+        &i.id.to_string(),
+        "acknowledged",
+        json!({"monitorId": monitor_key(&i.namespace, &i.name)}),
+        Some("acknowledged: false → true".into()),
+    )
+    .await;
+    Ok(json_reply(
+        StatusCode::OK,
+        &incident_json(&reload(call, i.id).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    message: String,
+}
+
+/// `POST /api/v1/incidents/{id}/updates` with `{message}`: 201 with the incident.
+pub async fn add_update(call: &Call<'_>) -> Result<Reply, ApiError> {
+    let i = visible(call).await?;
+    let body: UpdateBody = call.json()?;
+    let message = body.message.trim();
+    if message.is_empty() {
+        return Err(ApiError::bad_request("message must not be empty"));
+    }
+    if message.chars().count() > MAX_UPDATE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "message is longer than {MAX_UPDATE_CHARS} characters"
+        )));
+    }
+    call.ctx
+        .store
+        .add_incident_update(i.id, Utc::now(), message)
+        .await
+        .map_err(store_error)?;
+    call.audit(
+        "incident",
+        &i.id.to_string(),
+        "updated",
+        json!({"monitorId": monitor_key(&i.namespace, &i.name), "message": message}),
+        Some("public update added".into()),
+    )
+    .await;
+    Ok(json_reply(
+        StatusCode::CREATED,
+        &incident_json(&reload(call, i.id).await?),
+    ))
+}
+
+/// `POST /api/v1/incidents/{id}/resolve`: closes an open incident now; 409
+/// `already_resolved` for a closed one.
+pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
+    let i = visible(call).await?;
+    if i.ended_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_resolved",
+            format!("incident {} is already resolved", i.id),
+        ));
+    }
+    call.ctx
+        .store
+        .close_incident(i.id, Utc::now())
+        .await
+        .map_err(store_error)?;
+    call.audit(
+        "incident",
+        &i.id.to_string(),
+        "resolved",
+        json!({"monitorId": monitor_key(&i.namespace, &i.name)}),
+        Some("state: down → up (resolved by an operator)".into()),
+    )
+    .await;
+    Ok(json_reply(
+        StatusCode::OK,
+        &incident_json(&reload(call, i.id).await?),
+    ))
+}

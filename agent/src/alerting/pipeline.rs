@@ -1,0 +1,313 @@
+//! From a monitor's state change to rows in the delivery outbox:
+//! event → silences and maintenance windows → policies ([`route`]) → the [`Gate`]
+//! (dedupe, rate limit, reminders) → templates → `notification_deliveries`.
+//!
+//! Suppression holds back notifications only: the check ran, the heartbeat and the
+//! incident are recorded, and the incident is marked suppressed with the reason.
+//! The gate's state is saved in the same transaction as the rows it let through
+//! ([`Store::record_deliveries`]), so a restart neither forgets a send (and sends it
+//! again within the dedupe window) nor loses one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kubekuma_crds::{MonitorState, Silence};
+use tokio::sync::{Mutex, Notify};
+
+use super::policy::{AlertEvent, Decision, EventKind, Gate, GateState, Route, route};
+use super::suppress::{Suppression, Suppressor};
+use super::template::render_message;
+use crate::admin::metrics::Metrics;
+use crate::catalog::{ObjKey, Snapshot};
+use crate::store::deliveries::{DeliveryStatus, Named, NewDelivery};
+use crate::store::{Store, StoreError};
+
+/// A state change of one monitor, as the runtime sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// What happened.
+    pub kind: EventKind,
+    /// State before.
+    pub previous: MonitorState,
+    /// State after.
+    pub current: MonitorState,
+    /// Failure reason of the check.
+    pub reason: Option<String>,
+    /// The check's message.
+    pub message: Option<String>,
+    /// The check's latency.
+    pub latency_ms: Option<f64>,
+}
+
+/// What [`Alerter::handle`] did with an event.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Handled {
+    /// The silence or window that held the notifications back.
+    pub suppressed: Option<Suppression>,
+    /// The recorded deliveries: row ID, provider, status.
+    pub deliveries: Vec<(i64, Named, DeliveryStatus)>,
+}
+
+/// Turns events into outbox rows; the [`super::outbox::DeliveryWorker`] sends them.
+pub struct Alerter {
+    store: Store,
+    gate: Mutex<Gate>,
+    wake: Arc<Notify>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for Alerter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerter").finish_non_exhaustive()
+    }
+}
+
+impl Alerter {
+    /// An alerter on `store`, with the gate state an earlier run saved; `wake` is
+    /// notified when a delivery is queued.
+    pub async fn open(
+        store: Store,
+        wake: Arc<Notify>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Alerter, StoreError> {
+        let gate = match store.load_gate_state().await? {
+            Some(json) => match serde_json::from_str::<GateState>(&json) {
+                Ok(state) => Gate::from_state(state),
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved alert gate state unreadable; starting without dedupe history");
+                    Gate::new()
+                }
+            },
+            None => Gate::new(),
+        };
+        Ok(Alerter {
+            store,
+            gate: Mutex::new(gate),
+            wake,
+            metrics,
+        })
+    }
+
+    /// What the gate remembers now.
+    pub async fn gate_state(&self) -> GateState {
+        self.gate.lock().await.state().clone()
+    }
+
+    /// The silences in force besides the catalog's: those created through the admin API.
+    async fn suppressor(&self, snap: &Snapshot, now: DateTime<Utc>) -> Suppressor {
+        let mut silences: BTreeMap<ObjKey, Silence> = snap.silences.clone();
+        match self.store.active_api_silences(now).await {
+            Ok(extra) => silences.extend(extra),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the admin API's silences; using the catalog's only")
+            }
+        }
+        Suppressor::new(&silences, &snap.maintenance_windows)
+    }
+
+    /// Handle a state change of monitor `key` (its open incident is `incident`).
+    pub async fn handle(
+        &self,
+        snap: &Snapshot,
+        key: &ObjKey,
+        incident: Option<i64>,
+        change: Change,
+        at: DateTime<Utc>,
+    ) -> Handled {
+        let Some(monitor) = snap.monitors.get(key) else {
+            return Handled::default();
+        };
+        let mut event = AlertEvent::new(
+            change.kind,
+            key,
+            monitor,
+            change.previous,
+            change.current,
+            at,
+        );
+        event.reason = change.reason;
+        event.message = change.message;
+        event.latency_ms = change.latency_ms;
+
+        if let Some(s) = self.suppressor(snap, at).await.suppressed(key, monitor, at) {
+            tracing::info!(monitor = %key, event = %event.kind, suppressed_by = %s, "notification suppressed");
+            if let Some(id) = incident
+                && event.kind == EventKind::Down
+                && let Err(e) = self.store.set_incident_suppressed(id, &s.to_string()).await
+            {
+                tracing::error!(monitor = %key, error = %e, "cannot mark the incident suppressed");
+            }
+            if event.kind == EventKind::Up {
+                // No reminders for a monitor that is up again, suppressed or not.
+                let mut gate = self.gate.lock().await;
+                gate.resolved(key);
+                self.save(&gate, Vec::new(), at).await;
+            }
+            return Handled {
+                suppressed: Some(s),
+                deliveries: Vec::new(),
+            };
+        }
+        let routes = enabled_routes(snap, route(&event, key, monitor, &snap.policies));
+        let mut gate = self.gate.lock().await;
+        let decisions = gate.admit(&event, &routes, at);
+        let rows = self.rows(snap, &event, &routes, &decisions, incident);
+        let deliveries = self.save(&gate, rows, at).await;
+        Handled {
+            suppressed: None,
+            deliveries,
+        }
+    }
+
+    /// Queue the reminders due at `at` (resend interval while a monitor stays down).
+    pub async fn remind(&self, snap: &Snapshot, at: DateTime<Utc>) -> usize {
+        let suppressor = self.suppressor(snap, at).await;
+        let mut gate = self.gate.lock().await;
+        let mut queued = 0;
+        for (r, event) in gate.reminders_due(at) {
+            let key = r.monitor.key();
+            let Some(monitor) = snap.monitors.get(&key) else {
+                gate.resolved(&key);
+                continue;
+            };
+            if suppressor.suppressed(&key, monitor, at).is_some() {
+                continue;
+            }
+            let routes = enabled_routes(snap, vec![r]);
+            let decisions = gate.admit(&event, &routes, at);
+            let rows = self.rows(snap, &event, &routes, &decisions, None);
+            queued += self.save(&gate, rows, at).await.len();
+        }
+        queued
+    }
+
+    fn rows(
+        &self,
+        snap: &Snapshot,
+        event: &AlertEvent,
+        routes: &[Route],
+        decisions: &[Decision],
+        incident: Option<i64>,
+    ) -> Vec<NewDelivery> {
+        let named = |r: &super::policy::Ref| Named {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        };
+        routes
+            .iter()
+            .zip(decisions)
+            .map(|(r, d)| {
+                let provider = snap.providers.get(&r.provider.key());
+                let formatting = snap
+                    .policies
+                    .get(&r.policy.key())
+                    .and_then(|p| p.spec.formatting.as_ref());
+                let rendered = render_message(formatting, event);
+                let mut notes: Vec<String> = rendered.errors.iter().map(|e| e.to_string()).collect();
+                for e in &rendered.errors {
+                    tracing::warn!(policy = %r.policy, error = %e, "template failed; the default text was used");
+                }
+                if let Some(e) = &r.dedupe_key_error {
+                    tracing::warn!(policy = %r.policy, error = %e, "dedupe key template failed; the default key was used");
+                    notes.push(format!("spec.routing.dedupe.key: {e}"));
+                }
+                let (status, error) = match (d, provider) {
+                    (Decision::Send, Some(_)) => (DeliveryStatus::Pending, None),
+                    (Decision::Send, None) => (
+                        DeliveryStatus::Failed,
+                        Some(format!("NotificationProvider {} not found", r.provider)),
+                    ),
+                    (Decision::Deduped { sent_at }, _) => (
+                        DeliveryStatus::Deduped,
+                        Some(format!(
+                            "same dedupe key sent to this provider at {}",
+                            sent_at.to_rfc3339()
+                        )),
+                    ),
+                    (Decision::RateLimited { until }, _) => (
+                        DeliveryStatus::RateLimited,
+                        Some(format!("rate limited until {}", until.to_rfc3339())),
+                    ),
+                };
+                NewDelivery {
+                    incident_id: incident,
+                    monitor: named(&r.monitor),
+                    policy: named(&r.policy),
+                    provider: named(&r.provider),
+                    provider_type: provider
+                        .map(|p| p.spec.type_.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    event_kind: event.kind.as_str().to_string(),
+                    dedupe_key: r.dedupe_key.clone(),
+                    status,
+                    error,
+                    detail: (!notes.is_empty()).then(|| notes.join("; ")),
+                    payload: serde_json::json!({
+                        "route": r,
+                        "event": event,
+                        "title": rendered.title,
+                        "body": rendered.body,
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Record `rows` with the gate's state; wake the worker when something is to send.
+    async fn save(
+        &self,
+        gate: &Gate,
+        rows: Vec<NewDelivery>,
+        at: DateTime<Utc>,
+    ) -> Vec<(i64, Named, DeliveryStatus)> {
+        let state = match serde_json::to_string(gate.state()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize the alert gate");
+                None
+            }
+        };
+        let summary: Vec<(Named, DeliveryStatus, String)> = rows
+            .iter()
+            .map(|r| (r.provider.clone(), r.status, r.provider_type.clone()))
+            .collect();
+        match self.store.record_deliveries(rows, state, at).await {
+            Ok(ids) => {
+                let mut pending = false;
+                for (_, status, provider_type) in &summary {
+                    pending |= *status == DeliveryStatus::Pending;
+                    if let Some(m) = &self.metrics
+                        && *status != DeliveryStatus::Pending
+                    {
+                        m.delivery(provider_type, status.as_str());
+                    }
+                }
+                if pending {
+                    self.wake.notify_one();
+                }
+                ids.into_iter()
+                    .zip(summary)
+                    .map(|(id, (p, s, _))| (id, p, s))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, deliveries = summary.len(), "cannot record notifications");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Routes to providers that exist and are enabled (a missing one is kept: its row
+/// records the failure); disabled providers get nothing.
+fn enabled_routes(snap: &Snapshot, routes: Vec<Route>) -> Vec<Route> {
+    routes
+        .into_iter()
+        .filter(|r| {
+            snap.providers
+                .get(&r.provider.key())
+                .is_none_or(|p| p.spec.enabled.unwrap_or(true))
+        })
+        .collect()
+}

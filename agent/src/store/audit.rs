@@ -1,0 +1,110 @@
+//! `audit_events`: who changed what through the admin API (logins, incident
+//! acknowledgements, updates and resolutions, silences). Details are JSON without secrets.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::convert::{json, ms, time};
+use super::{Store, StoreError};
+
+/// One audit record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    /// Row ID (ignored when recording).
+    pub id: i64,
+    /// `incident`, `silence`, `session`, …
+    pub resource_type: String,
+    /// The resource's key (`42`, `namespace/name`, a user ID).
+    pub resource_key: String,
+    /// `acknowledged`, `updated`, `resolved`, `created`, `expired`, `login`, …
+    pub event_type: String,
+    /// `user:<id>`, `apikey:<id>`, or `None` for anonymous (failed logins).
+    pub actor: Option<String>,
+    /// What happened, as JSON (never a secret).
+    pub details: Option<serde_json::Value>,
+    /// A one-line summary of the change.
+    pub changes_summary: Option<String>,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+impl Store {
+    /// Record an audit event; returns its ID.
+    pub async fn record_audit(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit_events
+                   (resource_type, resource_key, event_type, actor, details, changes_summary, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    event.resource_type,
+                    event.resource_key,
+                    event.event_type,
+                    event.actor,
+                    event.details.map(|d| d.to_string()),
+                    event.changes_summary,
+                    ms(event.timestamp),
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// The newest `limit` audit events (of `resource_type` when given), newest first.
+    pub async fn audit_events(
+        &self,
+        resource_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let kind = resource_type.map(str::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, resource_type, resource_key, event_type, actor, details,
+                        changes_summary, timestamp
+                 FROM audit_events WHERE ?1 IS NULL OR resource_type = ?1
+                 ORDER BY timestamp DESC, id DESC LIMIT ?2",
+            )?;
+            type Raw = (
+                i64,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                i64,
+            );
+            let raw: Vec<Raw> = st
+                .query_map(params![kind, limit], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            raw.into_iter()
+                .map(|(id, rt, rk, et, actor, details, summary, t)| {
+                    Ok(AuditEvent {
+                        id,
+                        resource_type: rt,
+                        resource_key: rk,
+                        event_type: et,
+                        actor,
+                        details: json("audit_events.details", details)?,
+                        changes_summary: summary,
+                        timestamp: time("audit_events.timestamp", t)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}

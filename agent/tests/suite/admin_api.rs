@@ -1,0 +1,1178 @@
+//! The admin API through the real listener (`admin::serve` on 127.0.0.1 + reqwest):
+//! LocalUsers (admin, editor, viewer in the home namespace, a scoped editor in `team-a`)
+//! and their password hashes (argon2id with low cost) loaded from a manifest folder,
+//! logged in through `POST /api/v1/auth/login`. The route × role table is driven by
+//! `routes::ROUTES` itself, so a new route is covered (or fails) without a new row.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{Duration, Utc};
+use kubekuma_agent::admin::auth::{Auth, AuthConfig};
+use kubekuma_agent::admin::metrics::Metrics;
+use kubekuma_agent::admin::roles::{Role, allowed};
+use kubekuma_agent::admin::routes::{Guard, ROUTES, RouteDef, RouteId, Verb};
+use kubekuma_agent::admin::{self, AdminContext, Api, Health};
+use kubekuma_agent::catalog::ObjKey;
+use kubekuma_agent::catalog::folder::FolderCatalog;
+use kubekuma_agent::runtime::{Live, LiveMonitor, flush_objects};
+use kubekuma_agent::store::Store;
+use kubekuma_crds::objects::{IncidentMonth, keys};
+use kubekuma_crds::results::{CertInfo, FailureReason, Heartbeat};
+use kubekuma_crds::{MonitorState, MonitorType};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-admin-api-tests";
+
+/// Users: (resource name, namespace, username, role, password).
+const USERS: &[(&str, &str, &str, &str, &str)] = &[
+    ("admin", "kubekuma", "admin", "admin", "pw-admin-1"),
+    ("editor", "kubekuma", "editor", "editor", "pw-editor-1"),
+    ("viewer", "kubekuma", "viewer", "viewer", "pw-viewer-1"),
+    ("alice", "team-a", "alice", "editor", "pw-alice-1"),
+];
+
+fn phc(password: &str) -> String {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    let params = Params::new(8, 1, 1, None).unwrap();
+    let salt: [u8; 16] = rand::random();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+fn manifests() -> String {
+    let mut y = String::new();
+    for (name, ns, username, role, pw) in USERS {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-pw, namespace: {ns}}}\nstringData:\n  hash: '{}'\n\
+             ---\napiVersion: monitoring.kubekuma.io/v1\nkind: LocalUser\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  username: {username}\n  role: {role}\n  passwordHashSecretRef: {{name: {name}-pw, key: hash}}\n",
+            phc(pw)
+        ));
+    }
+    y.push_str(
+        "---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: api, namespace: prod, labels: {tier: critical}}
+spec:
+  type: http
+  target:
+    http: {url: 'https://api.example.com/health'}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: web, namespace: prod, labels: {tier: low}}
+spec:
+  type: tcp
+  target:
+    tcp: {host: web.internal, port: 443}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: db, namespace: team-a}
+spec:
+  type: tcp
+  target:
+    tcp: {host: db.internal, port: 5432}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: paused, namespace: team-a}
+spec:
+  type: tcp
+  enabled: false
+  target:
+    tcp: {host: old.internal, port: 22}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {name: public, namespace: prod}
+spec:
+  slug: public
+  title: Public Status
+  published: true
+  groups:
+    - name: Services
+      monitors:
+        - ref: {name: api}
+          displayName: API
+        - ref: {name: db, namespace: team-a}
+  badges: {enabled: true, scope: all}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Silence
+metadata: {name: catalog-sil, namespace: prod}
+spec:
+  startsAt: '2020-01-01T00:00:00Z'
+  endsAt: '2099-01-01T00:00:00Z'
+  reason: planned
+",
+    );
+    y
+}
+
+struct Env {
+    base: String,
+    client: reqwest::Client,
+    store: Store,
+    live: Arc<Mutex<Live>>,
+    metrics: Arc<Metrics>,
+    snapshot: Arc<kubekuma_agent::catalog::Snapshot>,
+    _stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("manifests");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("all.yaml"), manifests()).unwrap();
+    let built = FolderCatalog::new(vec![folder]).load();
+    let errors: Vec<String> = built
+        .findings
+        .iter()
+        .filter(|f| f.severity == kubekuma_agent::catalog::Severity::Error)
+        .map(|f| f.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let snapshot = Arc::new(built.snapshot);
+    let (_catalog_tx, catalog) = watch::channel(snapshot.clone());
+    // Keep the sender alive for the test's length.
+    std::mem::forget(_catalog_tx);
+
+    let store = Store::open(&dir.path().join("kubekuma.db")).unwrap();
+    let live = Arc::new(Mutex::new(Live::default()));
+    {
+        let mut l = live.lock().unwrap();
+        let mut m = LiveMonitor::default();
+        m.tracker.base = MonitorState::Up;
+        m.checked_at = Some(Utc::now());
+        m.latency_ms = Some(42.0);
+        m.cert = Some(CertInfo {
+            expires_at: Utc::now() + Duration::days(42),
+            days_left: 42,
+        });
+        l.monitors.insert(ObjKey::new("prod", "api"), m);
+        let mut down = LiveMonitor::default();
+        down.tracker.base = MonitorState::Down;
+        down.reason = Some(FailureReason::Timeout);
+        l.monitors.insert(ObjKey::new("team-a", "db"), down);
+    }
+    let now = Utc::now();
+    for i in 0..10 {
+        store
+            .record_heartbeat(Heartbeat {
+                namespace: "prod".into(),
+                name: "api".into(),
+                state: if i == 0 {
+                    MonitorState::Down
+                } else {
+                    MonitorState::Up
+                },
+                latency_ms: Some(40.0 + f64::from(i)),
+                reason: None,
+                message: None,
+                checked_at: now - Duration::minutes(i64::from(i) * 5 + 1),
+                attempts: 1,
+            })
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+
+    let mut config = AuthConfig::load(Some(SECRET), dir.path()).unwrap();
+    config.home_namespace = "kubekuma".into();
+    config.limits.per_address = 10_000;
+    config.limits.username_failures = 10_000;
+    let auth = Arc::new(Auth::new(config, store.clone(), catalog.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    health.set_ready(true);
+    let api = Api::new(health).with_admin(AdminContext {
+        store: store.clone(),
+        live: live.clone(),
+        catalog,
+        auth,
+        metrics: metrics.clone(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let (addr, _task) = admin::serve("127.0.0.1:0", Arc::new(api), stop_rx)
+        .await
+        .unwrap();
+    Env {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        live,
+        metrics,
+        snapshot,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    async fn login(&self, username: &str) -> String {
+        let pw = USERS.iter().find(|u| u.2 == username).unwrap().4;
+        let r = self
+            .client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({"username": username, "password": pw}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "login of {username}");
+        let body: Value = r.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+}
+
+fn method(v: Verb) -> Method {
+    match v {
+        Verb::Get => Method::GET,
+        Verb::Post => Method::POST,
+        Verb::Delete => Method::DELETE,
+    }
+}
+
+/// A concrete path for a route: parameters that find nothing to change.
+fn concrete(r: &RouteDef) -> String {
+    r.pattern
+        .split('/')
+        .map(|seg| match seg {
+            "{namespace}" => "prod",
+            "{name}" => "api",
+            "{id}" => "999999",
+            "{token}" => "no-such-token-123",
+            "{slug}" => "public",
+            "{monitor}" => "api",
+            s if s.starts_with('{') => panic!("no value for parameter {s} of {}", r.pattern),
+            s => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn every_route_for_every_role() {
+    let env = start().await;
+    let roles = [
+        ("admin", Some(Role::Admin)),
+        ("editor", Some(Role::Editor)),
+        ("viewer", Some(Role::Viewer)),
+        ("anonymous", None),
+    ];
+    let mut tokens = std::collections::HashMap::new();
+    for (user, role) in roles {
+        if role.is_some() {
+            tokens.insert(user, env.login(user).await);
+        }
+    }
+    let mut failures = Vec::new();
+    for r in ROUTES {
+        for (user, role) in roles {
+            let mut token = tokens.get(user).cloned();
+            let mut body = (r.method != Verb::Get).then(|| json!({}));
+            match r.id {
+                // Logging out ends the session: use a fresh one.
+                RouteId::Logout if role.is_some() => token = Some(env.login(user).await),
+                RouteId::Login => {
+                    body = Some(json!({"username": "viewer", "password": "pw-viewer-1"}))
+                }
+                _ => {}
+            }
+            let (status, answer) = env
+                .call(method(r.method), &concrete(r), token.as_deref(), body)
+                .await;
+            let expected_denial = match (r.guard, role) {
+                (Guard::Public, _) => None,
+                (_, None) => Some(StatusCode::UNAUTHORIZED),
+                (Guard::Principal, Some(_)) => None,
+                (Guard::Role(area, access), Some(role)) => {
+                    (!allowed(role, area, access)).then_some(StatusCode::FORBIDDEN)
+                }
+            };
+            let ok = match expected_denial {
+                Some(code) => status == code,
+                None => status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{} {} as {user}: got {status} {answer}, expected {}",
+                    r.method.as_str(),
+                    r.pattern,
+                    expected_denial.map_or("access".to_string(), |c| c.to_string())
+                ));
+            }
+            if let Some(code) = expected_denial {
+                assert_eq!(
+                    answer["error"]["code"],
+                    if code == StatusCode::UNAUTHORIZED {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    }
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // Wrong methods: 405 with Allow; unknown API paths: 404 JSON.
+    let patterns: BTreeSet<&str> = ROUTES.iter().map(|r| r.pattern).collect();
+    for p in patterns {
+        let path = concrete(ROUTES.iter().find(|r| r.pattern == p).unwrap());
+        let r = env
+            .client
+            .request(Method::PUT, format!("{}{path}", env.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "PUT {p}");
+        let allow = r.headers()["allow"].to_str().unwrap().to_string();
+        for route in ROUTES.iter().filter(|r| r.pattern == p) {
+            assert!(allow.contains(route.method.as_str()), "{p}: {allow}");
+        }
+    }
+    let (status, body) = env.get("/api/v1/nothing-here", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    // Bad credentials.
+    let (status, _) = env.get("/api/v1/monitors", Some("not-a-valid-token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn monitors_filters_pagination_and_scope() {
+    let env = start().await;
+    let admin = env.login("admin").await;
+    let alice = env.login("alice").await;
+    let viewer = env.login("viewer").await;
+
+    let (s, all) = env.get("/api/v1/monitors", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(all["total"], 4);
+    let names: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["namespace"].as_str().unwrap(),
+                i["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["prod/api", "prod/web", "team-a/db", "team-a/paused"]
+    );
+    let api = &all["items"][0];
+    assert_eq!(api["spec"]["type"], "http");
+    assert_eq!(
+        api["spec"]["target"]["http"]["url"],
+        "https://api.example.com/health"
+    );
+    assert_eq!(api["status"]["state"], "up");
+    assert_eq!(api["status"]["latencyMs"], 42.0);
+    assert_eq!(api["status"]["uptime"]["24h"], 90.0);
+    assert!(api["status"]["uptime"]["7d"].is_number());
+    assert_eq!(all["items"][3]["status"]["state"], "paused");
+    assert_eq!(all["items"][1]["status"]["state"], "pending");
+
+    let count = |q: &'static str, token: String| {
+        let env = &env;
+        async move {
+            let (s, b) = env.get(&format!("/api/v1/monitors{q}"), Some(&token)).await;
+            assert_eq!(s, StatusCode::OK, "{q}: {b}");
+            (
+                b["total"].as_u64().unwrap(),
+                b["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(
+        count("?namespace=prod", admin.clone()).await,
+        (2, vec!["api".into(), "web".into()])
+    );
+    assert_eq!(
+        count("?label=tier=critical", admin.clone()).await,
+        (1, vec!["api".into()])
+    );
+    assert_eq!(count("?label=tier=critical,x=y", admin.clone()).await.0, 0);
+    assert_eq!(count("?type=tcp", admin.clone()).await.0, 3);
+    assert_eq!(
+        count("?state=down", admin.clone()).await,
+        (1, vec!["db".into()])
+    );
+    assert_eq!(
+        count("?state=paused", admin.clone()).await,
+        (1, vec!["paused".into()])
+    );
+    assert_eq!(
+        count("?limit=2&offset=1", admin.clone()).await,
+        (4, vec!["web".into(), "db".into()])
+    );
+    assert_eq!(count("?limit=9999", admin.clone()).await.1.len(), 4);
+    // A principal of another namespace sees only its own.
+    assert_eq!(
+        count("", alice.clone()).await,
+        (2, vec!["db".into(), "paused".into()])
+    );
+    assert_eq!(count("?namespace=prod", alice.clone()).await.0, 0);
+    for bad in [
+        "?limit=0",
+        "?limit=x",
+        "?offset=-1",
+        "?type=gopher",
+        "?state=sad",
+        "?label=novalue",
+    ] {
+        let (s, b) = env
+            .get(&format!("/api/v1/monitors{bad}"), Some(&admin))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert_eq!(b["error"]["code"], "bad_request");
+    }
+
+    // One monitor with its heartbeats, newest first.
+    let (s, one) = env
+        .get("/api/v1/monitors/prod/api?limit=3", Some(&viewer))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{one}");
+    assert_eq!(one["name"], "api");
+    let beats = one["heartbeats"].as_array().unwrap();
+    assert_eq!(beats.len(), 3);
+    assert_eq!(beats[0]["state"], "down");
+    assert_eq!(beats[1]["state"], "up");
+    assert!(beats[0]["checkedAt"].as_str().unwrap() > beats[1]["checkedAt"].as_str().unwrap());
+    let (s, one) = env.get("/api/v1/monitors/prod/api", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(one["heartbeats"].as_array().unwrap().len(), 10);
+    // Hidden and missing monitors are both 404.
+    let (s, b) = env.get("/api/v1/monitors/prod/api", Some(&alice)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["error"]["code"], "not_found");
+    let (s, _) = env.get("/api/v1/monitors/prod/nope", Some(&admin)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn incidents_ack_update_resolve_and_audit() {
+    let env = start().await;
+    let editor = env.login("editor").await;
+    let viewer = env.login("viewer").await;
+    let alice = env.login("alice").await;
+    let t0 = Utc::now() - Duration::hours(2);
+    let prod = env
+        .store
+        .open_incident("prod", "api", t0, Some(FailureReason::Timeout))
+        .await
+        .unwrap();
+    let team = env
+        .store
+        .open_incident("team-a", "db", t0 + Duration::minutes(10), None)
+        .await
+        .unwrap();
+
+    let (s, list) = env.get("/api/v1/incidents", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    // Newest first, the spec's shape.
+    assert_eq!(list[0]["id"], team);
+    assert_eq!(list[1]["monitorId"], "prod/api");
+    for key in [
+        "id",
+        "monitorId",
+        "startedAt",
+        "endedAt",
+        "state",
+        "duration",
+        "suppressed",
+        "suppressReason",
+        "acknowledged",
+        "updates",
+    ] {
+        assert!(list[1].get(key).is_some(), "{key} missing in {}", list[1]);
+    }
+    assert_eq!(list[1]["state"], "down");
+    let (_, l) = env
+        .get("/api/v1/incidents?monitorId=prod/api", Some(&viewer))
+        .await;
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    let (_, l) = env
+        .get("/api/v1/incidents?limit=1&offset=1", Some(&viewer))
+        .await;
+    assert_eq!(l[0]["id"], prod);
+    let (_, l) = env.get("/api/v1/incidents", Some(&alice)).await;
+    assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+    let since = (t0 + Duration::minutes(5)).to_rfc3339();
+    let (_, l) = env
+        .get(
+            &format!("/api/v1/incidents?since={}", urlencode(&since)),
+            Some(&viewer),
+        )
+        .await;
+    assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+    // An offset's `+` left unencoded still parses.
+    assert!(since.contains('+'));
+    let (_, raw) = env
+        .get(&format!("/api/v1/incidents?since={since}"), Some(&viewer))
+        .await;
+    assert_eq!(raw, l);
+    let until = (t0 + Duration::minutes(5)).to_rfc3339();
+    let (_, l) = env
+        .get(
+            &format!("/api/v1/incidents?until={}", urlencode(&until)),
+            Some(&viewer),
+        )
+        .await;
+    assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+    assert_eq!(l[0]["id"], prod);
+    let (s, _) = env
+        .get("/api/v1/incidents?state=maybe", Some(&viewer))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Acknowledge.
+    let (s, i) = env
+        .post(
+            &format!("/api/v1/incidents/{prod}/acknowledge"),
+            &editor,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{i}");
+    assert_eq!(i["acknowledged"], true);
+    // Another namespace's incident is not found for alice; the viewer may not change it.
+    let (s, _) = env
+        .post(
+            &format!("/api/v1/incidents/{prod}/acknowledge"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = env
+        .post(
+            &format!("/api/v1/incidents/{prod}/acknowledge"),
+            &viewer,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // A public update, shown on the status page twin and exported to the builder.
+    let (s, i) = env
+        .post(
+            &format!("/api/v1/incidents/{prod}/updates"),
+            &editor,
+            json!({"message": "We are on it."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{i}");
+    assert_eq!(i["updates"][0]["message"], "We are on it.");
+    for bad in [json!({"message": "  "}), json!({"text": "x"}), json!({})] {
+        let (s, b) = env
+            .post(&format!("/api/v1/incidents/{prod}/updates"), &editor, bad)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    }
+    let (s, page) = env.get("/status/public", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let active = page["activeIncidents"].as_array().unwrap();
+    assert!(
+        active
+            .iter()
+            .any(|a| a["updates"][0]["message"] == "We are on it."),
+        "{page}"
+    );
+    let objects = flush_objects("a", &env.snapshot, &env.store, &env.live, Utc::now())
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let key = keys::incidents(
+        "a",
+        chrono::Datelike::year(&now),
+        chrono::Datelike::month(&now),
+    );
+    let month: IncidentMonth =
+        serde_json::from_slice(&objects.iter().find(|(k, _)| *k == key).unwrap().1).unwrap();
+    let exported = month.incidents.iter().find(|i| i.id == prod).unwrap();
+    assert_eq!(exported.updates[0].message, "We are on it.");
+
+    // Resolve, then again.
+    let (s, i) = env
+        .post(
+            &format!("/api/v1/incidents/{prod}/resolve"),
+            &editor,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{i}");
+    assert!(i["endedAt"].is_string());
+    assert_eq!(i["state"], "up");
+    let (s, b) = env
+        .post(
+            &format!("/api/v1/incidents/{prod}/resolve"),
+            &editor,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b["error"]["code"], "already_resolved");
+    let (_, open) = env.get("/api/v1/incidents?state=open", Some(&viewer)).await;
+    assert_eq!(open.as_array().unwrap().len(), 1);
+    assert_eq!(open[0]["id"], team);
+    let (_, resolved) = env
+        .get("/api/v1/incidents?state=resolved", Some(&viewer))
+        .await;
+    assert_eq!(resolved[0]["id"], prod);
+    let (s, _) = env
+        .post("/api/v1/incidents/424242/resolve", &editor, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let audit = env.store.audit_events(Some("incident"), 50).await.unwrap();
+    let seen: Vec<(&str, &str, Option<&str>)> = audit
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.event_type.as_str(),
+                e.resource_key.as_str(),
+                e.actor.as_deref(),
+            )
+        })
+        .collect();
+    let key = prod.to_string();
+    assert_eq!(
+        seen,
+        [
+            ("acknowledged", key.as_str(), Some("user:kubekuma/editor")),
+            ("updated", key.as_str(), Some("user:kubekuma/editor")),
+            ("resolved", key.as_str(), Some("user:kubekuma/editor")),
+        ]
+    );
+    let logins = env.store.audit_events(Some("session"), 50).await.unwrap();
+    assert!(
+        logins
+            .iter()
+            .any(|e| e.event_type == "login" && e.actor.as_deref() == Some("user:team-a/alice"))
+    );
+    for e in &logins {
+        assert!(
+            !e.details.as_ref().unwrap().to_string().contains("pw-"),
+            "{e:?}"
+        );
+    }
+    // A failed login is recorded too.
+    let r = env
+        .client
+        .post(format!("{}/api/v1/auth/login", env.base))
+        .json(&json!({"username": "viewer", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let logins = env.store.audit_events(Some("session"), 1).await.unwrap();
+    assert_eq!(logins[0].event_type, "login_failed");
+    assert_eq!(logins[0].actor, None);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn silences_create_list_expire() {
+    let env = start().await;
+    let editor = env.login("editor").await;
+    let viewer = env.login("viewer").await;
+    let alice = env.login("alice").await;
+
+    let (s, created) = env
+        .post(
+            "/api/v1/silences",
+            &editor,
+            json!({"namespace": "prod", "durationMinutes": 30, "reason": "deploy", "selector": {"matchLabels": {"tier": "critical"}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let name = created["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("api-"), "{name}");
+    assert_eq!(created["active"], true);
+    assert_eq!(created["createdBy"], "user:kubekuma/editor");
+
+    let active = env.store.active_api_silences(Utc::now()).await.unwrap();
+    assert_eq!(active.len(), 1);
+    let (key, silence) = &active[0];
+    assert_eq!(key, &ObjKey::new("prod", &name));
+    assert_eq!(silence.metadata.namespace.as_deref(), Some("prod"));
+    assert_eq!(silence.spec.reason.as_deref(), Some("deploy"));
+    assert_eq!(
+        silence.spec.selector.as_ref().unwrap().match_labels["tier"],
+        "critical"
+    );
+    assert!(silence.spec.ends_at - silence.spec.starts_at == Duration::minutes(30));
+
+    // Named, upcoming: stored but not active.
+    let starts = Utc::now() + Duration::hours(1);
+    let (s, b) = env
+        .post(
+            "/api/v1/silences",
+            &editor,
+            json!({"namespace": "prod", "name": "later", "startsAt": starts, "endsAt": starts + Duration::hours(1)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["active"], false);
+    assert_eq!(
+        env.store
+            .active_api_silences(Utc::now())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (s, b) = env
+        .post(
+            "/api/v1/silences",
+            &editor,
+            json!({"namespace": "prod", "name": "later", "durationMinutes": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b["error"]["code"], "conflict");
+
+    // Invalid bodies.
+    let now = Utc::now();
+    for bad in [
+        json!({"namespace": "prod", "startsAt": now + Duration::hours(2), "endsAt": now + Duration::hours(1)}),
+        json!({"namespace": "prod"}),
+        json!({"namespace": "prod", "durationMinutes": 5, "endsAt": now + Duration::hours(1)}),
+        json!({"namespace": "prod", "durationMinutes": 0}),
+        json!({"namespace": "Prod!", "durationMinutes": 5}),
+        json!({"namespace": "prod", "durationMinutes": 5, "extra": 1}),
+        json!({"namespace": "prod", "durationMinutes": 5, "selector": {"matchNames": [{"pattern": "(", "regex": true}]}}),
+    ] {
+        let (s, b) = env.post("/api/v1/silences", &editor, bad.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert_eq!(b["error"]["code"], "bad_request");
+    }
+    // The catalog's silence cannot be shadowed or expired through the API.
+    let (s, b) = env
+        .post(
+            "/api/v1/silences",
+            &editor,
+            json!({"namespace": "prod", "name": "catalog-sil", "durationMinutes": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b["error"]["code"], "managed_by_catalog");
+    let (s, b) = env
+        .call(
+            Method::DELETE,
+            "/api/v1/silences/prod/catalog-sil",
+            Some(&editor),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b["error"]["code"], "managed_by_catalog");
+    // Roles and namespaces.
+    let (s, _) = env
+        .post(
+            "/api/v1/silences",
+            &viewer,
+            json!({"namespace": "prod", "durationMinutes": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = env
+        .post(
+            "/api/v1/silences",
+            &alice,
+            json!({"namespace": "prod", "durationMinutes": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = env
+        .post(
+            "/api/v1/silences",
+            &alice,
+            json!({"namespace": "team-a", "durationMinutes": 5, "selector": {"matchNamespaces": ["prod"]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = env
+        .post(
+            "/api/v1/silences",
+            &alice,
+            json!({"namespace": "team-a", "name": "mine", "endsAt": now + Duration::hours(1)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // The list: catalog and API ones, each with `active`; scoped for alice.
+    let (s, list) = env.get("/api/v1/silences", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK);
+    let items = list["items"].as_array().unwrap();
+    let summary: BTreeSet<(String, String, bool)> = items
+        .iter()
+        .map(|i| {
+            (
+                format!(
+                    "{}/{}",
+                    i["namespace"].as_str().unwrap(),
+                    i["name"].as_str().unwrap()
+                ),
+                i["source"].as_str().unwrap().to_string(),
+                i["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, bool)> = [
+        ("prod/catalog-sil".to_string(), "catalog".to_string(), true),
+        (format!("prod/{name}"), "api".to_string(), true),
+        ("prod/later".to_string(), "api".to_string(), false),
+        ("team-a/mine".to_string(), "api".to_string(), true),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(summary, expected);
+    let (_, mine) = env.get("/api/v1/silences", Some(&alice)).await;
+    assert_eq!(mine["total"], 1);
+
+    // Expire.
+    let (s, _) = env
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/silences/prod/{name}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = env
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/silences/prod/{name}"),
+            Some(&editor),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["active"], false);
+    assert!(b["expiredAt"].is_string());
+    let active = env.store.active_api_silences(Utc::now()).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].0, ObjKey::new("team-a", "mine"));
+    let (s, _) = env
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/silences/prod/{name}"),
+            Some(&editor),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The name is free again once expired.
+    let (s, _) = env
+        .post(
+            "/api/v1/silences",
+            &editor,
+            json!({"namespace": "prod", "name": name, "durationMinutes": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let audit = env.store.audit_events(Some("silence"), 50).await.unwrap();
+    let events: Vec<(&str, &str)> = audit
+        .iter()
+        .rev()
+        .map(|e| (e.event_type.as_str(), e.resource_key.as_str()))
+        .collect();
+    let k = format!("prod/{name}");
+    assert_eq!(
+        events,
+        [
+            ("created", k.as_str()),
+            ("created", "prod/later"),
+            ("created", "team-a/mine"),
+            ("expired", k.as_str()),
+            ("created", k.as_str()),
+        ]
+    );
+    assert_eq!(audit[1].actor.as_deref(), Some("user:kubekuma/editor"));
+}
+
+#[tokio::test]
+async fn metrics_after_checks() {
+    let env = start().await;
+    let viewer = env.login("viewer").await;
+    env.metrics.check_finished(MonitorType::Http, true, 0.25);
+    env.metrics.check_finished(MonitorType::Http, false, 1.5);
+    env.metrics.check_finished(MonitorType::Tcp, true, 0.01);
+    env.metrics.delivery("slack", "sent");
+
+    let (s, _) = env.get("/metrics", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let r = env
+        .client
+        .get(format!("{}/metrics", env.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    for want in [
+        "kubekuma_checks_total{type=\"http\",result=\"up\"} 1",
+        "kubekuma_checks_total{type=\"http\",result=\"down\"} 1",
+        "kubekuma_checks_total{type=\"tcp\",result=\"up\"} 1",
+        "kubekuma_check_duration_seconds_count{type=\"http\"} 2",
+        "kubekuma_notification_deliveries_total{provider_type=\"slack\",outcome=\"sent\"} 1",
+        "kubekuma_monitors{state=\"up\"} 1",
+        "kubekuma_monitors{state=\"down\"} 1",
+        "kubekuma_monitors{state=\"pending\"} 1",
+        "kubekuma_monitors{state=\"paused\"} 1",
+        "kubekuma_monitors{state=\"flapping\"} 0",
+        "kubekuma_certificate_days_left{namespace=\"prod\",name=\"api\"} 42",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn twins_of_the_static_outputs() {
+    let env = start().await;
+    let (s, page) = env.get("/status/public", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["slug"], "public");
+    assert_eq!(page["title"], "Public Status");
+    assert!(page["overallStatus"].is_string());
+    let monitors = page["groups"][0]["monitors"].as_array().unwrap();
+    assert_eq!(monitors.len(), 2);
+    assert_eq!(monitors[0]["namespace"], "prod");
+    assert_eq!(monitors[0]["name"], "api");
+    assert_eq!(monitors[0]["status"], "up");
+    assert_eq!(monitors[0]["latency"], 42);
+    assert_eq!(monitors[1]["status"], "down");
+    let text = page.to_string();
+    assert!(
+        !text.contains("api.example.com") && !text.contains("db.internal"),
+        "{text}"
+    );
+    let (s, b) = env.get("/status/nope", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["error"]["code"], "not_found");
+
+    for path in [
+        "/badge/public/api",
+        "/badge/public/prod/api",
+        "/badge/public/prod%2Fapi",
+    ] {
+        let r = env
+            .client
+            .get(format!("{}{path}", env.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["content-type"], "image/svg+xml");
+        let svg = r.text().await.unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("operational"),
+            "{svg}"
+        );
+    }
+    let r = env
+        .client
+        .get(format!("{}/badge/public/api?kind=uptime-24h", env.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("uptime 24h"));
+    let (s, _) = env.get("/badge/public/team-a/paused", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = env.get("/badge/public/api?kind=nope", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    for path in [
+        "/uptime/prod/api?days=7",
+        "/uptime/prod%2Fapi?days=7",
+        "/uptime/api?days=7",
+    ] {
+        let (s, u) = env.get(path, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {u}");
+        assert_eq!(u, json!({"monitor": "prod/api", "days": 7, "uptime": 90.0}));
+    }
+    let (s, u) = env.get("/uptime/team-a/db", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        u,
+        json!({"monitor": "team-a/db", "days": 30, "uptime": null})
+    );
+    // Monitors on no published page are not answered for.
+    let (s, _) = env.get("/uptime/prod/web", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in [
+        "/uptime/prod/api?days=0",
+        "/uptime/prod/api?days=x",
+        "/uptime/prod/api?days=366",
+    ] {
+        let (s, _) = env.get(bad, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_are_limited() {
+    let env = start().await;
+    let admin = env.login("admin").await;
+    let big = "x".repeat(70 * 1024);
+    let r = env
+        .client
+        .post(format!("{}/api/v1/silences", env.base))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(format!("{{\"reason\": \"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    // Chunked, without a length: cut off while reading.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = env.base.trim_start_matches("http://").to_string();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for _ in 0..70 {
+            req.extend_from_slice(b"400\r\n");
+            req.extend_from_slice(&[b' '; 1024]);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        // The server may answer and close before reading everything.
+        let _ = tcp.write_all(&req).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+    }
+    // Invalid JSON is a 400 with a code.
+    let r = env
+        .client
+        .post(format!("{}/api/v1/silences", env.base))
+        .bearer_auth(&admin)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn openapi_matches_the_router() {
+    let env = start().await;
+    let viewer = env.login("viewer").await;
+    let (s, doc) = env.get("/api/v1/openapi.json", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), p.clone()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.as_str().to_string(), r.pattern.to_string()))
+        .collect();
+    assert_eq!(documented, routed);
+    // Security as the table says.
+    for r in ROUTES {
+        let op = &doc["paths"][r.pattern][r.method.as_str().to_lowercase()];
+        let security = op["security"].as_array().unwrap();
+        assert_eq!(
+            security.is_empty(),
+            r.guard == Guard::Public,
+            "{}",
+            r.pattern
+        );
+        for p in r
+            .pattern
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            assert!(
+                op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x["name"] == p && x["in"] == "path"),
+                "{} lacks {p}",
+                r.pattern
+            );
+        }
+    }
+}

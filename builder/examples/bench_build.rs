@@ -1,0 +1,19 @@
+//! `kubekuma bench build` without the agent binary:
+//! `cargo run --release -p kubekuma-builder --example bench_build -- MONITORS [DAYS] [--no-png]`.
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let monitors = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let days = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(90);
+    let png = !args.iter().any(|a| a == "--no-png");
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = rt.block_on(kubekuma_builder::bench::run(
+        kubekuma_builder::bench::BuildBench {
+            monitors,
+            days,
+            png,
+        },
+    ))?;
+    println!("{report}");
+    Ok(())
+}
