@@ -760,6 +760,7 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
         flush_interval: Duration::from_secs(a.flush_interval.unwrap_or(60).max(1)),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     }
 }
 
@@ -954,10 +955,14 @@ async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
     );
     let mut opts = options(a, listen, config);
     opts.site_dir = Some(site);
+    let metrics = std::sync::Arc::new(crate::admin::metrics::Metrics::new());
+    opts.metrics = Some(metrics.clone());
     // Both on this task (the builder's future need not be Send); when the agent stops,
     // for a signal or an error, the builder stops with it.
     let run = runtime::run(opts, shutdown);
-    let watch = builder.watch(Duration::from_secs(2), builder_shutdown);
+    let watch = builder.watch_reporting(Duration::from_secs(2), builder_shutdown, |took, ok| {
+        metrics.build_finished(took.as_secs_f64(), ok)
+    });
     tokio::pin!(run);
     tokio::pin!(watch);
     let result = tokio::select! {

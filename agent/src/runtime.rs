@@ -59,6 +59,9 @@ pub struct AgentOptions {
     pub site_dir: Option<PathBuf>,
     /// `SESSION_SECRET`; without it one is generated and kept in the data folder.
     pub session_secret: Option<String>,
+    /// The metrics the admin API serves; new ones when `None` (`up` passes its own so
+    /// that its builder loop reports builds).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Where the desired state comes from.
@@ -699,7 +702,10 @@ pub async fn run_with(
     // The admin API sees the catalog through its own channel: the listener starts
     // before the catalog is read (kube mode waits for the API server).
     let (admin_catalog_tx, admin_catalog) = watch::channel(Arc::new(Snapshot::default()));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = opts
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(Metrics::new()));
     let auth_config = AuthConfig::load(opts.session_secret.as_deref(), &opts.data_dir)?;
     let auth = Arc::new(Auth::new(auth_config, store.clone(), admin_catalog.clone()));
     let mut api = Api::new(health.clone())

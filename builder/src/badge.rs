@@ -298,6 +298,11 @@ impl BadgeRenderer {
     /// Control characters are dropped and runs of white space collapse to one space (as
     /// SVG would display them anyway); all text is XML-escaped.
     pub fn svg(&self, badge: &Badge) -> String {
+        self.write_svg(&self.layout(badge), Part::Whole)
+    }
+
+    /// Texts, colours and widths of a badge, shared by the whole SVG and its parts.
+    fn layout(&self, badge: &Badge) -> Layout {
         let label = clean_text(&badge.label);
         let message = clean_text(&badge.message);
         let title = match &badge.title {
@@ -320,7 +325,6 @@ impl BadgeRenderer {
             (label_text_width + 2.0 * PADDING).ceil()
         };
         let message_width = (message_text_width + 2.0 * PADDING).ceil();
-        let width = label_width + message_width;
 
         // Ids are derived from the content, so two different badges inlined into one HTML
         // page never pick up each other's clip path, and the output stays deterministic.
@@ -334,40 +338,102 @@ impl BadgeRenderer {
         for byte in &digest[..4] {
             let _ = write!(id, "{byte:02x}");
         }
+        Layout {
+            label,
+            message,
+            title,
+            color,
+            text_fill,
+            shadow_fill,
+            label_text_width,
+            message_text_width,
+            label_width,
+            message_width,
+            id,
+        }
+    }
 
+    /// The SVG of the whole badge, or of one part for [`BadgeRenderer::png_parts`]: a part
+    /// keeps every coordinate of the whole badge, including the full-width clip path and
+    /// gradient, draws only its own rectangle and texts, and shows only its own columns
+    /// through the `viewBox`, so that its pixels are those of the whole badge's.
+    fn write_svg(&self, l: &Layout, part: Part) -> String {
+        let width = l.label_width + l.message_width;
         let w = num(width);
+        let (view_x, view_width) = match part {
+            Part::Whole => (0.0, width),
+            Part::Label => (0.0, l.label_width),
+            Part::Message => (l.label_width, l.message_width),
+        };
+        // A part is never inlined into a page: a fixed id lets equal parts of different
+        // badges have equal SVGs.
+        let id = if part == Part::Whole {
+            l.id.as_str()
+        } else {
+            "p"
+        };
+        let color = &l.color;
+        // A part's clip path and gradient cover its own columns and a little beyond
+        // (past the other side's rounded corners), so that its layer is no wider than
+        // the part.
+        let (clip_x, clip_w, grad_x, grad_w) = match part {
+            Part::Whole => (String::new(), w.clone(), String::new(), w.clone()),
+            Part::Label => (
+                String::new(),
+                num(l.label_width + 3.0),
+                String::new(),
+                num(l.label_width),
+            ),
+            Part::Message => (
+                format!(r#" x="{}""#, num(l.label_width - 3.0)),
+                num(l.message_width + 3.0),
+                format!(r#" x="{}""#, num(l.label_width)),
+                num(l.message_width),
+            ),
+        };
         let mut svg = String::with_capacity(1536);
-        let _ = writeln!(
-            svg,
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{HEIGHT}" viewBox="0 0 {w} {HEIGHT}" role="img" aria-label="{aria}">"##,
-            aria = escape(&title),
-        );
-        let _ = writeln!(svg, "<title>{}</title>", escape(&title));
+        if part == Part::Whole {
+            let _ = writeln!(
+                svg,
+                r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{HEIGHT}" viewBox="0 0 {w} {HEIGHT}" role="img" aria-label="{aria}">"##,
+                aria = escape(&l.title),
+            );
+            let _ = writeln!(svg, "<title>{}</title>", escape(&l.title));
+        } else {
+            let _ = writeln!(
+                svg,
+                r##"<svg xmlns="http://www.w3.org/2000/svg" width="{vw}" height="{HEIGHT}" viewBox="{vx} 0 {vw} {HEIGHT}">"##,
+                vw = num(view_width),
+                vx = num(view_x),
+            );
+        }
         let _ = writeln!(
             svg,
             r##"<linearGradient id="{id}-s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-color="#000" stop-opacity=".1"/></linearGradient>"##
         );
         let _ = writeln!(
             svg,
-            r##"<clipPath id="{id}-r"><rect width="{w}" height="{HEIGHT}" rx="3" fill="#fff"/></clipPath>"##
+            r##"<clipPath id="{id}-r"><rect{clip_x} width="{clip_w}" height="{HEIGHT}" rx="3" fill="#fff"/></clipPath>"##
         );
         let _ = writeln!(svg, r##"<g clip-path="url(#{id}-r)">"##);
-        if label_width > 0.0 {
+        if l.label_width > 0.0 && part != Part::Message {
             let _ = writeln!(
                 svg,
                 r##"<rect width="{}" height="{HEIGHT}" fill="{LABEL_COLOR}"/>"##,
-                num(label_width)
+                num(l.label_width)
+            );
+        }
+        if part != Part::Label {
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{}" width="{}" height="{HEIGHT}" fill="{color}"/>"##,
+                num(l.label_width),
+                num(l.message_width)
             );
         }
         let _ = writeln!(
             svg,
-            r##"<rect x="{}" width="{}" height="{HEIGHT}" fill="{color}"/>"##,
-            num(label_width),
-            num(message_width)
-        );
-        let _ = writeln!(
-            svg,
-            r##"<rect width="{w}" height="{HEIGHT}" fill="url(#{id}-s)"/>"##
+            r##"<rect{grad_x} width="{grad_w}" height="{HEIGHT}" fill="url(#{id}-s)"/>"##
         );
         svg.push_str("</g>\n");
         let _ = writeln!(
@@ -377,22 +443,24 @@ impl BadgeRenderer {
         );
         let texts = [
             (
-                &label,
-                label_text_width,
-                label_width / 2.0,
+                Part::Label,
+                &l.label,
+                l.label_text_width,
+                l.label_width / 2.0,
                 "#fff",
                 "#010101",
             ),
             (
-                &message,
-                message_text_width,
-                label_width + message_width / 2.0,
-                text_fill,
-                shadow_fill,
+                Part::Message,
+                &l.message,
+                l.message_text_width,
+                l.label_width + l.message_width / 2.0,
+                l.text_fill,
+                l.shadow_fill,
             ),
         ];
-        for (text, text_width, center, fill, shadow) in texts {
-            if text.is_empty() {
+        for (which, text, text_width, center, fill, shadow) in texts {
+            if text.is_empty() || (part != Part::Whole && part != which) {
                 continue;
             }
             let (x, length, text) = (num(center), num(text_width), escape(text));
@@ -411,12 +479,54 @@ impl BadgeRenderer {
         svg
     }
 
-    /// Rasterises an SVG (normally one from [`BadgeRenderer::svg`]) to PNG, `scale` device
-    /// pixels per SVG pixel (2.0 gives crisp badges on high-density screens). The image is
-    /// the SVG's size times `scale`, rounded up. Text is drawn with the renderer's font
-    /// only; external images are never loaded.
-    pub fn png(&self, svg: &str, scale: f32) -> Result<Vec<u8>, BadgeError> {
+    /// The badge's picture in two parts, label and message, each an SVG to rasterise
+    /// with [`BadgeRenderer::raster_part`] and join with [`compose_png`]: the PNG is then
+    /// the same, pixel for pixel, as [`BadgeRenderer::png`] of [`BadgeRenderer::svg`], but
+    /// badges that share a label (the monitor's name) or a message (`up`, `100%`) share
+    /// the rasterising of that part. `None` when the badge has no label or its parts do
+    /// not fall on whole pixels at `scale`.
+    pub fn png_parts(&self, badge: &Badge, scale: f32) -> Option<[String; 2]> {
+        let l = self.layout(badge);
+        let whole_pixels = |v: f64| {
+            let px = v * f64::from(scale);
+            px.fract() == 0.0 && px > 0.0
+        };
+        if !(whole_pixels(l.label_width) && whole_pixels(l.message_width)) {
+            return None;
+        }
+        Some([
+            self.write_svg(&l, Part::Label),
+            self.write_svg(&l, Part::Message),
+        ])
+    }
+
+    /// Rasterises one part from [`BadgeRenderer::png_parts`]. `None` when a text's ink
+    /// crosses into the other part (a glyph overhanging its box), where only rendering
+    /// the whole badge is exact.
+    pub fn raster_part(&self, svg: &str, scale: f32) -> Result<Option<BadgePart>, BadgeError> {
         let tree = usvg::Tree::from_str(svg, &self.options)?;
+        let size = tree.size();
+        if !ink_within(tree.root(), size.width()) {
+            return Ok(None);
+        }
+        self.raster(&tree, scale).map(|p| Some(BadgePart(p)))
+    }
+
+    /// [`BadgeRenderer::png`] through [`BadgeRenderer::png_parts`] when the badge splits,
+    /// else of the whole SVG: the same bytes either way.
+    pub fn png_by_parts(&self, badge: &Badge, scale: f32) -> Result<Vec<u8>, BadgeError> {
+        if let Some([label, message]) = self.png_parts(badge, scale)
+            && let (Some(label), Some(message)) = (
+                self.raster_part(&label, scale)?,
+                self.raster_part(&message, scale)?,
+            )
+        {
+            return compose_png(&label, &message);
+        }
+        self.png(&self.svg(badge), scale)
+    }
+
+    fn raster(&self, tree: &usvg::Tree, scale: f32) -> Result<tiny_skia::Pixmap, BadgeError> {
         let size = tree.size();
         let out_of_range = || BadgeError::Size {
             width: size.width(),
@@ -430,10 +540,20 @@ impl BadgeRenderer {
         let mut pixmap = tiny_skia::Pixmap::new(width.ceil() as u32, height.ceil() as u32)
             .ok_or_else(out_of_range)?;
         resvg::render(
-            &tree,
+            tree,
             tiny_skia::Transform::from_scale(scale, scale),
             &mut pixmap.as_mut(),
         );
+        Ok(pixmap)
+    }
+
+    /// Rasterises an SVG (normally one from [`BadgeRenderer::svg`]) to PNG, `scale` device
+    /// pixels per SVG pixel (2.0 gives crisp badges on high-density screens). The image is
+    /// the SVG's size times `scale`, rounded up. Text is drawn with the renderer's font
+    /// only; external images are never loaded.
+    pub fn png(&self, svg: &str, scale: f32) -> Result<Vec<u8>, BadgeError> {
+        let tree = usvg::Tree::from_str(svg, &self.options)?;
+        let pixmap = self.raster(&tree, scale)?;
         encode_png(pixmap).map_err(|e| BadgeError::Png(e.to_string()))
     }
 
@@ -446,6 +566,71 @@ impl BadgeRenderer {
             badge.color.hex().into_owned(),
         )
     }
+}
+
+/// Which columns of a badge an SVG draws.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Whole,
+    Label,
+    Message,
+}
+
+/// What [`BadgeRenderer::layout`] works out once per badge.
+struct Layout {
+    label: String,
+    message: String,
+    title: String,
+    color: Cow<'static, str>,
+    text_fill: &'static str,
+    shadow_fill: &'static str,
+    label_text_width: f64,
+    message_text_width: f64,
+    label_width: f64,
+    message_width: f64,
+    id: String,
+}
+
+/// One rasterised part of a badge (see [`BadgeRenderer::png_parts`]).
+#[derive(Clone, Debug)]
+pub struct BadgePart(tiny_skia::Pixmap);
+
+/// The PNG of a badge from its label and message parts, side by side.
+pub fn compose_png(label: &BadgePart, message: &BadgePart) -> Result<Vec<u8>, BadgeError> {
+    let (l, m) = (&label.0, &message.0);
+    let size_error = || BadgeError::Size {
+        width: (l.width() + m.width()) as f32,
+        height: l.height() as f32,
+        scale: 1.0,
+    };
+    if l.height() != m.height() {
+        return Err(size_error());
+    }
+    let mut whole =
+        tiny_skia::Pixmap::new(l.width() + m.width(), l.height()).ok_or_else(size_error)?;
+    let (lw, mw) = (l.width() as usize * 4, m.width() as usize * 4);
+    for ((row, lrow), mrow) in whole
+        .data_mut()
+        .chunks_exact_mut(lw + mw)
+        .zip(l.data().chunks_exact(lw))
+        .zip(m.data().chunks_exact(mw))
+    {
+        row[..lw].copy_from_slice(lrow);
+        row[lw..].copy_from_slice(mrow);
+    }
+    encode_png(whole).map_err(|e| BadgeError::Png(e.to_string()))
+}
+
+/// Whether the ink of every text under `group` lies within the columns `0..=width`.
+fn ink_within(group: &usvg::Group, width: f32) -> bool {
+    group.children().iter().all(|node| match node {
+        usvg::Node::Group(g) => ink_within(g, width),
+        usvg::Node::Text(t) => {
+            let ink = t.flattened().abs_stroke_bounding_box();
+            ink.left() >= 0.0 && ink.right() <= width
+        }
+        _ => true,
+    })
 }
 
 /// PNG of a rendered pixmap, with the `png` crate's fast DEFLATE (fdeflate, tuned for

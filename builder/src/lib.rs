@@ -47,7 +47,8 @@ pub struct BuildReport {
     pub publish: PublishReport,
     /// Problems that did not stop the build (unreadable objects, unfetchable logos).
     pub warnings: Vec<String>,
-    /// Time spent reading, modelling, rendering and publishing.
+    /// Time spent reading, modelling, rendering and publishing, then the parts of
+    /// rendering (pages, badges and the steps of badges).
     pub timings: Vec<(&'static str, Duration)>,
 }
 
@@ -102,6 +103,7 @@ impl Builder {
             .previous()
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.publisher.target()))?;
+        let mut render_timings = Vec::new();
         let files = render::render_site(
             &site,
             &self.theme,
@@ -109,6 +111,7 @@ impl Builder {
             &extra,
             &self.opts.render,
             &previous,
+            &mut render_timings,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let t_render = t0.elapsed();
@@ -127,13 +130,27 @@ impl Builder {
                 ("model", t_model - t_read),
                 ("render", t_render - t_model),
                 ("publish", t_publish - t_render),
-            ],
+            ]
+            .into_iter()
+            .chain(render_timings)
+            .collect(),
         })
     }
 
     /// Build whenever the source changes (checked every `every`), until `shutdown` turns
     /// true. Failed builds are logged and retried at the next change or after a minute.
-    pub async fn watch(&mut self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn watch(&mut self, every: Duration, shutdown: watch::Receiver<bool>) {
+        self.watch_reporting(every, shutdown, |_, _| {}).await
+    }
+
+    /// [`Builder::watch`], telling `on_build` how long each build took and whether it
+    /// succeeded (the agent's `kubekuma_build_duration_seconds`).
+    pub async fn watch_reporting(
+        &mut self,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+        mut on_build: impl FnMut(Duration, bool),
+    ) {
         let mut last: Option<String> = None;
         let mut last_attempt = tokio::time::Instant::now();
         loop {
@@ -145,7 +162,9 @@ impl Builder {
                     let retry = last.is_none() && last_attempt.elapsed() >= Duration::from_secs(60);
                     if last.as_ref() != Some(&fp) || retry {
                         last_attempt = tokio::time::Instant::now();
-                        match self.build().await {
+                        let built = self.build().await;
+                        on_build(last_attempt.elapsed(), built.is_ok());
+                        match built {
                             Ok(r) => {
                                 for w in &r.warnings {
                                     tracing::warn!("{w}");

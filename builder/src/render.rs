@@ -16,15 +16,15 @@
 //! | `uptime/<ns>/<name>.json` | `[{monitor, days, uptime}]` for 1, 7, 30 and 90 days |
 //! | `uptime/<ns>/<name>/<days>.json` | the spec's `GET /uptime/:monitor?days=N` |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use minijinja::Value;
 use serde_json::json;
 use sha2::Digest;
 
 use crate::badge::{
-    Badge, BadgeColor, BadgeRenderer, color_for_cert_days, color_for_latency, color_for_uptime,
-    shields_endpoint_json,
+    Badge, BadgeColor, BadgePart, BadgeRenderer, color_for_cert_days, color_for_latency,
+    color_for_uptime, compose_png, shields_endpoint_json,
 };
 use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
 use crate::theme::Theme;
@@ -85,7 +85,9 @@ pub fn render_site(
     extra_assets: &BTreeMap<String, Vec<u8>>,
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
+    timings: &mut Vec<(&'static str, std::time::Duration)>,
 ) -> Result<Vec<OutFile>, String> {
+    let started = std::time::Instant::now();
     let mut out = Vec::new();
     for a in theme.assets.values() {
         out.push(OutFile {
@@ -106,11 +108,13 @@ pub fn render_site(
     let assets = theme.asset_paths();
     let mut uptime_written = std::collections::BTreeSet::new();
     let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
+    let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
 
     for page in &site.pages {
         let base = format!("{}/", page.slug);
         // The page is turned into a template value once, for the page and both feeds.
         let page_value = template_value(page);
+        page_values.push(page_value.clone());
         let ctx = minijinja::context! {
             page => page_value.clone(),
             root => "../",
@@ -193,15 +197,19 @@ pub fn render_site(
         }
     }
 
-    out.extend(render_badges(badges, &badge_jobs, opts, previous)?);
+    timings.push(("pages", started.elapsed()));
+    let started = std::time::Instant::now();
+    out.extend(render_badges(badges, &badge_jobs, opts, previous, timings)?);
+    timings.push(("badges", started.elapsed()));
 
-    let index_ctx = ctx_value(json!({
-        "pages": site.pages,
-        "root": "",
-        "assets": assets,
-        "data_time": site.data_time,
-        "stale_after_seconds": opts.stale_after_seconds,
-    }));
+    // The index gets the pages as the template values already built for them.
+    let index_ctx = minijinja::context! {
+        pages => Value::from(page_values),
+        root => "",
+        assets => template_value(&assets),
+        data_time => &site.data_time,
+        stale_after_seconds => opts.stale_after_seconds,
+    };
     out.push(file(
         "index.html".into(),
         theme.render("index.html", index_ctx)?,
@@ -231,29 +239,47 @@ fn json_file(path: String, v: &serde_json::Value) -> OutFile {
 }
 
 /// SVG, PNG and shields JSON of every badge. PNG rasterising is the most expensive part
-/// of a build, so each distinct picture is rasterised once (badges that differ only in
-/// their title look the same: every "uptime 24h | 100%" badge of a page is one PNG), the
-/// distinct ones on all cores, and a PNG is not rendered again when its SVG did not
-/// change since the previous build.
+/// of a build, so:
+///
+/// - a PNG is not rendered again when its SVG did not change since the previous build;
+/// - each distinct picture is rendered once (badges that differ only in their title look
+///   the same: every "uptime 24h | 100%" badge of a page is one PNG);
+/// - a picture is rasterised as two parts, label and message
+///   ([`BadgeRenderer::png_parts`]), and equal parts are rasterised once: the 1,000
+///   status badges "<name> | up" of 1,000 monitors need 1,000 label parts but one
+///   "up" part;
+/// - all of it runs on every core.
 fn render_badges(
     renderer: &BadgeRenderer,
     jobs: &[(String, Badge)],
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
+    timings: &mut Vec<(&'static str, std::time::Duration)>,
 ) -> Result<Vec<OutFile>, String> {
+    let started = std::time::Instant::now();
     type Key = (String, String, String);
-    let mut out = Vec::with_capacity(jobs.len() * 3);
-    // (stem, key) of the PNGs to render, after the SVG and JSON of every badge.
-    let mut wanted: Vec<(String, Key)> = Vec::new();
-    let mut distinct: BTreeMap<Key, usize> = BTreeMap::new();
-    // One representative badge per distinct picture.
-    let mut todo: Vec<Badge> = Vec::new();
-    for (stem, badge) in jobs {
+    // SVG and shields JSON of every badge, on all cores.
+    let rendered: Vec<(String, OutFile, Option<String>)> = par_map(jobs, |(stem, badge)| {
         let svg = renderer.svg(badge);
+        let svg_hash = opts
+            .png_badges
+            .then(|| crate::source::hex(&sha2::Sha256::digest(svg.as_bytes())));
+        (
+            svg,
+            json_file(format!("{stem}.json"), &shields_endpoint_json(badge)),
+            svg_hash,
+        )
+    });
+    let mut out = Vec::with_capacity(jobs.len() * 3);
+    // (stem, index into `todo`) of the PNGs to render.
+    let mut wanted: Vec<(&str, usize)> = Vec::new();
+    let mut distinct: HashMap<Key, usize> = HashMap::new();
+    // One representative badge per distinct picture.
+    let mut todo: Vec<&Badge> = Vec::new();
+    for ((stem, badge), (svg, json, svg_hash)) in jobs.iter().zip(rendered) {
         let svg_path = format!("{stem}.svg");
-        let png_path = format!("{stem}.png");
-        if opts.png_badges {
-            let svg_hash = crate::source::hex(&sha2::Sha256::digest(svg.as_bytes()));
+        if let Some(svg_hash) = svg_hash {
+            let png_path = format!("{stem}.png");
             let kept_png = (previous.get(&svg_path) == Some(&svg_hash))
                 .then(|| previous.get(&png_path).cloned())
                 .flatten();
@@ -266,66 +292,133 @@ fn render_badges(
                 }),
                 None => {
                     let key = BadgeRenderer::raster_key(badge);
-                    if !distinct.contains_key(&key) {
-                        distinct.insert(key.clone(), todo.len());
-                        todo.push(badge.clone());
+                    let next = todo.len();
+                    let i = *distinct.entry(key).or_insert(next);
+                    if i == next {
+                        todo.push(badge);
                     }
-                    wanted.push((stem.clone(), key));
+                    wanted.push((stem, i));
                 }
             }
         }
-        out.push(json_file(
-            format!("{stem}.json"),
-            &shields_endpoint_json(badge),
-        ));
+        out.push(json);
         out.push(file(svg_path, svg, Stage::Data));
     }
     if wanted.is_empty() {
         return Ok(out);
     }
 
-    // The distinct pictures, rasterised on all cores.
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16);
-    let chunk = todo.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<Vec<u8>>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = todo
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|badge| {
-                            renderer
-                                .png(&renderer.svg(badge), PNG_SCALE)
-                                .map_err(|e| format!("badge {badge:?}: {e}"))
-                        })
-                        .collect::<Result<Vec<_>, String>>()
+    timings.push(("badge svg", started.elapsed()));
+    let started = std::time::Instant::now();
+    // The parts of the distinct pictures, each distinct part rasterised once.
+    let split: Vec<Option<[String; 2]>> =
+        par_map(&todo, |badge| renderer.png_parts(badge, PNG_SCALE));
+    let mut part_index: HashMap<&str, usize> = HashMap::new();
+    let mut parts: Vec<&str> = Vec::new();
+    let halves: Vec<Option<[usize; 2]>> = split
+        .iter()
+        .map(|s| {
+            s.as_ref().map(|pair| {
+                pair.each_ref().map(|svg| {
+                    *part_index.entry(svg.as_str()).or_insert_with(|| {
+                        parts.push(svg.as_str());
+                        parts.len() - 1
+                    })
                 })
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("badge rendering panicked".into()))
-            })
-            .collect()
+        })
+        .collect();
+    let rasters: Vec<Result<Option<BadgePart>, String>> = par_map(&parts, |svg| {
+        renderer
+            .raster_part(svg, PNG_SCALE)
+            .map_err(|e| format!("badge part: {e}"))
     });
-    let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(todo.len());
-    for p in parts {
-        pngs.extend(p?);
+    let mut rasters_ok = Vec::with_capacity(rasters.len());
+    for r in rasters {
+        rasters_ok.push(r?);
     }
-    for (stem, key) in wanted {
+    timings.push(("badge parts", started.elapsed()));
+    let started = std::time::Instant::now();
+    let indices: Vec<usize> = (0..todo.len()).collect();
+    let pngs: Vec<Result<Vec<u8>, String>> = par_map(&indices, |&i| {
+        let badge = todo[i];
+        let joined = halves[i].and_then(|[l, m]| {
+            Some(compose_png(
+                rasters_ok[l].as_ref()?,
+                rasters_ok[m].as_ref()?,
+            ))
+        });
+        joined
+            .unwrap_or_else(|| renderer.png(&renderer.svg(badge), PNG_SCALE))
+            .map_err(|e| format!("badge {badge:?}: {e}"))
+    });
+    let mut pngs_ok = Vec::with_capacity(pngs.len());
+    for p in pngs {
+        pngs_ok.push(p?);
+    }
+    timings.push(("badge png", started.elapsed()));
+    eprintln!(
+        "TMP pictures {} parts {} files {}",
+        todo.len(),
+        parts.len(),
+        wanted.len()
+    );
+    tracing::debug!(
+        pictures = todo.len(),
+        parts = parts.len(),
+        files = wanted.len(),
+        "badges rasterised"
+    );
+    for (stem, i) in wanted {
         out.push(OutFile {
             path: format!("{stem}.png"),
-            bytes: pngs[distinct[&key]].clone(),
+            bytes: pngs_ok[i].clone(),
             stage: Stage::Data,
             keep: None,
         });
     }
     Ok(out)
+}
+
+/// `f` over `items` on all cores, in order. Work is handed out in small blocks, so a
+/// slow item does not hold up a whole share.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const BLOCK: usize = 16;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+        .min(items.len().div_ceil(BLOCK));
+    if threads <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut blocks: Vec<(usize, Vec<R>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let start = next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
+                        if start >= items.len() {
+                            break done;
+                        }
+                        let end = (start + BLOCK).min(items.len());
+                        done.push((start, items[start..end].iter().map(&f).collect()));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    blocks.sort_unstable_by_key(|(start, _)| *start);
+    blocks.into_iter().flat_map(|(_, v)| v).collect()
 }
 
 /// PNG badges are rendered at twice the SVG size, for high-density screens.
@@ -577,9 +670,5 @@ fn group_status(monitors: &[MonitorView]) -> &'static str {
 /// A template context from any serializable value.
 /// Any serialisable value as a template value, without an intermediate JSON tree.
 fn template_value<T: serde::Serialize>(v: T) -> Value {
-    Value::from(minijinja::value::Serde(v))
-}
-
-fn ctx_value(v: serde_json::Value) -> Value {
     Value::from(minijinja::value::Serde(v))
 }

@@ -663,3 +663,57 @@ fn colors_follow_the_documented_thresholds() {
         assert_eq!(color_for_cert_days(input), color, "cert days {input:?}");
     }
 }
+
+#[test]
+fn png_from_parts_is_the_png_of_the_whole_svg() {
+    let labels = [
+        "svc-00001",
+        "svc-00777",
+        "uptime 24h",
+        "response time",
+        "certificate",
+        "Bench page 12",
+        "Wide WWWWWWWWWW name",
+        "ff fi ffl ligatures",
+        "AVA Ty kerning",
+        "日本語 and émoji ✓",
+        "x",
+    ];
+    let messages = [
+        ("up", BadgeColor::Green),
+        ("down", BadgeColor::Red),
+        ("99.95%", BadgeColor::YellowGreen),
+        ("100%", BadgeColor::Green),
+        ("maintenance", BadgeColor::Blue),
+        ("42 ms", BadgeColor::Green),
+        ("1 day left", BadgeColor::Red),
+        ("light", BadgeColor::from_hex("#eeeeee")),
+        ("no data", BadgeColor::Grey),
+    ];
+    let mut split = 0;
+    for label in labels {
+        for (message, color) in &messages {
+            let badge = Badge::new(label, *message, color.clone());
+            for scale in [1.0, 2.0, 3.0] {
+                let whole = RENDERER.png(&RENDERER.svg(&badge), scale).unwrap();
+                let parts = RENDERER.png_by_parts(&badge, scale).unwrap();
+                assert!(whole == parts, "{label} | {message} at {scale}");
+                if let Some([l, m]) = RENDERER.png_parts(&badge, scale)
+                    && RENDERER.raster_part(&l, scale).unwrap().is_some()
+                    && RENDERER.raster_part(&m, scale).unwrap().is_some()
+                {
+                    split += 1;
+                }
+            }
+        }
+    }
+    // Ordinary badges really are rendered in parts (all of them at scale 2 and 1).
+    assert!(split >= 2 * labels.len() * messages.len(), "{split}");
+    // A badge without a label has one part only: it is rendered whole.
+    let badge = Badge::new("", "up", BadgeColor::Green);
+    assert!(RENDERER.png_parts(&badge, 2.0).is_none());
+    assert_eq!(
+        RENDERER.png_by_parts(&badge, 2.0).unwrap(),
+        RENDERER.png(&RENDERER.svg(&badge), 2.0).unwrap()
+    );
+}

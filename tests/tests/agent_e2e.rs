@@ -136,6 +136,7 @@ spec:
         flush_interval: Duration::from_millis(500),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));
@@ -287,6 +288,7 @@ async fn catalog_edits_apply_live_and_state_survives_a_restart() {
         flush_interval: Duration::from_millis(300),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     };
     let state = |name: &'static str| {
         let path = objects.join(keys::state("edit"));

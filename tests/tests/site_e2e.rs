@@ -173,6 +173,7 @@ spec:
         flush_interval: Duration::from_millis(500),
         site_dir: Some(site.clone()),
         session_secret: None,
+        metrics: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx.clone()));

@@ -223,6 +223,31 @@ pub fn render_json(src: &str, event_json: &serde_json::Value) -> Result<String, 
         })
 }
 
+/// Whether `src` is a usable template: it must parse, and rendering it for a sample
+/// event must not hit an unknown filter, test or function. (A missing label or a
+/// variable that is empty for some events is not an error here: it depends on the event.)
+pub fn check(src: &str) -> Result<(), String> {
+    let jinja = go_to_jinja(src);
+    env().template_from_str(&jinja).map_err(|e| describe(&e))?;
+    let sample = serde_json::json!({
+        "kind": "certExpiring", "daysLeft": 7, "monitorId": "ns/name",
+        "monitorNamespace": "ns", "monitorName": "name", "previousState": "up",
+        "currentState": "down", "reason": "timeout", "message": "message",
+        "latencyMs": 1.5, "timestamp": "2026-01-01T00:00:00Z", "isStateChange": true,
+        "labels": {}, "annotations": {},
+    });
+    match render_json(src, &sample) {
+        Err(e)
+            if ["unknown filter", "unknown test", "unknown function"]
+                .iter()
+                .any(|k| e.message.contains(k)) =>
+        {
+            Err(e.message)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn describe(e: &Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);

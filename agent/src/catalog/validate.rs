@@ -848,6 +848,14 @@ pub fn provider(spec: &NotificationProviderSpec, sink: &mut Sink<'_>) {
                 );
             }
             headers_ok(sink, &format!("{base}.headers"), &c.headers);
+            if let Some(t) = &c.body_template
+                && let Err(e) = crate::alerting::template::check(t)
+            {
+                sink.warn(
+                    &format!("{base}.bodyTemplate"),
+                    format!("template does not work (the default body is used): {e}"),
+                );
+            }
         }
         Block::Gotify(c) => {
             url_ok(sink, &format!("{base}.url"), &c.url, &["http", "https"]);
@@ -944,6 +952,39 @@ pub fn policy(spec: &NotificationPolicySpec, sink: &mut Sink<'_>) {
     }
     if spec.provider_refs().next().is_none() {
         sink.warn("spec.routing.providers", "the policy routes to no provider");
+    }
+    let templates = [
+        (
+            "spec.formatting.titleTemplate",
+            spec.formatting
+                .as_ref()
+                .and_then(|f| f.title_template.as_ref()),
+        ),
+        (
+            "spec.formatting.bodyTemplate",
+            spec.formatting
+                .as_ref()
+                .and_then(|f| f.body_template.as_ref()),
+        ),
+        (
+            "spec.routing.dedupe.key",
+            spec.routing
+                .as_ref()
+                .and_then(|r| r.dedupe.as_ref())
+                .and_then(|d| d.key.as_ref()),
+        ),
+    ];
+    for (path, src) in templates {
+        if let Some(src) = src
+            && let Err(e) = crate::alerting::template::check(src)
+        {
+            // A warning, not an error: the policy stays in force and its notifications
+            // go out with the default text (an invalid resource would drop them all).
+            sink.warn(
+                path,
+                format!("template does not work (the default is used): {e}"),
+            );
+        }
     }
 }
 

@@ -109,6 +109,10 @@ pub struct View<'a> {
     pub site_url: Option<&'a str>,
     /// The time of the round.
     pub now: DateTime<Utc>,
+    /// The latest finished delivery of each NotificationProvider (`lastDelivery`).
+    pub deliveries: HashMap<ObjKey, Value>,
+    /// The last login of each LocalUser and the last use of each ApiKey.
+    pub auth_activity: HashMap<(Kind, ObjKey), DateTime<Utc>>,
 }
 
 impl<'a> View<'a> {
@@ -154,6 +158,8 @@ impl<'a> View<'a> {
             in_maintenance,
             site_url: None,
             now,
+            deliveries: HashMap::new(),
+            auth_activity: HashMap::new(),
         }
     }
 }
@@ -343,9 +349,10 @@ fn owned_fields(kind: Kind) -> &'static [&'static str] {
             "nextOccurrenceAt",
             "active",
         ],
-        Kind::NotificationProvider | Kind::LocalUser | Kind::ApiKey | Kind::KubeKumaSettings => {
-            &["observedGeneration", "conditions"]
-        }
+        Kind::NotificationProvider => &["observedGeneration", "conditions", "lastDelivery"],
+        Kind::LocalUser => &["observedGeneration", "conditions", "lastLoginAt"],
+        Kind::ApiKey => &["observedGeneration", "conditions", "lastUsedAt"],
+        Kind::KubeKumaSettings => &["observedGeneration", "conditions"],
     }
 }
 
@@ -490,7 +497,30 @@ pub fn desired(
                 "active": active,
             }))
         }
-        Kind::NotificationProvider | Kind::LocalUser | Kind::ApiKey | Kind::KubeKumaSettings => {
+        Kind::NotificationProvider => {
+            let conditions = with_conditions(&prev_conds, vec![valid]);
+            Ok(json!({
+                "observedGeneration": generation,
+                "conditions": conditions,
+                "lastDelivery": view.deliveries.get(&key),
+            }))
+        }
+        Kind::LocalUser | Kind::ApiKey => {
+            let conditions = with_conditions(&prev_conds, vec![valid]);
+            let field = if kind == Kind::LocalUser {
+                "lastLoginAt"
+            } else {
+                "lastUsedAt"
+            };
+            let mut v = json!({ "observedGeneration": generation, "conditions": conditions });
+            v[field] = json!(
+                view.auth_activity
+                    .get(&(kind, key.clone()))
+                    .map(|t| rfc3339(*t))
+            );
+            Ok(v)
+        }
+        Kind::KubeKumaSettings => {
             let conditions = with_conditions(&prev_conds, vec![valid]);
             Ok(json!({ "observedGeneration": generation, "conditions": conditions }))
         }
@@ -659,6 +689,10 @@ impl StatusWriter {
         };
         let mut view = View::new(&snapshot, &findings, &live, now);
         view.site_url = self.opts.site_url.as_deref();
+        if full {
+            view.deliveries = self.last_deliveries().await;
+            view.auth_activity = self.auth_activity(&snapshot).await;
+        }
         view.uptime = (self.uptime.iter())
             .map(|(k, (_, u))| (k.clone(), u.clone()))
             .collect();
@@ -765,6 +799,48 @@ impl StatusWriter {
                 None
             }
         }
+    }
+
+    /// `lastDelivery` of every provider that has a finished delivery.
+    async fn last_deliveries(&self) -> HashMap<ObjKey, Value> {
+        match self.store.last_deliveries().await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|d| {
+                    let key = ObjKey::new(&d.provider.namespace, &d.provider.name);
+                    let v = json!({
+                        "status": d.status.as_str(),
+                        "at": d.last_attempt_at.map(rfc3339),
+                        "error": d.last_error,
+                    });
+                    (key, v)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the last deliveries");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// The last login of each LocalUser and the last use of each ApiKey.
+    async fn auth_activity(&self, snapshot: &Snapshot) -> HashMap<(Kind, ObjKey), DateTime<Utc>> {
+        use crate::store::AuthActivity;
+        let mut out = HashMap::new();
+        let users = snapshot
+            .local_users
+            .keys()
+            .map(|k| (Kind::LocalUser, AuthActivity::UserLogin, k));
+        let keys = snapshot
+            .api_keys
+            .keys()
+            .map(|k| (Kind::ApiKey, AuthActivity::ApiKeyUse, k));
+        for (kind, what, key) in users.chain(keys) {
+            if let Ok(Some(at)) = self.store.auth_activity(what, &key.to_string()).await {
+                out.insert((kind, key.clone()), at);
+            }
+        }
+        out
     }
 
     /// Read uptime of the running monitors whose figures are missing or old.
@@ -939,6 +1015,38 @@ spec:
                 .unwrap()
                 .contains("NotificationProvider prod/slack not found")
         );
+    }
+
+    #[test]
+    fn provider_user_and_key_activity() {
+        let built = build(&[parse_text("m.yaml", YAML)], None);
+        let live = HashMap::new();
+        let mut view = View::new(&built.snapshot, &built.findings, &live, Utc::now());
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        view.deliveries.insert(
+            ObjKey::new("prod", "hook"),
+            json!({"status": "failed", "at": rfc3339(at), "error": "rejected: HTTP 400"}),
+        );
+        view.auth_activity
+            .insert((Kind::LocalUser, ObjKey::new("prod", "ann")), at);
+        let provider = desired(
+            Kind::NotificationProvider,
+            &obj("NotificationProvider", "hook", 1),
+            &Map::new(),
+            &view,
+        );
+        assert_eq!(provider["lastDelivery"]["status"], "failed");
+        assert_eq!(provider["lastDelivery"]["error"], "rejected: HTTP 400");
+        let user = desired(
+            Kind::LocalUser,
+            &obj("LocalUser", "ann", 1),
+            &Map::new(),
+            &view,
+        );
+        assert_eq!(user["lastLoginAt"], "2027-01-15T08:00:00Z");
+        // Nothing known: the field is cleared (null), not invented.
+        let key = desired(Kind::ApiKey, &obj("ApiKey", "ci", 1), &Map::new(), &view);
+        assert_eq!(key["lastUsedAt"], Value::Null);
     }
 
     #[test]

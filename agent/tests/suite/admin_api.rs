@@ -44,8 +44,22 @@ fn phc(password: &str) -> String {
         .to_string()
 }
 
+/// The editor API key `kubekuma/ci-key` (32 fixed bytes).
+fn api_key() -> String {
+    use base64::Engine as _;
+    format!(
+        "kk_test_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32])
+    )
+}
+
 fn manifests() -> String {
-    let mut y = String::new();
+    let mut y = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ci-key-hash, namespace: kubekuma}}\nstringData:\n  hash: '{}'\n\
+         ---\napiVersion: monitoring.kubekuma.io/v1\nkind: ApiKey\nmetadata: {{name: ci-key, namespace: kubekuma}}\n\
+         spec:\n  name: CI\n  role: editor\n  keyHashSecretRef: {{name: ci-key-hash, key: hash}}\n",
+        phc(&api_key())
+    );
     for (name, ns, username, role, pw) in USERS {
         y.push_str(&format!(
             "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-pw, namespace: {ns}}}\nstringData:\n  hash: '{}'\n\
@@ -947,6 +961,35 @@ async fn silences_create_list_expire() {
         ]
     );
     assert_eq!(audit[1].actor.as_deref(), Some("user:kubekuma/editor"));
+}
+
+#[tokio::test]
+async fn api_keys_act_with_their_role() {
+    let env = start().await;
+    let key = api_key();
+    let (s, list) = env.get("/api/v1/monitors", Some(&key)).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list["total"], 4);
+    let (s, b) = env
+        .post(
+            "/api/v1/silences",
+            &key,
+            json!({"namespace": "team-a", "name": "from-ci", "durationMinutes": 10}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["createdBy"], "apikey:kubekuma/ci-key");
+    let audit = env.store.audit_events(Some("silence"), 1).await.unwrap();
+    assert_eq!(audit[0].actor.as_deref(), Some("apikey:kubekuma/ci-key"));
+    let (s, _) = env.get("/metrics", Some(&key)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = env
+        .get(
+            "/api/v1/monitors",
+            Some("kk_test_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

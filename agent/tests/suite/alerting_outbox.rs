@@ -541,6 +541,7 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{}/ok"}}}}}}
         flush_interval: Duration::from_secs(60),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));
@@ -664,5 +665,39 @@ async fn expiring_certificates_notify_when_the_day_count_changes() {
         .map(|j| j["daysLeft"].as_i64().unwrap())
         .collect();
     assert_eq!(days, vec![13, 12]);
+    run.stop().await;
+}
+
+/// A silence created through the admin API (stored in SQLite, not in the catalog)
+/// suppresses like a Silence resource; once expired it no longer does.
+#[tokio::test]
+async fn silences_created_through_the_api_are_honoured() {
+    let hooks = Hooks::start(0).await;
+    let store = Store::open_url("sqlite::memory:").unwrap();
+    let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), true).await;
+    let now = Utc::now();
+    let spec: kubekuma_crds::SilenceSpec = serde_json::from_value(serde_json::json!({
+        "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "reason": "database migration",
+        "selector": {"matchLabels": {"team": "core"}},
+    }))
+    .unwrap();
+    let silence = ObjKey::new("prod", "migration");
+    store
+        .create_api_silence(&silence, &spec, "user:prod/ann", now)
+        .await
+        .unwrap();
+    let snap = run.catalog.borrow().clone();
+    let handled = run.alerter.handle(&snap, &key(), None, down(), now).await;
+    let s = handled.suppressed.expect("suppressed by the API silence");
+    assert!(s.to_string().contains("database migration"), "{s}");
+    assert!(run.deliveries().await.is_empty());
+
+    store.expire_api_silence(&silence, now).await.unwrap();
+    let later = now + chrono::Duration::seconds(1);
+    let handled = run.alerter.handle(&snap, &key(), None, down(), later).await;
+    assert_eq!(handled.suppressed, None);
+    assert_eq!(handled.deliveries.len(), 1);
     run.stop().await;
 }

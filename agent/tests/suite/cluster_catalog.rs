@@ -345,6 +345,7 @@ spec:
         flush_interval: Duration::from_millis(300),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     };
     let mode = KubeMode {
         client: fake.client(),
@@ -646,6 +647,7 @@ async fn only_the_leader_runs_checks() {
         flush_interval: Duration::from_millis(200),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     };
     let (lead, is_leader) = watch::channel(false);
     let mode = KubeMode {

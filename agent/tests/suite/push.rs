@@ -66,6 +66,7 @@ async fn start(dir: &Path, manifests: Option<&str>) -> Agent {
         flush_interval: Duration::from_millis(200),
         site_dir: None,
         session_secret: None,
+        metrics: None,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));

@@ -87,7 +87,15 @@ pub async fn send(
     let has_body = !matches!(method, Method::GET | Method::HEAD);
     let body = match (&config.body_template, has_body) {
         (_, false) => Vec::new(),
-        (Some(template), true) => render(template, msg)?.into_bytes(),
+        (Some(template), true) => match render(template, msg) {
+            Ok(text) => text.into_bytes(),
+            // A broken template never drops the notification: the default body goes.
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook bodyTemplate failed; sending the default JSON body");
+                serde_json::to_vec(&msg.event_json)
+                    .map_err(|e| SendError::Config(format!("the event cannot be encoded: {e}")))?
+            }
+        },
         (None, true) => serde_json::to_vec(&msg.event_json)
             .map_err(|e| SendError::Config(format!("the event cannot be encoded: {e}")))?,
     };
@@ -129,7 +137,12 @@ fn sign(key: &[u8], body: &[u8]) -> String {
 
 /// `bodyTemplate` rendered with the event's fields (plus `title`, `body`, `event` and
 /// `state` unless the event has fields of those names).
-fn render(template: &str, msg: &Message) -> Result<String, SendError> {
+/// The body template with the event's variables (see [`crate::alerting::template`]) plus
+/// `title`, `body` and `event` (the kind); Go-style names are accepted.
+fn render(
+    template: &str,
+    msg: &Message,
+) -> Result<String, crate::alerting::template::TemplateError> {
     let mut vars = match &msg.event_json {
         serde_json::Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
@@ -143,13 +156,7 @@ fn render(template: &str, msg: &Message) -> Result<String, SendError> {
         vars.entry(k)
             .or_insert_with(|| serde_json::Value::String(v.clone()));
     }
-    let vars = serde_json::Value::Object(vars);
-    minijinja::Environment::new()
-        .render_str(
-            template,
-            minijinja::Value::from(minijinja::value::Serde(&vars)),
-        )
-        .map_err(|e| SendError::Config(format!("bodyTemplate: {e}")))
+    crate::alerting::template::render_json(template, &serde_json::Value::Object(vars))
 }
 
 // ---------------------------------------------------------------- shared by the HTTP providers
