@@ -410,7 +410,9 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = api
             .respond(
-                Request::post("/health").body(Bytes::new()).unwrap_or_default(),
+                Request::post("/health")
+                    .body(Bytes::new())
+                    .unwrap_or_default(),
                 peer,
             )
             .await;

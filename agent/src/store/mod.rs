@@ -40,9 +40,9 @@ use kubekuma_crds::results::{FailureReason, Heartbeat, Incident};
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
-use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
 pub use api_silences::{ApiSilence, CreateSilence};
 pub use audit::AuditEvent;
+use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
 pub use incident_query::IncidentFilter;
 pub use location::{DatabaseLocation, parse_database_url};
 pub use push::PushRow;
