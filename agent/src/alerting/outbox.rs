@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -121,7 +121,7 @@ impl DeliveryWorker {
     /// Send due deliveries until `shutdown` turns true. Sends in progress then are
     /// abandoned; their rows stay `pending` and the next run sends them.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let claims: Arc<Mutex<Claims>> = Arc::default();
         let mut limits: HashMap<Named, Arc<Semaphore>> = HashMap::new();
         let mut contexts = Contexts {
             snapshot: None,
@@ -140,10 +140,7 @@ impl DeliveryWorker {
                 Ok(due) => {
                     let snap = self.catalog.borrow().clone();
                     for d in due {
-                        let fresh = in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(d.id);
+                        let fresh = claims.lock().unwrap_or_else(|p| p.into_inner()).claim(&d);
                         if !fresh {
                             continue;
                         }
@@ -154,22 +151,27 @@ impl DeliveryWorker {
                             })
                             .clone();
                         let ctx = contexts.get(&snap, &self.options);
-                        let (store, snap, options, metrics, in_flight) = (
+                        let (store, snap, options, metrics, claims) = (
                             self.store.clone(),
                             snap.clone(),
                             self.options.clone(),
                             self.metrics.clone(),
-                            in_flight.clone(),
+                            claims.clone(),
                         );
                         tasks.spawn(async move {
-                            let id = d.id;
-                            if let Ok(_permit) = limit.acquire_owned().await {
-                                deliver(&store, &snap, &ctx, &options, metrics.as_deref(), d).await;
-                            }
-                            in_flight
+                            let (id, attempts) = (d.id, d.attempts);
+                            let tried = match limit.acquire_owned().await {
+                                Ok(_permit) => {
+                                    deliver(&store, &snap, &ctx, &options, metrics.as_deref(), d)
+                                        .await;
+                                    attempts + 1
+                                }
+                                Err(_) => attempts,
+                            };
+                            claims
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .remove(&id);
+                                .release(id, tried);
                         });
                     }
                 }
@@ -184,6 +186,38 @@ impl DeliveryWorker {
             }
         }
         tasks.abort_all();
+    }
+}
+
+/// Which rows this worker is sending, and how far the ones it finished got. A list of
+/// due rows read while a send was finishing can be stale: a row whose attempts are
+/// fewer than this worker already made is skipped, so nothing is sent twice.
+#[derive(Debug, Default)]
+struct Claims {
+    in_flight: HashSet<i64>,
+    finished: HashMap<i64, (u32, Instant)>,
+}
+
+/// How long a finished row is remembered (far longer than a read of the outbox takes).
+const REMEMBER_FINISHED: Duration = Duration::from_secs(300);
+
+impl Claims {
+    fn claim(&mut self, d: &Delivery) -> bool {
+        self.finished
+            .retain(|_, (_, at)| at.elapsed() < REMEMBER_FINISHED);
+        if self
+            .finished
+            .get(&d.id)
+            .is_some_and(|(attempts, _)| d.attempts < *attempts)
+        {
+            return false;
+        }
+        self.in_flight.insert(d.id)
+    }
+
+    fn release(&mut self, id: i64, attempts: u32) {
+        self.in_flight.remove(&id);
+        self.finished.insert(id, (attempts, Instant::now()));
     }
 }
 
