@@ -497,7 +497,15 @@ pub async fn flush_objects(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    let catalog = export::catalog::public_catalog(snapshot, agent_id, now);
+    let api_silences: std::collections::BTreeMap<ObjKey, kubekuma_crds::Silence> =
+        match store.active_api_silences(now).await {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the admin API's silences for the catalog");
+                Default::default()
+            }
+        };
+    let catalog = export::catalog::public_catalog_with(snapshot, &api_silences, agent_id, now);
     out.push((keys::catalog(agent_id), serde_json::to_vec(&catalog)?));
 
     let in_maintenance: std::collections::HashSet<String> = catalog

@@ -95,6 +95,30 @@ pub struct AgentCatalog {
     /// Maintenance windows, with their next occurrence.
     #[serde(default)]
     pub maintenance: Vec<PublicMaintenance>,
+    /// Silences in effect or to come (Silence resources and those created through the
+    /// admin API): notifications held back, checks still running.
+    #[serde(default)]
+    pub silences: Vec<PublicSilence>,
+}
+
+/// A silence as shown publicly.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicSilence {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Why (the silence's `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Start.
+    pub starts_at: DateTime<Utc>,
+    /// End.
+    pub ends_at: DateTime<Utc>,
+    /// Monitors it covers, as `namespace/name`.
+    #[serde(default)]
+    pub monitors: Vec<String>,
 }
 
 /// Public facts of a monitor: never its target, headers or secrets.

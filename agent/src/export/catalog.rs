@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use kubekuma_crds::objects::{
     AgentCatalog, LAYOUT, PublicGroup, PublicMaintenance, PublicMonitor, PublicPage,
-    PublicPageMonitor, monitor_key,
+    PublicPageMonitor, PublicSilence, monitor_key,
 };
 use kubekuma_crds::status_page::BadgeScope;
-use kubekuma_crds::{MaintenanceWindow, Monitor, StatusPage};
+use kubekuma_crds::{MaintenanceWindow, Monitor, Silence, StatusPage};
 
 use crate::catalog::schedule_expr::WindowSchedule;
 use crate::catalog::selector::MonitorMatcher;
@@ -24,6 +24,17 @@ const DEFAULT_INTERVAL_SECONDS: i64 = 60;
 /// monitors and windows come in key order (namespace, then name); groups and their
 /// monitors in spec order.
 pub fn public_catalog(snapshot: &Snapshot, agent_id: &str, now: DateTime<Utc>) -> AgentCatalog {
+    public_catalog_with(snapshot, &BTreeMap::new(), agent_id, now)
+}
+
+/// [`public_catalog`] with silences from elsewhere than the snapshot (the admin API's).
+/// Silences that ended are left out.
+pub fn public_catalog_with(
+    snapshot: &Snapshot,
+    extra_silences: &BTreeMap<ObjKey, Silence>,
+    agent_id: &str,
+    now: DateTime<Utc>,
+) -> AgentCatalog {
     AgentCatalog {
         layout: LAYOUT.to_string(),
         agent_id: agent_id.to_string(),
@@ -42,6 +53,33 @@ pub fn public_catalog(snapshot: &Snapshot, agent_id: &str, now: DateTime<Utc>) -
             .maintenance_windows
             .iter()
             .map(|(k, w)| public_maintenance(k, w, &snapshot.monitors, now))
+            .collect(),
+        silences: snapshot
+            .silences
+            .iter()
+            .chain(extra_silences)
+            .filter(|(_, s)| s.spec.ends_at > now)
+            .map(|(k, s)| public_silence(k, s, &snapshot.monitors))
+            .collect(),
+    }
+}
+
+fn public_silence(
+    key: &ObjKey,
+    s: &Silence,
+    monitors: &BTreeMap<ObjKey, Monitor>,
+) -> PublicSilence {
+    let matcher = MonitorMatcher::new(s.spec.selector.as_ref(), &key.namespace);
+    PublicSilence {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        reason: s.spec.reason.clone(),
+        starts_at: s.spec.starts_at,
+        ends_at: s.spec.ends_at,
+        monitors: monitors
+            .iter()
+            .filter(|(k, m)| matcher.matches(k, m))
+            .map(|(k, _)| monitor_key(&k.namespace, &k.name))
             .collect(),
     }
 }
@@ -213,6 +251,43 @@ mod tests {
         assert_eq!(w.description.as_deref(), Some("Database upgrade"));
         let c = public_catalog(&snap, "a", utc(2024, 4, 7, 1, 45));
         assert_eq!(c.maintenance[0].active_since, None);
+    }
+
+    #[test]
+    fn silences_in_effect_or_to_come_with_the_monitors_they_cover() {
+        let mut yaml: String = MONITORS
+            .iter()
+            .map(|(ns, n, l, t)| monitor(ns, n, l, t))
+            .collect();
+        yaml.push_str("apiVersion: monitoring.kubekuma.io/v1\nkind: Silence\nmetadata: {name: deploy, namespace: prod}\nspec: {startsAt: '2024-04-01T10:00:00Z', endsAt: '2024-04-01T12:00:00Z', reason: Planned deploy, createdBy: zed-operator, selector: {matchLabels: {tier: critical}}}\n---\napiVersion: monitoring.kubekuma.io/v1\nkind: Silence\nmetadata: {name: old, namespace: prod}\nspec: {startsAt: '2024-03-01T10:00:00Z', endsAt: '2024-03-01T12:00:00Z'}\n");
+        let snap = snapshot(&yaml);
+        let mut extra = BTreeMap::new();
+        let api: Silence = serde_yaml_ng::from_str("apiVersion: monitoring.kubekuma.io/v1\nkind: Silence\nmetadata: {name: api-made, namespace: staging}\nspec: {startsAt: '2024-04-01T09:00:00Z', endsAt: '2024-04-01T13:00:00Z', reason: Migration}\n").unwrap();
+        extra.insert(ObjKey::new("staging", "api-made"), api);
+        let c = public_catalog_with(&snap, &extra, "a", utc(2024, 4, 1, 11, 0));
+        let shown: Vec<(&str, Option<&str>, Vec<String>)> = c
+            .silences
+            .iter()
+            .map(|s| (s.name.as_str(), s.reason.as_deref(), s.monitors.clone()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    "deploy",
+                    Some("Planned deploy"),
+                    vec!["prod/api-eu".to_string(), "prod/web".to_string()]
+                ),
+                (
+                    "api-made",
+                    Some("Migration"),
+                    vec!["staging/api-eu".to_string()]
+                ),
+            ]
+        );
+        // Who created a silence is not public.
+        let json = serde_json::to_string(&c.silences).unwrap();
+        assert!(!json.contains("zed-operator"), "{json}");
     }
 
     #[test]
