@@ -351,7 +351,7 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
 
     let data_time = rfc3339(now);
     let mut slugs = BTreeSet::new();
-    let mut views = Vec::new();
+    let mut published = Vec::new();
     for ((ns, name), (_, page)) in &pages {
         if !page.published {
             continue;
@@ -363,8 +363,12 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
             ));
             continue;
         }
-        views.push(page_view(page, &monitors, &maintenance, now, &data_time));
+        published.push(*page);
     }
+    // Pages are independent: computed on all cores.
+    let mut views = crate::render::par_map(&published, |page| {
+        page_view(page, &monitors, &maintenance, now, &data_time)
+    });
     views.sort_by(|a, b| a.slug.cmp(&b.slug));
     Site {
         pages: views,

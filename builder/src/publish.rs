@@ -26,6 +26,8 @@ pub const MANIFEST: &str = ".kubekuma/manifest.json";
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Cache-Control of pages, JSON, feeds and badges.
 pub const CACHE_SHORT: &str = "public, max-age=60";
+/// Blocking tasks writing a local folder at once.
+const WRITE_TASKS: usize = 16;
 /// Writes in flight at once.
 const CONCURRENCY: usize = 32;
 /// Show a progress bar on a terminal when at least this many files change.
@@ -95,11 +97,12 @@ impl Publisher {
         };
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
-        for f in files {
-            let h = match &f.keep {
-                Some(h) => h.clone(),
-                None => hex(&Sha256::digest(&f.bytes)),
-            };
+        // Hashing tens of megabytes of badges and pages: on all cores.
+        let hashes = crate::render::par_map(&files, |f| match &f.keep {
+            Some(h) => h.clone(),
+            None => hex(&Sha256::digest(&f.bytes)),
+        });
+        for (f, h) in files.into_iter().zip(hashes) {
             if old.files.get(&f.path) == Some(&h) {
                 report.unchanged += 1;
                 new.files.insert(f.path.clone(), h);
@@ -119,15 +122,15 @@ impl Publisher {
                 .position(|(f, _)| f.stage != stage)
                 .map_or(changed.len(), |p| i + p);
             let results: Vec<(String, String, Result<(), String>)> = match self.out.local_root() {
-                Some(root) => write_local(root, &changed[i..end]).await,
+                Some(root) => write_local(root, &mut changed[i..end]).await,
                 None => {
                     let out = &self.out;
-                    futures::stream::iter(changed[i..end].iter())
+                    futures::stream::iter(changed[i..end].iter_mut())
                         .map(|(f, h)| async move {
                             let r = out
                                 .put_with(
                                     &f.path,
-                                    Bytes::from(f.bytes.clone()),
+                                    Bytes::from(std::mem::take(&mut f.bytes)),
                                     content_type(&f.path),
                                     cache_control(&f.path),
                                 )
@@ -221,20 +224,22 @@ impl Publisher {
     }
 }
 
-/// Write files into a local folder with plain file-system calls on the blocking pool, a
-/// few hundred per task: each is written to a temporary name and renamed, so readers
+/// Write files into a local folder with plain file-system calls on the blocking pool, in
+/// [`WRITE_TASKS`] tasks: each is written to a temporary name and renamed, so readers
 /// see the old or the new content, never a torn file.
 async fn write_local(
     root: &std::path::Path,
-    files: &[(OutFile, String)],
+    files: &mut [(OutFile, String)],
 ) -> Vec<(String, String, Result<(), String>)> {
+    // A few tasks per core: more only queue up on the same directory locks.
+    let per_task = files.len().div_ceil(WRITE_TASKS).max(64);
     let tasks: Vec<_> = files
-        .chunks(256)
+        .chunks_mut(per_task)
         .map(|chunk| {
             let root = root.to_path_buf();
             let chunk: Vec<(String, Vec<u8>, String)> = chunk
-                .iter()
-                .map(|(f, h)| (f.path.clone(), f.bytes.clone(), h.clone()))
+                .iter_mut()
+                .map(|(f, h)| (f.path.clone(), std::mem::take(&mut f.bytes), h.clone()))
                 .collect();
             tokio::task::spawn_blocking(move || {
                 let mut dirs = std::collections::HashSet::new();

@@ -106,78 +106,20 @@ pub fn render_site(
         });
     }
     let assets = theme.asset_paths();
+    let assets_value = template_value(&assets);
+    // Pages, feeds and page JSON on all cores, one page per task.
+    let rendered = par_map(&site.pages, |page| {
+        render_page(page, site, theme, opts, &assets_value)
+    });
     let mut uptime_written = std::collections::BTreeSet::new();
     let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
     let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
-
-    for page in &site.pages {
-        let base = format!("{}/", page.slug);
-        // The page is turned into a template value once, for the page and both feeds.
-        let page_value = template_value(page);
-        page_values.push(page_value.clone());
-        let ctx = minijinja::context! {
-            page => page_value.clone(),
-            root => "../",
-            assets => template_value(&assets),
-            data_time => &site.data_time,
-            stale_after_seconds => opts.stale_after_seconds,
-            base_url => &opts.base_url,
-            feed_rss => "feed.rss",
-            feed_atom => "feed.atom",
-            badge_base => if page.badges.is_some() { "badges/" } else { "" },
-        };
-        let html = theme.render("page.html", ctx)?;
-        out.push(file(format!("{base}index.html"), html, Stage::Page));
-
-        let incidents = template_value(
-            page.active_incidents
-                .iter()
-                .chain(page.past_incidents.iter())
-                .collect::<Vec<_>>(),
-        );
-        for (tpl, name) in [("rss.xml", "feed.rss"), ("atom.xml", "feed.atom")] {
-            let feed_ctx = minijinja::context! {
-                page => page_value.clone(),
-                data_time => &site.data_time,
-                base_url => &opts.base_url,
-                page_url => format!("{}{}", opts.base_url, base),
-                self_url => format!("{}{}{}", opts.base_url, base, name),
-                incidents => incidents.clone(),
-            };
-            out.push(file(
-                format!("{base}{name}"),
-                theme.render(tpl, feed_ctx)?,
-                Stage::Data,
-            ));
-        }
-
-        out.push(json_file(
-            format!("{base}status.json"),
-            &status_json(page, &site.data_time),
-        ));
-        out.push(json_file(
-            format!("{base}api/v2/summary.json"),
-            &summary_json(page, &opts.base_url),
-        ));
-
-        if page.badges.is_some() {
-            let overall = Badge {
-                label: page.title.clone(),
-                message: page.overall_text.to_lowercase(),
-                color: overall_color(page),
-                title: None,
-            };
-            badge_jobs.push((format!("{base}badges/status"), overall));
-        }
+    for (page, r) in site.pages.iter().zip(rendered) {
+        let (files, page_badges, page_value) = r?;
+        out.extend(files);
+        badge_jobs.extend(page_badges);
+        page_values.push(page_value);
         for m in page.monitors() {
-            if page.badges == Some("all") {
-                for (kind, badge) in monitor_badges(m) {
-                    badge_jobs.push((
-                        format!("{base}badges/{}/{}/{kind}", m.namespace, m.name),
-                        badge,
-                    ));
-                }
-            }
             if uptime_written.insert(m.key.clone()) {
                 let all: Vec<_> = [1u32, 7, 30, 90]
                     .iter()
@@ -206,7 +148,7 @@ pub fn render_site(
     let index_ctx = minijinja::context! {
         pages => Value::from(page_values),
         root => "",
-        assets => template_value(&assets),
+        assets => assets_value,
         data_time => &site.data_time,
         stale_after_seconds => opts.stale_after_seconds,
     };
@@ -216,6 +158,89 @@ pub fn render_site(
         Stage::Index,
     ));
     Ok(out)
+}
+
+/// What one page contributes: its files (page, feeds, page JSON), its badges to
+/// render, and the page as a template value (for the index).
+type PageOutput = (Vec<OutFile>, Vec<(String, Badge)>, Value);
+
+fn render_page(
+    page: &PageView,
+    site: &Site,
+    theme: &Theme,
+    opts: &RenderOptions,
+    assets_value: &Value,
+) -> Result<PageOutput, String> {
+    let mut files = Vec::new();
+    let mut page_badges = Vec::new();
+    let base = format!("{}/", page.slug);
+    // The page is turned into a template value once, for the page and both feeds.
+    let page_value = template_value(page);
+    let ctx = minijinja::context! {
+        page => page_value.clone(),
+        root => "../",
+        assets => assets_value.clone(),
+        data_time => &site.data_time,
+        stale_after_seconds => opts.stale_after_seconds,
+        base_url => &opts.base_url,
+        feed_rss => "feed.rss",
+        feed_atom => "feed.atom",
+        badge_base => if page.badges.is_some() { "badges/" } else { "" },
+    };
+    let html = theme.render("page.html", ctx)?;
+    files.push(file(format!("{base}index.html"), html, Stage::Page));
+
+    let incidents = template_value(
+        page.active_incidents
+            .iter()
+            .chain(page.past_incidents.iter())
+            .collect::<Vec<_>>(),
+    );
+    for (tpl, name) in [("rss.xml", "feed.rss"), ("atom.xml", "feed.atom")] {
+        let feed_ctx = minijinja::context! {
+            page => page_value.clone(),
+            data_time => &site.data_time,
+            base_url => &opts.base_url,
+            page_url => format!("{}{}", opts.base_url, base),
+            self_url => format!("{}{}{}", opts.base_url, base, name),
+            incidents => incidents.clone(),
+        };
+        files.push(file(
+            format!("{base}{name}"),
+            theme.render(tpl, feed_ctx)?,
+            Stage::Data,
+        ));
+    }
+
+    files.push(json_file(
+        format!("{base}status.json"),
+        &status_json(page, &site.data_time),
+    ));
+    files.push(json_file(
+        format!("{base}api/v2/summary.json"),
+        &summary_json(page, &opts.base_url),
+    ));
+
+    if page.badges.is_some() {
+        let overall = Badge {
+            label: page.title.clone(),
+            message: page.overall_text.to_lowercase(),
+            color: overall_color(page),
+            title: None,
+        };
+        page_badges.push((format!("{base}badges/status"), overall));
+    }
+    if page.badges == Some("all") {
+        for m in page.monitors() {
+            for (kind, badge) in monitor_badges(m) {
+                page_badges.push((
+                    format!("{base}badges/{}/{}/{kind}", m.namespace, m.name),
+                    badge,
+                ));
+            }
+        }
+    }
+    Ok((files, page_badges, page_value))
 }
 
 fn file(path: String, text: String, stage: Stage) -> OutFile {
@@ -245,9 +270,9 @@ fn json_file(path: String, v: &serde_json::Value) -> OutFile {
 /// - each distinct picture is rendered once (badges that differ only in their title look
 ///   the same: every "uptime 24h | 100%" badge of a page is one PNG);
 /// - a picture is rasterised as two parts, label and message
-///   ([`BadgeRenderer::png_parts`]), and equal parts are rasterised once: the 1,000
-///   status badges "<name> | up" of 1,000 monitors need 1,000 label parts but one
-///   "up" part;
+///   ([`BadgeRenderer::png_parts`]), and equal parts (equal part SVGs) are rasterised
+///   once: the 1,000 status badges "<name> | up" of 1,000 monitors need 1,000 label
+///   parts but only one "up" part per label width;
 /// - all of it runs on every core.
 fn render_badges(
     renderer: &BadgeRenderer,
@@ -357,12 +382,6 @@ fn render_badges(
         pngs_ok.push(p?);
     }
     timings.push(("badge png", started.elapsed()));
-    eprintln!(
-        "TMP pictures {} parts {} files {}",
-        todo.len(),
-        parts.len(),
-        wanted.len()
-    );
     tracing::debug!(
         pictures = todo.len(),
         parts = parts.len(),
@@ -383,15 +402,15 @@ fn render_badges(
 /// `f` over `items` on all cores, in order. Work is handed out in small blocks, so a
 /// slow item does not hold up a whole share.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    const BLOCK: usize = 16;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16)
-        .min(items.len().div_ceil(BLOCK));
+        .min(items.len());
     if threads <= 1 {
         return items.iter().map(&f).collect();
     }
+    let block = (items.len() / (threads * 8)).clamp(1, 64);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut blocks: Vec<(usize, Vec<R>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -399,11 +418,11 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
                 scope.spawn(|| {
                     let mut done = Vec::new();
                     loop {
-                        let start = next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
+                        let start = next.fetch_add(block, std::sync::atomic::Ordering::Relaxed);
                         if start >= items.len() {
                             break done;
                         }
-                        let end = (start + BLOCK).min(items.len());
+                        let end = (start + block).min(items.len());
                         done.push((start, items[start..end].iter().map(&f).collect()));
                     }
                 })

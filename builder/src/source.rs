@@ -123,33 +123,70 @@ pub async fn load(
             daily: BTreeMap::new(),
             incidents: BTreeMap::new(),
         };
-        for day in [today - Duration::days(1), today] {
-            if let Some(h) =
-                read_json::<HourlyDay>(source, &keys::hourly(&id, day), &mut inputs.warnings).await
-            {
-                agent.hourly.insert(day, h);
-            }
-        }
+        // Fetched one by one, parsed on all cores (the daily months are the bulk).
+        let mut fetched: Vec<(History, String, bytes::Bytes)> = Vec::new();
+        let mut wanted: Vec<(History, String)> = [today - Duration::days(1), today]
+            .into_iter()
+            .map(|day| (History::Hourly(day), keys::hourly(&id, day)))
+            .collect();
         for &(y, m) in &months {
             let month = format!("{y:04}-{m:02}");
-            if let Some(d) =
-                read_json::<DailyMonth>(source, &keys::daily(&id, y, m), &mut inputs.warnings).await
-            {
-                agent.daily.insert(month.clone(), d);
+            wanted.push((History::Daily(month.clone()), keys::daily(&id, y, m)));
+            wanted.push((History::Incidents(month), keys::incidents(&id, y, m)));
+        }
+        for (what, key) in wanted {
+            match source.get(&key).await {
+                Ok(None) => {}
+                Ok(Some(bytes)) => fetched.push((what, key, bytes)),
+                Err(e) => inputs.warnings.push(e.to_string()),
             }
-            if let Some(i) = read_json::<IncidentMonth>(
-                source,
-                &keys::incidents(&id, y, m),
-                &mut inputs.warnings,
-            )
-            .await
-            {
-                agent.incidents.insert(month, i);
+        }
+        let parsed = crate::render::par_map(&fetched, |(what, key, bytes)| {
+            let bad =
+                |e: serde_json::Error| format!("{key}: not a valid object of layout {LAYOUT}: {e}");
+            match what {
+                History::Hourly(day) => serde_json::from_slice(bytes)
+                    .map(|h| Parsed::Hourly(*day, h))
+                    .map_err(bad),
+                History::Daily(month) => serde_json::from_slice(bytes)
+                    .map(|d| Parsed::Daily(month.clone(), d))
+                    .map_err(bad),
+                History::Incidents(month) => serde_json::from_slice(bytes)
+                    .map(|i| Parsed::Incidents(month.clone(), i))
+                    .map_err(bad),
+            }
+        });
+        for p in parsed {
+            match p {
+                Ok(Parsed::Hourly(day, h)) => {
+                    agent.hourly.insert(day, h);
+                }
+                Ok(Parsed::Daily(month, d)) => {
+                    agent.daily.insert(month, d);
+                }
+                Ok(Parsed::Incidents(month, i)) => {
+                    agent.incidents.insert(month, i);
+                }
+                Err(w) => inputs.warnings.push(w),
             }
         }
         inputs.agents.push(agent);
     }
     Ok(inputs)
+}
+
+/// Which history object a key holds.
+enum History {
+    Hourly(NaiveDate),
+    Daily(String),
+    Incidents(String),
+}
+
+/// A parsed history object.
+enum Parsed {
+    Hourly(NaiveDate, HourlyDay),
+    Daily(String, DailyMonth),
+    Incidents(String, IncidentMonth),
 }
 
 /// (year, month) of every month touched by the `days` days ending `today`, oldest first.

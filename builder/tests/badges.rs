@@ -707,6 +707,25 @@ fn png_from_parts_is_the_png_of_the_whole_svg() {
             }
         }
     }
+    // Widths of every kind: generated names against generated percentages.
+    for i in 0..120u32 {
+        let label = format!(
+            "svc-{:05} {}",
+            i * 7919 % 100_000,
+            "Wmi".repeat((i % 7) as usize)
+        );
+        let message = format!("{}.{:02}%", 90 + i % 10, i * 37 % 100);
+        let badge = Badge::new(
+            label,
+            message,
+            color_for_uptime(Some(f64::from(90 + i % 10))),
+        );
+        let whole = RENDERER.png(&RENDERER.svg(&badge), 2.0).unwrap();
+        assert!(
+            whole == RENDERER.png_by_parts(&badge, 2.0).unwrap(),
+            "{badge:?}"
+        );
+    }
     // Ordinary badges really are rendered in parts (all of them at scale 2 and 1).
     assert!(split >= 2 * labels.len() * messages.len(), "{split}");
     // A badge without a label has one part only: it is rendered whole.
