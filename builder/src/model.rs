@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Timelike, Utc};
 use kubekuma_crds::monitor::{MonitorState, MonitorType};
 use kubekuma_crds::objects::{
-    LatencyPoint, MonitorNow, PublicMaintenance, PublicMonitor, PublicPage, Rollup,
+    LatencyPoint, MonitorNow, PublicMaintenance, PublicMonitor, PublicPage, PublicSilence, Rollup,
 };
 use kubekuma_crds::results::{FailureReason, Incident};
 use kubekuma_crds::status_page::{BadgeScope, OverallStatus};
@@ -64,6 +64,9 @@ pub struct PageView {
     pub past_incidents: Vec<IncidentView>,
     /// Maintenance in progress or coming within a week.
     pub maintenance: Vec<MaintenanceView>,
+    /// Silences of the page's monitors in effect or coming within a week: their
+    /// notifications are held back (checks still run).
+    pub silences: Vec<SilenceView>,
     /// `all`, `page` or none.
     pub badges: Option<&'static str>,
     /// The time of the data (RFC 3339).
@@ -268,6 +271,21 @@ pub struct MaintenanceView {
     pub ends_at: Option<String>,
 }
 
+/// A silence as shown.
+#[derive(Serialize, Clone, Debug)]
+pub struct SilenceView {
+    /// Name of the silence.
+    pub name: String,
+    /// Why, as its author wrote.
+    pub reason: Option<String>,
+    /// In effect now.
+    pub active: bool,
+    /// Start (RFC 3339).
+    pub starts_at: String,
+    /// End (RFC 3339).
+    pub ends_at: String,
+}
+
 /// Per-monitor facts merged over agents.
 #[derive(Default)]
 struct Merged<'a> {
@@ -286,6 +304,7 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
     // Pages: the newest catalog's version of each (namespace, name).
     let mut pages: BTreeMap<(String, String), (DateTime<Utc>, &PublicPage)> = BTreeMap::new();
     let mut maintenance: BTreeMap<(String, String), &PublicMaintenance> = BTreeMap::new();
+    let mut silences: BTreeMap<(String, String), &PublicSilence> = BTreeMap::new();
 
     for agent in &inputs.agents {
         let at = agent.catalog.generated_at;
@@ -297,6 +316,9 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         }
         for m in &agent.catalog.maintenance {
             maintenance.insert((m.namespace.clone(), m.name.clone()), m);
+        }
+        for s in &agent.catalog.silences {
+            silences.insert((s.namespace.clone(), s.name.clone()), s);
         }
         for m in &agent.catalog.monitors {
             let e = monitors
@@ -367,7 +389,7 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
     }
     // Pages are independent: computed on all cores.
     let mut views = crate::render::par_map(&published, |page| {
-        page_view(page, &monitors, &maintenance, now, &data_time)
+        page_view(page, &monitors, (&maintenance, &silences), now, &data_time)
     });
     views.sort_by(|a, b| a.slug.cmp(&b.slug));
     Site {
@@ -384,10 +406,16 @@ fn parse_month(s: &str) -> Option<(i32, u32)> {
     (1..=12).contains(&m).then_some((y, m))
 }
 
+/// Maintenance windows and silences by (namespace, name).
+type Notices<'a> = (
+    &'a BTreeMap<(String, String), &'a PublicMaintenance>,
+    &'a BTreeMap<(String, String), &'a PublicSilence>,
+);
+
 fn page_view(
     page: &PublicPage,
     monitors: &BTreeMap<String, Merged<'_>>,
-    maintenance: &BTreeMap<(String, String), &PublicMaintenance>,
+    (maintenance, silences): Notices<'_>,
     now: DateTime<Utc>,
     data_time: &str,
 ) -> PageView {
@@ -465,6 +493,19 @@ fn page_view(
         }
     }
 
+    let silenced: Vec<SilenceView> = silences
+        .values()
+        .filter(|s| s.monitors.iter().any(|m| page_monitors.contains(m)))
+        .filter(|s| s.ends_at > now && s.starts_at <= now + Duration::days(7))
+        .map(|s| SilenceView {
+            name: s.name.clone(),
+            reason: s.reason.clone(),
+            active: s.starts_at <= now,
+            starts_at: rfc3339(s.starts_at),
+            ends_at: rfc3339(s.ends_at),
+        })
+        .collect();
+
     let overall = overall(groups.iter().flat_map(|g| g.monitors.iter()));
     let branding = page.branding.clone().unwrap_or_default();
     PageView {
@@ -493,6 +534,7 @@ fn page_view(
         active_incidents: active_incidents.into_iter().map(|(_, v)| v).collect(),
         past_incidents: past_incidents.into_iter().map(|(_, v)| v).collect(),
         maintenance: notices,
+        silences: silenced,
         badges: page.badges.map(|b| match b {
             BadgeScope::All => "all",
             BadgeScope::Page => "page",

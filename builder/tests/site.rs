@@ -151,6 +151,9 @@ async fn the_page_shows_what_the_issue_asks_for() {
     assert!(page.contains("Current incidents"));
     assert!(page.contains("We are looking into slow responses"));
     assert!(page.contains("In progress: web-upgrade"));
+    // Silences of the page's monitors, not of others.
+    assert!(page.contains("Paused: deploy-freeze"));
+    assert!(!page.contains("db-silence") && !page.contains("private database work"));
     // 90 bars per monitor, each focusable with a text equivalent.
     assert_eq!(page.matches("class=\"bar lvl-").count(), 3 * 90);
     assert_eq!(page.matches("tabindex=\"0\"").count(), 3 * 90);

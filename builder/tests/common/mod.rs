@@ -76,6 +76,12 @@ pub fn catalog(agent: &str) -> Value {
              "activeSince": "2026-11-26T11:30:00Z", "durationMinutes": 60, "monitors": ["production/web-frontend"]},
             {"namespace": "production", "name": "db-patching", "nextStart": "2026-11-28T02:00:00Z",
              "durationMinutes": 120, "monitors": ["production/private-db"]}
+        ],
+        "silences": [
+            {"namespace": "production", "name": "deploy-freeze", "reason": format!("Deploying v2 {XSS}"),
+             "startsAt": "2026-11-26T11:00:00Z", "endsAt": "2026-11-26T14:00:00Z", "monitors": ["production/api-health"]},
+            {"namespace": "production", "name": "db-silence", "reason": "private database work",
+             "startsAt": "2026-11-26T11:00:00Z", "endsAt": "2026-11-26T14:00:00Z", "monitors": ["production/private-db"]}
         ]
     })
 }
