@@ -714,7 +714,50 @@ fn materialize_demo(data: &Path) -> std::io::Result<PathBuf> {
             std::fs::write(&path, text)?;
         }
     }
+    demo_admin(data, &dir)?;
     Ok(dir)
+}
+
+/// File (in the data folder) holding the demo admin's password.
+const DEMO_PASSWORD_FILE: &str = "demo-admin-password";
+
+/// The demo's admin user for the admin API: on the first `up`, a random password is
+/// written to `<data>/demo-admin-password` (mode 0600, never printed or logged) and its
+/// argon2id hash, with the LocalUser, to `<demo>/admin.yaml`. Later runs keep both.
+fn demo_admin(data: &Path, dir: &Path) -> std::io::Result<()> {
+    let manifest = dir.join("admin.yaml");
+    let password_file = data.join(DEMO_PASSWORD_FILE);
+    if manifest.exists() && password_file.exists() {
+        return Ok(());
+    }
+    use base64::Engine as _;
+    let password =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>());
+    let hash = crate::admin::auth::password::hash_spec(password.as_bytes())
+        .map_err(|e| std::io::Error::other(format!("cannot hash the demo password: {e}")))?;
+    let yaml = format!(
+        "# The demo's admin for the admin API (`kubekuma up`); the password is in\n\
+         # {DEMO_PASSWORD_FILE} in the data folder.\n\
+         apiVersion: v1\nkind: Secret\nmetadata:\n  name: demo-admin-password\n  namespace: demo\n\
+         stringData:\n  passwordHash: '{hash}'\n---\n\
+         apiVersion: monitoring.kubekuma.io/v1\nkind: LocalUser\nmetadata:\n  name: admin\n  namespace: demo\n\
+         spec:\n  username: admin\n  role: admin\n  passwordHashSecretRef: {{name: demo-admin-password, key: passwordHash}}\n"
+    );
+    write_private(&password_file, password.as_bytes())?;
+    std::fs::write(manifest, yaml)
+}
+
+/// Write `bytes` to a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
@@ -953,6 +996,13 @@ async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
         a.data.display(),
         site.display(),
     );
+    if a.config.is_empty() {
+        eprintln!(
+            "Admin API: POST http://{listen}/api/v1/auth/login as user \"admin\" with the password in {} \
+             (API reference: http://{listen}/api/v1/openapi.json).",
+            a.data.join(DEMO_PASSWORD_FILE).display()
+        );
+    }
     let mut opts = options(a, listen, config);
     opts.site_dir = Some(site);
     let metrics = std::sync::Arc::new(crate::admin::metrics::Metrics::new());

@@ -231,3 +231,78 @@ async fn notify_test_sends_through_a_provider() {
         "{stderr}"
     );
 }
+
+/// `kubekuma up` on the demo: the demo admin's password is written once to the data
+/// folder (never printed), and it logs in to the admin API served beside the site.
+#[tokio::test]
+async fn up_creates_a_demo_admin_that_can_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubekuma"))
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path())
+        .env_remove("SESSION_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..600 {
+        if client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "kubekuma up did not start");
+    let password = std::fs::read_to_string(dir.path().join("demo-admin-password")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("demo-admin-password"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let login = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let body: serde_json::Value = login.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    let monitors: serde_json::Value = client
+        .get(format!("{base}/api/v1/monitors"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(monitors["total"].as_u64().unwrap() >= 3, "{monitors}");
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("demo-admin-password"), "{printed}");
+    assert!(
+        !printed.contains(password.trim()),
+        "the password was printed"
+    );
+}
