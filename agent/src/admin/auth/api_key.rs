@@ -5,7 +5,8 @@
 //! is verified once: the cache maps the key's SHA-256 to the ApiKey it matched and the
 //! hash it matched against, and holds while that ApiKey's Secret still has that hash. An
 //! unknown key is verified against each usable (not disabled, not expired) ApiKey through
-//! the same bounded argon2 queue as logins. A key is refused once its ApiKey is disabled,
+//! a bounded argon2 queue of its own (one at a time), apart from the logins', so a flood
+//! of unknown keys cannot hold up logins. A key is refused once its ApiKey is disabled,
 //! expired (`key_expired`) or deleted, cached or not.
 
 use std::collections::HashMap;
@@ -103,7 +104,7 @@ impl Auth {
             .collect();
         for (id, hash) in candidates {
             let ok = self
-                .hasher
+                .key_hasher
                 .verify(text.as_bytes().to_vec(), Some(hash.clone()))
                 .await
                 .map_err(|_| {

@@ -90,6 +90,9 @@ pub struct Auth {
     store: Store,
     catalog: watch::Receiver<Arc<Snapshot>>,
     hasher: password::Hasher,
+    /// API keys not yet in the cache get their own slot, so a flood of unknown keys
+    /// cannot take the logins' slots (the memory bound is one more hash).
+    key_hasher: password::Hasher,
     limits: Mutex<login::Limits>,
     keys: Mutex<api_key::KeyCache>,
     /// The last TOTP step accepted per user: a code is accepted once.
@@ -147,6 +150,7 @@ impl Auth {
         let l = &config.limits;
         Auth {
             hasher: password::Hasher::new(l.argon2_concurrency, l.argon2_queue),
+            key_hasher: password::Hasher::new(1, l.argon2_queue),
             limits: Mutex::new(login::Limits::new(l)),
             keys: Mutex::new(api_key::KeyCache::default()),
             totp_steps: Mutex::new(HashMap::new()),
@@ -170,7 +174,7 @@ impl Auth {
 
     /// How many argon2 verifications ran (logins, and API keys not yet in the cache).
     pub fn argon2_runs(&self) -> usize {
-        self.hasher.runs()
+        self.hasher.runs() + self.key_hasher.runs()
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
