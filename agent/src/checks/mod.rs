@@ -150,7 +150,8 @@ impl CheckContext {
 /// is a CheckOutcome with up=false, a classified reason and a human message.
 ///
 /// `timeout` bounds the whole attempt (`reason: timeout` when it passes); `latency_ms` is
-/// the time the attempt took.
+/// the time the attempt took, except for a ping that got replies, whose latency is the
+/// average round-trip time (the attempt also spends the gaps between echo requests).
 pub async fn run(
     ctx: &CheckContext,
     namespace: &str,
@@ -181,7 +182,12 @@ pub async fn run(
             format!("no answer within {}", human_duration(timeout)),
         ),
     };
-    outcome.latency_ms = attempt.elapsed_ms();
+    let ping_rtt = spec.type_ == MonitorType::Ping
+        && outcome.metadata.contains_key("rttAvgMs")
+        && outcome.latency_ms.is_finite();
+    if !ping_rtt {
+        outcome.latency_ms = attempt.elapsed_ms();
+    }
     outcome
 }
 

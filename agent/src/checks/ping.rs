@@ -369,7 +369,7 @@ impl Summary {
     }
 
     /// The counts and round trips as metadata; the average round trip as the latency
-    /// (which `checks::run` replaces with the attempt's duration for now).
+    /// (kept by `checks::run`).
     fn annotate(&self, mut outcome: CheckOutcome) -> CheckOutcome {
         if let Some((_, avg, _)) = self.rtt_ms {
             outcome.latency_ms = avg;

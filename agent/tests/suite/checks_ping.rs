@@ -78,6 +78,12 @@ fn assert_all_replied(o: &CheckOutcome, count: u64) {
     assert_eq!(o.metadata["sent"], count, "{o:?}");
     assert_eq!(o.metadata["received"], count, "{o:?}");
     assert_eq!(o.metadata["packetLossPercent"], 0.0, "{o:?}");
+    // The latency is the average round trip, not the attempt's duration.
+    assert_eq!(
+        serde_json::json!(o.latency_ms),
+        o.metadata["rttAvgMs"],
+        "{o:?}"
+    );
 }
 
 /// Up through the TCP fallback to `port`, saying so.
