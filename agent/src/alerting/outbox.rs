@@ -24,7 +24,7 @@ use super::providers::{self, Message, ProviderContext, SendError};
 use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
 use crate::store::Store;
-use crate::store::deliveries::{Attempt, Delivery, Named};
+use crate::store::deliveries::{Attempt, Delivery};
 
 /// How the worker paces itself.
 #[derive(Clone, Debug)]
@@ -122,7 +122,7 @@ impl DeliveryWorker {
     /// abandoned; their rows stay `pending` and the next run sends them.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let claims: Arc<Mutex<Claims>> = Arc::default();
-        let mut limits: HashMap<Named, Arc<Semaphore>> = HashMap::new();
+        let mut limits: HashMap<ObjKey, Arc<Semaphore>> = HashMap::new();
         let mut contexts = Contexts {
             snapshot: None,
             context: None,
@@ -259,7 +259,7 @@ async fn deliver(
     metrics: Option<&Metrics>,
     d: Delivery,
 ) {
-    let key = ObjKey::new(&d.provider.namespace, &d.provider.name);
+    let key = d.provider.clone();
     let provider = snap.providers.get(&key);
     let result = match provider {
         None => Err(SendError::Config(format!(
@@ -288,7 +288,7 @@ async fn deliver(
     let attempt_no = d.attempts + 1;
     let (attempt, outcome) = match result {
         Ok(done) => {
-            tracing::info!(delivery = d.id, provider = %key, monitor = %format!("{}/{}", d.monitor.namespace, d.monitor.name), event = %d.event_kind, detail = %done.detail, "notification sent");
+            tracing::info!(delivery = d.id, provider = %key, monitor = %d.monitor, event = %d.event_kind, detail = %done.detail, "notification sent");
             (Attempt::Sent(done.detail), "sent")
         }
         Err(e) if e.retryable() && attempt_no < options.max_attempts => {

@@ -8,11 +8,10 @@
 //! ([`Store::record_deliveries`]), so a restart neither forgets a send (and sends it
 //! again within the dedupe window) nor loses one.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kubekuma_crds::{MonitorState, Silence};
+use kubekuma_crds::MonitorState;
 use tokio::sync::{Mutex, Notify};
 
 use super::policy::{AlertEvent, Decision, EventKind, Gate, GateState, Route, route};
@@ -20,7 +19,7 @@ use super::suppress::{Suppression, Suppressor};
 use super::template::render_message;
 use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
-use crate::store::deliveries::{DeliveryStatus, Named, NewDelivery};
+use crate::store::deliveries::{DeliveryStatus, NewDelivery};
 use crate::store::{Store, StoreError};
 
 /// A state change of one monitor, as the runtime sees it.
@@ -46,7 +45,7 @@ pub struct Handled {
     /// The silence or window that held the notifications back.
     pub suppressed: Option<Suppression>,
     /// The recorded deliveries: row ID, provider, status.
-    pub deliveries: Vec<(i64, Named, DeliveryStatus)>,
+    pub deliveries: Vec<(i64, ObjKey, DeliveryStatus)>,
 }
 
 /// Turns events into outbox rows; the [`super::outbox::DeliveryWorker`] sends them.
@@ -96,14 +95,14 @@ impl Alerter {
 
     /// The silences in force besides the catalog's: those created through the admin API.
     async fn suppressor(&self, snap: &Snapshot, now: DateTime<Utc>) -> Suppressor {
-        let mut silences: BTreeMap<ObjKey, Silence> = snap.silences.clone();
-        match self.store.active_api_silences(now).await {
-            Ok(extra) => silences.extend(extra),
+        let extra = match self.store.active_api_silences(now).await {
+            Ok(extra) => extra,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the admin API's silences; using the catalog's only")
+                tracing::error!(error = %e, "cannot read the admin API's silences; using the catalog's only");
+                Vec::new()
             }
-        }
-        Suppressor::new(&silences, &snap.maintenance_windows)
+        };
+        Suppressor::from_snapshot(snap).with_silences(extra)
     }
 
     /// Handle a state change of monitor `key` (its open incident is `incident`).
@@ -190,10 +189,6 @@ impl Alerter {
         decisions: &[Decision],
         incident: Option<i64>,
     ) -> Vec<NewDelivery> {
-        let named = |r: &super::policy::Ref| Named {
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-        };
         routes
             .iter()
             .zip(decisions)
@@ -232,9 +227,9 @@ impl Alerter {
                 };
                 NewDelivery {
                     incident_id: incident,
-                    monitor: named(&r.monitor),
-                    policy: named(&r.policy),
-                    provider: named(&r.provider),
+                    monitor: r.monitor.key(),
+                    policy: r.policy.key(),
+                    provider: r.provider.key(),
                     provider_type: provider
                         .map(|p| p.spec.type_.as_str().to_string())
                         .unwrap_or_else(|| "unknown".into()),
@@ -260,7 +255,7 @@ impl Alerter {
         gate: &Gate,
         rows: Vec<NewDelivery>,
         at: DateTime<Utc>,
-    ) -> Vec<(i64, Named, DeliveryStatus)> {
+    ) -> Vec<(i64, ObjKey, DeliveryStatus)> {
         let state = match serde_json::to_string(gate.state()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -268,7 +263,7 @@ impl Alerter {
                 None
             }
         };
-        let summary: Vec<(Named, DeliveryStatus, String)> = rows
+        let summary: Vec<(ObjKey, DeliveryStatus, String)> = rows
             .iter()
             .map(|r| (r.provider.clone(), r.status, r.provider_type.clone()))
             .collect();

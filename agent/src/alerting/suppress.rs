@@ -90,6 +90,13 @@ impl Suppressor {
         }
     }
 
+    /// Also honour `extra` silences (those created through the admin API).
+    pub fn with_silences(mut self, extra: impl IntoIterator<Item = (ObjKey, Silence)>) -> Self {
+        self.silences
+            .extend(extra.into_iter().map(|(k, s)| (k, s.spec)));
+        self
+    }
+
     /// From a snapshot's silences and maintenance windows.
     pub fn from_snapshot(s: &Snapshot) -> Self {
         Suppressor::new(&s.silences, &s.maintenance_windows)

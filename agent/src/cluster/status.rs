@@ -807,7 +807,7 @@ impl StatusWriter {
             Ok(rows) => rows
                 .into_iter()
                 .map(|d| {
-                    let key = ObjKey::new(&d.provider.namespace, &d.provider.name);
+                    let key = d.provider.clone();
                     let v = json!({
                         "status": d.status.as_str(),
                         "at": d.last_attempt_at.map(rfc3339),

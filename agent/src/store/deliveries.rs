@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::convert::{Fail, count, ms, opt_time, time};
+use super::convert::{Fail, count, ms, opt_time, parse_enum, time};
 use super::{Store, StoreError};
+use crate::catalog::ObjKey;
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,31 +42,6 @@ impl DeliveryStatus {
             DeliveryStatus::RateLimited => "rate_limited",
         }
     }
-
-    fn parse(s: &str) -> Result<Self, Fail> {
-        Ok(match s {
-            "pending" => DeliveryStatus::Pending,
-            "sent" => DeliveryStatus::Sent,
-            "failed" => DeliveryStatus::Failed,
-            "deduped" => DeliveryStatus::Deduped,
-            "rate_limited" => DeliveryStatus::RateLimited,
-            other => {
-                return Err(Fail::InvalidValue {
-                    column: "notification_deliveries.status",
-                    value: other.to_string(),
-                });
-            }
-        })
-    }
-}
-
-/// A namespaced name in a delivery.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Named {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
 }
 
 /// A delivery to record.
@@ -74,11 +50,11 @@ pub struct NewDelivery {
     /// The monitor's open incident, if any.
     pub incident_id: Option<i64>,
     /// The monitor.
-    pub monitor: Named,
+    pub monitor: ObjKey,
     /// The policy that routed it.
-    pub policy: Named,
+    pub policy: ObjKey,
     /// The provider.
-    pub provider: Named,
+    pub provider: ObjKey,
     /// The provider's type (`slack`, …).
     pub provider_type: String,
     /// `down`, `up`, `flapping`, `certExpiring`, `reminder`.
@@ -103,11 +79,11 @@ pub struct Delivery {
     /// The monitor's incident.
     pub incident_id: Option<i64>,
     /// The monitor.
-    pub monitor: Named,
+    pub monitor: ObjKey,
     /// The policy.
-    pub policy: Named,
+    pub policy: ObjKey,
     /// The provider.
-    pub provider: Named,
+    pub provider: ObjKey,
     /// The provider's type.
     pub provider_type: String,
     /// Event kind.
@@ -196,22 +172,13 @@ impl RawDelivery {
         Ok(Delivery {
             id: self.id,
             incident_id: self.incident_id,
-            monitor: Named {
-                namespace: mn,
-                name: mname,
-            },
-            policy: Named {
-                namespace: pn,
-                name: pname,
-            },
-            provider: Named {
-                namespace: prn,
-                name: prname,
-            },
+            monitor: ObjKey::new(&mn, &mname),
+            policy: ObjKey::new(&pn, &pname),
+            provider: ObjKey::new(&prn, &prname),
             provider_type: self.provider_type,
             event_kind: self.event_kind,
             dedupe_key: self.dedupe_key,
-            status: DeliveryStatus::parse(&self.status)?,
+            status: parse_enum("notification_deliveries.status", &self.status)?,
             attempts: count("notification_deliveries.attempts", self.attempts)?,
             next_attempt_at: opt_time(
                 "notification_deliveries.next_attempt_at",

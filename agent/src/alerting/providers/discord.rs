@@ -6,7 +6,7 @@ use chrono::SecondsFormat;
 use kubekuma_crds::notification::DiscordConfig;
 use serde_json::{Map, Value, json};
 
-use super::webhook::{Tone, execute, secret, tone, truncate, url_parts};
+use super::webhook::{Tone, post_json_to_secret_url, tone, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
 
 /// Discord's limits, in characters.
@@ -26,14 +26,14 @@ pub async fn send(
     config: &DiscordConfig,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
-    let url = secret(
+    post_json_to_secret_url(
         ctx,
         namespace,
         &config.webhook_url_secret_ref,
         "webhookUrlSecretRef",
-    )?;
-    let req = ctx.http.post(&url).json(&payload(config, msg));
-    execute(ctx, req, url_parts(&url)).await?.outcome(None)
+        &payload(config, msg),
+    )
+    .await
 }
 
 /// The JSON Discord expects. Mentions in monitor messages never ping anyone.

@@ -4,7 +4,7 @@
 use kubekuma_crds::notification::SlackConfig;
 use serde_json::{Map, Value, json};
 
-use super::webhook::{execute, secret, truncate, url_parts};
+use super::webhook::{post_json_to_secret_url, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
 
 /// Slack truncates longer messages; cut them ourselves so the end is marked.
@@ -17,14 +17,14 @@ pub async fn send(
     config: &SlackConfig,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
-    let url = secret(
+    post_json_to_secret_url(
         ctx,
         namespace,
         &config.webhook_url_secret_ref,
         "webhookUrlSecretRef",
-    )?;
-    let req = ctx.http.post(&url).json(&payload(config, msg));
-    execute(ctx, req, url_parts(&url)).await?.outcome(None)
+        &payload(config, msg),
+    )
+    .await
 }
 
 /// The JSON Slack expects: the bold title, then the body, in `text`.

@@ -207,6 +207,20 @@ fn secrets_in(ctx: &ProviderContext, namespace: &str, text: &str) -> Vec<String>
 }
 
 /// A secret URL and its path (services echo the path in error pages), for [`scrub`].
+/// POST `body` as JSON to the URL held in the Secret key `r` (Slack, Discord): the URL is
+/// the credential, so it and its path are redacted from every error.
+pub(super) async fn post_json_to_secret_url(
+    ctx: &ProviderContext,
+    namespace: &str,
+    r: &SecretKeyRef,
+    field: &str,
+    body: &serde_json::Value,
+) -> Result<Delivered, SendError> {
+    let url = secret(ctx, namespace, r, field)?;
+    let req = ctx.http.post(&url).json(body);
+    execute(ctx, req, url_parts(&url)).await?.outcome(None)
+}
+
 pub(super) fn url_parts(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
     if let Ok(u) = url::Url::parse(url)
