@@ -348,7 +348,14 @@ fn with_metadata(mut o: CheckOutcome, info: &ContainerInspectResponse) -> CheckO
         if let Some(status) = state.status {
             o = o.with("status", status.to_string());
         }
-        if let Some(health) = state.health.as_ref().and_then(|h| h.status) {
+        // Podman sends `Health: {"Status": ""}` for a container without a health check
+        // where Docker sends no `Health`; neither is a health state worth keeping.
+        if let Some(health) = state
+            .health
+            .as_ref()
+            .and_then(|h| h.status)
+            .filter(|s| !matches!(s, HealthStatusEnum::EMPTY | HealthStatusEnum::NONE))
+        {
             o = o.with("health", health.to_string());
         }
         if state.running == Some(false)

@@ -1,8 +1,15 @@
-//! The `docker` check against a fake Docker engine (`common/docker_engine.rs`). No Docker
-//! engine or podman runs where these tests run, so the fake implements the Engine API's
-//! wire protocol — HTTP/1.1 on a unix socket or on 127.0.0.1, engine-shaped
-//! `ContainerInspect` documents and `{"message": …}` errors — and bollard talks to it as
-//! to a real engine.
+//! The `docker` check against a fake Docker engine (`common/docker_engine.rs`). The fake
+//! implements the Engine API's wire protocol — HTTP/1.1 on a unix socket or on
+//! 127.0.0.1, engine-shaped `ContainerInspect` documents and `{"message": …}` errors —
+//! and bollard talks to it as to a real engine.
+//!
+//! The check against a real engine, podman's Docker-compatible API service, is in
+//! `checks_docker_podman.rs`. The fake stays for what podman cannot reproduce on demand:
+//! a restarting container, one killed for running out of memory or that failed to start
+//! with an error, Docker's own document shapes (no `Health` without a health check,
+//! `Running` true while paused, a health log of several entries, non-zero health exit
+//! codes as the command returned them), and an engine that answers 500, a proxy's 404,
+//! garbage or nothing at all.
 
 use crate::common::docker_engine;
 

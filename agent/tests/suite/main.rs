@@ -1,6 +1,7 @@
 //! The agent's integration tests, in one binary so the workspace links one test
 //! executable for them instead of one per file. Each module is one area; `common`
-//! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine).
+//! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine,
+//! a private podman API service).
 
 mod admin_api;
 mod admin_auth;
@@ -10,6 +11,7 @@ mod alerting_policy;
 mod alerting_smtp_apprise;
 mod checks_dns;
 mod checks_docker;
+mod checks_docker_podman;
 mod checks_http;
 mod checks_keyword_json;
 mod checks_kubernetes;

@@ -1,8 +1,14 @@
 //! A fake Docker engine for tests: the Engine API's HTTP protocol served by hyper on a
-//! unix socket in a temporary folder, or on 127.0.0.1. No Docker engine (nor podman) runs
-//! where the tests run, so this answers the few endpoints a client needs, with documents
-//! shaped like the ones the engine sends (Engine API `ContainerInspect`,
-//! `SystemPing`, `SystemVersion`, and `{"message": ...}` error bodies).
+//! unix socket in a temporary folder, or on 127.0.0.1. It answers the few endpoints a
+//! client needs, with documents shaped like the ones the engine sends (Engine API
+//! `ContainerInspect`, `SystemPing`, `SystemVersion`, and `{"message": ...}` error
+//! bodies).
+//!
+//! A real engine, podman's API service (`podman.rs`), is tested in
+//! `checks_docker_podman.rs`. This fake covers what podman cannot produce on demand:
+//! restarting, OOM-killed and failed-to-start containers, Docker's document shapes, and
+//! an engine that errs (500), sits behind a proxy that answers 404, sends garbage or
+//! hangs.
 //!
 //! Like the engine's router, every route is served both with and without a `/v1.NN`
 //! version prefix. Containers are found by name (with or without the leading `/`), full

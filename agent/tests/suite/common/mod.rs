@@ -2,4 +2,5 @@
 
 pub mod docker_engine;
 pub mod fake_kube;
+pub mod podman;
 pub mod s3;
