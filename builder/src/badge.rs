@@ -7,13 +7,14 @@
 //! here reads files or the system's fonts.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use resvg::tiny_skia;
 use resvg::usvg;
 use sha2::{Digest, Sha256};
+
+use crate::font::{BadgeFont, TextPath};
 
 /// Font size of badge text, in SVG user units (pixels at scale 1).
 const FONT_SIZE: f64 = 11.0;
@@ -227,16 +228,16 @@ pub fn shields_endpoint_json(badge: &Badge) -> serde_json::Value {
 ///
 /// Build it once and share it (it is `Send + Sync`); every method takes `&self`.
 pub struct BadgeRenderer {
-    metrics: FontMetrics,
+    font: BadgeFont,
     options: usvg::Options<'static>,
 }
 
 impl fmt::Debug for BadgeRenderer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BadgeRenderer")
-            .field("units_per_em", &self.metrics.units_per_em)
-            .field("glyphs", &self.metrics.advances.len())
-            .field("kerning_pairs", &self.metrics.kerning.len())
+            .field("units_per_em", &self.font.units_per_em)
+            .field("glyphs", &self.font.glyph_count())
+            .field("kerning_pairs", &self.font.kerning.len())
             .finish_non_exhaustive()
     }
 }
@@ -246,7 +247,7 @@ impl BadgeRenderer {
     /// collection). Fails when the font's `head`, `hhea`, `maxp`, `hmtx` or `cmap` table is
     /// missing or malformed, or when usvg's font database does not take the font.
     pub fn new(font_ttf: Vec<u8>) -> Result<Self, BadgeError> {
-        let metrics = FontMetrics::parse(&font_ttf).map_err(BadgeError::Font)?;
+        let font = BadgeFont::parse(Arc::new(font_ttf)).map_err(BadgeError::Font)?;
 
         let mut options = usvg::Options {
             // Badges never contain images: never let an SVG reach the file system.
@@ -257,7 +258,7 @@ impl BadgeRenderer {
             ..usvg::Options::default()
         };
         let db = options.fontdb_mut();
-        let ids = db.load_font_source(usvg::fontdb::Source::Binary(Arc::new(font_ttf)));
+        let ids = db.load_font_source(usvg::fontdb::Source::Binary(font.data()));
         let Some(family) = ids
             .first()
             .and_then(|id| db.face(*id))
@@ -273,7 +274,7 @@ impl BadgeRenderer {
         db.set_sans_serif_family(family.clone());
         options.font_family = family;
 
-        Ok(BadgeRenderer { metrics, options })
+        Ok(BadgeRenderer { font, options })
     }
 
     /// The advance width of `text` set at `font_size`, in the same units: the sum of the
@@ -286,7 +287,7 @@ impl BadgeRenderer {
     /// the ligature drawn in its place. Badges stay correct because every text in the SVG
     /// carries its measured `textLength`.
     pub fn text_width(&self, text: &str, font_size: f64) -> f64 {
-        self.metrics.width_units(text) as f64 * font_size / f64::from(self.metrics.units_per_em)
+        self.font.width_units(text) as f64 * font_size / f64::from(self.font.units_per_em)
     }
 
     /// The badge as a standalone SVG document in the "flat" style: 20 pixels high, the
@@ -298,7 +299,36 @@ impl BadgeRenderer {
     /// Control characters are dropped and runs of white space collapse to one space (as
     /// SVG would display them anyway); all text is XML-escaped.
     pub fn svg(&self, badge: &Badge) -> String {
-        self.write_svg(&self.layout(badge), Part::Whole)
+        self.write_svg(&self.layout(badge))
+    }
+
+    /// The badge as [`BadgeRenderer::svg`] draws it, with every text as a path of the
+    /// font's glyph outlines instead of a `<text>`: what the PNG renderings rasterise.
+    /// The glyphs are placed with the advances and kerning that size the badge, so the
+    /// picture is the SVG's (without ligatures), and rasterising needs no text shaping,
+    /// which is most of the cost of a `<text>` in usvg.
+    pub fn raster_svg(&self, badge: &Badge) -> String {
+        let l = self.layout(badge);
+        let paths = self.text_paths(&l);
+        self.write_raster(&l, Part::Whole, &paths)
+    }
+
+    /// The label's and the message's paths, each `None` when the text is empty.
+    fn text_paths(&self, l: &Layout) -> [Option<TextPath>; 2] {
+        let path = |text: &str, width: f64, center: f64| {
+            (!text.is_empty()).then(|| {
+                self.font
+                    .text_path(text, center - width / 2.0, BASELINE, FONT_SIZE)
+            })
+        };
+        [
+            path(&l.label, l.label_text_width, l.label_width / 2.0),
+            path(
+                &l.message,
+                l.message_text_width,
+                l.label_width + l.message_width / 2.0,
+            ),
+        ]
     }
 
     /// Texts, colours and widths of a badge, shared by the whole SVG and its parts.
@@ -353,87 +383,42 @@ impl BadgeRenderer {
         }
     }
 
-    /// The SVG of the whole badge, or of one part for [`BadgeRenderer::png_parts`]: a part
-    /// keeps every coordinate of the whole badge, including the full-width clip path and
-    /// gradient, draws only its own rectangle and texts, and shows only its own columns
-    /// through the `viewBox`, so that its pixels are those of the whole badge's.
-    fn write_svg(&self, l: &Layout, part: Part) -> String {
-        let width = l.label_width + l.message_width;
-        let w = num(width);
-        let (view_x, view_width) = match part {
-            Part::Whole => (0.0, width),
-            Part::Label => (0.0, l.label_width),
-            Part::Message => (l.label_width, l.message_width),
-        };
-        // A part is never inlined into a page: a fixed id lets equal parts of different
-        // badges have equal SVGs.
-        let id = if part == Part::Whole {
-            l.id.as_str()
-        } else {
-            "p"
-        };
-        let color = &l.color;
-        // A part's clip path and gradient cover its own columns and a little beyond
-        // (past the other side's rounded corners), so that its layer is no wider than
-        // the part.
-        let (clip_x, clip_w, grad_x, grad_w) = match part {
-            Part::Whole => (String::new(), w.clone(), String::new(), w.clone()),
-            Part::Label => (
-                String::new(),
-                num(l.label_width + 3.0),
-                String::new(),
-                num(l.label_width),
-            ),
-            Part::Message => (
-                format!(r#" x="{}""#, num(l.label_width - 3.0)),
-                num(l.message_width + 3.0),
-                format!(r#" x="{}""#, num(l.label_width)),
-                num(l.message_width),
-            ),
-        };
+    /// The SVG of the whole badge, as published.
+    fn write_svg(&self, l: &Layout) -> String {
+        let w = num(l.label_width + l.message_width);
+        let (id, color) = (&l.id, &l.color);
         let mut svg = String::with_capacity(1536);
-        if part == Part::Whole {
-            let _ = writeln!(
-                svg,
-                r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{HEIGHT}" viewBox="0 0 {w} {HEIGHT}" role="img" aria-label="{aria}">"##,
-                aria = escape(&l.title),
-            );
-            let _ = writeln!(svg, "<title>{}</title>", escape(&l.title));
-        } else {
-            let _ = writeln!(
-                svg,
-                r##"<svg xmlns="http://www.w3.org/2000/svg" width="{vw}" height="{HEIGHT}" viewBox="{vx} 0 {vw} {HEIGHT}">"##,
-                vw = num(view_width),
-                vx = num(view_x),
-            );
-        }
+        let _ = writeln!(
+            svg,
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{HEIGHT}" viewBox="0 0 {w} {HEIGHT}" role="img" aria-label="{aria}">"##,
+            aria = escape(&l.title),
+        );
+        let _ = writeln!(svg, "<title>{}</title>", escape(&l.title));
         let _ = writeln!(
             svg,
             r##"<linearGradient id="{id}-s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-color="#000" stop-opacity=".1"/></linearGradient>"##
         );
         let _ = writeln!(
             svg,
-            r##"<clipPath id="{id}-r"><rect{clip_x} width="{clip_w}" height="{HEIGHT}" rx="3" fill="#fff"/></clipPath>"##
+            r##"<clipPath id="{id}-r"><rect width="{w}" height="{HEIGHT}" rx="3" fill="#fff"/></clipPath>"##
         );
         let _ = writeln!(svg, r##"<g clip-path="url(#{id}-r)">"##);
-        if l.label_width > 0.0 && part != Part::Message {
+        if l.label_width > 0.0 {
             let _ = writeln!(
                 svg,
                 r##"<rect width="{}" height="{HEIGHT}" fill="{LABEL_COLOR}"/>"##,
                 num(l.label_width)
             );
         }
-        if part != Part::Label {
-            let _ = writeln!(
-                svg,
-                r##"<rect x="{}" width="{}" height="{HEIGHT}" fill="{color}"/>"##,
-                num(l.label_width),
-                num(l.message_width)
-            );
-        }
         let _ = writeln!(
             svg,
-            r##"<rect{grad_x} width="{grad_w}" height="{HEIGHT}" fill="url(#{id}-s)"/>"##
+            r##"<rect x="{}" width="{}" height="{HEIGHT}" fill="{color}"/>"##,
+            num(l.label_width),
+            num(l.message_width)
+        );
+        let _ = writeln!(
+            svg,
+            r##"<rect width="{w}" height="{HEIGHT}" fill="url(#{id}-s)"/>"##
         );
         svg.push_str("</g>\n");
         let _ = writeln!(
@@ -443,7 +428,6 @@ impl BadgeRenderer {
         );
         let texts = [
             (
-                Part::Label,
                 &l.label,
                 l.label_text_width,
                 l.label_width / 2.0,
@@ -451,7 +435,6 @@ impl BadgeRenderer {
                 "#010101",
             ),
             (
-                Part::Message,
                 &l.message,
                 l.message_text_width,
                 l.label_width + l.message_width / 2.0,
@@ -459,8 +442,8 @@ impl BadgeRenderer {
                 l.shadow_fill,
             ),
         ];
-        for (which, text, text_width, center, fill, shadow) in texts {
-            if text.is_empty() || (part != Part::Whole && part != which) {
+        for (text, text_width, center, fill, shadow) in texts {
+            if text.is_empty() {
                 continue;
             }
             let (x, length, text) = (num(center), num(text_width), escape(text));
@@ -479,12 +462,79 @@ impl BadgeRenderer {
         svg
     }
 
+    /// The picture of the whole badge, or of one part for [`BadgeRenderer::png_parts`],
+    /// as rasterised: texts are paths (`paths`, from [`BadgeRenderer::text_paths`]), and
+    /// the rounded corners are drawn as rounded shapes rather than through a clip path
+    /// (which resvg renders as a separate layer and mask). A part keeps every coordinate
+    /// of the whole badge, draws only its own shapes and texts, and shows only its own
+    /// columns through the `viewBox`, so that its pixels are those of the whole badge's.
+    fn write_raster(&self, l: &Layout, part: Part, paths: &[Option<TextPath>; 2]) -> String {
+        let width = l.label_width + l.message_width;
+        let (view_x, view_width) = match part {
+            Part::Whole => (0.0, width),
+            Part::Label => (0.0, l.label_width),
+            Part::Message => (l.label_width, l.message_width),
+        };
+        let mut svg = String::with_capacity(4096);
+        let _ = writeln!(
+            svg,
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{vw}" height="{HEIGHT}" viewBox="{vx} 0 {vw} {HEIGHT}">"##,
+            vw = num(view_width),
+            vx = num(view_x),
+        );
+        let _ = writeln!(
+            svg,
+            r##"<linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-color="#000" stop-opacity=".1"/></linearGradient>"##
+        );
+        let label = l.label_width > 0.0;
+        if label && part != Part::Message {
+            let _ = writeln!(
+                svg,
+                r##"<path fill="{LABEL_COLOR}" d="{}"/>"##,
+                rounded(0.0, l.label_width, true, false)
+            );
+        }
+        if part != Part::Label {
+            let _ = writeln!(
+                svg,
+                r##"<path fill="{}" d="{}"/>"##,
+                l.color,
+                rounded(l.label_width, width, !label, true)
+            );
+        }
+        let _ = writeln!(
+            svg,
+            r##"<path fill="url(#s)" d="{}"/>"##,
+            rounded(0.0, width, true, true)
+        );
+        let fills = [("#fff", "#010101"), (l.text_fill, l.shadow_fill)];
+        for ((which, path), (fill, shadow)) in [Part::Label, Part::Message]
+            .into_iter()
+            .zip(paths)
+            .zip(fills)
+        {
+            let Some(path) = path else { continue };
+            if path.d.is_empty() || (part != Part::Whole && part != which) {
+                continue;
+            }
+            let _ = writeln!(
+                svg,
+                r##"<path transform="translate(0 1)" fill="{shadow}" fill-opacity=".3" d="{}"/>"##,
+                path.d
+            );
+            let _ = writeln!(svg, r##"<path fill="{fill}" d="{}"/>"##, path.d);
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+
     /// The badge's picture in two parts, label and message, each an SVG to rasterise
     /// with [`BadgeRenderer::raster_part`] and join with [`compose_png`]: the PNG is then
-    /// the same, pixel for pixel, as [`BadgeRenderer::png`] of [`BadgeRenderer::svg`], but
-    /// badges that share a label (the monitor's name) or a message (`up`, `100%`) share
-    /// the rasterising of that part. `None` when the badge has no label or its parts do
-    /// not fall on whole pixels at `scale`.
+    /// the same, pixel for pixel, as [`BadgeRenderer::png_whole`], but badges that share
+    /// a label (the monitor's name) or a message (`up`, `100%`) share the rasterising of
+    /// that part. `None` when the badge has no label, its parts do not fall on whole
+    /// pixels at `scale`, or a text's ink crosses into the other part (a glyph overhanging
+    /// its box), where only rendering the whole badge is exact.
     pub fn png_parts(&self, badge: &Badge, scale: f32) -> Option<[String; 2]> {
         let l = self.layout(badge);
         let whole_pixels = |v: f64| {
@@ -494,36 +544,43 @@ impl BadgeRenderer {
         if !(whole_pixels(l.label_width) && whole_pixels(l.message_width)) {
             return None;
         }
+        let paths = self.text_paths(&l);
+        let width = l.label_width + l.message_width;
+        let within = |path: &Option<TextPath>, from: f64, to: f64| {
+            path.as_ref()
+                .and_then(|p| p.ink)
+                .is_none_or(|(left, right)| left >= from && right <= to)
+        };
+        if !(within(&paths[0], 0.0, l.label_width) && within(&paths[1], l.label_width, width)) {
+            return None;
+        }
         Some([
-            self.write_svg(&l, Part::Label),
-            self.write_svg(&l, Part::Message),
+            self.write_raster(&l, Part::Label, &paths),
+            self.write_raster(&l, Part::Message, &paths),
         ])
     }
 
-    /// Rasterises one part from [`BadgeRenderer::png_parts`]. `None` when a text's ink
-    /// crosses into the other part (a glyph overhanging its box), where only rendering
-    /// the whole badge is exact.
-    pub fn raster_part(&self, svg: &str, scale: f32) -> Result<Option<BadgePart>, BadgeError> {
+    /// Rasterises one part from [`BadgeRenderer::png_parts`].
+    pub fn raster_part(&self, svg: &str, scale: f32) -> Result<BadgePart, BadgeError> {
         let tree = usvg::Tree::from_str(svg, &self.options)?;
-        let size = tree.size();
-        if !ink_within(tree.root(), size.width()) {
-            return Ok(None);
-        }
-        self.raster(&tree, scale).map(|p| Some(BadgePart(p)))
+        self.raster(&tree, scale).map(BadgePart)
     }
 
-    /// [`BadgeRenderer::png`] through [`BadgeRenderer::png_parts`] when the badge splits,
-    /// else of the whole SVG: the same bytes either way.
+    /// [`BadgeRenderer::png_whole`] through [`BadgeRenderer::png_parts`] when the badge
+    /// splits: the same bytes either way.
     pub fn png_by_parts(&self, badge: &Badge, scale: f32) -> Result<Vec<u8>, BadgeError> {
-        if let Some([label, message]) = self.png_parts(badge, scale)
-            && let (Some(label), Some(message)) = (
-                self.raster_part(&label, scale)?,
-                self.raster_part(&message, scale)?,
-            )
-        {
-            return compose_png(&label, &message);
+        if let Some([label, message]) = self.png_parts(badge, scale) {
+            return compose_png(
+                &self.raster_part(&label, scale)?,
+                &self.raster_part(&message, scale)?,
+            );
         }
-        self.png(&self.svg(badge), scale)
+        self.png_whole(badge, scale)
+    }
+
+    /// The badge's PNG: [`BadgeRenderer::raster_svg`] rasterised at `scale`.
+    pub fn png_whole(&self, badge: &Badge, scale: f32) -> Result<Vec<u8>, BadgeError> {
+        self.png(&self.raster_svg(badge), scale)
     }
 
     fn raster(&self, tree: &usvg::Tree, scale: f32) -> Result<tiny_skia::Pixmap, BadgeError> {
@@ -621,18 +678,6 @@ pub fn compose_png(label: &BadgePart, message: &BadgePart) -> Result<Vec<u8>, Ba
     encode_png(whole).map_err(|e| BadgeError::Png(e.to_string()))
 }
 
-/// Whether the ink of every text under `group` lies within the columns `0..=width`.
-fn ink_within(group: &usvg::Group, width: f32) -> bool {
-    group.children().iter().all(|node| match node {
-        usvg::Node::Group(g) => ink_within(g, width),
-        usvg::Node::Text(t) => {
-            let ink = t.flattened().abs_stroke_bounding_box();
-            ink.left() >= 0.0 && ink.right() <= width
-        }
-        _ => true,
-    })
-}
-
 /// PNG of a rendered pixmap, with the `png` crate's fast DEFLATE (fdeflate, tuned for
 /// PNG): several times faster than the default level on badge-sized images, for files
 /// a few percent larger.
@@ -686,6 +731,44 @@ fn escape(text: &str) -> Cow<'_, str> {
     out.into()
 }
 
+/// A badge-high rectangle from `x0` to `x1`, its left and/or right corners rounded
+/// with a 3-pixel radius, as path data.
+fn rounded(x0: f64, x1: f64, left: bool, right: bool) -> String {
+    const R: f64 = 3.0;
+    let h = f64::from(HEIGHT);
+    let mut d = String::with_capacity(96);
+    if left {
+        let _ = write!(d, "M{} 0", num(x0 + R));
+    } else {
+        let _ = write!(d, "M{} 0", num(x0));
+    }
+    if right {
+        let _ = write!(
+            d,
+            "H{}A{R} {R} 0 0 1 {} {R}V{}A{R} {R} 0 0 1 {} {h}",
+            num(x1 - R),
+            num(x1),
+            num(h - R),
+            num(x1 - R)
+        );
+    } else {
+        let _ = write!(d, "H{}V{h}", num(x1));
+    }
+    if left {
+        let _ = write!(
+            d,
+            "H{}A{R} {R} 0 0 1 {} {}V{R}A{R} {R} 0 0 1 {} 0Z",
+            num(x0 + R),
+            num(x0),
+            num(h - R),
+            num(x0 + R)
+        );
+    } else {
+        let _ = write!(d, "H{}Z", num(x0));
+    }
+    d
+}
+
 /// A coordinate with at most two decimals and no trailing zeros.
 fn num(value: f64) -> String {
     let mut s = format!("{:.2}", value);
@@ -696,292 +779,6 @@ fn num(value: f64) -> String {
         s.pop();
     }
     if s == "-0" { "0".into() } else { s }
-}
-
-/// The horizontal metrics of one font face, read from its `head`, `hhea`, `maxp`, `hmtx`,
-/// `cmap` and (optional) `kern` tables.
-struct FontMetrics {
-    units_per_em: u16,
-    /// Advance width of each glyph, in font units, indexed by glyph id.
-    advances: Vec<u16>,
-    /// Glyph ids of U+0000..U+007F, the common case, looked up without the cmap.
-    ascii: [u16; 128],
-    /// The character map: sorted, non-overlapping ranges of code points.
-    cmap: Vec<CmapRange>,
-    /// Glyph ids referenced by [`CmapRange::Array`] ranges.
-    glyph_ids: Vec<u16>,
-    /// Pair kerning, `(left << 16) | right` → adjustment in font units, sorted by key.
-    kerning: Vec<(u32, i16)>,
-}
-
-#[derive(Clone, Copy)]
-struct CmapRange {
-    start: u32,
-    end: u32,
-    map: CmapMap,
-}
-
-#[derive(Clone, Copy)]
-enum CmapMap {
-    /// glyph = (code point + delta) mod 65536 (cmap format 4 without a glyph array).
-    Delta16(u16),
-    /// glyph = glyph of `start` + (code point − start) (cmap format 12).
-    Sequential(u32),
-    /// glyph = `glyph_ids[index + code point − start]` (cmap format 4 with a glyph array).
-    Array(usize),
-}
-
-impl FontMetrics {
-    fn parse(data: &[u8]) -> Result<FontMetrics, String> {
-        let font = Reader(data);
-        let version = font.u32(0).ok_or("file is too short")?;
-        match version {
-            0x0001_0000 | 0x7472_7565 /* true */ | 0x4F54_544F /* OTTO */ => {}
-            0x7474_6366 /* ttcf */ => return Err("font collections are not supported".into()),
-            _ => return Err("not a TrueType or OpenType font".into()),
-        }
-        let num_tables = font.u16(4).ok_or("truncated table directory")?;
-        let table = |tag: &[u8; 4]| -> Option<Reader<'_>> {
-            (0..usize::from(num_tables)).find_map(|i| {
-                let record = 12 + 16 * i;
-                if data.get(record..record + 4)? != tag {
-                    return None;
-                }
-                let offset = font.u32(record + 8)? as usize;
-                let length = font.u32(record + 12)? as usize;
-                data.get(offset..offset.checked_add(length)?).map(Reader)
-            })
-        };
-        let required = |tag: &'static str| {
-            let mut bytes = [b' '; 4];
-            bytes.copy_from_slice(tag.as_bytes());
-            table(&bytes).ok_or_else(|| format!("missing or truncated '{}' table", tag.trim_end()))
-        };
-
-        let head = required("head")?;
-        let units_per_em = head.u16(18).filter(|&u| u > 0).ok_or("bad 'head' table")?;
-        let num_glyphs = required("maxp")?.u16(4).ok_or("bad 'maxp' table")?;
-        let num_h_metrics = required("hhea")?
-            .u16(34)
-            .filter(|&n| n > 0 && n <= num_glyphs)
-            .ok_or("bad 'hhea' table")?;
-
-        let hmtx = required("hmtx")?;
-        let mut advances = Vec::with_capacity(usize::from(num_glyphs));
-        for i in 0..usize::from(num_h_metrics) {
-            advances.push(hmtx.u16(4 * i).ok_or("truncated 'hmtx' table")?);
-        }
-        let last = advances[advances.len() - 1];
-        advances.resize(usize::from(num_glyphs), last);
-
-        let (cmap, glyph_ids) = parse_cmap(required("cmap")?).ok_or("bad 'cmap' table")?;
-        let kerning = table(b"kern").map(parse_kern).unwrap_or_default();
-
-        let mut metrics = FontMetrics {
-            units_per_em,
-            advances,
-            ascii: [0; 128],
-            cmap,
-            glyph_ids,
-            kerning,
-        };
-        metrics.ascii = std::array::from_fn(|c| metrics.lookup(c as u32));
-        Ok(metrics)
-    }
-
-    fn lookup(&self, c: u32) -> u16 {
-        let i = self.cmap.partition_point(|r| r.end < c);
-        let Some(range) = self.cmap.get(i).filter(|r| r.start <= c) else {
-            return 0;
-        };
-        let offset = c - range.start;
-        let glyph = match range.map {
-            CmapMap::Delta16(delta) => u32::from((c as u16).wrapping_add(delta)),
-            CmapMap::Sequential(first) => first.saturating_add(offset),
-            CmapMap::Array(index) => self
-                .glyph_ids
-                .get(index + offset as usize)
-                .map_or(0, |&g| u32::from(g)),
-        };
-        u16::try_from(glyph)
-            .ok()
-            .filter(|&g| usize::from(g) < self.advances.len())
-            .unwrap_or(0)
-    }
-
-    fn glyph(&self, c: char) -> u16 {
-        match self.ascii.get(c as usize) {
-            Some(&glyph) => glyph,
-            None => self.lookup(u32::from(c)),
-        }
-    }
-
-    fn width_units(&self, text: &str) -> i64 {
-        let mut width = 0i64;
-        let mut previous: Option<u16> = None;
-        for c in text.chars() {
-            let glyph = self.glyph(c);
-            width += i64::from(self.advances[usize::from(glyph)]);
-            if let Some(left) = previous {
-                let key = (u32::from(left) << 16) | u32::from(glyph);
-                if let Ok(i) = self.kerning.binary_search_by_key(&key, |&(k, _)| k) {
-                    width += i64::from(self.kerning[i].1);
-                }
-            }
-            previous = Some(glyph);
-        }
-        width
-    }
-}
-
-/// Big-endian reads that return `None` past the end instead of panicking.
-#[derive(Clone, Copy)]
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn u16(&self, at: usize) -> Option<u16> {
-        let bytes = self.0.get(at..at.checked_add(2)?)?;
-        Some(u16::from_be_bytes([bytes[0], bytes[1]]))
-    }
-
-    fn i16(&self, at: usize) -> Option<i16> {
-        self.u16(at).map(|v| v as i16)
-    }
-
-    fn u32(&self, at: usize) -> Option<u32> {
-        let bytes = self.0.get(at..at.checked_add(4)?)?;
-        Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    fn from(&self, at: usize) -> Option<Reader<'a>> {
-        self.0.get(at..).map(Reader)
-    }
-}
-
-/// Reads the best Unicode subtable of a `cmap`: full-repertoire format 12 if present,
-/// else BMP format 4.
-fn parse_cmap(cmap: Reader<'_>) -> Option<(Vec<CmapRange>, Vec<u16>)> {
-    let count = usize::from(cmap.u16(2)?);
-    let mut best: Option<(u8, Reader<'_>)> = None;
-    for i in 0..count {
-        let record = 4 + 8 * i;
-        let (platform, encoding) = (cmap.u16(record)?, cmap.u16(record + 2)?);
-        let Some(subtable) = cmap.from(cmap.u32(record + 4)? as usize) else {
-            continue;
-        };
-        let unicode = matches!((platform, encoding), (0, _) | (3, 1) | (3, 10));
-        let rank = match subtable.u16(0) {
-            Some(12) if unicode => 2,
-            Some(4) if unicode => 1,
-            _ => continue,
-        };
-        if best.is_none_or(|(r, _)| rank > r) {
-            best = Some((rank, subtable));
-        }
-    }
-    let (_, subtable) = best?;
-    let mut glyph_ids = Vec::new();
-    let mut ranges = Vec::new();
-    if subtable.u16(0)? == 12 {
-        let groups = subtable.u32(12)? as usize;
-        for i in 0..groups {
-            let group = 16 + 12 * i;
-            let (start, end) = (subtable.u32(group)?, subtable.u32(group + 4)?);
-            if start <= end {
-                let first = subtable.u32(group + 8)?;
-                ranges.push(CmapRange {
-                    start,
-                    end,
-                    map: CmapMap::Sequential(first),
-                });
-            }
-        }
-    } else {
-        let segments = usize::from(subtable.u16(6)? / 2);
-        let ends = 14;
-        let starts = ends + 2 * segments + 2;
-        let deltas = starts + 2 * segments;
-        let range_offsets = deltas + 2 * segments;
-        for i in 0..segments {
-            let end = subtable.u16(ends + 2 * i)?;
-            let start = subtable.u16(starts + 2 * i)?;
-            let delta = subtable.u16(deltas + 2 * i)?;
-            let range_offset = usize::from(subtable.u16(range_offsets + 2 * i)?);
-            // Segments must ascend without overlap; skipping any that do not also bounds
-            // the glyph array below to one entry per code point of the BMP.
-            let after_previous = ranges
-                .last()
-                .is_none_or(|r: &CmapRange| u32::from(start) > r.end);
-            if start > end || start == 0xFFFF || !after_previous {
-                continue;
-            }
-            let map = if range_offset == 0 {
-                CmapMap::Delta16(delta)
-            } else {
-                // The glyph array is addressed relative to this idRangeOffset entry.
-                let index = glyph_ids.len();
-                let base = range_offsets + 2 * i + range_offset;
-                for k in 0..=usize::from(end - start) {
-                    let glyph = subtable.u16(base + 2 * k).unwrap_or(0);
-                    glyph_ids.push(if glyph == 0 {
-                        0
-                    } else {
-                        glyph.wrapping_add(delta)
-                    });
-                }
-                CmapMap::Array(index)
-            };
-            ranges.push(CmapRange {
-                start: u32::from(start),
-                end: u32::from(end),
-                map,
-            });
-        }
-    }
-    ranges.sort_by_key(|r| r.start);
-    Some((ranges, glyph_ids))
-}
-
-/// Reads the horizontal format 0 subtables of a (Microsoft-style, version 0) `kern` table.
-/// Kerning is a refinement: what it cannot read is skipped rather than an error.
-fn parse_kern(kern: Reader<'_>) -> Vec<(u32, i16)> {
-    let mut pairs = HashMap::new();
-    let read = |pairs: &mut HashMap<u32, i16>| -> Option<()> {
-        if kern.u16(0)? != 0 {
-            return None;
-        }
-        let mut at = 4;
-        for _ in 0..kern.u16(2)? {
-            let length = usize::from(kern.u16(at + 2)?);
-            let coverage = kern.u16(at + 4)?;
-            let format = coverage >> 8;
-            let n_pairs = usize::from(kern.u16(at + 6)?);
-            // horizontal, not minimum values, not cross-stream
-            if format == 0 && coverage & 0x07 == 0x01 {
-                let replace = coverage & 0x08 != 0;
-                for p in 0..n_pairs {
-                    let pair = at + 14 + 6 * p;
-                    let key = kern.u32(pair)?;
-                    let value = kern.i16(pair + 4)?;
-                    let entry = pairs.entry(key).or_insert(0i16);
-                    *entry = if replace {
-                        value
-                    } else {
-                        entry.saturating_add(value)
-                    };
-                }
-                // The 16-bit length overflows for big subtables; the pair count does not.
-                at += 14 + 6 * n_pairs;
-            } else {
-                at += length;
-            }
-        }
-        Some(())
-    };
-    let _ = read(&mut pairs);
-    let mut pairs: Vec<(u32, i16)> = pairs.into_iter().filter(|&(_, v)| v != 0).collect();
-    pairs.sort_unstable_by_key(|&(k, _)| k);
-    pairs
 }
 
 #[cfg(test)]

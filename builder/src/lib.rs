@@ -5,6 +5,7 @@
 
 pub mod badge;
 pub mod bench;
+mod font;
 pub mod model;
 pub mod publish;
 pub mod render;

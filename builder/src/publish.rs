@@ -122,7 +122,7 @@ impl Publisher {
                 .position(|(f, _)| f.stage != stage)
                 .map_or(changed.len(), |p| i + p);
             let results: Vec<(String, String, Result<(), String>)> = match self.out.local_root() {
-                Some(root) => write_local(root, &mut changed[i..end]).await,
+                Some(root) => write_local(root, &mut changed[i..end], &old).await,
                 None => {
                     let out = &self.out;
                     futures::stream::iter(changed[i..end].iter_mut())
@@ -225,32 +225,77 @@ impl Publisher {
 }
 
 /// Write files into a local folder with plain file-system calls on the blocking pool, in
-/// [`WRITE_TASKS`] tasks: each is written to a temporary name and renamed, so readers
-/// see the old or the new content, never a torn file.
+/// [`WRITE_TASKS`] tasks.
+///
+/// - A file that replaces an existing one is written to a temporary name and renamed, so
+///   readers see the old or the new content, never a torn file. A file that is new
+///   (`fresh`: not in the previous manifest) is created in place, as nothing links to it
+///   yet (its pages come in a later stage); should the path exist after all (a build
+///   that stopped half-way), it is replaced like any other.
+/// - Files with the same content (the same badge picture on many monitors) are written
+///   once and hard-linked: a later build replaces a link by renaming over it, which
+///   leaves the others as they are. When linking fails, the content is written again.
 async fn write_local(
     root: &std::path::Path,
     files: &mut [(OutFile, String)],
+    old: &Manifest,
 ) -> Vec<(String, String, Result<(), String>)> {
+    // Files with equal content go to the same task, so the first is written before the
+    // others link to it.
+    let mut groups: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (i, (_, h)) in files.iter().enumerate() {
+        groups.entry(h.as_str()).or_default().push(i);
+    }
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    groups.sort_unstable_by_key(|g| g[0]);
     // A few tasks per core: more only queue up on the same directory locks.
     let per_task = files.len().div_ceil(WRITE_TASKS).max(64);
-    let tasks: Vec<_> = files
-        .chunks_mut(per_task)
-        .map(|chunk| {
+    // (path, bytes, hash, fresh) by group of equal content, by task.
+    type Group = Vec<(String, Vec<u8>, String, bool)>;
+    let mut jobs: Vec<Vec<Group>> = Vec::new();
+    let mut in_job = per_task;
+    for group in groups {
+        if in_job >= per_task {
+            jobs.push(Vec::new());
+            in_job = 0;
+        }
+        in_job += group.len();
+        let group = group
+            .into_iter()
+            .map(|i| {
+                let (f, h) = &mut files[i];
+                let fresh = !old.files.contains_key(&f.path);
+                (
+                    f.path.clone(),
+                    std::mem::take(&mut f.bytes),
+                    h.clone(),
+                    fresh,
+                )
+            })
+            .collect();
+        if let Some(job) = jobs.last_mut() {
+            job.push(group);
+        }
+    }
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
             let root = root.to_path_buf();
-            let chunk: Vec<(String, Vec<u8>, String)> = chunk
-                .iter_mut()
-                .map(|(f, h)| (f.path.clone(), std::mem::take(&mut f.bytes), h.clone()))
-                .collect();
             tokio::task::spawn_blocking(move || {
                 let mut dirs = std::collections::HashSet::new();
-                chunk
-                    .into_iter()
-                    .map(|(path, bytes, h)| {
-                        let r = write_one(&root, &path, &bytes, &mut dirs)
+                let mut done = Vec::new();
+                for group in job {
+                    let mut first: Option<std::path::PathBuf> = None;
+                    for (path, bytes, h, fresh) in group {
+                        let r = write_one(&root, &path, &bytes, fresh, first.as_deref(), &mut dirs)
                             .map_err(|e| format!("cannot write {path} in {}: {e}", root.display()));
-                        (path, h, r)
-                    })
-                    .collect::<Vec<_>>()
+                        if r.is_ok() && first.is_none() {
+                            first = Some(root.join(&path));
+                        }
+                        done.push((path, h, r));
+                    }
+                }
+                done
             })
         })
         .collect();
@@ -264,14 +309,19 @@ async fn write_local(
     out
 }
 
-/// Writes one file through a temporary name and a rename, so a reader never sees half a
-/// file. `dirs` remembers the folders this writer already created.
+/// Writes one file: created in place when `fresh`, else through a temporary name and a
+/// rename, so a reader never sees half of a file it could already reach. With `same`
+/// (a file just written with the same content), a hard link to it instead of the bytes.
+/// `dirs` remembers the folders this writer already created.
 fn write_one(
     root: &std::path::Path,
     rel: &str,
     bytes: &[u8],
+    fresh: bool,
+    same: Option<&std::path::Path>,
     dirs: &mut std::collections::HashSet<std::path::PathBuf>,
 ) -> std::io::Result<()> {
+    use std::io::Write as _;
     if rel
         .split('/')
         .any(|s| s.is_empty() || s == "." || s == "..")
@@ -287,12 +337,38 @@ fn write_one(
         std::fs::create_dir_all(dir)?;
         dirs.insert(dir.to_path_buf());
     }
+    if fresh {
+        let created = match same {
+            Some(same) => std::fs::hard_link(same, &path).is_ok(),
+            None => match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    file.write_all(bytes)?;
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(e),
+            },
+        };
+        if created {
+            return Ok(());
+        }
+    }
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes)?;
+    let linked = same.is_some_and(|same| {
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::hard_link(same, &tmp).is_ok()
+    });
+    if !linked {
+        std::fs::write(&tmp, bytes)?;
+    }
     std::fs::rename(&tmp, &path)
 }
 
@@ -342,5 +418,78 @@ pub fn cache_control(path: &str) -> &'static str {
         "no-store"
     } else {
         CACHE_SHORT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::render::Stage;
+
+    fn file(path: &str, bytes: &[u8]) -> OutFile {
+        OutFile {
+            path: path.into(),
+            bytes: bytes.to_vec(),
+            stage: Stage::Data,
+            keep: None,
+        }
+    }
+
+    /// Equal files are written once and hard-linked; replacing one later leaves the others
+    /// as they were; a leftover file at a new path (a build that stopped half-way) is
+    /// replaced; no temporary file stays behind.
+    #[tokio::test]
+    async fn a_folder_gets_equal_files_linked_and_replaces_them_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = kubekuma_crds::store::open_store(dir.path().to_str().unwrap()).unwrap();
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        std::fs::write(dir.path().join("b/left.json"), b"half a fi").unwrap();
+        let mut p = Publisher::new(out);
+        let report = p
+            .publish(vec![
+                file("a/1.png", b"same picture"),
+                file("a/2.png", b"same picture"),
+                file("b/3.png", b"same picture"),
+                file("b/other.png", b"another picture"),
+                file("b/left.json", b"{\"whole\":true}"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(report.written.len(), 5);
+        let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
+        let inode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().ino();
+        for p in ["a/1.png", "a/2.png", "b/3.png"] {
+            assert_eq!(read(p), b"same picture", "{p}");
+        }
+        assert_eq!(read("b/other.png"), b"another picture");
+        assert_eq!(read("b/left.json"), b"{\"whole\":true}");
+        assert_eq!(inode("a/1.png"), inode("a/2.png"));
+        assert_eq!(inode("a/1.png"), inode("b/3.png"));
+        assert_ne!(inode("a/1.png"), inode("b/other.png"));
+
+        let report = p
+            .publish(vec![
+                file("a/1.png", b"same picture"),
+                file("a/2.png", b"changed picture"),
+                file("b/3.png", b"same picture"),
+                file("b/other.png", b"another picture"),
+                file("b/left.json", b"{\"whole\":true}"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(report.written, vec!["a/2.png".to_string()]);
+        assert_eq!(read("a/2.png"), b"changed picture");
+        assert_eq!(read("a/1.png"), b"same picture");
+        assert_eq!(read("b/3.png"), b"same picture");
+
+        let leftovers: Vec<_> = ["a", "b"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(dir.path().join(d)).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -353,7 +353,7 @@ fn render_badges(
             })
         })
         .collect();
-    let rasters: Vec<Result<Option<BadgePart>, String>> = par_map(&parts, |svg| {
+    let rasters: Vec<Result<BadgePart, String>> = par_map(&parts, |svg| {
         renderer
             .raster_part(svg, PNG_SCALE)
             .map_err(|e| format!("badge part: {e}"))
@@ -367,14 +367,9 @@ fn render_badges(
     let indices: Vec<usize> = (0..todo.len()).collect();
     let pngs: Vec<Result<Vec<u8>, String>> = par_map(&indices, |&i| {
         let badge = todo[i];
-        let joined = halves[i].and_then(|[l, m]| {
-            Some(compose_png(
-                rasters_ok[l].as_ref()?,
-                rasters_ok[m].as_ref()?,
-            ))
-        });
+        let joined = halves[i].map(|[l, m]| compose_png(&rasters_ok[l], &rasters_ok[m]));
         joined
-            .unwrap_or_else(|| renderer.png(&renderer.svg(badge), PNG_SCALE))
+            .unwrap_or_else(|| renderer.png_whole(badge, PNG_SCALE))
             .map_err(|e| format!("badge {badge:?}: {e}"))
     });
     let mut pngs_ok = Vec::with_capacity(pngs.len());

@@ -1,24 +1,37 @@
-//! The `dns` checker: one query of the monitor's record type, sent over UDP (retransmitted
-//! until the attempt's soft deadline, repeated over TCP when the answer is truncated) to the
-//! monitor's `server`, else the settings' `networking.dns.servers` in order, else the
-//! name servers of `/etc/resolv.conf`. Nothing is cached between checks.
+//! The `dns` checker: one lookup of the monitor's record type through hickory-resolver, asking
+//! the monitor's `server`, else the settings' `networking.dns.servers` one after the other
+//! (each with an equal share of the time left), else the system resolver configuration
+//! (`/etc/resolv.conf` with its search list and `ndots`, and `/etc/hosts`, as hickory reads
+//! them). hickory sends the query over UDP, retransmits it, and repeats it over TCP when the
+//! answer is truncated; it follows CNAME chains. Nothing is cached between checks: every check
+//! builds its own resolver, with hickory's cache turned off.
 //!
-//! The name is always queried as absolute (no search domains); for PTR an IP address is
-//! turned into its `in-addr.arpa`/`ip6.arpa` name. The response code decides the reason:
-//! NXDOMAIN and empty answers are `dns`, SERVFAIL, REFUSED and other error codes are
-//! `dnsServfail` (the next server is tried first). Expected values are compared
-//! case-insensitively with trailing dots ignored, except TXT, whose joined text must match
-//! exactly.
+//! A name given to a server is queried as absolute (no search domains); for PTR an IP address
+//! is turned into its `in-addr.arpa`/`ip6.arpa` name. NXDOMAIN and empty answers are `dns`,
+//! SERVFAIL, REFUSED and other error codes are `dnsServfail` (the next server is tried first).
+//! Expected values are compared case-insensitively with trailing dots ignored, except TXT,
+//! whose joined text must match exactly.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ServerOrderingStrategy,
+};
+use hickory_resolver::lookup::Lookup;
+use hickory_resolver::net::runtime::{
+    DnsUdpSocket, RuntimeProvider, TokioHandle, TokioRuntimeProvider, TokioTime,
+};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use kubekuma_crds::monitor::{DnsRecordType, DnsTarget, MonitorSpec};
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::{Attempt, CheckContext, excerpt, human_duration, is_connect_kind, latency_exceeded};
@@ -31,10 +44,9 @@ const EDNS_PAYLOAD: u16 = 1232;
 const EXCERPT_CHARS: usize = 120;
 /// Most records kept in the outcome's metadata.
 const MAX_METADATA_RECORDS: usize = 50;
-/// Shortest and longest pause before a UDP query is sent again (a third of the time the
-/// server has, within these bounds).
-const MIN_RETRANSMIT: Duration = Duration::from_millis(100);
-const MAX_RETRANSMIT: Duration = Duration::from_secs(2);
+/// With at least this much time for one server, hickory may send the query a second time
+/// after a failed try (it retransmits over UDP within a try anyway).
+const RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// Run one `dns` check.
 pub(crate) async fn check(
@@ -81,26 +93,48 @@ async fn probe(
     let rtype = record_type(target);
     let shown = shown_domain(target);
     let name = query_name(&target.domain, rtype).map_err(config)?;
-    let servers = servers(ctx, target).await.map_err(config)?;
-    let query = Query::query(name, rtype);
+    let servers = servers(ctx, target).map_err(config)?;
 
-    let (server, response) = ask(&servers, &query, &shown, attempt).await?;
-    let with_server = |o: CheckOutcome| o.with("server", server.to_string());
-
-    let cname = cname_target(&response);
-    if response.metadata.response_code == ResponseCode::NXDomain {
-        let msg = match cname {
-            Some(t) => format!("{shown}: CNAME {t} does not exist (NXDOMAIN)"),
-            None => format!("{shown}: no such domain (NXDOMAIN)"),
+    let answer = if servers.is_empty() {
+        let system = system_resolver(attempt).await.map_err(config)?;
+        // The system resolver applies its search list to a relative name.
+        let name = if rtype == RecordType::PTR || target.domain.trim().ends_with('.') {
+            name
+        } else {
+            relative(name)
         };
-        return Err(with_server(CheckOutcome::down(
-            0.0,
-            FailureReason::Dns,
-            msg,
+        ask_system(system, name, rtype, &shown, attempt).await?
+    } else {
+        ask(&servers, &name, rtype, &shown, attempt).await?
+    };
+    let with_server = |o: CheckOutcome| o.with("server", answer.server.clone());
+
+    // A CNAME chain hickory followed ends at a name that is not one of those asked.
+    let lookup = match answer.records {
+        Ok(lookup) => lookup,
+        Err(negative) => {
+            let last = negative.query.name();
+            let cname =
+                (!answer.asked.iter().any(|a| a.eq_ignore_root(last))).then(|| name_text(last));
+            return Err(with_server(negative_outcome(
+                &shown,
+                rtype,
+                negative.response_code,
+                cname,
+            )));
+        }
+    };
+    let cname = cname_target(lookup.answers());
+    if lookup.message().metadata.response_code == ResponseCode::NXDomain {
+        return Err(with_server(negative_outcome(
+            &shown,
+            rtype,
+            ResponseCode::NXDomain,
+            cname,
         )));
     }
-    let mut values: Vec<Value> = response
-        .answers
+    let mut values: Vec<Value> = lookup
+        .answers()
         .iter()
         .filter(|r| r.record_type() == rtype)
         .filter_map(Value::of)
@@ -108,14 +142,11 @@ async fn probe(
     values.sort_by(|a, b| a.shown.cmp(&b.shown));
     values.dedup_by(|a, b| a.shown == b.shown);
     if values.is_empty() {
-        let msg = match cname {
-            Some(t) => format!("no {rtype} records for {shown} (CNAME {t})"),
-            None => format!("no {rtype} records for {shown}"),
-        };
-        return Err(with_server(CheckOutcome::down(
-            0.0,
-            FailureReason::Dns,
-            msg,
+        return Err(with_server(negative_outcome(
+            &shown,
+            rtype,
+            ResponseCode::NoError,
+            cname,
         )));
     }
 
@@ -163,6 +194,23 @@ async fn probe(
     Ok(up)
 }
 
+/// NXDOMAIN, or no records of the type (NOERROR without an answer), possibly at the end of a
+/// CNAME chain: both are `dns`.
+fn negative_outcome(
+    shown: &str,
+    rtype: RecordType,
+    code: ResponseCode,
+    cname: Option<String>,
+) -> CheckOutcome {
+    let msg = match (code == ResponseCode::NXDomain, cname) {
+        (true, Some(t)) => format!("{shown}: CNAME {t} does not exist (NXDOMAIN)"),
+        (true, None) => format!("{shown}: no such domain (NXDOMAIN)"),
+        (false, Some(t)) => format!("no {rtype} records for {shown} (CNAME {t})"),
+        (false, None) => format!("no {rtype} records for {shown}"),
+    };
+    CheckOutcome::down(0.0, FailureReason::Dns, msg)
+}
+
 fn record_type(target: &DnsTarget) -> RecordType {
     match target.record_type.unwrap_or(DnsRecordType::A) {
         DnsRecordType::A => RecordType::A,
@@ -206,6 +254,12 @@ fn query_name(domain: &str, rtype: RecordType) -> Result<Name, String> {
     Ok(name)
 }
 
+/// `name` as a relative name, for the system resolver's search list and `ndots`.
+fn relative(mut name: Name) -> Name {
+    name.set_fqdn(false);
+    name
+}
+
 /// `ip`, `ip:port`, `[v6]:port`, `[v6]` or bare `v6`.
 fn parse_server(s: &str) -> Option<SocketAddr> {
     let s = s.trim();
@@ -221,8 +275,8 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
         .map(|ip| SocketAddr::new(ip, DNS_PORT))
 }
 
-/// The servers to ask, in order.
-async fn servers(ctx: &CheckContext, target: &DnsTarget) -> Result<Vec<SocketAddr>, String> {
+/// The servers to ask, in order; none means the system resolver.
+fn servers(ctx: &CheckContext, target: &DnsTarget) -> Result<Vec<SocketAddr>, String> {
     let invalid = |field: String, s: &str| {
         format!(
             "{field} must be an IP address or ip:port (e.g. 10.0.0.10 or [::1]:5353), got {s:?}"
@@ -240,25 +294,234 @@ async fn servers(ctx: &CheckContext, target: &DnsTarget) -> Result<Vec<SocketAdd
             out.push(addr);
         }
     }
-    if !out.is_empty() {
-        return Ok(out);
-    }
-    let system = tokio::task::spawn_blocking(hickory_resolver::system_conf::read_system_conf)
-        .await
-        .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-        .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?;
-    for ns in system.0.name_servers() {
-        let addr = SocketAddr::new(ns.ip, DNS_PORT);
-        if !out.contains(&addr) {
-            out.push(addr);
+    Ok(out)
+}
+
+/// What one resolver made of the query.
+struct Answer {
+    /// Who answered: `ip:port`, or the system resolver.
+    server: String,
+    /// The records, or the negative answer (NXDOMAIN, or NOERROR without records).
+    records: Result<Lookup, NoRecords>,
+    /// The names asked before any CNAME: the domain, and for the system resolver its forms
+    /// with the search domains.
+    asked: Vec<Name>,
+}
+
+/// Resolver options for one check: no cache, no hosts file, and tries that fit in `share`.
+fn options(mut opts: ResolverOpts, share: Duration) -> ResolverOpts {
+    opts.attempts = usize::from(share >= RETRY_BUDGET);
+    opts.timeout = share / (u32::from(share >= RETRY_BUDGET) + 1);
+    opts.cache_size = 0;
+    opts.positive_max_ttl = Some(Duration::ZERO);
+    opts.negative_max_ttl = Some(Duration::ZERO);
+    opts.edns_payload_len = EDNS_PAYLOAD;
+    opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+    opts
+}
+
+/// A resolver asking only `server`, over UDP and TCP.
+fn server_resolver(server: SocketAddr, share: Duration) -> Result<Resolver<Runtime>, NetError> {
+    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+        .into_iter()
+        .map(|mut c| {
+            c.port = server.port();
+            c
+        })
+        .collect();
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+        server.ip(),
+        true,
+        connections,
+    )]);
+    let mut opts = options(ResolverOpts::default(), share);
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.num_concurrent_reqs = 1;
+    Resolver::builder_with_config(config, Runtime::default())
+        .with_options(opts)
+        .build()
+}
+
+/// The system resolver for one check, as hickory's `Resolver::builder` makes it (its
+/// `system_conf` reading `/etc/resolv.conf`, the hosts file read when built), with the
+/// check's time budget and without a cache.
+struct System {
+    resolver: Resolver<Runtime>,
+    /// `system resolver (10.0.0.10, …)`.
+    label: String,
+    search: Vec<Name>,
+}
+
+async fn system_resolver(attempt: &Attempt) -> Result<System, String> {
+    let share = attempt
+        .soft_deadline()
+        .saturating_duration_since(Instant::now());
+    let built = tokio::task::spawn_blocking(move || {
+        let (config, opts) = hickory_resolver::system_conf::read_system_conf()?;
+        let label = format!(
+            "system resolver ({})",
+            config
+                .name_servers()
+                .iter()
+                .map(|ns| ns.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let search = config
+            .domain()
+            .into_iter()
+            .chain(config.search())
+            .cloned()
+            .collect();
+        let resolver = Resolver::builder_with_config(config, Runtime::default())
+            .with_options(options(opts, share))
+            .build()?;
+        Ok::<_, NetError>(System {
+            resolver,
+            label,
+            search,
+        })
+    })
+    .await
+    .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?;
+    built.map_err(|e| format!("cannot read the system resolver configuration: {e}"))
+}
+
+/// Ask the servers in turn until one answers NOERROR or NXDOMAIN. Each server gets its own
+/// resolver and an equal share of the time left before the attempt's soft deadline.
+async fn ask(
+    servers: &[SocketAddr],
+    name: &Name,
+    rtype: RecordType,
+    shown: &str,
+    attempt: &Attempt,
+) -> Result<Answer, CheckOutcome> {
+    let deadline = attempt.soft_deadline();
+    let mut failures: Vec<(String, Failure)> = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            break;
+        }
+        let share = left / u32::try_from(servers.len() - i).unwrap_or(u32::MAX);
+        let outcome = match server_resolver(*server, share) {
+            Ok(resolver) => lookup(&resolver, name.clone(), rtype, now + share).await,
+            Err(e) => Err(Failure::Protocol(format!("cannot set up a resolver: {e}"))),
+        };
+        match outcome {
+            Ok(records) => {
+                return Ok(Answer {
+                    server: server.to_string(),
+                    records,
+                    asked: vec![name.clone()],
+                });
+            }
+            Err(f) => failures.push((server.to_string(), f)),
         }
     }
-    if out.is_empty() {
-        return Err(
-            "no DNS server: none given, none in the settings, none in /etc/resolv.conf".into(),
+    if failures.is_empty() {
+        let list = servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(CheckOutcome::down(
+            0.0,
+            FailureReason::Timeout,
+            format!("no time left to ask {list}"),
+        ));
+    }
+    Err(failed(failures, &format!("{shown} {rtype}")))
+}
+
+/// Ask the system resolver (which tries its name servers and search domains itself).
+async fn ask_system(
+    system: System,
+    name: Name,
+    rtype: RecordType,
+    shown: &str,
+    attempt: &Attempt,
+) -> Result<Answer, CheckOutcome> {
+    let mut asked = vec![name.clone()];
+    if !name.is_fqdn() {
+        asked.extend(
+            system
+                .search
+                .iter()
+                .filter_map(|s| name.clone().append_domain(s).ok()),
         );
     }
-    Ok(out)
+    match lookup(&system.resolver, name, rtype, attempt.soft_deadline()).await {
+        Ok(records) => Ok(Answer {
+            server: system.label,
+            records,
+            asked,
+        }),
+        Err(f) => Err(failed(vec![(system.label, f)], &format!("{shown} {rtype}"))),
+    }
+}
+
+/// The check's outcome when no server gave a usable answer: the most telling failure's
+/// reason, every failure in the message.
+fn failed(failures: Vec<(String, Failure)>, what: &str) -> CheckOutcome {
+    let msg = failures
+        .iter()
+        .map(|(s, f)| f.describe(s, what))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let Some(worst) = failures.iter().max_by_key(|(_, f)| f.weight()) else {
+        return CheckOutcome::down(0.0, FailureReason::Timeout, msg);
+    };
+    let mut down = CheckOutcome::down(0.0, worst.1.reason(), msg);
+    if failures.len() == 1 {
+        down = down.with("server", worst.0.clone());
+    }
+    down
+}
+
+/// One lookup, bounded by `deadline` (hickory's own timeouts are set to fit in it too).
+async fn lookup(
+    resolver: &Resolver<Runtime>,
+    name: Name,
+    rtype: RecordType,
+    deadline: Instant,
+) -> Result<Result<Lookup, NoRecords>, Failure> {
+    let waited = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout_at(deadline, resolver.lookup(name, rtype)).await {
+        Err(_) => Err(Failure::Timeout(waited)),
+        Ok(Ok(lookup)) => Ok(Ok(lookup)),
+        Ok(Err(e)) => classify(e, waited),
+    }
+}
+
+/// What a hickory error means for the check. hickory turns the response codes into errors
+/// (`DnsError::from_response` in hickory-net's `error.rs`): NXDOMAIN and NOERROR without an
+/// answer become `NoRecordsFound` carrying the code, SERVFAIL, REFUSED and the other error
+/// codes `ResponseCode`.
+fn classify(e: NetError, waited: Duration) -> Result<Result<Lookup, NoRecords>, Failure> {
+    Err(match e {
+        NetError::Dns(DnsError::NoRecordsFound(negative)) => return Ok(Err(negative)),
+        NetError::Dns(DnsError::ResponseCode(code)) => Failure::Rcode(code),
+        NetError::Timeout => Failure::Timeout(waited),
+        NetError::Io(e) if e.kind() == io::ErrorKind::TimedOut => Failure::Timeout(waited),
+        // TCP is only used after a truncated UDP answer; a failure there is `Truncated`.
+        NetError::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Failure::Connect(format!("over UDP: nothing answers on this port ({e})"))
+        }
+        NetError::Io(e) if is_connect_kind(e.kind()) => Failure::Connect(format!("over UDP: {e}")),
+        NetError::Truncated => Failure::Connect(
+            "over TCP (the UDP answer was truncated and asking again over TCP failed)".into(),
+        ),
+        // What the pool reports when every server failed with an I/O error: it keeps the
+        // error it started with over I/O errors (`most_specific` in hickory-resolver's
+        // `name_server_pool.rs`). UDP is tried first, so that is where it failed.
+        NetError::NoConnections => Failure::Connect(
+            "over UDP: no connection could be made (refused or unreachable)".into(),
+        ),
+        NetError::Proto(e) => Failure::Protocol(e.to_string()),
+        other => Failure::Protocol(other.to_string()),
+    })
 }
 
 /// Why one server gave no usable answer.
@@ -293,7 +556,7 @@ impl Failure {
         }
     }
 
-    fn describe(&self, server: SocketAddr, query: &str) -> String {
+    fn describe(&self, server: &str, query: &str) -> String {
         match self {
             Failure::Timeout(d) => format!("no answer from {server} within {}", human_duration(*d)),
             Failure::Connect(e) => format!("cannot reach {server} {e}"),
@@ -303,191 +566,102 @@ impl Failure {
     }
 }
 
-/// Ask the servers in turn until one answers NOERROR or NXDOMAIN. Each server gets an
-/// equal share of the time left before the attempt's soft deadline.
-async fn ask(
-    servers: &[SocketAddr],
-    query: &Query,
-    shown: &str,
-    attempt: &Attempt,
-) -> Result<(SocketAddr, Message), CheckOutcome> {
-    let deadline = attempt.soft_deadline();
-    let mut failures: Vec<(SocketAddr, Failure)> = Vec::new();
-    for (i, server) in servers.iter().enumerate() {
-        let now = Instant::now();
-        let left = deadline.saturating_duration_since(now);
-        if left.is_zero() {
-            break;
-        }
-        let share = left / u32::try_from(servers.len() - i).unwrap_or(u32::MAX);
-        match exchange(*server, query, now + share).await {
-            Ok(m)
-                if matches!(
-                    m.metadata.response_code,
-                    ResponseCode::NoError | ResponseCode::NXDomain
-                ) =>
-            {
-                return Ok((*server, m));
-            }
-            Ok(m) => failures.push((*server, Failure::Rcode(m.metadata.response_code))),
-            Err(f) => failures.push((*server, f)),
-        }
+/// hickory's Tokio runtime, except that its UDP sockets are connected to the server: Linux
+/// reports an ICMP "port unreachable" only to a connected socket, so a closed port is
+/// "connection refused" at once instead of a timeout. hickory asks for unconnected sockets
+/// because it passes the server's address with each datagram (hickory-net `runtime.rs`,
+/// `RuntimeProvider::bind_udp`); each socket it binds only ever talks to that one server
+/// (`NextRandomUdpSocket` in `udp/udp_stream.rs`), which the connected socket ensures.
+#[derive(Clone, Default)]
+struct Runtime(TokioRuntimeProvider);
+
+type TokioTcp = <TokioRuntimeProvider as RuntimeProvider>::Tcp;
+
+impl RuntimeProvider for Runtime {
+    type Handle = TokioHandle;
+    type Timer = TokioTime;
+    type Udp = ConnectedUdp;
+    type Tcp = TokioTcp;
+
+    fn create_handle(&self) -> Self::Handle {
+        self.0.create_handle()
     }
-    let what = format!("{shown} {}", query.query_type());
-    let Some(worst) = failures.iter().max_by_key(|(_, f)| f.weight()) else {
-        return Err(CheckOutcome::down(
-            0.0,
-            FailureReason::Timeout,
-            format!("no time left to ask {}", list(servers)),
-        ));
-    };
-    let msg = failures
-        .iter()
-        .map(|(s, f)| f.describe(*s, &what))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let mut down = CheckOutcome::down(0.0, worst.1.reason(), msg);
-    if failures.len() == 1 {
-        down = down.with("server", worst.0.to_string());
+
+    fn connect_tcp(
+        &self,
+        server_addr: SocketAddr,
+        bind_addr: Option<SocketAddr>,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Send + Future<Output = io::Result<TokioTcp>>>> {
+        self.0.connect_tcp(server_addr, bind_addr, timeout)
     }
-    Err(down)
-}
 
-fn list(servers: &[SocketAddr]) -> String {
-    servers
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One query to one server: UDP, then TCP when the UDP answer is truncated.
-async fn exchange(
-    server: SocketAddr,
-    query: &Query,
-    deadline: Instant,
-) -> Result<Message, Failure> {
-    let mut request = Message::query();
-    request.metadata.recursion_desired = true;
-    request.add_query(query.clone());
-    let mut edns = Edns::new();
-    edns.set_max_payload(EDNS_PAYLOAD);
-    request.set_edns(edns);
-    let id = request.metadata.id;
-    let bytes = request
-        .to_vec()
-        .map_err(|e| Failure::Protocol(format!("cannot encode the query: {e}")))?;
-    let started = Instant::now();
-    let answer = udp(server, &bytes, id, query, deadline, started).await?;
-    if !answer.metadata.truncation {
-        return Ok(answer);
-    }
-    tcp(server, &bytes, id, query, deadline, started).await
-}
-
-async fn udp(
-    server: SocketAddr,
-    request: &[u8],
-    id: u16,
-    query: &Query,
-    deadline: Instant,
-    started: Instant,
-) -> Result<Message, Failure> {
-    let connect = |e: std::io::Error| Failure::Connect(format!("over UDP: {e}"));
-    let bind: SocketAddr = if server.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(connect)?;
-    // Connected, so that an ICMP "port unreachable" comes back as an error.
-    sock.connect(server).await.map_err(connect)?;
-    let interval =
-        (deadline.saturating_duration_since(started) / 3).clamp(MIN_RETRANSMIT, MAX_RETRANSMIT);
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        sock.send(request).await.map_err(connect)?;
-        let resend = (Instant::now() + interval).min(deadline);
-        loop {
-            match tokio::time::timeout_at(resend, sock.recv(&mut buf)).await {
-                Err(_) => break,
-                Ok(Err(e)) if is_connect_kind(e.kind()) => {
-                    return Err(Failure::Connect(format!(
-                        "over UDP: nothing answers on this port ({e})"
-                    )));
-                }
-                Ok(Err(e)) => return Err(connect(e)),
-                Ok(Ok(n)) => {
-                    let answer = Message::from_vec(&buf[..n])
-                        .map_err(|e| Failure::Protocol(format!("malformed answer: {e}")))?;
-                    // A late answer to nothing we asked: keep waiting.
-                    if fits(&answer, id, query) {
-                        return Ok(answer);
-                    }
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure::Timeout(
-                deadline.saturating_duration_since(started),
-            ));
-        }
-    }
-}
-
-async fn tcp(
-    server: SocketAddr,
-    request: &[u8],
-    id: u16,
-    query: &Query,
-    deadline: Instant,
-    started: Instant,
-) -> Result<Message, Failure> {
-    let timeout = || Failure::Timeout(deadline.saturating_duration_since(started));
-    let connect = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            Failure::Timeout(deadline.saturating_duration_since(started))
-        } else {
-            Failure::Connect(format!("over TCP (the UDP answer was truncated): {e}"))
-        }
-    };
-    let exchange = async {
-        let mut stream = TcpStream::connect(server).await.map_err(connect)?;
-        let len = u16::try_from(request.len())
-            .map_err(|_| Failure::Protocol("query too long for TCP".into()))?;
-        let mut framed = Vec::with_capacity(request.len() + 2);
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(request);
-        stream.write_all(&framed).await.map_err(connect)?;
-        loop {
-            let mut len = [0u8; 2];
-            stream.read_exact(&mut len).await.map_err(connect)?;
-            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            stream.read_exact(&mut buf).await.map_err(connect)?;
-            let answer = Message::from_vec(&buf)
-                .map_err(|e| Failure::Protocol(format!("malformed answer over TCP: {e}")))?;
-            if fits(&answer, id, query) {
-                return Ok(answer);
-            }
-        }
-    };
-    tokio::time::timeout_at(deadline, exchange)
-        .await
-        .unwrap_or_else(|_| Err(timeout()))
-}
-
-/// Whether `answer` answers our query (some servers leave the question out of errors).
-fn fits(answer: &Message, id: u16, query: &Query) -> bool {
-    answer.metadata.id == id
-        && answer.metadata.message_type == MessageType::Response
-        && answer.queries.first().is_none_or(|q| {
-            q.query_type() == query.query_type() && q.name().eq_ignore_root(query.name())
+    fn bind_udp(
+        &self,
+        local_addr: SocketAddr,
+        server_addr: SocketAddr,
+    ) -> Pin<Box<dyn Send + Future<Output = io::Result<ConnectedUdp>>>> {
+        Box::pin(async move {
+            let socket = tokio::net::UdpSocket::bind(local_addr).await?;
+            socket.connect(server_addr).await?;
+            Ok(ConnectedUdp {
+                socket,
+                peer: server_addr,
+            })
         })
+    }
+}
+
+/// A UDP socket connected to its one server.
+struct ConnectedUdp {
+    socket: tokio::net::UdpSocket,
+    peer: SocketAddr,
+}
+
+/// A boxed future, as `async_trait` (which `DnsUdpSocket` is declared with) expects.
+type BoxIo<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
+
+impl DnsUdpSocket for ConnectedUdp {
+    type Time = TokioTime;
+
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        ready!(self.socket.poll_recv(cx, &mut read))?;
+        Poll::Ready(Ok((read.filled().len(), self.peer)))
+    }
+
+    /// hickory's UDP client waits with this one. Tokio's `recv` also wakes on the socket's
+    /// error state, which its `poll_recv` (read readiness only) does not: without it the
+    /// "connection refused" would never be seen.
+    fn recv_from<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        buf: &'life1 mut [u8],
+    ) -> BoxIo<'async_trait, (usize, SocketAddr)>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move { Ok((self.socket.recv(buf).await?, self.peer)) })
+    }
+
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        _target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.socket.poll_send(cx, buf)
+    }
 }
 
 /// The last target of the CNAME chain in the answer, if any.
-fn cname_target(answer: &Message) -> Option<String> {
-    answer.answers.iter().rev().find_map(|r| match &r.data {
+fn cname_target(answers: &[Record]) -> Option<String> {
+    answers.iter().rev().find_map(|r| match &r.data {
         RData::CNAME(c) => Some(name_text(&c.0)),
         _ => None,
     })
@@ -677,6 +851,42 @@ mod tests {
         assert_eq!(normalise("\"v=spf1 -all\"", RecordType::TXT), "v=spf1 -all");
         assert_eq!(normalise("Token=AbC", RecordType::TXT), "Token=AbC");
         assert_eq!(normalise(".", RecordType::NS), ".");
+    }
+
+    #[test]
+    fn resolvers_have_no_cache_and_fit_their_time() {
+        let short = options(ResolverOpts::default(), Duration::from_millis(900));
+        assert_eq!(short.cache_size, 0);
+        assert_eq!(short.positive_max_ttl, Some(Duration::ZERO));
+        assert_eq!(short.negative_max_ttl, Some(Duration::ZERO));
+        assert_eq!(
+            (short.attempts, short.timeout),
+            (0, Duration::from_millis(900))
+        );
+        assert_eq!(short.edns_payload_len, EDNS_PAYLOAD);
+        let long = options(ResolverOpts::default(), Duration::from_secs(9));
+        assert_eq!(
+            (long.attempts, long.timeout),
+            (1, Duration::from_millis(4500))
+        );
+    }
+
+    #[test]
+    fn the_system_resolver_keeps_the_search_list() {
+        // What the system path keeps from resolv.conf: ndots and the search list, applied
+        // to the relative name; the time budget and the cache are the check's.
+        let (config, opts) = hickory_resolver::system_conf::parse_resolv_conf(
+            "nameserver 10.0.0.10\nsearch svc.cluster.local cluster.local\noptions ndots:5\n",
+        )
+        .unwrap();
+        let opts = options(opts, Duration::from_secs(1));
+        assert_eq!(opts.ndots, 5);
+        assert_eq!(opts.cache_size, 0);
+        assert_eq!(config.search().len(), 2);
+        let name = relative(query_name("web", RecordType::A).unwrap());
+        assert!(!name.is_fqdn());
+        let searched = name.append_domain(&config.search()[0]).unwrap();
+        assert_eq!(searched.to_ascii(), "web.svc.cluster.local.");
     }
 
     #[test]

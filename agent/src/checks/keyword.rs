@@ -16,6 +16,38 @@ struct Rule {
     case_insensitive: bool,
 }
 
+impl Rule {
+    /// Where the rule's text or pattern first occurs in `body`, as byte positions in
+    /// `body` itself. Case-insensitive matching uses Unicode simple case folding in the
+    /// regex engine rather than lowercasing the body, whose byte length can differ from
+    /// the original's (`İ` lowercases to two characters), which would misplace the match.
+    fn find(&self, body: &str) -> Result<Option<(usize, usize)>, regex::Error> {
+        if !self.regex && !self.case_insensitive {
+            return Ok(body.find(&self.needle).map(|s| (s, s + self.needle.len())));
+        }
+        let pattern = if self.regex {
+            self.needle.clone()
+        } else {
+            regex::escape(&self.needle)
+        };
+        let re = regex::RegexBuilder::new(&pattern)
+            .case_insensitive(self.case_insensitive)
+            .build()?;
+        Ok(re.find(body).map(|m| (m.start(), m.end())))
+    }
+}
+
+/// Most characters of a keyword or pattern quoted in a message.
+const NEEDLE_CHARS: usize = 60;
+
+/// A keyword or pattern cut to [`NEEDLE_CHARS`] characters, `…` when cut.
+fn shorten(needle: &str) -> String {
+    match needle.char_indices().nth(NEEDLE_CHARS) {
+        Some((at, _)) => format!("{}…", &needle[..at]),
+        None => needle.to_string(),
+    }
+}
+
 /// Run one keyword check.
 pub(crate) async fn check(
     ctx: &CheckContext,
@@ -75,28 +107,15 @@ pub(crate) async fn check(
     };
     let body = String::from_utf8_lossy(&exchange.body);
     for rule in &rules {
-        let found = if rule.regex {
-            let pattern = if rule.case_insensitive {
-                format!("(?i){}", rule.needle)
-            } else {
-                rule.needle.clone()
-            };
-            match regex::Regex::new(&pattern) {
-                Ok(re) => re.find(&body).map(|m| (m.start(), m.end())),
-                Err(e) => {
-                    return CheckOutcome::down(
-                        attempt.elapsed_ms(),
-                        FailureReason::Config,
-                        format!("invalid regular expression: {e}"),
-                    );
-                }
+        let found = match rule.find(&body) {
+            Ok(found) => found,
+            Err(e) => {
+                return CheckOutcome::down(
+                    attempt.elapsed_ms(),
+                    FailureReason::Config,
+                    format!("invalid regular expression: {e}"),
+                );
             }
-        } else if rule.case_insensitive {
-            body.to_lowercase()
-                .find(&rule.needle.to_lowercase())
-                .map(|s| (s, s + rule.needle.len()))
-        } else {
-            body.find(&rule.needle).map(|s| (s, s + rule.needle.len()))
         };
         let what = if rule.regex { "pattern" } else { "keyword" };
         let mut out = match (found, rule.absent) {
@@ -105,7 +124,7 @@ pub(crate) async fn check(
                 FailureReason::Body,
                 format!(
                     "{what} {:?} not found in the body (starts with {:?}{})",
-                    rule.needle,
+                    shorten(&rule.needle),
                     excerpt(&exchange.body, 60),
                     if exchange.truncated {
                         ", body truncated at maxBodyBytes"
@@ -119,7 +138,7 @@ pub(crate) async fn check(
                 FailureReason::Body,
                 format!(
                     "{what} {:?} found in the body, which inverted means down: …{}…",
-                    rule.needle,
+                    shorten(&rule.needle),
                     excerpt(around(&body, s, e).as_bytes(), 80)
                 ),
             ),
@@ -143,4 +162,62 @@ fn around(body: &str, start: usize, end: usize) -> &str {
         to += 1;
     }
     &body[from..to]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(needle: &str, regex: bool, case_insensitive: bool) -> Rule {
+        Rule {
+            needle: needle.into(),
+            regex,
+            absent: false,
+            case_insensitive,
+        }
+    }
+
+    /// The matched text, cut from the original body at the positions found.
+    fn matched<'a>(r: &Rule, body: &'a str) -> Option<&'a str> {
+        r.find(body).unwrap().map(|(s, e)| &body[s..e])
+    }
+
+    #[test]
+    fn case_insensitive_positions_are_in_the_original_non_ascii_text() {
+        // Each `İ` is 2 bytes but lowercases to `i̇` (3 bytes): positions taken from a
+        // lowercased copy would be off by one byte per `İ` before the match.
+        let body = "İİİİ İstanbul — État: OPÉRATIONNEL, Status: DOWN for maintenance";
+        assert_eq!(
+            matched(&rule("status: down", false, true), body),
+            Some("Status: DOWN")
+        );
+        assert_eq!(
+            matched(&rule("état: opérationnel", false, true), body),
+            Some("État: OPÉRATIONNEL")
+        );
+        assert_eq!(
+            matched(&rule("status: (up|down)", true, true), body),
+            Some("Status: DOWN")
+        );
+        assert_eq!(matched(&rule("status: down", false, false), body), None);
+        // A keyword is literal text, even with regex metacharacters.
+        assert_eq!(
+            matched(&rule("(v1.2)", false, true), "release (V1.2) out"),
+            Some("(V1.2)")
+        );
+        assert_eq!(matched(&rule("(v1.2)", false, true), "release v1x2"), None);
+        let (s, e) = rule("maintenance", false, true)
+            .find(body)
+            .unwrap()
+            .unwrap();
+        assert_eq!(around(body, s, e), "L, Status: DOWN for maintenance");
+    }
+
+    #[test]
+    fn long_keywords_are_shortened_in_messages() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(61);
+        assert_eq!(shorten(&long), format!("{}…", "é".repeat(60)));
+        assert_eq!(shorten(&"x".repeat(60)), "x".repeat(60));
+    }
 }

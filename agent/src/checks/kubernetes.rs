@@ -2,8 +2,10 @@
 //!
 //! What "healthy" means depends on the kind:
 //!
-//! - `apps/v1` Deployment, StatefulSet, DaemonSet: available (StatefulSet: ready) replicas
-//!   against the desired count, up when the share is at least `minReadyPercent` (default
+//! - `apps/v1` Deployment, StatefulSet, DaemonSet: available replicas (`availableReplicas`;
+//!   DaemonSet: `numberAvailable` of `desiredNumberScheduled`) against the desired count
+//!   (a StatefulSet from an API server too old to report `availableReplicas` is judged by
+//!   `readyReplicas`), up when the share is at least `minReadyPercent` (default
 //!   100); zero desired replicas is up ("scaled to zero"). A Deployment whose
 //!   `observedGeneration` lags its `generation` gets the note "rollout in progress".
 //! - `v1` Pod: the `Ready` condition is `True`. A pod that ran to completion (phase
@@ -184,8 +186,15 @@ impl Probe<'_> {
         let subject = self.builtin::<StatefulSet>(true);
         let s: StatefulSet = self.get_typed(&subject).await?;
         let desired = s.spec.and_then(|s| s.replicas).unwrap_or(1);
-        let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        replicas("replicas ready", ready, desired, min_ready, None)
+        let status = s.status.unwrap_or_default();
+        // `availableReplicas` (ready for `minReadySeconds`) is what Deployments and
+        // DaemonSets are judged by too; API servers before 1.22 do not report it, and
+        // there ready replicas are the closest measure.
+        let (count, what) = match status.available_replicas {
+            Some(available) => (available, "replicas available"),
+            None => (status.ready_replicas.unwrap_or(0), "replicas ready"),
+        };
+        replicas(what, count, desired, min_ready, None)
     }
 
     async fn daemon_set(&self, min_ready: i64) -> Checked {

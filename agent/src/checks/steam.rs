@@ -1,14 +1,18 @@
 //! The `steam` checker: Valve's Source server query A2S_INFO over UDP, including the
 //! challenge step (a server may answer the first request with `S2C_CHALLENGE` and a
 //! 4-byte number that the client repeats). Reports server name, map and player counts.
+//!
+//! UDP may lose a datagram: a request not answered within 1 s (a quarter of a shorter
+//! timeout) is sent again, the wait doubling each time, until shortly before the timeout.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use tokio::net::UdpSocket;
 
-use super::{Attempt, CheckContext, is_connect_kind, latency_exceeded};
+use super::{Attempt, CheckContext, excerpt, human_duration, is_connect_kind, latency_exceeded};
 
 /// Single-packet header.
 const SINGLE: [u8; 4] = [0xFF, 0xFF, 0xFF, 0xFF];
@@ -165,14 +169,50 @@ pub(crate) async fn check(
     if let Err(e) = sock.connect(addr).await {
         return fail(FailureReason::Connect, format!("{addr}: {e}"));
     }
+    // UDP may lose a datagram either way: a request unanswered within `interval` is sent
+    // again, the interval doubling each time, until the attempt's soft deadline.
+    let deadline = attempt.soft_deadline();
+    let mut interval = first_resend_interval(attempt.timeout());
     let mut challenge = None;
+    let mut challenges = 0u32;
+    let mut retransmits = 0u32;
     let mut buf = vec![0u8; 1400];
-    // At most two challenges: a server that keeps challenging is broken.
-    for _ in 0..3 {
-        if let Err(e) = sock.send(&request(challenge)).await {
-            return fail(FailureReason::Connect, format!("{addr}: {e}"));
-        }
-        let n = match sock.recv(&mut buf).await {
+    if let Err(e) = sock.send(&request(challenge)).await {
+        return fail(FailureReason::Connect, format!("{addr}: {e}"));
+    }
+    let mut resend_at = tokio::time::Instant::now() + interval;
+    loop {
+        let received =
+            match tokio::time::timeout_at(resend_at.min(deadline), sock.recv(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    let step = if challenge.is_some() {
+                        "to the challenge reply"
+                    } else {
+                        "to A2S_INFO"
+                    };
+                    return fail(
+                        FailureReason::Timeout,
+                        format!(
+                            "{addr}: no answer {step} within {} ({} request{} sent)",
+                            human_duration(attempt.timeout()),
+                            retransmits + 1,
+                            if retransmits == 0 { "" } else { "s" }
+                        ),
+                    )
+                    .with("retransmits", retransmits);
+                }
+                Err(_) => {
+                    retransmits += 1;
+                    interval *= 2;
+                    if let Err(e) = sock.send(&request(challenge)).await {
+                        return fail(FailureReason::Connect, format!("{addr}: {e}"));
+                    }
+                    resend_at = tokio::time::Instant::now() + interval;
+                    continue;
+                }
+            };
+        let n = match received {
             Ok(n) => n,
             Err(e) if is_connect_kind(e.kind()) => {
                 return fail(
@@ -184,7 +224,20 @@ pub(crate) async fn check(
         };
         let reply = &buf[..n];
         if reply.len() >= 9 && reply[..4] == SINGLE && reply[4] == 0x41 {
+            // At most two challenges, plus one per retransmitted request (whose late
+            // answer may be a challenge too): a server that keeps challenging is broken.
+            challenges += 1;
+            if challenges > 2 + retransmits {
+                return fail(
+                    FailureReason::Protocol,
+                    format!("{addr}: the server kept answering with challenges"),
+                );
+            }
             challenge = Some([reply[5], reply[6], reply[7], reply[8]]);
+            if let Err(e) = sock.send(&request(challenge)).await {
+                return fail(FailureReason::Connect, format!("{addr}: {e}"));
+            }
+            resend_at = tokio::time::Instant::now() + interval;
             continue;
         }
         if reply.len() >= 4 && reply[..4] == [0xFE, 0xFF, 0xFF, 0xFF] {
@@ -217,8 +270,13 @@ pub(crate) async fn check(
                 } else if let Some(msg) = latency_exceeded(attempt, max_latency) {
                     fail(FailureReason::Assertion, msg)
                 } else {
-                    CheckOutcome::up(attempt.elapsed_ms())
+                    let mut up = CheckOutcome::up(attempt.elapsed_ms());
+                    up.message = Some(summary(&info));
+                    up
                 };
+                if retransmits > 0 {
+                    o = o.with("retransmits", retransmits);
+                }
                 o = o
                     .with("serverName", info.name.clone())
                     .with("map", info.map.clone())
@@ -234,8 +292,31 @@ pub(crate) async fn check(
             ),
         };
     }
-    fail(
-        FailureReason::Protocol,
-        format!("{addr}: the server kept answering with challenges"),
+}
+
+/// How long to wait for an answer before sending a request again: 1 s, or a quarter of a
+/// short timeout so that at least one retransmission fits (never below 100 ms).
+fn first_resend_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// `"My Server", map de_dust2, 5/24 players (2 bots)`: the server's texts made safe and
+/// short (the same words `kubekuma check` shows for a result without a message).
+fn summary(info: &ServerInfo) -> String {
+    let name: String = match info.name.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &info.name[..at]),
+        None => info.name.clone(),
+    };
+    let map = match info.map.as_str() {
+        "" => String::new(),
+        map => format!(", map {}", excerpt(map.as_bytes(), 60)),
+    };
+    let bots = match info.bots {
+        0 => String::new(),
+        n => format!(" ({n} bots)"),
+    };
+    format!(
+        "{name:?}{map}, {}/{} players{bots}",
+        info.players, info.max_players
     )
 }

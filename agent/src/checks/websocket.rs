@@ -1,19 +1,28 @@
 //! The `websocket` checker: the opening handshake over ws:// or wss:// (tokio-tungstenite,
 //! the same TLS roots as HTTP), an optional text message, an optional expected reply
-//! (exact, or a regex), then the close handshake.
+//! (exact, or a regex: the server's first data message must match), then the close
+//! handshake.
+//!
+//! The close handshake is bounded: after a good exchange the checker sends Close and waits
+//! at most 2 s (less when the attempt's timeout is nearer) for the server's Close. A server
+//! that does not answer it is still up, with the message "closed without close handshake
+//! (…)"; metadata `closeHandshake` tells whether it completed. `maxLatencyMs` judges the
+//! time up to the end of the exchange, before the close handshake.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, connect_async_tls_with_config};
+use tokio_tungstenite::{Connector, WebSocketStream, connect_async_tls_with_config};
 
 use super::http::display_url;
-use super::{Attempt, CheckContext, excerpt, is_connect_kind, latency_exceeded};
+use super::{Attempt, CheckContext, excerpt, human_duration, is_connect_kind, latency_exceeded};
 
 /// Run one WebSocket check.
 pub(crate) async fn check(
@@ -118,6 +127,9 @@ pub(crate) async fn check(
             }
             Err(e) => return fail(FailureReason::Protocol, format!("{shown}: {e}")),
         };
+    // Waits for the server end shortly before the attempt's timeout, so that they fail with
+    // a message of their own rather than the generic one of the timeout.
+    let deadline = attempt.soft_deadline();
     if let Some(m) = &target.message
         && let Err(e) = ws.send(Message::text(m.clone())).await
     {
@@ -127,22 +139,71 @@ pub(crate) async fn check(
         );
     }
     if let Some(expected) = &target.expected_response {
+        let regex = target.regex.unwrap_or(false);
         let reply = loop {
-            match ws.next().await {
+            let next = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let what = if target.message.is_some() {
+                        "no reply to the message"
+                    } else {
+                        "no message from the server"
+                    };
+                    let expected = if regex {
+                        format!("a match of {:?}", shorten(expected))
+                    } else {
+                        format!("{:?}", shorten(expected))
+                    };
+                    return fail(
+                        FailureReason::Timeout,
+                        format!(
+                            "{shown}: {what} within {} (expected {expected})",
+                            human_duration(attempt.timeout())
+                        ),
+                    );
+                }
+            };
+            match next {
                 Some(Ok(Message::Text(t))) => break t.as_bytes().to_vec(),
                 Some(Ok(Message::Binary(b))) => break b.to_vec(),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => {
+                Some(Ok(Message::Close(frame))) => {
+                    let why = match frame {
+                        Some(f) if f.reason.is_empty() => {
+                            format!(" (close code {})", u16::from(f.code))
+                        }
+                        Some(f) => format!(
+                            " (close code {}, {:?})",
+                            u16::from(f.code),
+                            excerpt(f.reason.as_bytes(), 60)
+                        ),
+                        None => String::new(),
+                    };
                     return fail(
                         FailureReason::Body,
-                        format!("{shown}: the server closed before replying"),
+                        format!("{shown}: the server closed the connection before replying{why}"),
+                    );
+                }
+                None
+                | Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    return fail(
+                        FailureReason::Body,
+                        format!(
+                            "{shown}: the server ended the connection before replying, without a close handshake"
+                        ),
+                    );
+                }
+                Some(Err(WsError::Io(e))) if is_connect_kind(e.kind()) => {
+                    return fail(
+                        FailureReason::Connect,
+                        format!("{shown}: the connection broke before a reply: {e}"),
                     );
                 }
                 Some(Err(e)) => return fail(FailureReason::Protocol, format!("{shown}: {e}")),
             }
         };
         let text = String::from_utf8_lossy(&reply);
-        let matched = if target.regex.unwrap_or(false) {
+        let matched = if regex {
             match regex::Regex::new(expected) {
                 Ok(re) => re.is_match(&text),
                 Err(e) => {
@@ -165,16 +226,68 @@ pub(crate) async fn check(
             );
         }
     }
-    // Close handshake: send Close, then read until the server's Close (or the end).
-    let _ = ws.close(None).await;
-    while let Some(Ok(_)) = ws.next().await {}
+    // maxLatencyMs judges the exchange; the close handshake below is not part of it.
     let max = spec
         .success_criteria
         .as_ref()
         .and_then(|c| c.websocket.as_ref())
         .and_then(|w| w.max_latency_ms);
-    match latency_exceeded(attempt, max) {
+    let too_slow = latency_exceeded(attempt, max);
+    let wait = CLOSE_WAIT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let closed = match tokio::time::timeout(wait, close(&mut ws)).await {
+        Ok(closed) => closed,
+        Err(_) => Closed::Without(format!("no Close reply within {}", human_duration(wait))),
+    };
+    let mut outcome = match too_slow {
         Some(msg) => fail(FailureReason::Assertion, msg),
-        None => CheckOutcome::up(attempt.elapsed_ms()),
+        None => {
+            let mut up = CheckOutcome::up(attempt.elapsed_ms());
+            up.message = Some(match &closed {
+                Closed::Completed => "close handshake completed".to_string(),
+                Closed::Without(why) => format!("closed without close handshake ({why})"),
+            });
+            up
+        }
+    };
+    outcome = outcome.with("closeHandshake", matches!(closed, Closed::Completed));
+    outcome
+}
+
+/// Longest wait for the server's Close frame after ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How the close handshake ended.
+enum Closed {
+    /// The server answered our Close with its own.
+    Completed,
+    /// It did not, and why.
+    Without(String),
+}
+
+/// Send Close, then read until the server's Close. Messages still in flight are skipped.
+async fn close<S>(ws: &mut WebSocketStream<S>) -> Closed
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = ws.close(None).await {
+        return Closed::Without(format!("cannot send Close: {e}"));
+    }
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) => return Closed::Completed,
+            Some(Ok(_)) => continue,
+            None | Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return Closed::Without("the server ended the connection instead".into());
+            }
+            Some(Err(e)) => return Closed::Without(e.to_string()),
+        }
+    }
+}
+
+/// An expected response cut to 60 characters for a message, `…` when cut.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }

@@ -40,6 +40,7 @@ www       IN AAAA  2001:db8::10
 v4only    IN A     192.0.2.20
 alias     IN CNAME www.example.test.
 dangling  IN CNAME missing.example.test.
+to-v4     IN CNAME v4only.example.test.
 @         IN MX    10 mail.example.test.
 @         IN MX    20 backup.example.test.
 mail      IN A     192.0.2.25
@@ -115,7 +116,7 @@ fn serve(udp: Option<UdpSocket>, tcp: Option<TcpListener>) {
 }
 
 /// The zones over UDP and TCP.
-async fn zone_server() -> SocketAddr {
+pub(crate) async fn zone_server() -> SocketAddr {
     let (udp, tcp) = bind_pair().await;
     let addr = udp.local_addr().unwrap();
     serve(Some(udp), Some(tcp));
@@ -377,13 +378,22 @@ async fn no_records_of_the_type_is_a_dns_failure() {
 
 #[tokio::test]
 async fn a_cname_without_an_answer_is_a_dns_failure_naming_the_cname() {
-    // hickory-server answers NOERROR with only the CNAME when its target is missing.
+    // The CNAME's target has no record of the type: hickory-resolver follows the CNAME and
+    // gets NOERROR without records.
     let server = zone_server().await;
+    let o = check(server, "to-v4.example.test", "AAAA", &[]).await;
+    assert_down(&o, FailureReason::Dns, &[]);
+    assert_eq!(
+        msg(&o),
+        "no AAAA records for to-v4.example.test (CNAME v4only.example.test)"
+    );
+    // The CNAME's target does not exist: hickory-server answers NOERROR with only the CNAME,
+    // and NXDOMAIN when asked for the target.
     let o = check(server, "dangling.example.test", "A", &[]).await;
     assert_down(&o, FailureReason::Dns, &[]);
     assert_eq!(
         msg(&o),
-        "no A records for dangling.example.test (CNAME missing.example.test)"
+        "dangling.example.test: CNAME missing.example.test does not exist (NXDOMAIN)"
     );
     // Others answer NXDOMAIN with the CNAME.
     let server = udp_responder(Reply::NxCname).await;
@@ -558,4 +568,23 @@ async fn the_latency_bound_is_an_assertion() {
         o.metadata["records"],
         serde_json::json!(["192.0.2.10", "192.0.2.11"])
     );
+}
+
+#[tokio::test]
+async fn without_a_server_the_system_resolver_is_asked() {
+    // No server in the spec or the settings: hickory's system resolver (/etc/resolv.conf,
+    // /etc/hosts). It answers `localhost` without the network (from the hosts file, or as
+    // RFC 6761 asks), so this only needs a resolv.conf with a nameserver.
+    let spec = spec("localhost", "A", None, &["127.0.0.1"], "");
+    let o = checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
+    assert!(o.up, "{o:?}");
+    assert_eq!(msg(&o), "A 127.0.0.1");
+    let server = o.metadata["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("system resolver ("), "{server:?}");
+
+    // Names under `invalid.` never exist (RFC 6761): NXDOMAIN without asking anyone.
+    let spec = self::spec("nothing.invalid.", "A", None, &[], "");
+    let o = checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
+    assert_down(&o, FailureReason::Dns, &[]);
+    assert_eq!(msg(&o), "nothing.invalid: no such domain (NXDOMAIN)");
 }

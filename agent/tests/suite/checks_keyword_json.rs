@@ -14,7 +14,10 @@ use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 
-async fn server() -> u16 {
+/// Non-ASCII text whose lowercase form is longer in bytes (`İ` is 2 bytes, `i̇` 3).
+const UNICODE_PAGE: &str = "İİİİ İstanbul — État: OPÉRATIONNEL, Status: DOWN for maintenance";
+
+pub(crate) async fn server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -34,6 +37,7 @@ async fn server() -> u16 {
                             "<html><h1>Welcome to the Shop</h1><p>maintenance banner</p></html>",
                         ),
                         "/text" => (200, "plain text, not json"),
+                        "/unicode" => (200, UNICODE_PAGE),
                         _ => (503, "unavailable"),
                     };
                     let mut r =
@@ -118,6 +122,46 @@ async fn keyword_found_missing_inverted_regex_and_case() {
         ))
         .await
         .up
+    );
+}
+
+#[tokio::test]
+async fn keyword_case_insensitive_in_non_ascii_text_quotes_the_right_excerpt() {
+    let port = server().await;
+    let unicode = |extra: &str| {
+        format!(
+            "type: keyword\ntarget:\n  keyword:\n    url: http://127.0.0.1:{port}/unicode\n{extra}"
+        )
+    };
+    assert!(
+        run(&unicode(
+            "    keyword: 'état: opérationnel'\n    caseInsensitive: true\n"
+        ))
+        .await
+        .up
+    );
+    let o = run(&unicode(
+        "    keyword: STATUS\n    caseInsensitive: true\n    invert: true\n",
+    ))
+    .await;
+    assert_eq!(o.reason, Some(FailureReason::Body));
+    assert_eq!(
+        o.message.as_deref(),
+        Some(
+            "keyword \"STATUS\" found in the body, which inverted means down: …tat: OPÉRATIONNEL, Status: DOWN for maintenan…"
+        )
+    );
+    // A long keyword is quoted shortened.
+    let long = "ü".repeat(100);
+    let o = run(&unicode(&format!(
+        "    keyword: {long}\n    caseInsensitive: true\n"
+    )))
+    .await;
+    assert_eq!(o.reason, Some(FailureReason::Body));
+    let msg = o.message.unwrap();
+    assert!(
+        msg.starts_with(&format!("keyword \"{}…\" not found", "ü".repeat(60))),
+        "{msg}"
     );
 }
 

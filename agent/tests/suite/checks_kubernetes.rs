@@ -1,6 +1,12 @@
 //! The `kubernetes` checker against the fake API server: workloads, pods, nodes, services,
 //! custom resources by condition, not found, forbidden and an unreachable API server; and
 //! the fake itself with kube's watcher and its write semantics.
+//!
+//! No real Kubernetes API server runs here, so these tests use a faithful fake
+//! (`common::fake_kube`): it speaks the real Kubernetes HTTP protocol to an unmodified
+//! `kube::Client` — the REST paths (`/api/v1/...`, `/apis/<group>/<version>/namespaces/<ns>/<plural>/<name>`),
+//! JSON objects and `Status` errors, and API discovery (`/api`, `/apis`, `/version`) —
+//! so the checker runs exactly the requests it would send to a cluster.
 
 use crate::common::fake_kube;
 
@@ -79,7 +85,13 @@ fn assert_up(o: &CheckOutcome, message: Option<&str>) {
     assert_eq!((o.reason, o.message.as_deref()), (None, message));
 }
 
-fn deployment(name: &str, replicas: i64, available: i64, generation: i64, observed: i64) -> Value {
+pub(crate) fn deployment(
+    name: &str,
+    replicas: i64,
+    available: i64,
+    generation: i64,
+    observed: i64,
+) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": { "name": name, "namespace": "prod", "generation": generation, "labels": { "app": name } },
@@ -148,14 +160,50 @@ async fn deployment_rollout_in_progress_is_noted_and_zero_replicas_is_up() {
 }
 
 #[tokio::test]
-async fn statefulset_counts_ready_replicas() {
+async fn statefulset_counts_available_replicas() {
+    let (fake, ctx) = fake().await;
+    let sts = |status: Value| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": { "name": "db", "namespace": "prod" },
+            "spec": { "replicas": 2, "serviceName": "db", "selector": { "matchLabels": { "app": "db" } }, "template": {} },
+            "status": status,
+        })
+    };
+    let target = "apiVersion: apps/v1\nkind: StatefulSet\nname: db";
+    // Both pods ready, one not yet for minReadySeconds: available counts, not ready.
+    fake.put_object(sts(
+        json!({ "replicas": 2, "readyReplicas": 2, "availableReplicas": 1 }),
+    ));
+    let o = check(&ctx, target, "").await;
+    assert_down(
+        &o,
+        FailureReason::Unhealthy,
+        "1/2 replicas available (50% < 100%)",
+    );
+    assert_eq!(
+        (o.metadata["ready"].clone(), o.metadata["desired"].clone()),
+        (json!(1), json!(2))
+    );
+    fake.put_object(sts(
+        json!({ "replicas": 2, "readyReplicas": 2, "availableReplicas": 2 }),
+    ));
+    assert_up(
+        &check(&ctx, target, "").await,
+        Some("2/2 replicas available"),
+    );
+}
+
+#[tokio::test]
+async fn statefulset_without_available_replicas_falls_back_to_ready_replicas() {
+    // API servers before Kubernetes 1.22 do not report status.availableReplicas.
     let (fake, ctx) = fake().await;
     let sts = |ready: i64| {
         json!({
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": { "name": "db", "namespace": "prod" },
             "spec": { "replicas": 2, "serviceName": "db", "selector": { "matchLabels": { "app": "db" } }, "template": {} },
-            "status": { "replicas": 2, "readyReplicas": ready, "availableReplicas": ready },
+            "status": { "replicas": 2, "readyReplicas": ready },
         })
     };
     let target = "apiVersion: apps/v1\nkind: StatefulSet\nname: db";
@@ -177,8 +225,9 @@ async fn daemonset_counts_available_pods() {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": { "name": "agent", "namespace": "kube-system" },
         "spec": { "selector": { "matchLabels": { "app": "agent" } }, "template": {} },
-        "status": { "desiredNumberScheduled": 4, "currentNumberScheduled": 4, "numberReady": 3, "numberAvailable": 3, "numberMisscheduled": 0 },
+        "status": { "desiredNumberScheduled": 4, "currentNumberScheduled": 4, "numberReady": 4, "numberAvailable": 3, "numberMisscheduled": 0 },
     }));
+    // Four pods ready, one of them not yet for minReadySeconds: numberAvailable counts.
     // The target's namespace wins over the monitor's.
     let target = "apiVersion: apps/v1\nkind: DaemonSet\nname: agent\nnamespace: kube-system";
     let o = check(&ctx, target, "").await;

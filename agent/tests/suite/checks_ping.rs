@@ -146,7 +146,7 @@ fn ipv6_loopback() -> bool {
 }
 
 /// A port on 127.0.0.1 that accepts connections for as long as the test runs.
-async fn listening_port() -> u16 {
+pub(crate) async fn listening_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { while listener.accept().await.is_ok() {} });

@@ -25,12 +25,15 @@ fn info_reply(players: u8) -> Vec<u8> {
     v
 }
 
-/// A responder: challenges requests without the right challenge, then answers.
-async fn responder(mode: &'static str) -> u16 {
+/// A responder: challenges requests without the right challenge, then answers. Mode
+/// `lossy` loses the first request and the first request carrying the challenge, as a
+/// network dropping datagrams would.
+pub(crate) async fn responder(mode: &'static str) -> u16 {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = sock.local_addr().unwrap().port();
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
+        let (mut lost_plain, mut lost_challenged) = (false, false);
         loop {
             let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
                 return;
@@ -38,6 +41,17 @@ async fn responder(mode: &'static str) -> u16 {
             let req = &buf[..n];
             assert_eq!(&req[..4], &[0xFF; 4]);
             assert_eq!(&req[4..25], b"TSource Engine Query\0");
+            if mode == "lossy" {
+                let lost = if req[25..] == CHALLENGE {
+                    &mut lost_challenged
+                } else {
+                    &mut lost_plain
+                };
+                if !*lost {
+                    *lost = true;
+                    continue;
+                }
+            }
             let reply = match mode {
                 "silent" => continue,
                 "garbage" => b"\xFF\xFF\xFF\xFFIbroken".to_vec(),
@@ -56,6 +70,10 @@ async fn responder(mode: &'static str) -> u16 {
 }
 
 async fn run(port: u16, extra: &str) -> CheckOutcome {
+    run_within(port, extra, Duration::from_millis(800)).await
+}
+
+async fn run_within(port: u16, extra: &str, timeout: Duration) -> CheckOutcome {
     let spec: MonitorSpec = serde_yaml_ng::from_str(&format!(
         "type: steam\ntarget:\n  steam: {{host: 127.0.0.1, port: {port}}}\n{extra}"
     ))
@@ -64,7 +82,7 @@ async fn run(port: u16, extra: &str) -> CheckOutcome {
         EffectiveSettings::default(),
         Arc::new(SecretStore::default()),
     );
-    checks::run(&ctx, "ns", &spec, Duration::from_millis(800)).await
+    checks::run(&ctx, "ns", &spec, timeout).await
 }
 
 #[tokio::test]
@@ -77,6 +95,24 @@ async fn answers_after_the_challenge_with_name_map_and_players() {
     assert_eq!(o.metadata["players"], 7);
     assert_eq!(o.metadata["maxPlayers"], 24);
     assert_eq!(o.metadata["bots"], 2);
+    assert_eq!(
+        o.message.as_deref(),
+        Some("\"KubeKuma Test Server\", map de_dust2, 7/24 players (2 bots)")
+    );
+    assert!(!o.metadata.contains_key("retransmits"), "{o:?}");
+}
+
+#[tokio::test]
+async fn lost_datagrams_are_retransmitted_in_both_steps() {
+    let port = responder("lossy").await;
+    let o = run_within(port, "", Duration::from_secs(3)).await;
+    assert!(o.up, "{o:?}");
+    assert_eq!(
+        o.message.as_deref(),
+        Some("\"KubeKuma Test Server\", map de_dust2, 7/24 players (2 bots)")
+    );
+    assert_eq!(o.metadata["players"], 7);
+    assert_eq!(o.metadata["retransmits"], 2, "{o:?}");
 }
 
 #[tokio::test]
@@ -100,8 +136,16 @@ async fn malformed_silent_and_closed() {
             .unwrap()
             .contains("malformed A2S_INFO reply")
     );
-    let o = run(responder("silent").await, "").await;
+    let port = responder("silent").await;
+    let o = run(port, "").await;
     assert_eq!(o.reason, Some(FailureReason::Timeout), "{o:?}");
+    let msg = o.message.as_deref().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "127.0.0.1:{port}: no answer to A2S_INFO within 800ms ("
+        )) && msg.ends_with(" requests sent)"),
+        "retransmitted, then gave up before the timeout: {msg}"
+    );
     let closed = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()

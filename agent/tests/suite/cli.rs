@@ -1,5 +1,7 @@
 //! The `kubekuma` binary as a user runs it: `validate`, `check`, `crds` and `notify test`, with their
-//! output and exit codes. `check` runs against a real hyper server on 127.0.0.1.
+//! output and exit codes. `check` runs against real peers on 127.0.0.1: hyper servers, the
+//! hickory-server zone, a tungstenite server, a Steam responder and the fake Kubernetes API
+//! server (reached through a kubeconfig), the ones the per-type tests start.
 
 use std::convert::Infallible;
 use std::process::Command;
@@ -122,6 +124,217 @@ async fn check_runs_each_monitor_once_and_prints_a_table() {
         row("ops/db").contains(" down ") && row("ops/db").contains("connect"),
         "{stdout}"
     );
+}
+
+/// A Monitor manifest in namespace `ops`: `spec` is the YAML under `spec:`, indented by 2.
+fn monitor(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {{name: {name}, namespace: ops}}\nspec:\n{spec}---\n"
+    )
+}
+
+/// A kubeconfig whose current context is the fake API server at `url`, without credentials.
+fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{url}\"}}\n\
+         contexts:\n- name: fake\n  context: {{cluster: fake, user: fake, namespace: default}}\n\
+         current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+    )
+}
+
+/// `kubekuma check` on a folder with one monitor of every type but docker (tested on its
+/// own against a fake engine) and http/tcp (above): each one against the peer its
+/// per-type test uses, the kubernetes one through a kubeconfig naming the fake API
+/// server. Every row is up and shows the checker's details; the push monitor is skipped,
+/// not down, and the exit code is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_runs_every_monitor_type_and_skips_push() {
+    let http = crate::checks_keyword_json::server().await;
+    let dns = crate::checks_dns::zone_server().await;
+    let tcp = crate::checks_ping::listening_port().await;
+    let ws = crate::checks_websocket::server(None).await;
+    let steam = crate::checks_steam::responder("ok").await;
+    let kube = crate::common::fake_kube::FakeKube::start().await;
+    kube.put_object(crate::checks_kubernetes::deployment("api", 3, 3, 1, 1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = [
+        monitor(
+            "shop",
+            &format!(
+                "  type: keyword\n  target:\n    keyword: {{url: \"http://127.0.0.1:{http}/html\", keyword: Welcome}}\n"
+            ),
+        ),
+        monitor(
+            "status",
+            &format!(
+                "  type: jsonQuery\n  target:\n    jsonQuery: {{url: \"http://127.0.0.1:{http}/json\", query: $.status, expected: degraded}}\n"
+            ),
+        ),
+        monitor(
+            "www",
+            &format!(
+                "  type: dns\n  target:\n    dns: {{domain: www.example.test, recordType: A, server: \"{dns}\"}}\n"
+            ),
+        ),
+        monitor(
+            "loopback",
+            &format!(
+                "  type: ping\n  target:\n    ping: {{host: 127.0.0.1, count: 2, tcpFallback: {tcp}}}\n"
+            ),
+        ),
+        monitor(
+            "socket",
+            &format!(
+                "  type: websocket\n  target:\n    websocket: {{url: \"ws://127.0.0.1:{ws}/socket\", message: ping, expectedResponse: 'echo: ping'}}\n"
+            ),
+        ),
+        monitor(
+            "game",
+            &format!("  type: steam\n  target:\n    steam: {{host: 127.0.0.1, port: {steam}}}\n"),
+        ),
+        monitor(
+            "api",
+            "  type: kubernetes\n  target:\n    kubernetes: {apiVersion: apps/v1, kind: Deployment, namespace: prod, name: api}\n",
+        ),
+        monitor(
+            "backup",
+            "  type: push\n  target:\n    push: {token: nightly-backup-3f9a7c2e, intervalSeconds: 86400}\n",
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("monitors.yaml"), text).unwrap();
+    let kubeconfig_path = dir.path().join("kubeconfig.yaml");
+    std::fs::write(&kubeconfig_path, kubeconfig(&kube.url())).unwrap();
+    let manifests = dir.path().join("monitors.yaml");
+    let out = tokio::task::spawn_blocking(move || {
+        kubekuma()
+            .arg("check")
+            .arg(&manifests)
+            .env("KUBECONFIG", &kubeconfig_path)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let shown = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("MONITOR") && lines[0].ends_with("MESSAGE"),
+        "{shown}"
+    );
+    assert_eq!(lines.len(), 9, "a header and 8 rows: {shown}");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("ops/{name} ")))
+            .copied()
+            .unwrap_or_else(|| panic!("no row for ops/{name}: {shown}"))
+            .to_string()
+    };
+    let up = |name: &str, ty: &str, parts: &[&str]| {
+        let r = row(name);
+        assert!(r.contains(&format!(" {ty} ")), "{r}\n{shown}");
+        assert!(r.contains(" up "), "{name} is not up: {r}\n{shown}");
+        for p in parts {
+            assert!(r.contains(p), "{name}: {r:?} lacks {p:?}\n{shown}");
+        }
+    };
+    up("shop", "keyword", &["HTTP 200"]);
+    up("status", "jsonQuery", &["HTTP 200"]);
+    up("www", "dns", &["A 192.0.2.10, 192.0.2.11"]);
+    up("socket", "websocket", &[]);
+    // From the checker's message, or else from its metadata (name, map, players).
+    up(
+        "game",
+        "steam",
+        &["KubeKuma Test Server", "de_dust2", "7/24 players (2 bots)"],
+    );
+    up("api", "kubernetes", &["3/3 replicas available"]);
+    // The round trip over ICMP where this host allows it, else the TCP fallback.
+    let ping = row("loopback");
+    up("loopback", "ping", &[]);
+    assert!(
+        (ping.contains("2/2 replies") && ping.contains("rtt min/avg/max"))
+            || (ping.contains("ICMP not permitted here")
+                && ping.contains(&format!("TCP connect to port {tcp} instead"))
+                && ping.contains("connected to 127.0.0.1")),
+        "{ping}\n{shown}"
+    );
+    let push = row("backup");
+    assert!(
+        push.contains(" push ") && push.contains(" skipped ") && push.contains(" - "),
+        "{push}\n{shown}"
+    );
+    assert!(
+        push.ends_with(
+            "push monitors are checked by the running agent (POST/GET /api/v1/push/<token>)"
+        ),
+        "{push}\n{shown}"
+    );
+    assert!(
+        !push.contains("nightly-backup-3f9a7c2e"),
+        "the push token was printed: {push}"
+    );
+    assert!(
+        stderr.contains("7 monitors checked: 7 up, 0 down; 1 monitor skipped"),
+        "{shown}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        kube.requests()
+            .iter()
+            .any(|r| r.path == "/apis/apps/v1/namespaces/prod/deployments/api"),
+        "the kubernetes check did not reach the fake API server"
+    );
+}
+
+/// A folder of nothing but push monitors: every row skipped, exit 0; with a down monitor
+/// beside it the exit code is 1 and the push monitor is still only skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_skips_push_monitors_without_failing() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let push = monitor("heartbeat", "  type: push\n  target:\n    push: {}\n");
+    std::fs::write(dir.path().join("push.yaml"), &push).unwrap();
+    let run = |path: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || kubekuma().arg("check").arg(path).output().unwrap())
+    };
+    let out = run(dir.path().join("push.yaml")).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert!(
+        rows[0].starts_with("ops/heartbeat") && rows[0].contains(" skipped "),
+        "{stdout}"
+    );
+
+    let down = monitor(
+        "db",
+        &format!("  type: tcp\n  target:\n    tcp: {{host: 127.0.0.1, port: {closed}}}\n"),
+    );
+    std::fs::write(dir.path().join("both.yaml"), push + &down).unwrap();
+    let out = run(dir.path().join("both.yaml")).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("ops/heartbeat").contains(" skipped "), "{stdout}");
+    assert!(row("ops/db").contains(" down "), "{stdout}");
 }
 
 /// `notify test` sends one message through a provider of the manifests — here a webhook

@@ -3,11 +3,13 @@
 //! real manifests (seed specification examples, the original implementation's files,
 //! deploy/examples) that must validate without errors.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use kubekuma_agent::catalog::Severity;
 use kubekuma_agent::catalog::decode::parse_text;
 use kubekuma_agent::catalog::snapshot::{Built, build};
+use kubekuma_crds::monitor::MonitorType;
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,6 +155,51 @@ fn deploy_examples_are_clean() {
         .map(|f| format!("{}: {f}", f.severity))
         .collect();
     assert!(built.findings.is_empty(), "{}", lines.join("\n"));
-    assert!(built.snapshot.monitors.len() >= 4);
     assert!(built.findings.iter().all(|f| f.severity != Severity::Error));
+    assert_monitor_examples_cover_every_type();
+}
+
+/// deploy/examples/monitors/ documents every monitor type: read as the agent reads it, it
+/// holds a valid Monitor of each of the eleven types (judged by the monitors' types, not
+/// the file names), so removing or breaking one fails.
+fn assert_monitor_examples_cover_every_type() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/monitors");
+    let built = build(&kubekuma_agent::catalog::folder::read_paths(&[root]), None);
+    let lines: Vec<String> = built
+        .findings
+        .iter()
+        .map(|f| format!("{}: {f}", f.severity))
+        .collect();
+    assert!(built.findings.is_empty(), "{}", lines.join("\n"));
+    let found: BTreeSet<MonitorType> = built
+        .snapshot
+        .monitors
+        .values()
+        .map(|m| m.spec.type_)
+        .collect();
+    let names: Vec<String> = MonitorType::ALL.iter().map(|t| t.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "http",
+            "keyword",
+            "jsonQuery",
+            "tcp",
+            "dns",
+            "ping",
+            "websocket",
+            "push",
+            "steam",
+            "kubernetes",
+            "docker"
+        ]
+    );
+    let missing: Vec<&MonitorType> = MonitorType::ALL
+        .iter()
+        .filter(|t| !found.contains(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/examples/monitors/ has no valid example of {missing:?} (found {found:?})"
+    );
 }
