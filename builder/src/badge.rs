@@ -2,9 +2,10 @@
 //! theme's own font so that both outputs agree pixel for pixel.
 //!
 //! The [`BadgeRenderer`] is built once from the font file (`themes/default/fonts/DejaVuSans.ttf`)
-//! and reused for every badge: it holds the font's advance and kerning tables, used to size
-//! the SVG, and a `usvg` option set with that same font loaded, used to rasterise it. Nothing
-//! here reads files or the system's fonts.
+//! and reused for every badge: it holds the font read with skrifa ([`crate::font`]: advances
+//! and kerning size the SVG, glyph outlines draw the PNG renderings' texts as paths) and a
+//! `usvg` option set with that same font loaded, used to rasterise any SVG given to
+//! [`BadgeRenderer::png`]. Nothing here reads files or the system's fonts.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -224,7 +225,7 @@ pub fn shields_endpoint_json(badge: &Badge) -> serde_json::Value {
 }
 
 /// Renders badges with one font: measures text with the font's own metrics, writes the
-/// SVG, and rasterises SVG to PNG with the same font loaded into usvg.
+/// SVG, and rasterises the same picture (texts as glyph paths) to PNG through resvg.
 ///
 /// Build it once and share it (it is `Send + Sync`); every method takes `&self`.
 pub struct BadgeRenderer {

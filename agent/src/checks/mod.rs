@@ -150,8 +150,8 @@ impl CheckContext {
 /// is a CheckOutcome with up=false, a classified reason and a human message.
 ///
 /// `timeout` bounds the whole attempt (`reason: timeout` when it passes); `latency_ms` is
-/// the time the attempt took, except for a ping that got replies, whose latency is the
-/// average round-trip time (the attempt also spends the gaps between echo requests).
+/// the time the attempt took, except where a checker measures something more telling (see
+/// [`own_latency`]).
 pub async fn run(
     ctx: &CheckContext,
     namespace: &str,
@@ -182,13 +182,24 @@ pub async fn run(
             format!("no answer within {}", human_duration(timeout)),
         ),
     };
-    let ping_rtt = spec.type_ == MonitorType::Ping
-        && outcome.metadata.contains_key("rttAvgMs")
-        && outcome.latency_ms.is_finite();
-    if !ping_rtt {
+    if !own_latency(spec.type_, &outcome) {
         outcome.latency_ms = attempt.elapsed_ms();
     }
     outcome
+}
+
+/// Whether an outcome keeps the latency its checker measured instead of the attempt's
+/// duration: a ping that got replies reports the average round-trip time (the attempt
+/// also spends the gaps between echo requests), and a WebSocket exchange that got as far
+/// as the close handshake reports the time up to the end of the exchange (the bounded
+/// wait for the server's Close frame is not the server's responsiveness).
+fn own_latency(type_: MonitorType, outcome: &CheckOutcome) -> bool {
+    let key = match type_ {
+        MonitorType::Ping => "rttAvgMs",
+        MonitorType::Websocket => "closeHandshake",
+        _ => return false,
+    };
+    outcome.metadata.contains_key(key) && outcome.latency_ms.is_finite()
 }
 
 /// The clock of one attempt, handed to checkers.

@@ -1,7 +1,8 @@
-//! The `push` checker, for one-off runs such as `kubekuma check`. A push monitor is not
-//! probed: it waits for pushes to `/api/v1/push/<token>`, which only a running agent
-//! receives. In the agent, a scheduled run of a push monitor evaluates its deadline in
-//! [`crate::push::PushHub::evaluate`] instead of calling this.
+//! The `push` arm of [`super::run`]. A push monitor is not probed: it waits for pushes
+//! to `/api/v1/push/<token>`, which only a running agent receives. The agent evaluates a
+//! push monitor's deadline in [`crate::push::PushHub::evaluate`] and `kubekuma check`
+//! skips push monitors, so this arm only answers a direct call (such as the benchmark's
+//! mix of monitors) with the outcome such a run can honestly have.
 
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};

@@ -6,8 +6,9 @@
 //! The close handshake is bounded: after a good exchange the checker sends Close and waits
 //! at most 2 s (less when the attempt's timeout is nearer) for the server's Close. A server
 //! that does not answer it is still up, with the message "closed without close handshake
-//! (…)"; metadata `closeHandshake` tells whether it completed. `maxLatencyMs` judges the
-//! time up to the end of the exchange, before the close handshake.
+//! (…)"; metadata `closeHandshake` tells whether it completed. The latency, and what
+//! `maxLatencyMs` judges, is the time up to the end of the exchange, before the close
+//! handshake.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,15 +234,16 @@ pub(crate) async fn check(
         .and_then(|c| c.websocket.as_ref())
         .and_then(|w| w.max_latency_ms);
     let too_slow = latency_exceeded(attempt, max);
+    let exchange_ms = attempt.elapsed_ms();
     let wait = CLOSE_WAIT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     let closed = match tokio::time::timeout(wait, close(&mut ws)).await {
         Ok(closed) => closed,
         Err(_) => Closed::Without(format!("no Close reply within {}", human_duration(wait))),
     };
     let mut outcome = match too_slow {
-        Some(msg) => fail(FailureReason::Assertion, msg),
+        Some(msg) => CheckOutcome::down(exchange_ms, FailureReason::Assertion, msg),
         None => {
-            let mut up = CheckOutcome::up(attempt.elapsed_ms());
+            let mut up = CheckOutcome::up(exchange_ms);
             up.message = Some(match &closed {
                 Closed::Completed => "close handshake completed".to_string(),
                 Closed::Without(why) => format!("closed without close handshake ({why})"),
