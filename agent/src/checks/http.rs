@@ -1,6 +1,10 @@
 //! The `http` checker: one request over a fresh connection, judged by status code,
 //! content type and latency; the peer's TLS certificate expiry is recorded.
 //!
+//! `tls.sni` (https only) names a server in the TLS handshake other than the URL's host:
+//! the connection still goes to the URL's host (resolved first), the certificate is
+//! verified against the name, and the request carries the URL's host in `Host`.
+//!
 //! [`fetch`] and [`judge`] are split so that the `keyword` and `jsonQuery` checkers can
 //! reuse the request and add their own body criteria.
 
@@ -31,6 +35,9 @@ pub(crate) struct ClientKey {
     /// `None`: do not follow redirects; `Some(n)`: follow at most `n`.
     redirects: Option<usize>,
     user_agent: String,
+    /// `tls.sni`: the name connections to it go to these addresses (the URL's host's),
+    /// so the TLS handshake names it while the request goes where the URL says.
+    sni: Option<(String, Vec<std::net::SocketAddr>)>,
 }
 
 /// One HTTP exchange that produced a response.
@@ -162,6 +169,29 @@ pub(crate) async fn fetch(
         None => None,
     };
 
+    // `tls.sni` (https only): the request goes to the name instead of the URL's host,
+    // with that name resolved to the host's addresses and the host kept in `Host`.
+    let sni = match target
+        .tls
+        .as_ref()
+        .and_then(|t| t.sni.as_deref())
+        .map(str::trim)
+    {
+        Some(name) if !name.is_empty() && url.scheme() == "https" => {
+            Some(sni_route(&url, name, &shown).await?)
+        }
+        _ => None,
+    };
+    let request_url = match &sni {
+        Some(route) => {
+            if !headers.contains_key(reqwest::header::HOST) {
+                headers.insert(reqwest::header::HOST, route.host.clone());
+            }
+            route.url.clone()
+        }
+        None => url.clone(),
+    };
+
     let key = ClientKey {
         skip_verify: target.skips_tls_verify(),
         redirects: if target.follow_redirects.unwrap_or(true) {
@@ -175,6 +205,7 @@ pub(crate) async fn fetch(
             None
         },
         user_agent: ctx.settings().user_agent.clone(),
+        sni: sni.map(|route| (route.name, route.addrs)),
     };
     let client = client(ctx, &key).map_err(config)?;
 
@@ -187,7 +218,7 @@ pub(crate) async fn fetch(
         HttpMethod::DELETE => reqwest::Method::DELETE,
         HttpMethod::OPTIONS => reqwest::Method::OPTIONS,
     };
-    let mut request = client.request(method, url.clone()).headers(headers);
+    let mut request = client.request(method, request_url.clone()).headers(headers);
     if let Some(body) = body {
         request = request.body(body);
     }
@@ -198,7 +229,12 @@ pub(crate) async fn fetch(
         .map_err(|e| request_failed(&e, &url, &shown, &key, attempt))?;
 
     let status = response.status().as_u16();
-    let final_url = display_url(response.url());
+    // Without a redirect, the URL as written (not the `tls.sni` name it was sent to).
+    let final_url = if *response.url() == request_url {
+        shown.clone()
+    } else {
+        display_url(response.url())
+    };
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -249,6 +285,67 @@ pub(crate) async fn fetch(
         body,
         truncated,
         cert,
+    })
+}
+
+/// Where a request with `tls.sni` goes: `url` is the monitor's URL with its host replaced
+/// by the server name, `addrs` the original host's addresses (which the client resolves
+/// the name to), and `host` the original host (and port), sent as the `Host` header.
+struct SniRoute {
+    name: String,
+    url: Url,
+    addrs: Vec<std::net::SocketAddr>,
+    host: HeaderValue,
+}
+
+/// The route of a request whose TLS handshake names `name` instead of `url`'s host, as
+/// `curl --connect-to` or `openssl s_client -servername` do: the certificate is verified
+/// against `name`. `Err` is a finished down outcome (an invalid name is `config`, a host
+/// that does not resolve `dns`).
+async fn sni_route(url: &Url, name: &str, shown: &str) -> Result<SniRoute, CheckOutcome> {
+    let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
+    let valid = matches!(url::Host::parse(name), Ok(url::Host::Domain(_)))
+        && rustls::pki_types::ServerName::try_from(name).is_ok();
+    if !valid {
+        return Err(config(format!(
+            "spec.target.http.tls.sni: {:?} is not a DNS name",
+            excerpt(name.as_bytes(), 60)
+        )));
+    }
+    let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+        return Err(config(
+            "spec.target.http.url has no host to send the tls.sni request to".into(),
+        ));
+    };
+    let addrs: Vec<std::net::SocketAddr> = match host {
+        url::Host::Ipv4(ip) => vec![(ip, port).into()],
+        url::Host::Ipv6(ip) => vec![(ip, port).into()],
+        url::Host::Domain(domain) => tokio::net::lookup_host((domain, port))
+            .await
+            .map_err(|e| {
+                CheckOutcome::down(
+                    0.0,
+                    FailureReason::Dns,
+                    format!("cannot resolve host {domain} ({shown}): {e}"),
+                )
+            })?
+            .collect(),
+    };
+    let mut routed = url.clone();
+    routed
+        .set_host(Some(name))
+        .map_err(|e| config(format!("spec.target.http.tls.sni: {e}")))?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let host = HeaderValue::from_str(&authority)
+        .map_err(|_| config("spec.target.http.url: the host is not a valid header".into()))?;
+    Ok(SniRoute {
+        name: name.to_ascii_lowercase(),
+        url: routed,
+        addrs,
+        host,
     })
 }
 
@@ -369,12 +466,16 @@ fn client(ctx: &CheckContext, key: &ClientKey) -> Result<reqwest::Client, String
         Some(n) => reqwest::redirect::Policy::limited(n),
         None => reqwest::redirect::Policy::none(),
     };
-    let built = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .tls_info(true)
         .user_agent(key.user_agent.as_str())
         .redirect(redirect)
-        .pool_max_idle_per_host(0)
+        .pool_max_idle_per_host(0);
+    if let Some((name, addrs)) = &key.sni {
+        builder = builder.resolve_to_addrs(name, addrs);
+    }
+    let built = builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
     if clients.len() >= super::MAX_CACHED_CLIENTS {

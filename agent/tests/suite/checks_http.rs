@@ -854,3 +854,108 @@ async fn missing_target_block_is_config() {
     let o = run(&ctx(), NS, &spec, TIMEOUT).await;
     assert_down(&o, FailureReason::Config, &["spec.target.http is missing"]);
 }
+
+/// A server that presents `chain` only to clients that name `name` in the TLS handshake
+/// (SNI) and refuses the handshake otherwise.
+fn sni_only_tls(
+    name: &'static str,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Arc<rustls::ServerConfig> {
+    #[derive(Debug)]
+    struct ForName(&'static str, Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for ForName {
+        fn resolve(
+            &self,
+            hello: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            (hello.server_name() == Some(self.0)).then(|| self.1.clone())
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let signing = provider.key_provider.load_private_key(key).unwrap();
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, signing));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ForName(name, certified)));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// `tls.sni`: the handshake names the given server (the certificate is verified against
+/// it), while the request still goes to the URL's address with the URL's host in `Host`,
+/// redirects included; an invalid name is a configuration error.
+#[tokio::test]
+async fn tls_sni_names_the_server_while_the_request_goes_to_the_url() {
+    let ca = ca();
+    let (chain, key, until) = leaf_expiring_in(&ca, &["api.internal.test"], 30);
+    let s = serve(Some(sni_only_tls("api.internal.test", chain, key))).await;
+    let ctx = ctx_trusting(&ca);
+
+    // Without it, a client names no server for an IP address: the handshake is refused.
+    let o = check(&ctx, json!({ "url": s.url("https", "/ok") }), json!(null)).await;
+    assert_down(&o, FailureReason::Tls, &[]);
+    assert!(s.seen().is_empty());
+
+    let o = check(
+        &ctx,
+        json!({ "url": s.url("https", "/ok"), "tls": { "sni": "api.internal.test" } }),
+        json!(null),
+    )
+    .await;
+    assert_up(&o);
+    assert_eq!(
+        o.cert
+            .expect("certificate captured")
+            .expires_at
+            .date_naive(),
+        until
+    );
+    let o = check(
+        &ctx,
+        json!({ "url": s.url("https", "/redirect/2"), "tls": { "sni": "API.internal.test" } }),
+        json!(null),
+    )
+    .await;
+    assert_up(&o);
+    let seen = s.seen();
+    let paths: Vec<&str> = seen.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/ok", "/redirect/2", "/redirect/1", "/redirect/0"]);
+    for r in &seen {
+        assert_eq!(r.headers["host"], s.addr.to_string(), "{r:?}");
+    }
+
+    // Down messages show the URL as written.
+    let o = check(
+        &ctx,
+        json!({ "url": s.url("https", "/status/503"), "tls": { "sni": "api.internal.test" } }),
+        json!(null),
+    )
+    .await;
+    assert_down(&o, FailureReason::Status, &[&s.url("https", "/status/503")]);
+
+    // A name the certificate does not cover fails verification like any wrong name.
+    let o = check(
+        &ctx,
+        json!({ "url": s.url("https", "/ok"), "tls": { "sni": "other.internal.test" } }),
+        json!(null),
+    )
+    .await;
+    assert_down(&o, FailureReason::Tls, &[]);
+
+    for bad in ["not a name", "10.0.0.1"] {
+        let o = check(
+            &ctx,
+            json!({ "url": s.url("https", "/ok"), "tls": { "sni": bad } }),
+            json!(null),
+        )
+        .await;
+        assert_down(
+            &o,
+            FailureReason::Config,
+            &["spec.target.http.tls.sni", bad],
+        );
+    }
+}
