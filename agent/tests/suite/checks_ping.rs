@@ -7,7 +7,9 @@
 //! ones). Each test reads that from `/proc` independently of the checker and asserts the
 //! behaviour expected there: echo replies when ICMP is possible, the fallback (or the
 //! explanation) when it is not. The forced fallback is also covered by the unit tests in
-//! `agent/src/checks/ping.rs`, whatever the environment.
+//! `agent/src/checks/ping.rs`, whatever the environment. The unprivileged datagram socket
+//! is exercised through `kubekuma check` in a network namespace of its own
+//! (`unshare --net`), whose `ping_group_range` the test sets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,4 +339,71 @@ async fn a_host_that_never_replies_is_down() {
     } else {
         assert_down(&o, FailureReason::Config, &["ICMP not permitted here"]);
     }
+}
+
+/// `kubekuma check` of a ping to 127.0.0.1 in a new network namespace whose
+/// `net.ipv4.ping_group_range` is set to `range` (the sysctl belongs to the network
+/// namespace, so this machine's own setting is untouched). `None` when this process may
+/// not create network namespaces (`unshare --net` needs CAP_SYS_ADMIN).
+fn check_in_netns(range: &str) -> Option<std::process::Output> {
+    let usable = std::process::Command::new("unshare")
+        .args(["--net", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ping.yaml"),
+        "apiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {name: lo, namespace: t}\n\
+         spec:\n  type: ping\n  target:\n    ping: {host: 127.0.0.1, count: 3}\n",
+    )
+    .unwrap();
+    let script = format!(
+        "ip link set lo up && echo '{range}' > /proc/sys/net/ipv4/ping_group_range && exec \"$0\" check \"$1\""
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .arg(env!("CARGO_BIN_EXE_kubekuma"))
+        .arg(dir.path())
+        .output()
+        .expect("unshare runs");
+    eprintln!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out)
+}
+
+/// The unprivileged datagram ICMP socket, wherever this process cannot use it itself: in a
+/// network namespace that allows it for group 0 (this process's), a ping with default
+/// settings (raw sockets not allowed) gets every reply, which only the datagram socket
+/// can deliver; with the range closed, the same check is refused with the explanation.
+#[test]
+fn datagram_sockets_work_where_the_group_range_allows_them() {
+    let gid = proc_status("Gid").and_then(|g| g.split_whitespace().nth(1)?.parse::<u64>().ok());
+    if gid != Some(0) {
+        eprintln!("skipped: this test runs the check as group 0 (root); this process is not");
+        return;
+    }
+    let Some(allowed) = check_in_netns("0 0") else {
+        eprintln!("skipped: `unshare --net` is not permitted here");
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(allowed.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("t/lo") && stdout.contains(" up ") && stdout.contains("3/3 replies"),
+        "{stdout}"
+    );
+
+    let refused = check_in_netns("1 0").expect("unshare worked a moment ago");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(" down ") && stdout.contains("ICMP not permitted here"),
+        "{stdout}"
+    );
 }
