@@ -39,7 +39,7 @@ fn built_s3(server: &S3Server, prefix: &str) -> ObjectTarget {
 }
 
 /// Quick retries, so outage tests do not sleep for long (the policy itself is the same).
-fn fast_backoff() -> Backoff {
+pub(crate) fn fast_backoff() -> Backoff {
     Backoff {
         tries: 3,
         first_backoff: Duration::from_millis(20),
@@ -48,7 +48,7 @@ fn fast_backoff() -> Backoff {
 }
 
 /// Bodies that are not text: every byte value, and a larger pseudo-random one.
-fn bodies() -> Vec<(String, Vec<u8>)> {
+pub(crate) fn bodies() -> Vec<(String, Vec<u8>)> {
     let all_bytes: Vec<u8> = (0..=255u8).collect();
     let big: Vec<u8> = (0..300_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -65,7 +65,7 @@ fn bodies() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-async fn round_trip(t: &ObjectTarget) {
+pub(crate) async fn round_trip(t: &ObjectTarget) {
     let key = keys::state("a");
     assert_eq!(t.get(&key).await.unwrap(), None, "{t}: missing is None");
     t.put(&key, Bytes::from_static(b"one")).await.unwrap();

@@ -1,7 +1,7 @@
 //! The agent's integration tests, in one binary so the workspace links one test
 //! executable for them instead of one per file. Each module is one area; `common`
-//! holds the test peers (an S3 server, a fake Kubernetes API server, a fake Docker engine,
-//! a private podman API service).
+//! holds the test peers (an S3 server, Azurite, a fake Kubernetes API server, a fake
+//! Docker engine, a private podman API service).
 
 mod admin_api;
 mod admin_auth;
@@ -23,6 +23,7 @@ mod cli;
 mod cluster_catalog;
 mod cluster_lease;
 mod common;
+mod export_azure;
 mod export_s3;
 mod folder_reload;
 mod push;
