@@ -4,7 +4,14 @@
 //! added up, the current state is the worst of theirs, and each location's state is
 //! kept for display. Everything here is public by construction — the inputs carry no
 //! targets, headers or secrets.
+//!
+//! An agent whose state is more than [`RETIRED_AFTER`] older than the newest agent's has
+//! stopped reporting: the agent pod that led before a failover (each replica writes under
+//! its own pod name), or a location that went away. Its history still counts, but its
+//! current states do not, and its open incidents are shown as ended at its last report
+//! (the agent that took over opens its own incident if the monitor is still down).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Timelike, Utc};
@@ -24,6 +31,9 @@ pub const CHART_WIDTH: f64 = 288.0;
 pub const CHART_HEIGHT: f64 = 48.0;
 /// Accent colour when a page sets none (or an invalid one).
 pub const DEFAULT_ACCENT: &str = "#2563eb";
+/// How much older than the newest agent's state an agent's state may be before the agent
+/// counts as retired (15 flushes at the default interval of 60 s).
+pub const RETIRED_AFTER: Duration = Duration::minutes(15);
 
 /// Everything the builder renders: the published pages.
 #[derive(Serialize, Clone, Debug)]
@@ -289,11 +299,14 @@ pub struct SilenceView {
 /// Per-monitor facts merged over agents.
 #[derive(Default)]
 struct Merged<'a> {
+    /// From the newest catalog that has the monitor.
     facts: Option<&'a PublicMonitor>,
+    facts_at: Option<DateTime<Utc>>,
     now: Vec<(&'a str, &'a MonitorNow)>,
     hourly: BTreeMap<(NaiveDate, u8), Rollup>,
     daily: BTreeMap<NaiveDate, Rollup>,
-    incidents: Vec<(&'a str, &'a Incident)>,
+    /// With the open incidents of retired agents ended at their last report.
+    incidents: Vec<(&'a str, Cow<'a, Incident>)>,
 }
 
 /// Build the site model. `now` is the clock windows are measured against; callers pass
@@ -306,8 +319,29 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
     let mut maintenance: BTreeMap<(String, String), &PublicMaintenance> = BTreeMap::new();
     let mut silences: BTreeMap<(String, String), &PublicSilence> = BTreeMap::new();
 
+    let newest_state = inputs
+        .agents
+        .iter()
+        .filter_map(|a| a.state.as_ref().map(|s| s.generated_at))
+        .max();
     for agent in &inputs.agents {
         let at = agent.catalog.generated_at;
+        // When this agent stopped reporting, if it did.
+        let retired = match (&agent.state, newest_state) {
+            (Some(state), Some(newest)) if state.generated_at + RETIRED_AFTER < newest => {
+                warnings.push(format!(
+                    "agent {}: its last state ({}) is more than {} minutes older than the \
+                     newest agent's ({}): its current states are left out and its open \
+                     incidents end at its last report",
+                    agent.id,
+                    rfc3339(state.generated_at),
+                    RETIRED_AFTER.num_minutes(),
+                    rfc3339(newest)
+                ));
+                Some(state.generated_at)
+            }
+            _ => None,
+        };
         for p in &agent.catalog.pages {
             let k = (p.namespace.clone(), p.name.clone());
             if pages.get(&k).is_none_or(|(t, _)| *t < at) {
@@ -324,9 +358,12 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
             let e = monitors
                 .entry(monitor_key(&m.namespace, &m.name))
                 .or_default();
-            e.facts.get_or_insert(m);
+            if e.facts_at.is_none_or(|t| t < at) {
+                e.facts = Some(m);
+                e.facts_at = Some(at);
+            }
         }
-        if let Some(state) = &agent.state {
+        if let Some(state) = agent.state.as_ref().filter(|_| retired.is_none()) {
             for (k, now) in &state.monitors {
                 monitors
                     .entry(k.clone())
@@ -362,6 +399,13 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         }
         for month in agent.incidents.values() {
             for i in &month.incidents {
+                let i = match retired {
+                    Some(last) if i.ended_at.is_none() => Cow::Owned(Incident {
+                        ended_at: Some(last.max(i.started_at)),
+                        ..i.clone()
+                    }),
+                    _ => Cow::Borrowed(i),
+                };
                 monitors
                     .entry(monitor_key(&i.namespace, &i.name))
                     .or_default()

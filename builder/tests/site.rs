@@ -372,3 +372,86 @@ async fn a_theme_folder_replaces_the_default_and_must_be_complete() {
     let err = Theme::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("templates/atom.xml is missing"), "{err}");
 }
+
+/// After a failover the agent pod that led before leaves its objects behind: one whose
+/// state is more than 15 minutes older than the newest agent's no longer sets current
+/// states or locations, and its open incidents end at its last report, while its
+/// history still counts. The builder says so in a warning.
+#[tokio::test]
+async fn an_agent_that_stopped_reporting_no_longer_sets_current_states() {
+    let src = memory();
+    // The old leader saw the API down and has an incident open for it; it stopped
+    // reporting an hour ago.
+    write_agent(&src, "agent-0", true).await;
+    let mut old = state("agent-0", true);
+    old["generatedAt"] = "2026-11-26T10:59:30Z".into();
+    put(&src, "v1/agents/agent-0/state.json", &old).await;
+    let mut old_incidents = incidents("agent-0");
+    old_incidents["incidents"].as_array_mut().unwrap().push(
+        serde_json::json!({"id": 11, "namespace": "production", "name": "api-health",
+            "startedAt": "2026-11-26T10:30:00Z", "reason": "timeout"}),
+    );
+    put(
+        &src,
+        "v1/agents/agent-0/incidents/2026-11.json",
+        &old_incidents,
+    )
+    .await;
+    // The new leader sees it up.
+    write_agent(&src, "agent-1", false).await;
+
+    let out = memory();
+    let report = builder(&src, &out).build().await.unwrap();
+    assert!(
+        report.warnings.iter().any(|w| w.contains("agent agent-0")
+            && w.contains("2026-11-26T10:59:30Z")
+            && w.contains("left out")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(!report.warnings.iter().any(|w| w.contains("agent-1")));
+    let f = files(&out).await;
+    let status = json(&f, "status/status.json");
+    let api = status["groups"][0]["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "api-health")
+        .unwrap();
+    assert_eq!(api["status"], "up", "{api}");
+    let active: Vec<&str> = status["activeIncidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        active,
+        ["agent-1-8"],
+        "only the reporting agent's open incident"
+    );
+    // The old leader's incidents are history, ended at its last report.
+    let atom = text(&f, "status/feed.atom");
+    let entry = atom
+        .split("<entry>")
+        .find(|e| e.contains("incident:agent-0-11<"))
+        .expect("the old leader's incident is in the feed");
+    assert!(entry.contains("was down (resolved)"), "{entry}");
+    assert!(
+        entry.contains("<updated>2026-11-26T10:59:30Z</updated>"),
+        "{entry}"
+    );
+    // One location: the page does not list the old leader as one.
+    let page = text(&f, "status/index.html");
+    assert!(!page.contains("class=\"locations\""), "locations listed");
+    assert!(
+        !page.contains("from agent-"),
+        "incidents attributed to locations"
+    );
+    // History still adds up both agents' rollups, as in the golden fixture.
+    let uptime = json(&f, "uptime/production/api-health.json");
+    assert_eq!(
+        uptime,
+        json(&built().await, "uptime/production/api-health.json")
+    );
+}
