@@ -13,7 +13,7 @@ use kubekuma_crds::objects::keys;
 use object_store::{Attribute, GetOptions};
 
 use crate::common::azurite::{self, Azurite};
-use crate::export_s3::{bodies, fast_backoff, round_trip};
+use crate::export_s3::{bodies, fast_backoff, outage_and_catch_up, round_trip};
 
 /// The container the tests write to.
 const CONTAINER: &str = "kubekuma";
@@ -66,39 +66,7 @@ async fn an_azure_outage_keeps_everything_pending_and_a_restart_catches_up() {
     };
     server.create_container(CONTAINER).await;
     let target = open_az(&server, &format!("az://{CONTAINER}/"));
-    let up = Uploader::new(target.clone()).with_backoff(fast_backoff());
-    let outbox = MemoryOutbox::new();
-    outbox.put(&keys::state("edge-1"), b"before".to_vec());
-    assert_eq!(up.drain(&outbox).await.uploaded, 1);
-
-    server.stop().await;
-    for (k, b) in bodies() {
-        outbox.put(&k, b);
-    }
-    let before = outbox.keys();
-    let r = up.drain(&outbox).await;
-    assert_eq!((r.uploaded, r.failed), (0, 5), "{r:?}");
-    let err = r.last_error.expect("the error is reported");
-    assert!(err.contains("put") && err.contains("az://"), "{err}");
-    assert!(!err.contains(azurite::KEY), "{err}");
-    assert_eq!(outbox.keys(), before, "nothing is lost");
-    outbox.put(&keys::state("edge-1"), b"newest".to_vec());
-
-    server.resume().await;
-    let r = up.drain(&outbox).await;
-    assert_eq!(
-        (r.uploaded, r.failed, r.last_error.as_deref()),
-        (5, 0, None)
-    );
-    for (k, b) in bodies() {
-        let want = if k == keys::state("edge-1") {
-            b"newest".to_vec()
-        } else {
-            b
-        };
-        let got = target.get(&k).await.unwrap().expect("object exists");
-        assert_eq!(got.as_ref(), want.as_slice(), "{k}");
-    }
+    outage_and_catch_up(&mut server, &target, azurite::KEY).await;
 }
 
 #[tokio::test]
