@@ -758,20 +758,35 @@ fn chart(now_states: &[(&str, &MonitorNow)], now: DateTime<Utc>) -> ChartView {
     let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
     let avg = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
     let scale = nice_ceiling(max);
-    let mut d = String::new();
+    // Runs of points no more than 20 minutes apart are joined by lines; a gap starts a
+    // new run. A run of one point gets a 1-unit stroke (5 minutes), or it would not show.
+    let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
     let mut prev: Option<DateTime<Utc>> = None;
     for (at, ms) in &points {
         let x = (*at - start).num_seconds() as f64 / 86_400.0 * CHART_WIDTH;
         let y = CHART_HEIGHT - (ms / scale as f64) * (CHART_HEIGHT - 2.0) - 1.0;
-        let cmd = match prev {
-            Some(p) if (*at - p) <= Duration::minutes(20) => 'L',
-            _ => 'M',
-        };
-        if !d.is_empty() {
-            d.push(' ');
+        match (prev, runs.last_mut()) {
+            (Some(p), Some(run)) if (*at - p) <= Duration::minutes(20) => run.push((x, y)),
+            _ => runs.push(vec![(x, y)]),
         }
-        d.push_str(&format!("{cmd}{x:.1} {y:.1}"));
         prev = Some(*at);
+    }
+    let mut d = String::new();
+    for run in &runs {
+        for (i, (x, y)) in run.iter().enumerate() {
+            if !d.is_empty() {
+                d.push(' ');
+            }
+            let cmd = if i == 0 { 'M' } else { 'L' };
+            d.push_str(&format!("{cmd}{x:.1} {y:.1}"));
+        }
+        if let [(x, _)] = run.as_slice() {
+            d.push_str(if x + 1.0 <= CHART_WIDTH {
+                " h1"
+            } else {
+                " h-1"
+            });
+        }
     }
     view.path = d;
     view.min_ms = Some(min.round() as i64);
@@ -1013,6 +1028,38 @@ mod tests {
         assert_eq!(duration_text(45), "45s");
         assert_eq!(duration_text(3 * 3600 + 12 * 60), "3h 12m");
         assert_eq!(duration_text(2 * 86_400 + 4 * 3600 + 5), "2d 4h");
+    }
+
+    #[test]
+    fn chart_joins_close_points_and_shows_lone_ones() {
+        let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let point = |minutes_ago: i64, ms: f64| LatencyPoint {
+            at: now - Duration::minutes(minutes_ago),
+            ms,
+        };
+        let state = MonitorNow {
+            state: MonitorState::Up,
+            since: None,
+            checked_at: None,
+            latency_ms: None,
+            reason: None,
+            cert_days_left: None,
+            maintenance: false,
+            // A lone point 12 hours ago, a gap, then two points 10 minutes apart, and a
+            // lone point in the last bucket (drawn leftwards, inside the chart).
+            recent: vec![
+                point(720, 20.0),
+                point(120, 10.0),
+                point(110, 10.0),
+                point(0, 10.0),
+            ],
+        };
+        let view = chart(&[("a", &state)], now);
+        assert_eq!(view.points, 4);
+        assert_eq!(
+            view.path, "M144.0 1.0 h1 M264.0 24.0 L266.0 24.0 M288.0 24.0 h-1",
+            "{view:?}"
+        );
     }
 
     #[test]
