@@ -178,7 +178,7 @@ pub(crate) async fn fetch(
         .map(str::trim)
     {
         Some(name) if !name.is_empty() && url.scheme() == "https" => {
-            Some(sni_route(&url, name, &shown).await?)
+            Some(sni_route(&url, name).await?)
         }
         _ => None,
     };
@@ -205,7 +205,7 @@ pub(crate) async fn fetch(
             None
         },
         user_agent: ctx.settings().user_agent.clone(),
-        sni: sni.map(|route| (route.name, route.addrs)),
+        sni: sni.map(|route| (route.name(), route.addrs)),
     };
     let client = client(ctx, &key).map_err(config)?;
 
@@ -289,51 +289,52 @@ pub(crate) async fn fetch(
 }
 
 /// Where a request with `tls.sni` goes: `url` is the monitor's URL with its host replaced
-/// by the server name, `addrs` the original host's addresses (which the client resolves
-/// the name to), and `host` the original host (and port), sent as the `Host` header.
+/// by the server name (which the client resolves to `addrs`, the original host's
+/// addresses), and `host` the original host (and port), sent as the `Host` header.
 struct SniRoute {
-    name: String,
     url: Url,
     addrs: Vec<std::net::SocketAddr>,
     host: HeaderValue,
+}
+
+impl SniRoute {
+    /// The server name, as the URL carries it (lowercase, IDNA-encoded): what the client's
+    /// resolver override has to match.
+    fn name(&self) -> String {
+        self.url.host_str().unwrap_or_default().to_string()
+    }
 }
 
 /// The route of a request whose TLS handshake names `name` instead of `url`'s host, as
 /// `curl --connect-to` or `openssl s_client -servername` do: the certificate is verified
 /// against `name`. `Err` is a finished down outcome (an invalid name is `config`, a host
 /// that does not resolve `dns`).
-async fn sni_route(url: &Url, name: &str, shown: &str) -> Result<SniRoute, CheckOutcome> {
+async fn sni_route(url: &Url, name: &str) -> Result<SniRoute, CheckOutcome> {
     let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
-    let valid = matches!(url::Host::parse(name), Ok(url::Host::Domain(_)))
-        && rustls::pki_types::ServerName::try_from(name).is_ok();
-    if !valid {
-        return Err(config(format!(
-            "spec.target.http.tls.sni: {:?} is not a DNS name",
-            excerpt(name.as_bytes(), 60)
-        )));
-    }
+    let domain = match url::Host::parse(name) {
+        Ok(url::Host::Domain(d)) if rustls::pki_types::ServerName::try_from(d.as_str()).is_ok() => {
+            d
+        }
+        _ => {
+            return Err(config(format!(
+                "spec.target.http.tls.sni: {:?} is not a DNS name",
+                excerpt(name.as_bytes(), 60)
+            )));
+        }
+    };
     let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
         return Err(config(
             "spec.target.http.url has no host to send the tls.sni request to".into(),
         ));
     };
-    let addrs: Vec<std::net::SocketAddr> = match host {
+    let addrs = match host {
         url::Host::Ipv4(ip) => vec![(ip, port).into()],
         url::Host::Ipv6(ip) => vec![(ip, port).into()],
-        url::Host::Domain(domain) => tokio::net::lookup_host((domain, port))
-            .await
-            .map_err(|e| {
-                CheckOutcome::down(
-                    0.0,
-                    FailureReason::Dns,
-                    format!("cannot resolve host {domain} ({shown}): {e}"),
-                )
-            })?
-            .collect(),
+        url::Host::Domain(d) => super::resolve(d, port).await?,
     };
     let mut routed = url.clone();
     routed
-        .set_host(Some(name))
+        .set_host(Some(&domain))
         .map_err(|e| config(format!("spec.target.http.tls.sni: {e}")))?;
     let authority = match url.port() {
         Some(port) => format!("{host}:{port}"),
@@ -342,7 +343,6 @@ async fn sni_route(url: &Url, name: &str, shown: &str) -> Result<SniRoute, Check
     let host = HeaderValue::from_str(&authority)
         .map_err(|_| config("spec.target.http.url: the host is not a valid header".into()))?;
     Ok(SniRoute {
-        name: name.to_ascii_lowercase(),
         url: routed,
         addrs,
         host,

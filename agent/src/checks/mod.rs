@@ -202,6 +202,32 @@ fn own_latency(type_: MonitorType, outcome: &CheckOutcome) -> bool {
     outcome.metadata.contains_key(key) && outcome.latency_ms.is_finite()
 }
 
+/// The addresses of `host` (a name or an IP address) with `port`, in the system
+/// resolver's order and never empty; a failure is a finished `dns` outcome.
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+) -> Result<Vec<std::net::SocketAddr>, CheckOutcome> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| {
+            CheckOutcome::down(
+                0.0,
+                FailureReason::Dns,
+                format!("cannot resolve host {host}: {e}"),
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(CheckOutcome::down(
+            0.0,
+            FailureReason::Dns,
+            format!("host {host} resolves to no address"),
+        ));
+    }
+    Ok(addrs)
+}
+
 /// The clock of one attempt, handed to checkers.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Attempt {

@@ -15,7 +15,7 @@ use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tokio::net::TcpStream;
 
-use super::{Attempt, CheckContext, human_duration};
+use super::{Attempt, CheckContext, human_duration, resolve};
 
 /// Time between two echo requests of one check, when the timeout leaves room for it.
 const SPACING: Duration = Duration::from_millis(200);
@@ -48,7 +48,7 @@ pub(crate) async fn check(
         Ok(plan) => plan,
         Err(down) => return down,
     };
-    let addrs = match resolve(&plan.host).await {
+    let addrs = match resolve(&plan.host, 0).await {
         Ok(addrs) => addrs,
         Err(down) => return down,
     };
@@ -118,28 +118,6 @@ impl Plan {
             format!("{} ({ip})", self.host)
         }
     }
-}
-
-/// The addresses of `host`, in the resolver's order (never empty).
-async fn resolve(host: &str) -> Result<Vec<SocketAddr>, CheckOutcome> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
-        .await
-        .map_err(|e| {
-            CheckOutcome::down(
-                0.0,
-                FailureReason::Dns,
-                format!("cannot resolve host {host}: {e}"),
-            )
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(CheckOutcome::down(
-            0.0,
-            FailureReason::Dns,
-            format!("host {host} resolves to no address"),
-        ));
-    }
-    Ok(addrs)
 }
 
 /// An ICMP socket, or why there is none.

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::{
     Attempt, CheckContext, cert_info, error_chain, excerpt, find_tls_error, human_duration,
-    is_connect_kind, latency_exceeded,
+    is_connect_kind, latency_exceeded, resolve,
 };
 
 /// Most reply bytes kept while looking for `expect`.
@@ -89,23 +89,7 @@ async fn probe(
         .trim_start_matches('[')
         .trim_end_matches(']');
 
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| {
-            CheckOutcome::down(
-                0.0,
-                FailureReason::Dns,
-                format!("cannot resolve host {host}: {e}"),
-            )
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(CheckOutcome::down(
-            0.0,
-            FailureReason::Dns,
-            format!("host {host} resolves to no address"),
-        ));
-    }
+    let addrs = resolve(host, port).await?;
 
     let mut last_err = None;
     let mut connected = None;

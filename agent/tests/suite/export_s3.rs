@@ -341,14 +341,7 @@ async fn wrong_credentials_fail_without_revealing_the_secret() {
     )
     .unwrap();
     for t in [target, via_url] {
-        let outbox = MemoryOutbox::new();
-        outbox.put(&keys::state("edge-1"), b"x".to_vec());
-        let r = Uploader::new(t.clone())
-            .with_backoff(fast_backoff())
-            .drain(&outbox)
-            .await;
-        assert_eq!((r.uploaded, r.failed), (0, 1), "{r:?}");
-        let err = r.last_error.unwrap();
+        let err = rejected_upload(&t).await;
         assert!(
             err.contains("403") || err.contains("Forbidden") || err.contains("Signature"),
             "{err}"
@@ -356,10 +349,23 @@ async fn wrong_credentials_fail_without_revealing_the_secret() {
         assert!(!err.contains(wrong_secret), "{err}");
         assert!(!err.contains(SECRET_KEY), "{err}");
         assert!(!format!("{t:?}").contains(wrong_secret));
-        assert_eq!(outbox.len(), 1, "stays pending");
     }
     // Nothing was written.
     assert!(built_s3(&server, "").list("").await.unwrap().is_empty());
+}
+
+/// Upload one object to `t`, which must refuse it: the object stays pending, and the
+/// error is returned.
+pub(crate) async fn rejected_upload(t: &ObjectTarget) -> String {
+    let outbox = MemoryOutbox::new();
+    outbox.put(&keys::state("edge-1"), b"x".to_vec());
+    let r = Uploader::new(t.clone())
+        .with_backoff(fast_backoff())
+        .drain(&outbox)
+        .await;
+    assert_eq!((r.uploaded, r.failed), (0, 1), "{r:?}");
+    assert_eq!(outbox.len(), 1, "stays pending");
+    r.last_error.expect("the error is reported")
 }
 
 /// Distinctive strings in targets, headers, bodies, hosts and secrets.

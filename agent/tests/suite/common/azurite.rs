@@ -24,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 /// The storage account Azurite serves.
@@ -51,7 +51,11 @@ impl Azurite {
     /// Start Azurite on a free port over a new empty folder; `None` when it is missing
     /// and `KUBEKUMA_SKIP_AZURITE=1` says to skip.
     pub async fn start() -> Option<Azurite> {
-        if !on_path("azurite-blob") {
+        let found = Command::new("azurite-blob")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
             if std::env::var("KUBEKUMA_SKIP_AZURITE").as_deref() == Ok("1") {
                 eprintln!("skipped: azurite-blob is not on PATH (KUBEKUMA_SKIP_AZURITE=1)");
                 return None;
@@ -64,7 +68,7 @@ impl Azurite {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = free_port();
         let child = spawn(backend, dir.path()).await;
-        let listener = bind(0);
+        let listener = super::bind(([127, 0, 0, 1], 0).into());
         let port = listener.local_addr().expect("local addr").port();
         let mut azurite = Azurite {
             child,
@@ -134,19 +138,13 @@ impl Azurite {
     /// Stop the relay: new connections are refused and open ones are cut, until
     /// [`Azurite::resume`].
     pub async fn stop(&mut self) {
-        if let Some(mut relay) = self.relay.take() {
-            relay.abort_all();
-            while relay.join_next().await.is_some() {}
-        }
-        let mut conns = std::mem::take(&mut *self.conns.lock().expect("connection set"));
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
+        super::cut(self.relay.take(), &self.conns).await;
     }
 
     /// Start the relay again on the same port.
     pub async fn resume(&mut self) {
         self.stop().await;
-        let listener = bind(self.port);
+        let listener = super::bind(([127, 0, 0, 1], self.port).into());
         self.relay(listener);
     }
 
@@ -215,32 +213,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A listener on 127.0.0.1:`port` that can take the port again right after a stop.
-fn bind(port: u16) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_reuseaddr(true).expect("reuseaddr");
-    socket
-        .bind(([127, 0, 0, 1], port).into())
-        .expect("bind the relay");
-    socket.listen(128).expect("listen")
-}
-
 impl Drop for Azurite {
     fn drop(&mut self) {
         // The data is thrown away with the folder: no need for Azurite's slow shutdown.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Whether `name` is an executable file in one of `PATH`'s folders.
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(name)).is_ok_and(|m| {
-                use std::os::unix::fs::PermissionsExt as _;
-                m.is_file() && m.permissions().mode() & 0o111 != 0
-            })
-        })
-    })
 }

@@ -14,7 +14,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::{ClientOptions, RetryConfig};
 use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// Access key id accepted by the server.
@@ -46,7 +46,7 @@ impl S3Server {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
-        let listener = bind("127.0.0.1:0".parse().expect("addr"));
+        let listener = super::bind("127.0.0.1:0".parse().expect("addr"));
         let addr = listener.local_addr().expect("local addr");
         let mut server = S3Server {
             dir,
@@ -104,20 +104,13 @@ impl S3Server {
     /// Stop serving: the listener and every open connection are closed, so clients get
     /// connection errors (refused, or reset on a pooled connection).
     pub async fn stop(&mut self) {
-        if let Some(mut accept) = self.accept.take() {
-            accept.abort_all();
-            while accept.join_next().await.is_some() {}
-        }
-        // No new connections can arrive now; close the open ones.
-        let mut conns = std::mem::take(&mut *self.conns.lock().expect("connection set"));
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
+        super::cut(self.accept.take(), &self.conns).await;
     }
 
     /// Serve again on the same port, with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let listener = bind(self.addr);
+        let listener = super::bind(self.addr);
         self.serve(listener);
     }
 
@@ -160,12 +153,4 @@ impl S3Server {
     pub fn builder(&self) -> AmazonS3Builder {
         self.builder_with(ACCESS_KEY, SECRET_KEY)
     }
-}
-
-/// A listener on `addr` with SO_REUSEADDR, so a restart can take the same port back.
-fn bind(addr: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_reuseaddr(true).expect("reuseaddr");
-    socket.bind(addr).expect("bind");
-    socket.listen(128).expect("listen")
 }
