@@ -6,13 +6,13 @@
 
 use bytes::Bytes;
 use chrono::Utc;
-use kubekuma_agent::export::{MemoryOutbox, ObjectTarget, Uploader, open_store_with};
+use kubekuma_agent::export::{ObjectTarget, open_store_with};
 use kubekuma_builder::bench::{BuildBench, generate};
 use kubekuma_builder::publish::{CACHE_IMMUTABLE, CACHE_SHORT};
 use object_store::{Attribute, GetOptions};
 
 use crate::common::azurite::{self, Azurite};
-use crate::export_s3::{bodies, outage_and_catch_up, rejected_upload, round_trip};
+use crate::export_s3::{drain_bodies, outage_and_catch_up, rejected_upload, round_trip};
 
 /// The container the tests write to.
 const CONTAINER: &str = "kubekuma";
@@ -36,23 +36,7 @@ async fn az_round_trip_and_the_uploader_byte_for_byte() {
     round_trip(&t).await;
 
     let target = open_az(&server, &format!("az://{CONTAINER}/kuma"));
-    let outbox = MemoryOutbox::new();
-    for (k, b) in bodies() {
-        outbox.put(&k, b);
-    }
-    let r = Uploader::new(target.clone())
-        .with_concurrency(3)
-        .drain(&outbox)
-        .await;
-    assert_eq!(
-        (r.uploaded, r.failed, r.last_error.as_deref()),
-        (5, 0, None)
-    );
-    assert!(outbox.is_empty());
-    for (k, b) in bodies() {
-        let got = target.get(&k).await.unwrap().expect("object exists");
-        assert_eq!(got.as_ref(), b.as_slice(), "{k} through Azure");
-    }
+    drain_bodies(&target).await;
     // The prefixes keep the two apart in the one container.
     assert_eq!(t.list("").await.unwrap().len(), 3);
     assert_eq!(target.list("").await.unwrap().len(), 5);

@@ -154,6 +154,18 @@ async fn unknown_schemes_and_bad_urls_are_errors_without_credentials() {
 async fn uploader_drains_the_outbox_to_s3_byte_for_byte() {
     let server = S3Server::start().await;
     let target = built_s3(&server, "kuma");
+    let (up, outbox) = drain_bodies(&target).await;
+    for (k, b) in bodies() {
+        let on_disk = std::fs::read(server.bucket_dir().join("kuma").join(&k)).unwrap();
+        assert_eq!(on_disk, b, "{k} on the server's disk");
+    }
+    // Nothing pending: a drain does nothing.
+    assert_eq!(up.drain(&outbox).await, Default::default());
+}
+
+/// Drain [`bodies`] to `target` three at a time: all are uploaded and read back byte for
+/// byte. Returns the uploader and the (empty) outbox.
+pub(crate) async fn drain_bodies(target: &ObjectTarget) -> (Uploader, MemoryOutbox) {
     let outbox = MemoryOutbox::new();
     for (k, b) in bodies() {
         outbox.put(&k, b);
@@ -167,12 +179,9 @@ async fn uploader_drains_the_outbox_to_s3_byte_for_byte() {
     assert!(outbox.is_empty());
     for (k, b) in bodies() {
         let got = target.get(&k).await.unwrap().expect("object exists");
-        assert_eq!(got.as_ref(), b.as_slice(), "{k} through S3");
-        let on_disk = std::fs::read(server.bucket_dir().join("kuma").join(&k)).unwrap();
-        assert_eq!(on_disk, b, "{k} on the server's disk");
+        assert_eq!(got.as_ref(), b.as_slice(), "{k} through {target}");
     }
-    // Nothing pending: a drain does nothing.
-    assert_eq!(up.drain(&outbox).await, Default::default());
+    (up, outbox)
 }
 
 #[tokio::test]
