@@ -68,7 +68,7 @@ impl Azurite {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = free_port();
         let child = spawn(backend, dir.path()).await;
-        let listener = super::bind(([127, 0, 0, 1], 0).into());
+        let listener = super::s3::bind(([127, 0, 0, 1], 0).into());
         let port = listener.local_addr().expect("local addr").port();
         let mut azurite = Azurite {
             child,
@@ -138,13 +138,13 @@ impl Azurite {
     /// Stop the relay: new connections are refused and open ones are cut, until
     /// [`Azurite::resume`].
     pub async fn stop(&mut self) {
-        super::cut(self.relay.take(), &self.conns).await;
+        super::s3::cut(self.relay.take(), &self.conns).await;
     }
 
     /// Start the relay again on the same port.
     pub async fn resume(&mut self) {
         self.stop().await;
-        let listener = super::bind(([127, 0, 0, 1], self.port).into());
+        let listener = super::s3::bind(([127, 0, 0, 1], self.port).into());
         self.relay(listener);
     }
 

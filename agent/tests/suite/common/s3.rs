@@ -1,7 +1,7 @@
 //! An in-process S3 server for tests: s3s-fs serving a temporary folder on
 //! 127.0.0.1 with SigV4 checked against one access/secret key pair. It can be stopped
 //! (listener and every open connection dropped, like an outage) and restarted on the
-//! same port with the same data.
+//! same port with the same data. [`bind`] and [`cut`] serve the other restartable peers too.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ impl S3Server {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
-        let listener = super::bind("127.0.0.1:0".parse().expect("addr"));
+        let listener = bind("127.0.0.1:0".parse().expect("addr"));
         let addr = listener.local_addr().expect("local addr");
         let mut server = S3Server {
             dir,
@@ -104,13 +104,13 @@ impl S3Server {
     /// Stop serving: the listener and every open connection are closed, so clients get
     /// connection errors (refused, or reset on a pooled connection).
     pub async fn stop(&mut self) {
-        super::cut(self.accept.take(), &self.conns).await;
+        cut(self.accept.take(), &self.conns).await;
     }
 
     /// Serve again on the same port, with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let listener = super::bind(self.addr);
+        let listener = bind(self.addr);
         self.serve(listener);
     }
 
@@ -153,4 +153,27 @@ impl S3Server {
     pub fn builder(&self) -> AmazonS3Builder {
         self.builder_with(ACCESS_KEY, SECRET_KEY)
     }
+}
+
+/// A listener on `addr` that can take the same port again right after a stop.
+pub fn bind(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(addr).expect("bind");
+    socket.listen(128).expect("listen")
+}
+
+/// Stop a server's accept loop, then cut its open connections (no new one can arrive
+/// once the loop is gone).
+pub async fn cut(
+    accept: Option<tokio::task::JoinSet<()>>,
+    conns: &std::sync::Mutex<tokio::task::JoinSet<()>>,
+) {
+    if let Some(mut accept) = accept {
+        accept.abort_all();
+        while accept.join_next().await.is_some() {}
+    }
+    let mut open = std::mem::take(&mut *conns.lock().expect("connection set"));
+    open.abort_all();
+    while open.join_next().await.is_some() {}
 }
