@@ -3,6 +3,9 @@
 //! With `--parts`, the CPU time of rasterising a whole status badge against its label
 //! and message parts (see `BadgeRenderer::png_parts`).
 
+// An example: a failed unwrap ends it with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let monitors = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);

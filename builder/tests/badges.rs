@@ -1,6 +1,9 @@
 //! Badge rendering: golden SVGs, text metrics checked against the font and against usvg's
 //! own text layout, escaping, and PNGs that really show the text.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::LazyLock;
 
 use kubekuma_builder::badge::{

@@ -1,6 +1,9 @@
 //! The builder end to end on fixed inputs: golden files, escaping, JSON shapes,
 //! incremental publishing, themes.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

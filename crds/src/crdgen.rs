@@ -10,6 +10,14 @@ use crate::compat::SCHEMA_ALIASES;
 
 /// The CRD of one kind, with the original implementation's field names added.
 pub fn crd(kind: Kind) -> CustomResourceDefinition {
+    // An alias whose path leads nowhere is left out; the unit test below makes sure
+    // every entry of SCHEMA_ALIASES is added.
+    crd_and_unknown_aliases(kind).0
+}
+
+/// The CRD of one kind with every alias that could be added, and why the others could
+/// not (`compat alias path PATH: no property NAME`).
+fn crd_and_unknown_aliases(kind: Kind) -> (CustomResourceDefinition, Vec<String>) {
     let mut crd = match kind {
         Kind::Monitor => crate::Monitor::crd(),
         Kind::MonitorSet => crate::MonitorSet::crd(),
@@ -22,6 +30,7 @@ pub fn crd(kind: Kind) -> CustomResourceDefinition {
         Kind::MaintenanceWindow => crate::MaintenanceWindow::crd(),
         Kind::KubeKumaSettings => crate::KubeKumaSettings::crd(),
     };
+    let mut unknown = Vec::new();
     for version in &mut crd.spec.versions {
         if let Some(root) = version
             .schema
@@ -29,13 +38,15 @@ pub fn crd(kind: Kind) -> CustomResourceDefinition {
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
             for &(k, path, old, new) in SCHEMA_ALIASES {
-                if k == kind.as_str() {
-                    add_alias(root, path, old, new);
+                if k == kind.as_str()
+                    && let Err(missing) = add_alias(root, path, old, new)
+                {
+                    unknown.push(format!("compat alias path {path}: {missing}"));
                 }
             }
         }
     }
-    crd
+    (crd, unknown)
 }
 
 /// The root schema (`openAPIV3Schema`) of one kind, aliases included.
@@ -50,7 +61,9 @@ pub fn schema(kind: Kind) -> JSONSchemaProps {
         .unwrap_or_default()
 }
 
-fn add_alias(root: &mut JSONSchemaProps, path: &str, old: &str, new: &str) {
+/// Add the old name `old` of `new` at `path` (or, for `…#enum:FIELD`, the old value `old`
+/// to the enum `FIELD`); `Err` says what is missing when the path leads nowhere.
+fn add_alias(root: &mut JSONSchemaProps, path: &str, old: &str, new: &str) -> Result<(), String> {
     let (path, enum_field) = match path.split_once("#enum:") {
         Some((p, f)) => (p, Some(f)),
         None => (path, None),
@@ -58,14 +71,14 @@ fn add_alias(root: &mut JSONSchemaProps, path: &str, old: &str, new: &str) {
     let mut node = root;
     for seg in path.split('.') {
         let Some(next) = node.properties.as_mut().and_then(|p| p.get_mut(seg)) else {
-            panic!("compat alias path {path}: no property {seg}");
+            return Err(format!("no property {seg}"));
         };
         node = next;
     }
     match enum_field {
         Some(field) => {
             let Some(prop) = node.properties.as_mut().and_then(|p| p.get_mut(field)) else {
-                panic!("compat alias path {path}: no enum property {field}");
+                return Err(format!("no enum property {field}"));
             };
             let values = prop.enum_.get_or_insert_with(Vec::new);
             let old = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
@@ -78,7 +91,7 @@ fn add_alias(root: &mut JSONSchemaProps, path: &str, old: &str, new: &str) {
         None => {
             let props = node.properties.get_or_insert_with(Default::default);
             let Some(mut copy) = props.get(new).cloned() else {
-                panic!("compat alias path {path}: no property {new}");
+                return Err(format!("no property {new}"));
             };
             copy.description = Some(format!(
                 "Deprecated spelling of `{new}`, accepted for manifests written for the original implementation."
@@ -86,6 +99,7 @@ fn add_alias(root: &mut JSONSchemaProps, path: &str, old: &str, new: &str) {
             props.insert(old.to_string(), copy);
         }
     }
+    Ok(())
 }
 
 /// Every CRD as one multi-document YAML file, as committed in `crds/generated/crds.yaml`.
@@ -100,4 +114,38 @@ pub fn all_crds_yaml() -> String {
         out.push_str(&serde_yaml_ng::to_string(&crd(kind)).unwrap_or_default());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_alias_is_added() {
+        let unknown: Vec<String> = Kind::ALL
+            .into_iter()
+            .flat_map(|kind| crd_and_unknown_aliases(kind).1)
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "SCHEMA_ALIASES entries whose path leads nowhere: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn an_alias_on_a_missing_path_is_reported() {
+        let mut root = schema(Kind::Monitor);
+        assert_eq!(
+            add_alias(&mut root, "spec.nowhere", "old", "new"),
+            Err("no property nowhere".to_string())
+        );
+        assert_eq!(
+            add_alias(&mut root, "spec#enum:nothing", "old", "new"),
+            Err("no enum property nothing".to_string())
+        );
+        assert_eq!(
+            add_alias(&mut root, "spec", "old", "missing"),
+            Err("no property missing".to_string())
+        );
+    }
 }

@@ -2,6 +2,9 @@
 //! by a real agent (`kubekuma up` on the demo) and are never edited. Within a layout
 //! version, changes to `crds/src/objects.rs` must be additive.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kubekuma_crds::objects::{
     AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT,
 };

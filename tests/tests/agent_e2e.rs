@@ -4,6 +4,9 @@
 //! while the target fails, comes back, and the agent catches up without losing the
 //! incident. Nothing in the bucket may name a target.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../../agent/tests/suite/common/s3.rs"]
 mod s3;
 

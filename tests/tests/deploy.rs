@@ -10,6 +10,9 @@
 //! `kubernetes-validate`) that `tests/run` installs. Without them these tests fail, they do
 //! not skip. No API server runs here: this checks the manifests, not a cluster.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

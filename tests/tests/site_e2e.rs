@@ -4,6 +4,9 @@
 //! the site, and headless Chromium (Debian's `chromium`, installed by `tests/run`) opens
 //! the page without console errors and with its bars, banner and scripts working.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::convert::Infallible;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -9,7 +9,6 @@
 //!
 //! Times are stored as INTEGER unix milliseconds. Schema changes are numbered
 //! migrations in [`migrations`].
-#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_silences;
 mod audit;

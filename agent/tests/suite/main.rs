@@ -3,6 +3,9 @@
 //! holds the test peers (an S3 server, Azurite, a fake Kubernetes API server, a fake
 //! Docker engine, a private podman API service).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admin_api;
 mod admin_auth;
 mod alerting_http_providers;
