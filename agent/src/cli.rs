@@ -11,10 +11,10 @@ use kubekuma_crds::monitor::MonitorType;
 use kubekuma_crds::results::CheckOutcome;
 
 use crate::catalog::decode::parse_text;
-use crate::catalog::findings::{Finding, Severity};
 use crate::catalog::folder::read_paths;
 use crate::catalog::snapshot::{Built, build};
 use crate::checks::{self, CheckContext};
+use crate::findings::{Finding, Severity};
 use crate::runtime::{self, AgentOptions};
 
 /// KubeKuma: Kubernetes-native uptime monitoring with static status pages.
@@ -702,7 +702,7 @@ async fn notify(what: NotifyCommand) -> ExitCode {
         }
     };
     let now = chrono::Utc::now();
-    let msg = crate::alerting::providers::Message {
+    let msg = crate::notify::providers::Message {
         title,
         body: message.clone(),
         event: "test".into(),
@@ -722,9 +722,13 @@ async fn notify(what: NotifyCommand) -> ExitCode {
             "annotations": {},
         }),
     };
-    let ctx = crate::alerting::providers::ProviderContext::new(Arc::new(snap.secrets.clone()));
+    let ctx = crate::notify::providers::ProviderContext::new(Arc::new(snap.secrets.clone()));
     let started = std::time::Instant::now();
-    match crate::alerting::providers::send(&ctx, &key.namespace, &p.spec, &msg).await {
+    let Some(plan) = snap.provider_plans.get(&key) else {
+        eprintln!("kubekuma notify test: {key} is not valid (see kubekuma validate)");
+        return ExitCode::from(2);
+    };
+    match crate::notify::providers::send(&ctx, plan, &msg).await {
         Ok(d) => {
             println!(
                 "sent through {key} ({}) in {} ms: {}",
@@ -779,20 +783,15 @@ async fn check(paths: &[PathBuf]) -> ExitCode {
         Skipped(String, MonitorType),
     }
     let mut pending = Vec::new();
-    for (key, m) in &snap.monitors {
-        if m.spec.type_ == MonitorType::Push {
-            pending.push(Pending::Skipped(key.to_string(), m.spec.type_));
+    for plan in crate::schedule::plans(&snap) {
+        let checks::Plan::Probe(probe) = plan.check.as_ref().clone() else {
+            pending.push(Pending::Skipped(plan.key.to_string(), plan.spec.type_));
             continue;
-        }
-        let plan = crate::schedule::MonitorPlan::new(
-            key.clone(),
-            Arc::new(m.spec.clone()),
-            &snap.effective,
-        );
+        };
         let (ctx, limit) = (ctx.clone(), limit.clone());
         pending.push(Pending::Running(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let o = checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await;
+            let o = checks::run(&ctx, &probe, plan.timeout).await;
             (plan.key.to_string(), plan.spec.type_, o)
         })));
     }

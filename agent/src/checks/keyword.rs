@@ -5,10 +5,22 @@
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 
-use super::http::{Passed, fetch_and_judge, scrub};
+use super::http::{self, HttpPlan, Passed, fetch_and_judge, scrub};
 use super::{Attempt, CheckContext, excerpt};
+use crate::findings::Sink;
+use crate::rules::regex_ok;
+
+/// A `keyword` monitor's request and body rules, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeywordPlan {
+    /// The request, judged like `http`.
+    http: HttpPlan,
+    /// What the body must (or must not) contain.
+    rules: Vec<Rule>,
+}
 
 /// One body rule: the text (or pattern), whether it is a regex, whether it must be absent.
+#[derive(Clone, Debug, PartialEq)]
 struct Rule {
     needle: String,
     regex: bool,
@@ -48,65 +60,85 @@ fn shorten(needle: &str) -> String {
     }
 }
 
-/// Run one keyword check.
-pub(crate) async fn check(
-    ctx: &CheckContext,
+/// The plan of a `keyword` monitor: `spec.target.keyword`, or the original
+/// implementation's `target.http` with `successCriteria.keyword.contains/notContains`.
+pub(crate) fn plan(
     namespace: &str,
     spec: &MonitorSpec,
-    attempt: &Attempt,
-) -> CheckOutcome {
-    let criteria_kw = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.keyword.as_ref());
-    let (http, rules) = match (&spec.target.keyword, &spec.target.http) {
-        (Some(k), _) => (
-            &k.http,
-            vec![Rule {
+    sink: &mut Sink<'_>,
+) -> Option<KeywordPlan> {
+    let t = &spec.target;
+    if let Some(k) = &t.keyword {
+        http::rules(sink, "spec.target.keyword", &k.http);
+        if k.keyword.is_empty() {
+            sink.error("spec.target.keyword.keyword", "must not be empty");
+        } else if k.regex == Some(true) {
+            regex_ok(sink, "spec.target.keyword.keyword", &k.keyword);
+        }
+        Some(KeywordPlan {
+            http: HttpPlan::new(namespace, &k.http, spec),
+            rules: vec![Rule {
                 needle: k.keyword.clone(),
                 regex: k.regex.unwrap_or(false),
                 absent: k.invert.unwrap_or(false),
                 case_insensitive: k.case_insensitive.unwrap_or(false),
             }],
-        ),
-        (None, Some(h)) => {
-            let mut rules = Vec::new();
-            for c in criteria_kw.iter().flat_map(|k| k.contains.iter()) {
-                rules.push(Rule {
-                    needle: c.clone(),
-                    regex: false,
-                    absent: false,
-                    case_insensitive: false,
-                });
-            }
-            for c in criteria_kw.iter().flat_map(|k| k.not_contains.iter()) {
-                rules.push(Rule {
-                    needle: c.clone(),
-                    regex: false,
-                    absent: true,
-                    case_insensitive: false,
-                });
-            }
-            (h, rules)
-        }
-        (None, None) => {
-            return CheckOutcome::down(
-                0.0,
-                FailureReason::Config,
-                "spec.target.keyword is missing for a keyword monitor",
+        })
+    } else if let Some(h) = &t.http {
+        http::rules(sink, "spec.target.http", h);
+        let kw = spec
+            .success_criteria
+            .as_ref()
+            .and_then(|c| c.keyword.as_ref());
+        if kw.is_none_or(|k| k.contains.is_empty() && k.not_contains.is_empty()) {
+            sink.error(
+                "spec.target.keyword",
+                "required for type keyword (or target.http with successCriteria.keyword.contains/notContains)",
             );
         }
-    };
+        let mut rules = Vec::new();
+        for c in kw.iter().flat_map(|k| k.contains.iter()) {
+            rules.push(Rule {
+                needle: c.clone(),
+                regex: false,
+                absent: false,
+                case_insensitive: false,
+            });
+        }
+        for c in kw.iter().flat_map(|k| k.not_contains.iter()) {
+            rules.push(Rule {
+                needle: c.clone(),
+                regex: false,
+                absent: true,
+                case_insensitive: false,
+            });
+        }
+        Some(KeywordPlan {
+            http: HttpPlan::new(namespace, h, spec),
+            rules,
+        })
+    } else {
+        None
+    }
+}
+
+/// Run one keyword check.
+pub(crate) async fn check(
+    ctx: &CheckContext,
+    plan: &KeywordPlan,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let rules = &plan.rules;
     let Passed {
         exchange,
         judged,
         secrets,
-    } = match fetch_and_judge(ctx, namespace, spec, http, attempt).await {
+    } = match fetch_and_judge(ctx, &plan.http, attempt).await {
         Ok(p) => p,
         Err(down) => return down,
     };
     let body = String::from_utf8_lossy(&exchange.body);
-    for rule in &rules {
+    for rule in rules {
         let found = match rule.find(&body) {
             Ok(found) => found,
             Err(e) => {
