@@ -724,7 +724,7 @@ async fn notify(what: NotifyCommand) -> ExitCode {
     };
     let ctx = crate::notify::providers::ProviderContext::new(Arc::new(snap.secrets.clone()));
     let started = std::time::Instant::now();
-    let Some(plan) = snap.provider_plans.get(&key) else {
+    let Some(plan) = snap.provider_plans.get(key) else {
         eprintln!("kubekuma notify test: {key} is not valid (see kubekuma validate)");
         return ExitCode::from(2);
     };
