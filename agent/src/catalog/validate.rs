@@ -5,7 +5,7 @@
 
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::common::MonitorSelector;
-use kubekuma_crds::monitor::{MonitorSpec, MonitorType};
+use kubekuma_crds::monitor::{MonitorSpec, MonitorType, SuccessCriteria};
 use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSpec};
 
 use super::schedule_expr;
@@ -148,11 +148,24 @@ pub fn monitor(
 fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
     let ty = spec.type_;
     if let Some(c) = &spec.success_criteria {
+        // Every block by name: a new one does not compile until it has its rules here.
+        let SuccessCriteria {
+            http,
+            keyword,
+            json_query,
+            tcp,
+            dns,
+            ping,
+            websocket,
+            steam,
+            kubernetes,
+            docker,
+        } = c;
         let http_like = matches!(
             ty,
             MonitorType::Http | MonitorType::Keyword | MonitorType::JsonQuery
         );
-        if let Some(h) = &c.http {
+        if let Some(h) = http {
             if !http_like {
                 sink.warn(
                     "spec.successCriteria.http",
@@ -182,7 +195,7 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
                 600_000,
             );
         }
-        if c.keyword.is_some() && !matches!(ty, MonitorType::Keyword | MonitorType::Http) {
+        if keyword.is_some() && !matches!(ty, MonitorType::Keyword | MonitorType::Http) {
             sink.warn(
                 "spec.successCriteria.keyword",
                 format!("ignored for type {ty}"),
@@ -190,32 +203,32 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
         }
         for (block, path, ok) in [
             (
-                c.json_query.as_ref().map(|l| l.max_latency_ms),
+                json_query.as_ref().map(|l| l.max_latency_ms),
                 "jsonQuery",
                 ty == MonitorType::JsonQuery,
             ),
             (
-                c.tcp.as_ref().map(|l| l.max_latency_ms),
+                tcp.as_ref().map(|l| l.max_latency_ms),
                 "tcp",
                 ty == MonitorType::Tcp,
             ),
             (
-                c.dns.as_ref().map(|l| l.max_latency_ms),
+                dns.as_ref().map(|l| l.max_latency_ms),
                 "dns",
                 ty == MonitorType::Dns,
             ),
             (
-                c.websocket.as_ref().map(|l| l.max_latency_ms),
+                websocket.as_ref().map(|l| l.max_latency_ms),
                 "websocket",
                 ty == MonitorType::Websocket,
             ),
             (
-                c.ping.as_ref().map(|l| l.max_latency_ms),
+                ping.as_ref().map(|l| l.max_latency_ms),
                 "ping",
                 ty == MonitorType::Ping,
             ),
             (
-                c.steam.as_ref().map(|l| l.max_latency_ms),
+                steam.as_ref().map(|l| l.max_latency_ms),
                 "steam",
                 ty == MonitorType::Steam,
             ),
@@ -236,7 +249,7 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
                 );
             }
         }
-        if let Some(p) = &c.ping {
+        if let Some(p) = ping {
             range(
                 sink,
                 "spec.successCriteria.ping.maxPacketLossPercent",
@@ -245,7 +258,7 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
                 100,
             );
         }
-        if let Some(s) = &c.steam {
+        if let Some(s) = steam {
             range(
                 sink,
                 "spec.successCriteria.steam.minPlayers",
@@ -254,7 +267,7 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
                 1_000_000,
             );
         }
-        if let Some(k) = &c.kubernetes {
+        if let Some(k) = kubernetes {
             if ty != MonitorType::Kubernetes {
                 sink.warn(
                     "spec.successCriteria.kubernetes",
@@ -269,7 +282,7 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
                 100,
             );
         }
-        if c.docker.is_some() && ty != MonitorType::Docker {
+        if docker.is_some() && ty != MonitorType::Docker {
             sink.warn(
                 "spec.successCriteria.docker",
                 format!("ignored for type {ty}"),

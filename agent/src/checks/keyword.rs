@@ -6,7 +6,7 @@ use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 
 use super::http::{self, HttpPlan, Passed, fetch_and_judge, scrub};
-use super::{Attempt, CheckContext, excerpt};
+use super::{Attempt, CheckContext, Pattern, excerpt};
 use crate::findings::Sink;
 use crate::rules::regex_ok;
 
@@ -26,26 +26,46 @@ struct Rule {
     regex: bool,
     absent: bool,
     case_insensitive: bool,
+    /// The compiled pattern (of the escaped text when only case-insensitive), or why it
+    /// does not compile; `None` for plain text.
+    compiled: Option<Result<Pattern, String>>,
 }
 
 impl Rule {
-    /// Where the rule's text or pattern first occurs in `body`, as byte positions in
-    /// `body` itself. Case-insensitive matching uses Unicode simple case folding in the
-    /// regex engine rather than lowercasing the body, whose byte length can differ from
-    /// the original's (`İ` lowercases to two characters), which would misplace the match.
-    fn find(&self, body: &str) -> Result<Option<(usize, usize)>, regex::Error> {
-        if !self.regex && !self.case_insensitive {
-            return Ok(body.find(&self.needle).map(|s| (s, s + self.needle.len())));
+    /// A rule, its pattern compiled once. Case-insensitive matching uses Unicode simple
+    /// case folding in the regex engine rather than lowercasing the body, whose byte
+    /// length can differ from the original's (`İ` lowercases to two characters), which
+    /// would misplace the match.
+    fn new(needle: &str, regex: bool, absent: bool, case_insensitive: bool) -> Rule {
+        let compiled = (regex || case_insensitive).then(|| {
+            let pattern = if regex {
+                needle.to_string()
+            } else {
+                regex::escape(needle)
+            };
+            regex::RegexBuilder::new(&pattern)
+                .case_insensitive(case_insensitive)
+                .build()
+                .map(Pattern)
+                .map_err(|e| e.to_string())
+        });
+        Rule {
+            needle: needle.to_string(),
+            regex,
+            absent,
+            case_insensitive,
+            compiled,
         }
-        let pattern = if self.regex {
-            self.needle.clone()
-        } else {
-            regex::escape(&self.needle)
-        };
-        let re = regex::RegexBuilder::new(&pattern)
-            .case_insensitive(self.case_insensitive)
-            .build()?;
-        Ok(re.find(body).map(|m| (m.start(), m.end())))
+    }
+
+    /// Where the rule's text or pattern first occurs in `body`, as byte positions in
+    /// `body` itself; `Err` when the pattern does not compile.
+    fn find(&self, body: &str) -> Result<Option<(usize, usize)>, String> {
+        match &self.compiled {
+            None => Ok(body.find(&self.needle).map(|s| (s, s + self.needle.len()))),
+            Some(Ok(re)) => Ok(re.0.find(body).map(|m| (m.start(), m.end()))),
+            Some(Err(e)) => Err(e.clone()),
+        }
     }
 }
 
@@ -77,12 +97,12 @@ pub(crate) fn plan(
         }
         Some(KeywordPlan {
             http: HttpPlan::new(namespace, &k.http, spec),
-            rules: vec![Rule {
-                needle: k.keyword.clone(),
-                regex: k.regex.unwrap_or(false),
-                absent: k.invert.unwrap_or(false),
-                case_insensitive: k.case_insensitive.unwrap_or(false),
-            }],
+            rules: vec![Rule::new(
+                &k.keyword,
+                k.regex.unwrap_or(false),
+                k.invert.unwrap_or(false),
+                k.case_insensitive.unwrap_or(false),
+            )],
         })
     } else if let Some(h) = &t.http {
         http::rules(sink, "spec.target.http", h);
@@ -98,20 +118,10 @@ pub(crate) fn plan(
         }
         let mut rules = Vec::new();
         for c in kw.iter().flat_map(|k| k.contains.iter()) {
-            rules.push(Rule {
-                needle: c.clone(),
-                regex: false,
-                absent: false,
-                case_insensitive: false,
-            });
+            rules.push(Rule::new(c, false, false, false));
         }
         for c in kw.iter().flat_map(|k| k.not_contains.iter()) {
-            rules.push(Rule {
-                needle: c.clone(),
-                regex: false,
-                absent: true,
-                case_insensitive: false,
-            });
+            rules.push(Rule::new(c, false, true, false));
         }
         Some(KeywordPlan {
             http: HttpPlan::new(namespace, h, spec),
@@ -201,12 +211,7 @@ mod tests {
     use super::*;
 
     fn rule(needle: &str, regex: bool, case_insensitive: bool) -> Rule {
-        Rule {
-            needle: needle.into(),
-            regex,
-            absent: false,
-            case_insensitive,
-        }
+        Rule::new(needle, regex, false, case_insensitive)
     }
 
     /// The matched text, cut from the original body at the positions found.
