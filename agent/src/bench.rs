@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kubekuma_crds::monitor::{HttpTarget, MonitorSpec, Schedule, Target};
+use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use kubekuma_crds::{EffectiveSettings, MonitorType};
 use tokio::sync::mpsc;
 
 use crate::catalog::ObjKey;
-use crate::catalog::secrets::SecretStore;
-use crate::checks::{self, CheckContext};
+use crate::checks::{self, CheckContext, Plan, PlanError};
 use crate::runtime::{Live, process};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
+use crate::secrets::SecretStore;
 use crate::store::Store;
 
 /// Parameters of `kubekuma bench agent`.
@@ -173,19 +174,29 @@ pub async fn run_agent_bench(b: AgentBench) -> anyhow::Result<String> {
                 tags: vec![],
                 annotations: Default::default(),
             };
-            MonitorPlan::new(
+            let check = Plan::of("bench", &spec)?;
+            Ok(MonitorPlan::new(
                 ObjKey::new("bench", &format!("m{i}")),
                 Arc::new(spec),
+                Arc::new(check),
                 &settings,
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_, PlanError>>()?;
     let runner: Runner = {
         let ctx = ctx.clone();
         Arc::new(move |plan: Arc<MonitorPlan>| {
             let ctx = ctx.clone();
             Box::pin(async move {
-                checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await
+                match plan.check.as_ref() {
+                    Plan::Probe(probe) => checks::run(&ctx, probe, plan.timeout).await,
+                    // The mix holds only http monitors.
+                    Plan::Push(_) => CheckOutcome::down(
+                        0.0,
+                        FailureReason::Config,
+                        "push monitors are not part of the benchmark",
+                    ),
+                }
             })
         })
     };

@@ -26,11 +26,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use kubekuma_crds::monitor::{MonitorSpec, MonitorType};
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use tokio::sync::mpsc;
 
 use crate::catalog::ObjKey;
+use crate::checks::Plan;
+use crate::checks::push::PushPlan;
 use crate::schedule::{CheckDone, MonitorPlan};
 use crate::store::Store;
 
@@ -42,9 +43,6 @@ pub const NOT_DUE: &str = "pushNotDue";
 
 /// Longest push message kept, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 250;
-
-/// Longest time between two evaluations of a push monitor's deadline.
-const MAX_EVALUATION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A push token: a credential, so it never prints ([`Token::expose`] reads it).
 #[derive(Clone, PartialEq, Eq)]
@@ -86,29 +84,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
-}
-
-/// Interval and grace of a push monitor: `target.push.intervalSeconds` (default: the
-/// schedule's interval, else 60 s) and `target.push.graceSeconds` (default 0).
-pub fn timing(spec: &MonitorSpec) -> (TimeDelta, TimeDelta) {
-    let push = spec.target.push.as_ref();
-    let interval = push
-        .and_then(|p| p.interval_seconds)
-        .or_else(|| spec.schedule.as_ref().and_then(|s| s.interval_seconds))
-        .unwrap_or(60)
-        .max(1);
-    let grace = push.and_then(|p| p.grace_seconds).unwrap_or(0).max(0);
-    (TimeDelta::seconds(interval), TimeDelta::seconds(grace))
-}
-
-/// How often the scheduler evaluates a push monitor's deadline: its interval, at most
-/// a minute, so a missed deadline is noticed within a minute.
-pub fn evaluation_interval(spec: &MonitorSpec) -> Duration {
-    let (interval, _) = timing(spec);
-    interval
-        .to_std()
-        .unwrap_or(MAX_EVALUATION_INTERVAL)
-        .clamp(Duration::from_secs(1), MAX_EVALUATION_INTERVAL)
 }
 
 /// `45s`, `2m 30s`, `1h 5m`, `2d 0h`.
@@ -360,9 +335,12 @@ impl PushHub {
     /// `now`, and forget the stored records of push monitors no longer in the catalog.
     /// Returns the generated tokens, by monitor.
     pub async fn apply(&self, plans: &[MonitorPlan], now: DateTime<Utc>) -> HashMap<ObjKey, Token> {
-        let push: Vec<&MonitorPlan> = plans
+        let push: Vec<(&MonitorPlan, &PushPlan)> = plans
             .iter()
-            .filter(|p| p.spec.type_ == MonitorType::Push)
+            .filter_map(|p| match p.check.as_ref() {
+                Plan::Push(push) => Some((p, push)),
+                Plan::Probe(_) => None,
+            })
             .collect();
         let rows = match self.store.push_rows().await {
             Ok(rows) => Some(rows),
@@ -381,12 +359,12 @@ impl PushHub {
                 )
             })
             .collect();
-        let spec_tokens: HashSet<&str> = push.iter().filter_map(|p| spec_token(p)).collect();
+        let spec_tokens: HashSet<&str> = push.iter().filter_map(|(_, p)| p.spec_token()).collect();
         let previous = self.lock().generated.clone();
 
         let mut generated = HashMap::new();
-        for plan in &push {
-            if spec_token(plan).is_some() {
+        for (plan, push) in &push {
+            if push.spec_token().is_some() {
                 continue;
             }
             let key = &plan.key;
@@ -414,7 +392,7 @@ impl PushHub {
         }
 
         if let Some(rows) = &rows {
-            let present: HashSet<&ObjKey> = push.iter().map(|p| &p.key).collect();
+            let present: HashSet<&ObjKey> = push.iter().map(|(p, _)| &p.key).collect();
             for r in rows {
                 let key = ObjKey::new(&r.namespace, &r.name);
                 if !present.contains(&key)
@@ -429,15 +407,15 @@ impl PushHub {
         let mut old = std::mem::take(&mut reg.watched);
         let mut by_hash: HashMap<u64, Vec<(Token, ObjKey)>> = HashMap::new();
         let mut watched = HashMap::new();
-        for plan in push.iter().filter(|p| p.enabled) {
-            let token = match spec_token(plan) {
+        for (plan, push) in push.iter().filter(|(p, _)| p.enabled) {
+            let token = match push.spec_token() {
                 Some(t) => Token(t.to_string()),
                 None => match generated.get(&plan.key) {
                     Some(t) => t.clone(),
                     None => continue,
                 },
             };
-            let (interval, grace) = timing(&plan.spec);
+            let (interval, grace) = push.timing();
             let deadline = match old.remove(&plan.key) {
                 Some(w) => {
                     let mut d = w.deadline;
@@ -491,7 +469,7 @@ impl PushHub {
         if done.outcome.metadata.contains_key(NOT_DUE) {
             return false;
         }
-        if done.plan.spec.type_ == MonitorType::Push
+        if matches!(done.plan.check.as_ref(), Plan::Push(_))
             && done.outcome.reason == Some(FailureReason::Missed)
         {
             let reg = self.lock();
@@ -557,14 +535,6 @@ impl PushHub {
             .map_err(|_| PushError::Stopped)?;
         Ok(key)
     }
-}
-
-fn spec_token(plan: &MonitorPlan) -> Option<&str> {
-    plan.spec
-        .target
-        .push
-        .as_ref()
-        .and_then(|p| p.token.as_deref())
 }
 
 fn not_due() -> CheckOutcome {

@@ -24,12 +24,12 @@ use crate::alerting::policy::EventKind;
 use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
-use crate::checks::{self, CheckContext};
+use crate::checks::{self, CheckContext, Plan};
 use crate::cluster::catalog::{KubeCatalog, KubeWatch};
 use crate::cluster::status::{StatusOptions, StatusWriter};
 use crate::export::{self, Outbox, PendingObject, Uploader};
-use crate::push::{self, PushHub, Token};
-use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
+use crate::push::{PushHub, Token};
+use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler, plans};
 use crate::state::{Tracker, Transition};
 use crate::store::{CrdCacheEntry, MonitorStateRow, Store};
 
@@ -92,23 +92,6 @@ pub fn log_findings(findings: &[Finding]) {
             Severity::Warning => tracing::warn!(finding = %f, "manifest warning"),
         }
     }
-}
-
-/// The plans of every monitor of a snapshot. A push monitor's runs only evaluate its
-/// deadline, every `min(push interval, 60 s)` (see [`crate::push`]).
-pub fn plans(snapshot: &Snapshot) -> Vec<MonitorPlan> {
-    snapshot
-        .monitors
-        .iter()
-        .map(|(k, m)| {
-            let mut plan =
-                MonitorPlan::new(k.clone(), Arc::new(m.spec.clone()), &snapshot.effective);
-            if plan.spec.type_ == MonitorType::Push {
-                plan.interval = push::evaluation_interval(&plan.spec);
-            }
-            plan
-        })
-        .collect()
 }
 
 /// The current, in-memory view of every monitor (published in `state.json`).
@@ -779,9 +762,9 @@ pub async fn run_with(
             let ctx = ctx_rx.borrow().clone();
             let hub = hub.clone();
             Box::pin(async move {
-                match plan.spec.type_ {
-                    MonitorType::Push => hub.evaluate(&plan.key, Utc::now()),
-                    _ => checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await,
+                match plan.check.as_ref() {
+                    Plan::Push(_) => hub.evaluate(&plan.key, Utc::now()),
+                    Plan::Probe(probe) => checks::run(&ctx, probe, plan.timeout).await,
                 }
             })
         })

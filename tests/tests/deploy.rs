@@ -208,7 +208,7 @@ fn validate(r: &Rendered) {
         let errors: Vec<String> = built
             .findings
             .iter()
-            .filter(|f| f.severity == kubekuma_agent::catalog::findings::Severity::Error)
+            .filter(|f| f.severity == kubekuma_agent::findings::Severity::Error)
             .map(ToString::to_string)
             .collect();
         assert!(errors.is_empty(), "{}", errors.join("\n"));

@@ -1,9 +1,8 @@
-//! Alerting: events from state transitions, policies, suppression, the delivery outbox,
-//! and the providers that send (`providers`, one file per service).
+//! Alerting: events from state transitions, policies, suppression, and the delivery
+//! outbox that sends through `crate::notify::providers`.
 
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;
-pub mod providers;
 pub mod suppress;
 pub mod template;

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::providers::{self, Message, ProviderContext, SendError};
 use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
+use crate::notify::providers::{self, Message, ProviderContext, SendError};
 use crate::store::Store;
 use crate::store::deliveries::{Attempt, Delivery};
 
@@ -268,14 +268,17 @@ async fn deliver(
         Some(p) if !p.spec.enabled.unwrap_or(true) => Err(SendError::Config(format!(
             "NotificationProvider {key} is disabled"
         ))),
-        Some(p) => {
+        Some(_) => {
             let limit = ctx.timeout + Duration::from_secs(5);
-            match tokio::time::timeout(
-                limit,
-                providers::send(ctx, &key.namespace, &p.spec, &message(&d)),
-            )
-            .await
-            {
+            let send = async {
+                match snap.provider_plans.get(&key) {
+                    Some(plan) => providers::send(ctx, plan, &message(&d)).await,
+                    None => Err(SendError::Config(format!(
+                        "NotificationProvider {key} has no plan"
+                    ))),
+                }
+            };
+            match tokio::time::timeout(limit, send).await {
                 Ok(r) => r,
                 Err(_) => Err(SendError::Temporary(format!(
                     "no answer within {} s",

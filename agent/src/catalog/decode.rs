@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Resource;
-use super::findings::{Finding, Origin, ResourceId, Severity, Sink};
-use super::secrets::SecretValue;
+use crate::findings::{Finding, Origin, ResourceId, Severity, Sink};
+use crate::secrets::SecretValue;
 
 /// A Secret read from a manifest. Its values never print.
 #[derive(Clone, Debug, PartialEq)]
@@ -274,20 +274,7 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
     doc
 }
 
-/// A DNS-1123 subdomain (resource names) or label (namespaces).
-pub fn dns1123(s: &str, max: usize, dots: bool) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-        && (dots || !s.contains('.'))
-}
+pub use crate::rules::dns1123;
 
 fn check_metadata(value: &Value, namespaced: bool, sink: &mut Sink<'_>) {
     let Some(meta) = value.get("metadata") else {

@@ -11,8 +11,8 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use super::decode::{FileDocs, parse_text};
-use super::findings::{Finding, Origin, Severity};
 use super::snapshot::{Built, LastGood, Snapshot, build};
+use crate::findings::{Finding, Origin, Severity};
 
 /// Reads manifests from files and folders and keeps the last good state between loads.
 #[derive(Debug, Default)]

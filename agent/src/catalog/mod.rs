@@ -3,10 +3,8 @@
 //! [`Snapshot`]; everything downstream trusts it and never re-validates.
 
 pub mod decode;
-pub mod findings;
 pub mod folder;
 pub mod schedule_expr;
-pub mod secrets;
 pub mod selector;
 pub mod snapshot;
 pub mod validate;
@@ -16,7 +14,7 @@ use kubekuma_crds::{
     NotificationPolicy, NotificationProvider, Silence, StatusPage,
 };
 
-pub use findings::{Finding, Origin, ResourceId, Severity};
+pub use crate::findings::{Finding, Origin, ResourceId, Severity};
 pub use snapshot::{ObjKey, Snapshot};
 
 /// One resource of the ten kinds.

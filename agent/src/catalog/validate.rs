@@ -1,166 +1,17 @@
-//! Semantic checks of one resource (ranges, URLs, regexes, schedules, per-type rules).
-//! Checks across resources (duplicates, references) live in `snapshot.rs`.
-
-use std::net::{IpAddr, SocketAddr};
+//! Semantic checks of one resource (ranges, URLs, regexes, schedules). A monitor's target
+//! follows the rules of its type, in `checks/<type>.rs`; the field rules they share are in
+//! `crate::rules`. Checks across resources (duplicates,
+//! references) live in `snapshot.rs`.
 
 use kubekuma_crds::EffectiveSettings;
-use kubekuma_crds::common::{MonitorSelector, SecretKeyRef};
-use kubekuma_crds::compat::Headers;
-use kubekuma_crds::monitor::{HttpTarget, JsonComparison, MonitorSpec, MonitorType, Target};
-use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSpec, ProviderType};
+use kubekuma_crds::common::MonitorSelector;
+use kubekuma_crds::monitor::{MonitorSpec, MonitorType, SuccessCriteria};
+use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSpec};
 
-use super::findings::Sink;
 use super::schedule_expr;
-use super::secrets::{secret_refs, without_secret_refs};
-
-/// A range check with the message format every rule shares.
-fn range(sink: &mut Sink<'_>, path: &str, v: Option<i64>, min: i64, max: i64) {
-    if let Some(v) = v {
-        if v < min {
-            sink.error(path, format!("must be at least {min}, got {v}"));
-        } else if v > max {
-            sink.error(path, format!("must be at most {max}, got {v}"));
-        }
-    }
-}
-
-fn port(sink: &mut Sink<'_>, path: &str, v: Option<i64>) {
-    range(sink, path, v, 1, 65535);
-}
-
-fn regex_ok(sink: &mut Sink<'_>, path: &str, pattern: &str) {
-    if let Err(e) = regex::Regex::new(pattern) {
-        let detail = e.to_string();
-        let last = detail.lines().last().unwrap_or("").trim();
-        let last = last.strip_prefix("error: ").unwrap_or(last);
-        sink.error(path, format!("invalid regular expression: {last}"));
-    }
-}
-
-/// Check `${SECRET:…}` syntax inside a string field.
-fn secret_syntax(sink: &mut Sink<'_>, path: &str, text: &str) {
-    for r in secret_refs(text) {
-        if let Err(e) = r {
-            sink.error(path, e);
-        }
-    }
-    if let Some(near) = super::secrets::near_miss_ref(text) {
-        sink.warn(
-            path,
-            format!("`{near}` looks like a secret reference but is sent literally; the form is ${{SECRET:secret-name:key}}"),
-        );
-    }
-}
-
-/// A URL with one of `schemes`; secret references are allowed anywhere in it.
-pub fn url_ok(sink: &mut Sink<'_>, path: &str, raw: &str, schemes: &[&str]) {
-    secret_syntax(sink, path, raw);
-    let expected = schemes
-        .iter()
-        .map(|s| format!("{s}://"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let article = if expected.starts_with(['h', 'a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    let expected = format!("{article} {expected} URL");
-    let cleaned = without_secret_refs(raw);
-    match url::Url::parse(&cleaned) {
-        Ok(u) if !schemes.contains(&u.scheme()) => sink.error(
-            path,
-            format!("must be {expected}, got scheme {:?}", u.scheme()),
-        ),
-        // `https:///health` parses with host "health": a slash too many.
-        Ok(_)
-            if cleaned
-                .split_once("://")
-                .is_some_and(|(_, rest)| rest.starts_with('/')) =>
-        {
-            sink.error(
-                path,
-                format!("must be {expected} with a host (there is a '/' too many after ://)"),
-            )
-        }
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-            sink.error(path, format!("must be {expected} with a host"))
-        }
-        Ok(_) => {}
-        Err(url::ParseError::RelativeUrlWithoutBase) => {
-            sink.error(path, format!("must be {expected}: the scheme is missing"))
-        }
-        Err(e) => sink.error(path, format!("must be {expected}: {e}")),
-    }
-}
-
-fn host_ok(sink: &mut Sink<'_>, path: &str, host: &str) {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    if h.is_empty() {
-        sink.error(path, "must not be empty");
-    } else if h.parse::<IpAddr>().is_err()
-        && (h.contains("://")
-            || !h
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'))
-    {
-        sink.error(
-            path,
-            format!("must be a host name or IP address (no scheme, port or path), got {host:?}"),
-        );
-    }
-}
-
-fn headers_ok(sink: &mut Sink<'_>, path: &str, headers: &Option<Headers>) {
-    for (name, value) in headers.iter().flat_map(|h| h.0.iter()) {
-        let p = format!("{path}.{name}");
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-        {
-            sink.error(&p, "invalid header name");
-        }
-        secret_syntax(sink, &p, value);
-    }
-}
-
-fn http_ok(sink: &mut Sink<'_>, base: &str, h: &HttpTarget) {
-    url_ok(sink, &format!("{base}.url"), &h.url, &["http", "https"]);
-    headers_ok(sink, &format!("{base}.headers"), &h.headers);
-    if let Some(body) = &h.body {
-        secret_syntax(sink, &format!("{base}.body"), body);
-    }
-    range(
-        sink,
-        &format!("{base}.maxRedirects"),
-        h.max_redirects,
-        0,
-        50,
-    );
-    range(
-        sink,
-        &format!("{base}.maxBodyBytes"),
-        h.max_body_bytes,
-        1,
-        64 * 1024 * 1024,
-    );
-    if let Some(tls) = &h.tls {
-        range(
-            sink,
-            &format!("{base}.tls.warnBeforeDays"),
-            tls.warn_before_days,
-            0,
-            3650,
-        );
-        if tls.verify == Some(true) && h.skip_tls_verify == Some(true) {
-            sink.warn(
-                &format!("{base}.tls.verify"),
-                "contradicts skipTLSVerify: true; certificates will not be verified",
-            );
-        }
-    }
-}
+use crate::findings::Sink;
+use crate::notify::providers::ProviderPlan;
+use crate::rules::{range, regex_ok, server_ok, url_ok};
 
 fn selector_ok(sink: &mut Sink<'_>, base: &str, sel: &Option<MonitorSelector>) {
     for (i, n) in sel.iter().flat_map(|s| s.match_names.iter()).enumerate() {
@@ -170,32 +21,15 @@ fn selector_ok(sink: &mut Sink<'_>, base: &str, sel: &Option<MonitorSelector>) {
     }
 }
 
-/// Which `spec.target` blocks are present.
-fn present_targets(t: &Target) -> Vec<MonitorType> {
-    let mut v = Vec::new();
-    for (present, ty) in [
-        (t.http.is_some(), MonitorType::Http),
-        (t.keyword.is_some(), MonitorType::Keyword),
-        (t.json_query.is_some(), MonitorType::JsonQuery),
-        (t.tcp.is_some(), MonitorType::Tcp),
-        (t.dns.is_some(), MonitorType::Dns),
-        (t.ping.is_some(), MonitorType::Ping),
-        (t.websocket.is_some(), MonitorType::Websocket),
-        (t.push.is_some(), MonitorType::Push),
-        (t.steam.is_some(), MonitorType::Steam),
-        (t.kubernetes.is_some(), MonitorType::Kubernetes),
-        (t.docker.is_some(), MonitorType::Docker),
-    ] {
-        if present {
-            v.push(ty);
-        }
-    }
-    v
-}
-
-/// Semantic checks of a Monitor spec.
-pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink<'_>) {
-    let ty = spec.type_;
+/// Semantic checks of a Monitor spec in `namespace`: its schedule and alerting here, its
+/// target and success criteria in its type's checker. The checked plan, unless the sink
+/// holds an error.
+pub fn monitor(
+    namespace: &str,
+    spec: &MonitorSpec,
+    settings: &EffectiveSettings,
+    sink: &mut Sink<'_>,
+) -> Option<crate::checks::Plan> {
     // Schedule.
     let sched = spec.schedule.clone().unwrap_or_default();
     let interval = sched.interval_seconds.unwrap_or(60);
@@ -295,264 +129,43 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
         100,
     );
 
-    // Target: the block named by the type must be there; others are ignored.
-    let t = &spec.target;
-    let present = present_targets(t);
-    let compat_http = matches!(ty, MonitorType::Keyword | MonitorType::JsonQuery)
-        && t.http.is_some()
-        && !present.contains(&ty);
-    if !present.contains(&ty) && !compat_http {
-        sink.error(
-            &format!("spec.target.{ty}"),
-            format!(
-                "required for type {ty}{}",
-                if present.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (found {})",
-                        present
-                            .iter()
-                            .map(|p| format!("target.{p}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            ),
+    if let Some(a) = &spec.alerting {
+        range(
+            sink,
+            "spec.alerting.resendIntervalMinutes",
+            a.resend_interval_minutes,
+            0,
+            525_600,
         );
     }
-    for p in &present {
-        if *p != ty && !(compat_http && *p == MonitorType::Http) {
-            sink.warn(
-                &format!("spec.target.{p}"),
-                format!("ignored for type {ty}"),
-            );
-        }
-    }
-    match ty {
-        MonitorType::Http => {
-            if let Some(h) = &t.http {
-                http_ok(sink, "spec.target.http", h);
-            }
-        }
-        MonitorType::Keyword => {
-            if let Some(k) = &t.keyword {
-                http_ok(sink, "spec.target.keyword", &k.http);
-                if k.keyword.is_empty() {
-                    sink.error("spec.target.keyword.keyword", "must not be empty");
-                } else if k.regex == Some(true) {
-                    regex_ok(sink, "spec.target.keyword.keyword", &k.keyword);
-                }
-            } else if let Some(h) = &t.http {
-                http_ok(sink, "spec.target.http", h);
-                let kw = spec
-                    .success_criteria
-                    .as_ref()
-                    .and_then(|c| c.keyword.as_ref());
-                if kw.is_none_or(|k| k.contains.is_empty() && k.not_contains.is_empty()) {
-                    sink.error(
-                        "spec.target.keyword",
-                        "required for type keyword (or target.http with successCriteria.keyword.contains/notContains)",
-                    );
-                }
-            }
-        }
-        MonitorType::JsonQuery => {
-            if let Some(j) = &t.json_query {
-                http_ok(sink, "spec.target.jsonQuery", &j.http);
-                if let Err(e) = serde_json_path::JsonPath::parse(&j.query) {
-                    sink.error(
-                        "spec.target.jsonQuery.query",
-                        format!("invalid JSONPath (RFC 9535): {e}"),
-                    );
-                }
-                let cmp = j.comparison.unwrap_or(if j.expected.is_some() {
-                    JsonComparison::Equals
-                } else {
-                    JsonComparison::Exists
-                });
-                match (cmp, &j.expected) {
-                    (JsonComparison::Exists, Some(_)) => sink.warn(
-                        "spec.target.jsonQuery.expected",
-                        "ignored: comparison exists only checks that the query matches",
-                    ),
-                    (JsonComparison::Exists, None) => {}
-                    (_, None) => sink.error(
-                        "spec.target.jsonQuery.expected",
-                        "required unless comparison is exists",
-                    ),
-                    (
-                        JsonComparison::LessThan
-                        | JsonComparison::LessThanOrEqual
-                        | JsonComparison::GreaterThan
-                        | JsonComparison::GreaterThanOrEqual,
-                        Some(v),
-                    ) if !v.is_number()
-                        && v.as_str().is_none_or(|s| s.trim().parse::<f64>().is_err()) =>
-                    {
-                        sink.error(
-                            "spec.target.jsonQuery.expected",
-                            format!(
-                                "must be a number for an ordering comparison, got {}",
-                                kubekuma_crds::compat::describe(v)
-                            ),
-                        )
-                    }
-                    _ => {}
-                }
-            } else if let Some(h) = &t.http {
-                http_ok(sink, "spec.target.http", h);
-                sink.error("spec.target.jsonQuery.query", "required for type jsonQuery");
-            }
-        }
-        MonitorType::Tcp => {
-            if let Some(tcp) = &t.tcp {
-                host_ok(sink, "spec.target.tcp.host", &tcp.host);
-                port(sink, "spec.target.tcp.port", Some(tcp.port));
-            }
-        }
-        MonitorType::Dns => {
-            if let Some(d) = &t.dns {
-                let domain = d.domain.trim_end_matches('.');
-                let ptr_by_address = d.record_type
-                    == Some(kubekuma_crds::monitor::DnsRecordType::PTR)
-                    && domain.parse::<std::net::IpAddr>().is_ok();
-                if ptr_by_address {
-                    // An address to look up in in-addr.arpa / ip6.arpa.
-                } else if domain.is_empty()
-                    || domain.len() > 253
-                    || !domain.split('.').all(|l| {
-                        !l.is_empty()
-                            && l.len() <= 63
-                            && l.chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                    })
-                {
-                    sink.error(
-                        "spec.target.dns.domain",
-                        format!("must be a domain name, got {:?}", d.domain),
-                    );
-                }
-                if let Some(s) = &d.server {
-                    server_ok(sink, "spec.target.dns.server", s);
-                }
-            }
-        }
-        MonitorType::Ping => {
-            if let Some(p) = &t.ping {
-                host_ok(sink, "spec.target.ping.host", &p.host);
-                range(sink, "spec.target.ping.count", p.count, 1, 100);
-                port(sink, "spec.target.ping.tcpFallback", p.tcp_fallback);
-            }
-        }
-        MonitorType::Websocket => {
-            if let Some(w) = &t.websocket {
-                url_ok(sink, "spec.target.websocket.url", &w.url, &["ws", "wss"]);
-                headers_ok(sink, "spec.target.websocket.headers", &w.headers);
-                if w.regex == Some(true) {
-                    match &w.expected_response {
-                        Some(p) => regex_ok(sink, "spec.target.websocket.expectedResponse", p),
-                        None => sink.warn(
-                            "spec.target.websocket.regex",
-                            "has no effect without expectedResponse",
-                        ),
-                    }
-                }
-            }
-        }
-        MonitorType::Push => {
-            if let Some(p) = &t.push {
-                if let Some(tok) = &p.token
-                    && (tok.len() < 8
-                        || tok.len() > 128
-                        || !tok
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-                {
-                    sink.error(
-                        "spec.target.push.token",
-                        format!(
-                            "must be 8-128 characters of letters, digits, '-' and '_', got {} characters",
-                            tok.chars().count()
-                        ),
-                    );
-                }
-                range(
-                    sink,
-                    "spec.target.push.intervalSeconds",
-                    p.interval_seconds,
-                    1,
-                    86_400 * 7,
-                );
-                range(
-                    sink,
-                    "spec.target.push.graceSeconds",
-                    p.grace_seconds,
-                    0,
-                    86_400,
-                );
-            }
-        }
-        MonitorType::Steam => {
-            if let Some(s) = &t.steam {
-                host_ok(sink, "spec.target.steam.host", &s.host);
-                port(sink, "spec.target.steam.port", s.port);
-            }
-        }
-        MonitorType::Kubernetes => {
-            if let Some(k) = &t.kubernetes {
-                let av = &k.api_version;
-                let parts: Vec<&str> = av.split('/').collect();
-                if av.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
-                    sink.error(
-                        "spec.target.kubernetes.apiVersion",
-                        format!("must be `version` or `group/version` (e.g. apps/v1), got {av:?}"),
-                    );
-                }
-                if k.kind.is_empty() || !k.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
-                    sink.error(
-                        "spec.target.kubernetes.kind",
-                        format!("must be a kind such as Deployment, got {:?}", k.kind),
-                    );
-                }
-                if !super::decode::dns1123(&k.name, 253, true) {
-                    sink.error(
-                        "spec.target.kubernetes.name",
-                        format!("must be a resource name, got {:?}", k.name),
-                    );
-                }
-            }
-        }
-        MonitorType::Docker => {
-            if let Some(d) = &t.docker {
-                if d.container.trim().is_empty() {
-                    sink.error("spec.target.docker.container", "must not be empty");
-                }
-                if let Some(e) = &d.engine {
-                    let ok = ["unix:///", "tcp://", "http://"]
-                        .iter()
-                        .any(|p| e.starts_with(p) && e.len() > p.len())
-                        || (e.starts_with('/') && e.len() > 1);
-                    if !ok {
-                        sink.error(
-                            "spec.target.docker.engine",
-                            format!(
-                                "must be unix:///path/to/docker.sock, an absolute socket path, tcp://host:port or http://host:port (TLS engines are not supported), got {e:?}"
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-    }
+    criteria(spec, sink);
+    // Target: the rules of the monitor's type, in its checker.
+    crate::checks::Plan::new(namespace, spec, sink)
+}
 
-    // Success criteria.
+/// The success criteria: a block for another type is ignored (with a warning); every
+/// block's numbers are checked either way.
+fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
+    let ty = spec.type_;
     if let Some(c) = &spec.success_criteria {
+        // Every block by name: a new one does not compile until it has its rules here.
+        let SuccessCriteria {
+            http,
+            keyword,
+            json_query,
+            tcp,
+            dns,
+            ping,
+            websocket,
+            steam,
+            kubernetes,
+            docker,
+        } = c;
         let http_like = matches!(
             ty,
             MonitorType::Http | MonitorType::Keyword | MonitorType::JsonQuery
         );
-        if let Some(h) = &c.http {
+        if let Some(h) = http {
             if !http_like {
                 sink.warn(
                     "spec.successCriteria.http",
@@ -582,7 +195,7 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                 600_000,
             );
         }
-        if c.keyword.is_some() && !matches!(ty, MonitorType::Keyword | MonitorType::Http) {
+        if keyword.is_some() && !matches!(ty, MonitorType::Keyword | MonitorType::Http) {
             sink.warn(
                 "spec.successCriteria.keyword",
                 format!("ignored for type {ty}"),
@@ -590,32 +203,32 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
         }
         for (block, path, ok) in [
             (
-                c.json_query.as_ref().map(|l| l.max_latency_ms),
+                json_query.as_ref().map(|l| l.max_latency_ms),
                 "jsonQuery",
                 ty == MonitorType::JsonQuery,
             ),
             (
-                c.tcp.as_ref().map(|l| l.max_latency_ms),
+                tcp.as_ref().map(|l| l.max_latency_ms),
                 "tcp",
                 ty == MonitorType::Tcp,
             ),
             (
-                c.dns.as_ref().map(|l| l.max_latency_ms),
+                dns.as_ref().map(|l| l.max_latency_ms),
                 "dns",
                 ty == MonitorType::Dns,
             ),
             (
-                c.websocket.as_ref().map(|l| l.max_latency_ms),
+                websocket.as_ref().map(|l| l.max_latency_ms),
                 "websocket",
                 ty == MonitorType::Websocket,
             ),
             (
-                c.ping.as_ref().map(|l| l.max_latency_ms),
+                ping.as_ref().map(|l| l.max_latency_ms),
                 "ping",
                 ty == MonitorType::Ping,
             ),
             (
-                c.steam.as_ref().map(|l| l.max_latency_ms),
+                steam.as_ref().map(|l| l.max_latency_ms),
                 "steam",
                 ty == MonitorType::Steam,
             ),
@@ -636,7 +249,7 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                 );
             }
         }
-        if let Some(p) = &c.ping {
+        if let Some(p) = ping {
             range(
                 sink,
                 "spec.successCriteria.ping.maxPacketLossPercent",
@@ -645,7 +258,7 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                 100,
             );
         }
-        if let Some(s) = &c.steam {
+        if let Some(s) = steam {
             range(
                 sink,
                 "spec.successCriteria.steam.minPlayers",
@@ -654,7 +267,7 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                 1_000_000,
             );
         }
-        if let Some(k) = &c.kubernetes {
+        if let Some(k) = kubernetes {
             if ty != MonitorType::Kubernetes {
                 sink.warn(
                     "spec.successCriteria.kubernetes",
@@ -669,241 +282,23 @@ pub fn monitor(spec: &MonitorSpec, settings: &EffectiveSettings, sink: &mut Sink
                 100,
             );
         }
-        if c.docker.is_some() && ty != MonitorType::Docker {
+        if docker.is_some() && ty != MonitorType::Docker {
             sink.warn(
                 "spec.successCriteria.docker",
                 format!("ignored for type {ty}"),
             );
         }
     }
-
-    if let Some(a) = &spec.alerting {
-        range(
-            sink,
-            "spec.alerting.resendIntervalMinutes",
-            a.resend_interval_minutes,
-            0,
-            525_600,
-        );
-    }
 }
 
-fn server_ok(sink: &mut Sink<'_>, path: &str, s: &str) {
-    if s.parse::<IpAddr>().is_err() && s.parse::<SocketAddr>().is_err() {
-        sink.error(
-            path,
-            format!("must be an IP address or ip:port (e.g. 10.0.0.10 or [::1]:5353), got {s:?}"),
-        );
-    }
-}
-
-/// Every Secret reference of a provider, with its field path.
-pub fn provider_secret_refs(spec: &NotificationProviderSpec) -> Vec<(String, SecretKeyRef)> {
-    let mut v = Vec::new();
-    let (base, cfg) = provider_block_path(spec);
-    let Some(cfg) = cfg else { return v };
-    let mut add = |field: &str, r: &Option<SecretKeyRef>| {
-        if let Some(r) = r {
-            v.push((format!("{base}.{field}"), r.clone()));
-        }
-    };
-    match cfg {
-        Block::Slack(c) => add(
-            "webhookUrlSecretRef",
-            &Some(c.webhook_url_secret_ref.clone()),
-        ),
-        Block::Discord(c) => add(
-            "webhookUrlSecretRef",
-            &Some(c.webhook_url_secret_ref.clone()),
-        ),
-        Block::Telegram(c) => add("botTokenSecretRef", &Some(c.bot_token_secret_ref.clone())),
-        Block::Smtp(c) => add("passwordSecretRef", &c.password_secret_ref),
-        Block::Webhook(c) => {
-            add("urlSecretRef", &c.url_secret_ref);
-            add("hmacSecretRef", &c.hmac_secret_ref);
-        }
-        Block::Gotify(c) => add("tokenSecretRef", &Some(c.token_secret_ref.clone())),
-        Block::Pushover(c) => {
-            add("userKeySecretRef", &Some(c.user_key_secret_ref.clone()));
-            add("apiTokenSecretRef", &Some(c.api_token_secret_ref.clone()));
-        }
-        Block::Apprise(c) => add("urlsSecretRef", &c.urls_secret_ref),
-    }
-    v
-}
-
-/// The configuration block of a provider's type, in either place.
-pub enum Block<'a> {
-    /// Slack.
-    Slack(&'a kubekuma_crds::notification::SlackConfig),
-    /// Discord.
-    Discord(&'a kubekuma_crds::notification::DiscordConfig),
-    /// Telegram.
-    Telegram(&'a kubekuma_crds::notification::TelegramConfig),
-    /// SMTP.
-    Smtp(&'a kubekuma_crds::notification::SmtpConfig),
-    /// Webhook.
-    Webhook(&'a kubekuma_crds::notification::WebhookConfig),
-    /// Gotify.
-    Gotify(&'a kubekuma_crds::notification::GotifyConfig),
-    /// Pushover.
-    Pushover(&'a kubekuma_crds::notification::PushoverConfig),
-    /// Apprise.
-    Apprise(&'a kubekuma_crds::notification::AppriseConfig),
-}
-
-/// The path and block of a provider's configuration (`spec.config.<type>`, or the
-/// original implementation's `spec.<type>`).
-pub fn provider_block_path(spec: &NotificationProviderSpec) -> (String, Option<Block<'_>>) {
-    let cfg = spec.config.as_ref();
-    let ty = spec.type_;
-    let in_config = match ty {
-        ProviderType::Slack => cfg.and_then(|c| c.slack.as_ref()).map(Block::Slack),
-        ProviderType::Discord => cfg.and_then(|c| c.discord.as_ref()).map(Block::Discord),
-        ProviderType::Telegram => cfg.and_then(|c| c.telegram.as_ref()).map(Block::Telegram),
-        ProviderType::Smtp => cfg.and_then(|c| c.smtp.as_ref()).map(Block::Smtp),
-        ProviderType::Webhook => cfg.and_then(|c| c.webhook.as_ref()).map(Block::Webhook),
-        ProviderType::Gotify => cfg.and_then(|c| c.gotify.as_ref()).map(Block::Gotify),
-        ProviderType::Pushover => cfg.and_then(|c| c.pushover.as_ref()).map(Block::Pushover),
-        ProviderType::Apprise => cfg.and_then(|c| c.apprise.as_ref()).map(Block::Apprise),
-    };
-    if in_config.is_some() {
-        return (format!("spec.config.{ty}"), in_config);
-    }
-    let top = match ty {
-        ProviderType::Slack => spec.slack.as_ref().map(Block::Slack),
-        ProviderType::Discord => spec.discord.as_ref().map(Block::Discord),
-        ProviderType::Webhook => spec.webhook.as_ref().map(Block::Webhook),
-        _ => None,
-    };
-    (
-        if top.is_some() {
-            format!("spec.{ty}")
-        } else {
-            format!("spec.config.{ty}")
-        },
-        top,
-    )
-}
-
-/// Semantic checks of a NotificationProvider spec.
-pub fn provider(spec: &NotificationProviderSpec, sink: &mut Sink<'_>) {
-    let (base, block) = provider_block_path(spec);
-    let Some(block) = block else {
-        sink.error(&base, format!("required for type {}", spec.type_));
-        return;
-    };
-    match block {
-        Block::Slack(_) | Block::Discord(_) => {}
-        Block::Telegram(c) => {
-            if c.chat_id.trim().is_empty() {
-                sink.error(&format!("{base}.chatId"), "must not be empty");
-            }
-            if let Some(u) = &c.api_url {
-                url_ok(sink, &format!("{base}.apiUrl"), u, &["http", "https"]);
-            }
-        }
-        Block::Smtp(c) => {
-            host_ok(sink, &format!("{base}.host"), &c.host);
-            port(sink, &format!("{base}.port"), c.port);
-            if !looks_like_address(&c.from) {
-                sink.error(
-                    &format!("{base}.from"),
-                    format!("must be an e-mail address such as alerts@example.com or \"Name <alerts@example.com>\", got {:?}", c.from),
-                );
-            }
-            if c.to.is_empty() {
-                sink.error(&format!("{base}.to"), "must list at least one recipient");
-            }
-            for (i, to) in c.to.iter().enumerate() {
-                if !looks_like_address(to) {
-                    sink.error(
-                        &format!("{base}.to[{i}]"),
-                        format!("must be an e-mail address, got {to:?}"),
-                    );
-                }
-            }
-            if c.password_secret_ref.is_some() && c.username.is_none() {
-                sink.warn(
-                    &format!("{base}.passwordSecretRef"),
-                    "has no effect without username",
-                );
-            }
-        }
-        Block::Webhook(c) => {
-            match (&c.url, &c.url_secret_ref) {
-                (None, None) => sink.error(&format!("{base}.url"), "required (or urlSecretRef)"),
-                (Some(u), _) => url_ok(sink, &format!("{base}.url"), u, &["http", "https"]),
-                _ => {}
-            }
-            if let Some(m) = &c.method
-                && !matches!(
-                    m.to_ascii_uppercase().as_str(),
-                    "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
-                )
-            {
-                sink.error(
-                    &format!("{base}.method"),
-                    format!("unknown value {m:?}, expected one of GET, POST, PUT, PATCH, DELETE"),
-                );
-            }
-            headers_ok(sink, &format!("{base}.headers"), &c.headers);
-            if let Some(t) = &c.body_template
-                && let Err(e) = crate::alerting::template::check(t)
-            {
-                sink.warn(
-                    &format!("{base}.bodyTemplate"),
-                    format!("template does not work (the default body is used): {e}"),
-                );
-            }
-        }
-        Block::Gotify(c) => {
-            url_ok(sink, &format!("{base}.url"), &c.url, &["http", "https"]);
-            range(sink, &format!("{base}.priority"), c.priority, 0, 10);
-        }
-        Block::Pushover(c) => {
-            range(sink, &format!("{base}.priority"), c.priority, -2, 2);
-            if let Some(u) = &c.api_url {
-                url_ok(sink, &format!("{base}.apiUrl"), u, &["http", "https"]);
-            }
-        }
-        Block::Apprise(c) => {
-            if c.urls.is_empty() && c.urls_secret_ref.is_none() {
-                sink.error(
-                    &format!("{base}.urls"),
-                    "must list at least one Apprise URL (or set urlsSecretRef)",
-                );
-            }
-            for (i, u) in c.urls.iter().enumerate() {
-                if !u.contains("://") {
-                    sink.error(
-                        &format!("{base}.urls[{i}]"),
-                        "must be an Apprise URL such as json://host/path (the value is not shown: Apprise URLs may carry credentials)",
-                    );
-                }
-            }
-            if let Some(u) = &c.server_url {
-                url_ok(sink, &format!("{base}.serverUrl"), u, &["http", "https"]);
-            }
-        }
-    }
-}
-
-fn looks_like_address(s: &str) -> bool {
-    let addr = match (s.find('<'), s.rfind('>')) {
-        (Some(a), Some(b)) if a < b => &s[a + 1..b],
-        _ => s,
-    };
-    let addr = addr.trim();
-    match addr.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !addr.contains(char::is_whitespace)
-                && !domain.contains('@')
-        }
-        None => false,
-    }
+/// Semantic checks of a NotificationProvider spec in `namespace`: the rules of its
+/// type, in its provider's file. The checked plan, unless the sink holds an error.
+pub fn provider(
+    namespace: &str,
+    spec: &NotificationProviderSpec,
+    sink: &mut Sink<'_>,
+) -> Option<ProviderPlan> {
+    ProviderPlan::new(namespace, spec, sink)
 }
 
 /// Semantic checks of a NotificationPolicy spec.
@@ -990,7 +385,7 @@ pub fn policy(spec: &NotificationPolicySpec, sink: &mut Sink<'_>) {
 
 /// Semantic checks of a StatusPage spec.
 pub fn status_page(spec: &kubekuma_crds::StatusPageSpec, sink: &mut Sink<'_>) {
-    if !super::decode::dns1123(&spec.slug, 63, false) {
+    if !crate::rules::dns1123(&spec.slug, 63, false) {
         sink.error(
             "spec.slug",
             format!(
@@ -1054,7 +449,7 @@ pub fn status_page(spec: &kubekuma_crds::StatusPageSpec, sink: &mut Sink<'_>) {
         .flat_map(|e| e.hosts.iter())
         .enumerate()
     {
-        if !super::decode::dns1123(&h.to_ascii_lowercase(), 253, true) {
+        if !crate::rules::dns1123(&h.to_ascii_lowercase(), 253, true) {
             sink.error(
                 &format!("spec.exposure.hosts[{i}]"),
                 format!("must be a host name, got {h:?}"),

@@ -35,6 +35,8 @@ use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use tokio::time::Instant;
 
 use super::{Attempt, CheckContext, excerpt, human_duration, is_connect_kind, latency_exceeded};
+use crate::findings::Sink;
+use crate::rules::server_ok;
 
 /// Port of a server given without one.
 const DNS_PORT: u16 = 53;
@@ -48,25 +50,54 @@ const MAX_METADATA_RECORDS: usize = 50;
 /// after a failed try (it retransmits over UDP within a try anyway).
 const RETRY_BUDGET: Duration = Duration::from_secs(2);
 
-/// Run one `dns` check.
-pub(crate) async fn check(
-    ctx: &CheckContext,
-    _namespace: &str,
-    spec: &MonitorSpec,
-    attempt: &Attempt,
-) -> CheckOutcome {
-    let Some(target) = spec.target.dns.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.dns is missing for a dns monitor",
+/// A `dns` monitor's target and latency bound, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsPlan {
+    /// The target: the domain is a domain name (or, for PTR, an address), the server an
+    /// address.
+    target: DnsTarget,
+    /// `successCriteria.dns.maxLatencyMs`.
+    max_latency_ms: Option<i64>,
+}
+
+/// The plan of a `dns` monitor: `spec.target.dns` checked.
+pub(crate) fn plan(spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<DnsPlan> {
+    let d = spec.target.dns.as_ref()?;
+    let domain = d.domain.trim_end_matches('.');
+    let ptr_by_address =
+        d.record_type == Some(DnsRecordType::PTR) && domain.parse::<std::net::IpAddr>().is_ok();
+    if ptr_by_address {
+        // An address to look up in in-addr.arpa / ip6.arpa.
+    } else if domain.is_empty()
+        || domain.len() > 253
+        || !domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+    {
+        sink.error(
+            "spec.target.dns.domain",
+            format!("must be a domain name, got {:?}", d.domain),
         );
-    };
-    let max_latency = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.dns.as_ref())
-        .and_then(|c| c.max_latency_ms);
+    }
+    if let Some(s) = &d.server {
+        server_ok(sink, "spec.target.dns.server", s);
+    }
+    Some(DnsPlan {
+        target: d.clone(),
+        max_latency_ms: spec
+            .success_criteria
+            .as_ref()
+            .and_then(|c| c.dns.as_ref())
+            .and_then(|c| c.max_latency_ms),
+    })
+}
+
+/// Run one `dns` check.
+pub(crate) async fn check(ctx: &CheckContext, plan: &DnsPlan, attempt: &Attempt) -> CheckOutcome {
+    let (target, max_latency) = (&plan.target, plan.max_latency_ms);
     match probe(ctx, target, attempt).await {
         Ok(up) => match latency_exceeded(attempt, max_latency) {
             Some(msg) => {

@@ -16,6 +16,7 @@ use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 
 use super::{Attempt, CheckContext, error_chain, excerpt, human_duration, is_connect_kind};
+use crate::findings::Sink;
 
 /// The engine used when neither the monitor nor `DOCKER_HOST` names one.
 const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
@@ -126,27 +127,56 @@ pub(crate) fn path_segment(container: &str) -> String {
     out
 }
 
+/// A `docker` monitor's container, engine and criteria, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DockerPlan {
+    /// The container name or ID, trimmed.
+    container: String,
+    /// The engine address as written; `None`: `DOCKER_HOST`, else the default socket.
+    engine: Option<String>,
+    /// `successCriteria.docker.requireHealthy`.
+    require_healthy: bool,
+}
+
+/// The plan of a `docker` monitor: `spec.target.docker` checked.
+pub(crate) fn plan(spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<DockerPlan> {
+    let d = spec.target.docker.as_ref()?;
+    if d.container.trim().is_empty() {
+        sink.error("spec.target.docker.container", "must not be empty");
+    }
+    if let Some(e) = &d.engine {
+        let ok = ["unix:///", "tcp://", "http://"]
+            .iter()
+            .any(|p| e.starts_with(p) && e.len() > p.len())
+            || (e.starts_with('/') && e.len() > 1);
+        if !ok {
+            sink.error(
+                "spec.target.docker.engine",
+                format!(
+                    "must be unix:///path/to/docker.sock, an absolute socket path, tcp://host:port or http://host:port (TLS engines are not supported), got {e:?}"
+                ),
+            );
+        }
+    }
+    Some(DockerPlan {
+        container: d.container.trim().to_string(),
+        engine: d.engine.clone(),
+        require_healthy: spec
+            .success_criteria
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .and_then(|d| d.require_healthy)
+            .unwrap_or(false),
+    })
+}
+
 /// Inspect one container.
 pub(crate) async fn check(
     _ctx: &CheckContext,
-    _namespace: &str,
-    spec: &MonitorSpec,
+    plan: &DockerPlan,
     attempt: &Attempt,
 ) -> CheckOutcome {
-    let Some(target) = spec.target.docker.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.docker is missing for a docker monitor",
-        );
-    };
-    let require_healthy = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.docker.as_ref())
-        .and_then(|d| d.require_healthy)
-        .unwrap_or(false);
-    let container = target.container.trim();
+    let (container, require_healthy) = (plan.container.as_str(), plan.require_healthy);
     let segment = path_segment(container);
     if segment.is_empty() {
         return CheckOutcome::down(
@@ -155,7 +185,7 @@ pub(crate) async fn check(
             "spec.target.docker.container names no container",
         );
     }
-    let raw_engine = target.engine.clone().unwrap_or_else(default_engine);
+    let raw_engine = plan.engine.clone().unwrap_or_else(default_engine);
     let engine = match parse_engine(&raw_engine) {
         Ok(e) => e,
         Err(msg) => return CheckOutcome::down(0.0, FailureReason::Config, msg),
@@ -512,6 +542,28 @@ mod tests {
         }
         let msg = parse_engine("tcp://user:pw@docker:2375").unwrap_err();
         assert!(!msg.contains("pw"), "{msg}");
+        // What a check says about engines the catalog's rules let through, and (for a
+        // plan made some other way) about those it refuses.
+        for (engine, expected) in [
+            ("https://docker.example:2376", "https:// engines"),
+            (
+                "ssh://me@docker.example",
+                "engine scheme \"ssh\" is not supported",
+            ),
+            (
+                "docker.example:2375",
+                "engine must be unix:///path/to/docker.sock",
+            ),
+            (
+                "tcp://admin:hunter2@docker.example:2375",
+                "credentials in the engine address",
+            ),
+            ("http://docker.example:2375/v1.45", "without a path"),
+        ] {
+            let msg = parse_engine(engine).unwrap_err();
+            assert!(msg.contains(expected), "{engine}: {msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ use super::{
     Attempt, CheckContext, cert_info, error_chain, excerpt, find_tls_error, is_connect_kind,
     latency_exceeded, lock,
 };
-use crate::catalog::secrets::secret_refs;
+use crate::findings::Sink;
+use crate::rules::{headers_ok, range, secret_syntax, url_ok};
+use crate::secrets::secret_refs;
 
 /// Body bytes read when `maxBodyBytes` is not set: 1 MiB.
 const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -57,21 +59,124 @@ pub(crate) struct Exchange {
     pub cert: Option<CertInfo>,
 }
 
-/// Run an `http` monitor's check.
-pub(crate) async fn check(
-    ctx: &CheckContext,
-    namespace: &str,
-    spec: &MonitorSpec,
-    attempt: &Attempt,
-) -> CheckOutcome {
-    let Some(target) = spec.target.http.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.http is missing for an http monitor",
+/// An HTTP request and its `successCriteria.http`, checked (also the request of the
+/// `keyword` and `jsonQuery` checkers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpPlan {
+    /// The namespace the `${SECRET:…}` references of URL, headers and body resolve in.
+    namespace: String,
+    /// The target as written: URL, headers and body may hold secret references, resolved
+    /// at check time.
+    target: HttpTarget,
+    /// The URL, parsed, when it holds no secret reference.
+    url: Option<Url>,
+    /// The method.
+    method: reqwest::Method,
+    /// `None`: do not follow redirects; `Some(n)`: follow at most `n`.
+    redirects: Option<usize>,
+    /// Most body bytes read.
+    max_body_bytes: usize,
+    /// `successCriteria.http`.
+    criteria: HttpCriteria,
+}
+
+/// The rules of an HTTP request block at `base` (`spec.target.http`, or the request of a
+/// `keyword` / `jsonQuery` target).
+pub(crate) fn rules(sink: &mut Sink<'_>, base: &str, h: &HttpTarget) {
+    url_ok(sink, &format!("{base}.url"), &h.url, &["http", "https"]);
+    headers_ok(sink, &format!("{base}.headers"), &h.headers);
+    if let Some(body) = &h.body {
+        secret_syntax(sink, &format!("{base}.body"), body);
+    }
+    range(
+        sink,
+        &format!("{base}.maxRedirects"),
+        h.max_redirects,
+        0,
+        50,
+    );
+    range(
+        sink,
+        &format!("{base}.maxBodyBytes"),
+        h.max_body_bytes,
+        1,
+        64 * 1024 * 1024,
+    );
+    if let Some(tls) = &h.tls {
+        range(
+            sink,
+            &format!("{base}.tls.warnBeforeDays"),
+            tls.warn_before_days,
+            0,
+            3650,
         );
-    };
-    match fetch_and_judge(ctx, namespace, spec, target, attempt).await {
+        if tls.verify == Some(true) && h.skip_tls_verify == Some(true) {
+            sink.warn(
+                &format!("{base}.tls.verify"),
+                "contradicts skipTLSVerify: true; certificates will not be verified",
+            );
+        }
+    }
+}
+
+impl HttpPlan {
+    /// The plan of a request already checked with [`rules`], judged by the monitor's
+    /// `successCriteria.http`.
+    pub(crate) fn new(namespace: &str, target: &HttpTarget, spec: &MonitorSpec) -> HttpPlan {
+        let url = if secret_refs(&target.url).next().is_none() {
+            Url::parse(&target.url).ok()
+        } else {
+            None
+        };
+        let method = match target.method.unwrap_or(HttpMethod::GET) {
+            HttpMethod::GET => reqwest::Method::GET,
+            HttpMethod::HEAD => reqwest::Method::HEAD,
+            HttpMethod::POST => reqwest::Method::POST,
+            HttpMethod::PUT => reqwest::Method::PUT,
+            HttpMethod::PATCH => reqwest::Method::PATCH,
+            HttpMethod::DELETE => reqwest::Method::DELETE,
+            HttpMethod::OPTIONS => reqwest::Method::OPTIONS,
+        };
+        let redirects = if target.follow_redirects.unwrap_or(true) {
+            Some(
+                target
+                    .max_redirects
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(DEFAULT_MAX_REDIRECTS),
+            )
+        } else {
+            None
+        };
+        let max_body_bytes = match target.max_body_bytes {
+            Some(n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            None => DEFAULT_MAX_BODY_BYTES,
+        };
+        HttpPlan {
+            namespace: namespace.to_string(),
+            target: target.clone(),
+            url,
+            method,
+            redirects,
+            max_body_bytes,
+            criteria: spec
+                .success_criteria
+                .as_ref()
+                .and_then(|c| c.http.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The plan of an `http` monitor: `spec.target.http` checked.
+pub(crate) fn plan(namespace: &str, spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<HttpPlan> {
+    let target = spec.target.http.as_ref()?;
+    rules(sink, "spec.target.http", target);
+    Some(HttpPlan::new(namespace, target, spec))
+}
+
+/// Run an `http` monitor's check.
+pub(crate) async fn check(ctx: &CheckContext, plan: &HttpPlan, attempt: &Attempt) -> CheckOutcome {
+    match fetch_and_judge(ctx, plan, attempt).await {
         Ok(passed) => scrub(passed.judged, &passed.secrets),
         Err(down) => down,
     }
@@ -87,26 +192,19 @@ pub(crate) struct Passed {
     pub secrets: Vec<String>,
 }
 
-/// Send `target`'s request and judge it by the monitor's `successCriteria.http`, as the
+/// Send the plan's request and judge it by the monitor's `successCriteria.http`, as the
 /// `http` checker does. `Err` is the finished, scrubbed down outcome.
 pub(crate) async fn fetch_and_judge(
     ctx: &CheckContext,
-    namespace: &str,
-    spec: &MonitorSpec,
-    target: &HttpTarget,
+    plan: &HttpPlan,
     attempt: &Attempt,
 ) -> Result<Passed, CheckOutcome> {
-    let criteria = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.http.clone())
-        .unwrap_or_default();
-    let secrets = secret_values(ctx, namespace, target);
-    let exchange = match fetch(ctx, namespace, target, attempt).await {
+    let secrets = secret_values(ctx, &plan.namespace, &plan.target);
+    let exchange = match fetch(ctx, plan, attempt).await {
         Ok(e) => e,
         Err(down) => return Err(scrub(down, &secrets)),
     };
-    let judged = judge(&exchange, target, &criteria, attempt);
+    let judged = judge(&exchange, &plan.target, &plan.criteria, attempt);
     if !judged.up {
         return Err(scrub(judged, &secrets));
     }
@@ -117,25 +215,30 @@ pub(crate) async fn fetch_and_judge(
     })
 }
 
-/// Send the request of `target` and read its response (at most `maxBodyBytes`).
+/// Send the plan's request and read its response (at most `maxBodyBytes`).
 /// `Err` is a finished down outcome (config, dns, connect, tls, body, …).
 pub(crate) async fn fetch(
     ctx: &CheckContext,
-    namespace: &str,
-    target: &HttpTarget,
+    plan: &HttpPlan,
     attempt: &Attempt,
 ) -> Result<Exchange, CheckOutcome> {
     let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
+    let (namespace, target) = (plan.namespace.as_str(), &plan.target);
 
-    let raw_url = ctx
-        .secrets()
-        .resolve(namespace, &target.url)
-        .map_err(|e| config(format!("spec.target.http.url: {e}")))?;
-    let url = Url::parse(&raw_url).map_err(|e| {
-        config(format!(
-            "spec.target.http.url is not a valid URL ({e}); check it and any secret it uses"
-        ))
-    })?;
+    let url = match &plan.url {
+        Some(url) => url.clone(),
+        None => {
+            let raw_url = ctx
+                .secrets()
+                .resolve(namespace, &target.url)
+                .map_err(|e| config(format!("spec.target.http.url: {e}")))?;
+            Url::parse(&raw_url).map_err(|e| {
+                config(format!(
+                    "spec.target.http.url is not a valid URL ({e}); check it and any secret it uses"
+                ))
+            })?
+        }
+    };
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(config(format!(
             "spec.target.http.url must be http:// or https://, got {}://",
@@ -194,31 +297,15 @@ pub(crate) async fn fetch(
 
     let key = ClientKey {
         skip_verify: target.skips_tls_verify(),
-        redirects: if target.follow_redirects.unwrap_or(true) {
-            Some(
-                target
-                    .max_redirects
-                    .and_then(|n| usize::try_from(n).ok())
-                    .unwrap_or(DEFAULT_MAX_REDIRECTS),
-            )
-        } else {
-            None
-        },
+        redirects: plan.redirects,
         user_agent: ctx.settings().user_agent.clone(),
         sni: sni.map(|route| (route.name(), route.addrs)),
     };
     let client = client(ctx, &key).map_err(config)?;
 
-    let method = match target.method.unwrap_or(HttpMethod::GET) {
-        HttpMethod::GET => reqwest::Method::GET,
-        HttpMethod::HEAD => reqwest::Method::HEAD,
-        HttpMethod::POST => reqwest::Method::POST,
-        HttpMethod::PUT => reqwest::Method::PUT,
-        HttpMethod::PATCH => reqwest::Method::PATCH,
-        HttpMethod::DELETE => reqwest::Method::DELETE,
-        HttpMethod::OPTIONS => reqwest::Method::OPTIONS,
-    };
-    let mut request = client.request(method, request_url.clone()).headers(headers);
+    let mut request = client
+        .request(plan.method.clone(), request_url.clone())
+        .headers(headers);
     if let Some(body) = body {
         request = request.body(body);
     }
@@ -245,10 +332,7 @@ pub(crate) async fn fetch(
         .and_then(|info| info.peer_certificate())
         .and_then(|der| cert_info(der, Utc::now()));
 
-    let limit = match target.max_body_bytes {
-        Some(n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
-        None => DEFAULT_MAX_BODY_BYTES,
-    };
+    let limit = plan.max_body_bytes;
     let mut body = Vec::new();
     let mut truncated = false;
     loop {

@@ -7,8 +7,90 @@ use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use super::http::{Passed, fetch_and_judge, scrub};
+use super::http::{self, HttpPlan, Passed, fetch_and_judge, scrub};
 use super::{Attempt, CheckContext};
+use crate::findings::Sink;
+
+/// A `jsonQuery` monitor's request, parsed query and comparison, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonQueryPlan {
+    /// The request, judged like `http`.
+    http: HttpPlan,
+    /// The query as written, for messages.
+    query: String,
+    /// The query, parsed.
+    path: JsonPath,
+    /// How the first match is compared (default: equals with `expected`, else exists).
+    comparison: JsonComparison,
+    /// The expected value (`null` when not given).
+    expected: Value,
+}
+
+/// The plan of a `jsonQuery` monitor: `spec.target.jsonQuery` checked (the original
+/// implementation's `target.http` alone is checked too, and lacks the query).
+pub(crate) fn plan(
+    namespace: &str,
+    spec: &MonitorSpec,
+    sink: &mut Sink<'_>,
+) -> Option<JsonQueryPlan> {
+    let t = &spec.target;
+    let Some(j) = &t.json_query else {
+        if let Some(h) = &t.http {
+            http::rules(sink, "spec.target.http", h);
+            sink.error("spec.target.jsonQuery.query", "required for type jsonQuery");
+        }
+        return None;
+    };
+    http::rules(sink, "spec.target.jsonQuery", &j.http);
+    let path = match JsonPath::parse(&j.query) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            sink.error(
+                "spec.target.jsonQuery.query",
+                format!("invalid JSONPath (RFC 9535): {e}"),
+            );
+            None
+        }
+    };
+    let cmp = j.comparison.unwrap_or(if j.expected.is_some() {
+        JsonComparison::Equals
+    } else {
+        JsonComparison::Exists
+    });
+    match (cmp, &j.expected) {
+        (JsonComparison::Exists, Some(_)) => sink.warn(
+            "spec.target.jsonQuery.expected",
+            "ignored: comparison exists only checks that the query matches",
+        ),
+        (JsonComparison::Exists, None) => {}
+        (_, None) => sink.error(
+            "spec.target.jsonQuery.expected",
+            "required unless comparison is exists",
+        ),
+        (
+            JsonComparison::LessThan
+            | JsonComparison::LessThanOrEqual
+            | JsonComparison::GreaterThan
+            | JsonComparison::GreaterThanOrEqual,
+            Some(v),
+        ) if !v.is_number() && v.as_str().is_none_or(|s| s.trim().parse::<f64>().is_err()) => sink
+            .error(
+                "spec.target.jsonQuery.expected",
+                format!(
+                    "must be a number for an ordering comparison, got {}",
+                    kubekuma_crds::compat::describe(v)
+                ),
+            ),
+        _ => {}
+    }
+    Some(JsonQueryPlan {
+        http: HttpPlan::new(namespace, &j.http, spec),
+        query: j.query.clone(),
+        path: path?,
+        comparison: cmp,
+        expected: j.expected.clone().unwrap_or(Value::Null),
+    })
+}
 
 fn number(v: &Value) -> Option<f64> {
     match v {
@@ -84,33 +166,14 @@ pub(crate) fn compare(cmp: JsonComparison, found: &Value, expected: &Value) -> R
 /// Run one JSON query check.
 pub(crate) async fn check(
     ctx: &CheckContext,
-    namespace: &str,
-    spec: &MonitorSpec,
+    plan: &JsonQueryPlan,
     attempt: &Attempt,
 ) -> CheckOutcome {
-    let Some(target) = spec.target.json_query.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.jsonQuery is missing for a jsonQuery monitor",
-        );
-    };
-    let path = match JsonPath::parse(&target.query) {
-        Ok(p) => p,
-        Err(e) => {
-            return CheckOutcome::down(
-                0.0,
-                FailureReason::Config,
-                format!("invalid JSONPath {:?}: {e}", target.query),
-            );
-        }
-    };
-    let http = &target.http;
     let Passed {
         exchange,
         judged,
         secrets,
-    } = match fetch_and_judge(ctx, namespace, spec, http, attempt).await {
+    } = match fetch_and_judge(ctx, &plan.http, attempt).await {
         Ok(p) => p,
         Err(down) => return down,
     };
@@ -134,24 +197,18 @@ pub(crate) async fn check(
             );
         }
     };
-    let nodes = path.query(&doc).all();
-    let cmp = target.comparison.unwrap_or(if target.expected.is_some() {
-        JsonComparison::Equals
-    } else {
-        JsonComparison::Exists
-    });
+    let nodes = plan.path.query(&doc).all();
     let Some(first) = nodes.first() else {
         return down(
             FailureReason::Assertion,
-            format!("query {} matched nothing", target.query),
+            format!("query {} matched nothing", plan.query),
         );
     };
-    let expected = target.expected.clone().unwrap_or(Value::Null);
-    match compare(cmp, first, &expected) {
+    match compare(plan.comparison, first, &plan.expected) {
         Ok(()) => judged,
         Err(why) => down(
             FailureReason::Assertion,
-            format!("query {}: {why}", target.query),
+            format!("query {}: {why}", plan.query),
         ),
     }
 }

@@ -5,35 +5,67 @@
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 
-use super::http::{Passed, fetch_and_judge, scrub};
-use super::{Attempt, CheckContext, excerpt};
+use super::http::{self, HttpPlan, Passed, fetch_and_judge, scrub};
+use super::{Attempt, CheckContext, Pattern, excerpt};
+use crate::findings::Sink;
+use crate::rules::regex_ok;
+
+/// A `keyword` monitor's request and body rules, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeywordPlan {
+    /// The request, judged like `http`.
+    http: HttpPlan,
+    /// What the body must (or must not) contain.
+    rules: Vec<Rule>,
+}
 
 /// One body rule: the text (or pattern), whether it is a regex, whether it must be absent.
+#[derive(Clone, Debug, PartialEq)]
 struct Rule {
     needle: String,
     regex: bool,
     absent: bool,
     case_insensitive: bool,
+    /// The compiled pattern (of the escaped text when only case-insensitive), or why it
+    /// does not compile; `None` for plain text.
+    compiled: Option<Result<Pattern, String>>,
 }
 
 impl Rule {
-    /// Where the rule's text or pattern first occurs in `body`, as byte positions in
-    /// `body` itself. Case-insensitive matching uses Unicode simple case folding in the
-    /// regex engine rather than lowercasing the body, whose byte length can differ from
-    /// the original's (`İ` lowercases to two characters), which would misplace the match.
-    fn find(&self, body: &str) -> Result<Option<(usize, usize)>, regex::Error> {
-        if !self.regex && !self.case_insensitive {
-            return Ok(body.find(&self.needle).map(|s| (s, s + self.needle.len())));
+    /// A rule, its pattern compiled once. Case-insensitive matching uses Unicode simple
+    /// case folding in the regex engine rather than lowercasing the body, whose byte
+    /// length can differ from the original's (`İ` lowercases to two characters), which
+    /// would misplace the match.
+    fn new(needle: &str, regex: bool, absent: bool, case_insensitive: bool) -> Rule {
+        let compiled = (regex || case_insensitive).then(|| {
+            let pattern = if regex {
+                needle.to_string()
+            } else {
+                regex::escape(needle)
+            };
+            regex::RegexBuilder::new(&pattern)
+                .case_insensitive(case_insensitive)
+                .build()
+                .map(Pattern)
+                .map_err(|e| e.to_string())
+        });
+        Rule {
+            needle: needle.to_string(),
+            regex,
+            absent,
+            case_insensitive,
+            compiled,
         }
-        let pattern = if self.regex {
-            self.needle.clone()
-        } else {
-            regex::escape(&self.needle)
-        };
-        let re = regex::RegexBuilder::new(&pattern)
-            .case_insensitive(self.case_insensitive)
-            .build()?;
-        Ok(re.find(body).map(|m| (m.start(), m.end())))
+    }
+
+    /// Where the rule's text or pattern first occurs in `body`, as byte positions in
+    /// `body` itself; `Err` when the pattern does not compile.
+    fn find(&self, body: &str) -> Result<Option<(usize, usize)>, String> {
+        match &self.compiled {
+            None => Ok(body.find(&self.needle).map(|s| (s, s + self.needle.len()))),
+            Some(Ok(re)) => Ok(re.0.find(body).map(|m| (m.start(), m.end()))),
+            Some(Err(e)) => Err(e.clone()),
+        }
     }
 }
 
@@ -48,65 +80,75 @@ fn shorten(needle: &str) -> String {
     }
 }
 
+/// The plan of a `keyword` monitor: `spec.target.keyword`, or the original
+/// implementation's `target.http` with `successCriteria.keyword.contains/notContains`.
+pub(crate) fn plan(
+    namespace: &str,
+    spec: &MonitorSpec,
+    sink: &mut Sink<'_>,
+) -> Option<KeywordPlan> {
+    let t = &spec.target;
+    if let Some(k) = &t.keyword {
+        http::rules(sink, "spec.target.keyword", &k.http);
+        if k.keyword.is_empty() {
+            sink.error("spec.target.keyword.keyword", "must not be empty");
+        } else if k.regex == Some(true) {
+            regex_ok(sink, "spec.target.keyword.keyword", &k.keyword);
+        }
+        Some(KeywordPlan {
+            http: HttpPlan::new(namespace, &k.http, spec),
+            rules: vec![Rule::new(
+                &k.keyword,
+                k.regex.unwrap_or(false),
+                k.invert.unwrap_or(false),
+                k.case_insensitive.unwrap_or(false),
+            )],
+        })
+    } else if let Some(h) = &t.http {
+        http::rules(sink, "spec.target.http", h);
+        let kw = spec
+            .success_criteria
+            .as_ref()
+            .and_then(|c| c.keyword.as_ref());
+        if kw.is_none_or(|k| k.contains.is_empty() && k.not_contains.is_empty()) {
+            sink.error(
+                "spec.target.keyword",
+                "required for type keyword (or target.http with successCriteria.keyword.contains/notContains)",
+            );
+        }
+        let mut rules = Vec::new();
+        for c in kw.iter().flat_map(|k| k.contains.iter()) {
+            rules.push(Rule::new(c, false, false, false));
+        }
+        for c in kw.iter().flat_map(|k| k.not_contains.iter()) {
+            rules.push(Rule::new(c, false, true, false));
+        }
+        Some(KeywordPlan {
+            http: HttpPlan::new(namespace, h, spec),
+            rules,
+        })
+    } else {
+        None
+    }
+}
+
 /// Run one keyword check.
 pub(crate) async fn check(
     ctx: &CheckContext,
-    namespace: &str,
-    spec: &MonitorSpec,
+    plan: &KeywordPlan,
     attempt: &Attempt,
 ) -> CheckOutcome {
-    let criteria_kw = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.keyword.as_ref());
-    let (http, rules) = match (&spec.target.keyword, &spec.target.http) {
-        (Some(k), _) => (
-            &k.http,
-            vec![Rule {
-                needle: k.keyword.clone(),
-                regex: k.regex.unwrap_or(false),
-                absent: k.invert.unwrap_or(false),
-                case_insensitive: k.case_insensitive.unwrap_or(false),
-            }],
-        ),
-        (None, Some(h)) => {
-            let mut rules = Vec::new();
-            for c in criteria_kw.iter().flat_map(|k| k.contains.iter()) {
-                rules.push(Rule {
-                    needle: c.clone(),
-                    regex: false,
-                    absent: false,
-                    case_insensitive: false,
-                });
-            }
-            for c in criteria_kw.iter().flat_map(|k| k.not_contains.iter()) {
-                rules.push(Rule {
-                    needle: c.clone(),
-                    regex: false,
-                    absent: true,
-                    case_insensitive: false,
-                });
-            }
-            (h, rules)
-        }
-        (None, None) => {
-            return CheckOutcome::down(
-                0.0,
-                FailureReason::Config,
-                "spec.target.keyword is missing for a keyword monitor",
-            );
-        }
-    };
+    let rules = &plan.rules;
     let Passed {
         exchange,
         judged,
         secrets,
-    } = match fetch_and_judge(ctx, namespace, spec, http, attempt).await {
+    } = match fetch_and_judge(ctx, &plan.http, attempt).await {
         Ok(p) => p,
         Err(down) => return down,
     };
     let body = String::from_utf8_lossy(&exchange.body);
-    for rule in &rules {
+    for rule in rules {
         let found = match rule.find(&body) {
             Ok(found) => found,
             Err(e) => {
@@ -169,12 +211,7 @@ mod tests {
     use super::*;
 
     fn rule(needle: &str, regex: bool, case_insensitive: bool) -> Rule {
-        Rule {
-            needle: needle.into(),
-            regex,
-            absent: false,
-            case_insensitive,
-        }
+        Rule::new(needle, regex, false, case_insensitive)
     }
 
     /// The matched text, cut from the original body at the positions found.

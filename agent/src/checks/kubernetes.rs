@@ -33,36 +33,83 @@ use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use serde_json::Value;
 
 use super::{Attempt, CheckContext, error_chain, excerpt, find_tls_error};
+use crate::findings::Sink;
+use crate::rules::dns1123;
 
 /// Most characters of a condition's or status's message quoted in ours.
 const DETAIL_CHARS: usize = 200;
 
-/// Run a `kubernetes` monitor's check.
-pub(crate) async fn check(
-    ctx: &CheckContext,
+/// A `kubernetes` monitor's resource and criteria, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubernetesPlan {
+    /// The namespace the resource is read in: the target's, else the monitor's.
+    namespace: String,
+    /// The resource: `apiVersion`, `kind` and `name` are well formed.
+    target: KubernetesTarget,
+    /// `successCriteria.kubernetes.minReadyPercent`, 0-100 (default 100).
+    min_ready: i64,
+    /// The condition that must be `True` for other kinds (default `Ready`).
+    condition: String,
+}
+
+/// The plan of a `kubernetes` monitor in `namespace`: `spec.target.kubernetes` checked.
+pub(crate) fn plan(
     namespace: &str,
     spec: &MonitorSpec,
-    _attempt: &Attempt,
-) -> CheckOutcome {
-    let Some(target) = spec.target.kubernetes.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.kubernetes is missing for a kubernetes monitor",
+    sink: &mut Sink<'_>,
+) -> Option<KubernetesPlan> {
+    let k = spec.target.kubernetes.as_ref()?;
+    let av = &k.api_version;
+    let parts: Vec<&str> = av.split('/').collect();
+    if av.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+        sink.error(
+            "spec.target.kubernetes.apiVersion",
+            format!("must be `version` or `group/version` (e.g. apps/v1), got {av:?}"),
         );
-    };
+    }
+    if k.kind.is_empty() || !k.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+        sink.error(
+            "spec.target.kubernetes.kind",
+            format!("must be a kind such as Deployment, got {:?}", k.kind),
+        );
+    }
+    if !dns1123(&k.name, 253, true) {
+        sink.error(
+            "spec.target.kubernetes.name",
+            format!("must be a resource name, got {:?}", k.name),
+        );
+    }
     let criteria = spec
         .success_criteria
         .as_ref()
         .and_then(|c| c.kubernetes.as_ref());
-    let min_ready = criteria
-        .and_then(|c| c.min_ready_percent)
-        .unwrap_or(100)
-        .clamp(0, 100);
-    let condition = criteria
-        .and_then(|c| c.condition_type.as_deref())
-        .filter(|c| !c.is_empty())
-        .unwrap_or("Ready");
+    Some(KubernetesPlan {
+        namespace: k
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(namespace)
+            .to_string(),
+        target: k.clone(),
+        min_ready: criteria
+            .and_then(|c| c.min_ready_percent)
+            .unwrap_or(100)
+            .clamp(0, 100),
+        condition: criteria
+            .and_then(|c| c.condition_type.as_deref())
+            .filter(|c| !c.is_empty())
+            .unwrap_or("Ready")
+            .to_string(),
+    })
+}
+
+/// Run a `kubernetes` monitor's check.
+pub(crate) async fn check(
+    ctx: &CheckContext,
+    plan: &KubernetesPlan,
+    _attempt: &Attempt,
+) -> CheckOutcome {
+    let (target, min_ready, condition) = (&plan.target, plan.min_ready, plan.condition.as_str());
     let client = match ctx.kube_client().await {
         Ok(c) => c,
         Err(e) => {
@@ -75,14 +122,9 @@ pub(crate) async fn check(
             );
         }
     };
-    let namespace = target
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .unwrap_or(namespace);
     let probe = Probe {
         client,
-        namespace,
+        namespace: &plan.namespace,
         target,
     };
     let (group, version) = match target.api_version.split_once('/') {

@@ -1,20 +1,25 @@
-//! Checkers: one module per monitor type behind the one dispatch match in [`run`].
+//! Checkers: one module per monitor type, each owning its plan (the monitor's target and
+//! criteria as validated values), the `plan` constructor holding that type's validation
+//! rules, and its `check`; [`Plan::new`] and [`run`] are the matches over the types.
 //!
-//! A checker turns one attempt into a [`CheckOutcome`]: a down target is data (`up: false`,
-//! a [`FailureReason`] and a message free of secrets), never an `Err`. Adding a monitor
-//! type is one new file here plus one arm in [`run`].
+//! The catalog turns each monitor into a [`Plan`] once; checkers trust it. A checker turns
+//! one attempt into a [`CheckOutcome`]: a down target is data (`up: false`, a
+//! [`FailureReason`] and a message free of secrets), never an `Err`. Values holding
+//! `${SECRET:…}` references are resolved at check time (Secrets change), their syntax is
+//! checked in the plan. Adding a monitor type is one new file here plus one arm in each
+//! match the compiler points to.
 
-mod dns;
-mod docker;
-mod http;
-mod json_query;
-mod keyword;
-mod kubernetes;
-mod ping;
-mod push;
-mod steam;
-mod tcp;
-mod websocket;
+pub mod dns;
+pub mod docker;
+pub mod http;
+pub mod json_query;
+pub mod keyword;
+pub mod kubernetes;
+pub mod ping;
+pub mod push;
+pub mod steam;
+pub mod tcp;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,14 +27,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kubekuma_crds::EffectiveSettings;
-use kubekuma_crds::monitor::{MonitorSpec, MonitorType};
+use kubekuma_crds::monitor::{MonitorSpec, MonitorType, Target};
 use kubekuma_crds::results::{CertInfo, CheckOutcome, FailureReason};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::catalog::secrets::SecretStore;
+pub use crate::findings::PlanError;
+use crate::findings::Sink;
+use crate::secrets::SecretStore;
 
 /// Most HTTP clients kept per context; the cache is cleared when it would grow beyond.
 const MAX_CACHED_CLIENTS: usize = 32;
@@ -146,32 +153,209 @@ impl CheckContext {
     }
 }
 
+/// A monitor's checked plan: what its type needs, validated once by the catalog.
+// Plans are made once and shared behind an `Arc`; boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// A monitor a checker probes.
+    Probe(Probe),
+    /// A push monitor: it is not probed; pushes arrive on the admin listener and
+    /// [`crate::push`] evaluates its deadline.
+    Push(push::PushPlan),
+}
+
+/// The plan of a monitor a checker probes: one variant per probed monitor type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    /// `http`.
+    Http(http::HttpPlan),
+    /// `keyword`.
+    Keyword(keyword::KeywordPlan),
+    /// `jsonQuery`.
+    JsonQuery(json_query::JsonQueryPlan),
+    /// `tcp`.
+    Tcp(tcp::TcpPlan),
+    /// `dns`.
+    Dns(dns::DnsPlan),
+    /// `ping`.
+    Ping(ping::PingPlan),
+    /// `websocket`.
+    Websocket(websocket::WebsocketPlan),
+    /// `steam`.
+    Steam(steam::SteamPlan),
+    /// `kubernetes`.
+    Kubernetes(kubernetes::KubernetesPlan),
+    /// `docker`.
+    Docker(docker::DockerPlan),
+}
+
+/// A compiled regular expression in a plan; plans compare equal by its source.
+#[derive(Clone, Debug)]
+pub struct Pattern(regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Plan {
+    /// The plan of a monitor in `namespace`, reporting what is wrong with its target to
+    /// `sink` (field paths from the document root, as `kubekuma validate` shows them).
+    /// `None` when the sink holds an error. The catalog checks the rest of the spec
+    /// (schedule, success criteria, alerting) before.
+    pub fn new(namespace: &str, spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<Plan> {
+        targets(spec, sink);
+        let probe = |p: Option<Probe>| p.map(Plan::Probe);
+        let plan = match spec.type_ {
+            MonitorType::Http => probe(http::plan(namespace, spec, sink).map(Probe::Http)),
+            MonitorType::Keyword => probe(keyword::plan(namespace, spec, sink).map(Probe::Keyword)),
+            MonitorType::JsonQuery => {
+                probe(json_query::plan(namespace, spec, sink).map(Probe::JsonQuery))
+            }
+            MonitorType::Tcp => probe(tcp::plan(spec, sink).map(Probe::Tcp)),
+            MonitorType::Dns => probe(dns::plan(spec, sink).map(Probe::Dns)),
+            MonitorType::Ping => probe(ping::plan(spec, sink).map(Probe::Ping)),
+            MonitorType::Websocket => {
+                probe(websocket::plan(namespace, spec, sink).map(Probe::Websocket))
+            }
+            MonitorType::Steam => probe(steam::plan(spec, sink).map(Probe::Steam)),
+            MonitorType::Kubernetes => {
+                probe(kubernetes::plan(namespace, spec, sink).map(Probe::Kubernetes))
+            }
+            MonitorType::Docker => probe(docker::plan(spec, sink).map(Probe::Docker)),
+            MonitorType::Push => push::plan(spec, sink).map(Plan::Push),
+        };
+        plan.filter(|_| !sink.has_errors())
+    }
+
+    /// The plan of a spec checked on its own (for one-off checks, the benchmark and
+    /// tests; the agent's monitors are planned by the catalog).
+    pub fn of(namespace: &str, spec: &MonitorSpec) -> Result<Plan, PlanError> {
+        let mut sink = Sink::detached();
+        Plan::new(namespace, spec, &mut sink).ok_or_else(|| sink.plan_error())
+    }
+
+    /// The monitor type it is the plan of.
+    pub fn monitor_type(&self) -> MonitorType {
+        match self {
+            Plan::Probe(p) => p.monitor_type(),
+            Plan::Push(_) => MonitorType::Push,
+        }
+    }
+}
+
+impl Probe {
+    /// The monitor type it is the plan of.
+    pub fn monitor_type(&self) -> MonitorType {
+        match self {
+            Probe::Http(_) => MonitorType::Http,
+            Probe::Keyword(_) => MonitorType::Keyword,
+            Probe::JsonQuery(_) => MonitorType::JsonQuery,
+            Probe::Tcp(_) => MonitorType::Tcp,
+            Probe::Dns(_) => MonitorType::Dns,
+            Probe::Ping(_) => MonitorType::Ping,
+            Probe::Websocket(_) => MonitorType::Websocket,
+            Probe::Steam(_) => MonitorType::Steam,
+            Probe::Kubernetes(_) => MonitorType::Kubernetes,
+            Probe::Docker(_) => MonitorType::Docker,
+        }
+    }
+}
+
+/// Which `spec.target` blocks are present (a new block is a compile error here).
+fn present_targets(t: &Target) -> Vec<MonitorType> {
+    let Target {
+        http,
+        keyword,
+        json_query,
+        tcp,
+        dns,
+        ping,
+        websocket,
+        push,
+        steam,
+        kubernetes,
+        docker,
+    } = t;
+    [
+        (http.is_some(), MonitorType::Http),
+        (keyword.is_some(), MonitorType::Keyword),
+        (json_query.is_some(), MonitorType::JsonQuery),
+        (tcp.is_some(), MonitorType::Tcp),
+        (dns.is_some(), MonitorType::Dns),
+        (ping.is_some(), MonitorType::Ping),
+        (websocket.is_some(), MonitorType::Websocket),
+        (push.is_some(), MonitorType::Push),
+        (steam.is_some(), MonitorType::Steam),
+        (kubernetes.is_some(), MonitorType::Kubernetes),
+        (docker.is_some(), MonitorType::Docker),
+    ]
+    .into_iter()
+    .filter_map(|(present, ty)| present.then_some(ty))
+    .collect()
+}
+
+/// The target block named by the type must be there; others are ignored (with a warning).
+/// `keyword` and `jsonQuery` also accept the original implementation's `target.http`.
+fn targets(spec: &MonitorSpec, sink: &mut Sink<'_>) {
+    let ty = spec.type_;
+    let t = &spec.target;
+    let present = present_targets(t);
+    let compat_http = matches!(ty, MonitorType::Keyword | MonitorType::JsonQuery)
+        && t.http.is_some()
+        && !present.contains(&ty);
+    if !present.contains(&ty) && !compat_http {
+        sink.error(
+            &format!("spec.target.{ty}"),
+            format!(
+                "required for type {ty}{}",
+                if present.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (found {})",
+                        present
+                            .iter()
+                            .map(|p| format!("target.{p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        );
+    }
+    for p in &present {
+        if *p != ty && !(compat_http && *p == MonitorType::Http) {
+            sink.warn(
+                &format!("spec.target.{p}"),
+                format!("ignored for type {ty}"),
+            );
+        }
+    }
+}
+
 /// Run one attempt of a monitor's check. Never panics, never returns Err: a down target
 /// is a CheckOutcome with up=false, a classified reason and a human message.
 ///
 /// `timeout` bounds the whole attempt (`reason: timeout` when it passes); `latency_ms` is
 /// the time the attempt took, except where a checker measures something more telling (see
 /// [`own_latency`]).
-pub async fn run(
-    ctx: &CheckContext,
-    namespace: &str,
-    spec: &MonitorSpec,
-    timeout: Duration,
-) -> CheckOutcome {
+pub async fn run(ctx: &CheckContext, probe: &Probe, timeout: Duration) -> CheckOutcome {
     let attempt = Attempt::start(timeout);
     let check = async {
-        match spec.type_ {
-            MonitorType::Http => http::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Tcp => tcp::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Keyword => keyword::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::JsonQuery => json_query::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Steam => steam::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Websocket => websocket::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Dns => dns::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Ping => ping::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Push => push::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Kubernetes => kubernetes::check(ctx, namespace, spec, &attempt).await,
-            MonitorType::Docker => docker::check(ctx, namespace, spec, &attempt).await,
+        match probe {
+            Probe::Http(p) => http::check(ctx, p, &attempt).await,
+            Probe::Tcp(p) => tcp::check(ctx, p, &attempt).await,
+            Probe::Keyword(p) => keyword::check(ctx, p, &attempt).await,
+            Probe::JsonQuery(p) => json_query::check(ctx, p, &attempt).await,
+            Probe::Steam(p) => steam::check(ctx, p, &attempt).await,
+            Probe::Websocket(p) => websocket::check(ctx, p, &attempt).await,
+            Probe::Dns(p) => dns::check(ctx, p, &attempt).await,
+            Probe::Ping(p) => ping::check(ctx, p, &attempt).await,
+            Probe::Kubernetes(p) => kubernetes::check(ctx, p, &attempt).await,
+            Probe::Docker(p) => docker::check(ctx, p, &attempt).await,
         }
     };
     let mut outcome = match tokio::time::timeout(timeout, check).await {
@@ -182,10 +366,31 @@ pub async fn run(
             format!("no answer within {}", human_duration(timeout)),
         ),
     };
-    if !own_latency(spec.type_, &outcome) {
+    if !own_latency(probe, &outcome) {
         outcome.latency_ms = attempt.elapsed_ms();
     }
     outcome
+}
+
+/// Plan a monitor and run one attempt of its check, for one-off checks and tests (the
+/// agent plans each monitor once, in the catalog). A spec that does not plan is a
+/// `config` outcome naming every error; a push monitor is not probed (it waits for
+/// pushes on a running agent), which is a `config` outcome too.
+pub async fn run_spec(
+    ctx: &CheckContext,
+    namespace: &str,
+    spec: &MonitorSpec,
+    timeout: Duration,
+) -> CheckOutcome {
+    match Plan::of(namespace, spec) {
+        Ok(Plan::Probe(probe)) => run(ctx, &probe, timeout).await,
+        Ok(Plan::Push(_)) => CheckOutcome::down(
+            0.0,
+            FailureReason::Config,
+            "a push monitor is not probed: it waits for pushes to a running agent",
+        ),
+        Err(e) => CheckOutcome::down(0.0, FailureReason::Config, e.to_string()),
+    }
 }
 
 /// Whether an outcome keeps the latency its checker measured instead of the attempt's
@@ -193,10 +398,10 @@ pub async fn run(
 /// also spends the gaps between echo requests), and a WebSocket exchange that got as far
 /// as the close handshake reports the time up to the end of the exchange (the bounded
 /// wait for the server's Close frame is not the server's responsiveness).
-fn own_latency(type_: MonitorType, outcome: &CheckOutcome) -> bool {
-    let key = match type_ {
-        MonitorType::Ping => "rttAvgMs",
-        MonitorType::Websocket => "closeHandshake",
+fn own_latency(probe: &Probe, outcome: &CheckOutcome) -> bool {
+    let key = match probe {
+        Probe::Ping(_) => "rttAvgMs",
+        Probe::Websocket(_) => "closeHandshake",
         _ => return false,
     };
     outcome.metadata.contains_key(key) && outcome.latency_ms.is_finite()

@@ -11,6 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use kubekuma_crds::monitor::{MonitorSpec, PingCriteria, PingTarget};
+
+use crate::findings::Sink;
+use crate::rules::{host_ok, port, range};
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tokio::net::TcpStream;
@@ -25,40 +28,30 @@ const PAYLOAD: [u8; 56] = [0x4b; 56];
 const NOT_PERMITTED: &str = "ICMP not permitted here (net.ipv4.ping_group_range / CAP_NET_RAW)";
 
 /// Run a `ping` monitor's check.
-pub(crate) async fn check(
-    ctx: &CheckContext,
-    _namespace: &str,
-    spec: &MonitorSpec,
-    attempt: &Attempt,
-) -> CheckOutcome {
-    let Some(target) = spec.target.ping.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.ping is missing for a ping monitor",
-        );
-    };
-    let criteria = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.ping.clone())
-        .unwrap_or_default();
+pub(crate) async fn check(ctx: &CheckContext, plan: &PingPlan, attempt: &Attempt) -> CheckOutcome {
     let privileged = ctx.settings().ping_privileged;
-    let plan = match Plan::new(target, criteria, privileged) {
-        Ok(plan) => plan,
-        Err(down) => return down,
-    };
     let addrs = match resolve(&plan.host, 0).await {
         Ok(addrs) => addrs,
         Err(down) => return down,
     };
     let icmp = open_icmp(addrs[0].ip(), privileged);
-    probe(&plan, &addrs, icmp, attempt).await
+    probe(plan, privileged, &addrs, icmp, attempt).await
+}
+
+/// The plan of a `ping` monitor: `spec.target.ping` checked.
+pub(crate) fn plan(spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<PingPlan> {
+    let target = spec.target.ping.as_ref()?;
+    let criteria = spec
+        .success_criteria
+        .as_ref()
+        .and_then(|c| c.ping.clone())
+        .unwrap_or_default();
+    PingPlan::new(target, criteria, sink)
 }
 
 /// A ping target with its defaults filled in and its numbers checked.
-#[derive(Clone, Debug)]
-struct Plan {
+#[derive(Clone, Debug, PartialEq)]
+pub struct PingPlan {
     /// The host as written, without `[]` around an IPv6 address.
     host: String,
     /// Echo requests to send.
@@ -66,47 +59,34 @@ struct Plan {
     /// Port to TCP-connect to when ICMP is not permitted.
     tcp_fallback: Option<u16>,
     criteria: PingCriteria,
-    /// Whether settings allow raw ICMP sockets.
-    privileged: bool,
 }
 
-impl Plan {
-    fn new(
-        target: &PingTarget,
-        criteria: PingCriteria,
-        privileged: bool,
-    ) -> Result<Self, CheckOutcome> {
-        let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
+impl PingPlan {
+    fn new(target: &PingTarget, criteria: PingCriteria, sink: &mut Sink<'_>) -> Option<Self> {
+        host_ok(sink, "spec.target.ping.host", &target.host);
+        range(sink, "spec.target.ping.count", target.count, 1, 100);
+        port(sink, "spec.target.ping.tcpFallback", target.tcp_fallback);
         let host = target
             .host
             .trim()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        if host.is_empty() {
-            return Err(config("spec.target.ping.host is empty".to_string()));
-        }
-        let count = target.count.unwrap_or(1);
-        let count = u16::try_from(count)
+        let count = u16::try_from(target.count.unwrap_or(1))
             .ok()
-            .filter(|c| (1..=100).contains(c))
-            .ok_or_else(|| config(format!("spec.target.ping.count must be 1-100, got {count}")))?;
-        let tcp_fallback = target
-            .tcp_fallback
-            .map(|port| {
-                u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| {
-                    config(format!(
-                        "spec.target.ping.tcpFallback must be 1-65535, got {port}"
-                    ))
-                })
-            })
-            .transpose()?;
-        Ok(Plan {
+            .filter(|c| (1..=100).contains(c))?;
+        let tcp_fallback = match target.tcp_fallback {
+            Some(p) => Some(u16::try_from(p).ok().filter(|p| *p != 0)?),
+            None => None,
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(PingPlan {
             host,
             count,
             tcp_fallback,
             criteria,
-            privileged,
         })
     }
 
@@ -169,7 +149,8 @@ fn classify_open_error(e: std::io::Error) -> IcmpSocket {
 
 /// Ping `addrs[0]` over `icmp`, or fall back to TCP when ICMP is not permitted.
 async fn probe(
-    plan: &Plan,
+    plan: &PingPlan,
+    privileged: bool,
     addrs: &[SocketAddr],
     icmp: IcmpSocket,
     attempt: &Attempt,
@@ -191,7 +172,7 @@ async fn probe(
         ),
         IcmpSocket::NotPermitted => match plan.tcp_fallback {
             Some(port) => tcp_fallback(plan, addrs, port, attempt).await,
-            None => CheckOutcome::down(0.0, FailureReason::Config, how_to_enable(plan.privileged)),
+            None => CheckOutcome::down(0.0, FailureReason::Config, how_to_enable(privileged)),
         },
     }
 }
@@ -376,7 +357,7 @@ fn percent(p: f64) -> String {
 }
 
 /// Up or down from what became of the echo requests and the success criteria.
-fn verdict(plan: &Plan, peer: &str, replies: &[Reply], attempt: &Attempt) -> CheckOutcome {
+fn verdict(plan: &PingPlan, peer: &str, replies: &[Reply], attempt: &Attempt) -> CheckOutcome {
     let summary = Summary::of(replies);
     let outcome = if summary.received == 0 {
         let requests = if summary.sent == 1 {
@@ -445,7 +426,7 @@ fn verdict(plan: &Plan, peer: &str, replies: &[Reply], attempt: &Attempt) -> Che
 
 /// Connect to `port` on the addresses in turn instead of pinging, saying so.
 async fn tcp_fallback(
-    plan: &Plan,
+    plan: &PingPlan,
     addrs: &[SocketAddr],
     port: u16,
     attempt: &Attempt,
@@ -522,14 +503,19 @@ mod tests {
 
     use super::*;
 
-    fn plan(yaml: &str, criteria: &str, privileged: bool) -> Result<Plan, CheckOutcome> {
+    /// The plan of a target, or the errors its rules report (`path: message`).
+    fn plan(yaml: &str, criteria: &str) -> Result<PingPlan, String> {
         let target: PingTarget = serde_yaml_ng::from_str(yaml).unwrap();
         let criteria: PingCriteria = if criteria.is_empty() {
             PingCriteria::default()
         } else {
             serde_yaml_ng::from_str(criteria).unwrap()
         };
-        Plan::new(&target, criteria, privileged)
+        let mut sink = Sink::detached();
+        match PingPlan::new(&target, criteria, &mut sink) {
+            Some(p) if !sink.has_errors() => Ok(p),
+            _ => Err(sink.plan_error().to_string()),
+        }
     }
 
     fn loopback() -> Vec<SocketAddr> {
@@ -550,26 +536,35 @@ mod tests {
 
     #[test]
     fn plans_fill_defaults_and_reject_bad_numbers() {
-        let p = plan("{host: ' [::1] '}", "", false).unwrap();
+        let p = plan("{host: '[::1]'}", "").unwrap();
         assert_eq!((p.host.as_str(), p.count, p.tcp_fallback), ("::1", 1, None));
-        let p = plan("{host: h, packetCount: 5, tcpFallback: 443}", "", false).unwrap();
+        let p = plan("{host: h, packetCount: 5, tcpFallback: 443}", "").unwrap();
         assert_eq!((p.count, p.tcp_fallback), (5, Some(443)));
         for (yaml, part) in [
-            ("{host: h, count: 0}", "count must be 1-100, got 0"),
-            ("{host: h, count: 101}", "count must be 1-100, got 101"),
+            (
+                "{host: h, count: 0}",
+                "spec.target.ping.count: must be at least 1, got 0",
+            ),
+            (
+                "{host: h, count: 101}",
+                "spec.target.ping.count: must be at most 100, got 101",
+            ),
             (
                 "{host: h, tcpFallback: 0}",
-                "tcpFallback must be 1-65535, got 0",
+                "spec.target.ping.tcpFallback: must be at least 1, got 0",
             ),
             (
                 "{host: h, tcpFallback: 70000}",
-                "tcpFallback must be 1-65535",
+                "spec.target.ping.tcpFallback: must be at most 65535, got 70000",
             ),
-            ("{host: ' '}", "host is empty"),
+            ("{host: ''}", "spec.target.ping.host: must not be empty"),
+            (
+                "{host: ' '}",
+                "spec.target.ping.host: must be a host name or IP address",
+            ),
         ] {
-            let down = plan(yaml, "", false).unwrap_err();
-            assert_eq!(down.reason, Some(FailureReason::Config), "{yaml}");
-            assert!(msg(&down).contains(part), "{yaml}: {down:?}");
+            let errors = plan(yaml, "").unwrap_err();
+            assert!(errors.contains(part), "{yaml}: {errors}");
         }
     }
 
@@ -595,7 +590,7 @@ mod tests {
 
     #[test]
     fn any_reply_is_up_by_default() {
-        let p = plan("{host: h.example, count: 3}", "", false).unwrap();
+        let p = plan("{host: h.example, count: 3}", "").unwrap();
         let o = verdict(
             &p,
             "h.example (192.0.2.7)",
@@ -615,18 +610,18 @@ mod tests {
     #[test]
     fn too_much_loss_or_latency_is_an_assertion() {
         let replies = [ms(10), Reply::Lost, ms(30), ms(20), ms(40)];
-        let p = plan("{host: h, count: 5}", "{maxPacketLossPercent: 20}", false).unwrap();
+        let p = plan("{host: h, count: 5}", "{maxPacketLossPercent: 20}").unwrap();
         assert!(verdict(&p, "h", &replies, &attempt()).up);
-        let p = plan("{host: h, count: 5}", "{maxPacketLossPercent: 10}", false).unwrap();
+        let p = plan("{host: h, count: 5}", "{maxPacketLossPercent: 10}").unwrap();
         let o = verdict(&p, "h", &replies, &attempt());
         assert_eq!(o.reason, Some(FailureReason::Assertion), "{o:?}");
         assert!(msg(&o).ends_with("20% loss, rtt min/avg/max 10.000/25.000/40.000 ms: loss more than maxPacketLossPercent 10"), "{o:?}");
-        let p = plan("{host: h, count: 5}", "{maxLatencyMs: 25}", false).unwrap();
+        let p = plan("{host: h, count: 5}", "{maxLatencyMs: 25}").unwrap();
         assert!(
             verdict(&p, "h", &replies, &attempt()).up,
             "the average counts, not the max"
         );
-        let p = plan("{host: h, count: 5}", "{maxLatencyMs: 24}", false).unwrap();
+        let p = plan("{host: h, count: 5}", "{maxLatencyMs: 24}").unwrap();
         let o = verdict(&p, "h", &replies, &attempt());
         assert_eq!(o.reason, Some(FailureReason::Assertion), "{o:?}");
         assert!(
@@ -637,7 +632,7 @@ mod tests {
 
     #[test]
     fn no_reply_is_a_timeout_unless_something_said_why() {
-        let p = plan("{host: h, count: 5}", "", false).unwrap();
+        let p = plan("{host: h, count: 5}", "").unwrap();
         let lost = vec![Reply::Lost; 5];
         let o = verdict(&p, "h", &lost, &attempt());
         assert_eq!(o.reason, Some(FailureReason::Timeout), "{o:?}");
@@ -692,8 +687,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let yaml = format!("{{host: 127.0.0.1, count: 3, tcpFallback: {port}}}");
-        let p = plan(&yaml, "", false).unwrap();
-        let o = probe(&p, &loopback(), IcmpSocket::NotPermitted, &attempt()).await;
+        let p = plan(&yaml, "").unwrap();
+        let o = probe(&p, false, &loopback(), IcmpSocket::NotPermitted, &attempt()).await;
         assert!(o.up, "{o:?}");
         assert!(
             msg(&o).starts_with(&format!(
@@ -705,7 +700,7 @@ mod tests {
         assert_eq!(o.metadata["address"], "127.0.0.1");
 
         drop(listener);
-        let o = probe(&p, &loopback(), IcmpSocket::NotPermitted, &attempt()).await;
+        let o = probe(&p, false, &loopback(), IcmpSocket::NotPermitted, &attempt()).await;
         assert_eq!(o.reason, Some(FailureReason::Connect), "{o:?}");
         assert!(
             msg(&o).contains(&format!(
@@ -718,8 +713,15 @@ mod tests {
     #[tokio::test]
     async fn without_icmp_or_fallback_the_message_says_how_to_enable_it() {
         for privileged in [false, true] {
-            let p = plan("{host: 127.0.0.1}", "", privileged).unwrap();
-            let o = probe(&p, &loopback(), IcmpSocket::NotPermitted, &attempt()).await;
+            let p = plan("{host: 127.0.0.1}", "").unwrap();
+            let o = probe(
+                &p,
+                privileged,
+                &loopback(),
+                IcmpSocket::NotPermitted,
+                &attempt(),
+            )
+            .await;
             assert_eq!(o.reason, Some(FailureReason::Config), "{o:?}");
             for part in [
                 "net.ipv4.ping_group_range",
@@ -738,9 +740,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_socket_that_cannot_open_is_a_connect_failure() {
-        let p = plan("{host: 127.0.0.1, tcpFallback: 9}", "", true).unwrap();
+        let p = plan("{host: 127.0.0.1, tcpFallback: 9}", "").unwrap();
         let failed = IcmpSocket::Failed(std::io::Error::from_raw_os_error(97));
-        let o = probe(&p, &loopback(), failed, &attempt()).await;
+        let o = probe(&p, true, &loopback(), failed, &attempt()).await;
         assert_eq!(o.reason, Some(FailureReason::Connect), "{o:?}");
         assert!(
             msg(&o).starts_with("cannot open an ICMP socket to ping 127.0.0.1: "),

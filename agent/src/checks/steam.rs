@@ -13,6 +13,8 @@ use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use tokio::net::UdpSocket;
 
 use super::{Attempt, CheckContext, excerpt, human_duration, is_connect_kind, latency_exceeded};
+use crate::findings::Sink;
+use crate::rules::{host_ok, port};
 
 /// Single-packet header.
 const SINGLE: [u8; 4] = [0xFF, 0xFF, 0xFF, 0xFF];
@@ -108,34 +110,51 @@ pub(crate) fn parse_info(reply: &[u8]) -> Result<ServerInfo, String> {
     })
 }
 
+/// A `steam` monitor's server and criteria, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SteamPlan {
+    /// The host, without `[]` around an IPv6 address.
+    host: String,
+    /// The query port (27015 when not given).
+    port: u16,
+    /// `successCriteria.steam.minPlayers`.
+    min_players: Option<i64>,
+    /// `successCriteria.steam.maxLatencyMs`.
+    max_latency_ms: Option<i64>,
+}
+
+/// The plan of a `steam` monitor: `spec.target.steam` checked.
+pub(crate) fn plan(spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<SteamPlan> {
+    let target = spec.target.steam.as_ref()?;
+    host_ok(sink, "spec.target.steam.host", &target.host);
+    port(sink, "spec.target.steam.port", target.port);
+    let port = match target.port {
+        None => DEFAULT_PORT,
+        Some(p) => u16::try_from(p).ok().filter(|p| *p > 0)?,
+    };
+    let criteria = spec
+        .success_criteria
+        .as_ref()
+        .and_then(|c| c.steam.as_ref());
+    Some(SteamPlan {
+        host: target
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        min_players: criteria.and_then(|s| s.min_players),
+        max_latency_ms: criteria.and_then(|s| s.max_latency_ms),
+    })
+}
+
 /// Run one A2S_INFO query.
 pub(crate) async fn check(
     _ctx: &CheckContext,
-    _namespace: &str,
-    spec: &MonitorSpec,
+    plan: &SteamPlan,
     attempt: &Attempt,
 ) -> CheckOutcome {
-    let Some(target) = spec.target.steam.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.steam is missing for a steam monitor",
-        );
-    };
-    let port = match target.port {
-        None => DEFAULT_PORT,
-        Some(p) => match u16::try_from(p) {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return CheckOutcome::down(
-                    0.0,
-                    FailureReason::Config,
-                    format!("port {p} is out of range"),
-                );
-            }
-        },
-    };
-    let host = target.host.trim_start_matches('[').trim_end_matches(']');
+    let (host, port) = (plan.host.as_str(), plan.port);
     let addr: SocketAddr = match tokio::net::lookup_host((host, port))
         .await
         .map(|mut a| a.next())
@@ -248,16 +267,7 @@ pub(crate) async fn check(
         }
         return match parse_info(reply) {
             Ok(info) => {
-                let min_players = spec
-                    .success_criteria
-                    .as_ref()
-                    .and_then(|c| c.steam.as_ref())
-                    .and_then(|s| s.min_players);
-                let max_latency = spec
-                    .success_criteria
-                    .as_ref()
-                    .and_then(|c| c.steam.as_ref())
-                    .and_then(|s| s.max_latency_ms);
+                let (min_players, max_latency) = (plan.min_players, plan.max_latency_ms);
                 let mut o = if let Some(min) = min_players.filter(|m| i64::from(info.players) < *m)
                 {
                     fail(

@@ -11,6 +11,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::findings::Sink;
+use crate::rules::{host_ok, port};
+
 use super::{
     Attempt, CheckContext, cert_info, error_chain, excerpt, find_tls_error, human_duration,
     is_connect_kind, latency_exceeded, resolve,
@@ -21,31 +24,72 @@ const MAX_REPLY_BYTES: usize = 64 * 1024;
 /// Most characters of a reply quoted in a message.
 const EXCERPT_CHARS: usize = 60;
 
+/// A `tcp` monitor's target with its defaults filled in and its numbers checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TcpPlan {
+    /// The host as written, without `[]` around an IPv6 address.
+    host: String,
+    /// The port.
+    port: u16,
+    /// `host:port` (`[v6]:port`) for messages.
+    peer: String,
+    /// Bytes to send after connecting (escapes such as `\r\n` unescaped).
+    send: Option<Vec<u8>>,
+    /// Bytes the reply must contain (not empty).
+    expect: Option<Vec<u8>>,
+    /// TLS, when enabled: whether to verify, and the server name when not the host.
+    tls: Option<(bool, Option<String>)>,
+    /// `successCriteria.tcp.maxLatencyMs`.
+    max_latency_ms: Option<i64>,
+}
+
+/// The plan of a `tcp` monitor: `spec.target.tcp` checked.
+pub(crate) fn plan(spec: &MonitorSpec, sink: &mut Sink<'_>) -> Option<TcpPlan> {
+    let target = spec.target.tcp.as_ref()?;
+    host_ok(sink, "spec.target.tcp.host", &target.host);
+    port(sink, "spec.target.tcp.port", Some(target.port));
+    let port = u16::try_from(target.port).ok().filter(|p| *p != 0)?;
+    Some(TcpPlan {
+        host: target
+            .host
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        peer: peer_name(target),
+        send: target.send.as_deref().map(unescape),
+        expect: target
+            .expect
+            .as_deref()
+            .map(unescape)
+            .filter(|e| !e.is_empty()),
+        tls: target
+            .tls
+            .as_ref()
+            .filter(|t| t.enabled.unwrap_or(false))
+            .map(|t| {
+                let sni = t.sni.as_deref().map(str::trim).filter(|s| !s.is_empty());
+                (t.verify.unwrap_or(true), sni.map(str::to_string))
+            }),
+        max_latency_ms: spec
+            .success_criteria
+            .as_ref()
+            .and_then(|c| c.tcp.as_ref())
+            .and_then(|c| c.max_latency_ms),
+    })
+}
+
 /// Run a `tcp` monitor's check.
-pub(crate) async fn check(
-    ctx: &CheckContext,
-    _namespace: &str,
-    spec: &MonitorSpec,
-    attempt: &Attempt,
-) -> CheckOutcome {
-    let Some(target) = spec.target.tcp.as_ref() else {
-        return CheckOutcome::down(
-            0.0,
-            FailureReason::Config,
-            "spec.target.tcp is missing for a tcp monitor",
-        );
-    };
-    let max_latency = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.tcp.as_ref())
-        .and_then(|c| c.max_latency_ms);
-    match probe(ctx, target, attempt).await {
+pub(crate) async fn check(ctx: &CheckContext, plan: &TcpPlan, attempt: &Attempt) -> CheckOutcome {
+    match probe(ctx, plan, attempt).await {
         Ok(mut up) => {
-            if let Some(msg) = latency_exceeded(attempt, max_latency) {
-                let peer = peer_name(target);
-                let mut down =
-                    CheckOutcome::down(0.0, FailureReason::Assertion, format!("{peer} {msg}"));
+            if let Some(msg) = latency_exceeded(attempt, plan.max_latency_ms) {
+                let mut down = CheckOutcome::down(
+                    0.0,
+                    FailureReason::Assertion,
+                    format!("{} {msg}", plan.peer),
+                );
                 down.cert = up.cert.take();
                 down.metadata = std::mem::take(&mut up.metadata);
                 down
@@ -69,27 +113,13 @@ fn peer_name(target: &TcpTarget) -> String {
 
 async fn probe(
     ctx: &CheckContext,
-    target: &TcpTarget,
+    plan: &TcpPlan,
     attempt: &Attempt,
 ) -> Result<CheckOutcome, CheckOutcome> {
-    let peer = peer_name(target);
+    let peer = plan.peer.as_str();
     let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
-    let port = u16::try_from(target.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| {
-            config(format!(
-                "spec.target.tcp.port must be 1-65535, got {}",
-                target.port
-            ))
-        })?;
-    let host = target
-        .host
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-
-    let addrs = resolve(host, port).await?;
+    let host = plan.host.as_str();
+    let addrs = resolve(host, plan.port).await?;
 
     let mut last_err = None;
     let mut connected = None;
@@ -106,43 +136,28 @@ async fn probe(
         let (reason, message) = match last_err {
             Some((e, a)) if e.kind() == std::io::ErrorKind::TimedOut => (
                 FailureReason::Timeout,
-                format!("connecting to {} timed out: {e}", via(&peer, a)),
+                format!("connecting to {} timed out: {e}", via(peer, a)),
             ),
             Some((e, a)) => (
                 FailureReason::Connect,
-                format!("cannot connect to {}: {e}", via(&peer, a)),
+                format!("cannot connect to {}: {e}", via(peer, a)),
             ),
             None => (FailureReason::Connect, format!("cannot connect to {peer}")),
         };
         return Err(CheckOutcome::down(0.0, reason, message));
     };
 
-    let send = target.send.as_deref().map(unescape);
-    let expect = target
-        .expect
-        .as_deref()
-        .map(unescape)
-        .filter(|e| !e.is_empty());
-    let tls = target.tls.as_ref().filter(|t| t.enabled.unwrap_or(false));
+    let (send, expect) = (plan.send.as_deref(), plan.expect.as_deref());
 
-    let mut outcome = match tls {
+    let mut outcome = match &plan.tls {
         None => {
             let mut stream = stream;
-            exchange(
-                &mut stream,
-                &peer,
-                send.as_deref(),
-                expect.as_deref(),
-                attempt,
-            )
-            .await?;
+            exchange(&mut stream, peer, send, expect, attempt).await?;
             CheckOutcome::up(0.0)
         }
-        Some(tls) => {
-            let verify = tls.verify.unwrap_or(true);
-            let config = ctx.tls_config(verify, &[]).map_err(config)?;
-            let sni = tls.sni.as_deref().map(str::trim).filter(|s| !s.is_empty());
-            let name = sni.unwrap_or(host).to_string();
+        Some((verify, sni)) => {
+            let config = ctx.tls_config(*verify, &[]).map_err(config)?;
+            let name = sni.as_deref().unwrap_or(host).to_string();
             let server_name = ServerName::try_from(name.clone()).map_err(|_| {
                 CheckOutcome::down(
                     0.0,
@@ -169,14 +184,7 @@ async fn probe(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|der| cert_info(der, Utc::now()));
-            let result = exchange(
-                &mut stream,
-                &peer,
-                send.as_deref(),
-                expect.as_deref(),
-                attempt,
-            )
-            .await;
+            let result = exchange(&mut stream, peer, send, expect, attempt).await;
             let mut outcome = match result {
                 Ok(()) => CheckOutcome::up(0.0),
                 Err(down) => down,

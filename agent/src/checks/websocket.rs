@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use kubekuma_crds::monitor::MonitorSpec;
+use kubekuma_crds::monitor::{MonitorSpec, WebsocketTarget};
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -23,22 +23,67 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, WebSocketStream, connect_async_tls_with_config};
 
 use super::http::display_url;
-use super::{Attempt, CheckContext, excerpt, human_duration, is_connect_kind, latency_exceeded};
+use super::{
+    Attempt, CheckContext, Pattern, excerpt, human_duration, is_connect_kind, latency_exceeded,
+};
+use crate::findings::Sink;
+use crate::rules::{headers_ok, regex_ok, url_ok};
+
+/// A `websocket` monitor's target and latency bound, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebsocketPlan {
+    /// The namespace the `${SECRET:…}` references of URL and headers resolve in.
+    namespace: String,
+    /// The target as written: URL and headers may hold secret references, resolved at
+    /// check time.
+    target: WebsocketTarget,
+    /// `expectedResponse` compiled, when `regex` is set.
+    pattern: Option<Pattern>,
+    /// `successCriteria.websocket.maxLatencyMs`.
+    max_latency_ms: Option<i64>,
+}
+
+/// The plan of a `websocket` monitor: `spec.target.websocket` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    spec: &MonitorSpec,
+    sink: &mut Sink<'_>,
+) -> Option<WebsocketPlan> {
+    let w = spec.target.websocket.as_ref()?;
+    url_ok(sink, "spec.target.websocket.url", &w.url, &["ws", "wss"]);
+    headers_ok(sink, "spec.target.websocket.headers", &w.headers);
+    let mut pattern = None;
+    if w.regex == Some(true) {
+        match &w.expected_response {
+            Some(p) => {
+                pattern = regex_ok(sink, "spec.target.websocket.expectedResponse", p).map(Pattern)
+            }
+            None => sink.warn(
+                "spec.target.websocket.regex",
+                "has no effect without expectedResponse",
+            ),
+        }
+    }
+    Some(WebsocketPlan {
+        namespace: namespace.to_string(),
+        target: w.clone(),
+        pattern,
+        max_latency_ms: spec
+            .success_criteria
+            .as_ref()
+            .and_then(|c| c.websocket.as_ref())
+            .and_then(|w| w.max_latency_ms),
+    })
+}
 
 /// Run one WebSocket check.
 pub(crate) async fn check(
     ctx: &CheckContext,
-    namespace: &str,
-    spec: &MonitorSpec,
+    plan: &WebsocketPlan,
     attempt: &Attempt,
 ) -> CheckOutcome {
     let fail = |reason, msg: String| CheckOutcome::down(attempt.elapsed_ms(), reason, msg);
-    let Some(target) = spec.target.websocket.as_ref() else {
-        return fail(
-            FailureReason::Config,
-            "spec.target.websocket is missing for a websocket monitor".into(),
-        );
-    };
+    let (namespace, target) = (plan.namespace.as_str(), &plan.target);
     let raw = match ctx.secrets().resolve(namespace, &target.url) {
         Ok(u) => u,
         Err(e) => {
@@ -140,7 +185,7 @@ pub(crate) async fn check(
         );
     }
     if let Some(expected) = &target.expected_response {
-        let regex = target.regex.unwrap_or(false);
+        let regex = plan.pattern.is_some();
         let reply = loop {
             let next = match tokio::time::timeout_at(deadline, ws.next()).await {
                 Ok(next) => next,
@@ -204,18 +249,9 @@ pub(crate) async fn check(
             }
         };
         let text = String::from_utf8_lossy(&reply);
-        let matched = if regex {
-            match regex::Regex::new(expected) {
-                Ok(re) => re.is_match(&text),
-                Err(e) => {
-                    return fail(
-                        FailureReason::Config,
-                        format!("invalid regular expression: {e}"),
-                    );
-                }
-            }
-        } else {
-            text == expected.as_str()
+        let matched = match &plan.pattern {
+            Some(re) => re.0.is_match(&text),
+            None => text == expected.as_str(),
         };
         if !matched {
             return fail(
@@ -228,12 +264,7 @@ pub(crate) async fn check(
         }
     }
     // maxLatencyMs judges the exchange; the close handshake below is not part of it.
-    let max = spec
-        .success_criteria
-        .as_ref()
-        .and_then(|c| c.websocket.as_ref())
-        .and_then(|w| w.max_latency_ms);
-    let too_slow = latency_exceeded(attempt, max);
+    let too_slow = latency_exceeded(attempt, plan.max_latency_ms);
     let exchange_ms = attempt.elapsed_ms();
     let wait = CLOSE_WAIT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     let closed = match tokio::time::timeout(wait, close(&mut ws)).await {

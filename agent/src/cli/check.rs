@@ -7,10 +7,10 @@ use std::sync::Arc;
 use kubekuma_crds::monitor::MonitorType;
 use kubekuma_crds::results::CheckOutcome;
 
-use crate::catalog::findings::Severity;
 use crate::catalog::folder::read_paths;
 use crate::catalog::snapshot::{Snapshot, build};
 use crate::checks::{self, CheckContext};
+use crate::findings::Severity;
 
 use super::{plural, print_findings};
 
@@ -222,20 +222,15 @@ async fn run_monitors(snap: &Snapshot) -> Vec<CheckRow> {
         Skipped(String, MonitorType),
     }
     let mut pending = Vec::new();
-    for (key, m) in &snap.monitors {
-        if m.spec.type_ == MonitorType::Push {
-            pending.push(Pending::Skipped(key.to_string(), m.spec.type_));
+    for plan in crate::schedule::plans(snap) {
+        let checks::Plan::Probe(probe) = plan.check.as_ref().clone() else {
+            pending.push(Pending::Skipped(plan.key.to_string(), plan.spec.type_));
             continue;
-        }
-        let plan = crate::schedule::MonitorPlan::new(
-            key.clone(),
-            Arc::new(m.spec.clone()),
-            &snap.effective,
-        );
+        };
         let (ctx, limit) = (ctx.clone(), limit.clone());
         pending.push(Pending::Running(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let o = checks::run(&ctx, &plan.key.namespace, &plan.spec, plan.timeout).await;
+            let o = checks::run(&ctx, &probe, plan.timeout).await;
             (plan.key.to_string(), plan.spec.type_, o)
         })));
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::catalog::findings::Finding;
+use crate::findings::Finding;
 use crate::runtime::AgentOptions;
 
 pub use build::make_builder;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use kubekuma_crds::NotificationProvider;
 
-use crate::alerting::providers::{Message, ProviderContext};
 use crate::catalog::folder::read_paths;
 use crate::catalog::snapshot::{ObjKey, Snapshot, build};
+use crate::notify::providers::{Message, ProviderContext};
 
 use super::{NotifyCommand, print_findings};
 
@@ -28,7 +28,11 @@ pub(super) async fn notify(what: NotifyCommand) -> ExitCode {
     let msg = test_message(title, message);
     let ctx = ProviderContext::new(Arc::new(snap.secrets.clone()));
     let started = std::time::Instant::now();
-    match crate::alerting::providers::send(&ctx, &key.namespace, &p.spec, &msg).await {
+    let Some(plan) = snap.provider_plans.get(key) else {
+        eprintln!("kubekuma notify test: {key} is not valid (see kubekuma validate)");
+        return ExitCode::from(2);
+    };
+    match crate::notify::providers::send(&ctx, plan, &msg).await {
         Ok(d) => {
             println!(
                 "sent through {key} ({}) in {} ms: {}",

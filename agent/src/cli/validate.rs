@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::catalog::findings::Severity;
 use crate::catalog::folder::read_paths;
 use crate::catalog::snapshot::{Built, build};
+use crate::findings::Severity;
 
 use super::{plural, print_findings};
 

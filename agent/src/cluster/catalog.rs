@@ -24,8 +24,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::catalog::decode::{FileDocs, decode_document};
-use crate::catalog::findings::{Finding, Origin};
 use crate::catalog::snapshot::{LastGood, Snapshot, build};
+use crate::findings::{Finding, Origin};
 
 /// Time from the first change of a burst to the rebuild.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);

@@ -144,7 +144,7 @@ impl<'a> View<'a> {
                 (key, (m.active_since, m.next_start))
             })
             .collect();
-        let intervals = crate::runtime::plans(snapshot)
+        let intervals = crate::schedule::plans(snapshot)
             .into_iter()
             .map(|p| (p.key, p.interval))
             .collect();

@@ -18,7 +18,8 @@ use kubekuma_crds::{EffectiveSettings, MonitorSpec, MonitorType};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use crate::catalog::ObjKey;
+use crate::catalog::{ObjKey, Snapshot};
+use crate::checks::Plan;
 use crate::state::StatePolicy;
 
 /// Everything the scheduler and the state machine need to know about one monitor,
@@ -29,6 +30,8 @@ pub struct MonitorPlan {
     pub key: ObjKey,
     /// The spec, as validated.
     pub spec: Arc<MonitorSpec>,
+    /// What a run checks: the plan the catalog made of the spec.
+    pub check: Arc<Plan>,
     /// Time between runs.
     pub interval: Duration,
     /// Time one attempt may take.
@@ -47,8 +50,14 @@ pub struct MonitorPlan {
 }
 
 impl MonitorPlan {
-    /// The plan of a monitor under the given settings.
-    pub fn new(key: ObjKey, spec: Arc<MonitorSpec>, settings: &EffectiveSettings) -> Self {
+    /// The plan of a monitor (its spec and the check plan made of it) under the given
+    /// settings.
+    pub fn new(
+        key: ObjKey,
+        spec: Arc<MonitorSpec>,
+        check: Arc<Plan>,
+        settings: &EffectiveSettings,
+    ) -> Self {
         let s = spec.schedule.clone().unwrap_or_default();
         let secs = |v: Option<i64>, d: i64| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
         let interval = secs(s.interval_seconds, 60).max(Duration::from_secs(1));
@@ -96,6 +105,7 @@ impl MonitorPlan {
             privileged: spec.type_ == MonitorType::Ping && settings.ping_privileged,
             enabled: spec.is_enabled(),
             spec,
+            check,
             fingerprint,
         }
     }
@@ -121,6 +131,28 @@ impl MonitorPlan {
         (&self.key, k).hash(&mut h);
         (h.finish() % (2 * max as u64 + 1)) as i128 - max
     }
+}
+
+/// The plans of every monitor of a snapshot. A push monitor's runs only evaluate its
+/// deadline, every `min(push interval, 60 s)` (see [`crate::push`]).
+pub fn plans(snapshot: &Snapshot) -> Vec<MonitorPlan> {
+    snapshot
+        .monitors
+        .iter()
+        .filter_map(|(k, m)| {
+            let check = snapshot.plans.get(k)?;
+            let mut plan = MonitorPlan::new(
+                k.clone(),
+                Arc::new(m.spec.clone()),
+                check.clone(),
+                &snapshot.effective,
+            );
+            if let Plan::Push(push) = check.as_ref() {
+                plan.interval = push.evaluation_interval();
+            }
+            Some(plan)
+        })
+        .collect()
 }
 
 /// A finished check, handed to the result processor.
@@ -452,9 +484,15 @@ mod tests {
     }
 
     fn plan(name: &str, interval: i64, jitter: i64) -> MonitorPlan {
+        planned(name, spec(interval, jitter))
+    }
+
+    fn planned(name: &str, spec: MonitorSpec) -> MonitorPlan {
+        let check = Plan::of("ns", &spec).unwrap();
         MonitorPlan::new(
             ObjKey::new("ns", name),
-            Arc::new(spec(interval, jitter)),
+            Arc::new(spec),
+            Arc::new(check),
             &EffectiveSettings::default(),
         )
     }
@@ -695,11 +733,7 @@ mod tests {
             plan("keep", 10, 0),
             plan("edit", 20, 0),
             plan("new", 10, 0),
-            MonitorPlan::new(
-                ObjKey::new("ns", "off"),
-                Arc::new(disabled),
-                &EffectiveSettings::default(),
-            ),
+            planned("off", disabled),
         ]);
         tokio::time::sleep(Duration::from_millis(40_000)).await;
         drain(&mut drx).await;

@@ -637,6 +637,7 @@ async fn expiring_certificates_notify_when_the_day_count_changes() {
     let plan = Arc::new(MonitorPlan::new(
         key(),
         Arc::new(monitor.spec),
+        snap.plans[&key()].clone(),
         &snap.effective,
     ));
     for days in [30, 13, 13, 12] {

@@ -16,10 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use kubekuma_agent::alerting::providers::{
+use kubekuma_agent::notify::providers::{
     Message, ProviderContext, SendError, apprise as apprise_provider, smtp,
 };
-use kubekuma_agent::catalog::secrets::{SecretStore, SecretValue};
+use kubekuma_agent::secrets::{SecretStore, SecretValue};
 use kubekuma_crds::notification::{AppriseConfig, SmtpConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};

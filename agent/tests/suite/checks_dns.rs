@@ -13,8 +13,8 @@ use hickory_proto::serialize::txt::Parser;
 use hickory_server::Server;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
-use kubekuma_agent::catalog::secrets::SecretStore;
 use kubekuma_agent::checks::{self, CheckContext};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -206,7 +206,7 @@ fn spec(
 
 async fn check(server: SocketAddr, domain: &str, rtype: &str, expected: &[&str]) -> CheckOutcome {
     let spec = spec(domain, rtype, Some(&server.to_string()), expected, "");
-    checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await
+    checks::run_spec(&ctx_with(&[]), NS, &spec, TIMEOUT).await
 }
 
 fn msg(o: &CheckOutcome) -> &str {
@@ -432,7 +432,7 @@ async fn servfail_is_dns_servfail() {
 async fn a_silent_server_is_a_timeout() {
     let server = udp_responder(Reply::Silent).await;
     let spec = spec("www.example.test", "A", Some(&server.to_string()), &[], "");
-    let o = checks::run(&ctx_with(&[]), NS, &spec, SHORT).await;
+    let o = checks::run_spec(&ctx_with(&[]), NS, &spec, SHORT).await;
     assert_down(
         &o,
         FailureReason::Timeout,
@@ -512,31 +512,31 @@ async fn settings_servers_are_used_without_a_server_and_in_order() {
     let silent = udp_responder(Reply::Silent).await;
     let no_server = spec("www.example.test", "A", None, &["192.0.2.10"], "");
 
-    let o = checks::run(&ctx_with(&[zone.to_string()]), NS, &no_server, TIMEOUT).await;
+    let o = checks::run_spec(&ctx_with(&[zone.to_string()]), NS, &no_server, TIMEOUT).await;
     assert!(o.up, "{o:?}");
     assert_eq!(o.metadata["server"], zone.to_string());
 
     // The first server never answers: the second one does within the same attempt.
     let ctx = ctx_with(&[silent.to_string(), zone.to_string()]);
-    let o = checks::run(&ctx, NS, &no_server, TIMEOUT).await;
+    let o = checks::run_spec(&ctx, NS, &no_server, TIMEOUT).await;
     assert!(o.up, "{o:?}");
     assert_eq!(o.metadata["server"], zone.to_string());
 
     // Only silent servers: a timeout naming them.
     let ctx = ctx_with(&[silent.to_string()]);
-    let o = checks::run(&ctx, NS, &no_server, SHORT).await;
+    let o = checks::run_spec(&ctx, NS, &no_server, SHORT).await;
     assert_down(&o, FailureReason::Timeout, &[&silent.to_string()]);
 
     // spec.target.dns.server wins over the settings.
     let with_server = spec("www.example.test", "A", Some(&zone.to_string()), &[], "");
-    let o = checks::run(&ctx, NS, &with_server, TIMEOUT).await;
+    let o = checks::run_spec(&ctx, NS, &with_server, TIMEOUT).await;
     assert!(o.up, "{o:?}");
 }
 
 #[tokio::test]
 async fn a_server_that_is_not_an_address_is_a_config_failure() {
     let spec = spec("www.example.test", "A", Some("dns.example.test"), &[], "");
-    let o = checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
+    let o = checks::run_spec(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
     assert_down(
         &o,
         FailureReason::Config,
@@ -544,7 +544,7 @@ async fn a_server_that_is_not_an_address_is_a_config_failure() {
     );
 
     let spec = self::spec("www.example.test", "A", None, &[], "");
-    let o = checks::run(&ctx_with(&["nameserver".into()]), NS, &spec, TIMEOUT).await;
+    let o = checks::run_spec(&ctx_with(&["nameserver".into()]), NS, &spec, TIMEOUT).await;
     assert_down(&o, FailureReason::Config, &["networking.dns.servers[0]"]);
 }
 
@@ -558,7 +558,7 @@ async fn the_latency_bound_is_an_assertion() {
         &[],
         "successCriteria:\n  dns:\n    maxLatencyMs: 0\n",
     );
-    let o = checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
+    let o = checks::run_spec(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
     assert_down(
         &o,
         FailureReason::Assertion,
@@ -576,7 +576,7 @@ async fn without_a_server_the_system_resolver_is_asked() {
     // /etc/hosts). It answers `localhost` without the network (from the hosts file, or as
     // RFC 6761 asks), so this only needs a resolv.conf with a nameserver.
     let spec = spec("localhost", "A", None, &["127.0.0.1"], "");
-    let o = checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
+    let o = checks::run_spec(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
     assert!(o.up, "{o:?}");
     assert_eq!(msg(&o), "A 127.0.0.1");
     let server = o.metadata["server"].as_str().unwrap_or_default();
@@ -584,7 +584,7 @@ async fn without_a_server_the_system_resolver_is_asked() {
 
     // Names under `invalid.` never exist (RFC 6761): NXDOMAIN without asking anyone.
     let spec = self::spec("nothing.invalid.", "A", None, &[], "");
-    let o = checks::run(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
+    let o = checks::run_spec(&ctx_with(&[]), NS, &spec, TIMEOUT).await;
     assert_down(&o, FailureReason::Dns, &[]);
     assert_eq!(msg(&o), "nothing.invalid: no such domain (NXDOMAIN)");
 }

@@ -27,8 +27,8 @@ use crate::common::podman::{self, Podman};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubekuma_agent::catalog::secrets::SecretStore;
 use kubekuma_agent::checks::{self, CheckContext};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -49,7 +49,7 @@ async fn run(engine: &str, container: &str, extra: &str) -> CheckOutcome {
         Arc::new(SecretStore::default()),
     );
     let spec = spec(engine, container, extra);
-    checks::run(&ctx, "ns", &spec, Duration::from_secs(10)).await
+    checks::run_spec(&ctx, "ns", &spec, Duration::from_secs(10)).await
 }
 
 const REQUIRE_HEALTHY: &str = "successCriteria:\n  docker: {requireHealthy: true}\n";

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use kubekuma_agent::catalog::secrets::{SecretStore, SecretValue};
-use kubekuma_agent::checks::{CheckContext, run};
+use kubekuma_agent::checks::{CheckContext, run_spec as run};
+use kubekuma_agent::secrets::{SecretStore, SecretValue};
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -852,7 +852,11 @@ async fn missing_target_block_is_config() {
     }))
     .unwrap();
     let o = run(&ctx(), NS, &spec, TIMEOUT).await;
-    assert_down(&o, FailureReason::Config, &["spec.target.http is missing"]);
+    assert_down(
+        &o,
+        FailureReason::Config,
+        &["spec.target.http: required for type http (found target.tcp)"],
+    );
 }
 
 /// A server that presents `chain` only to clients that name `name` in the TLS handshake

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kubekuma_agent::catalog::secrets::SecretStore;
 use kubekuma_agent::checks::{self, CheckContext};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -60,7 +60,7 @@ async fn run(yaml: &str) -> CheckOutcome {
         EffectiveSettings::default(),
         Arc::new(SecretStore::default()),
     );
-    checks::run(&ctx, "ns", &spec, Duration::from_secs(5)).await
+    checks::run_spec(&ctx, "ns", &spec, Duration::from_secs(5)).await
 }
 
 fn keyword(port: u16, extra: &str) -> String {

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubekuma_agent::catalog::secrets::SecretStore;
-use kubekuma_agent::checks::{CheckContext, run};
+use kubekuma_agent::checks::{CheckContext, run_spec as run};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::KubeKumaSettingsSpec;
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubekuma_agent::catalog::secrets::SecretStore;
 use kubekuma_agent::checks::{self, CheckContext};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -82,7 +82,7 @@ async fn run_within(port: u16, extra: &str, timeout: Duration) -> CheckOutcome {
         EffectiveSettings::default(),
         Arc::new(SecretStore::default()),
     );
-    checks::run(&ctx, "ns", &spec, timeout).await
+    checks::run_spec(&ctx, "ns", &spec, timeout).await
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, Utc};
-use kubekuma_agent::catalog::secrets::SecretStore;
-use kubekuma_agent::checks::{CheckContext, run};
+use kubekuma_agent::checks::{CheckContext, run_spec as run};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::monitor::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -281,7 +281,7 @@ async fn invalid_port_is_config() {
     assert_down(
         &o,
         FailureReason::Config,
-        &["spec.target.tcp.port must be 1-65535, got 70000"],
+        &["spec.target.tcp.port: must be at most 65535, got 70000"],
     );
 }
 

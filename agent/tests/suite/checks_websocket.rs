@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use kubekuma_agent::catalog::secrets::SecretStore;
 use kubekuma_agent::checks::{self, CheckContext};
+use kubekuma_agent::secrets::SecretStore;
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::MonitorSpec;
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
@@ -138,7 +138,7 @@ async fn run_within(
         Arc::new(SecretStore::default()),
     )
     .with_extra_roots(roots);
-    checks::run(&ctx, "ns", &spec, timeout).await
+    checks::run_spec(&ctx, "ns", &spec, timeout).await
 }
 
 fn ws(url: String, extra: &str) -> String {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kubekuma_agent::catalog::ObjKey;
+use kubekuma_agent::checks::Plan;
 use kubekuma_agent::push::{PushError, PushHub, Report};
 use kubekuma_agent::runtime::{self, AgentOptions, Live};
 use kubekuma_agent::schedule::{CheckDone, MonitorPlan};
@@ -440,9 +441,11 @@ async fn no_push_within_interval_and_grace_is_a_missed_down() {
 fn plan(name: &str, push: &str) -> MonitorPlan {
     let spec: MonitorSpec =
         serde_yaml_ng::from_str(&format!("type: push\ntarget:\n  push: {push}\n")).unwrap();
+    let check = Plan::of("e2e", &spec).unwrap();
     MonitorPlan::new(
         ObjKey::new("e2e", name),
         Arc::new(spec),
+        Arc::new(check),
         &EffectiveSettings::default(),
     )
 }

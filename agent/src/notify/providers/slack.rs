@@ -4,11 +4,26 @@
 use kubekuma_crds::notification::SlackConfig;
 use serde_json::{Map, Value, json};
 
+use super::Checked;
 use super::webhook::{post_json_to_secret_url, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
 
 /// Slack truncates longer messages; cut them ourselves so the end is marked.
 const MAX_TEXT_CHARS: usize = 40_000;
+
+/// A Slack provider's checked configuration.
+pub type SlackPlan = Checked<SlackConfig>;
+
+/// The plan of a Slack provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &SlackConfig,
+    _sink: &mut Sink<'_>,
+) -> SlackPlan {
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` to the Slack webhook `config` names.
 pub async fn send(

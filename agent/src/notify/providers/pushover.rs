@@ -4,8 +4,11 @@
 
 use kubekuma_crds::notification::PushoverConfig;
 
+use super::Checked;
 use super::webhook::{execute, secret, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
+use crate::rules::{range, url_ok};
 
 const DEFAULT_API_URL: &str = "https://api.pushover.net";
 /// Pushover's limits, in characters.
@@ -14,6 +17,23 @@ const MAX_MESSAGE: usize = 1024;
 /// Emergency repetition: every minute, for an hour.
 const EMERGENCY_RETRY_SECONDS: &str = "60";
 const EMERGENCY_EXPIRE_SECONDS: &str = "3600";
+
+/// A Pushover provider's checked configuration.
+pub type PushoverPlan = Checked<PushoverConfig>;
+
+/// The plan of a Pushover provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &PushoverConfig,
+    sink: &mut Sink<'_>,
+) -> PushoverPlan {
+    range(sink, &format!("{base}.priority"), c.priority, -2, 2);
+    if let Some(u) = &c.api_url {
+        url_ok(sink, &format!("{base}.apiUrl"), u, &["http", "https"]);
+    }
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` to the Pushover user `config` names.
 pub async fn send(

@@ -12,8 +12,11 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use sha2::Sha256;
 
+use super::Checked;
 use super::{Delivered, Message, ProviderContext, SendError};
-use crate::catalog::secrets::{SecretValue, secret_refs};
+use crate::findings::Sink;
+use crate::rules::{headers_ok, url_ok};
+use crate::secrets::{SecretValue, secret_refs};
 
 /// Header of the signature when `signatureHeader` is not set.
 const DEFAULT_SIGNATURE_HEADER: &str = "X-KubeKuma-Signature";
@@ -21,6 +24,44 @@ const DEFAULT_SIGNATURE_HEADER: &str = "X-KubeKuma-Signature";
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 /// How much of an answer an error message quotes.
 const EXCERPT_CHARS: usize = 200;
+
+/// A Webhook provider's checked configuration.
+pub type WebhookPlan = Checked<WebhookConfig>;
+
+/// The plan of a Webhook provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &WebhookConfig,
+    sink: &mut Sink<'_>,
+) -> WebhookPlan {
+    match (&c.url, &c.url_secret_ref) {
+        (None, None) => sink.error(&format!("{base}.url"), "required (or urlSecretRef)"),
+        (Some(u), _) => url_ok(sink, &format!("{base}.url"), u, &["http", "https"]),
+        _ => {}
+    }
+    if let Some(m) = &c.method
+        && !matches!(
+            m.to_ascii_uppercase().as_str(),
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
+        )
+    {
+        sink.error(
+            &format!("{base}.method"),
+            format!("unknown value {m:?}, expected one of GET, POST, PUT, PATCH, DELETE"),
+        );
+    }
+    headers_ok(sink, &format!("{base}.headers"), &c.headers);
+    if let Some(t) = &c.body_template
+        && let Err(e) = crate::alerting::template::check(t)
+    {
+        sink.warn(
+            &format!("{base}.bodyTemplate"),
+            format!("template does not work (the default body is used): {e}"),
+        );
+    }
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` to the webhook `config` describes.
 pub async fn send(

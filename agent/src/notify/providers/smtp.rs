@@ -11,9 +11,63 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::Checked;
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
+use crate::rules::{self, host_ok};
 
 const FIELD: &str = "spec.config.smtp";
+
+/// A Smtp provider's checked configuration.
+pub type SmtpPlan = Checked<SmtpConfig>;
+
+/// The plan of a Smtp provider: its configuration block at `base` checked.
+pub(crate) fn plan(namespace: &str, base: &str, c: &SmtpConfig, sink: &mut Sink<'_>) -> SmtpPlan {
+    host_ok(sink, &format!("{base}.host"), &c.host);
+    rules::port(sink, &format!("{base}.port"), c.port);
+    if !looks_like_address(&c.from) {
+        sink.error(
+            &format!("{base}.from"),
+            format!("must be an e-mail address such as alerts@example.com or \"Name <alerts@example.com>\", got {:?}", c.from),
+        );
+    }
+    if c.to.is_empty() {
+        sink.error(&format!("{base}.to"), "must list at least one recipient");
+    }
+    for (i, to) in c.to.iter().enumerate() {
+        if !looks_like_address(to) {
+            sink.error(
+                &format!("{base}.to[{i}]"),
+                format!("must be an e-mail address, got {to:?}"),
+            );
+        }
+    }
+    if c.password_secret_ref.is_some() && c.username.is_none() {
+        sink.warn(
+            &format!("{base}.passwordSecretRef"),
+            "has no effect without username",
+        );
+    }
+    Checked::new(namespace, base, c)
+}
+
+/// Whether `s` looks like an e-mail address (`a@b`, or `Name <a@b>`).
+fn looks_like_address(s: &str) -> bool {
+    let addr = match (s.find('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &s[a + 1..b],
+        _ => s,
+    };
+    let addr = addr.trim();
+    match addr.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !addr.contains(char::is_whitespace)
+                && !domain.contains('@')
+        }
+        None => false,
+    }
+}
 
 /// Send `msg` as an e-mail through the server in `config`.
 ///

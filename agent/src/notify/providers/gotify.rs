@@ -9,10 +9,28 @@
 use kubekuma_crds::notification::GotifyConfig;
 use serde_json::json;
 
+use super::Checked;
 use super::webhook::{execute, secret};
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
+use crate::rules::{range, url_ok};
 
 const DEFAULT_PRIORITY: i64 = 5;
+
+/// A Gotify provider's checked configuration.
+pub type GotifyPlan = Checked<GotifyConfig>;
+
+/// The plan of a Gotify provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &GotifyConfig,
+    sink: &mut Sink<'_>,
+) -> GotifyPlan {
+    url_ok(sink, &format!("{base}.url"), &c.url, &["http", "https"]);
+    range(sink, &format!("{base}.priority"), c.priority, 0, 10);
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` to the Gotify server `config` names.
 pub async fn send(

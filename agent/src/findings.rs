@@ -103,6 +103,18 @@ impl fmt::Display for Finding {
     }
 }
 
+/// A spec checked on its own (no file) that makes no plan: its errors as `path: message`,
+/// joined by `; `.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(String);
+
+/// The origin of a spec checked on its own, outside any file.
+static NOWHERE: Origin = Origin {
+    file: String::new(),
+    doc: 0,
+};
+
 /// Collects findings for one resource; paths are relative to the document root.
 #[derive(Debug)]
 pub struct Sink<'a> {
@@ -111,6 +123,13 @@ pub struct Sink<'a> {
     prefix: String,
     /// Everything reported so far.
     pub findings: Vec<Finding>,
+}
+
+impl Sink<'static> {
+    /// A sink for a spec checked on its own, outside any file.
+    pub fn detached() -> Self {
+        Sink::new(&NOWHERE, None)
+    }
 }
 
 impl<'a> Sink<'a> {
@@ -157,6 +176,18 @@ impl<'a> Sink<'a> {
     /// Report a warning at `path`.
     pub fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.push(Severity::Warning, path, message.into());
+    }
+
+    /// The errors reported so far, as one [`PlanError`].
+    pub fn plan_error(&self) -> PlanError {
+        PlanError(
+            self.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(|f| format!("{}: {}", f.path, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     }
 
     /// Whether an error was reported.

@@ -4,13 +4,35 @@
 use kubekuma_crds::notification::{TelegramConfig, TelegramParseMode};
 use serde_json::json;
 
+use super::Checked;
 use super::webhook::{execute, secret, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
+use crate::rules::url_ok;
 
 const DEFAULT_API_URL: &str = "https://api.telegram.org";
 /// Telegram's limit is 4096 characters after formatting; keep the raw text below it.
 const MAX_TITLE: usize = 256;
 const MAX_BODY: usize = 3800;
+
+/// A Telegram provider's checked configuration.
+pub type TelegramPlan = Checked<TelegramConfig>;
+
+/// The plan of a Telegram provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &TelegramConfig,
+    sink: &mut Sink<'_>,
+) -> TelegramPlan {
+    if c.chat_id.trim().is_empty() {
+        sink.error(&format!("{base}.chatId"), "must not be empty");
+    }
+    if let Some(u) = &c.api_url {
+        url_ok(sink, &format!("{base}.apiUrl"), u, &["http", "https"]);
+    }
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` to the chat `config` names.
 pub async fn send(

@@ -6,8 +6,10 @@ use chrono::SecondsFormat;
 use kubekuma_crds::notification::DiscordConfig;
 use serde_json::{Map, Value, json};
 
+use super::Checked;
 use super::webhook::{Tone, post_json_to_secret_url, tone, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
 
 /// Discord's limits, in characters.
 const MAX_TITLE: usize = 256;
@@ -18,6 +20,19 @@ const MAX_USERNAME: usize = 80;
 const RED: u32 = 0xE7_4C_3C;
 const GREEN: u32 = 0x2E_CC_71;
 const YELLOW: u32 = 0xF1_C4_0F;
+
+/// A Discord provider's checked configuration.
+pub type DiscordPlan = Checked<DiscordConfig>;
+
+/// The plan of a Discord provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &DiscordConfig,
+    _sink: &mut Sink<'_>,
+) -> DiscordPlan {
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` to the Discord webhook `config` names.
 pub async fn send(

@@ -12,9 +12,42 @@ use std::sync::OnceLock;
 use kubekuma_crds::notification::AppriseConfig;
 use regex::Regex;
 
+use super::Checked;
 use super::{Delivered, Message, ProviderContext, SendError};
+use crate::findings::Sink;
+use crate::rules::url_ok;
 
 const FIELD: &str = "spec.config.apprise";
+
+/// A Apprise provider's checked configuration.
+pub type ApprisePlan = Checked<AppriseConfig>;
+
+/// The plan of a Apprise provider: its configuration block at `base` checked.
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &AppriseConfig,
+    sink: &mut Sink<'_>,
+) -> ApprisePlan {
+    if c.urls.is_empty() && c.urls_secret_ref.is_none() {
+        sink.error(
+            &format!("{base}.urls"),
+            "must list at least one Apprise URL (or set urlsSecretRef)",
+        );
+    }
+    for (i, u) in c.urls.iter().enumerate() {
+        if !u.contains("://") {
+            sink.error(
+                &format!("{base}.urls[{i}]"),
+                "must be an Apprise URL such as json://host/path (the value is not shown: Apprise URLs may carry credentials)",
+            );
+        }
+    }
+    if let Some(u) = &c.server_url {
+        url_ok(sink, &format!("{base}.serverUrl"), u, &["http", "https"]);
+    }
+    Checked::new(namespace, base, c)
+}
 
 /// Send `msg` through Apprise to the URLs of `config`.
 pub async fn send(
