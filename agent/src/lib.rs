@@ -8,6 +8,7 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod export;
+pub mod notify;
 pub mod push;
 pub mod runtime;
 pub mod schedule;

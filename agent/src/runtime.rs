@@ -20,7 +20,7 @@ use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminContext, Api, Health};
 use crate::alerting::outbox::{DeliveryWorker, WorkerOptions};
 use crate::alerting::pipeline::{Alerter, Change};
-use crate::alerting::policy::EventKind;
+use crate::alerting::policy::events_of;
 use crate::catalog::ResourceId;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, ObjKey, Severity, Snapshot};
@@ -28,6 +28,7 @@ use crate::checks::{self, CheckContext};
 use crate::cluster::catalog::{KubeCatalog, KubeWatch};
 use crate::cluster::status::{StatusOptions, StatusWriter};
 use crate::export::{self, Outbox, PendingObject, Uploader};
+use crate::notify::event::EventKind;
 use crate::push::{self, PushHub, Token};
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
 use crate::state::{Tracker, Transition};
@@ -251,7 +252,7 @@ pub async fn process_with(
     }
     // Events: the state machine's transitions, and a certificate's days left whenever
     // that number changes (the policies' `onCertExpiring.daysThreshold` decide).
-    let mut kinds = EventKind::from_observed(&obs);
+    let mut kinds = events_of(&obs);
     let cert_days = done.outcome.cert.as_ref().map(|c| c.days_left);
     if let Some(days) = cert_days
         && cert_notified != Some(days)

@@ -6,4 +6,3 @@ pub mod pipeline;
 pub mod policy;
 pub mod providers;
 pub mod suppress;
-pub mod template;

@@ -137,12 +137,9 @@ fn sign(key: &[u8], body: &[u8]) -> String {
 
 /// `bodyTemplate` rendered with the event's fields (plus `title`, `body`, `event` and
 /// `state` unless the event has fields of those names).
-/// The body template with the event's variables (see [`crate::alerting::template`]) plus
+/// The body template with the event's variables (see [`crate::notify::template`]) plus
 /// `title`, `body` and `event` (the kind); Go-style names are accepted.
-fn render(
-    template: &str,
-    msg: &Message,
-) -> Result<String, crate::alerting::template::TemplateError> {
+fn render(template: &str, msg: &Message) -> Result<String, crate::notify::template::TemplateError> {
     let mut vars = match &msg.event_json {
         serde_json::Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
@@ -156,7 +153,7 @@ fn render(
         vars.entry(k)
             .or_insert_with(|| serde_json::Value::String(v.clone()));
     }
-    crate::alerting::template::render_json(template, &serde_json::Value::Object(vars))
+    crate::notify::template::render_json(template, &serde_json::Value::Object(vars))
 }
 
 // ---------------------------------------------------------------- shared by the HTTP providers
