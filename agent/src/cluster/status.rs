@@ -23,7 +23,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kubekuma_crds::common::Condition;
 use kubekuma_crds::monitor::{CertStatus, LastResult, MonitorStatus, UptimeSummary};
 use kubekuma_crds::notification::PolicyStatus;
-use kubekuma_crds::status_page::{OverallStatus, StatusPageStatus};
+use kubekuma_crds::status_page::{OverallStatus, Shown, StatusPageStatus};
 use kubekuma_crds::{Kind, MonitorState};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -532,43 +532,18 @@ pub fn desired(
         .collect()
 }
 
-/// The overall status of a page from its monitors' states, as the builder computes it.
+/// The overall status of a page from its monitors' states (the builder's rule).
 fn overall(keys: &[ObjKey], view: &View<'_>) -> OverallStatus {
-    let (mut counted, mut down, mut flapping, mut maintenance) = (0, 0, 0, 0);
-    for k in keys {
+    let shown = keys.iter().filter_map(|k| {
         if !view.snapshot.monitors.contains_key(k) {
-            continue;
-        }
-        if view.in_maintenance.contains(&k.to_string()) {
-            maintenance += 1;
-            continue;
-        }
-        match view.live.get(k).map(|l| l.tracker.shown()) {
-            Some(MonitorState::Up) => counted += 1,
-            Some(MonitorState::Down) => {
-                counted += 1;
-                down += 1;
-            }
-            Some(MonitorState::Flapping) => {
-                counted += 1;
-                flapping += 1;
-            }
-            _ => {}
-        }
-    }
-    if down > 0 {
-        if down * 2 >= counted {
-            OverallStatus::MajorOutage
+            None
+        } else if view.in_maintenance.contains(&k.to_string()) {
+            Some(Shown::Maintenance)
         } else {
-            OverallStatus::PartialOutage
+            view.live.get(k).map(|l| Shown::State(l.tracker.shown()))
         }
-    } else if maintenance > 0 {
-        OverallStatus::Maintenance
-    } else if flapping > 0 {
-        OverallStatus::Degraded
-    } else {
-        OverallStatus::Operational
-    }
+    });
+    OverallStatus::of(shown)
 }
 
 /// Where a published page is served: its first host, else under the site's URL.
