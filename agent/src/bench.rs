@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use crate::catalog::ObjKey;
 use crate::catalog::secrets::SecretStore;
 use crate::checks::{self, CheckContext};
-use crate::runtime::{Live, process};
+use crate::process::process;
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
+use crate::state::live::Live;
 use crate::store::Store;
 
 /// Parameters of `kubekuma bench agent`.

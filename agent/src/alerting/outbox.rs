@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::providers::{self, Message, ProviderContext, SendError};
-use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::deliveries::{Attempt, Delivery};
 

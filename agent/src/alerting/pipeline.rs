@@ -16,8 +16,8 @@ use tokio::sync::{Mutex, Notify};
 
 use super::policy::{Decision, Gate, GateState, Route, route};
 use super::suppress::{Suppression, Suppressor};
-use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
+use crate::metrics::Metrics;
 use crate::notify::event::{AlertEvent, EventKind};
 use crate::notify::template::render_message;
 use crate::store::deliveries::{DeliveryStatus, NewDelivery};

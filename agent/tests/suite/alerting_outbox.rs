@@ -592,11 +592,12 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{}/ok"}}}}}}
 }
 
 /// Certificate expiry: a check reporting fewer days than the policy's threshold
-/// notifies once per change of the day count, through `runtime::process_with`.
+/// notifies once per change of the day count, through `process::process_with`.
 #[tokio::test]
 async fn expiring_certificates_notify_when_the_day_count_changes() {
-    use kubekuma_agent::runtime::{Hooks as RuntimeHooks, Live, process_with};
+    use kubekuma_agent::process::{Hooks as RuntimeHooks, process_with};
     use kubekuma_agent::schedule::{CheckDone, Limits, MonitorPlan, Scheduler};
+    use kubekuma_agent::state::live::Live;
     use kubekuma_crds::results::{CertInfo, CheckOutcome};
 
     let hooks = Hooks::start(0).await;

@@ -33,7 +33,9 @@ pub mod manifests;
 pub mod password;
 pub mod totp;
 
-pub use config::{AuthConfig, LoginLimits, MIN_SECRET_LEN, SECRET_FILE, check_secret};
+pub use config::{
+    AuthConfig, ConfigError, LoginLimits, MIN_SECRET_LEN, SECRET_FILE, ShortSecret, check_secret,
+};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "token";

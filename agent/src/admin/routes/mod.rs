@@ -610,7 +610,7 @@ fn metrics(call: &Call<'_>) -> Reply {
     let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+        header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     r.headers_mut().insert(
         header::CACHE_CONTROL,
