@@ -1009,6 +1009,22 @@ spec:
     }
 
     #[test]
+    fn merge_patches_drop_nested_keys_that_went_away() {
+        let prev = json!({"status": "failed", "at": "t1", "error": "rejected"});
+        let want = json!({"status": "sent", "at": "t2"});
+        assert_eq!(
+            merge_patch(Some(&prev), want.clone()),
+            json!({"status": "sent", "at": "t2", "error": null})
+        );
+        assert_eq!(merge_patch(None, want.clone()), want);
+        let conditions = json!([{"type": "Valid"}]);
+        assert_eq!(
+            merge_patch(Some(&json!([{"type": "Ready"}])), conditions.clone()),
+            conditions
+        );
+    }
+
+    #[test]
     fn provider_user_and_key_activity() {
         let built = build(&[parse_text("m.yaml", YAML)], None);
         let live = HashMap::new();

@@ -3,7 +3,7 @@
 //! uploader's queue through [`StoreOutbox`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 
@@ -49,26 +49,17 @@ pub enum FlushError {
 /// What a flush needs besides the catalog: the agent's identity and stores, and the
 /// bodies it queued last (only changed objects are queued again).
 pub struct Flusher {
-    /// This agent's id in the object store.
-    pub agent_id: String,
-    /// SQLite.
-    pub store: Store,
-    /// The live view.
-    pub live: std::sync::Arc<Mutex<Live>>,
-    /// The uploader.
-    pub uploader: Uploader,
+    agent_id: String,
+    store: Store,
+    live: Arc<Mutex<Live>>,
+    uploader: Uploader,
     outbox: StoreOutbox,
     last: HashMap<String, Vec<u8>>,
 }
 
 impl Flusher {
     /// A flusher of agent `agent_id`'s objects through `uploader`.
-    pub fn new(
-        agent_id: String,
-        store: Store,
-        live: std::sync::Arc<Mutex<Live>>,
-        uploader: Uploader,
-    ) -> Self {
+    pub fn new(agent_id: String, store: Store, live: Arc<Mutex<Live>>, uploader: Uploader) -> Self {
         Flusher {
             agent_id,
             outbox: StoreOutbox(store.clone()),
