@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use kubekuma_crds::monitor::{HttpTarget, MonitorSpec, Schedule, Target};
 use kubekuma_crds::results::{CheckOutcome, FailureReason};
 use kubekuma_crds::{EffectiveSettings, MonitorType};
@@ -16,10 +15,11 @@ use tokio::sync::mpsc;
 
 use crate::catalog::ObjKey;
 use crate::checks::{self, CheckContext, Plan, PlanError};
-use crate::runtime::{Live, process};
+use crate::process::process;
 use crate::schedule::{CheckDone, Limits, MonitorPlan, Runner, Scheduler};
 use crate::secrets::SecretStore;
-use crate::store::Store;
+use crate::state::live::Live;
+use crate::store::{Store, StoreError};
 
 /// Parameters of `kubekuma bench agent`.
 #[derive(Clone, Debug)]
@@ -93,38 +93,78 @@ impl Drop for TargetProcess {
     }
 }
 
-fn start_target() -> anyhow::Result<(TargetProcess, u16)> {
-    let exe = std::env::current_exe().context("cannot find the kubekuma executable")?;
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The running executable could not be found (to start the target server).
+    #[error("cannot find the kubekuma executable: {0}")]
+    Exe(std::io::Error),
+    /// The target server could not be started.
+    #[error("cannot start the target server: {0}")]
+    Spawn(std::io::Error),
+    /// The target server gave no stdout.
+    #[error("no stdout from the target server")]
+    NoStdout,
+    /// The target server's address could not be read.
+    #[error("cannot read the target server's address: {0}")]
+    Address(std::io::Error),
+    /// The target server printed something else than its address.
+    #[error("target server printed {0:?}")]
+    BadAddress(String),
+    /// The target server could not listen or accept.
+    #[error("target server on {listen}: {source}")]
+    Serve {
+        /// The address asked for.
+        listen: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The temporary data folder could not be created.
+    #[error("cannot create a temporary folder: {0}")]
+    TempDir(std::io::Error),
+    /// SQLite failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A generated monitor did not pass the catalog's rules.
+    #[error("generated monitor: {0}")]
+    Plan(#[from] PlanError),
+}
+
+fn start_target() -> Result<(TargetProcess, u16), BenchError> {
+    let exe = std::env::current_exe().map_err(BenchError::Exe)?;
     let mut child = Command::new(exe)
         .args(["bench", "target", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("cannot start the target server")?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("no stdout from the target server")?;
+        .map_err(BenchError::Spawn)?;
+    let stdout = child.stdout.take().ok_or(BenchError::NoStdout)?;
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(BenchError::Address)?;
     let port = line
         .trim()
         .rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
-        .with_context(|| format!("target server printed {line:?}"))?;
+        .ok_or_else(|| BenchError::BadAddress(line.clone()))?;
     Ok((TargetProcess(child), port))
 }
 
 /// Serve `200 ok` on `listen` for the benchmark; prints the bound address first.
-pub async fn serve_target(listen: &str) -> anyhow::Result<()> {
+pub async fn serve_target(listen: &str) -> Result<(), BenchError> {
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("{}", listener.local_addr()?);
+    let serve = |source| BenchError::Serve {
+        listen: listen.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(serve)?;
+    println!("{}", listener.local_addr().map_err(serve)?);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = listener.accept().await.map_err(serve)?;
         tokio::spawn(async move {
             let svc = service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
@@ -139,9 +179,9 @@ pub async fn serve_target(listen: &str) -> anyhow::Result<()> {
 }
 
 /// Run the agent benchmark and print its report.
-pub async fn run_agent_bench(b: AgentBench) -> anyhow::Result<String> {
+pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
     let (_target, port) = start_target()?;
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
     let store = Store::open(&dir.path().join("bench.db"))?;
     let settings = EffectiveSettings {
         max_concurrent_net_checks: b.concurrency as i64,

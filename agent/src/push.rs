@@ -44,38 +44,8 @@ pub const NOT_DUE: &str = "pushNotDue";
 /// Longest push message kept, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 250;
 
-/// A push token: a credential, so it never prints ([`Token::expose`] reads it).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// A new random token: 32 bytes from the thread's CSPRNG, base64url without padding
-    /// (43 characters of letters, digits, `-` and `_`, as a spec token may be).
-    pub fn generate() -> Token {
-        use base64::Engine as _;
-        use rand::RngCore as _;
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        Token(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    /// The token itself, for the status and the push URL.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Token {
-    fn from(s: String) -> Self {
-        Token(s)
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
+/// A push token (kept in the live view, so it lives with it).
+pub use crate::state::live::Token;
 
 /// Byte equality whose time depends only on the lengths.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {

@@ -20,7 +20,7 @@ use kubekuma_crds::objects::{
     LatencyPoint, MonitorNow, PublicMaintenance, PublicMonitor, PublicPage, PublicSilence, Rollup,
 };
 use kubekuma_crds::results::{FailureReason, Incident};
-use kubekuma_crds::status_page::{BadgeScope, OverallStatus};
+use kubekuma_crds::status_page::{BadgeScope, OverallStatus, Shown};
 use serde::Serialize;
 
 use crate::source::{HISTORY_DAYS, Inputs};
@@ -853,37 +853,15 @@ fn incident_view(
     }
 }
 
-/// The page's overall status from its monitors' states.
+/// The page's overall status from its monitors' states (the rule is [`OverallStatus::of`]).
 pub fn overall<'a>(monitors: impl Iterator<Item = &'a MonitorView>) -> OverallStatus {
-    let (mut counted, mut down, mut flapping, mut maintenance) = (0, 0, 0, 0);
-    for m in monitors {
-        match m.state {
-            "up" => counted += 1,
-            "down" => {
-                counted += 1;
-                down += 1
-            }
-            "flapping" => {
-                counted += 1;
-                flapping += 1
-            }
-            "maintenance" => maintenance += 1,
-            _ => {}
-        }
-    }
-    if down > 0 {
-        if down * 2 >= counted {
-            OverallStatus::MajorOutage
-        } else {
-            OverallStatus::PartialOutage
-        }
-    } else if maintenance > 0 {
-        OverallStatus::Maintenance
-    } else if flapping > 0 {
-        OverallStatus::Degraded
-    } else {
-        OverallStatus::Operational
-    }
+    OverallStatus::of(monitors.filter_map(|m| match m.state {
+        "up" => Some(Shown::State(MonitorState::Up)),
+        "down" => Some(Shown::State(MonitorState::Down)),
+        "flapping" => Some(Shown::State(MonitorState::Flapping)),
+        "maintenance" => Some(Shown::Maintenance),
+        _ => None,
+    }))
 }
 
 /// The banner's sentence.

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, ObjectRef};
+use crate::monitor::MonitorState;
 
 /// A public status page.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -196,6 +197,54 @@ pub enum OverallStatus {
     MajorOutage,
     /// Under maintenance.
     Maintenance,
+}
+
+/// What a monitor of a page shows, as far as the page's [`OverallStatus`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// Its state (pending and paused monitors do not count).
+    State(MonitorState),
+    /// It is inside an active maintenance window.
+    Maintenance,
+}
+
+impl OverallStatus {
+    /// The overall status of a page from what its monitors show: an outage when any
+    /// monitor is down (major when at least half of the counted ones are; up, down and
+    /// flapping monitors count), else maintenance when any monitor is in maintenance,
+    /// else degraded when any is flapping, else operational. The agent's StatusPage
+    /// status and the builder's pages both use this rule.
+    pub fn of(monitors: impl IntoIterator<Item = Shown>) -> OverallStatus {
+        let (mut counted, mut down, mut flapping, mut maintenance) = (0u32, 0u32, 0u32, 0u32);
+        for m in monitors {
+            match m {
+                Shown::State(MonitorState::Up) => counted += 1,
+                Shown::State(MonitorState::Down) => {
+                    counted += 1;
+                    down += 1;
+                }
+                Shown::State(MonitorState::Flapping) => {
+                    counted += 1;
+                    flapping += 1;
+                }
+                Shown::Maintenance => maintenance += 1,
+                Shown::State(MonitorState::Pending | MonitorState::Paused) => {}
+            }
+        }
+        if down > 0 {
+            if down * 2 >= counted {
+                OverallStatus::MajorOutage
+            } else {
+                OverallStatus::PartialOutage
+            }
+        } else if maintenance > 0 {
+            OverallStatus::Maintenance
+        } else if flapping > 0 {
+            OverallStatus::Degraded
+        } else {
+            OverallStatus::Operational
+        }
+    }
 }
 
 /// What the agent reports about a page.

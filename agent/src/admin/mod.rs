@@ -23,12 +23,11 @@ use tokio::sync::watch;
 
 use crate::catalog::Snapshot;
 use crate::push::{PATH_PREFIX, PushError, PushHub, Report, UnknownTokenLimiter};
-use crate::runtime::Live;
+use crate::state::live::Live;
 use crate::store::Store;
 
 pub mod auth;
 pub mod error;
-pub mod metrics;
 pub mod roles;
 pub mod routes;
 
@@ -44,7 +43,7 @@ pub struct AdminContext {
     /// Logins, sessions and API keys.
     pub auth: Arc<auth::Auth>,
     /// Prometheus metrics.
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AdminContext {

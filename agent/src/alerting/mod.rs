@@ -5,4 +5,3 @@ pub mod outbox;
 pub mod pipeline;
 pub mod policy;
 pub mod suppress;
-pub mod template;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
+use crate::metrics::Metrics;
 use crate::notify::providers::{self, Message, ProviderContext, SendError};
 use crate::store::Store;
 use crate::store::deliveries::{Attempt, Delivery};

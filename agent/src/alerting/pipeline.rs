@@ -14,11 +14,12 @@ use chrono::{DateTime, Utc};
 use kubekuma_crds::MonitorState;
 use tokio::sync::{Mutex, Notify};
 
-use super::policy::{AlertEvent, Decision, EventKind, Gate, GateState, Route, route};
+use super::policy::{Decision, Gate, GateState, Route, route};
 use super::suppress::{Suppression, Suppressor};
-use super::template::render_message;
-use crate::admin::metrics::Metrics;
 use crate::catalog::{ObjKey, Snapshot};
+use crate::metrics::Metrics;
+use crate::notify::event::{AlertEvent, EventKind};
+use crate::notify::template::render_message;
 use crate::store::deliveries::{DeliveryStatus, NewDelivery};
 use crate::store::{Store, StoreError};
 
@@ -119,7 +120,8 @@ impl Alerter {
         };
         let mut event = AlertEvent::new(
             change.kind,
-            key,
+            &key.namespace,
+            &key.name,
             monitor,
             change.previous,
             change.current,

@@ -15,7 +15,7 @@
 //!   The monitor's `notifyOn` filters on top (reminders count as `down`).
 //! - Provider references without a namespace point into the policy's namespace.
 //! - The dedupe key is the policy's `dedupe.key` template (Go-style or minijinja, see
-//!   [`super::template`]), default [`DEFAULT_DEDUPE_KEY`]; no `dedupe` block means no
+//!   [`crate::notify::template`]), default [`DEFAULT_DEDUPE_KEY`]; no `dedupe` block means no
 //!   deduplication. Resend: the monitor's `resendIntervalMinutes` wins over the policy's.
 
 use std::collections::BTreeMap;
@@ -25,10 +25,25 @@ use chrono::{DateTime, Duration, Utc};
 use kubekuma_crds::{Monitor, MonitorState, NotificationPolicy};
 use serde::{Deserialize, Serialize};
 
-use super::template;
 use crate::catalog::ObjKey;
 use crate::catalog::selector::MonitorMatcher;
+use crate::notify::event::{AlertEvent, EventKind};
+use crate::notify::template;
 use crate::state::{Observed, Transition};
+
+/// The events a state-machine result produces (a cert expiry is the caller's call).
+pub fn events_of(o: &Observed) -> Vec<EventKind> {
+    let mut out = Vec::new();
+    match o.transition {
+        Transition::WentDown => out.push(EventKind::Down),
+        Transition::WentUp => out.push(EventKind::Up),
+        Transition::None | Transition::FirstUp => {}
+    }
+    if o.flapping_changed == Some(true) {
+        out.push(EventKind::Flapping);
+    }
+    out
+}
 
 /// Default dedupe key: one key per monitor and event kind.
 pub const DEFAULT_DEDUPE_KEY: &str = "{{ monitorId }}-{{ kind }}";
@@ -38,135 +53,6 @@ pub const DEFAULT_PRIORITY: i64 = 100;
 
 /// Default `onCertExpiring.daysThreshold`.
 pub const DEFAULT_CERT_DAYS: i64 = 14;
-
-/// What happened to the monitor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
-pub enum EventKind {
-    /// It went down.
-    Down,
-    /// It came back up.
-    Up,
-    /// It started flapping.
-    Flapping,
-    /// Its certificate expires in `days_left` days.
-    CertExpiring {
-        /// Whole days until expiry.
-        days_left: i64,
-    },
-    /// It is still down (resend interval).
-    Reminder,
-}
-
-impl EventKind {
-    /// The name used in templates, `notifyOn` and the outbox.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Down => "down",
-            EventKind::Up => "up",
-            EventKind::Flapping => "flapping",
-            EventKind::CertExpiring { .. } => "certExpiring",
-            EventKind::Reminder => "reminder",
-        }
-    }
-
-    /// The events a state-machine result produces (a cert expiry is the caller's call).
-    pub fn from_observed(o: &Observed) -> Vec<EventKind> {
-        let mut out = Vec::new();
-        match o.transition {
-            Transition::WentDown => out.push(EventKind::Down),
-            Transition::WentUp => out.push(EventKind::Up),
-            Transition::None | Transition::FirstUp => {}
-        }
-        if o.flapping_changed == Some(true) {
-            out.push(EventKind::Flapping);
-        }
-        out
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The spec's AlertEvent plus its `kind` (and `daysLeft` for certificates); serializes
-/// to the spec's camelCase JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AlertEvent {
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: EventKind,
-    /// `namespace/name`.
-    pub monitor_id: String,
-    /// The monitor's namespace.
-    pub monitor_namespace: String,
-    /// The monitor's name.
-    pub monitor_name: String,
-    /// State before the event.
-    pub previous_state: MonitorState,
-    /// State after the event.
-    pub current_state: MonitorState,
-    /// Failure reason (`timeout`, `dns`, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The check's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Latency of the check that caused the event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    /// When it happened.
-    pub timestamp: DateTime<Utc>,
-    /// Whether the state changed (down, up, flapping) rather than a reminder or notice.
-    pub is_state_change: bool,
-    /// The monitor's labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// The monitor's `spec.annotations`.
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl AlertEvent {
-    /// An event about `monitor` (labels and annotations copied); reason, message and
-    /// latency are left for the caller.
-    pub fn new(
-        kind: EventKind,
-        key: &ObjKey,
-        monitor: &Monitor,
-        previous_state: MonitorState,
-        current_state: MonitorState,
-        timestamp: DateTime<Utc>,
-    ) -> Self {
-        AlertEvent {
-            kind,
-            monitor_id: key.to_string(),
-            monitor_namespace: key.namespace.clone(),
-            monitor_name: key.name.clone(),
-            previous_state,
-            current_state,
-            reason: None,
-            message: None,
-            latency_ms: None,
-            timestamp,
-            is_state_change: matches!(kind, EventKind::Down | EventKind::Up | EventKind::Flapping),
-            labels: monitor.metadata.labels.clone().unwrap_or_default(),
-            annotations: monitor.spec.annotations.clone(),
-        }
-    }
-
-    /// The monitor's key.
-    pub fn monitor_key(&self) -> ObjKey {
-        ObjKey::new(&self.monitor_namespace, &self.monitor_name)
-    }
-}
 
 /// A namespaced reference in records (serializable, unlike [`ObjKey`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -489,7 +375,7 @@ impl Gate {
     ) -> Vec<Decision> {
         self.state.sent.retain(|s| s.keep_until > now);
         if event.kind == EventKind::Up {
-            self.resolved(&event.monitor_key());
+            self.resolved(&ObjKey::new(&event.monitor_namespace, &event.monitor_name));
         }
         let mut out = Vec::with_capacity(routes.len());
         for route in routes {
@@ -590,7 +476,7 @@ mod tests {
             EventKind::Up => (MonitorState::Down, MonitorState::Up),
             _ => (MonitorState::Up, MonitorState::Down),
         };
-        AlertEvent::new(kind, &ObjKey::new("prod", "api"), &m, prev, cur, now)
+        AlertEvent::new(kind, "prod", "api", &m, prev, cur, now)
     }
 
     #[test]
@@ -621,14 +507,14 @@ mod tests {
             attempts: 1,
         };
         assert_eq!(
-            EventKind::from_observed(&o(Transition::WentDown, Some(true))),
+            events_of(&o(Transition::WentDown, Some(true))),
             [EventKind::Down, EventKind::Flapping]
         );
         assert_eq!(
-            EventKind::from_observed(&o(Transition::WentUp, Some(false))),
+            events_of(&o(Transition::WentUp, Some(false))),
             [EventKind::Up]
         );
-        assert_eq!(EventKind::from_observed(&o(Transition::FirstUp, None)), []);
+        assert_eq!(events_of(&o(Transition::FirstUp, None)), []);
     }
 
     fn route_to(provider: &str, dedupe: i64, rate: i64, resend: i64, key: &str) -> Route {

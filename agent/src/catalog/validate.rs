@@ -371,7 +371,7 @@ pub fn policy(spec: &NotificationPolicySpec, sink: &mut Sink<'_>) {
     ];
     for (path, src) in templates {
         if let Some(src) = src
-            && let Err(e) = crate::alerting::template::check(src)
+            && let Err(e) = crate::notify::template::check(src)
         {
             // A warning, not an error: the policy stays in force and its notifications
             // go out with the default text (an invalid resource would drop them all).

@@ -40,7 +40,7 @@ pub(super) async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
     print_welcome(&a, &listen, &config, &site);
     let mut opts = options(a, listen, config);
     opts.site_dir = Some(site);
-    let metrics = std::sync::Arc::new(crate::admin::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     opts.metrics = Some(metrics.clone());
     // Both on this task (the builder's future need not be Send); when the agent stops,
     // for a signal or an error, the builder stops with it.

@@ -20,19 +20,24 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kubekuma_crds::auth::{ApiKeyStatus, LocalUserStatus};
 use kubekuma_crds::common::Condition;
 use kubekuma_crds::monitor::{CertStatus, LastResult, MonitorStatus, UptimeSummary};
-use kubekuma_crds::notification::PolicyStatus;
-use kubekuma_crds::status_page::{OverallStatus, StatusPageStatus};
+use kubekuma_crds::monitor_set::MonitorSetStatus;
+use kubekuma_crds::notification::{LastDelivery, PolicyStatus, ProviderStatus};
+use kubekuma_crds::settings::SettingsStatus;
+use kubekuma_crds::status_page::{OverallStatus, Shown, StatusPageStatus};
+use kubekuma_crds::suppression::{MaintenanceWindowStatus, SilenceStatus};
 use kubekuma_crds::{Kind, MonitorState};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::catalog::{KubeObjects, api_resource};
 use crate::catalog::selector::MonitorMatcher;
 use crate::catalog::snapshot::MONITOR_SET_LABEL;
 use crate::catalog::{Finding, ObjKey, ResourceId, Severity, Snapshot};
-use crate::runtime::{Live, LiveMonitor};
+use crate::export::catalog::{Occurrences, in_maintenance, occurrences};
+use crate::state::live::{Live, LiveMonitor};
 use crate::store::Store;
 
 /// How often uptime percentages are read from SQLite again.
@@ -86,9 +91,6 @@ pub struct StatusWriter {
     uptime: HashMap<ObjKey, (Instant, UptimeSummary)>,
 }
 
-/// A maintenance window's current occurrence (its start) and next start.
-pub type Occurrences = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
 /// Everything a round knows besides the object itself.
 pub struct View<'a> {
     /// The catalog.
@@ -103,14 +105,14 @@ pub struct View<'a> {
     pub intervals: HashMap<ObjKey, Duration>,
     /// Maintenance windows: when the current occurrence began, when the next begins.
     pub maintenance: HashMap<ObjKey, Occurrences>,
-    /// `namespace/name` of the monitors inside an active maintenance window.
-    pub in_maintenance: HashSet<String>,
+    /// The monitors inside an active maintenance window.
+    pub in_maintenance: HashSet<ObjKey>,
     /// [`StatusOptions::site_url`].
     pub site_url: Option<&'a str>,
     /// The time of the round.
     pub now: DateTime<Utc>,
     /// The latest finished delivery of each NotificationProvider (`lastDelivery`).
-    pub deliveries: HashMap<ObjKey, Value>,
+    pub deliveries: HashMap<ObjKey, LastDelivery>,
     /// The last login of each LocalUser and the last use of each ApiKey.
     pub auth_activity: HashMap<(Kind, ObjKey), DateTime<Utc>>,
 }
@@ -129,20 +131,8 @@ impl<'a> View<'a> {
                 by_id.entry(id.clone()).or_default().push(f);
             }
         }
-        let catalog = crate::export::catalog::public_catalog(snapshot, "", now);
-        let in_maintenance = catalog
-            .maintenance
-            .iter()
-            .filter(|m| m.active_since.is_some())
-            .flat_map(|m| m.monitors.iter().cloned())
-            .collect();
-        let maintenance = catalog
-            .maintenance
-            .into_iter()
-            .map(|m| {
-                let key = ObjKey::new(&m.namespace, &m.name);
-                (key, (m.active_since, m.next_start))
-            })
+        let maintenance = (snapshot.maintenance_windows.iter())
+            .map(|(k, w)| (k.clone(), occurrences(w, now)))
             .collect();
         let intervals = crate::schedule::plans(snapshot)
             .into_iter()
@@ -155,7 +145,7 @@ impl<'a> View<'a> {
             uptime: HashMap::new(),
             intervals,
             maintenance,
-            in_maintenance,
+            in_maintenance: in_maintenance(snapshot, now),
             site_url: None,
             now,
             deliveries: HashMap::new(),
@@ -467,63 +457,55 @@ pub fn desired(
                 });
                 labels.count() as i64
             });
-            let conditions = with_conditions(&prev_conds, vec![valid]);
-            Ok(json!({
-                "observedGeneration": generation,
-                "conditions": conditions,
-                "monitorCount": generated,
-            }))
+            serde_json::to_value(MonitorSetStatus {
+                observed_generation: generation,
+                conditions: with_conditions(&prev_conds, vec![valid]),
+                monitor_count: generated,
+            })
         }
         Kind::Silence => {
             let active = snap
                 .silences
                 .get(&key)
                 .map(|s| s.spec.starts_at <= now && now < s.spec.ends_at);
-            let conditions = with_conditions(&prev_conds, vec![valid]);
-            Ok(
-                json!({ "observedGeneration": generation, "conditions": conditions, "active": active }),
-            )
+            serde_json::to_value(SilenceStatus {
+                observed_generation: generation,
+                conditions: with_conditions(&prev_conds, vec![valid]),
+                active,
+            })
         }
         Kind::MaintenanceWindow => {
             let (active, next) = match view.maintenance.get(&key) {
                 Some((since, next)) => (Some(since.is_some()), next.map(rfc3339)),
                 None => (None, None),
             };
-            let conditions = with_conditions(&prev_conds, vec![valid]);
-            Ok(json!({
-                "observedGeneration": generation,
-                "conditions": conditions,
-                "nextOccurrenceAt": next,
-                "active": active,
-            }))
+            serde_json::to_value(MaintenanceWindowStatus {
+                observed_generation: generation,
+                conditions: with_conditions(&prev_conds, vec![valid]),
+                next_occurrence_at: next,
+                active,
+            })
         }
-        Kind::NotificationProvider => {
-            let conditions = with_conditions(&prev_conds, vec![valid]);
-            Ok(json!({
-                "observedGeneration": generation,
-                "conditions": conditions,
-                "lastDelivery": view.deliveries.get(&key),
-            }))
-        }
-        Kind::LocalUser | Kind::ApiKey => {
-            let conditions = with_conditions(&prev_conds, vec![valid]);
-            let field = if kind == Kind::LocalUser {
-                "lastLoginAt"
-            } else {
-                "lastUsedAt"
-            };
-            let mut v = json!({ "observedGeneration": generation, "conditions": conditions });
-            v[field] = json!(
-                view.auth_activity
-                    .get(&(kind, key.clone()))
-                    .map(|t| rfc3339(*t))
-            );
-            Ok(v)
-        }
-        Kind::KubeKumaSettings => {
-            let conditions = with_conditions(&prev_conds, vec![valid]);
-            Ok(json!({ "observedGeneration": generation, "conditions": conditions }))
-        }
+        Kind::NotificationProvider => serde_json::to_value(ProviderStatus {
+            observed_generation: generation,
+            conditions: with_conditions(&prev_conds, vec![valid]),
+            last_delivery: view.deliveries.get(&key).cloned(),
+        }),
+        Kind::LocalUser => serde_json::to_value(LocalUserStatus {
+            observed_generation: generation,
+            conditions: with_conditions(&prev_conds, vec![valid]),
+            last_login_at: view.auth_activity.get(&(kind, key)).map(|t| rfc3339(*t)),
+            mfa_enabled: None,
+        }),
+        Kind::ApiKey => serde_json::to_value(ApiKeyStatus {
+            observed_generation: generation,
+            conditions: with_conditions(&prev_conds, vec![valid]),
+            last_used_at: view.auth_activity.get(&(kind, key)).map(|t| rfc3339(*t)),
+        }),
+        Kind::KubeKumaSettings => serde_json::to_value(SettingsStatus {
+            observed_generation: generation,
+            conditions: with_conditions(&prev_conds, vec![valid]),
+        }),
     };
     let value = value.unwrap_or(Value::Null);
     owned_fields(kind)
@@ -532,43 +514,18 @@ pub fn desired(
         .collect()
 }
 
-/// The overall status of a page from its monitors' states, as the builder computes it.
+/// The overall status of a page from its monitors' states (the builder's rule).
 fn overall(keys: &[ObjKey], view: &View<'_>) -> OverallStatus {
-    let (mut counted, mut down, mut flapping, mut maintenance) = (0, 0, 0, 0);
-    for k in keys {
+    let shown = keys.iter().filter_map(|k| {
         if !view.snapshot.monitors.contains_key(k) {
-            continue;
-        }
-        if view.in_maintenance.contains(&k.to_string()) {
-            maintenance += 1;
-            continue;
-        }
-        match view.live.get(k).map(|l| l.tracker.shown()) {
-            Some(MonitorState::Up) => counted += 1,
-            Some(MonitorState::Down) => {
-                counted += 1;
-                down += 1;
-            }
-            Some(MonitorState::Flapping) => {
-                counted += 1;
-                flapping += 1;
-            }
-            _ => {}
-        }
-    }
-    if down > 0 {
-        if down * 2 >= counted {
-            OverallStatus::MajorOutage
+            None
+        } else if view.in_maintenance.contains(k) {
+            Some(Shown::Maintenance)
         } else {
-            OverallStatus::PartialOutage
+            view.live.get(k).map(|l| Shown::State(l.tracker.shown()))
         }
-    } else if maintenance > 0 {
-        OverallStatus::Maintenance
-    } else if flapping > 0 {
-        OverallStatus::Degraded
-    } else {
-        OverallStatus::Operational
-    }
+    });
+    OverallStatus::of(shown)
 }
 
 /// Where a published page is served: its first host, else under the site's URL.
@@ -588,6 +545,34 @@ fn published_url(page: &kubekuma_crds::StatusPage, site_url: Option<&str>) -> Op
     site_url
         .filter(|u| !u.is_empty())
         .map(|u| format!("{}/{}/", u.trim_end_matches('/'), s.slug))
+}
+
+/// `want` as a merge patch over `prev`: keys of `prev`'s objects that `want` lacks are
+/// set to null, since a merge patch keeps the keys it does not name.
+fn merge_patch(prev: Option<&Value>, want: Value) -> Value {
+    match (prev, want) {
+        (Some(Value::Object(p)), Value::Object(w)) => {
+            let gone: Vec<String> = (p.keys())
+                .filter(|k| !w.contains_key(*k))
+                .cloned()
+                .collect();
+            let mut out: Map<String, Value> = (w.into_iter())
+                .map(|(k, v)| {
+                    let v = merge_patch(p.get(&k), v);
+                    (k, v)
+                })
+                .collect();
+            out.extend(gone.into_iter().map(|k| (k, Value::Null)));
+            Value::Object(out)
+        }
+        (_, want) => want,
+    }
+}
+
+/// The body of a merge patch of the status subresource.
+#[derive(Debug, serde::Serialize)]
+struct StatusPatch<'a> {
+    status: &'a Map<String, Value>,
 }
 
 /// One pending write.
@@ -731,13 +716,19 @@ impl StatusWriter {
             if !full && !urgent {
                 continue;
             }
-            let mut status = prev;
+            let mut status = prev.clone();
             for (k, v) in &patch {
                 match v {
                     Value::Null => status.remove(k),
                     v => status.insert(k.clone(), v.clone()),
                 };
             }
+            let patch = (patch.into_iter())
+                .map(|(k, v)| {
+                    let wire = merge_patch(prev.get(&k), v);
+                    (k, wire)
+                })
+                .collect();
             let last_written = self.written.get(&id).map(|w| w.at);
             pending.push(Pending {
                 kind,
@@ -786,7 +777,7 @@ impl StatusWriter {
         } else {
             Api::all_with(self.client.clone(), &resource)
         };
-        let body = json!({ "status": p.patch });
+        let body = StatusPatch { status: &p.patch };
         match api
             .patch_status(&p.id.name, &PatchParams::default(), &Patch::Merge(&body))
             .await
@@ -802,18 +793,17 @@ impl StatusWriter {
     }
 
     /// `lastDelivery` of every provider that has a finished delivery.
-    async fn last_deliveries(&self) -> HashMap<ObjKey, Value> {
+    async fn last_deliveries(&self) -> HashMap<ObjKey, LastDelivery> {
         match self.store.last_deliveries().await {
             Ok(rows) => rows
                 .into_iter()
                 .map(|d| {
-                    let key = d.provider.clone();
-                    let v = json!({
-                        "status": d.status.as_str(),
-                        "at": d.last_attempt_at.map(rfc3339),
-                        "error": d.last_error,
-                    });
-                    (key, v)
+                    let last = LastDelivery {
+                        status: Some(d.status.as_str().to_string()),
+                        at: d.last_attempt_at.map(rfc3339),
+                        error: d.last_error,
+                    };
+                    (d.provider, last)
                 })
                 .collect(),
             Err(e) => {
@@ -887,6 +877,7 @@ mod tests {
     use super::*;
     use crate::catalog::decode::parse_text;
     use crate::catalog::snapshot::build;
+    use serde_json::json;
 
     fn obj(kind: &str, name: &str, generation: i64) -> DynamicObject {
         serde_json::from_value(json!({
@@ -1018,6 +1009,22 @@ spec:
     }
 
     #[test]
+    fn merge_patches_drop_nested_keys_that_went_away() {
+        let prev = json!({"status": "failed", "at": "t1", "error": "rejected"});
+        let want = json!({"status": "sent", "at": "t2"});
+        assert_eq!(
+            merge_patch(Some(&prev), want.clone()),
+            json!({"status": "sent", "at": "t2", "error": null})
+        );
+        assert_eq!(merge_patch(None, want.clone()), want);
+        let conditions = json!([{"type": "Valid"}]);
+        assert_eq!(
+            merge_patch(Some(&json!([{"type": "Ready"}])), conditions.clone()),
+            conditions
+        );
+    }
+
+    #[test]
     fn provider_user_and_key_activity() {
         let built = build(&[parse_text("m.yaml", YAML)], None);
         let live = HashMap::new();
@@ -1025,7 +1032,11 @@ spec:
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
         view.deliveries.insert(
             ObjKey::new("prod", "hook"),
-            json!({"status": "failed", "at": rfc3339(at), "error": "rejected: HTTP 400"}),
+            LastDelivery {
+                status: Some("failed".into()),
+                at: Some(rfc3339(at)),
+                error: Some("rejected: HTTP 400".into()),
+            },
         );
         view.auth_activity
             .insert((Kind::LocalUser, ObjKey::new("prod", "ann")), at);

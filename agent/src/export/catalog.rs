@@ -3,7 +3,7 @@
 //! Targets, URLs, hosts, headers, bodies and secrets never enter it: only fields that
 //! the crds' public types have are copied, one by one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use kubekuma_crds::objects::{
@@ -142,23 +142,14 @@ fn public_maintenance(
     now: DateTime<Utc>,
 ) -> PublicMaintenance {
     let s = &w.spec;
-    // Validation has checked zone and schedule; a broken one shows no occurrence.
-    let tz = s
-        .timezone
-        .as_deref()
-        .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
-        .unwrap_or(chrono_tz::UTC);
-    let schedule = WindowSchedule::parse(&s.schedule, tz).ok();
-    let duration = Duration::minutes(s.duration_minutes.max(0));
+    let (active_since, next_start) = occurrences(w, now);
     let matcher = MonitorMatcher::new(s.selector.as_ref(), &key.namespace);
     PublicMaintenance {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         description: s.description.clone(),
-        active_since: schedule
-            .as_ref()
-            .and_then(|sch| sch.active_start(now, duration)),
-        next_start: schedule.as_ref().and_then(|sch| sch.next_start_after(now)),
+        active_since,
+        next_start,
         duration_minutes: s.duration_minutes,
         monitors: monitors
             .iter()
@@ -166,6 +157,58 @@ fn public_maintenance(
             .map(|(k, _)| monitor_key(&k.namespace, &k.name))
             .collect(),
     }
+}
+
+/// A maintenance window's occurrence at a time: when the one in progress began (none
+/// when no occurrence is in progress) and when the next one begins.
+pub type Occurrences = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The schedule of window `w` and the length of an occurrence. Validation has checked
+/// zone and schedule; a broken one shows no occurrence.
+fn window_schedule(w: &MaintenanceWindow) -> (Option<WindowSchedule>, Duration) {
+    let s = &w.spec;
+    let tz = s
+        .timezone
+        .as_deref()
+        .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let schedule = WindowSchedule::parse(&s.schedule, tz).ok();
+    (schedule, Duration::minutes(s.duration_minutes.max(0)))
+}
+
+/// The occurrences of window `w` at `now`.
+pub fn occurrences(w: &MaintenanceWindow, now: DateTime<Utc>) -> Occurrences {
+    let (schedule, duration) = window_schedule(w);
+    let Some(schedule) = schedule else {
+        return (None, None);
+    };
+    (
+        schedule.active_start(now, duration),
+        schedule.next_start_after(now),
+    )
+}
+
+/// The monitors of `snapshot` inside an occurrence of one of its maintenance windows at
+/// `now` (the monitors the exported state, the status pages and the StatusPage status
+/// show as in maintenance).
+pub fn in_maintenance(snapshot: &Snapshot, now: DateTime<Utc>) -> HashSet<ObjKey> {
+    let mut out = HashSet::new();
+    for (key, w) in &snapshot.maintenance_windows {
+        let (schedule, duration) = window_schedule(w);
+        if schedule
+            .and_then(|s| s.active_start(now, duration))
+            .is_none()
+        {
+            continue;
+        }
+        let matcher = MonitorMatcher::new(w.spec.selector.as_ref(), &key.namespace);
+        let covered = snapshot
+            .monitors
+            .iter()
+            .filter(|(k, m)| matcher.matches(k, m));
+        out.extend(covered.map(|(k, _)| k.clone()));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
 //! Shipping results to object storage in batches: the public catalog ([`catalog`]), the
-//! store named by a URL ([`target`]) and the uploader that drains the outbox to it
-//! ([`uploader`]). Objects follow `kubekuma_crds::objects` (layout v1), one sub-prefix
+//! agent's objects as typed values ([`objects`]), the store named by a URL ([`target`]),
+//! the uploader that drains the outbox to it ([`uploader`]) and one flush of them all
+//! ([`flush`]). Objects follow `kubekuma_crds::objects` (layout v1), one sub-prefix
 //! per agent id, so several agents can share a bucket.
 
 pub mod catalog;
+pub mod flush;
+pub mod objects;
 /// The object store named by a URL (shared with the builder, so it lives in the crds crate).
 pub use kubekuma_crds::store as target;
 pub mod uploader;
 
 pub use catalog::public_catalog;
 pub use target::{ExportError, ObjectTarget, open_store, open_store_with};
-pub use uploader::{Backoff, DrainReport, MemoryOutbox, Outbox, PendingObject, Uploader};
+pub use uploader::{
+    Backoff, DrainReport, MemoryOutbox, Outbox, PendingObject, UploadError, Uploader,
+};
 
 /// Agent id used when the machine's host name gives nothing usable.
 pub const FALLBACK_AGENT_ID: &str = "agent";

@@ -25,16 +25,39 @@ pub struct PendingObject {
 }
 
 /// The queue of objects to upload, as the uploader sees it (the SQLite store in the
-/// agent, [`MemoryOutbox`] in tests). Errors are plain text, already free of secrets.
+/// agent, [`MemoryOutbox`] in tests). Errors must be free of secrets.
 pub trait Outbox: Send + Sync {
+    /// What the queue fails with.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Up to `limit` pending objects, oldest or in key order, the same ones on every
     /// call until they are done.
     fn pending(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<PendingObject>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<PendingObject>, Self::Error>> + Send;
     /// `key` at `version` was uploaded: forget it unless a newer version was queued since.
-    fn done(&self, key: &str, version: i64) -> impl Future<Output = Result<(), String>> + Send;
+    fn done(&self, key: &str, version: i64)
+    -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Why an upload did not go through (without credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The outbox could not be read.
+    #[error("cannot read the outbox: {0}")]
+    Pending(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store refused the object, every try.
+    #[error(transparent)]
+    Put(#[from] ExportError),
+    /// The object was uploaded, but the outbox could not forget it (it goes again).
+    #[error("uploaded {key} but cannot mark it done: {source}")]
+    Done {
+        /// The object's key.
+        key: String,
+        /// The outbox's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// An outbox in memory: the newest body per key, with a version counter.
@@ -89,7 +112,9 @@ impl MemoryOutbox {
 }
 
 impl Outbox for MemoryOutbox {
-    async fn pending(&self, limit: usize) -> Result<Vec<PendingObject>, String> {
+    type Error = std::convert::Infallible;
+
+    async fn pending(&self, limit: usize) -> Result<Vec<PendingObject>, Self::Error> {
         Ok(self
             .lock()
             .objects
@@ -103,7 +128,7 @@ impl Outbox for MemoryOutbox {
             .collect())
     }
 
-    async fn done(&self, key: &str, version: i64) -> Result<(), String> {
+    async fn done(&self, key: &str, version: i64) -> Result<(), Self::Error> {
         let mut g = self.lock();
         if g.objects.get(key).is_some_and(|(_, v)| *v == version) {
             g.objects.remove(key);
@@ -218,7 +243,7 @@ impl Uploader {
                     .take(self.batch)
                     .collect(),
                 Err(e) => {
-                    report.last_error = Some(format!("cannot read the outbox: {e}"));
+                    report.last_error = Some(UploadError::Pending(Box::new(e)).to_string());
                     return report;
                 }
             };
@@ -226,7 +251,7 @@ impl Uploader {
                 return report;
             }
             tried.extend(batch.iter().map(|o| (o.key.clone(), o.version)));
-            let results: Vec<Result<(), String>> =
+            let results: Vec<Result<(), UploadError>> =
                 futures::stream::iter(batch.into_iter().map(|o| self.upload(outbox, o)))
                     .buffer_unordered(self.concurrency)
                     .collect()
@@ -240,7 +265,7 @@ impl Uploader {
                     }
                     Err(e) => {
                         report.failed += 1;
-                        report.last_error = Some(e);
+                        report.last_error = Some(e.to_string());
                     }
                 }
             }
@@ -251,14 +276,15 @@ impl Uploader {
     }
 
     /// PUT one object with retries, then mark it done.
-    async fn upload<O: Outbox>(&self, outbox: &O, o: PendingObject) -> Result<(), String> {
-        self.put_with_retries(&o.key, Bytes::from(o.body))
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn upload<O: Outbox>(&self, outbox: &O, o: PendingObject) -> Result<(), UploadError> {
+        self.put_with_retries(&o.key, Bytes::from(o.body)).await?;
         outbox
             .done(&o.key, o.version)
             .await
-            .map_err(|e| format!("uploaded {} but cannot mark it done: {e}", o.key))
+            .map_err(|e| UploadError::Done {
+                key: o.key,
+                source: Box::new(e),
+            })
     }
 
     async fn put_with_retries(&self, key: &str, body: Bytes) -> Result<(), ExportError> {

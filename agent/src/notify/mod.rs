@@ -1,4 +1,7 @@
-//! What notifications are made of and how they go out: the providers, one file per
-//! service, each with its checked plan.
+//! Notifications below the catalog: the event a notification is about, the template
+//! engine that renders it (validation checks templates with it; alerting sends with it)
+//! and the providers, one file per service, each with its checked plan.
 
+pub mod event;
 pub mod providers;
+pub mod template;

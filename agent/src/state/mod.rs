@@ -1,6 +1,9 @@
 //! The monitor state machine: pending until the first result, down only after retries
 //! and grace, flapping when it changes state too often, paused when disabled. Pure:
 //! the caller passes the time and acts on the returned transition (heartbeat, incident).
+//! [`live`] holds every running monitor's machine and last result.
+
+pub mod live;
 
 use std::collections::VecDeque;
 

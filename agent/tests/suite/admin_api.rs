@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
 use kubekuma_agent::admin::auth::{Auth, AuthConfig};
-use kubekuma_agent::admin::metrics::Metrics;
 use kubekuma_agent::admin::roles::{Role, allowed};
 use kubekuma_agent::admin::routes::{Guard, ROUTES, RouteDef, RouteId, Verb};
 use kubekuma_agent::admin::{self, AdminContext, Api, Health};
 use kubekuma_agent::catalog::ObjKey;
 use kubekuma_agent::catalog::folder::FolderCatalog;
-use kubekuma_agent::runtime::{Live, LiveMonitor, flush_objects};
+use kubekuma_agent::export::objects;
+use kubekuma_agent::metrics::Metrics;
+use kubekuma_agent::state::live::{Live, LiveMonitor};
 use kubekuma_agent::store::Store;
 use kubekuma_crds::objects::{IncidentMonth, keys};
 use kubekuma_crds::results::{CertInfo, FailureReason, Heartbeat};
@@ -643,8 +644,10 @@ async fn incidents_ack_update_resolve_and_audit() {
             .any(|a| a["updates"][0]["message"] == "We are on it."),
         "{page}"
     );
-    let objects = flush_objects("a", &env.snapshot, &env.store, &env.live, Utc::now())
+    let objects = objects::build("a", &env.snapshot, &env.store, &env.live, Utc::now())
         .await
+        .unwrap()
+        .encode()
         .unwrap();
     let now = Utc::now();
     let key = keys::incidents(

@@ -964,9 +964,9 @@ fn agent_requires_a_session_secret() {
 /// an HTTPS proxy, logout, and the same token refused afterwards.
 #[tokio::test]
 async fn over_http() {
-    use kubekuma_agent::admin::metrics::Metrics;
     use kubekuma_agent::admin::{self, AdminContext, Api, Health};
-    use kubekuma_agent::runtime::Live;
+    use kubekuma_agent::metrics::Metrics;
+    use kubekuma_agent::state::live::Live;
 
     let e = env(folder_snapshot(&[compat_file()]));
     let api = Api::new(Arc::new(Health::default())).with_admin(AdminContext {

@@ -19,10 +19,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use kubekuma_agent::alerting::outbox::{DeliveryWorker, WorkerOptions};
 use kubekuma_agent::alerting::pipeline::{Alerter, Change};
-use kubekuma_agent::alerting::policy::EventKind;
 use kubekuma_agent::catalog::decode::parse_text;
 use kubekuma_agent::catalog::snapshot::build;
 use kubekuma_agent::catalog::{ObjKey, Severity, Snapshot};
+use kubekuma_agent::notify::event::EventKind;
 use kubekuma_agent::store::Store;
 use kubekuma_agent::store::deliveries::{Delivery, DeliveryStatus};
 use kubekuma_crds::MonitorState;
@@ -592,11 +592,12 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{}/ok"}}}}}}
 }
 
 /// Certificate expiry: a check reporting fewer days than the policy's threshold
-/// notifies once per change of the day count, through `runtime::process_with`.
+/// notifies once per change of the day count, through `process::process_with`.
 #[tokio::test]
 async fn expiring_certificates_notify_when_the_day_count_changes() {
-    use kubekuma_agent::runtime::{Hooks as RuntimeHooks, Live, process_with};
+    use kubekuma_agent::process::{Hooks as RuntimeHooks, process_with};
     use kubekuma_agent::schedule::{CheckDone, Limits, MonitorPlan, Scheduler};
+    use kubekuma_agent::state::live::Live;
     use kubekuma_crds::results::{CertInfo, CheckOutcome};
 
     let hooks = Hooks::start(0).await;

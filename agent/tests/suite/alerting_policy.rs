@@ -2,10 +2,11 @@
 //! regex), triggers, `policyRef`, `notifyOn` and priority order, on a validated snapshot.
 
 use chrono::{DateTime, Utc};
-use kubekuma_agent::alerting::policy::{AlertEvent, EventKind, route};
+use kubekuma_agent::alerting::policy::route;
 use kubekuma_agent::catalog::decode::parse_text;
 use kubekuma_agent::catalog::snapshot::build;
 use kubekuma_agent::catalog::{ObjKey, Severity, Snapshot};
+use kubekuma_agent::notify::event::{AlertEvent, EventKind};
 use kubekuma_crds::MonitorState;
 use pretty_assertions::assert_eq;
 
@@ -131,7 +132,15 @@ fn routes(snap: &Snapshot, monitor: &str, kind: EventKind) -> Vec<String> {
     let (ns, name) = monitor.split_once('/').unwrap();
     let key = ObjKey::new(ns, name);
     let m = &snap.monitors[&key];
-    let e = AlertEvent::new(kind, &key, m, MonitorState::Up, MonitorState::Down, now());
+    let e = AlertEvent::new(
+        kind,
+        &key.namespace,
+        &key.name,
+        m,
+        MonitorState::Up,
+        MonitorState::Down,
+        now(),
+    );
     route(&e, &key, m, &snap.policies)
         .into_iter()
         .map(|r| format!("{} -> {}", r.policy.name, r.provider))
@@ -206,7 +215,8 @@ fn routes_carry_the_policy_pacing() {
     let m = &snap.monitors[&key];
     let e = AlertEvent::new(
         EventKind::Down,
-        &key,
+        &key.namespace,
+        &key.name,
         m,
         MonitorState::Up,
         MonitorState::Down,

@@ -11,9 +11,11 @@ use chrono::Utc;
 use kubekuma_agent::catalog::ObjKey;
 use kubekuma_agent::checks::Plan;
 use kubekuma_agent::push::{PushError, PushHub, Report};
-use kubekuma_agent::runtime::{self, AgentOptions, Live};
+use kubekuma_agent::runtime::{self, AgentOptions};
 use kubekuma_agent::schedule::{CheckDone, MonitorPlan};
+use kubekuma_agent::state::live::Live;
 use kubekuma_agent::store::Store;
+use kubekuma_agent::sync;
 use kubekuma_crds::objects::{AgentState, keys};
 use kubekuma_crds::{EffectiveSettings, MonitorSpec};
 use rusqlite::{Connection, OpenFlags};
@@ -38,7 +40,7 @@ struct Agent {
     db: PathBuf,
     objects: PathBuf,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), runtime::RunError>>,
 }
 
 fn free_port() -> u16 {
@@ -460,7 +462,7 @@ async fn generated_tokens_reach_the_live_view_and_stay() {
         plan("gen", "{}"),
         plan("named", "{token: named-token-0123456789}"),
     ];
-    runtime::sync_push(&hub, &plans, &live).await;
+    sync::sync_push(&hub, &plans, &live).await;
     let token_of = |name: &str| {
         live.lock()
             .unwrap()
@@ -474,7 +476,7 @@ async fn generated_tokens_reach_the_live_view_and_stay() {
     assert_eq!(token_of("named"), None, "a spec token is not the status's");
 
     // A catalog reload keeps it; pushes with either token reach the processor.
-    runtime::sync_push(&hub, &plans, &live).await;
+    sync::sync_push(&hub, &plans, &live).await;
     assert_eq!(token_of("gen"), Some(token.clone()));
     let up = Report::parse(None).unwrap();
     let key = hub.receive(token.expose(), &up, Utc::now()).await.unwrap();
@@ -490,12 +492,12 @@ async fn generated_tokens_reach_the_live_view_and_stay() {
     );
 
     // A removed monitor's token is forgotten; one added again gets a new token.
-    runtime::sync_push(&hub, &plans[1..], &live).await;
+    sync::sync_push(&hub, &plans[1..], &live).await;
     assert_eq!(
         hub.receive(token.expose(), &up, Utc::now()).await,
         Err(PushError::NotFound)
     );
-    runtime::sync_push(&hub, &plans, &live).await;
+    sync::sync_push(&hub, &plans, &live).await;
     assert_ne!(token_of("gen"), Some(token));
 }
 

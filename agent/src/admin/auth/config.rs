@@ -4,8 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-
 /// Shortest accepted `SESSION_SECRET`, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -14,6 +12,58 @@ pub const SECRET_FILE: &str = "session-secret";
 
 /// Default `SESSION_MAX_AGE`: 7 days.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(604_800);
+
+/// A session secret shorter than [`MIN_SECRET_LEN`] bytes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the session secret must be at least {MIN_SECRET_LEN} bytes, got {len}; generate one with `openssl rand -hex 32`"
+)]
+pub struct ShortSecret {
+    /// The length it has.
+    pub len: usize,
+}
+
+/// Why the session configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `SESSION_SECRET` is too short.
+    #[error("SESSION_SECRET: {0}")]
+    SessionSecret(ShortSecret),
+    /// The kept secret is too short.
+    #[error("{path} holds a bad secret; delete it to generate a new one: {source}")]
+    StoredSecret {
+        /// The file.
+        path: String,
+        /// Why.
+        source: ShortSecret,
+    },
+    /// `SESSION_MAX_AGE` is not a positive number of seconds.
+    #[error("SESSION_MAX_AGE must be a positive number of seconds, got {0:?}")]
+    MaxAge(String),
+    /// The kept secret's file could not be made private.
+    #[error("cannot restrict {path} to its owner: {source}")]
+    Restrict {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file or folder of the secret could not be read or written.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// What was done: `read`, `write`, `create`, …
+        what: &'static str,
+        /// The file or folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError {
+    let path = path.display().to_string();
+    move |source| ConfigError::Io { what, path, source }
+}
 
 /// How sessions are issued.
 #[derive(Clone)]
@@ -77,10 +127,10 @@ impl Default for LoginLimits {
 impl AuthConfig {
     /// The configuration from `secret` (`SESSION_SECRET`) and the environment; without a
     /// secret one is generated and kept in `<data_dir>/session-secret`.
-    pub fn load(secret: Option<&str>, data_dir: &Path) -> anyhow::Result<AuthConfig> {
+    pub fn load(secret: Option<&str>, data_dir: &Path) -> Result<AuthConfig, ConfigError> {
         let session_secret = match secret {
             Some(s) => {
-                check_secret(s).context("SESSION_SECRET")?;
+                check_secret(s).map_err(ConfigError::SessionSecret)?;
                 s.as_bytes().to_vec()
             }
             None => stored_secret(data_dir)?,
@@ -103,21 +153,17 @@ impl AuthConfig {
 }
 
 /// Refuse a secret shorter than [`MIN_SECRET_LEN`] bytes.
-pub fn check_secret(secret: &str) -> anyhow::Result<()> {
+pub fn check_secret(secret: &str) -> Result<(), ShortSecret> {
     if secret.len() < MIN_SECRET_LEN {
-        bail!(
-            "the session secret must be at least {MIN_SECRET_LEN} bytes, got {}; generate one \
-             with `openssl rand -hex 32`",
-            secret.len()
-        );
+        return Err(ShortSecret { len: secret.len() });
     }
     Ok(())
 }
 
-fn parse_max_age(v: &str) -> anyhow::Result<Duration> {
+fn parse_max_age(v: &str) -> Result<Duration, ConfigError> {
     match v.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-        _ => bail!("SESSION_MAX_AGE must be a positive number of seconds, got {v:?}"),
+        _ => Err(ConfigError::MaxAge(v.to_string())),
     }
 }
 
@@ -143,24 +189,21 @@ fn home_namespace(kube_namespace: Option<&str>, pod_namespace: Option<&str>) -> 
 
 /// The secret kept in `<data_dir>/session-secret`, generated (32 random bytes, hex) on
 /// first use; the file is readable by its owner only.
-fn stored_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+fn stored_secret(data_dir: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::create_dir_all(data_dir).map_err(io("create data folder", data_dir))?;
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let text = text.trim();
-            check_secret(text).with_context(|| {
-                format!(
-                    "{} holds a bad secret; delete it to generate a new one",
-                    path.display()
-                )
+            check_secret(text).map_err(|source| ConfigError::StoredSecret {
+                path: path.display().to_string(),
+                source,
             })?;
             restrict(&path)?;
             return Ok(text.as_bytes().to_vec());
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(e) => return Err(io("read", &path)(e)),
     }
     let bytes: [u8; 32] = rand::random();
     let text = hex::encode(bytes);
@@ -176,25 +219,28 @@ fn stored_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
             use std::io::Write;
             f.write_all(text.as_bytes())
                 .and_then(|()| f.sync_all())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+                .map_err(io("write", &path))?;
             tracing::info!(path = %path.display(), "generated a session secret (SESSION_SECRET not set)");
             Ok(text.into_bytes())
         }
         // Another agent on the same folder wrote it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => stored_secret(data_dir),
-        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        Err(e) => Err(io("create", &path)(e)),
     }
 }
 
-fn restrict(path: &Path) -> anyhow::Result<()> {
+fn restrict(path: &Path) -> Result<(), ConfigError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = std::fs::metadata(path).map_err(io("read", path))?;
         if meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("cannot restrict {} to its owner", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| ConfigError::Restrict {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?;
         }
     }
     let _ = path;

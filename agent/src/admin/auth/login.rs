@@ -153,7 +153,7 @@ impl Auth {
         headers: &HeaderMap,
         body: &[u8],
         peer: IpAddr,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<(Reply, String), ApiError> {
         // The parser's messages can quote the body (the password), so they are not passed on.
         let body: LoginBody = serde_json::from_slice(body).map_err(|_| {
             ApiError::bad_request(
@@ -303,7 +303,7 @@ impl Auth {
         peer: IpAddr,
         key: &ObjKey,
         user: &LocalUser,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<(Reply, String), ApiError> {
         let now = Utc::now();
         let max_age = chrono::Duration::from_std(self.config.max_age)
             .unwrap_or_else(|_| chrono::Duration::days(7));
@@ -361,7 +361,7 @@ impl Auth {
         if let Ok(v) = header::HeaderValue::from_str(&cookie) {
             reply.headers_mut().insert(header::SET_COOKIE, v);
         }
-        Ok(reply)
+        Ok((reply, id))
     }
 
     async fn purge_now_and_then(&self) {

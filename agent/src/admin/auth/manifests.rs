@@ -52,8 +52,22 @@ pub fn valid_username(username: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
 }
 
+/// An `--expires` that is not a usable expiry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    /// Neither RFC 3339 nor a number with a unit.
+    #[error("expected RFC 3339 or a duration like 30d, got {0:?}")]
+    Syntax(String),
+    /// A number with an unknown unit, or not positive.
+    #[error("expected RFC 3339 or a positive duration in m, h, d or w (e.g. 30d), got {0:?}")]
+    Duration(String),
+    /// Past the end of the calendar.
+    #[error("{0:?} is too far in the future")]
+    TooFar(String),
+}
+
 /// An expiry: RFC 3339, or a duration from `now` such as `30d`, `12h`, `90m`, `2w`.
-pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ExpiryError> {
     let t = text.trim();
     if let Ok(at) = DateTime::parse_from_rfc3339(t) {
         return Ok(at.with_timezone(&Utc));
@@ -62,7 +76,7 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
     let (n, unit) = t.split_at(split);
     let n: i64 = n
         .parse()
-        .map_err(|_| format!("expected RFC 3339 or a duration like 30d, got {text:?}"))?;
+        .map_err(|_| ExpiryError::Syntax(text.to_string()))?;
     let d = match unit {
         "m" => Duration::try_minutes(n),
         "h" => Duration::try_hours(n),
@@ -71,11 +85,9 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
         _ => None,
     }
     .filter(|d| *d > Duration::zero())
-    .ok_or_else(|| {
-        format!("expected RFC 3339 or a positive duration in m, h, d or w (e.g. 30d), got {text:?}")
-    })?;
+    .ok_or_else(|| ExpiryError::Duration(text.to_string()))?;
     now.checked_add_signed(d)
-        .ok_or_else(|| format!("{text:?} is too far in the future"))
+        .ok_or_else(|| ExpiryError::TooFar(text.to_string()))
 }
 
 fn secret_yaml(name: &str, namespace: &str, key: &str, hash: &str, what: &str) -> String {

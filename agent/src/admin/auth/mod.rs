@@ -33,7 +33,9 @@ pub mod manifests;
 pub mod password;
 pub mod totp;
 
-pub use config::{AuthConfig, LoginLimits, MIN_SECRET_LEN, SECRET_FILE, check_secret};
+pub use config::{
+    AuthConfig, ConfigError, LoginLimits, MIN_SECRET_LEN, SECRET_FILE, ShortSecret, check_secret,
+};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "token";
@@ -144,6 +146,14 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find(|t| !t.is_empty())
 }
 
+/// The answer to a login, and the ID (`namespace/name`) of the LocalUser it logged in.
+pub struct Login {
+    /// The reply to send.
+    pub reply: Reply,
+    /// The user, when the login succeeded.
+    pub user_id: Option<String>,
+}
+
 impl Auth {
     /// Authenticate against the users and keys of the current catalog.
     pub fn new(config: AuthConfig, store: Store, catalog: watch::Receiver<Arc<Snapshot>>) -> Self {
@@ -245,9 +255,20 @@ impl Auth {
 
     /// `POST /api/v1/auth/login` with a JSON body `{username, password, totp?}`.
     pub async fn login(&self, headers: &HeaderMap, body: &[u8], peer: IpAddr) -> Reply {
+        self.log_in(headers, body, peer).await.reply
+    }
+
+    /// [`Auth::login`], also saying who logged in (for the audit record).
+    pub async fn log_in(&self, headers: &HeaderMap, body: &[u8], peer: IpAddr) -> Login {
         match self.login_inner(headers, body, peer).await {
-            Ok(reply) => reply,
-            Err(e) => e.into_reply(),
+            Ok((reply, user_id)) => Login {
+                reply,
+                user_id: Some(user_id),
+            },
+            Err(e) => Login {
+                reply: e.into_reply(),
+                user_id: None,
+            },
         }
     }
 

@@ -20,11 +20,10 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use chrono::Utc;
 use http::{HeaderMap, Method, StatusCode, header};
-use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 
 use super::AdminContext;
-use super::auth::Principal;
+use super::auth::{Login, Principal};
 use super::error::{ApiError, Reply, json_reply};
 use super::roles::{Access, Area};
 use crate::store::{AuditEvent, StoreError};
@@ -611,7 +610,7 @@ fn metrics(call: &Call<'_>) -> Reply {
     let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+        header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     r.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -634,27 +633,13 @@ fn login_username(body: &[u8]) -> String {
 }
 
 async fn login(call: &Call<'_>) -> Reply {
-    let reply = call
+    let Login { reply, user_id } = call
         .ctx
         .auth
-        .login(call.headers, call.body, call.peer)
+        .log_in(call.headers, call.body, call.peer)
         .await;
     let username = login_username(call.body);
     let status = reply.status();
-    // The reply's body is in memory: read it for the user's ID, then put it back.
-    let (parts, body) = reply.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let user_id = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/user/id")
-                .and_then(|u| u.as_str())
-                .map(str::to_string)
-        });
     let ok = status.is_success();
     let event = AuditEvent {
         id: 0,
@@ -673,7 +658,7 @@ async fn login(call: &Call<'_>) -> Reply {
     if let Err(e) = call.ctx.store.record_audit(event).await {
         tracing::error!(error = %e, "audit event of a login not recorded");
     }
-    http::Response::from_parts(parts, http_body_util::Full::new(bytes))
+    reply
 }
 
 async fn logout(call: &Call<'_>) -> Result<Reply, ApiError> {

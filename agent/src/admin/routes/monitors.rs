@@ -14,7 +14,7 @@ use crate::admin::auth::Principal;
 use crate::admin::error::{ApiError, Reply, json_reply};
 use crate::admin::roles::{Access, Area};
 use crate::catalog::ObjKey;
-use crate::runtime::LiveMonitor;
+use crate::state::live::LiveMonitor;
 use crate::store::Store;
 
 /// Default and largest page of the list.

@@ -98,7 +98,7 @@ fn success(r: &RouteDef) -> (&'static str, Value) {
     match r.id {
         RouteId::Metrics => (
             "200",
-            json!({"description": "metrics", "content": {super::super::metrics::CONTENT_TYPE: {"schema": {"type": "string"}}}}),
+            json!({"description": "metrics", "content": {crate::metrics::CONTENT_TYPE: {"schema": {"type": "string"}}}}),
         ),
         RouteId::Badge => (
             "200",

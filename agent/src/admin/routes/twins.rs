@@ -20,13 +20,11 @@ use kubekuma_builder::badge::BadgeRenderer;
 use kubekuma_builder::model::{MonitorView, PageView, Site, round2};
 use kubekuma_builder::render::{monitor_badges, status_json};
 use kubekuma_builder::source::{AgentData, HISTORY_DAYS, Inputs};
-use kubekuma_crds::objects::{
-    self, AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, keys,
-};
+use kubekuma_crds::objects::{self, DailyMonth, HourlyDay, IncidentMonth};
 
 use super::{Call, store_error};
 use crate::admin::error::{ApiError, Reply, json_reply};
-use crate::runtime::flush_objects;
+use crate::export::objects::{self as agent_objects, AgentObjects};
 
 /// How long a computed model answers the twins.
 pub const TTL: StdDuration = StdDuration::from_secs(5);
@@ -60,24 +58,13 @@ fn month_name(d: NaiveDate) -> String {
 async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, ApiError> {
     let ctx = call.ctx;
     let snapshot = ctx.catalog.borrow().clone();
-    let internal = |e: anyhow::Error| {
-        tracing::error!(error = %e, "twins: local objects");
-        ApiError::internal("the status could not be computed")
-    };
-    let objects = flush_objects(LOCAL, &snapshot, &ctx.store, &ctx.live, now)
-        .await
-        .map_err(internal)?;
-    let find = |key: String| {
-        objects
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, b)| b.as_slice())
-            .unwrap_or_default()
-    };
-    let catalog: AgentCatalog =
-        serde_json::from_slice(find(keys::catalog(LOCAL))).map_err(|e| internal(e.into()))?;
-    let state: AgentState =
-        serde_json::from_slice(find(keys::state(LOCAL))).map_err(|e| internal(e.into()))?;
+    let AgentObjects { catalog, state, .. } =
+        agent_objects::build(LOCAL, &snapshot, &ctx.store, &ctx.live, now)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "twins: local objects");
+                ApiError::internal("the status could not be computed")
+            })?;
 
     let today = now.date_naive();
     let first = today - Duration::days(HISTORY_DAYS - 1);

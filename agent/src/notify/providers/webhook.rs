@@ -53,7 +53,7 @@ pub(crate) fn plan(
     }
     headers_ok(sink, &format!("{base}.headers"), &c.headers);
     if let Some(t) = &c.body_template
-        && let Err(e) = crate::alerting::template::check(t)
+        && let Err(e) = crate::notify::template::check(t)
     {
         sink.warn(
             &format!("{base}.bodyTemplate"),
@@ -178,12 +178,9 @@ fn sign(key: &[u8], body: &[u8]) -> String {
 
 /// `bodyTemplate` rendered with the event's fields (plus `title`, `body`, `event` and
 /// `state` unless the event has fields of those names).
-/// The body template with the event's variables (see [`crate::alerting::template`]) plus
+/// The body template with the event's variables (see [`crate::notify::template`]) plus
 /// `title`, `body` and `event` (the kind); Go-style names are accepted.
-fn render(
-    template: &str,
-    msg: &Message,
-) -> Result<String, crate::alerting::template::TemplateError> {
+fn render(template: &str, msg: &Message) -> Result<String, crate::notify::template::TemplateError> {
     let mut vars = match &msg.event_json {
         serde_json::Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
@@ -197,7 +194,7 @@ fn render(
         vars.entry(k)
             .or_insert_with(|| serde_json::Value::String(v.clone()));
     }
-    crate::alerting::template::render_json(template, &serde_json::Value::Object(vars))
+    crate::notify::template::render_json(template, &serde_json::Value::Object(vars))
 }
 
 // ---------------------------------------------------------------- shared by the HTTP providers

@@ -43,7 +43,7 @@ use kubekuma_crds::notification::Formatting;
 use minijinja::value::{Rest, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
-use super::policy::{AlertEvent, EventKind};
+use super::event::{AlertEvent, EventKind};
 
 /// A template that could not be rendered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -223,12 +223,22 @@ pub fn render_json(src: &str, event_json: &serde_json::Value) -> Result<String, 
         })
 }
 
+/// Why a template cannot be used: minijinja's message, with the line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unusable {
+    /// What is wrong.
+    pub message: String,
+}
+
 /// Whether `src` is a usable template: it must parse, and rendering it for a sample
 /// event must not hit an unknown filter, test or function. (A missing label or a
 /// variable that is empty for some events is not an error here: it depends on the event.)
-pub fn check(src: &str) -> Result<(), String> {
+pub fn check(src: &str) -> Result<(), Unusable> {
     let jinja = go_to_jinja(src);
-    env().template_from_str(&jinja).map_err(|e| describe(&e))?;
+    env().template_from_str(&jinja).map_err(|e| Unusable {
+        message: describe(&e),
+    })?;
     let sample = serde_json::json!({
         "kind": "certExpiring", "daysLeft": 7, "monitorId": "ns/name",
         "monitorNamespace": "ns", "monitorName": "name", "previousState": "up",
@@ -242,7 +252,7 @@ pub fn check(src: &str) -> Result<(), String> {
                 .iter()
                 .any(|k| e.message.contains(k)) =>
         {
-            Err(e.message)
+            Err(Unusable { message: e.message })
         }
         _ => Ok(()),
     }
@@ -327,7 +337,6 @@ pub fn render_message(formatting: Option<&Formatting>, event: &AlertEvent) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::ObjKey;
     use kubekuma_crds::{Monitor, MonitorState};
     use pretty_assertions::assert_eq;
 
@@ -341,7 +350,8 @@ mod tests {
             .with_timezone(&Utc);
         let mut e = AlertEvent::new(
             EventKind::Down,
-            &ObjKey::new("prod", "api"),
+            "prod",
+            "api",
             &m,
             MonitorState::Up,
             MonitorState::Down,

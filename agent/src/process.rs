@@ -1,0 +1,194 @@
+//! What happens to a finished check: the state machine observes it, incidents open and
+//! close, the heartbeat is recorded, the live view and the saved monitor state follow,
+//! and state changes and expiring certificates go to the alerter.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use kubekuma_crds::MonitorType;
+use kubekuma_crds::results::Heartbeat;
+use tokio::sync::watch;
+
+use crate::alerting::pipeline::{Alerter, Change};
+use crate::alerting::policy::events_of;
+use crate::catalog::{ObjKey, Snapshot};
+use crate::metrics::Metrics;
+use crate::notify::event::EventKind;
+use crate::push::PushHub;
+use crate::schedule::{CheckDone, Scheduler};
+use crate::state::live::Live;
+use crate::state::{Tracker, Transition};
+use crate::store::{MonitorStateRow, Store};
+
+/// Feed one finished check to the state machine, the store and the live view.
+pub async fn process(done: CheckDone, store: &Store, live: &Mutex<Live>, scheduler: &Scheduler) {
+    process_with(done, store, live, scheduler, &Hooks::default()).await
+}
+
+/// What else hears about finished checks.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Told when the state machine wants a push monitor retried.
+    pub push: Option<Arc<PushHub>>,
+    /// Turns state changes and expiring certificates into notifications.
+    pub alerter: Option<Arc<Alerter>>,
+    /// The current catalog (the alerter needs the monitor, policies and providers).
+    pub catalog: Option<watch::Receiver<Arc<Snapshot>>>,
+    /// Counts checks.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// [`process`] with [`Hooks`].
+pub async fn process_with(
+    done: CheckDone,
+    store: &Store,
+    live: &Mutex<Live>,
+    scheduler: &Scheduler,
+    hooks: &Hooks,
+) {
+    let push = hooks.push.as_deref();
+    let key = done.plan.key.clone();
+    let now = done.started_at;
+    if let Some(m) = &hooks.metrics
+        && done.plan.spec.type_ != MonitorType::Push
+    {
+        let secs = done.outcome.latency_ms / 1000.0;
+        m.check_finished(
+            done.plan.spec.type_,
+            done.outcome.up,
+            if secs.is_finite() { secs.max(0.0) } else { 0.0 },
+        );
+    }
+    let (mut tracker, cert_notified) = live
+        .lock()
+        .ok()
+        .and_then(|l| {
+            l.monitors
+                .get(&key)
+                .map(|m| (m.tracker.clone(), m.cert_days_notified))
+        })
+        .unwrap_or_default();
+    let shown_before = tracker.shown();
+    let obs = tracker.observe(done.outcome.up, now, &done.plan.policy);
+    let mut incident_of_event = tracker.open_incident;
+    match obs.transition {
+        Transition::WentDown => {
+            match store
+                .open_incident(&key.namespace, &key.name, now, done.outcome.reason)
+                .await
+            {
+                Ok(id) => {
+                    tracker.open_incident = Some(id);
+                    incident_of_event = Some(id);
+                }
+                Err(e) => tracing::error!(monitor = %key, error = %e, "cannot open incident"),
+            }
+            tracing::warn!(
+                monitor = %key,
+                reason = done.outcome.reason.map(|r| r.as_str()).unwrap_or("unknown"),
+                message = done.outcome.message.as_deref().unwrap_or(""),
+                "monitor down"
+            );
+        }
+        Transition::WentUp => {
+            incident_of_event = tracker.open_incident;
+            if let Some(id) = tracker.open_incident.take()
+                && let Err(e) = store.close_incident(id, now).await
+            {
+                tracing::error!(monitor = %key, error = %e, "cannot close incident");
+            }
+            tracing::info!(monitor = %key, "monitor up again");
+        }
+        Transition::FirstUp | Transition::None => {}
+    }
+    if let Some(d) = obs.retry_in
+        && let Ok(d) = d.to_std()
+    {
+        scheduler.retry(key.clone(), d);
+        if let Some(hub) = push
+            && done.plan.spec.type_ == MonitorType::Push
+            && let Some(at) = obs.retry_in.map(|r| now + r)
+        {
+            hub.retry(&key, at);
+        }
+    }
+    // Unknown latency (a push without `ping`, a missed push) is NaN: recorded as none.
+    let latency = Some(done.outcome.latency_ms).filter(|l| l.is_finite());
+    let recorded = store.record_heartbeat(Heartbeat {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        state: obs.state,
+        latency_ms: latency,
+        reason: done.outcome.reason,
+        message: done.outcome.message.clone(),
+        checked_at: now,
+        attempts: obs.attempts,
+    });
+    if let Err(e) = recorded {
+        tracing::error!(monitor = %key, error = %e, "cannot record heartbeat");
+    }
+    // Events: the state machine's transitions, and a certificate's days left whenever
+    // that number changes (the policies' `onCertExpiring.daysThreshold` decide).
+    let mut kinds = events_of(&obs);
+    let cert_days = done.outcome.cert.as_ref().map(|c| c.days_left);
+    if let Some(days) = cert_days
+        && cert_notified != Some(days)
+    {
+        kinds.push(EventKind::CertExpiring { days_left: days });
+    }
+    let changed = {
+        let Ok(mut l) = live.lock() else { return };
+        let prev = l.monitors.get(&key).map(|m| m.tracker.clone());
+        let entry = l.monitors.entry(key.clone()).or_default();
+        entry.tracker = tracker.clone();
+        entry.checked_at = Some(now);
+        entry.latency_ms = latency;
+        entry.reason = done.outcome.reason;
+        entry.message = done.outcome.message.clone();
+        entry.attempts = obs.attempts;
+        if done.outcome.cert.is_some() {
+            entry.cert = done.outcome.cert.clone();
+        }
+        if cert_days.is_some() {
+            entry.cert_days_notified = cert_days;
+        }
+        prev.as_ref() != Some(&tracker)
+    };
+    if let (Some(alerter), Some(catalog)) = (&hooks.alerter, &hooks.catalog)
+        && !kinds.is_empty()
+    {
+        let snap = catalog.borrow().clone();
+        for kind in kinds {
+            let change = Change {
+                kind,
+                previous: shown_before,
+                current: obs.state,
+                reason: done.outcome.reason.map(|r| r.as_str().to_string()),
+                message: done.outcome.message.clone(),
+                latency_ms: latency,
+            };
+            alerter
+                .handle(&snap, &key, incident_of_event, change, now)
+                .await;
+        }
+    }
+    if changed {
+        let row = state_row(&key, &tracker, now);
+        if let Err(e) = store.save_monitor_state(row).await {
+            tracing::error!(monitor = %key, error = %e, "cannot save monitor state");
+        }
+    }
+}
+
+pub(crate) fn state_row(key: &ObjKey, t: &Tracker, now: DateTime<Utc>) -> MonitorStateRow {
+    MonitorStateRow {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        state: t.shown(),
+        since: t.since,
+        last_checked_at: Some(now),
+        consecutive_failures: t.consecutive_failures,
+        open_incident_id: t.open_incident,
+        cert_expires_at: None,
+    }
+}
