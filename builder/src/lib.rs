@@ -5,8 +5,10 @@
 
 pub mod badge;
 pub mod bench;
+mod digest;
 mod font;
 pub mod model;
+mod par;
 pub mod publish;
 pub mod render;
 pub mod source;
@@ -280,7 +282,7 @@ impl Builder {
             if bytes.len() > MAX_BRAND_BYTES {
                 return None;
             }
-            let digest = source::hex(&Sha256::digest(&bytes));
+            let digest = digest::hex(&Sha256::digest(&bytes));
             Some((
                 format!("assets/brand.{}.{ext}", &digest[..10]),
                 bytes.to_vec(),

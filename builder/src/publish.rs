@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::render::OutFile;
-use crate::source::hex;
+use crate::digest::hex;
+use crate::par::par_map;
 
 /// Where the manifest lives in the output.
 pub const MANIFEST: &str = ".kubekuma/manifest.json";
@@ -98,7 +99,7 @@ impl Publisher {
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
         // Hashing tens of megabytes of badges and pages: on all cores.
-        let hashes = crate::render::par_map(&files, |f| match &f.keep {
+        let hashes = par_map(&files, |f| match &f.keep {
             Some(h) => h.clone(),
             None => hex(&Sha256::digest(&f.bytes)),
         });

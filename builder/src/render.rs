@@ -26,7 +26,9 @@ use crate::badge::{
     Badge, BadgeColor, BadgePart, BadgeRenderer, color_for_cert_days, color_for_latency,
     color_for_uptime, compose_png, shields_endpoint_json,
 };
+use crate::digest::hex;
 use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
+use crate::par::par_map;
 use crate::theme::Theme;
 
 /// Order of publication: assets before what uses them, pages before indexes.
@@ -288,7 +290,7 @@ fn render_badges(
         let svg = renderer.svg(badge);
         let svg_hash = opts
             .png_badges
-            .then(|| crate::source::hex(&sha2::Sha256::digest(svg.as_bytes())));
+            .then(|| hex(&sha2::Sha256::digest(svg.as_bytes())));
         (
             svg,
             json_file(format!("{stem}.json"), &shields_endpoint_json(badge)),
@@ -392,47 +394,6 @@ fn render_badges(
         });
     }
     Ok(out)
-}
-
-/// `f` over `items` on all cores, in order. Work is handed out in small blocks, so a
-/// slow item does not hold up a whole share.
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
-        .min(items.len());
-    if threads <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let block = (items.len() / (threads * 8)).clamp(1, 64);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut blocks: Vec<(usize, Vec<R>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let start = next.fetch_add(block, std::sync::atomic::Ordering::Relaxed);
-                        if start >= items.len() {
-                            break done;
-                        }
-                        let end = (start + block).min(items.len());
-                        done.push((start, items[start..end].iter().map(&f).collect()));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
-    blocks.sort_unstable_by_key(|(start, _)| *start);
-    blocks.into_iter().flat_map(|(_, v)| v).collect()
 }
 
 /// PNG badges are rendered at twice the SVG size, for high-density screens.

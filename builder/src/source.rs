@@ -14,6 +14,9 @@ use kubekuma_crds::store::{ExportError, ObjectTarget};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
+use crate::par::par_map;
+
 /// Days of history a page shows (the 90-day strip, the incident history).
 pub const HISTORY_DAYS: i64 = 90;
 
@@ -141,7 +144,7 @@ pub async fn load(
                 Err(e) => inputs.warnings.push(e.to_string()),
             }
         }
-        let parsed = crate::render::par_map(&fetched, |(what, key, bytes)| {
+        let parsed = par_map(&fetched, |(what, key, bytes)| {
             let bad =
                 |e: serde_json::Error| format!("{key}: not a valid object of layout {LAYOUT}: {e}");
             match what {
@@ -224,11 +227,6 @@ async fn read_json<T: DeserializeOwned>(
             None
         }
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use sha2::{Digest, Sha256};
 
-use crate::source::hex;
+use crate::digest::hex;
 
 /// The default theme's files, relative to `themes/default/`.
 const DEFAULT_FILES: &[(&str, &[u8])] = &[
