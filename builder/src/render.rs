@@ -23,13 +23,32 @@ use serde_json::json;
 use sha2::Digest;
 
 use crate::badge::{
-    Badge, BadgeColor, BadgePart, BadgeRenderer, color_for_cert_days, color_for_latency,
-    color_for_uptime, compose_png, shields_endpoint_json,
+    Badge, BadgeColor, BadgeError, BadgePart, BadgeRenderer, color_for_cert_days,
+    color_for_latency, color_for_uptime, compose_png, shields_endpoint_json,
 };
 use crate::digest::hex;
 use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
 use crate::par::par_map;
-use crate::theme::Theme;
+use crate::theme::{Theme, ThemeError};
+
+/// Why the site could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed.
+    #[error(transparent)]
+    Theme(#[from] ThemeError),
+    /// A part (label or message) of PNG badges could not be rasterised.
+    #[error("badge part: {0}")]
+    BadgePart(#[source] BadgeError),
+    /// A PNG badge could not be rendered.
+    #[error("badge {badge}: {source}")]
+    Badge {
+        /// The badge, as its fields.
+        badge: String,
+        /// Why.
+        source: BadgeError,
+    },
+}
 
 /// Order of publication: assets before what uses them, pages before indexes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,7 +107,7 @@ pub fn render_site(
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
-) -> Result<Vec<OutFile>, String> {
+) -> Result<Vec<OutFile>, RenderError> {
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     for a in theme.assets.values() {
@@ -172,7 +191,7 @@ fn render_page(
     theme: &Theme,
     opts: &RenderOptions,
     assets_value: &Value,
-) -> Result<PageOutput, String> {
+) -> Result<PageOutput, RenderError> {
     let mut files = Vec::new();
     let mut page_badges = Vec::new();
     let base = format!("{}/", page.slug);
@@ -282,7 +301,7 @@ fn render_badges(
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
-) -> Result<Vec<OutFile>, String> {
+) -> Result<Vec<OutFile>, RenderError> {
     let started = std::time::Instant::now();
     type Key = (String, String, String);
     // SVG and shields JSON of every badge, on all cores.
@@ -355,10 +374,10 @@ fn render_badges(
             })
         })
         .collect();
-    let rasters: Vec<Result<BadgePart, String>> = par_map(&parts, |svg| {
+    let rasters: Vec<Result<BadgePart, RenderError>> = par_map(&parts, |svg| {
         renderer
             .raster_part(svg, PNG_SCALE)
-            .map_err(|e| format!("badge part: {e}"))
+            .map_err(RenderError::BadgePart)
     });
     let mut rasters_ok = Vec::with_capacity(rasters.len());
     for r in rasters {
@@ -367,12 +386,15 @@ fn render_badges(
     timings.push(("badge parts", started.elapsed()));
     let started = std::time::Instant::now();
     let indices: Vec<usize> = (0..todo.len()).collect();
-    let pngs: Vec<Result<Vec<u8>, String>> = par_map(&indices, |&i| {
+    let pngs: Vec<Result<Vec<u8>, RenderError>> = par_map(&indices, |&i| {
         let badge = todo[i];
         let joined = halves[i].map(|[l, m]| compose_png(&rasters_ok[l], &rasters_ok[m]));
         joined
             .unwrap_or_else(|| renderer.png_whole(badge, PNG_SCALE))
-            .map_err(|e| format!("badge {badge:?}: {e}"))
+            .map_err(|source| RenderError::Badge {
+                badge: format!("{badge:?}"),
+                source,
+            })
     });
     let mut pngs_ok = Vec::with_capacity(pngs.len());
     for p in pngs {

@@ -1,11 +1,9 @@
 //! The builder end to end on fixed inputs: golden files, escaping, JSON shapes,
 //! incremental publishing, themes.
 
-mod common;
-
-use common::*;
-use kubekuma_builder::badge::BadgeRenderer;
-use kubekuma_builder::{Builder, Theme};
+use super::common::*;
+use crate::badge::BadgeRenderer;
+use crate::{Builder, Theme};
 use serde_json::Value;
 
 async fn built() -> std::collections::BTreeMap<String, bytes::Bytes> {
