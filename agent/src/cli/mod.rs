@@ -1,0 +1,424 @@
+//! Command-line interface of the `kubekuma` binary: the clap arguments, `run` (one
+//! function per command, each in its own file) and the helpers the commands share (the
+//! tokio runtime, logging, the shutdown signal, the agent's options).
+
+mod agent;
+mod api_key;
+mod bench;
+mod build;
+mod check;
+mod crds;
+mod demo;
+mod hash_password;
+mod notify;
+mod up;
+mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::findings::Finding;
+use crate::runtime::AgentOptions;
+
+pub use build::make_builder;
+pub use check::{CheckResult, CheckRow, PUSH_SKIPPED, check_table};
+pub use demo::{DEMO, demo_files};
+
+/// KubeKuma: Kubernetes-native uptime monitoring with static status pages.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubekuma",
+    version,
+    about = "KubeKuma: Kubernetes-native uptime monitoring with static status pages"
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by `agent` and `up`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Manifest files or folders (folder mode)
+    #[arg(long = "config", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Data folder: SQLite database and the default local object store
+    #[arg(long, env = "KUBEKUMA_DATA", default_value = "./kubekuma-data")]
+    pub data: PathBuf,
+    /// Identity of this agent in the object store (default: the host name)
+    #[arg(long, env = "KUBEKUMA_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Object store for results: file:///path, s3://bucket/prefix, gs://…, az://…, memory:// (default: file://<data>/objects)
+    #[arg(long = "store", env = "KUBEKUMA_STORE_URL", value_name = "URL")]
+    pub store: Option<String>,
+    /// SQLite database as sqlite:PATH (default: <data>/kubekuma.db)
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Seconds between batched writes to the object store (default 60; 5 for `up`)
+    #[arg(long)]
+    pub flush_interval: Option<u64>,
+}
+
+/// Options of `build`.
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Object store the agents write to: file:///path, a folder, s3://bucket/prefix, gs://…, az://…
+    #[arg(
+        long,
+        env = "KUBEKUMA_STORE_URL",
+        default_value = "./kubekuma-data/objects"
+    )]
+    pub source: String,
+    /// Output: a folder or a bucket URL (s3://, gs://, az://)
+    #[arg(
+        long,
+        env = "KUBEKUMA_SITE_URL",
+        default_value = "./kubekuma-data/site"
+    )]
+    pub out: String,
+    /// Theme folder (templates/, static/, fonts/); default: the built-in theme
+    #[arg(long, env = "KUBEKUMA_THEME", value_name = "DIR")]
+    pub theme: Option<PathBuf>,
+    /// Public URL of the output root, for links in feeds (e.g. https://status.example.com/)
+    #[arg(long, env = "KUBEKUMA_BASE_URL", default_value = "")]
+    pub base_url: String,
+    /// Seconds after which visitors see a "status data may be stale" notice
+    #[arg(long, default_value_t = 900)]
+    pub stale_after: u64,
+    /// Skip the PNG copies of badges
+    #[arg(long)]
+    pub no_png: bool,
+    /// Do not fetch http(s) logos and favicons (they are then left out)
+    #[arg(long)]
+    pub no_fetch_branding: bool,
+    /// Keep rebuilding when agents write new objects
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between checks for new objects in --watch mode
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
+}
+
+/// The commands of design.md.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything locally on one port (the bundled demo manifests unless --config)
+    Up {
+        /// Agent options
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Address to serve on
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+    },
+    /// Run the probe agent: folder mode with --config, else kube mode (in a cluster or with KUBECONFIG)
+    Agent {
+        /// Agent options
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Address for /health, /ready and the admin API (default 0.0.0.0:$PORT, PORT=3000)
+        #[arg(long)]
+        listen: Option<String>,
+        /// Kube mode: comma-separated namespaces to watch (default: all)
+        #[arg(long, env = "KUBE_NAMESPACE", value_name = "NS[,NS…]")]
+        namespace: Option<String>,
+        /// Kube mode: seconds between status writes
+        #[arg(long, env = "KUBEKUMA_STATUS_INTERVAL", default_value_t = 30)]
+        status_interval: u64,
+        /// Kube mode: public URL of the built site, for the status of StatusPages without a host
+        #[arg(long, env = "KUBEKUMA_BASE_URL")]
+        base_url: Option<String>,
+        /// Required: the HS256 key of admin API sessions, at least 32 bytes (e.g. `openssl rand -hex 32`); prefer the environment variable to the flag
+        #[arg(
+            long,
+            env = "SESSION_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
+        session_secret: Option<String>,
+    },
+    /// Render status pages, badges, JSON and feeds once (--watch to keep going)
+    Build(BuildArgs),
+    /// Run every monitor in these manifests once and print the results (push monitors are skipped: they wait for pushes to a running agent); exit 1 if any is down
+    Check {
+        /// Manifest files or folders
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Check manifests exactly as the agent reads them; exit 1 on any error
+    Validate {
+        /// Manifest files or folders
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Exit non-zero on warnings too
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the CustomResourceDefinitions of all ten kinds as YAML
+    Crds,
+    /// Read a password from stdin (first line) and print a Secret with its argon2id hash plus the LocalUser that uses it, as YAML for `kubectl apply -f -`
+    HashPassword(HashPasswordArgs),
+    /// Manage API keys of the admin API
+    ApiKey {
+        /// What to do
+        #[command(subcommand)]
+        what: ApiKeyCommand,
+    },
+    /// Send notifications by hand
+    Notify {
+        /// What to do
+        #[command(subcommand)]
+        what: NotifyCommand,
+    },
+    /// Measure the agent (and later the builder)
+    Bench {
+        /// What to measure
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+/// Options of `hash-password`.
+#[derive(Args, Debug, Clone)]
+pub struct HashPasswordArgs {
+    /// The LocalUser's login name (spec.username)
+    #[arg(long, default_value = "admin")]
+    pub username: String,
+    /// Namespace of the LocalUser and its Secret
+    #[arg(long, default_value = "kubekuma")]
+    pub namespace: String,
+    /// Role: admin, editor or viewer
+    #[arg(long, default_value = "admin", value_parser = ["admin", "editor", "viewer"])]
+    pub role: String,
+    /// Resource name of the LocalUser (default: derived from the username); the Secret is NAME-credentials
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `kubekuma api-key` commands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Generate a key: the key goes to stderr (shown once), a Secret with its argon2id hash plus the ApiKey to stdout, as YAML for `kubectl apply -f -`
+    Create {
+        /// Human-readable key name (spec.name); the resource name is derived from it
+        #[arg(long)]
+        name: String,
+        /// Role the key acts with: admin, editor or viewer
+        #[arg(long, value_parser = ["admin", "editor", "viewer"])]
+        role: String,
+        /// Namespace of the ApiKey and its Secret
+        #[arg(long, default_value = "kubekuma")]
+        namespace: String,
+        /// A development key (kk_test_…) instead of a production one (kk_live_…)
+        #[arg(long)]
+        test: bool,
+        /// Expiry: RFC 3339 (2027-01-01T00:00:00Z) or a duration from now (30d, 12h, 2w)
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+    },
+}
+
+/// `kubekuma notify` commands.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message through a NotificationProvider of these manifests and report the outcome
+    Test {
+        /// The provider: NAME or NAMESPACE/NAME
+        provider: String,
+        /// Manifest files or folders holding the provider and its Secrets
+        #[arg(long = "config", value_name = "PATH", required = true)]
+        config: Vec<PathBuf>,
+        /// The message's title
+        #[arg(long, default_value = "KubeKuma test notification")]
+        title: String,
+        /// The message's text
+        #[arg(
+            long,
+            default_value = "This is a test message from `kubekuma notify test`. If you can read it, the provider works."
+        )]
+        message: String,
+    },
+}
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// N HTTP monitors against a local target server, through the real agent pipeline
+    Agent {
+        /// Number of monitors
+        #[arg(long, default_value_t = 1000)]
+        monitors: usize,
+        /// Interval of each monitor, seconds
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Measured seconds (after one interval of warm-up)
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Checks running at once
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+    /// Generate N monitors with history, then time a full build and a no-change rebuild
+    Build {
+        /// Number of monitors
+        #[arg(long, default_value_t = 1000)]
+        monitors: usize,
+        /// Days of history
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        /// Skip PNG badges
+        #[arg(long)]
+        no_png: bool,
+    },
+    /// The benchmark's target server (started by `bench agent` in a child process)
+    #[command(hide = true)]
+    Target {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("kubekuma: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crds => crds::crds(),
+        Command::Validate { paths, strict } => validate::validate(&paths, strict),
+        Command::Check { paths } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(check::check(&paths)))
+        }
+        Command::Up { agent, listen } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(up::up(agent, listen)))
+        }
+        Command::Agent {
+            agent,
+            listen,
+            namespace,
+            status_interval,
+            base_url,
+            session_secret,
+        } => runtime().map_or(ExitCode::FAILURE, |rt| {
+            let kube = agent::KubeArgs {
+                namespace,
+                status_interval,
+                base_url,
+            };
+            rt.block_on(agent::agent_cmd(agent, listen, kube, session_secret))
+        }),
+        Command::Bench { what } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(bench::bench(what)))
+        }
+        Command::Build(b) => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(build::build_cmd(b)))
+        }
+        Command::HashPassword(args) => hash_password::hash_password(args),
+        Command::ApiKey { what } => api_key::api_key(what),
+        Command::Notify { what } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(notify::notify(what)))
+        }
+    }
+}
+
+/// The role of `--role` (`admin`, `editor` or `viewer`, which clap already checked).
+fn parse_role(role: &str) -> kubekuma_crds::auth::Role {
+    use kubekuma_crds::auth::Role;
+    match role {
+        "admin" => Role::Admin,
+        "editor" => Role::Editor,
+        _ => Role::Viewer,
+    }
+}
+
+/// Print findings, one per line, `error: …` / `warning: …`.
+pub fn print_findings(out: &mut impl Write, findings: &[Finding]) {
+    for f in findings {
+        let _ = writeln!(out, "{}: {f}", f.severity);
+    }
+}
+
+/// `n` and the word `w`, with an `s` unless `n` is 1.
+fn plural(n: usize, w: &str) -> String {
+    format!("{n} {w}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A watch channel that turns `true` on Ctrl-C (or SIGTERM on Unix).
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// The agent's options from those shared by `agent` and `up`.
+fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
+    AgentOptions {
+        config,
+        data_dir: a.data,
+        listen,
+        agent_id: a
+            .agent_id
+            .map(|id| crate::export::sanitize_agent_id(&id))
+            .unwrap_or_else(crate::export::agent_id),
+        store_url: a.store,
+        store_options: Vec::new(),
+        database_url: a.database_url,
+        flush_interval: Duration::from_secs(a.flush_interval.unwrap_or(60).max(1)),
+        site_dir: None,
+        session_secret: None,
+        metrics: None,
+    }
+}
+
+/// Set up logging: human-readable on a terminal, JSON otherwise; level from `LOG_LEVEL`.
+pub fn init_logging() {
+    let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        let _ = builder.try_init();
+    } else {
+        let _ = builder.json().try_init();
+    }
+}
