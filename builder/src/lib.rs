@@ -23,17 +23,22 @@ pub mod twins;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kubekuma_crds::store::{ExportError, ObjectTarget};
+use kubekuma_crds::store::ObjectTarget;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 pub use badge::BadgeError;
+pub use par::Cancelled;
 pub use publish::{PublishError, PublishReport, WriteError};
 pub use render::{RenderError, RenderOptions};
+pub use source::SourceError;
 pub use theme::{Theme, ThemeError};
+
+use par::off_runtime;
 
 /// Why a builder could not be made or a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +53,10 @@ pub enum BuildError {
     },
     /// The source could not be listed or read (names the key and the store).
     #[error(transparent)]
-    Source(#[from] ExportError),
+    Source(#[from] SourceError),
+    /// Modelling or rendering on the blocking pool was cancelled.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     /// Rendering failed (names the template or the badge).
     #[error(transparent)]
     Render(#[from] RenderError),
@@ -72,6 +80,32 @@ pub struct BuildOptions {
     pub fetch_branding: bool,
 }
 
+/// The steps of a build, in order, as [`Builder::with_observer`]'s function is told them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildPhase {
+    /// Reading the agents' objects (told on the async task).
+    Read,
+    /// Computing the site model (told on the blocking pool, where it runs).
+    Model,
+    /// Rendering pages, feeds, JSON, badges and rasters (told on the blocking pool,
+    /// where it runs).
+    Render,
+    /// Publishing the files (told on the async task).
+    Publish,
+}
+
+/// Who is told each [`BuildPhase`] of a build (nobody by default).
+#[derive(Clone, Default)]
+struct Observer(Option<Arc<dyn Fn(BuildPhase) + Send + Sync>>);
+
+impl Observer {
+    fn tell(&self, phase: BuildPhase) {
+        if let Some(f) = &self.0 {
+            f(phase);
+        }
+    }
+}
+
 /// What one build did.
 #[derive(Clone, Debug, Default)]
 pub struct BuildReport {
@@ -87,12 +121,17 @@ pub struct BuildReport {
 }
 
 /// A builder with its theme, badge renderer and output, reusable across builds.
+///
+/// Its CPU-heavy steps (parsing, modelling, rendering, hashing) run on tokio's blocking
+/// pool, so a build of thousands of monitors never holds up the runtime's other tasks;
+/// its futures are `Send`, so a rebuild loop can be a task of its own.
 pub struct Builder {
     source: ObjectTarget,
-    theme: Theme,
-    badges: badge::BadgeRenderer,
+    theme: Arc<Theme>,
+    badges: Arc<badge::BadgeRenderer>,
     publisher: publish::Publisher,
     opts: BuildOptions,
+    observer: Observer,
     brand_cache: BTreeMap<String, Option<(String, Vec<u8>)>>,
     http: Option<reqwest::Client>,
 }
@@ -113,18 +152,31 @@ impl Builder {
         })?;
         Ok(Builder {
             source,
-            theme,
-            badges,
+            theme: Arc::new(theme),
+            badges: Arc::new(badges),
             publisher: publish::Publisher::new(out),
             opts,
+            observer: Observer::default(),
             brand_cache: BTreeMap::new(),
             http: None,
         })
     }
 
-    /// One build: read, render, publish.
+    /// Tell `f` each [`BuildPhase`] of every build as it starts, on the thread that runs
+    /// it. `f` must return at once for [`BuildPhase::Read`] and [`BuildPhase::Publish`]
+    /// (told on the async task); for [`BuildPhase::Model`] and [`BuildPhase::Render`]
+    /// (told on the blocking pool) holding it holds only the build, which is how a test
+    /// keeps a build in progress while it looks at what else goes on.
+    pub fn with_observer(mut self, f: impl Fn(BuildPhase) + Send + Sync + 'static) -> Builder {
+        self.observer = Observer(Some(Arc::new(f)));
+        self
+    }
+
+    /// One build: read, model, render (both on the blocking pool), publish.
     pub async fn build(&mut self) -> Result<BuildReport, BuildError> {
         let t0 = std::time::Instant::now();
+        let observer = self.observer.clone();
+        observer.tell(BuildPhase::Read);
         let inputs = source::load(&self.source, self.opts.now).await?;
         let t_read = t0.elapsed();
         let now = self
@@ -132,26 +184,43 @@ impl Builder {
             .now
             .or_else(|| inputs.data_time())
             .unwrap_or_else(Utc::now);
-        let mut site = model::site(&inputs, now);
+        let told = observer.clone();
+        let mut site = off_runtime(move || {
+            told.tell(BuildPhase::Model);
+            model::site(&inputs, now)
+        })
+        .await?;
         let mut warnings = std::mem::take(&mut site.warnings);
         let extra = self.resolve_branding(&mut site, &mut warnings).await;
         let t_model = t0.elapsed();
         let previous = self.publisher.previous().await?;
-        let mut render_timings = Vec::new();
-        let files = render::render_site(
-            &site,
-            &self.theme,
-            &self.badges,
-            &extra,
-            &self.opts.render,
-            &previous,
-            &mut render_timings,
-        )?;
+        let (theme, badges, opts) = (
+            self.theme.clone(),
+            self.badges.clone(),
+            self.opts.render.clone(),
+        );
+        let told = observer.clone();
+        let (pages, files, render_timings) = off_runtime(move || {
+            told.tell(BuildPhase::Render);
+            let mut timings = Vec::new();
+            render::render_site(
+                &site,
+                &theme,
+                &badges,
+                &extra,
+                &opts,
+                &previous,
+                &mut timings,
+            )
+            .map(|files| (site.pages.len(), files, timings))
+        })
+        .await??;
         let t_render = t0.elapsed();
+        observer.tell(BuildPhase::Publish);
         let publish = self.publisher.publish(files).await?;
         let t_publish = t0.elapsed();
         Ok(BuildReport {
-            pages: site.pages.len(),
+            pages,
             publish,
             warnings,
             timings: vec![

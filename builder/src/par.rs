@@ -1,5 +1,6 @@
-//! Running a function over many items on all cores (pages, badges, rasters, parsing,
-//! hashing), without an async runtime: the lowest floor of the builder.
+//! Where the builder's CPU-heavy work runs: a function over many items on all cores
+//! (pages, badges, rasters, parsing, hashing), and whole steps on tokio's blocking pool,
+//! off the async runtime. The lowest floor of the builder.
 
 /// `f` over `items` on all cores, in order. Work is handed out in small blocks, so a
 /// slow item does not hold up a whole share.
@@ -40,4 +41,24 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
     });
     blocks.sort_unstable_by_key(|(start, _)| *start);
     blocks.into_iter().flat_map(|(_, v)| v).collect()
+}
+
+/// A build step handed to the blocking pool was cancelled: the runtime is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("a build step on the blocking pool was cancelled (the runtime is shutting down)")]
+pub struct Cancelled;
+
+/// Run the CPU-heavy `f` (parsing, modelling, rendering, hashing) on tokio's blocking
+/// pool, so that the runtime's workers keep serving everything else meanwhile. A panic
+/// in `f` is resumed here, as if `f` had run inline.
+pub(crate) async fn off_runtime<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Cancelled> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Cancelled),
+        },
+    }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
-use crate::par::par_map;
+use crate::par::{Cancelled, off_runtime, par_map};
 use crate::render::OutFile;
 
 /// Where the manifest lives in the output.
@@ -56,6 +56,9 @@ pub enum PublishError {
         /// The first failure.
         source: WriteError,
     },
+    /// Hashing on the blocking pool was cancelled; nothing was written.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     /// The new manifest could not be written (the next build reads it again).
     #[error("{target}: cannot write the manifest: {source}")]
     WriteManifest {
@@ -159,11 +162,15 @@ impl Publisher {
         };
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
-        // Hashing tens of megabytes of badges and pages: on all cores.
-        let hashes = par_map(&files, |f| match &f.keep {
-            Some(h) => h.clone(),
-            None => hex(&Sha256::digest(&f.bytes)),
-        });
+        // Hashing tens of megabytes of badges and pages: on all cores, off the runtime.
+        let (files, hashes) = off_runtime(move || {
+            let hashes = par_map(&files, |f| match &f.keep {
+                Some(h) => h.clone(),
+                None => hex(&Sha256::digest(&f.bytes)),
+            });
+            (files, hashes)
+        })
+        .await?;
         for (f, h) in files.into_iter().zip(hashes) {
             if old.files.get(&f.path) == Some(&h) {
                 report.unchanged += 1;
@@ -187,20 +194,29 @@ impl Publisher {
             {
                 Some(root) => write_local(root, &mut changed[i..end], &old).await,
                 None => {
+                    // Owned futures (no closure borrowing its argument), so that the
+                    // build's future stays Send.
                     let out = &self.out;
-                    futures::stream::iter(changed[i..end].iter_mut())
-                        .map(|(f, h)| async move {
-                            let r = out
-                                .put_with(
-                                    &f.path,
-                                    Bytes::from(std::mem::take(&mut f.bytes)),
-                                    content_type(&f.path),
-                                    cache_control(&f.path),
-                                )
-                                .await
-                                .map_err(WriteError::from);
-                            (f.path.clone(), h.clone(), r)
+                    let puts: Vec<_> = changed[i..end]
+                        .iter_mut()
+                        .map(|(f, h)| {
+                            let (path, hash) = (f.path.clone(), h.clone());
+                            let bytes = Bytes::from(std::mem::take(&mut f.bytes));
+                            async move {
+                                let r = out
+                                    .put_with(
+                                        &path,
+                                        bytes,
+                                        content_type(&path),
+                                        cache_control(&path),
+                                    )
+                                    .await
+                                    .map_err(WriteError::from);
+                                (path, hash, r)
+                            }
                         })
+                        .collect();
+                    futures::stream::iter(puts)
                         .buffer_unordered(CONCURRENCY)
                         .collect()
                         .await
