@@ -19,9 +19,38 @@ use kubekuma_crds::objects::{
 };
 use kubekuma_crds::results::{FailureReason, Incident};
 use kubekuma_crds::status_page::BadgeScope;
-use kubekuma_crds::store::open_store;
+use kubekuma_crds::store::{ExportError, open_store};
 
-use crate::{BuildOptions, Builder, RenderOptions, Theme};
+use crate::badge::{Badge, BadgeColor, BadgeError, BadgeRenderer};
+use crate::{BuildError, BuildOptions, Builder, RenderOptions, Theme, ThemeError};
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The temporary folders could not be made.
+    #[error("bench: temporary folder: {0}")]
+    Folder(#[from] std::io::Error),
+    /// The generated inputs could not be written or read back.
+    #[error("bench: {0}")]
+    Store(#[from] ExportError),
+    /// The default theme does not load.
+    #[error("bench: {0}")]
+    Theme(#[from] ThemeError),
+    /// A build failed.
+    #[error("bench: {0}")]
+    Build(#[from] BuildError),
+    /// A badge could not be rendered.
+    #[error("bench: {0}")]
+    Badge(#[from] BadgeError),
+    /// The generated state object is gone or does not parse.
+    #[error("bench: the generated state {key}: {cause}")]
+    State {
+        /// Its key.
+        key: String,
+        /// What is wrong with it.
+        cause: String,
+    },
+}
 
 /// Monitors per generated status page.
 pub const MONITORS_PER_PAGE: usize = 50;
@@ -118,7 +147,7 @@ impl fmt::Display for BuildBenchReport {
 }
 
 /// Run the benchmark.
-pub async fn run(b: BuildBench) -> anyhow::Result<BuildBenchReport> {
+pub async fn run(b: BuildBench) -> Result<BuildBenchReport, BenchError> {
     let dir = tempfile::tempdir()?;
     let src_dir = dir.path().join("objects");
     let out_dir = dir.path().join("site");
@@ -165,19 +194,22 @@ pub async fn run(b: BuildBench) -> anyhow::Result<BuildBenchReport> {
 
     // One monitor goes down.
     let state_key = keys::state("bench");
-    let mut state: AgentState = serde_json::from_slice(
-        &source
-            .get(&state_key)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("state vanished"))?,
-    )?;
+    let bad_state = |cause: String| BenchError::State {
+        key: state_key.clone(),
+        cause,
+    };
+    let stored = source
+        .get(&state_key)
+        .await?
+        .ok_or_else(|| bad_state("vanished".into()))?;
+    let mut state: AgentState =
+        serde_json::from_slice(&stored).map_err(|e| bad_state(e.to_string()))?;
     if let Some(m) = state.monitors.values_mut().next() {
         m.state = MonitorState::Down;
         m.reason = Some(FailureReason::Timeout);
     }
-    source
-        .put(&state_key, Bytes::from(serde_json::to_vec(&state)?))
-        .await?;
+    let body = serde_json::to_vec(&state).map_err(|e| bad_state(e.to_string()))?;
+    source.put(&state_key, Bytes::from(body)).await?;
     let t = Instant::now();
     let one = Builder::new(source.clone(), out.clone(), theme()?, opts)?
         .build()
@@ -200,6 +232,69 @@ pub async fn run(b: BuildBench) -> anyhow::Result<BuildBenchReport> {
         one_change_files: one.publish.written.len(),
         bench: b,
     })
+}
+
+/// CPU time per badge of rasterising a whole status badge, against its label part and
+/// its message part alone (a build rasterises parts and joins them), in milliseconds.
+#[derive(Clone, Debug)]
+pub struct PartsReport {
+    /// The whole badge.
+    pub whole_ms: f64,
+    /// The label part.
+    pub label_ms: f64,
+    /// The message part.
+    pub message_ms: f64,
+}
+
+impl fmt::Display for PartsReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CPU per badge: whole {:.2} ms, label part {:.2} ms, message part {:.2} ms",
+            self.whole_ms, self.label_ms, self.message_ms
+        )
+    }
+}
+
+/// Measure [`PartsReport`] over `count` status badges `svc-NNNNN | up` (on this thread).
+pub fn parts(count: usize) -> Result<PartsReport, BenchError> {
+    let theme = Theme::default_theme()?;
+    let r = BadgeRenderer::new(theme.badge_font)?;
+    let badges: Vec<_> = (0..count)
+        .map(|i| Badge::new(format!("svc-{i:05}"), "up", BadgeColor::Green))
+        .collect();
+    let t = thread_cpu();
+    for b in &badges {
+        r.png(&r.svg(b), 2.0)?;
+    }
+    let whole = thread_cpu() - t;
+    let t = thread_cpu();
+    for b in &badges {
+        let [l, _] = r.png_parts(b, 2.0).unwrap_or_default();
+        r.raster_part(&l, 2.0)?;
+    }
+    let label = thread_cpu() - t;
+    let t = thread_cpu();
+    for b in &badges {
+        let [_, m] = r.png_parts(b, 2.0).unwrap_or_default();
+        r.raster_part(&m, 2.0)?;
+    }
+    let message = thread_cpu() - t;
+    let per_badge = |secs: f64| secs * 1000.0 / count.max(1) as f64;
+    Ok(PartsReport {
+        whole_ms: per_badge(whole),
+        label_ms: per_badge(label),
+        message_ms: per_badge(message),
+    })
+}
+
+/// CPU seconds of this thread (Linux `/proc/thread-self/stat`); zero elsewhere.
+fn thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
 }
 
 /// User and system CPU seconds of this process so far (Linux `/proc/self/stat`, in

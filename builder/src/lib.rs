@@ -1,18 +1,29 @@
-//! The static-site builder: reads agents' objects ([`source`]), turns them into what
-//! pages show ([`model`]), renders pages, feeds, JSON and badges with a theme
-//! ([`theme`], [`render`], [`badge`]) and publishes the files incrementally
-//! ([`publish`]). [`Builder`] ties them together for one build or a watch loop.
+//! The static-site builder: reads agents' objects (`source`), turns them into what
+//! pages show (`model`), renders pages, feeds, JSON and badges with a theme (`theme`,
+//! `render`, `badge`) and publishes the files incrementally ([`publish`]). [`Builder`]
+//! ties them together for one build or a watch loop.
+//!
+//! Public: [`Builder`] and its options, [`Theme`], the error types, [`twins`] (the
+//! narrow door of the agent's dynamic twins), [`bench`], and what an HTTP server of the
+//! published site needs from [`publish`]. Everything else is private to the crate.
 
-pub mod badge;
+mod badge;
 pub mod bench;
+mod digest;
 mod font;
-pub mod model;
+mod model;
+mod par;
 pub mod publish;
-pub mod render;
-pub mod source;
-pub mod theme;
+mod render;
+mod source;
+mod theme;
+pub mod twins;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,9 +31,39 @@ use kubekuma_crds::store::ObjectTarget;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub use publish::PublishReport;
-pub use render::RenderOptions;
-pub use theme::Theme;
+pub use badge::BadgeError;
+pub use par::Cancelled;
+pub use publish::{PublishError, PublishReport, WriteError};
+pub use render::{RenderError, RenderOptions};
+pub use source::SourceError;
+pub use theme::{Theme, ThemeError};
+
+use par::off_runtime;
+
+/// Why a builder could not be made or a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The theme's badge font is unusable.
+    #[error("theme {theme}: badge font: {source}")]
+    BadgeFont {
+        /// Where the theme came from (`default` or its folder).
+        theme: String,
+        /// Why.
+        source: BadgeError,
+    },
+    /// The source could not be listed or read (names the key and the store).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Modelling or rendering on the blocking pool was cancelled.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+    /// Rendering failed (names the template or the badge).
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// Publishing failed (names the output).
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
 
 /// Largest logo or favicon the builder fetches.
 const MAX_BRAND_BYTES: usize = 2 * 1024 * 1024;
@@ -37,6 +78,32 @@ pub struct BuildOptions {
     /// Fetch `http(s)` logos and favicons and publish them as assets (else they are
     /// left out, since pages make no external requests).
     pub fetch_branding: bool,
+}
+
+/// The steps of a build, in order, as [`Builder::with_observer`]'s function is told them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildPhase {
+    /// Reading the agents' objects (told on the async task).
+    Read,
+    /// Computing the site model (told on the blocking pool, where it runs).
+    Model,
+    /// Rendering pages, feeds, JSON, badges and rasters (told on the blocking pool,
+    /// where it runs).
+    Render,
+    /// Publishing the files (told on the async task).
+    Publish,
+}
+
+/// Who is told each [`BuildPhase`] of a build (nobody by default).
+#[derive(Clone, Default)]
+struct Observer(Option<Arc<dyn Fn(BuildPhase) + Send + Sync>>);
+
+impl Observer {
+    fn tell(&self, phase: BuildPhase) {
+        if let Some(f) = &self.0 {
+            f(phase);
+        }
+    }
 }
 
 /// What one build did.
@@ -54,12 +121,17 @@ pub struct BuildReport {
 }
 
 /// A builder with its theme, badge renderer and output, reusable across builds.
+///
+/// Its CPU-heavy steps (parsing, modelling, rendering, hashing) run on tokio's blocking
+/// pool, so a build of thousands of monitors never holds up the runtime's other tasks;
+/// its futures are `Send`, so a rebuild loop can be a task of its own.
 pub struct Builder {
     source: ObjectTarget,
-    theme: Theme,
-    badges: badge::BadgeRenderer,
+    theme: Arc<Theme>,
+    badges: Arc<badge::BadgeRenderer>,
     publisher: publish::Publisher,
     opts: BuildOptions,
+    observer: Observer,
     brand_cache: BTreeMap<String, Option<(String, Vec<u8>)>>,
     http: Option<reqwest::Client>,
 }
@@ -71,23 +143,40 @@ impl Builder {
         out: ObjectTarget,
         theme: Theme,
         opts: BuildOptions,
-    ) -> anyhow::Result<Builder> {
-        let badges = badge::BadgeRenderer::new(theme.badge_font.clone())
-            .map_err(|e| anyhow::anyhow!("theme {}: badge font: {e}", theme.origin))?;
+    ) -> Result<Builder, BuildError> {
+        let badges = badge::BadgeRenderer::new(theme.badge_font.clone()).map_err(|source| {
+            BuildError::BadgeFont {
+                theme: theme.origin.clone(),
+                source,
+            }
+        })?;
         Ok(Builder {
             source,
-            theme,
-            badges,
+            theme: Arc::new(theme),
+            badges: Arc::new(badges),
             publisher: publish::Publisher::new(out),
             opts,
+            observer: Observer::default(),
             brand_cache: BTreeMap::new(),
             http: None,
         })
     }
 
-    /// One build: read, render, publish.
-    pub async fn build(&mut self) -> anyhow::Result<BuildReport> {
+    /// Tell `f` each [`BuildPhase`] of every build as it starts, on the thread that runs
+    /// it. `f` must return at once for [`BuildPhase::Read`] and [`BuildPhase::Publish`]
+    /// (told on the async task); for [`BuildPhase::Model`] and [`BuildPhase::Render`]
+    /// (told on the blocking pool) holding it holds only the build, which is how a test
+    /// keeps a build in progress while it looks at what else goes on.
+    pub fn with_observer(mut self, f: impl Fn(BuildPhase) + Send + Sync + 'static) -> Builder {
+        self.observer = Observer(Some(Arc::new(f)));
+        self
+    }
+
+    /// One build: read, model, render (both on the blocking pool), publish.
+    pub async fn build(&mut self) -> Result<BuildReport, BuildError> {
         let t0 = std::time::Instant::now();
+        let observer = self.observer.clone();
+        observer.tell(BuildPhase::Read);
         let inputs = source::load(&self.source, self.opts.now).await?;
         let t_read = t0.elapsed();
         let now = self
@@ -95,35 +184,43 @@ impl Builder {
             .now
             .or_else(|| inputs.data_time())
             .unwrap_or_else(Utc::now);
-        let mut site = model::site(&inputs, now);
+        let told = observer.clone();
+        let mut site = off_runtime(move || {
+            told.tell(BuildPhase::Model);
+            model::site(&inputs, now)
+        })
+        .await?;
         let mut warnings = std::mem::take(&mut site.warnings);
         let extra = self.resolve_branding(&mut site, &mut warnings).await;
         let t_model = t0.elapsed();
-        let previous = self
-            .publisher
-            .previous()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.publisher.target()))?;
-        let mut render_timings = Vec::new();
-        let files = render::render_site(
-            &site,
-            &self.theme,
-            &self.badges,
-            &extra,
-            &self.opts.render,
-            &previous,
-            &mut render_timings,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let previous = self.publisher.previous().await?;
+        let (theme, badges, opts) = (
+            self.theme.clone(),
+            self.badges.clone(),
+            self.opts.render.clone(),
+        );
+        let told = observer.clone();
+        let (pages, files, render_timings) = off_runtime(move || {
+            told.tell(BuildPhase::Render);
+            let mut timings = Vec::new();
+            render::render_site(
+                &site,
+                &theme,
+                &badges,
+                &extra,
+                &opts,
+                &previous,
+                &mut timings,
+            )
+            .map(|files| (site.pages.len(), files, timings))
+        })
+        .await??;
         let t_render = t0.elapsed();
-        let publish = self
-            .publisher
-            .publish(files)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.publisher.target()))?;
+        observer.tell(BuildPhase::Publish);
+        let publish = self.publisher.publish(files).await?;
         let t_publish = t0.elapsed();
         Ok(BuildReport {
-            pages: site.pages.len(),
+            pages,
             publish,
             warnings,
             timings: vec![
@@ -259,40 +356,66 @@ impl Builder {
                     .unwrap_or_default()
             })
             .clone();
-        let got = async {
-            let resp = client.get(url).send().await.ok()?.error_for_status().ok()?;
-            let ctype = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let ext = match ctype.split(';').next().unwrap_or("").trim() {
-                "image/png" => "png",
-                "image/jpeg" => "jpg",
-                "image/gif" => "gif",
-                "image/webp" => "webp",
-                "image/svg+xml" => "svg",
-                "image/x-icon" | "image/vnd.microsoft.icon" => "ico",
-                _ => return None,
-            };
-            let bytes = resp.bytes().await.ok()?;
-            if bytes.len() > MAX_BRAND_BYTES {
-                return None;
+        let got = match fetch_image(&client, url).await {
+            Ok(got) => Some(got),
+            Err(e) => {
+                // The URL is not logged: it may carry credentials.
+                tracing::warn!("cannot fetch a page logo or favicon: {e}");
+                None
             }
-            let digest = source::hex(&Sha256::digest(&bytes));
-            Some((
-                format!("assets/brand.{}.{ext}", &digest[..10]),
-                bytes.to_vec(),
-            ))
-        }
-        .await;
-        if got.is_none() {
-            tracing::warn!(
-                "cannot fetch a page logo or favicon (non-image, too large or unreachable)"
-            );
-        }
+        };
         self.brand_cache.insert(url.to_string(), got.clone());
         got
     }
+}
+
+/// Why a logo or favicon was not fetched. Never names the URL, which may carry
+/// credentials.
+#[derive(Debug, thiserror::Error)]
+enum BrandError {
+    /// No answer, or the body could not be read.
+    #[error("unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    /// An answer other than 2xx.
+    #[error("the server answered {0}")]
+    Status(reqwest::StatusCode),
+    /// Not one of the image types pages can show.
+    #[error("the server sent {0:?}, not an image")]
+    NotAnImage(String),
+    /// Larger than [`MAX_BRAND_BYTES`].
+    #[error("the image is larger than {MAX_BRAND_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Fetch an image: its asset path (`assets/brand.<hash>.<ext>`) and bytes.
+async fn fetch_image(client: &reqwest::Client, url: &str) -> Result<(String, Vec<u8>), BrandError> {
+    let unreachable = |e: reqwest::Error| BrandError::Unreachable(e.without_url());
+    let resp = client.get(url).send().await.map_err(unreachable)?;
+    if !resp.status().is_success() {
+        return Err(BrandError::Status(resp.status()));
+    }
+    let ctype = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let ext = match ctype.split(';').next().unwrap_or("").trim() {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "image/svg+xml" => "svg",
+        "image/x-icon" | "image/vnd.microsoft.icon" => "ico",
+        _ => return Err(BrandError::NotAnImage(ctype)),
+    };
+    let bytes = resp.bytes().await.map_err(unreachable)?;
+    if bytes.len() > MAX_BRAND_BYTES {
+        return Err(BrandError::TooLarge);
+    }
+    let digest = digest::hex(&Sha256::digest(&bytes));
+    Ok((
+        format!("assets/brand.{}.{ext}", &digest[..10]),
+        bytes.to_vec(),
+    ))
 }

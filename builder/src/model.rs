@@ -432,7 +432,7 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         published.push(*page);
     }
     // Pages are independent: computed on all cores.
-    let mut views = crate::render::par_map(&published, |page| {
+    let mut views = crate::par::par_map(&published, |page| {
         page_view(page, &monitors, (&maintenance, &silences), now, &data_time)
     });
     views.sort_by(|a, b| a.slug.cmp(&b.slug));

@@ -13,12 +13,13 @@ use std::io::IsTerminal;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kubekuma_crds::store::ObjectTarget;
+use kubekuma_crds::store::{ExportError, ObjectTarget};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
+use crate::par::{Cancelled, off_runtime, par_map};
 use crate::render::OutFile;
-use crate::source::hex;
 
 /// Where the manifest lives in the output.
 pub const MANIFEST: &str = ".kubekuma/manifest.json";
@@ -32,6 +33,67 @@ const WRITE_TASKS: usize = 16;
 const CONCURRENCY: usize = 32;
 /// Show a progress bar on a terminal when at least this many files change.
 const PROGRESS_THRESHOLD: usize = 200;
+
+/// Why a publication failed or stopped half-way.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The manifest of the previous build could not be read.
+    #[error("{target}: cannot read the manifest: {source}")]
+    ReadManifest {
+        /// The output (credentials redacted).
+        target: String,
+        /// Why.
+        source: ExportError,
+    },
+    /// A file could not be written or a stale one removed; later stages were not
+    /// written, and the manifest records what was.
+    #[error("{target}: publishing stopped after {written} written file(s): {source}")]
+    Stopped {
+        /// The output (credentials redacted).
+        target: String,
+        /// Files written before it stopped.
+        written: usize,
+        /// The first failure.
+        source: WriteError,
+    },
+    /// Hashing on the blocking pool was cancelled; nothing was written.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+    /// The new manifest could not be written (the next build reads it again).
+    #[error("{target}: cannot write the manifest: {source}")]
+    WriteManifest {
+        /// The output (credentials redacted).
+        target: String,
+        /// Why.
+        source: ExportError,
+    },
+}
+
+/// Why one file could not be written or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The object store refused it (names the key and the store).
+    #[error(transparent)]
+    Store(#[from] ExportError),
+    /// A file of a local folder could not be written.
+    #[error("cannot write {path} in {root}: {source}")]
+    Local {
+        /// The file, relative to the output.
+        path: String,
+        /// The output folder.
+        root: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A writer task of a local folder panicked or was cancelled.
+    #[error("a writer task of {root} failed: {source}")]
+    Task {
+        /// The output folder.
+        root: String,
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+}
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 struct Manifest {
@@ -51,7 +113,7 @@ pub struct PublishReport {
 }
 
 /// Publishes to one output, remembering the manifest between builds.
-pub struct Publisher {
+pub(crate) struct Publisher {
     out: ObjectTarget,
     manifest: Option<Manifest>,
 }
@@ -65,18 +127,18 @@ impl Publisher {
         }
     }
 
-    /// The output.
-    pub fn target(&self) -> &ObjectTarget {
-        &self.out
-    }
-
     /// What the output holds now: path → SHA-256, from the manifest (read once).
-    pub async fn previous(&mut self) -> Result<BTreeMap<String, String>, String> {
+    pub async fn previous(&mut self) -> Result<BTreeMap<String, String>, PublishError> {
         if self.manifest.is_none() {
             self.manifest = Some(match self.out.get(MANIFEST).await {
                 Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
                 Ok(None) => Manifest::default(),
-                Err(e) => return Err(e.to_string()),
+                Err(source) => {
+                    return Err(PublishError::ReadManifest {
+                        target: self.out.to_string(),
+                        source,
+                    });
+                }
             });
         }
         Ok(self
@@ -87,7 +149,10 @@ impl Publisher {
     }
 
     /// Publish `files`, writing only what changed and removing what is gone.
-    pub async fn publish(&mut self, mut files: Vec<OutFile>) -> Result<PublishReport, String> {
+    pub async fn publish(
+        &mut self,
+        mut files: Vec<OutFile>,
+    ) -> Result<PublishReport, PublishError> {
         self.previous().await?;
         let old = self.manifest.take().unwrap_or_default();
         files.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.path.cmp(&b.path)));
@@ -97,11 +162,15 @@ impl Publisher {
         };
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
-        // Hashing tens of megabytes of badges and pages: on all cores.
-        let hashes = crate::render::par_map(&files, |f| match &f.keep {
-            Some(h) => h.clone(),
-            None => hex(&Sha256::digest(&f.bytes)),
-        });
+        // Hashing tens of megabytes of badges and pages: on all cores, off the runtime.
+        let (files, hashes) = off_runtime(move || {
+            let hashes = par_map(&files, |f| match &f.keep {
+                Some(h) => h.clone(),
+                None => hex(&Sha256::digest(&f.bytes)),
+            });
+            (files, hashes)
+        })
+        .await?;
         for (f, h) in files.into_iter().zip(hashes) {
             if old.files.get(&f.path) == Some(&h) {
                 report.unchanged += 1;
@@ -121,23 +190,33 @@ impl Publisher {
                 .iter()
                 .position(|(f, _)| f.stage != stage)
                 .map_or(changed.len(), |p| i + p);
-            let results: Vec<(String, String, Result<(), String>)> = match self.out.local_root() {
+            let results: Vec<(String, String, Result<(), WriteError>)> = match self.out.local_root()
+            {
                 Some(root) => write_local(root, &mut changed[i..end], &old).await,
                 None => {
+                    // Owned futures (no closure borrowing its argument), so that the
+                    // build's future stays Send.
                     let out = &self.out;
-                    futures::stream::iter(changed[i..end].iter_mut())
-                        .map(|(f, h)| async move {
-                            let r = out
-                                .put_with(
-                                    &f.path,
-                                    Bytes::from(std::mem::take(&mut f.bytes)),
-                                    content_type(&f.path),
-                                    cache_control(&f.path),
-                                )
-                                .await
-                                .map_err(|e| e.to_string());
-                            (f.path.clone(), h.clone(), r)
+                    let puts: Vec<_> = changed[i..end]
+                        .iter_mut()
+                        .map(|(f, h)| {
+                            let (path, hash) = (f.path.clone(), h.clone());
+                            let bytes = Bytes::from(std::mem::take(&mut f.bytes));
+                            async move {
+                                let r = out
+                                    .put_with(
+                                        &path,
+                                        bytes,
+                                        content_type(&path),
+                                        cache_control(&path),
+                                    )
+                                    .await
+                                    .map_err(WriteError::from);
+                                (path, hash, r)
+                            }
                         })
+                        .collect();
+                    futures::stream::iter(puts)
                         .buffer_unordered(CONCURRENCY)
                         .collect()
                         .await
@@ -188,8 +267,10 @@ impl Publisher {
                 match self.out.delete(&p).await {
                     Ok(()) => report.removed.push(p),
                     Err(e) => {
-                        failure.get_or_insert(e.to_string());
-                        new.files.insert(p.clone(), old.files[&p].clone());
+                        failure.get_or_insert(WriteError::Store(e));
+                        if let Some(h) = old.files.get(&p) {
+                            new.files.insert(p.clone(), h.clone());
+                        }
                     }
                 }
             }
@@ -202,23 +283,33 @@ impl Publisher {
 
         if new != old {
             let body = serde_json::to_vec_pretty(&new).unwrap_or_default();
-            if let Err(e) = self
+            if let Err(source) = self
                 .out
                 .put_with(MANIFEST, Bytes::from(body), "application/json", "no-store")
                 .await
             {
-                failure.get_or_insert(e.to_string());
                 // Unknown state: read it again next time.
                 self.manifest = None;
-                return Err(failure.unwrap_or_default());
+                return Err(match failure {
+                    Some(source) => PublishError::Stopped {
+                        target: self.out.to_string(),
+                        written: report.written.len(),
+                        source,
+                    },
+                    None => PublishError::WriteManifest {
+                        target: self.out.to_string(),
+                        source,
+                    },
+                });
             }
         }
         self.manifest = Some(new);
         match failure {
-            Some(e) => Err(format!(
-                "publishing stopped after {} written file(s): {e}",
-                report.written.len()
-            )),
+            Some(source) => Err(PublishError::Stopped {
+                target: self.out.to_string(),
+                written: report.written.len(),
+                source,
+            }),
             None => Ok(report),
         }
     }
@@ -239,7 +330,7 @@ async fn write_local(
     root: &std::path::Path,
     files: &mut [(OutFile, String)],
     old: &Manifest,
-) -> Vec<(String, String, Result<(), String>)> {
+) -> Vec<(String, String, Result<(), WriteError>)> {
     // Files with equal content go to the same task, so the first is written before the
     // others link to it.
     let mut groups: std::collections::HashMap<&str, Vec<usize>> = Default::default();
@@ -288,7 +379,11 @@ async fn write_local(
                     let mut first: Option<std::path::PathBuf> = None;
                     for (path, bytes, h, fresh) in group {
                         let r = write_one(&root, &path, &bytes, fresh, first.as_deref(), &mut dirs)
-                            .map_err(|e| format!("cannot write {path} in {}: {e}", root.display()));
+                            .map_err(|source| WriteError::Local {
+                                path: path.clone(),
+                                root: root.display().to_string(),
+                                source,
+                            });
                         if r.is_ok() && first.is_none() {
                             first = Some(root.join(&path));
                         }
@@ -303,7 +398,14 @@ async fn write_local(
     for t in tasks {
         match t.await {
             Ok(v) => out.extend(v),
-            Err(e) => out.push((String::new(), String::new(), Err(e.to_string()))),
+            Err(source) => out.push((
+                String::new(),
+                String::new(),
+                Err(WriteError::Task {
+                    root: root.display().to_string(),
+                    source,
+                }),
+            )),
         }
     }
     out

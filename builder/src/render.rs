@@ -23,11 +23,32 @@ use serde_json::json;
 use sha2::Digest;
 
 use crate::badge::{
-    Badge, BadgeColor, BadgePart, BadgeRenderer, color_for_cert_days, color_for_latency,
-    color_for_uptime, compose_png, shields_endpoint_json,
+    Badge, BadgeColor, BadgeError, BadgePart, BadgeRenderer, color_for_cert_days,
+    color_for_latency, color_for_uptime, compose_png, shields_endpoint_json,
 };
+use crate::digest::hex;
 use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
-use crate::theme::Theme;
+use crate::par::par_map;
+use crate::theme::{Theme, ThemeError};
+
+/// Why the site could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed.
+    #[error(transparent)]
+    Theme(#[from] ThemeError),
+    /// A part (label or message) of PNG badges could not be rasterised.
+    #[error("badge part: {0}")]
+    BadgePart(#[source] BadgeError),
+    /// A PNG badge could not be rendered.
+    #[error("badge {badge}: {source}")]
+    Badge {
+        /// The badge, as its fields.
+        badge: String,
+        /// Why.
+        source: BadgeError,
+    },
+}
 
 /// Order of publication: assets before what uses them, pages before indexes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,7 +107,7 @@ pub fn render_site(
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
-) -> Result<Vec<OutFile>, String> {
+) -> Result<Vec<OutFile>, RenderError> {
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     for a in theme.assets.values() {
@@ -170,7 +191,7 @@ fn render_page(
     theme: &Theme,
     opts: &RenderOptions,
     assets_value: &Value,
-) -> Result<PageOutput, String> {
+) -> Result<PageOutput, RenderError> {
     let mut files = Vec::new();
     let mut page_badges = Vec::new();
     let base = format!("{}/", page.slug);
@@ -280,7 +301,7 @@ fn render_badges(
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
-) -> Result<Vec<OutFile>, String> {
+) -> Result<Vec<OutFile>, RenderError> {
     let started = std::time::Instant::now();
     type Key = (String, String, String);
     // SVG and shields JSON of every badge, on all cores.
@@ -288,7 +309,7 @@ fn render_badges(
         let svg = renderer.svg(badge);
         let svg_hash = opts
             .png_badges
-            .then(|| crate::source::hex(&sha2::Sha256::digest(svg.as_bytes())));
+            .then(|| hex(&sha2::Sha256::digest(svg.as_bytes())));
         (
             svg,
             json_file(format!("{stem}.json"), &shields_endpoint_json(badge)),
@@ -353,10 +374,10 @@ fn render_badges(
             })
         })
         .collect();
-    let rasters: Vec<Result<BadgePart, String>> = par_map(&parts, |svg| {
+    let rasters: Vec<Result<BadgePart, RenderError>> = par_map(&parts, |svg| {
         renderer
             .raster_part(svg, PNG_SCALE)
-            .map_err(|e| format!("badge part: {e}"))
+            .map_err(RenderError::BadgePart)
     });
     let mut rasters_ok = Vec::with_capacity(rasters.len());
     for r in rasters {
@@ -365,12 +386,15 @@ fn render_badges(
     timings.push(("badge parts", started.elapsed()));
     let started = std::time::Instant::now();
     let indices: Vec<usize> = (0..todo.len()).collect();
-    let pngs: Vec<Result<Vec<u8>, String>> = par_map(&indices, |&i| {
+    let pngs: Vec<Result<Vec<u8>, RenderError>> = par_map(&indices, |&i| {
         let badge = todo[i];
         let joined = halves[i].map(|[l, m]| compose_png(&rasters_ok[l], &rasters_ok[m]));
         joined
             .unwrap_or_else(|| renderer.png_whole(badge, PNG_SCALE))
-            .map_err(|e| format!("badge {badge:?}: {e}"))
+            .map_err(|source| RenderError::Badge {
+                badge: format!("{badge:?}"),
+                source,
+            })
     });
     let mut pngs_ok = Vec::with_capacity(pngs.len());
     for p in pngs {
@@ -392,47 +416,6 @@ fn render_badges(
         });
     }
     Ok(out)
-}
-
-/// `f` over `items` on all cores, in order. Work is handed out in small blocks, so a
-/// slow item does not hold up a whole share.
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
-        .min(items.len());
-    if threads <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let block = (items.len() / (threads * 8)).clamp(1, 64);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut blocks: Vec<(usize, Vec<R>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let start = next.fetch_add(block, std::sync::atomic::Ordering::Relaxed);
-                        if start >= items.len() {
-                            break done;
-                        }
-                        let end = (start + block).min(items.len());
-                        done.push((start, items[start..end].iter().map(&f).collect()));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
-    blocks.sort_unstable_by_key(|(start, _)| *start);
-    blocks.into_iter().flat_map(|(_, v)| v).collect()
 }
 
 /// PNG badges are rendered at twice the SVG size, for high-density screens.

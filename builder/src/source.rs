@@ -14,6 +14,20 @@ use kubekuma_crds::store::{ExportError, ObjectTarget};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
+use crate::par::{Cancelled, off_runtime, par_map};
+
+/// Why the source could not be read (one agent's broken objects are warnings instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source could not be listed (names the prefix and the store).
+    #[error(transparent)]
+    Store(#[from] ExportError),
+    /// Parsing on the blocking pool was cancelled.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+}
+
 /// Days of history a page shows (the 90-day strip, the incident history).
 pub const HISTORY_DAYS: i64 = 90;
 
@@ -75,7 +89,7 @@ pub async fn fingerprint(source: &ObjectTarget) -> Result<String, ExportError> {
 pub async fn load(
     source: &ObjectTarget,
     now: Option<DateTime<Utc>>,
-) -> Result<Inputs, ExportError> {
+) -> Result<Inputs, SourceError> {
     let mut inputs = Inputs::default();
     let keys_found = source.list(&keys::agents()).await?;
     let mut ids: Vec<String> = keys_found
@@ -123,7 +137,8 @@ pub async fn load(
             daily: BTreeMap::new(),
             incidents: BTreeMap::new(),
         };
-        // Fetched one by one, parsed on all cores (the daily months are the bulk).
+        // Fetched one by one, parsed on all cores off the runtime (the daily months are
+        // the bulk).
         let mut fetched: Vec<(History, String, bytes::Bytes)> = Vec::new();
         let mut wanted: Vec<(History, String)> = [today - Duration::days(1), today]
             .into_iter()
@@ -141,21 +156,7 @@ pub async fn load(
                 Err(e) => inputs.warnings.push(e.to_string()),
             }
         }
-        let parsed = crate::render::par_map(&fetched, |(what, key, bytes)| {
-            let bad =
-                |e: serde_json::Error| format!("{key}: not a valid object of layout {LAYOUT}: {e}");
-            match what {
-                History::Hourly(day) => serde_json::from_slice(bytes)
-                    .map(|h| Parsed::Hourly(*day, h))
-                    .map_err(bad),
-                History::Daily(month) => serde_json::from_slice(bytes)
-                    .map(|d| Parsed::Daily(month.clone(), d))
-                    .map_err(bad),
-                History::Incidents(month) => serde_json::from_slice(bytes)
-                    .map(|i| Parsed::Incidents(month.clone(), i))
-                    .map_err(bad),
-            }
-        });
+        let parsed = off_runtime(move || par_map(&fetched, parse_history)).await?;
         for p in parsed {
             match p {
                 Ok(Parsed::Hourly(day, h)) => {
@@ -173,6 +174,22 @@ pub async fn load(
         inputs.agents.push(agent);
     }
     Ok(inputs)
+}
+
+/// One fetched history object, parsed; `Err` is the warning naming the key and cause.
+fn parse_history((what, key, bytes): &(History, String, bytes::Bytes)) -> Result<Parsed, String> {
+    let bad = |e: serde_json::Error| format!("{key}: not a valid object of layout {LAYOUT}: {e}");
+    match what {
+        History::Hourly(day) => serde_json::from_slice(bytes)
+            .map(|h| Parsed::Hourly(*day, h))
+            .map_err(bad),
+        History::Daily(month) => serde_json::from_slice(bytes)
+            .map(|d| Parsed::Daily(month.clone(), d))
+            .map_err(bad),
+        History::Incidents(month) => serde_json::from_slice(bytes)
+            .map(|i| Parsed::Incidents(month.clone(), i))
+            .map_err(bad),
+    }
 }
 
 /// Which history object a key holds.
@@ -224,11 +241,6 @@ async fn read_json<T: DeserializeOwned>(
             None
         }
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use sha2::{Digest, Sha256};
 
-use crate::source::hex;
+use crate::digest::hex;
+
+/// The default theme's badge font, also the font of a theme folder without one.
+const DEFAULT_FONT: &[u8] = include_bytes!("../../themes/default/fonts/DejaVuSans.ttf");
 
 /// The default theme's files, relative to `themes/default/`.
 const DEFAULT_FILES: &[(&str, &[u8])] = &[
@@ -46,10 +49,7 @@ const DEFAULT_FILES: &[(&str, &[u8])] = &[
         "static/page.js",
         include_bytes!("../../themes/default/static/page.js"),
     ),
-    (
-        "fonts/DejaVuSans.ttf",
-        include_bytes!("../../themes/default/fonts/DejaVuSans.ttf"),
-    ),
+    ("fonts/DejaVuSans.ttf", DEFAULT_FONT),
 ];
 
 /// Templates every theme must have.
@@ -84,13 +84,19 @@ pub enum ThemeError {
         /// The parser's message (names the template and line).
         cause: String,
     },
+    /// A template failed while rendering (an undefined variable, a failing filter).
+    #[error("theme {dir}: {cause}")]
+    Render {
+        /// The theme folder (`default` for the compiled-in theme).
+        dir: String,
+        /// The engine's message with its causes (names the template and line).
+        cause: String,
+    },
 }
 
 /// A static file of a theme, published under a content-hashed name.
 #[derive(Clone, Debug)]
 pub struct Asset {
-    /// The name templates ask for (`style.css`).
-    pub name: String,
     /// Where it is published (`assets/style.1a2b3c4d5e.css`).
     pub path: String,
     /// The content.
@@ -103,9 +109,9 @@ pub struct Theme {
     pub origin: String,
     env: Environment<'static>,
     /// Static assets by name.
-    pub assets: BTreeMap<String, Asset>,
+    pub(crate) assets: BTreeMap<String, Asset>,
     /// The badge font (TrueType).
-    pub badge_font: Vec<u8>,
+    pub(crate) badge_font: Vec<u8>,
 }
 
 impl std::fmt::Debug for Theme {
@@ -156,13 +162,9 @@ impl Theme {
                 files.insert(rel, bytes);
             }
         }
-        if !files.contains_key("fonts/DejaVuSans.ttf") {
-            let (_, font) = DEFAULT_FILES
-                .iter()
-                .find(|(p, _)| *p == "fonts/DejaVuSans.ttf")
-                .expect("the default theme has its font");
-            files.insert("fonts/DejaVuSans.ttf".into(), font.to_vec());
-        }
+        files
+            .entry("fonts/DejaVuSans.ttf".into())
+            .or_insert_with(|| DEFAULT_FONT.to_vec());
         Theme::from_files(&origin, files)
     }
 
@@ -212,14 +214,7 @@ impl Theme {
                     })?;
             } else if let Some(name) = rel.strip_prefix("static/") {
                 let path = hashed_name(name, &bytes);
-                assets.insert(
-                    name.to_string(),
-                    Asset {
-                        name: name.to_string(),
-                        path,
-                        bytes,
-                    },
-                );
+                assets.insert(name.to_string(), Asset { path, bytes });
             } else if rel == "fonts/DejaVuSans.ttf" {
                 font = Some(bytes);
             }
@@ -241,17 +236,24 @@ impl Theme {
     }
 
     /// Render a template with a context.
-    pub fn render(&self, template: &str, ctx: minijinja::Value) -> Result<String, String> {
-        let t = self
-            .env
+    pub(crate) fn render(
+        &self,
+        template: &str,
+        ctx: minijinja::Value,
+    ) -> Result<String, ThemeError> {
+        let failed = |e: minijinja::Error| ThemeError::Render {
+            dir: self.origin.clone(),
+            cause: describe(&e),
+        };
+        self.env
             .get_template(template)
-            .map_err(|e| format!("theme {}: {}", self.origin, describe(&e)))?;
-        t.render(ctx)
-            .map_err(|e| format!("theme {}: {}", self.origin, describe(&e)))
+            .map_err(failed)?
+            .render(ctx)
+            .map_err(failed)
     }
 
     /// Asset paths by name, as templates see them (`assets["style.css"]`).
-    pub fn asset_paths(&self) -> BTreeMap<String, String> {
+    pub(crate) fn asset_paths(&self) -> BTreeMap<String, String> {
         self.assets
             .iter()
             .map(|(n, a)| (n.clone(), a.path.clone()))

@@ -27,7 +27,7 @@ pub fn make_builder(b: &BuildArgs) -> anyhow::Result<kubekuma_builder::Builder> 
         now: None,
         fetch_branding: !b.no_fetch_branding,
     };
-    kubekuma_builder::Builder::new(source, out, theme, opts)
+    Ok(kubekuma_builder::Builder::new(source, out, theme, opts)?)
 }
 
 /// `kubekuma build`: one build and its counts on stdout, or with `--watch` a rebuild

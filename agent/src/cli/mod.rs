@@ -27,6 +27,7 @@ use crate::runtime::AgentOptions;
 pub use build::make_builder;
 pub use check::{CheckResult, CheckRow, PUSH_SKIPPED, check_table};
 pub use demo::{DEMO, demo_files};
+pub use up::run_with_builder;
 
 /// KubeKuma: Kubernetes-native uptime monitoring with static status pages.
 #[derive(Parser, Debug)]

@@ -2,11 +2,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kubekuma_builder::Builder;
+use tokio::sync::watch;
 
 use crate::catalog::folder::read_paths;
 use crate::catalog::snapshot::build;
-use crate::runtime;
+use crate::metrics::Metrics;
+use crate::runtime::{self, AgentOptions, RunError};
 
 use super::demo::{DEMO_PASSWORD_FILE, materialize_demo};
 use super::validate::summary;
@@ -27,7 +32,7 @@ pub(super) async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
     // The builder renders from the agent's object store into <data>/site, which the
     // agent's listener serves next to its own endpoints.
     let site = a.data.join("site");
-    let mut builder = match make_builder(&site_build_args(&a, &site)) {
+    let builder = match make_builder(&site_build_args(&a, &site)) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("kubekuma up: {e:#}");
@@ -35,25 +40,11 @@ pub(super) async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
         }
     };
     let shutdown = shutdown_signal();
-    let builder_shutdown = shutdown.clone();
 
     print_welcome(&a, &listen, &config, &site);
     let mut opts = options(a, listen, config);
     opts.site_dir = Some(site);
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    opts.metrics = Some(metrics.clone());
-    // Both on this task (the builder's future need not be Send); when the agent stops,
-    // for a signal or an error, the builder stops with it.
-    let run = runtime::run(opts, shutdown);
-    let watch = builder.watch_reporting(Duration::from_secs(2), builder_shutdown, |took, ok| {
-        metrics.build_finished(took.as_secs_f64(), ok)
-    });
-    tokio::pin!(run);
-    tokio::pin!(watch);
-    let result = tokio::select! {
-        r = &mut run => r,
-        () = &mut watch => run.await,
-    };
+    let result = run_with_builder(opts, builder, shutdown).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -61,6 +52,36 @@ pub(super) async fn up(mut a: AgentArgs, listen: String) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The agent and its site builder side by side, as `kubekuma up` runs them, until
+/// `shutdown` turns true or the agent fails. The builder's rebuild loop is a task of its
+/// own (and renders on the blocking pool), so a long build never holds up the agent's
+/// reloads, flushes or answers; when the agent stops, the builder stops with it. Builds
+/// are reported to the agent's metrics (`opts.metrics`, made here when `None`).
+pub async fn run_with_builder(
+    mut opts: AgentOptions,
+    mut builder: Builder,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let metrics = opts
+        .metrics
+        .get_or_insert_with(|| Arc::new(Metrics::new()))
+        .clone();
+    let builder_shutdown = shutdown.clone();
+    let rebuilds = tokio::spawn(async move {
+        builder
+            .watch_reporting(Duration::from_secs(2), builder_shutdown, |took, ok| {
+                metrics.build_finished(took.as_secs_f64(), ok)
+            })
+            .await
+    });
+    let result = runtime::run(opts, shutdown).await;
+    // Stopped by the signal, the loop has ended or ends at its next check; stopped by an
+    // error, it is ended here.
+    rebuilds.abort();
+    let _ = rebuilds.await;
+    result
 }
 
 /// The manifests to run: `--config`, else the demo written into the data folder (`None`

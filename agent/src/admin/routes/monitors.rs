@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use http::StatusCode;
-use kubekuma_builder::model::round2;
+use kubekuma_builder::twins::round2;
 use kubekuma_crds::{Monitor, MonitorState, MonitorType};
 use serde_json::{Value, json};
 

@@ -16,10 +16,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
-use kubekuma_builder::badge::BadgeRenderer;
-use kubekuma_builder::model::{MonitorView, PageView, Site, round2};
-use kubekuma_builder::render::{monitor_badges, status_json};
-use kubekuma_builder::source::{AgentData, HISTORY_DAYS, Inputs};
+use kubekuma_builder::twins::{
+    AgentData, Badges, HISTORY_DAYS, Inputs, Model, Monitor, Page, round2,
+};
 use kubekuma_crds::objects::{self, DailyMonth, HourlyDay, IncidentMonth};
 
 use super::{Call, store_error};
@@ -36,8 +35,8 @@ pub const MAX_DAYS: u32 = 365;
 /// The twins' caches: the site model and the badge renderer.
 #[derive(Default)]
 pub struct Twins {
-    site: Mutex<Option<(Instant, Arc<Site>)>>,
-    badges: OnceLock<Option<BadgeRenderer>>,
+    site: Mutex<Option<(Instant, Arc<Model>)>>,
+    badges: OnceLock<Option<Badges>>,
 }
 
 impl std::fmt::Debug for Twins {
@@ -165,7 +164,7 @@ async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, Api
 }
 
 /// The site model of this agent (cached for [`TTL`]).
-async fn site(call: &Call<'_>) -> Result<Arc<Site>, ApiError> {
+async fn site(call: &Call<'_>) -> Result<Arc<Model>, ApiError> {
     if let Some((at, s)) = call
         .twins
         .site
@@ -178,7 +177,7 @@ async fn site(call: &Call<'_>) -> Result<Arc<Site>, ApiError> {
     }
     let now = Utc::now();
     let inputs = local_inputs(call, now).await?;
-    let site = Arc::new(kubekuma_builder::model::site(&inputs, now));
+    let site = Arc::new(Model::new(&inputs, now));
     *call.twins.site.lock().unwrap_or_else(|p| p.into_inner()) =
         Some((Instant::now(), site.clone()));
     Ok(site)
@@ -189,10 +188,8 @@ pub fn invalidate(twins: &Twins) {
     *twins.site.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
-fn page<'a>(site: &'a Site, slug: &str) -> Result<&'a PageView, ApiError> {
-    site.pages
-        .iter()
-        .find(|p| p.slug == slug)
+fn page<'a>(site: &'a Model, slug: &str) -> Result<Page<'a>, ApiError> {
+    site.page(slug)
         .ok_or_else(|| ApiError::not_found(format!("no published status page {slug:?}")))
 }
 
@@ -200,8 +197,8 @@ fn page<'a>(site: &'a Site, slug: &str) -> Result<&'a PageView, ApiError> {
 /// or `{monitor}` as a name that only one of `candidates` has.
 fn pick<'a>(
     call: &Call<'_>,
-    candidates: impl Iterator<Item = &'a MonitorView>,
-) -> Result<&'a MonitorView, ApiError> {
+    candidates: impl Iterator<Item = Monitor<'a>>,
+) -> Result<Monitor<'a>, ApiError> {
     let (ns, name) = if call.params.has("namespace") {
         (
             Some(call.params.get("namespace").to_string()),
@@ -218,13 +215,13 @@ fn pick<'a>(
         None => name.clone(),
     };
     // A monitor shown on several pages counts once.
-    let found: BTreeMap<&str, &MonitorView> = candidates
-        .filter(|m| m.name == name && ns.as_ref().is_none_or(|ns| *ns == m.namespace))
-        .map(|m| (m.key.as_str(), m))
+    let found: BTreeMap<&str, Monitor<'a>> = candidates
+        .filter(|m| m.name() == name && ns.as_ref().is_none_or(|ns| ns == m.namespace()))
+        .map(|m| (m.key(), m))
         .collect();
-    let found: Vec<&MonitorView> = found.into_values().collect();
+    let found: Vec<Monitor<'a>> = found.into_values().collect();
     match found.as_slice() {
-        [one] => Ok(one),
+        [one] => Ok(*one),
         [] => Err(ApiError::not_found(format!("monitor {shown} not found"))),
         _ => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -238,10 +235,7 @@ fn pick<'a>(
 pub async fn status_page(call: &Call<'_>) -> Result<Reply, ApiError> {
     let site = site(call).await?;
     let page = page(&site, call.params.get("slug"))?;
-    Ok(json_reply(
-        StatusCode::OK,
-        &status_json(page, &site.data_time),
-    ))
+    Ok(json_reply(StatusCode::OK, &page.status_json()))
 }
 
 /// `GET /badge/{slug}/{monitor}?kind=status|uptime-24h|uptime-7d|uptime-30d|uptime-90d|response-time|cert`:
@@ -249,10 +243,10 @@ pub async fn status_page(call: &Call<'_>) -> Result<Reply, ApiError> {
 pub async fn badge(call: &Call<'_>) -> Result<Reply, ApiError> {
     let site = site(call).await?;
     let page = page(&site, call.params.get("slug"))?;
-    if page.badges != Some("all") {
+    if !page.has_monitor_badges() {
         return Err(ApiError::not_found(format!(
             "status page {} publishes no monitor badges",
-            page.slug
+            page.slug()
         )));
     }
     let m = pick(call, page.monitors())?;
@@ -262,20 +256,16 @@ pub async fn badge(call: &Call<'_>) -> Result<Reply, ApiError> {
         .find(|(k, _)| k == "kind")
         .map(|(_, v)| v)
         .unwrap_or_else(|| "status".into());
-    let Some((_, badge)) = monitor_badges(m).into_iter().find(|(k, _)| *k == kind) else {
+    let renderer = call.twins.badges.get_or_init(|| Badges::new().ok());
+    let Some(renderer) = renderer else {
+        return Err(ApiError::internal("badges cannot be rendered"));
+    };
+    let Some(svg) = renderer.svg(m, &kind) else {
         return Err(ApiError::bad_request(format!(
             "unknown badge kind {kind:?}"
         )));
     };
-    let renderer = call.twins.badges.get_or_init(|| {
-        kubekuma_builder::Theme::default_theme()
-            .ok()
-            .and_then(|t| BadgeRenderer::new(t.badge_font).ok())
-    });
-    let Some(renderer) = renderer else {
-        return Err(ApiError::internal("badges cannot be rendered"));
-    };
-    let mut r = Response::new(Full::new(Bytes::from(renderer.svg(&badge))));
+    let mut r = Response::new(Full::new(Bytes::from(svg)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("image/svg+xml"),
@@ -308,14 +298,14 @@ pub async fn uptime(call: &Call<'_>) -> Result<Reply, ApiError> {
         },
     };
     let site = site(call).await?;
-    let m = pick(call, site.pages.iter().flat_map(|p| p.monitors()))?;
+    let m = pick(call, site.monitors())?;
     let now = Utc::now();
     let uptime = call
         .ctx
         .store
         .rollup(
-            &m.namespace,
-            &m.name,
+            m.namespace(),
+            m.name(),
             now - Duration::days(i64::from(days)),
             now,
         )
@@ -325,6 +315,6 @@ pub async fn uptime(call: &Call<'_>) -> Result<Reply, ApiError> {
         .map(round2);
     Ok(json_reply(
         StatusCode::OK,
-        &serde_json::json!({"monitor": m.key, "days": days, "uptime": uptime}),
+        &serde_json::json!({"monitor": m.key(), "days": days, "uptime": uptime}),
     ))
 }

@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use kubekuma_builder::badge::{
+use crate::badge::{
     Badge, BadgeColor, BadgeError, BadgeRenderer, color_for_cert_days, color_for_latency,
     color_for_uptime, shields_endpoint_json,
 };

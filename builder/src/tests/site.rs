@@ -1,14 +1,9 @@
 //! The builder end to end on fixed inputs: golden files, escaping, JSON shapes,
 //! incremental publishing, themes.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::*;
-use kubekuma_builder::badge::BadgeRenderer;
-use kubekuma_builder::{Builder, Theme};
+use super::common::*;
+use crate::badge::BadgeRenderer;
+use crate::{Builder, Theme};
 use serde_json::Value;
 
 async fn built() -> std::collections::BTreeMap<String, bytes::Bytes> {
@@ -456,5 +451,38 @@ async fn an_agent_that_stopped_reporting_no_longer_sets_current_states() {
     assert_eq!(
         uptime,
         json(&built().await, "uptime/production/api-health.json")
+    );
+}
+
+#[tokio::test]
+async fn modelling_and_rendering_run_on_the_blocking_pool_and_a_build_can_be_a_task() {
+    use crate::BuildPhase;
+    use std::sync::{Arc, Mutex};
+    let src = memory();
+    write_agent(&src, "eu-1", false).await;
+    let out = memory();
+    let runtime_thread = std::thread::current().id();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let told = seen.clone();
+    let mut b = builder(&src, &out).with_observer(move |phase| {
+        told.lock()
+            .unwrap()
+            .push((phase, std::thread::current().id() == runtime_thread));
+    });
+    // The build's future is Send: `kubekuma up` runs its rebuild loop as a task.
+    let report = tokio::spawn(async move { b.build().await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.pages, 1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (BuildPhase::Read, true),
+            (BuildPhase::Model, false),
+            (BuildPhase::Render, false),
+            (BuildPhase::Publish, true),
+        ],
+        "(phase, on the runtime's thread)"
     );
 }

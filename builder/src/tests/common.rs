@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::{BuildOptions, Builder, RenderOptions, Theme};
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use kubekuma_builder::{BuildOptions, Builder, RenderOptions, Theme};
 use kubekuma_crds::store::ObjectTarget;
 use object_store::memory::InMemory;
 use serde_json::{Value, json};
