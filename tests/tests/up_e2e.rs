@@ -6,6 +6,9 @@
 //! by state, not by timing: the build is known to be rendering and not finished while
 //! the agent answers.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
