@@ -129,16 +129,24 @@ pub struct SecretRef {
     pub end: usize,
 }
 
-fn any_ref() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\$\{SECRET:([^}]*)\}").unwrap_or_else(|_| unreachable!()))
+/// The spans of `${SECRET:…}` in `text`, left to right: (start, end, the text between
+/// `${SECRET:` and the first `}` after it). An opening without a closing `}` is no span.
+fn ref_spans(text: &str) -> impl Iterator<Item = (usize, usize, &str)> + '_ {
+    const OPEN: &str = "${SECRET:";
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let start = at + text.get(at..)?.find(OPEN)?;
+        let inner = start + OPEN.len();
+        let len = text.get(inner..)?.find('}')?;
+        at = inner + len + 1;
+        Some((start, at, text.get(inner..inner + len)?))
+    })
 }
 
 /// Every secret reference in `text`; a malformed one is an error naming it.
 pub fn secret_refs(text: &str) -> impl Iterator<Item = Result<SecretRef, String>> + '_ {
-    any_ref().captures_iter(text).map(|c| {
-        let whole = c.get(0).map(|m| (m.start(), m.end())).unwrap_or((0, 0));
-        let inner = c.get(1).map(|m| m.as_str()).unwrap_or("");
+    ref_spans(text).map(|(start, end, inner)| {
+        let whole = (start, end);
         match inner.split_once(':') {
             Some((name, key)) if valid_secret_name(name) && !key.is_empty() && !key.contains(':') => {
                 Ok(SecretRef {
@@ -166,10 +174,11 @@ fn valid_secret_name(name: &str) -> bool {
 /// A spelling that looks like a secret reference but is not one (`${SECRETS:…}`,
 /// `${secret:…}`), which would be sent literally.
 pub fn near_miss_ref(text: &str) -> Option<String> {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        Regex::new(r"(?i)\$\{\s*secrets?\s*:[^}]*\}").unwrap_or_else(|_| unreachable!())
-    });
+    static RE: OnceLock<Option<Regex>> = OnceLock::new();
+    // A pattern that does not compile (never: tests compile it) finds no near miss.
+    let re = RE
+        .get_or_init(|| Regex::new(r"(?i)\$\{\s*secrets?\s*:[^}]*\}").ok())
+        .as_ref()?;
     re.find_iter(text)
         .map(|m| m.as_str())
         .find(|m| !m.starts_with("${SECRET:"))
@@ -178,7 +187,15 @@ pub fn near_miss_ref(text: &str) -> Option<String> {
 
 /// `text` with every secret reference replaced by `x`, for syntax checks of URLs.
 pub fn without_secret_refs(text: &str) -> String {
-    any_ref().replace_all(text, "x").into_owned()
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end, _) in ref_spans(text) {
+        out.push_str(text.get(last..start).unwrap_or_default());
+        out.push('x');
+        last = end;
+    }
+    out.push_str(text.get(last..).unwrap_or_default());
+    out
 }
 
 #[cfg(test)]
@@ -213,5 +230,28 @@ mod tests {
             refs,
             vec![Err("malformed secret reference `${SECRET:only-name}`, expected ${SECRET:secret-name:key}".to_string())]
         );
+    }
+
+    #[test]
+    fn reference_spans_match_the_documented_syntax() {
+        let text = "a ${SECRET:s:k} b ${SECRET:t:${SECRET:u:v} c ${SECRET:open";
+        let spans: Vec<_> = ref_spans(text).collect();
+        assert_eq!(
+            spans,
+            vec![(2, 15, "s:k"), (18, 42, "t:${SECRET:u:v")],
+            "the first closing brace ends a reference; an unclosed one is none"
+        );
+        assert_eq!(without_secret_refs(text), "a x b x c ${SECRET:open");
+        assert_eq!(without_secret_refs("${SECRET:a:b}${SECRET:c:d}"), "xx");
+        assert_eq!(without_secret_refs("päß ${SECRET:ä:ö} ü"), "päß x ü");
+    }
+
+    #[test]
+    fn near_misses_are_named() {
+        assert_eq!(
+            near_miss_ref("x ${SECRETS:a:b}").as_deref(),
+            Some("${SECRETS:…}")
+        );
+        assert_eq!(near_miss_ref("x ${SECRET:a:b}"), None);
     }
 }
