@@ -36,7 +36,7 @@ pub const VERSION: &str = "v1";
 pub const API_VERSION: &str = "monitoring.kubekuma.io/v1";
 
 /// The ten kinds. Adding one means a new arm in every match over this enum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray)]
 pub enum Kind {
     /// [`Monitor`]
     Monitor,
@@ -60,8 +60,43 @@ pub enum Kind {
     KubeKumaSettings,
 }
 
+// The build fails when a kind is added without being listed in `ALL`.
+const _: () = {
+    let mut listed = [0u8; Kind::ALL.len()];
+    let mut i = 0;
+    while i < listed.len() {
+        listed[i] = Kind::ALL[i] as u8;
+        i += 1;
+    }
+    assert!(lists_every_variant(
+        &listed,
+        <Kind as strum::VariantArray>::VARIANTS.len()
+    ));
+};
+
+/// Whether `listed` (the discriminants of a fieldless enum's `ALL` list) names each of the
+/// enum's `count` variants exactly once. Used in constant assertions, so a variant added
+/// without its place in the list fails the build.
+const fn lists_every_variant(listed: &[u8], count: usize) -> bool {
+    if listed.len() != count {
+        return false;
+    }
+    let mut seen = [false; 256];
+    let mut i = 0;
+    while i < listed.len() {
+        let d = listed[i] as usize;
+        if d >= count || seen[d] {
+            return false;
+        }
+        seen[d] = true;
+        i += 1;
+    }
+    true
+}
+
 impl Kind {
-    /// Every kind, in the specification's order.
+    /// Every kind, in the specification's order (the compiler checks that none is
+    /// missing).
     pub const ALL: [Kind; 10] = [
         Kind::Monitor,
         Kind::MonitorSet,

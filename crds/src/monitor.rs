@@ -58,7 +58,18 @@ pub struct MonitorSpec {
 
 /// The eleven kinds of check.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+    strum::VariantArray,
 )]
 #[serde(rename_all = "camelCase")]
 pub enum MonitorType {
@@ -87,8 +98,23 @@ pub enum MonitorType {
     Docker,
 }
 
+// The build fails when a monitor type is added without being listed in `ALL`.
+const _: () = {
+    let mut listed = [0u8; MonitorType::ALL.len()];
+    let mut i = 0;
+    while i < listed.len() {
+        listed[i] = MonitorType::ALL[i] as u8;
+        i += 1;
+    }
+    assert!(crate::lists_every_variant(
+        &listed,
+        <MonitorType as strum::VariantArray>::VARIANTS.len()
+    ));
+};
+
 impl MonitorType {
-    /// Every monitor type, in the order of the specification's table.
+    /// Every monitor type, in the order of the specification's table (the compiler checks
+    /// that none is missing).
     pub const ALL: [MonitorType; 11] = [
         MonitorType::Http,
         MonitorType::Keyword,
