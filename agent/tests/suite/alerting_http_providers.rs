@@ -581,31 +581,37 @@ async fn a_broken_webhook_body_template_sends_the_default_body() {
 async fn webhook_configuration_errors_name_the_field() {
     let c = ctx(secrets(&[("api-token", "token", BEARER)]));
     let m = message("down", "down");
-    let cases = [
-        (
-            "webhook: {url: 'http://127.0.0.1:9/x', headers: {Authorization: '${SECRET:api-token:nope}'}}",
-            "configuration: header Authorization: secret reference ${SECRET:api-token:nope} cannot be resolved: Secret prod/api-token has no key \"nope\" (keys: token)",
-        ),
+    // A Secret reference that does not resolve is known only at send time.
+    let s = spec(
+        "type: webhook\nwebhook: {url: 'http://127.0.0.1:9/x', headers: {Authorization: '${SECRET:api-token:nope}'}}",
+    );
+    let err = send(&c, &s, &m).await.unwrap_err().to_string();
+    let want = "configuration: header Authorization: secret reference ${SECRET:api-token:nope} cannot be resolved: Secret prod/api-token has no key \"nope\" (keys: token)";
+    assert!(err.starts_with(want), "{err}");
+    assert!(!err.contains(BEARER), "{err}");
+    // What the catalog refuses makes no plan, and the plan's errors name the field.
+    let refused = [
         (
             "webhook: {url: 'http://127.0.0.1:9/x', method: 'NOT A METHOD'}",
-            "configuration: method \"NOT A METHOD\" is not an HTTP method",
+            "spec.webhook.method: unknown value \"NOT A METHOD\", expected one of GET, POST, PUT, PATCH, DELETE",
         ),
         (
             "webhook: {method: POST}",
-            "configuration: neither url nor urlSecretRef is set",
+            "spec.webhook.url: required (or urlSecretRef)",
+        ),
+        (
+            "webhook: {url: 'http://127.0.0.1:9/x', contentType: \"a\\nb\"}",
+            "spec.webhook.contentType: \"a\\nb\" is not a valid header value",
+        ),
+        (
+            "webhook: {url: 'http://127.0.0.1:9/x', hmacSecretRef: {name: h, key: k}, signatureHeader: 'X Sig'}",
+            "spec.webhook.signatureHeader: \"X Sig\" is not a valid header name",
         ),
     ];
-    for (block, want) in cases {
+    for (block, want) in refused {
         let s = spec(&format!("type: webhook\n{block}"));
-        // The catalog refuses the last two (they make no plan); the webhook sender
-        // itself still names the field.
-        let config = s.webhook.as_ref().unwrap();
-        let err = providers::webhook::send(&c, NS, config, &m)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with(want), "{err}");
-        assert!(!err.contains(BEARER), "{err}");
+        let err = ProviderPlan::of(NS, &s).unwrap_err().to_string();
+        assert_eq!(err, want);
     }
 }
 

@@ -16,8 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use kubekuma_agent::notify::providers::apprise::ApprisePlan;
+use kubekuma_agent::notify::providers::smtp::SmtpPlan;
 use kubekuma_agent::notify::providers::{
-    Message, ProviderContext, SendError, apprise as apprise_provider, smtp,
+    Delivered, Message, ProviderContext, SendError, apprise as apprise_provider, smtp,
 };
 use kubekuma_agent::secrets::{SecretStore, SecretValue};
 use kubekuma_crds::notification::{AppriseConfig, SmtpConfig};
@@ -55,6 +57,26 @@ fn secret(name: &str, key: &str, value: &str) -> SecretStore {
         BTreeMap::from([(key.to_string(), SecretValue::new(value.as_bytes().to_vec()))]),
     );
     s
+}
+
+/// Plan a configuration the catalog accepts and send through it.
+async fn send_smtp(
+    c: &ProviderContext,
+    config: &SmtpConfig,
+    m: &Message,
+) -> Result<Delivered, SendError> {
+    let plan = SmtpPlan::of(NS, config).expect("an SMTP configuration the catalog accepts");
+    smtp::send(c, &plan, m).await
+}
+
+/// Plan a configuration the catalog accepts and send through it.
+async fn send_apprise(
+    c: &ProviderContext,
+    config: &AppriseConfig,
+    m: &Message,
+) -> Result<Delivered, SendError> {
+    let plan = ApprisePlan::of(NS, config).expect("an Apprise configuration the catalog accepts");
+    apprise_provider::send(c, &plan, m).await
 }
 
 fn free_port() -> u16 {
@@ -228,7 +250,7 @@ async fn smtp_plain_delivers_the_exact_message() {
         "[DOWN] web — Überwachung",
         "web is down\nreason: connection refused ✗",
     );
-    let delivered = smtp::send(&ctx(SecretStore::default()), NS, &config, &m)
+    let delivered = send_smtp(&ctx(SecretStore::default()), &config, &m)
         .await
         .unwrap();
     assert_eq!(delivered.detail, "250 2.0.0 Ok: queued as KK42");
@@ -258,13 +280,11 @@ async fn smtp_auth_accepts_the_password_and_rejects_a_wrong_one() {
         "passwordSecretRef": {"name": "smtp-auth", "key": "password"},
     }));
     let m = msg("up", "[UP] web", "web is up");
-    smtp::send(&ctx(with_password()), NS, &config, &m)
-        .await
-        .unwrap();
+    send_smtp(&ctx(with_password()), &config, &m).await.unwrap();
     assert_eq!(peer.received().await["user"], "kuma");
 
     let wrong = secret("smtp-auth", "password", "not-the-password");
-    let err = smtp::send(&ctx(wrong), NS, &config, &m).await.unwrap_err();
+    let err = send_smtp(&ctx(wrong), &config, &m).await.unwrap_err();
     let SendError::Rejected(text) = &err else {
         panic!("{err:?}")
     };
@@ -274,7 +294,7 @@ async fn smtp_auth_accepts_the_password_and_rejects_a_wrong_one() {
 
     // Without credentials the server refuses the sender: a permanent 530.
     let anonymous = peer.config(json!({}));
-    let err = smtp::send(&ctx(SecretStore::default()), NS, &anonymous, &m)
+    let err = send_smtp(&ctx(SecretStore::default()), &anonymous, &m)
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::Rejected(_)), "{err:?}");
@@ -290,9 +310,7 @@ async fn smtp_starttls_with_skip_tls_verify() {
         "passwordSecretRef": {"name": "smtp-auth", "key": "password"},
     }));
     let m = msg("down", "[DOWN] db", "db is down");
-    smtp::send(&ctx(with_password()), NS, &config, &m)
-        .await
-        .unwrap();
+    send_smtp(&ctx(with_password()), &config, &m).await.unwrap();
     let got = peer.received().await;
     assert_eq!(
         (got["tls"].clone(), got["user"].clone()),
@@ -305,7 +323,7 @@ async fn smtp_starttls_with_skip_tls_verify() {
         "username": "kuma",
         "passwordSecretRef": {"name": "smtp-auth", "key": "password"},
     }));
-    let err = smtp::send(&ctx(with_password()), NS, &strict, &m)
+    let err = send_smtp(&ctx(with_password()), &strict, &m)
         .await
         .unwrap_err();
     let SendError::Temporary(text) = &err else {
@@ -324,7 +342,7 @@ async fn smtp_implicit_tls() {
     let mut peer = SmtpPeer::start("tls", None).await;
     let config = peer.config(json!({"security": "tls", "skipTlsVerify": true}));
     let m = msg("flapping", "[FLAPPING] api", "api is flapping");
-    let delivered = smtp::send(&ctx(SecretStore::default()), NS, &config, &m)
+    let delivered = send_smtp(&ctx(SecretStore::default()), &config, &m)
         .await
         .unwrap();
     assert!(delivered.detail.starts_with("250 "), "{delivered:?}");
@@ -337,7 +355,7 @@ async fn smtp_implicit_tls() {
     let wrong = peer.config(json!({"security": "starttls", "skipTlsVerify": true}));
     let mut c = ctx(SecretStore::default());
     c.timeout = Duration::from_secs(1);
-    let err = smtp::send(&c, NS, &wrong, &m).await.unwrap_err();
+    let err = send_smtp(&c, &wrong, &m).await.unwrap_err();
     assert!(err.retryable(), "{err:?}");
     assert!(peer.nothing_received().await);
 }
@@ -349,14 +367,14 @@ async fn smtp_reply_codes_decide_retry() {
     let c = ctx(SecretStore::default());
 
     let busy = peer.config(json!({"to": ["busy@example.com"]}));
-    let err = smtp::send(&c, NS, &busy, &m).await.unwrap_err();
+    let err = send_smtp(&c, &busy, &m).await.unwrap_err();
     let SendError::Temporary(text) = &err else {
         panic!("{err:?}")
     };
     assert!(text.contains("451"), "{text}");
 
     let unknown = peer.config(json!({"to": ["nobody@example.com"]}));
-    let err = smtp::send(&c, NS, &unknown, &m).await.unwrap_err();
+    let err = send_smtp(&c, &unknown, &m).await.unwrap_err();
     let SendError::Rejected(text) = &err else {
         panic!("{err:?}")
     };
@@ -372,9 +390,8 @@ async fn smtp_server_down_is_temporary() {
         "from": "alerts@example.com", "to": ["ops@example.com"],
     }))
     .unwrap();
-    let err = smtp::send(
+    let err = send_smtp(
         &ctx(SecretStore::default()),
-        NS,
         &config,
         &msg("down", "t", "b"),
     )
@@ -392,7 +409,15 @@ async fn smtp_configuration_errors_name_the_field() {
         "host": "127.0.0.1", "port": free_port(), "security": "none",
         "from": "alerts@example.com", "to": ["ops@example.com"],
     });
-    let cases = [
+    let config = |change: &Value| -> SmtpConfig {
+        let mut v = base.clone();
+        for (k, x) in change.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    // What the catalog refuses makes no plan.
+    let refused = [
         (json!({"from": "not an address"}), "spec.config.smtp.from: "),
         (
             json!({"to": ["ok@example.com", "@@"]}),
@@ -401,6 +426,17 @@ async fn smtp_configuration_errors_name_the_field() {
         (json!({"to": []}), "spec.config.smtp.to: "),
         (json!({"port": 70000}), "spec.config.smtp.port: "),
         (
+            json!({"username": "kuma"}),
+            "spec.config.smtp.passwordSecretRef: is required with username",
+        ),
+    ];
+    for (change, want) in refused {
+        let err = SmtpPlan::of(NS, &config(&change)).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{change}: {err}");
+    }
+    // A Secret missing at send time is known only then.
+    let at_send = [
+        (
             json!({"username": "kuma", "passwordSecretRef": {"name": "missing", "key": "pw"}}),
             "spec.config.smtp.passwordSecretRef: Secret prod/missing not found",
         ),
@@ -408,20 +444,15 @@ async fn smtp_configuration_errors_name_the_field() {
             json!({"username": "kuma", "passwordSecretRef": {"name": "smtp-auth", "key": "pw"}}),
             "spec.config.smtp.passwordSecretRef: Secret prod/smtp-auth has no key \"pw\"",
         ),
-        (
-            json!({"username": "kuma"}),
-            "spec.config.smtp.passwordSecretRef is required",
-        ),
     ];
-    for (change, want) in cases {
-        let mut v = base.clone();
-        for (k, x) in change.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        let config: SmtpConfig = serde_json::from_value(v).unwrap();
-        let err = smtp::send(&ctx(with_password()), NS, &config, &msg("down", "t", "b"))
-            .await
-            .unwrap_err();
+    for (change, want) in at_send {
+        let err = send_smtp(
+            &ctx(with_password()),
+            &config(&change),
+            &msg("down", "t", "b"),
+        )
+        .await
+        .unwrap_err();
         let SendError::Config(text) = &err else {
             panic!("{change}: {err:?}")
         };
@@ -532,9 +563,7 @@ async fn apprise_cli_delivers_to_json_endpoints() {
     }));
     let secrets = urls_secret(&format!("json://{}/{TOKEN}\n", b.addr));
     let m = msg("down", "[DOWN] web", "web is down\nsince 12:00");
-    let delivered = apprise_provider::send(&ctx(secrets), NS, &config, &m)
-        .await
-        .unwrap();
+    let delivered = send_apprise(&ctx(secrets), &config, &m).await.unwrap();
     assert_eq!(delivered.detail, "apprise: sent to 2 URL(s)");
 
     for (sink, path) in [(&a, "/public".to_string()), (&b, format!("/{TOKEN}"))] {
@@ -551,9 +580,8 @@ async fn apprise_cli_delivers_to_json_endpoints() {
     }
 
     let m = msg("up", "[UP] web", "web is up");
-    apprise_provider::send(
+    send_apprise(
         &ctx(SecretStore::default()),
-        NS,
         &apprise_config(json!({
             "urls": [format!("json://{}/public", a.addr)],
         })),
@@ -579,7 +607,7 @@ async fn apprise_cli_failures_never_show_tokens() {
             "A Connection error occurred",
         ),
     ] {
-        let err = apprise_provider::send(&ctx(urls_secret(&url)), NS, &config, &m)
+        let err = send_apprise(&ctx(urls_secret(&url)), &config, &m)
             .await
             .unwrap_err();
         let SendError::Temporary(text) = &err else {
@@ -596,7 +624,7 @@ async fn apprise_cli_failures_never_show_tokens() {
 
     // A schema Apprise does not know: it drops the URL and says so, naming it.
     let unknown = format!("nosuchservice://{TOKEN}/x");
-    let err = apprise_provider::send(&ctx(urls_secret(&unknown)), NS, &config, &m)
+    let err = send_apprise(&ctx(urls_secret(&unknown)), &config, &m)
         .await
         .unwrap_err();
     let SendError::Config(text) = &err else {
@@ -633,7 +661,7 @@ async fn apprise_cli_gets_urls_by_environment_not_arguments() {
     let mut c = ctx(urls_secret(&secret_urls));
     c.apprise_program = recorder;
     let m = msg("certExpiring", "-t cert", "--body expires soon");
-    apprise_provider::send(&c, NS, &config, &m).await.unwrap();
+    send_apprise(&c, &config, &m).await.unwrap();
     let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
     assert_eq!(
         args.lines().collect::<Vec<_>>(),
@@ -653,23 +681,19 @@ async fn apprise_cli_gets_urls_by_environment_not_arguments() {
     c.apprise_program = fake("stuck", "exec sleep 30");
     c.timeout = Duration::from_millis(500);
     let started = std::time::Instant::now();
-    let err = apprise_provider::send(&c, NS, &config, &m)
-        .await
-        .unwrap_err();
+    let err = send_apprise(&c, &config, &m).await.unwrap_err();
     assert!(matches!(err, SendError::Temporary(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Missing program, missing Secret, no URL at all.
     c.apprise_program = dir.path().join("absent").display().to_string();
     c.timeout = Duration::from_secs(5);
-    let err = apprise_provider::send(&c, NS, &config, &m)
-        .await
-        .unwrap_err();
+    let err = send_apprise(&c, &config, &m).await.unwrap_err();
     assert!(
         matches!(&err, SendError::Config(t) if t.starts_with("cannot run the apprise program")),
         "{err:?}"
     );
-    let err = apprise_provider::send(&ctx(SecretStore::default()), NS, &config, &m)
+    let err = send_apprise(&ctx(SecretStore::default()), &config, &m)
         .await
         .unwrap_err();
     assert_eq!(
@@ -678,14 +702,27 @@ async fn apprise_cli_gets_urls_by_environment_not_arguments() {
             "spec.config.apprise.urlsSecretRef: Secret prod/apprise-urls not found".into()
         )
     );
-    let err = apprise_provider::send(&c, NS, &AppriseConfig::default(), &m)
+    // No URL at all is refused by the plan; a Secret that holds none, at send time.
+    let err = ApprisePlan::of(NS, &AppriseConfig::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.config.apprise.urls: must list at least one Apprise URL (or set urlsSecretRef)"
+    );
+    let secret_only = apprise_config(json!({
+        "urlsSecretRef": {"name": "apprise-urls", "key": "urls"},
+    }));
+    let err = send_apprise(&ctx(urls_secret(" \n")), &secret_only, &m)
         .await
         .unwrap_err();
-    assert!(matches!(err, SendError::Config(_)), "{err:?}");
+    assert_eq!(
+        err,
+        SendError::Config(
+            "spec.config.apprise: set urls or urlsSecretRef (or serverUrl with an Apprise API server)"
+                .into()
+        )
+    );
     let bad = urls_secret(&format!("{TOKEN} json://x"));
-    let err = apprise_provider::send(&ctx(bad), NS, &config, &m)
-        .await
-        .unwrap_err();
+    let err = send_apprise(&ctx(bad), &config, &m).await.unwrap_err();
     let SendError::Config(text) = &err else {
         panic!("{err:?}")
     };
@@ -708,9 +745,7 @@ async fn apprise_server_mode_posts_the_stateless_notify() {
     }));
     let secrets = urls_secret(&format!("discord://1234/{TOKEN}"));
     let m = msg("up", "[UP] web", "web is up");
-    let delivered = apprise_provider::send(&ctx(secrets), NS, &config, &m)
-        .await
-        .unwrap();
+    let delivered = send_apprise(&ctx(secrets), &config, &m).await.unwrap();
     assert_eq!(delivered.detail, "HTTP 200");
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
@@ -727,16 +762,22 @@ async fn apprise_server_mode_posts_the_stateless_notify() {
         })
     );
 
-    // Without URLs the server's own stateless URLs apply: no `urls` field.
+    // Without URLs the server's own stateless URLs apply: no `urls` field. The catalog
+    // refuses a provider with neither urls nor urlsSecretRef; a Secret holding no URL
+    // reaches the server that way.
     let bare = apprise_config(json!({"serverUrl": format!("http://{}/prefix", server.addr)}));
-    apprise_provider::send(
-        &ctx(SecretStore::default()),
-        NS,
-        &bare,
-        &msg("test", "t", "b"),
-    )
-    .await
-    .unwrap();
+    let err = ApprisePlan::of(NS, &bare).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.config.apprise.urls: must list at least one Apprise URL (or set urlsSecretRef)"
+    );
+    let empty = apprise_config(json!({
+        "serverUrl": format!("http://{}/prefix", server.addr),
+        "urlsSecretRef": {"name": "apprise-urls", "key": "urls"},
+    }));
+    send_apprise(&ctx(urls_secret("\n")), &empty, &msg("test", "t", "b"))
+        .await
+        .unwrap();
     let s = &server.seen()[1];
     assert_eq!(s.path, "/prefix/notify");
     assert_eq!(s.body, json!({"title": "t", "body": "b", "type": "info"}));
@@ -762,7 +803,7 @@ async fn apprise_server_errors_are_classified_without_tokens() {
             "urlsSecretRef": {"name": "apprise-urls", "key": "urls"},
             "serverUrl": format!("http://{}", server.addr),
         }));
-        let err = apprise_provider::send(&ctx(secrets()), NS, &config, &m)
+        let err = send_apprise(&ctx(secrets()), &config, &m)
             .await
             .unwrap_err();
         assert_eq!(err.retryable(), want_retry, "{status}: {err:?}");
@@ -776,7 +817,7 @@ async fn apprise_server_errors_are_classified_without_tokens() {
         "urlsSecretRef": {"name": "apprise-urls", "key": "urls"},
         "serverUrl": format!("http://127.0.0.1:{}/", free_port()),
     }));
-    let err = apprise_provider::send(&ctx(secrets()), NS, &config, &m)
+    let err = send_apprise(&ctx(secrets()), &config, &m)
         .await
         .unwrap_err();
     assert!(
@@ -785,12 +826,11 @@ async fn apprise_server_errors_are_classified_without_tokens() {
     );
     assert!(!err.to_string().contains(TOKEN));
 
-    let bad = apprise_config(json!({"serverUrl": "ftp://x"}));
-    let err = apprise_provider::send(&ctx(secrets()), NS, &bad, &m)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        SendError::Config("spec.config.apprise.serverUrl is not an http(s) URL".into())
+    // A server URL that is not http(s) makes no plan.
+    let bad = apprise_config(json!({"urls": ["json://x"], "serverUrl": "ftp://x"}));
+    let err = ApprisePlan::of(NS, &bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with("spec.config.apprise.serverUrl: must be an http:// or https:// URL"),
+        "{err}"
     );
 }

@@ -9,55 +9,112 @@
 use std::process::Stdio;
 use std::sync::OnceLock;
 
+use kubekuma_crds::ProviderType;
+use kubekuma_crds::common::SecretKeyRef;
 use kubekuma_crds::notification::AppriseConfig;
 use regex::Regex;
 
-use super::Checked;
+use super::endpoint;
 use super::{Delivered, Message, ProviderContext, SendError};
-use crate::findings::Sink;
-use crate::rules::url_ok;
+use crate::findings::{PlanError, Sink};
 
 const FIELD: &str = "spec.config.apprise";
 
-/// A Apprise provider's checked configuration.
-pub type ApprisePlan = Checked<AppriseConfig>;
+/// An Apprise provider's checked configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprisePlan {
+    /// The namespace its Secret reference resolves in.
+    namespace: String,
+    /// The path of its configuration block.
+    base: String,
+    /// `urls`, trimmed, each `schema://…`.
+    urls: Vec<String>,
+    /// The Secret key holding more URLs.
+    urls_secret: Option<SecretKeyRef>,
+    /// The Apprise API server, when set: `{serverUrl}/notify` and the host shown in
+    /// messages.
+    server: Option<Server>,
+}
 
-/// The plan of a Apprise provider: its configuration block at `base` checked.
+/// An Apprise API server.
+#[derive(Clone, Debug, PartialEq)]
+struct Server {
+    /// `{serverUrl}/notify`.
+    endpoint: String,
+    /// `Apprise API server <host>`.
+    shown: String,
+}
+
+impl ApprisePlan {
+    /// The plan of an Apprise block checked on its own at `spec.config.apprise`.
+    pub fn of(namespace: &str, config: &AppriseConfig) -> Result<ApprisePlan, PlanError> {
+        super::alone(namespace, ProviderType::Apprise, config, plan)
+    }
+
+    /// Its Secret references with their field paths.
+    pub(super) fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
+        self.urls_secret
+            .iter()
+            .map(|r| (format!("{}.urlsSecretRef", self.base), r.clone()))
+            .collect()
+    }
+}
+
+/// The plan of an Apprise provider: its configuration block at `base` checked.
 pub(crate) fn plan(
     namespace: &str,
     base: &str,
     c: &AppriseConfig,
     sink: &mut Sink<'_>,
-) -> ApprisePlan {
+) -> Option<ApprisePlan> {
     if c.urls.is_empty() && c.urls_secret_ref.is_none() {
         sink.error(
             &format!("{base}.urls"),
             "must list at least one Apprise URL (or set urlsSecretRef)",
         );
     }
+    let mut urls = Vec::new();
     for (i, u) in c.urls.iter().enumerate() {
-        if !u.contains("://") {
+        if u.contains("://") && has_schema(u.trim()) {
+            urls.push(u.trim().to_string());
+        } else {
             sink.error(
                 &format!("{base}.urls[{i}]"),
                 "must be an Apprise URL such as json://host/path (the value is not shown: Apprise URLs may carry credentials)",
             );
         }
     }
-    if let Some(u) = &c.server_url {
-        url_ok(sink, &format!("{base}.serverUrl"), u, &["http", "https"]);
-    }
-    Checked::new(namespace, base, c)
+    let server = match &c.server_url {
+        None => None,
+        Some(u) => {
+            let path = format!("{base}.serverUrl");
+            endpoint(sink, &path, u, "")?;
+            let host = url::Url::parse(u)
+                .ok()
+                .and_then(|p| p.host_str().map(str::to_string))?;
+            Some(Server {
+                endpoint: format!("{}/notify", u.trim_end_matches('/')),
+                shown: format!("Apprise API server {host}"),
+            })
+        }
+    };
+    Some(ApprisePlan {
+        namespace: namespace.to_string(),
+        base: base.to_string(),
+        urls,
+        urls_secret: c.urls_secret_ref.clone(),
+        server,
+    })
 }
 
-/// Send `msg` through Apprise to the URLs of `config`.
+/// Send `msg` through Apprise to the URLs of `plan`.
 pub async fn send(
     ctx: &ProviderContext,
-    namespace: &str,
-    config: &AppriseConfig,
+    plan: &ApprisePlan,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
-    let urls = urls(ctx, namespace, config)?;
-    match &config.server_url {
+    let urls = urls(ctx, plan)?;
+    match &plan.server {
         Some(server) => via_server(ctx, server, &urls, msg).await,
         None => via_cli(ctx, &urls, msg).await,
     }
@@ -73,23 +130,11 @@ pub fn notify_type(event: &str) -> &'static str {
     }
 }
 
-/// The URLs from `urls` and from the Secret, checked to look like `schema://…`.
-fn urls(
-    ctx: &ProviderContext,
-    namespace: &str,
-    config: &AppriseConfig,
-) -> Result<Vec<String>, SendError> {
-    let mut out = Vec::new();
-    for (i, u) in config.urls.iter().enumerate() {
-        let u = u.trim();
-        if !has_schema(u) {
-            return Err(SendError::Config(format!(
-                "{FIELD}.urls[{i}] is not an Apprise URL (schema://…)"
-            )));
-        }
-        out.push(u.to_string());
-    }
-    if let Some(r) = &config.urls_secret_ref {
+/// The URLs of `urls` and of the Secret, the Secret's checked to look like `schema://…`.
+fn urls(ctx: &ProviderContext, plan: &ApprisePlan) -> Result<Vec<String>, SendError> {
+    let mut out = plan.urls.clone();
+    let namespace = plan.namespace.as_str();
+    if let Some(r) = &plan.urls_secret {
         let value = ctx.secrets.get(namespace, &r.name, &r.key).ok_or_else(|| {
             SendError::Config(format!(
                 "{FIELD}.urlsSecretRef: {}",
@@ -170,16 +215,12 @@ fn split_urls(text: &str) -> Option<Vec<String>> {
 /// `{urls, title, body, type}`. Without URLs the server's `APPRISE_STATELESS_URLS` apply.
 async fn via_server(
     ctx: &ProviderContext,
-    server: &str,
+    server: &Server,
     urls: &[String],
     msg: &Message,
 ) -> Result<Delivered, SendError> {
-    let base = url::Url::parse(server)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| SendError::Config(format!("{FIELD}.serverUrl is not an http(s) URL")))?;
-    let endpoint = format!("{}/notify", server.trim_end_matches('/'));
-    let shown = format!("Apprise API server {}", base.host_str().unwrap_or_default());
+    let endpoint = &server.endpoint;
+    let shown = &server.shown;
     let mut payload = serde_json::json!({
         "title": msg.title,
         "body": msg.body,
@@ -190,7 +231,7 @@ async fn via_server(
     }
     let response = ctx
         .http
-        .post(&endpoint)
+        .post(endpoint)
         .timeout(ctx.timeout)
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&payload)

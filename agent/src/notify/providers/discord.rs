@@ -3,13 +3,14 @@
 //! `webhookUrlSecretRef`. Discord answers 204.
 
 use chrono::SecondsFormat;
+use kubekuma_crds::ProviderType;
+use kubekuma_crds::common::SecretKeyRef;
 use kubekuma_crds::notification::DiscordConfig;
 use serde_json::{Map, Value, json};
 
-use super::Checked;
 use super::webhook::{Tone, post_json_to_secret_url, tone, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
-use crate::findings::Sink;
+use crate::findings::{PlanError, Sink};
 
 /// Discord's limits, in characters.
 const MAX_TITLE: usize = 256;
@@ -22,7 +23,33 @@ const GREEN: u32 = 0x2E_CC_71;
 const YELLOW: u32 = 0xF1_C4_0F;
 
 /// A Discord provider's checked configuration.
-pub type DiscordPlan = Checked<DiscordConfig>;
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiscordPlan {
+    /// The namespace its Secret reference resolves in.
+    namespace: String,
+    /// The path of its configuration block.
+    base: String,
+    /// The Secret key holding the webhook URL.
+    webhook_url: SecretKeyRef,
+    /// Sender name and avatar overrides.
+    username: Option<String>,
+    avatar_url: Option<String>,
+}
+
+impl DiscordPlan {
+    /// The plan of a Discord block checked on its own at `spec.config.discord`.
+    pub fn of(namespace: &str, config: &DiscordConfig) -> Result<DiscordPlan, PlanError> {
+        super::alone(namespace, ProviderType::Discord, config, plan)
+    }
+
+    /// Its Secret references with their field paths.
+    pub(super) fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
+        vec![(
+            format!("{}.webhookUrlSecretRef", self.base),
+            self.webhook_url.clone(),
+        )]
+    }
+}
 
 /// The plan of a Discord provider: its configuration block at `base` checked.
 pub(crate) fn plan(
@@ -30,29 +57,34 @@ pub(crate) fn plan(
     base: &str,
     c: &DiscordConfig,
     _sink: &mut Sink<'_>,
-) -> DiscordPlan {
-    Checked::new(namespace, base, c)
+) -> Option<DiscordPlan> {
+    Some(DiscordPlan {
+        namespace: namespace.to_string(),
+        base: base.to_string(),
+        webhook_url: c.webhook_url_secret_ref.clone(),
+        username: c.username.clone(),
+        avatar_url: c.avatar_url.clone(),
+    })
 }
 
-/// Send `msg` to the Discord webhook `config` names.
+/// Send `msg` to the Discord webhook of `plan`.
 pub async fn send(
     ctx: &ProviderContext,
-    namespace: &str,
-    config: &DiscordConfig,
+    plan: &DiscordPlan,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
     post_json_to_secret_url(
         ctx,
-        namespace,
-        &config.webhook_url_secret_ref,
+        &plan.namespace,
+        &plan.webhook_url,
         "webhookUrlSecretRef",
-        &payload(config, msg),
+        &payload(plan, msg),
     )
     .await
 }
 
 /// The JSON Discord expects. Mentions in monitor messages never ping anyone.
-fn payload(config: &DiscordConfig, msg: &Message) -> Value {
+fn payload(config: &DiscordPlan, msg: &Message) -> Value {
     let color = match tone(msg) {
         Tone::Down => RED,
         Tone::Up => GREEN,

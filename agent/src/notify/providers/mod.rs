@@ -15,6 +15,7 @@ use kubekuma_crds::common::SecretKeyRef;
 use kubekuma_crds::{NotificationProviderSpec, ProviderType};
 
 use crate::findings::{PlanError, Sink};
+use crate::rules::url_ok;
 use crate::secrets::SecretStore;
 
 pub mod apprise;
@@ -99,41 +100,43 @@ impl ProviderContext {
     }
 }
 
-/// A provider's configuration of one kind, checked by that kind's `plan`, with the
-/// namespace its Secret references resolve in and the path its block sits at.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Checked<C> {
-    namespace: String,
-    /// `spec.config.<type>`, or the original implementation's `spec.<type>`.
-    base: String,
-    config: C,
-}
-
-impl<C> Checked<C> {
-    fn new(namespace: &str, base: &str, config: &C) -> Self
-    where
-        C: Clone,
-    {
-        Checked {
-            namespace: namespace.to_string(),
-            base: base.to_string(),
-            config: config.clone(),
+/// An http(s) URL field checked by the shared rules, and on success `raw` (without its
+/// trailing `/`) followed by `suffix` as the URL a provider sends to.
+fn endpoint(sink: &mut Sink<'_>, path: &str, raw: &str, suffix: &str) -> Option<url::Url> {
+    let errors = |sink: &Sink<'_>| {
+        sink.findings
+            .iter()
+            .filter(|f| f.severity == crate::findings::Severity::Error)
+            .count()
+    };
+    let before = errors(sink);
+    url_ok(sink, path, raw, &["http", "https"]);
+    let reported = errors(sink) > before;
+    match url::Url::parse(&format!("{}{suffix}", raw.trim_end_matches('/'))) {
+        Ok(u) if !reported => Some(u),
+        Ok(_) => None,
+        Err(e) => {
+            if !reported {
+                sink.error(path, format!("is not a valid URL: {e}"));
+            }
+            None
         }
     }
+}
 
-    /// The namespace its Secret references resolve in.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// The checked configuration.
-    pub fn config(&self) -> &C {
-        &self.config
-    }
-
-    /// The field path of `field` in the configuration block.
-    fn path(&self, field: &str) -> String {
-        format!("{}.{field}", self.base)
+/// The plan of a configuration block checked on its own at `spec.config.<type>` (tests,
+/// one-off sends): the plan, or the errors that make none.
+fn alone<C, P>(
+    namespace: &str,
+    ty: ProviderType,
+    config: &C,
+    plan: impl FnOnce(&str, &str, &C, &mut Sink<'_>) -> Option<P>,
+) -> Result<P, PlanError> {
+    let mut sink = Sink::detached();
+    let base = format!("spec.config.{ty}");
+    match plan(namespace, &base, config, &mut sink) {
+        Some(p) if !sink.has_errors() => Ok(p),
+        _ => Err(sink.plan_error()),
     }
 }
 
@@ -173,16 +176,16 @@ impl ProviderPlan {
         };
         let b = base.as_str();
         let plan = match block {
-            Block::Slack(c) => ProviderPlan::Slack(slack::plan(namespace, b, c, sink)),
-            Block::Discord(c) => ProviderPlan::Discord(discord::plan(namespace, b, c, sink)),
-            Block::Telegram(c) => ProviderPlan::Telegram(telegram::plan(namespace, b, c, sink)),
-            Block::Smtp(c) => ProviderPlan::Smtp(smtp::plan(namespace, b, c, sink)),
-            Block::Webhook(c) => ProviderPlan::Webhook(webhook::plan(namespace, b, c, sink)),
-            Block::Gotify(c) => ProviderPlan::Gotify(gotify::plan(namespace, b, c, sink)),
-            Block::Pushover(c) => ProviderPlan::Pushover(pushover::plan(namespace, b, c, sink)),
-            Block::Apprise(c) => ProviderPlan::Apprise(apprise::plan(namespace, b, c, sink)),
+            Block::Slack(c) => slack::plan(namespace, b, c, sink).map(ProviderPlan::Slack),
+            Block::Discord(c) => discord::plan(namespace, b, c, sink).map(ProviderPlan::Discord),
+            Block::Telegram(c) => telegram::plan(namespace, b, c, sink).map(ProviderPlan::Telegram),
+            Block::Smtp(c) => smtp::plan(namespace, b, c, sink).map(ProviderPlan::Smtp),
+            Block::Webhook(c) => webhook::plan(namespace, b, c, sink).map(ProviderPlan::Webhook),
+            Block::Gotify(c) => gotify::plan(namespace, b, c, sink).map(ProviderPlan::Gotify),
+            Block::Pushover(c) => pushover::plan(namespace, b, c, sink).map(ProviderPlan::Pushover),
+            Block::Apprise(c) => apprise::plan(namespace, b, c, sink).map(ProviderPlan::Apprise),
         };
-        (!sink.has_errors()).then_some(plan)
+        plan.filter(|_| !sink.has_errors())
     }
 
     /// The plan of a provider checked on its own (`kubekuma notify test` of a provider
@@ -194,67 +197,22 @@ impl ProviderPlan {
 
     /// Every Secret reference, with its field path.
     pub fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
-        let mut v = Vec::new();
-        let mut add = |path: String, r: &Option<SecretKeyRef>| {
-            if let Some(r) = r {
-                v.push((path, r.clone()));
-            }
-        };
         match self {
-            ProviderPlan::Slack(p) => add(
-                p.path("webhookUrlSecretRef"),
-                &Some(p.config.webhook_url_secret_ref.clone()),
-            ),
-            ProviderPlan::Discord(p) => add(
-                p.path("webhookUrlSecretRef"),
-                &Some(p.config.webhook_url_secret_ref.clone()),
-            ),
-            ProviderPlan::Telegram(p) => add(
-                p.path("botTokenSecretRef"),
-                &Some(p.config.bot_token_secret_ref.clone()),
-            ),
-            ProviderPlan::Smtp(p) => {
-                add(p.path("passwordSecretRef"), &p.config.password_secret_ref)
-            }
-            ProviderPlan::Webhook(p) => {
-                add(p.path("urlSecretRef"), &p.config.url_secret_ref);
-                add(p.path("hmacSecretRef"), &p.config.hmac_secret_ref);
-            }
-            ProviderPlan::Gotify(p) => add(
-                p.path("tokenSecretRef"),
-                &Some(p.config.token_secret_ref.clone()),
-            ),
-            ProviderPlan::Pushover(p) => {
-                add(
-                    p.path("userKeySecretRef"),
-                    &Some(p.config.user_key_secret_ref.clone()),
-                );
-                add(
-                    p.path("apiTokenSecretRef"),
-                    &Some(p.config.api_token_secret_ref.clone()),
-                );
-            }
-            ProviderPlan::Apprise(p) => add(p.path("urlsSecretRef"), &p.config.urls_secret_ref),
+            ProviderPlan::Slack(p) => p.secret_refs(),
+            ProviderPlan::Discord(p) => p.secret_refs(),
+            ProviderPlan::Telegram(p) => p.secret_refs(),
+            ProviderPlan::Smtp(p) => p.secret_refs(),
+            ProviderPlan::Webhook(p) => p.secret_refs(),
+            ProviderPlan::Gotify(p) => p.secret_refs(),
+            ProviderPlan::Pushover(p) => p.secret_refs(),
+            ProviderPlan::Apprise(p) => p.secret_refs(),
         }
-        v
     }
 
     /// The string fields that may hold `${SECRET:…}`, with their paths.
     pub fn secret_strings(&self) -> Vec<(String, String)> {
         match self {
-            ProviderPlan::Webhook(w) => w
-                .config
-                .url
-                .iter()
-                .map(|u| (w.path("url"), u.clone()))
-                .chain(
-                    w.config
-                        .headers
-                        .iter()
-                        .flat_map(|h| h.0.iter())
-                        .map(|(k, v)| (w.path(&format!("headers.{k}")), v.clone())),
-                )
-                .collect(),
+            ProviderPlan::Webhook(w) => w.secret_strings(),
             ProviderPlan::Slack(_)
             | ProviderPlan::Discord(_)
             | ProviderPlan::Telegram(_)
@@ -319,13 +277,13 @@ pub async fn send(
     msg: &Message,
 ) -> Result<Delivered, SendError> {
     match plan {
-        ProviderPlan::Slack(p) => slack::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Discord(p) => discord::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Telegram(p) => telegram::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Smtp(p) => smtp::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Webhook(p) => webhook::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Gotify(p) => gotify::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Pushover(p) => pushover::send(ctx, &p.namespace, &p.config, msg).await,
-        ProviderPlan::Apprise(p) => apprise::send(ctx, &p.namespace, &p.config, msg).await,
+        ProviderPlan::Slack(p) => slack::send(ctx, p, msg).await,
+        ProviderPlan::Discord(p) => discord::send(ctx, p, msg).await,
+        ProviderPlan::Telegram(p) => telegram::send(ctx, p, msg).await,
+        ProviderPlan::Smtp(p) => smtp::send(ctx, p, msg).await,
+        ProviderPlan::Webhook(p) => webhook::send(ctx, p, msg).await,
+        ProviderPlan::Gotify(p) => gotify::send(ctx, p, msg).await,
+        ProviderPlan::Pushover(p) => pushover::send(ctx, p, msg).await,
+        ProviderPlan::Apprise(p) => apprise::send(ctx, p, msg).await,
     }
 }

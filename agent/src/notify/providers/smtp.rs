@@ -3,6 +3,8 @@
 //! per notification with the title as subject.
 
 use base64::Engine;
+use kubekuma_crds::ProviderType;
+use kubekuma_crds::common::SecretKeyRef;
 use kubekuma_crds::notification::{SmtpConfig, SmtpSecurity};
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
@@ -11,44 +13,137 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::Checked;
 use super::{Delivered, Message, ProviderContext, SendError};
-use crate::findings::Sink;
+use crate::findings::{PlanError, Sink};
 use crate::rules::{self, host_ok};
 
-const FIELD: &str = "spec.config.smtp";
-
 /// A Smtp provider's checked configuration.
-pub type SmtpPlan = Checked<SmtpConfig>;
+#[derive(Clone, Debug, PartialEq)]
+pub struct SmtpPlan {
+    /// The namespace its Secret reference resolves in.
+    namespace: String,
+    /// The path of its configuration block.
+    base: String,
+    /// The server's host name or address.
+    host: String,
+    /// The configured port, else the usual one for `security`.
+    port: u16,
+    /// Default STARTTLS.
+    security: SmtpSecurity,
+    /// `skipTLSVerify`.
+    skip_tls_verify: bool,
+    /// The login name and the Secret key holding the password, when the server needs
+    /// authentication.
+    login: Option<(String, SecretKeyRef)>,
+    /// `passwordSecretRef`, used or not.
+    password_ref: Option<SecretKeyRef>,
+    /// The sender.
+    from: Mailbox,
+    /// The recipients, at least one.
+    to: Vec<Mailbox>,
+}
+
+impl SmtpPlan {
+    /// The plan of a Smtp block checked on its own at `spec.config.smtp`.
+    pub fn of(namespace: &str, config: &SmtpConfig) -> Result<SmtpPlan, PlanError> {
+        super::alone(namespace, ProviderType::Smtp, config, plan)
+    }
+
+    /// Its Secret references with their field paths (the password's even when it has no
+    /// effect without a username: a missing Secret is still worth a warning).
+    pub(super) fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
+        self.password_ref
+            .iter()
+            .map(|r| (format!("{}.passwordSecretRef", self.base), r.clone()))
+            .collect()
+    }
+}
 
 /// The plan of a Smtp provider: its configuration block at `base` checked.
-pub(crate) fn plan(namespace: &str, base: &str, c: &SmtpConfig, sink: &mut Sink<'_>) -> SmtpPlan {
+pub(crate) fn plan(
+    namespace: &str,
+    base: &str,
+    c: &SmtpConfig,
+    sink: &mut Sink<'_>,
+) -> Option<SmtpPlan> {
     host_ok(sink, &format!("{base}.host"), &c.host);
     rules::port(sink, &format!("{base}.port"), c.port);
-    if !looks_like_address(&c.from) {
+    let from = if looks_like_address(&c.from) {
+        mailbox(sink, &format!("{base}.from"), &c.from)
+    } else {
         sink.error(
             &format!("{base}.from"),
             format!("must be an e-mail address such as alerts@example.com or \"Name <alerts@example.com>\", got {:?}", c.from),
         );
-    }
+        None
+    };
     if c.to.is_empty() {
         sink.error(&format!("{base}.to"), "must list at least one recipient");
     }
-    for (i, to) in c.to.iter().enumerate() {
-        if !looks_like_address(to) {
-            sink.error(
-                &format!("{base}.to[{i}]"),
-                format!("must be an e-mail address, got {to:?}"),
-            );
+    let mut to = Vec::new();
+    for (i, addr) in c.to.iter().enumerate() {
+        let path = format!("{base}.to[{i}]");
+        if !looks_like_address(addr) {
+            sink.error(&path, format!("must be an e-mail address, got {addr:?}"));
+        } else if let Some(m) = mailbox(sink, &path, addr) {
+            to.push(m);
         }
     }
-    if c.password_secret_ref.is_some() && c.username.is_none() {
-        sink.warn(
-            &format!("{base}.passwordSecretRef"),
-            "has no effect without username",
-        );
+    let login = match (&c.username, &c.password_secret_ref) {
+        (Some(user), Some(r)) => Some((user.clone(), r.clone())),
+        (None, None) => None,
+        (None, Some(_)) => {
+            sink.warn(
+                &format!("{base}.passwordSecretRef"),
+                "has no effect without username",
+            );
+            None
+        }
+        (Some(_), None) => {
+            sink.error(
+                &format!("{base}.passwordSecretRef"),
+                "is required with username",
+            );
+            None
+        }
+    };
+    let security = c.security.unwrap_or(SmtpSecurity::Starttls);
+    let port = match c.port {
+        None => default_port(security),
+        Some(p) => u16::try_from(p).ok().filter(|p| *p != 0)?,
+    };
+    let skip_tls_verify = c.skip_tls_verify.unwrap_or(false);
+    if security != SmtpSecurity::None
+        && let Err(e) = tls_parameters(&c.host, skip_tls_verify)
+    {
+        sink.error(&format!("{base}.host"), format!("cannot set up TLS: {e}"));
     }
-    Checked::new(namespace, base, c)
+    if to.is_empty() || to.len() != c.to.len() {
+        return None;
+    }
+    Some(SmtpPlan {
+        namespace: namespace.to_string(),
+        base: base.to_string(),
+        host: c.host.clone(),
+        port,
+        security,
+        skip_tls_verify,
+        login,
+        password_ref: c.password_secret_ref.clone(),
+        from: from?,
+        to,
+    })
+}
+
+/// `addr` as lettre reads it; an error at `path` when it cannot.
+fn mailbox(sink: &mut Sink<'_>, path: &str, addr: &str) -> Option<Mailbox> {
+    match addr.parse::<Mailbox>() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            sink.error(path, format!("{addr:?} is not an e-mail address: {e}"));
+            None
+        }
+    }
 }
 
 /// Whether `s` looks like an e-mail address (`a@b`, or `Name <a@b>`).
@@ -69,35 +164,29 @@ fn looks_like_address(s: &str) -> bool {
     }
 }
 
-/// Send `msg` as an e-mail through the server in `config`.
+/// Send `msg` as an e-mail through the server of `plan`.
 ///
 /// Connection failures, timeouts and 4xx replies are [`SendError::Temporary`]; 5xx
 /// replies (a refused login, an unknown recipient) are [`SendError::Rejected`].
 pub async fn send(
     ctx: &ProviderContext,
-    namespace: &str,
-    config: &SmtpConfig,
+    plan: &SmtpPlan,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
-    if config.host.trim().is_empty() {
-        return Err(SendError::Config(format!("{FIELD}.host is empty")));
-    }
-    let security = config.security.unwrap_or(SmtpSecurity::Starttls);
-    let port = port(config.port, security)?;
-    let email = email(config, msg)?;
-    let credentials = credentials(ctx, namespace, config)?;
+    let email = email(plan, msg)?;
+    let credentials = credentials(ctx, plan)?;
     let password = credentials.as_ref().map(|(_, p)| p.clone());
 
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.host.as_str())
-        .port(port)
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(plan.host.as_str())
+        .port(plan.port)
         .timeout(Some(ctx.timeout))
-        .tls(tls(config, security)?);
+        .tls(tls(plan)?);
     if let Some((user, password)) = credentials {
         builder = builder.credentials(Credentials::new(user, password));
     }
     let transport = builder.build();
 
-    let target = format!("{}:{port}", config.host);
+    let target = format!("{}:{}", plan.host, plan.port);
     match tokio::time::timeout(ctx.timeout, transport.send(email)).await {
         Err(_) => Err(SendError::Temporary(format!(
             "{target}: no reply within {} s",
@@ -109,7 +198,7 @@ pub async fn send(
         Ok(Err(e)) => {
             let text = scrub(
                 &without_repeats(&e.to_string()),
-                config.username.as_deref(),
+                plan.login.as_ref().map(|(user, _)| user.as_str()),
                 password.as_deref(),
             );
             let text = format!("{target}: {text}");
@@ -126,34 +215,32 @@ pub async fn send(
     }
 }
 
-/// The port to connect to: the configured one, else the usual one for `security`.
-fn port(configured: Option<i64>, security: SmtpSecurity) -> Result<u16, SendError> {
-    match configured {
-        None => Ok(match security {
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::None => 25,
-        }),
-        Some(p) => u16::try_from(p)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| SendError::Config(format!("{FIELD}.port: {p} is not a port number"))),
+/// The usual port for `security`.
+fn default_port(security: SmtpSecurity) -> u16 {
+    match security {
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::None => 25,
     }
 }
 
-fn tls(config: &SmtpConfig, security: SmtpSecurity) -> Result<Tls, SendError> {
-    if security == SmtpSecurity::None {
-        return Ok(Tls::None);
-    }
-    // Skipping verification means any certificate, for any name (lettre checks the name
-    // even with invalid certificates accepted).
-    let skip = config.skip_tls_verify.unwrap_or(false);
-    let params = TlsParameters::builder(config.host.clone())
+/// TLS settings for `host`. Skipping verification means any certificate, for any name
+/// (lettre checks the name even with invalid certificates accepted).
+fn tls_parameters(host: &str, skip: bool) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+    TlsParameters::builder(host.to_string())
         .dangerous_accept_invalid_certs(skip)
         .dangerous_accept_invalid_hostnames(skip)
         .build()
-        .map_err(|e| SendError::Config(format!("{FIELD}.host: cannot set up TLS: {e}")))?;
-    Ok(match security {
+}
+
+fn tls(plan: &SmtpPlan) -> Result<Tls, SendError> {
+    if plan.security == SmtpSecurity::None {
+        return Ok(Tls::None);
+    }
+    // The plan built these once already; only a change in the TLS library could fail here.
+    let params = tls_parameters(&plan.host, plan.skip_tls_verify)
+        .map_err(|e| SendError::Config(format!("{}.host: cannot set up TLS: {e}", plan.base)))?;
+    Ok(match plan.security {
         SmtpSecurity::Tls => Tls::Wrapper(params),
         _ => Tls::Required(params),
     })
@@ -162,56 +249,35 @@ fn tls(config: &SmtpConfig, security: SmtpSecurity) -> Result<Tls, SendError> {
 /// The login name and password, when the server needs authentication.
 fn credentials(
     ctx: &ProviderContext,
-    namespace: &str,
-    config: &SmtpConfig,
+    plan: &SmtpPlan,
 ) -> Result<Option<(String, String)>, SendError> {
-    match (&config.username, &config.password_secret_ref) {
-        (None, None) => Ok(None),
-        (Some(user), Some(r)) => {
-            let value = ctx.secrets.get(namespace, &r.name, &r.key).ok_or_else(|| {
-                SendError::Config(format!(
-                    "{FIELD}.passwordSecretRef: {}",
-                    ctx.secrets.why_missing(namespace, &r.name, &r.key)
-                ))
-            })?;
-            Ok(Some((user.clone(), value.expose_str())))
-        }
-        (Some(_), None) => Err(SendError::Config(format!(
-            "{FIELD}.passwordSecretRef is required with username"
-        ))),
-        (None, Some(_)) => Err(SendError::Config(format!(
-            "{FIELD}.username is required with passwordSecretRef"
-        ))),
-    }
-}
-
-fn email(config: &SmtpConfig, msg: &Message) -> Result<lettre::Message, SendError> {
-    let from: Mailbox = config.from.parse().map_err(|e| {
-        SendError::Config(format!(
-            "{FIELD}.from: {:?} is not an e-mail address: {e}",
-            config.from
-        ))
-    })?;
-    if config.to.is_empty() {
-        return Err(SendError::Config(format!(
-            "{FIELD}.to: at least one recipient is required"
-        )));
-    }
-    let mut builder = lettre::Message::builder()
-        .from(from)
-        .subject(msg.title.as_str())
-        .header(ContentType::TEXT_PLAIN);
-    for (i, to) in config.to.iter().enumerate() {
-        let mailbox: Mailbox = to.parse().map_err(|e| {
+    let Some((user, r)) = &plan.login else {
+        return Ok(None);
+    };
+    let value = ctx
+        .secrets
+        .get(&plan.namespace, &r.name, &r.key)
+        .ok_or_else(|| {
             SendError::Config(format!(
-                "{FIELD}.to[{i}]: {to:?} is not an e-mail address: {e}"
+                "{}.passwordSecretRef: {}",
+                plan.base,
+                ctx.secrets.why_missing(&plan.namespace, &r.name, &r.key)
             ))
         })?;
-        builder = builder.to(mailbox);
+    Ok(Some((user.clone(), value.expose_str())))
+}
+
+fn email(plan: &SmtpPlan, msg: &Message) -> Result<lettre::Message, SendError> {
+    let mut builder = lettre::Message::builder()
+        .from(plan.from.clone())
+        .subject(msg.title.as_str())
+        .header(ContentType::TEXT_PLAIN);
+    for to in &plan.to {
+        builder = builder.to(to.clone());
     }
     builder
         .body(msg.body.clone())
-        .map_err(|e| SendError::Config(format!("{FIELD}: cannot build the e-mail: {e}")))
+        .map_err(|e| SendError::Config(format!("{}: cannot build the e-mail: {e}", plan.base)))
 }
 
 /// `250 2.0.0 Ok: queued as …`: the reply code and its first line.
@@ -255,17 +321,32 @@ fn scrub(text: &str, user: Option<&str>, password: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    fn config(v: serde_json::Value) -> SmtpConfig {
+        let mut base = serde_json::json!({
+            "host": "127.0.0.1", "from": "alerts@example.com", "to": ["ops@example.com"],
+        });
+        for (k, x) in v.as_object().unwrap() {
+            base[k] = x.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
     #[test]
     fn default_ports_follow_security() {
-        assert_eq!(port(None, SmtpSecurity::Starttls), Ok(587));
-        assert_eq!(port(None, SmtpSecurity::Tls), Ok(465));
-        assert_eq!(port(None, SmtpSecurity::None), Ok(25));
-        assert_eq!(port(Some(2525), SmtpSecurity::Tls), Ok(2525));
+        let port = |v| SmtpPlan::of("prod", &config(v)).map(|p| p.port);
+        assert_eq!(port(serde_json::json!({"security": "starttls"})), Ok(587));
+        assert_eq!(port(serde_json::json!({"security": "tls"})), Ok(465));
+        assert_eq!(port(serde_json::json!({"security": "none"})), Ok(25));
+        assert_eq!(port(serde_json::json!({})), Ok(587));
+        assert_eq!(
+            port(serde_json::json!({"security": "tls", "port": 2525})),
+            Ok(2525)
+        );
         for bad in [0, -1, 65536] {
-            let Err(SendError::Config(e)) = port(Some(bad), SmtpSecurity::None) else {
+            let Err(e) = port(serde_json::json!({"security": "none", "port": bad})) else {
                 panic!("port {bad} accepted");
             };
-            assert!(e.starts_with("spec.config.smtp.port: "), "{e}");
+            assert!(e.to_string().starts_with("spec.config.smtp.port: "), "{e}");
         }
     }
 

@@ -1,14 +1,15 @@
 //! Telegram Bot API: `POST {apiUrl}/bot<token>/sendMessage` with `{chat_id, text,
 //! parse_mode}`. The token is part of the URL, so no message ever quotes the URL.
 
+use kubekuma_crds::ProviderType;
+use kubekuma_crds::common::SecretKeyRef;
 use kubekuma_crds::notification::{TelegramConfig, TelegramParseMode};
 use serde_json::json;
 
-use super::Checked;
+use super::endpoint;
 use super::webhook::{execute, secret, truncate};
 use super::{Delivered, Message, ProviderContext, SendError};
-use crate::findings::Sink;
-use crate::rules::url_ok;
+use crate::findings::{PlanError, Sink};
 
 const DEFAULT_API_URL: &str = "https://api.telegram.org";
 /// Telegram's limit is 4096 characters after formatting; keep the raw text below it.
@@ -16,7 +17,36 @@ const MAX_TITLE: usize = 256;
 const MAX_BODY: usize = 3800;
 
 /// A Telegram provider's checked configuration.
-pub type TelegramPlan = Checked<TelegramConfig>;
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelegramPlan {
+    /// The namespace its Secret reference resolves in.
+    namespace: String,
+    /// The path of its configuration block.
+    base: String,
+    /// The Secret key holding the bot token.
+    bot_token: SecretKeyRef,
+    /// The chat, not empty.
+    chat_id: String,
+    /// Default HTML.
+    parse_mode: TelegramParseMode,
+    /// The Bot API base URL without a trailing `/`.
+    api_url: String,
+}
+
+impl TelegramPlan {
+    /// The plan of a Telegram block checked on its own at `spec.config.telegram`.
+    pub fn of(namespace: &str, config: &TelegramConfig) -> Result<TelegramPlan, PlanError> {
+        super::alone(namespace, ProviderType::Telegram, config, plan)
+    }
+
+    /// Its Secret references with their field paths.
+    pub(super) fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
+        vec![(
+            format!("{}.botTokenSecretRef", self.base),
+            self.bot_token.clone(),
+        )]
+    }
+}
 
 /// The plan of a Telegram provider: its configuration block at `base` checked.
 pub(crate) fn plan(
@@ -24,38 +54,35 @@ pub(crate) fn plan(
     base: &str,
     c: &TelegramConfig,
     sink: &mut Sink<'_>,
-) -> TelegramPlan {
+) -> Option<TelegramPlan> {
     if c.chat_id.trim().is_empty() {
         sink.error(&format!("{base}.chatId"), "must not be empty");
     }
-    if let Some(u) = &c.api_url {
-        url_ok(sink, &format!("{base}.apiUrl"), u, &["http", "https"]);
-    }
-    Checked::new(namespace, base, c)
+    let api_url = c.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+    endpoint(sink, &format!("{base}.apiUrl"), api_url, "")?;
+    Some(TelegramPlan {
+        namespace: namespace.to_string(),
+        base: base.to_string(),
+        bot_token: c.bot_token_secret_ref.clone(),
+        chat_id: c.chat_id.clone(),
+        parse_mode: c.parse_mode.unwrap_or(TelegramParseMode::Html),
+        api_url: api_url.trim_end_matches('/').to_string(),
+    })
 }
 
-/// Send `msg` to the chat `config` names.
+/// Send `msg` to the chat of `plan`.
 pub async fn send(
     ctx: &ProviderContext,
-    namespace: &str,
-    config: &TelegramConfig,
+    plan: &TelegramPlan,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
-    let token = secret(
-        ctx,
-        namespace,
-        &config.bot_token_secret_ref,
-        "botTokenSecretRef",
-    )?;
-    let base = config.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-    let url = url::Url::parse(&format!(
-        "{}/bot{token}/sendMessage",
-        base.trim_end_matches('/')
-    ))
-    .map_err(|e| SendError::Config(format!("apiUrl is not a valid URL: {e}")))?;
-    let mode = config.parse_mode.unwrap_or(TelegramParseMode::Html);
+    let token = secret(ctx, &plan.namespace, &plan.bot_token, "botTokenSecretRef")?;
+    // The token is a Secret value: whether it fits in the URL is known only now.
+    let url = url::Url::parse(&format!("{}/bot{token}/sendMessage", plan.api_url))
+        .map_err(|e| SendError::Config(format!("apiUrl is not a valid URL: {e}")))?;
+    let mode = plan.parse_mode;
     let body = json!({
-        "chat_id": config.chat_id,
+        "chat_id": plan.chat_id,
         "text": text(mode, msg),
         "parse_mode": mode_name(mode),
     });

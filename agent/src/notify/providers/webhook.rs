@@ -6,15 +6,15 @@
 use std::error::Error as _;
 
 use hmac::{Hmac, KeyInit, Mac};
+use kubekuma_crds::ProviderType;
 use kubekuma_crds::common::SecretKeyRef;
 use kubekuma_crds::notification::WebhookConfig;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use sha2::Sha256;
 
-use super::Checked;
 use super::{Delivered, Message, ProviderContext, SendError};
-use crate::findings::Sink;
+use crate::findings::{PlanError, Sink};
 use crate::rules::{headers_ok, url_ok};
 use crate::secrets::{SecretValue, secret_refs};
 
@@ -25,8 +25,73 @@ const MAX_REPLY_BYTES: usize = 64 * 1024;
 /// How much of an answer an error message quotes.
 const EXCERPT_CHARS: usize = 200;
 
+/// Where a webhook sends to.
+#[derive(Clone, Debug, PartialEq)]
+enum Target {
+    /// The URL held in a Secret key (`urlSecretRef`).
+    Secret(SecretKeyRef),
+    /// `url` as written; it may hold `${SECRET:name:key}` references.
+    Text(String),
+}
+
 /// A Webhook provider's checked configuration.
-pub type WebhookPlan = Checked<WebhookConfig>;
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookPlan {
+    /// The namespace its Secret references resolve in.
+    namespace: String,
+    /// The path of its configuration block.
+    base: String,
+    /// Where it sends to.
+    target: Target,
+    /// GET, POST, PUT, PATCH or DELETE (default POST).
+    method: Method,
+    /// Extra headers: the parsed name, the name as written (for messages) and the value
+    /// as written (it may hold `${SECRET:…}`).
+    headers: Vec<(HeaderName, String, String)>,
+    /// The headers as written, for [`WebhookPlan::secret_strings`].
+    raw_headers: Vec<(String, String)>,
+    /// The Content-Type to set: `contentType`, else `application/json` unless a header
+    /// sets one.
+    content_type: Option<HeaderValue>,
+    /// `bodyTemplate`.
+    body_template: Option<String>,
+    /// The Secret key holding the HMAC key and the header carrying the signature.
+    hmac: Option<(SecretKeyRef, HeaderName)>,
+}
+
+impl WebhookPlan {
+    /// The plan of a Webhook block checked on its own at `spec.config.webhook`.
+    pub fn of(namespace: &str, config: &WebhookConfig) -> Result<WebhookPlan, PlanError> {
+        super::alone(namespace, ProviderType::Webhook, config, plan)
+    }
+
+    /// Its Secret references with their field paths.
+    pub(super) fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
+        let mut v = Vec::new();
+        if let Target::Secret(r) = &self.target {
+            v.push((format!("{}.urlSecretRef", self.base), r.clone()));
+        }
+        if let Some((r, _)) = &self.hmac {
+            v.push((format!("{}.hmacSecretRef", self.base), r.clone()));
+        }
+        v
+    }
+
+    /// The string fields that may hold `${SECRET:…}`, with their paths.
+    pub(super) fn secret_strings(&self) -> Vec<(String, String)> {
+        let url = match &self.target {
+            Target::Text(u) => Some((format!("{}.url", self.base), u.clone())),
+            Target::Secret(_) => None,
+        };
+        url.into_iter()
+            .chain(
+                self.raw_headers
+                    .iter()
+                    .map(|(k, v)| (format!("{}.headers.{k}", self.base), v.clone())),
+            )
+            .collect()
+    }
+}
 
 /// The plan of a Webhook provider: its configuration block at `base` checked.
 pub(crate) fn plan(
@@ -34,24 +99,44 @@ pub(crate) fn plan(
     base: &str,
     c: &WebhookConfig,
     sink: &mut Sink<'_>,
-) -> WebhookPlan {
+) -> Option<WebhookPlan> {
     match (&c.url, &c.url_secret_ref) {
         (None, None) => sink.error(&format!("{base}.url"), "required (or urlSecretRef)"),
         (Some(u), _) => url_ok(sink, &format!("{base}.url"), u, &["http", "https"]),
         _ => {}
     }
-    if let Some(m) = &c.method
-        && !matches!(
-            m.to_ascii_uppercase().as_str(),
-            "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
-        )
-    {
-        sink.error(
-            &format!("{base}.method"),
-            format!("unknown value {m:?}, expected one of GET, POST, PUT, PATCH, DELETE"),
-        );
-    }
+    let method = match &c.method {
+        None => Some(Method::POST),
+        Some(m) => match m.to_ascii_uppercase().as_str() {
+            "GET" => Some(Method::GET),
+            "POST" => Some(Method::POST),
+            "PUT" => Some(Method::PUT),
+            "PATCH" => Some(Method::PATCH),
+            "DELETE" => Some(Method::DELETE),
+            _ => {
+                sink.error(
+                    &format!("{base}.method"),
+                    format!("unknown value {m:?}, expected one of GET, POST, PUT, PATCH, DELETE"),
+                );
+                None
+            }
+        },
+    };
     headers_ok(sink, &format!("{base}.headers"), &c.headers);
+    let raw_headers: Vec<(String, String)> = c
+        .headers
+        .iter()
+        .flat_map(|h| h.0.iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // headers_ok refuses what is not a header name; what is left parses.
+    let headers: Vec<(HeaderName, String, String)> = raw_headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
+            Some((name, k.clone(), v.clone()))
+        })
+        .collect();
     if let Some(t) = &c.body_template
         && let Err(e) = crate::notify::template::check(t)
     {
@@ -60,50 +145,81 @@ pub(crate) fn plan(
             format!("template does not work (the default body is used): {e}"),
         );
     }
-    Checked::new(namespace, base, c)
+    let content_type = match &c.content_type {
+        Some(ct) => match HeaderValue::from_str(ct) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                sink.error(
+                    &format!("{base}.contentType"),
+                    format!("{ct:?} is not a valid header value"),
+                );
+                return None;
+            }
+        },
+        None if headers.iter().any(|(n, _, _)| n == CONTENT_TYPE) => None,
+        None => Some(HeaderValue::from_static("application/json")),
+    };
+    let hmac = match &c.hmac_secret_ref {
+        None => None,
+        Some(r) => {
+            let name = c
+                .signature_header
+                .as_deref()
+                .unwrap_or(DEFAULT_SIGNATURE_HEADER);
+            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                sink.error(
+                    &format!("{base}.signatureHeader"),
+                    format!("{name:?} is not a valid header name"),
+                );
+                return None;
+            };
+            Some((r.clone(), header))
+        }
+    };
+    let target = match (&c.url_secret_ref, &c.url) {
+        (Some(r), _) => Target::Secret(r.clone()),
+        (None, Some(u)) => Target::Text(u.clone()),
+        (None, None) => return None,
+    };
+    Some(WebhookPlan {
+        namespace: namespace.to_string(),
+        base: base.to_string(),
+        target,
+        method: method?,
+        headers,
+        raw_headers,
+        content_type,
+        body_template: c.body_template.clone(),
+        hmac,
+    })
 }
 
-/// Send `msg` to the webhook `config` describes.
+/// Send `msg` to the webhook of `plan`.
 pub async fn send(
     ctx: &ProviderContext,
-    namespace: &str,
-    config: &WebhookConfig,
+    plan: &WebhookPlan,
     msg: &Message,
 ) -> Result<Delivered, SendError> {
+    let namespace = plan.namespace.as_str();
     let mut redact = Vec::new();
-    let url = match (&config.url_secret_ref, &config.url) {
-        (Some(r), _) => secret(ctx, namespace, r, "urlSecretRef")?,
-        (None, Some(raw)) => {
+    let url = match &plan.target {
+        Target::Secret(r) => secret(ctx, namespace, r, "urlSecretRef")?,
+        Target::Text(raw) => {
             redact.extend(secrets_in(ctx, namespace, raw));
             ctx.secrets
                 .resolve(namespace, raw)
                 .map_err(|e| SendError::Config(format!("url: {e}")))?
         }
-        (None, None) => {
-            return Err(SendError::Config(
-                "neither url nor urlSecretRef is set".into(),
-            ));
-        }
     };
     redact.extend(url_parts(&url));
 
-    let method_name = config
-        .method
-        .as_deref()
-        .unwrap_or("POST")
-        .to_ascii_uppercase();
-    let method = Method::from_bytes(method_name.as_bytes())
-        .map_err(|_| SendError::Config(format!("method {method_name:?} is not an HTTP method")))?;
-
     let mut headers = HeaderMap::new();
-    for (name, raw) in config.headers.iter().flat_map(|h| h.0.iter()) {
+    for (header, name, raw) in &plan.headers {
         let value = ctx
             .secrets
             .resolve(namespace, raw)
             .map_err(|e| SendError::Config(format!("header {name}: {e}")))?;
         let hidden = secrets_in(ctx, namespace, raw);
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| SendError::Config(format!("header name {name:?} is not valid")))?;
         let mut value = HeaderValue::from_str(&value).map_err(|_| {
             SendError::Config(format!(
                 "header {name}: the value is not a valid header value"
@@ -111,22 +227,15 @@ pub async fn send(
         })?;
         value.set_sensitive(!hidden.is_empty());
         redact.extend(hidden);
-        headers.insert(header, value);
+        headers.insert(header.clone(), value);
     }
-    let content_type = match &config.content_type {
-        Some(ct) => Some(ct.as_str()),
-        None if headers.contains_key(CONTENT_TYPE) => None,
-        None => Some("application/json"),
-    };
-    if let Some(ct) = content_type {
-        let value = HeaderValue::from_str(ct).map_err(|_| {
-            SendError::Config(format!("contentType {ct:?} is not a valid header value"))
-        })?;
-        headers.insert(CONTENT_TYPE, value);
+    if let Some(ct) = &plan.content_type {
+        headers.insert(CONTENT_TYPE, ct.clone());
     }
 
+    let method = plan.method.clone();
     let has_body = !matches!(method, Method::GET | Method::HEAD);
-    let body = match (&config.body_template, has_body) {
+    let body = match (&plan.body_template, has_body) {
         (_, false) => Vec::new(),
         (Some(template), true) => match render(template, msg) {
             Ok(text) => text.into_bytes(),
@@ -141,21 +250,12 @@ pub async fn send(
             .map_err(|e| SendError::Config(format!("the event cannot be encoded: {e}")))?,
     };
 
-    if let Some(r) = &config.hmac_secret_ref {
+    if let Some((r, header)) = &plan.hmac {
         let key = secret_value(ctx, namespace, r, "hmacSecretRef")?;
         redact.push(key.expose_str());
-        let name = config
-            .signature_header
-            .as_deref()
-            .unwrap_or(DEFAULT_SIGNATURE_HEADER);
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            SendError::Config(format!(
-                "signatureHeader {name:?} is not a valid header name"
-            ))
-        })?;
         let value = HeaderValue::from_str(&format!("sha256={}", sign(key.expose(), &body)))
             .map_err(|_| SendError::Config("the signature is not a valid header value".into()))?;
-        headers.insert(header, value);
+        headers.insert(header.clone(), value);
     }
 
     let mut req = ctx.http.request(method, &url).headers(headers);
