@@ -48,6 +48,8 @@ pub struct WebhookPlan {
     /// Extra headers: the parsed name, the name as written (for messages) and the value
     /// as written (it may hold `${SECRET:…}`).
     headers: Vec<(HeaderName, String, String)>,
+    /// `url` as written (even beside `urlSecretRef`), for [`WebhookPlan::secret_strings`].
+    raw_url: Option<String>,
     /// The headers as written, for [`WebhookPlan::secret_strings`].
     raw_headers: Vec<(String, String)>,
     /// The Content-Type to set: `contentType`, else `application/json` unless a header
@@ -79,11 +81,9 @@ impl WebhookPlan {
 
     /// The string fields that may hold `${SECRET:…}`, with their paths.
     pub(super) fn secret_strings(&self) -> Vec<(String, String)> {
-        let url = match &self.target {
-            Target::Text(u) => Some((format!("{}.url", self.base), u.clone())),
-            Target::Secret(_) => None,
-        };
-        url.into_iter()
+        self.raw_url
+            .iter()
+            .map(|u| (format!("{}.url", self.base), u.clone()))
             .chain(
                 self.raw_headers
                     .iter()
@@ -147,33 +147,35 @@ pub(crate) fn plan(
     }
     let content_type = match &c.content_type {
         Some(ct) => match HeaderValue::from_str(ct) {
-            Ok(v) => Some(v),
+            Ok(v) => Some(Some(v)),
             Err(_) => {
                 sink.error(
                     &format!("{base}.contentType"),
                     format!("{ct:?} is not a valid header value"),
                 );
-                return None;
+                None
             }
         },
-        None if headers.iter().any(|(n, _, _)| n == CONTENT_TYPE) => None,
-        None => Some(HeaderValue::from_static("application/json")),
+        None if headers.iter().any(|(n, _, _)| n == CONTENT_TYPE) => Some(None),
+        None => Some(Some(HeaderValue::from_static("application/json"))),
     };
     let hmac = match &c.hmac_secret_ref {
-        None => None,
+        None => Some(None),
         Some(r) => {
             let name = c
                 .signature_header
                 .as_deref()
                 .unwrap_or(DEFAULT_SIGNATURE_HEADER);
-            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-                sink.error(
-                    &format!("{base}.signatureHeader"),
-                    format!("{name:?} is not a valid header name"),
-                );
-                return None;
-            };
-            Some((r.clone(), header))
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header) => Some(Some((r.clone(), header))),
+                Err(_) => {
+                    sink.error(
+                        &format!("{base}.signatureHeader"),
+                        format!("{name:?} is not a valid header name"),
+                    );
+                    None
+                }
+            }
         }
     };
     let target = match (&c.url_secret_ref, &c.url) {
@@ -187,10 +189,11 @@ pub(crate) fn plan(
         target,
         method: method?,
         headers,
+        raw_url: c.url.clone(),
         raw_headers,
-        content_type,
+        content_type: content_type?,
         body_template: c.body_template.clone(),
-        hmac,
+        hmac: hmac?,
     })
 }
 
