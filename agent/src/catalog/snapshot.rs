@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use kubekuma_crds::monitor_set::MonitorSetTarget;
 use kubekuma_crds::{
     ApiKey, EffectiveSettings, Kind, KubeKumaSettings, LocalUser, MaintenanceWindow, Monitor,
     MonitorSet, MonitorType, NotificationPolicy, NotificationProvider, Silence, StatusPage,
@@ -719,56 +720,10 @@ fn expand_monitor_set(doc: &Document, set: &MonitorSet, settings: &EffectiveSett
             continue;
         }
         let name = format!("{}-{}", id.name, t.name);
-        let mut spec = template_spec.clone();
-        merge(&mut spec, &Value::Object(t.overrides.clone()));
-        let mut labels = template_labels.clone();
-        merge(
-            &mut labels,
-            &serde_json::to_value(&set.spec.labels).unwrap_or_default(),
-        );
-        merge(
-            &mut labels,
-            &serde_json::to_value(&t.labels).unwrap_or_default(),
-        );
-        if let Value::Object(l) = &mut labels {
-            l.insert(MONITOR_SET_LABEL.into(), Value::String(id.name.clone()));
-        }
-        let value = serde_json::json!({
-            "apiVersion": kubekuma_crds::API_VERSION,
-            "kind": "Monitor",
-            "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": spec,
-        });
-        let generated = decode_document(doc.origin.clone(), value);
-        let mut gen_sink = Sink::new(&doc.origin, generated.id.clone());
-        let mut monitor = None;
-        if let Decoded::Kuma(r) = &generated.decoded
-            && let Resource::Monitor(m) = r.as_ref()
-        {
-            let plan = validate::monitor(&ns, &m.spec, settings, &mut gen_sink);
-            monitor = Some((m.clone(), plan));
-        }
-        let generated_ok = generated
-            .findings
-            .iter()
-            .chain(gen_sink.findings.iter())
-            .all(|f| f.severity != Severity::Error)
-            && monitor.is_some();
-        for f in generated.findings.into_iter().chain(gen_sink.findings) {
-            let inner = if f.path.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", f.path)
-            };
-            let msg = format!("generated Monitor {ns}/{name}{inner}: {}", f.message);
-            match f.severity {
-                Severity::Error => sink.error(&path, msg),
-                Severity::Warning => sink.warn(&path, msg),
-            }
-        }
-        match (generated_ok, monitor) {
-            (true, Some((m, Some(plan)))) => monitors.push((m, Arc::new(plan), path)),
-            _ => broken.push(ResourceId::new(Kind::Monitor, &ns, &name)),
+        let value = generated_value(set, t, &name, &template_spec, &template_labels);
+        match check_generated(doc, value, &ns, &name, &path, settings, &mut sink) {
+            Some((m, plan)) => monitors.push((m, Arc::new(plan), path)),
+            None => broken.push(ResourceId::new(Kind::Monitor, &ns, &name)),
         }
     }
     Expanded {
@@ -776,6 +731,83 @@ fn expand_monitor_set(doc: &Document, set: &MonitorSet, settings: &EffectiveSett
         findings: sink.findings,
         ok: true,
         broken,
+    }
+}
+
+/// The Monitor document generated for target `t` of `set`, named `name`: the template's
+/// spec with the target's overrides, the template's, set's and target's labels, and the
+/// label naming the set.
+fn generated_value(
+    set: &MonitorSet,
+    t: &MonitorSetTarget,
+    name: &str,
+    template_spec: &Value,
+    template_labels: &Value,
+) -> Value {
+    let id = set_id(set);
+    let mut spec = template_spec.clone();
+    merge(&mut spec, &Value::Object(t.overrides.clone()));
+    let mut labels = template_labels.clone();
+    merge(
+        &mut labels,
+        &serde_json::to_value(&set.spec.labels).unwrap_or_default(),
+    );
+    merge(
+        &mut labels,
+        &serde_json::to_value(&t.labels).unwrap_or_default(),
+    );
+    if let Value::Object(l) = &mut labels {
+        l.insert(MONITOR_SET_LABEL.into(), Value::String(id.name.clone()));
+    }
+    serde_json::json!({
+        "apiVersion": kubekuma_crds::API_VERSION,
+        "kind": "Monitor",
+        "metadata": {"name": name, "namespace": id.namespace, "labels": labels},
+        "spec": spec,
+    })
+}
+
+/// Decodes and validates a generated Monitor, reporting its findings on the set's target
+/// at `path`; the monitor and its plan when it has no error.
+fn check_generated(
+    doc: &Document,
+    value: Value,
+    ns: &str,
+    name: &str,
+    path: &str,
+    settings: &EffectiveSettings,
+    sink: &mut Sink<'_>,
+) -> Option<(Monitor, Plan)> {
+    let generated = decode_document(doc.origin.clone(), value);
+    let mut gen_sink = Sink::new(&doc.origin, generated.id.clone());
+    let mut monitor = None;
+    if let Decoded::Kuma(r) = &generated.decoded
+        && let Resource::Monitor(m) = r.as_ref()
+    {
+        let plan = validate::monitor(ns, &m.spec, settings, &mut gen_sink);
+        monitor = Some((m.clone(), plan));
+    }
+    let generated_ok = generated
+        .findings
+        .iter()
+        .chain(gen_sink.findings.iter())
+        .all(|f| f.severity != Severity::Error)
+        && monitor.is_some();
+    for f in generated.findings.into_iter().chain(gen_sink.findings) {
+        let inner = if f.path.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", f.path)
+        };
+        let msg = format!("generated Monitor {ns}/{name}{inner}: {}", f.message);
+        match f.severity {
+            Severity::Error => sink.error(path, msg),
+            Severity::Warning => sink.warn(path, msg),
+        }
+    }
+    match (generated_ok, monitor) {
+        (true, Some((m, Some(plan)))) => Some((m, plan)),
+        _ => None,
     }
 }
 
