@@ -6,8 +6,8 @@
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::common::MonitorSelector;
 use kubekuma_crds::monitor::{
-    HttpCriteria, KubernetesCriteria, MonitorSpec, MonitorType, PingCriteria, SteamCriteria,
-    SuccessCriteria,
+    HttpCriteria, KubernetesCriteria, MonitorSpec, MonitorType, PingCriteria, Schedule,
+    SteamCriteria, SuccessCriteria,
 };
 use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSpec};
 
@@ -35,6 +35,26 @@ pub fn monitor(
 ) -> Option<crate::checks::Plan> {
     // Schedule.
     let sched = spec.schedule.clone().unwrap_or_default();
+    schedule_timing(&sched, settings, sink);
+    schedule_retries(&sched, sink);
+
+    if let Some(a) = &spec.alerting {
+        range(
+            sink,
+            "spec.alerting.resendIntervalMinutes",
+            a.resend_interval_minutes,
+            0,
+            525_600,
+        );
+    }
+    criteria(spec, sink);
+    // Target: the rules of the monitor's type, in its checker.
+    crate::checks::Plan::new(namespace, spec, sink)
+}
+
+/// `spec.schedule`: the interval against the settings' minimum, and the timeout against
+/// the interval (an error when set above it, a warning when the default is cut to it).
+fn schedule_timing(sched: &Schedule, settings: &EffectiveSettings, sink: &mut Sink<'_>) {
     let interval = sched.interval_seconds.unwrap_or(60);
     if let Some(i) = sched.interval_seconds
         && i < settings.min_interval_seconds
@@ -86,6 +106,11 @@ pub fn monitor(
             ),
         );
     }
+}
+
+/// `spec.schedule`: retries in either spelling, retry interval, initial delay, grace and
+/// jitter ranges.
+fn schedule_retries(sched: &Schedule, sink: &mut Sink<'_>) {
     if let Some(r) = sched.retries {
         let path = if r.object_form {
             "spec.schedule.retries.maxRetries"
@@ -131,19 +156,6 @@ pub fn monitor(
         0,
         100,
     );
-
-    if let Some(a) = &spec.alerting {
-        range(
-            sink,
-            "spec.alerting.resendIntervalMinutes",
-            a.resend_interval_minutes,
-            0,
-            525_600,
-        );
-    }
-    criteria(spec, sink);
-    // Target: the rules of the monitor's type, in its checker.
-    crate::checks::Plan::new(namespace, spec, sink)
 }
 
 /// The success criteria: a block for another type is ignored (with a warning); every
