@@ -745,56 +745,7 @@ impl StatusWriter {
             let name = obj.metadata.name.as_deref().unwrap_or_default();
             let id = ResourceId::new(kind, if kind.namespaced() { ns } else { "" }, name);
             seen.insert(id.clone());
-            let uid = obj.metadata.uid.clone();
-            // What was written, unless the object changed since long enough for the
-            // watch to have brought the change (then the server's status is the truth).
-            let server = || obj.data["status"].as_object().cloned().unwrap_or_default();
-            let prev = match self.written.get(&id) {
-                Some(w)
-                    if w.uid == uid
-                        && (w.resource_version == obj.metadata.resource_version
-                            || w.at.elapsed() < self.opts.interval) =>
-                {
-                    w.status.clone()
-                }
-                _ => server(),
-            };
-            let want = desired(kind, &obj, &prev, &view);
-            let patch: Map<String, Value> = want
-                .into_iter()
-                .filter(|(k, v)| prev.get(k).unwrap_or(&Value::Null) != v)
-                .collect();
-            if patch.is_empty() {
-                continue;
-            }
-            let urgent =
-                patch.contains_key("conditions") || patch.contains_key("observedGeneration");
-            if !full && !urgent {
-                continue;
-            }
-            let mut status = prev.clone();
-            for (k, v) in &patch {
-                match v {
-                    Value::Null => status.remove(k),
-                    v => status.insert(k.clone(), v.clone()),
-                };
-            }
-            let patch = (patch.into_iter())
-                .map(|(k, v)| {
-                    let wire = merge_patch(prev.get(&k), v);
-                    (k, wire)
-                })
-                .collect();
-            let last_written = self.written.get(&id).map(|w| w.at);
-            pending.push(Pending {
-                kind,
-                id,
-                uid,
-                urgent,
-                last_written,
-                patch,
-                status,
-            });
+            pending.extend(self.pending(kind, &obj, id, &view, full));
         }
         self.written.retain(|id, _| seen.contains(id));
         // Over the budget, the longest unwritten go first, so every object gets its turn.
@@ -822,6 +773,68 @@ impl StatusWriter {
             }
         }
         written
+    }
+
+    /// What to write for one object this round: the status fields that differ from what
+    /// it has (or what was last written), or `None` when nothing does, or (outside a full
+    /// round) nothing urgent does.
+    fn pending(
+        &self,
+        kind: Kind,
+        obj: &DynamicObject,
+        id: ResourceId,
+        view: &View<'_>,
+        full: bool,
+    ) -> Option<Pending> {
+        let uid = obj.metadata.uid.clone();
+        // What was written, unless the object changed since long enough for the
+        // watch to have brought the change (then the server's status is the truth).
+        let server = || obj.data["status"].as_object().cloned().unwrap_or_default();
+        let prev = match self.written.get(&id) {
+            Some(w)
+                if w.uid == uid
+                    && (w.resource_version == obj.metadata.resource_version
+                        || w.at.elapsed() < self.opts.interval) =>
+            {
+                w.status.clone()
+            }
+            _ => server(),
+        };
+        let want = desired(kind, obj, &prev, view);
+        let patch: Map<String, Value> = want
+            .into_iter()
+            .filter(|(k, v)| prev.get(k).unwrap_or(&Value::Null) != v)
+            .collect();
+        if patch.is_empty() {
+            return None;
+        }
+        let urgent = patch.contains_key("conditions") || patch.contains_key("observedGeneration");
+        if !full && !urgent {
+            return None;
+        }
+        let mut status = prev.clone();
+        for (k, v) in &patch {
+            match v {
+                Value::Null => status.remove(k),
+                v => status.insert(k.clone(), v.clone()),
+            };
+        }
+        let patch = (patch.into_iter())
+            .map(|(k, v)| {
+                let wire = merge_patch(prev.get(&k), v);
+                (k, wire)
+            })
+            .collect();
+        let last_written = self.written.get(&id).map(|w| w.at);
+        Some(Pending {
+            kind,
+            id,
+            uid,
+            urgent,
+            last_written,
+            patch,
+            status,
+        })
     }
 
     /// Merge-patch the status subresource: the new resourceVersion, `None` when it failed
