@@ -191,79 +191,13 @@ pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
         settings.clone(),
         Arc::new(SecretStore::default()),
     ));
-    let plans: Vec<MonitorPlan> = (0..b.monitors)
-        .map(|i| {
-            let spec = MonitorSpec {
-                enabled: None,
-                type_: MonitorType::Http,
-                description: None,
-                schedule: Some(Schedule {
-                    interval_seconds: Some(b.interval as i64),
-                    timeout_seconds: Some((b.interval as i64).min(10)),
-                    ..Schedule::default()
-                }),
-                target: Target {
-                    http: Some(HttpTarget {
-                        url: format!("http://127.0.0.1:{port}/m/{i}"),
-                        ..HttpTarget::default()
-                    }),
-                    ..Target::default()
-                },
-                success_criteria: None,
-                alerting: None,
-                tags: vec![],
-                annotations: Default::default(),
-            };
-            let check = Plan::of("bench", &spec)?;
-            Ok(MonitorPlan::new(
-                ObjKey::new("bench", &format!("m{i}")),
-                Arc::new(spec),
-                Arc::new(check),
-                &settings,
-            ))
-        })
-        .collect::<Result<_, PlanError>>()?;
-    let runner: Runner = {
-        let ctx = ctx.clone();
-        Arc::new(move |plan: Arc<MonitorPlan>| {
-            let ctx = ctx.clone();
-            Box::pin(async move {
-                match plan.check.as_ref() {
-                    Plan::Probe(probe) => checks::run(&ctx, probe, plan.timeout).await,
-                    // The mix holds only http monitors.
-                    Plan::Push(_) => CheckOutcome::down(
-                        0.0,
-                        FailureReason::Config,
-                        "push monitors are not part of the benchmark",
-                    ),
-                }
-            })
-        })
-    };
-    let (done_tx, mut done_rx) = mpsc::channel::<CheckDone>(65_536);
+    let plans = bench_plans(&b, port, &settings)?;
+    let runner = bench_runner(ctx.clone());
+    let (done_tx, done_rx) = mpsc::channel::<CheckDone>(65_536);
     let scheduler = Scheduler::spawn(runner, Limits::from_settings(&settings), done_tx);
     let live = Arc::new(Mutex::new(Live::default()));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
-    let processor = {
-        let (store, live, scheduler, counts) = (
-            store.clone(),
-            live.clone(),
-            scheduler.clone(),
-            counts.clone(),
-        );
-        tokio::spawn(async move {
-            while let Some(done) = done_rx.recv().await {
-                let up = done.outcome.up;
-                process(done, &store, &live, &scheduler).await;
-                if let Ok(mut c) = counts.lock() {
-                    c.0 += 1;
-                    if !up {
-                        c.1 += 1;
-                    }
-                }
-            }
-        })
-    };
+    let processor = spawn_counter(done_rx, &store, &live, &scheduler, &counts);
     scheduler.apply(plans);
     // Warm-up: one interval, so every monitor has started its cadence.
     tokio::time::sleep(Duration::from_secs(b.interval)).await;
@@ -329,6 +263,93 @@ pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
         },
         files,
     ))
+}
+
+/// The benchmark's monitors: `b.monitors` http monitors of the target on `port`, every
+/// `b.interval` seconds.
+fn bench_plans(
+    b: &AgentBench,
+    port: u16,
+    settings: &EffectiveSettings,
+) -> Result<Vec<MonitorPlan>, PlanError> {
+    (0..b.monitors)
+        .map(|i| {
+            let spec = MonitorSpec {
+                enabled: None,
+                type_: MonitorType::Http,
+                description: None,
+                schedule: Some(Schedule {
+                    interval_seconds: Some(b.interval as i64),
+                    timeout_seconds: Some((b.interval as i64).min(10)),
+                    ..Schedule::default()
+                }),
+                target: Target {
+                    http: Some(HttpTarget {
+                        url: format!("http://127.0.0.1:{port}/m/{i}"),
+                        ..HttpTarget::default()
+                    }),
+                    ..Target::default()
+                },
+                success_criteria: None,
+                alerting: None,
+                tags: vec![],
+                annotations: Default::default(),
+            };
+            let check = Plan::of("bench", &spec)?;
+            Ok(MonitorPlan::new(
+                ObjKey::new("bench", &format!("m{i}")),
+                Arc::new(spec),
+                Arc::new(check),
+                settings,
+            ))
+        })
+        .collect::<Result<_, PlanError>>()
+}
+
+/// Runs a benchmark monitor's check (all of them are probes).
+fn bench_runner(ctx: Arc<CheckContext>) -> Runner {
+    Arc::new(move |plan: Arc<MonitorPlan>| {
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            match plan.check.as_ref() {
+                Plan::Probe(probe) => checks::run(&ctx, probe, plan.timeout).await,
+                // The mix holds only http monitors.
+                Plan::Push(_) => CheckOutcome::down(
+                    0.0,
+                    FailureReason::Config,
+                    "push monitors are not part of the benchmark",
+                ),
+            }
+        })
+    })
+}
+
+/// Feeds finished checks through `process` and counts them (all, and failed).
+fn spawn_counter(
+    mut done_rx: mpsc::Receiver<CheckDone>,
+    store: &Store,
+    live: &Arc<Mutex<Live>>,
+    scheduler: &Scheduler,
+    counts: &Arc<Mutex<(u64, u64)>>,
+) -> tokio::task::JoinHandle<()> {
+    let (store, live, scheduler, counts) = (
+        store.clone(),
+        live.clone(),
+        scheduler.clone(),
+        counts.clone(),
+    );
+    tokio::spawn(async move {
+        while let Some(done) = done_rx.recv().await {
+            let up = done.outcome.up;
+            process(done, &store, &live, &scheduler).await;
+            if let Ok(mut c) = counts.lock() {
+                c.0 += 1;
+                if !up {
+                    c.1 += 1;
+                }
+            }
+        }
+    })
 }
 
 fn dir_bytes(p: &std::path::Path) -> u64 {

@@ -33,7 +33,7 @@ use crate::catalog::ObjKey;
 use crate::checks::Plan;
 use crate::checks::push::PushPlan;
 use crate::schedule::{CheckDone, MonitorPlan};
-use crate::store::Store;
+use crate::store::{PushRow, Store};
 
 /// Path prefix of the push endpoint; the token follows.
 pub const PATH_PREFIX: &str = "/api/v1/push/";
@@ -362,17 +362,34 @@ impl PushHub {
         }
 
         if let Some(rows) = &rows {
-            let present: HashSet<&ObjKey> = push.iter().map(|(p, _)| &p.key).collect();
-            for r in rows {
-                let key = ObjKey::new(&r.namespace, &r.name);
-                if !present.contains(&key)
-                    && let Err(e) = self.store.delete_push_row(&r.namespace, &r.name).await
-                {
-                    tracing::error!(monitor = %key, error = %e, "cannot forget a removed push monitor");
-                }
+            self.forget_removed(rows, &push).await;
+        }
+        self.register(&push, &generated, &stored, now);
+        generated
+    }
+
+    /// Deletes the stored rows of push monitors that are no longer in the catalog.
+    async fn forget_removed(&self, rows: &[PushRow], push: &[(&MonitorPlan, &PushPlan)]) {
+        let present: HashSet<&ObjKey> = push.iter().map(|(p, _)| &p.key).collect();
+        for r in rows {
+            let key = ObjKey::new(&r.namespace, &r.name);
+            if !present.contains(&key)
+                && let Err(e) = self.store.delete_push_row(&r.namespace, &r.name).await
+            {
+                tracing::error!(monitor = %key, error = %e, "cannot forget a removed push monitor");
             }
         }
+    }
 
+    /// Watches the enabled push monitors under their tokens: a monitor watched before keeps
+    /// its deadline (with the new timing), a new one starts from its last stored push.
+    fn register(
+        &self,
+        push: &[(&MonitorPlan, &PushPlan)],
+        generated: &HashMap<ObjKey, Token>,
+        stored: &HashMap<ObjKey, (Option<Token>, Option<DateTime<Utc>>)>,
+        now: DateTime<Utc>,
+    ) {
         let mut reg = self.lock();
         let mut old = std::mem::take(&mut reg.watched);
         let mut by_hash: HashMap<u64, Vec<(Token, ObjKey)>> = HashMap::new();
@@ -412,7 +429,6 @@ impl PushHub {
         reg.by_hash = by_hash;
         reg.watched = watched;
         reg.generated = generated.clone();
-        generated
     }
 
     /// The generated token of a push monitor, if it has one.

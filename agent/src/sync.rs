@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kubekuma_crds::MonitorState;
 use kubekuma_crds::results::Heartbeat;
 
@@ -41,58 +41,7 @@ pub async fn sync_catalog(
     synced: &mut Synced,
 ) {
     let now = Utc::now();
-    let mut seen = HashSet::new();
-    for r in snapshot.resources() {
-        let id = r.id();
-        let Ok(v) = r.to_json() else {
-            continue;
-        };
-        seen.insert(id.clone());
-        let h = hash_json(&v);
-        if synced.cached.get(&id) == Some(&h) {
-            continue;
-        }
-        let meta = v.get("metadata").cloned().unwrap_or_default();
-        let entry = CrdCacheEntry {
-            kind: id.kind.clone(),
-            api_version: kubekuma_crds::API_VERSION.into(),
-            namespace: id.namespace.clone(),
-            name: id.name.clone(),
-            generation: meta.get("generation").and_then(|g| g.as_i64()).unwrap_or(1),
-            resource_version: meta
-                .get("resourceVersion")
-                .and_then(|g| g.as_str())
-                .map(str::to_string),
-            spec: v.get("spec").cloned().unwrap_or_default(),
-            status: v.get("status").cloned(),
-            labels: meta.get("labels").cloned().unwrap_or(serde_json::json!({})),
-            annotations: meta
-                .get("annotations")
-                .cloned()
-                .unwrap_or(serde_json::json!({})),
-        };
-        match store.upsert_crd_cache(entry).await {
-            Ok(()) => {
-                synced.cached.insert(id, h);
-            }
-            Err(e) => tracing::error!(resource = %id, error = %e, "cannot cache resource"),
-        }
-    }
-    let gone: Vec<ResourceId> = synced
-        .cached
-        .keys()
-        .filter(|id| !seen.contains(*id))
-        .cloned()
-        .collect();
-    for id in gone {
-        synced.cached.remove(&id);
-        if let Err(e) = store
-            .mark_crd_deleted(&id.kind, &id.namespace, &id.name, now)
-            .await
-        {
-            tracing::error!(resource = %id, error = %e, "cannot mark resource deleted");
-        }
-    }
+    cache_resources(snapshot, store, synced, now).await;
 
     // Monitors removed from the catalog, and monitors paused or resumed.
     let (removed, toggled) = {
@@ -142,6 +91,73 @@ pub async fn sync_catalog(
         if let Err(e) = store.save_monitor_state(state_row(&k, &t, now)).await {
             tracing::error!(monitor = %k, error = %e, "cannot save monitor state");
         }
+    }
+}
+
+/// Keeps SQLite's resource cache in line with the catalog: changed resources are
+/// written, those no longer in the catalog marked deleted.
+async fn cache_resources(
+    snapshot: &Snapshot,
+    store: &Store,
+    synced: &mut Synced,
+    now: DateTime<Utc>,
+) {
+    let mut seen = HashSet::new();
+    for r in snapshot.resources() {
+        let id = r.id();
+        let Ok(v) = r.to_json() else {
+            continue;
+        };
+        seen.insert(id.clone());
+        let h = hash_json(&v);
+        if synced.cached.get(&id) == Some(&h) {
+            continue;
+        }
+        let entry = cache_entry(&id, &v);
+        match store.upsert_crd_cache(entry).await {
+            Ok(()) => {
+                synced.cached.insert(id, h);
+            }
+            Err(e) => tracing::error!(resource = %id, error = %e, "cannot cache resource"),
+        }
+    }
+    let gone: Vec<ResourceId> = synced
+        .cached
+        .keys()
+        .filter(|id| !seen.contains(*id))
+        .cloned()
+        .collect();
+    for id in gone {
+        synced.cached.remove(&id);
+        if let Err(e) = store
+            .mark_crd_deleted(&id.kind, &id.namespace, &id.name, now)
+            .await
+        {
+            tracing::error!(resource = %id, error = %e, "cannot mark resource deleted");
+        }
+    }
+}
+
+/// The cache row of resource `id`, from its JSON.
+fn cache_entry(id: &ResourceId, v: &serde_json::Value) -> CrdCacheEntry {
+    let meta = v.get("metadata").cloned().unwrap_or_default();
+    CrdCacheEntry {
+        kind: id.kind.clone(),
+        api_version: kubekuma_crds::API_VERSION.into(),
+        namespace: id.namespace.clone(),
+        name: id.name.clone(),
+        generation: meta.get("generation").and_then(|g| g.as_i64()).unwrap_or(1),
+        resource_version: meta
+            .get("resourceVersion")
+            .and_then(|g| g.as_str())
+            .map(str::to_string),
+        spec: v.get("spec").cloned().unwrap_or_default(),
+        status: v.get("status").cloned(),
+        labels: meta.get("labels").cloned().unwrap_or(serde_json::json!({})),
+        annotations: meta
+            .get("annotations")
+            .cloned()
+            .unwrap_or(serde_json::json!({})),
     }
 }
 

@@ -104,35 +104,73 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
         findings: Vec::new(),
     };
     let origin = doc.origin.clone();
-    if !doc.value.is_object() {
-        let mut sink = Sink::new(&origin, None);
+    let header = match read_header(&doc.value, &origin) {
+        Ok(h) => h,
+        Err(findings) => {
+            doc.findings = findings;
+            return doc;
+        }
+    };
+    doc.id = header.id.clone();
+    let mut sink = Sink::new(&origin, header.id.clone());
+
+    // Foreign kinds: core Secrets are read, everything else is skipped with a warning.
+    doc.decoded = if header.kind_name == "Secret" && header.api_version == "v1" {
+        decode_core_secret(&doc.value, &header, &mut sink)
+    } else {
+        match header.kind {
+            Some(kind) => decode_kuma(&doc.value, kind, &header, &mut sink),
+            None => foreign(&header, &mut sink),
+        }
+    };
+    doc.findings = sink.findings;
+    doc
+}
+
+/// What a document's apiVersion, kind and metadata say about it.
+struct Header {
+    /// `apiVersion` as written.
+    api_version: String,
+    /// `kind` as written.
+    kind_name: String,
+    /// The KubeKuma kind, when `kind` names one.
+    kind: Option<Kind>,
+    /// Whether the kind is namespaced (unknown kinds count as namespaced).
+    namespaced: bool,
+    /// `metadata.namespace` as written, when it is a string.
+    namespace: Option<String>,
+    /// The namespace of the resource's id (`default` when not given, empty when
+    /// cluster-scoped).
+    ns: String,
+    /// The resource's id, when it has a name and a well-formed namespace.
+    id: Option<ResourceId>,
+}
+
+/// Reads apiVersion, kind and metadata; the findings when the document is not a mapping
+/// or lacks a string apiVersion or kind.
+fn read_header(value: &Value, origin: &Origin) -> Result<Header, Vec<Finding>> {
+    let mut sink = Sink::new(origin, None);
+    if !value.is_object() {
         sink.error(
             "",
             format!(
                 "expected a mapping with apiVersion, kind and metadata, got {}",
-                kubekuma_crds::compat::describe(&doc.value)
+                kubekuma_crds::compat::describe(value)
             ),
         );
-        doc.findings = sink.findings;
-        return doc;
+        return Err(sink.findings);
     }
-    let api_version = str_at(&doc.value, "apiVersion").map(str::to_string);
-    let kind_name = str_at(&doc.value, "kind").map(str::to_string);
-    let name = doc
-        .value
-        .get("metadata")
-        .and_then(|m| str_at(m, "name"))
-        .map(str::to_string);
-    let namespace = doc
-        .value
-        .get("metadata")
+    let api_version = str_at(value, "apiVersion").map(str::to_string);
+    let kind_name = str_at(value, "kind").map(str::to_string);
+    let metadata = value.get("metadata");
+    let name = metadata.and_then(|m| str_at(m, "name")).map(str::to_string);
+    let namespace = metadata
         .and_then(|m| str_at(m, "namespace"))
         .map(str::to_string);
 
     let (Some(api_version), Some(kind_name)) = (api_version, kind_name) else {
-        let mut sink = Sink::new(&origin, None);
         for key in ["apiVersion", "kind"] {
-            match doc.value.get(key) {
+            match value.get(key) {
                 None => sink.error(key, "required field is missing"),
                 Some(Value::String(_)) => {}
                 Some(v) => sink.error(
@@ -144,8 +182,7 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
                 ),
             }
         }
-        doc.findings = sink.findings;
-        return doc;
+        return Err(sink.findings);
     };
 
     let kind = Kind::parse(&kind_name);
@@ -159,9 +196,7 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
         }
         (None, true) => namespace.clone().unwrap_or_default(),
     };
-    let namespace_malformed = doc
-        .value
-        .get("metadata")
+    let namespace_malformed = metadata
         .and_then(|m| m.get("namespace"))
         .is_some_and(|n| !n.is_string());
     let id = name
@@ -172,106 +207,115 @@ pub fn decode_document(origin: Origin, value: Value) -> Document {
             namespace: ns.clone(),
             name: n.clone(),
         });
-    doc.id = id.clone();
-    let mut sink = Sink::new(&origin, id.clone());
+    Ok(Header {
+        api_version,
+        kind_name,
+        kind,
+        namespaced,
+        namespace,
+        ns,
+        id,
+    })
+}
 
-    // Foreign kinds: core Secrets are read, everything else is skipped with a warning.
-    if kind_name == "Secret" && api_version == "v1" {
-        check_metadata(&doc.value, namespaced, &mut sink);
-        if sink.has_errors() {
-            doc.findings = sink.findings;
-            return doc;
-        }
-        for key in doc.value.as_object().into_iter().flatten().map(|(k, _)| k) {
-            const SECRET_FIELDS: &[&str] = &[
-                "apiVersion",
-                "kind",
-                "metadata",
-                "data",
-                "stringData",
-                "type",
-                "immutable",
-            ];
-            if !SECRET_FIELDS.contains(&key.as_str()) {
-                sink.warn(key, unknown_in(key, SECRET_FIELDS));
-            }
-        }
-        if let Some(secret) = decode_secret(&doc.value, &ns, &mut sink) {
-            doc.decoded = Decoded::Secret(secret);
-        }
-        doc.findings = sink.findings;
-        return doc;
+/// A core `v1` Secret: metadata checked, unknown top-level fields warned about, the data
+/// decoded.
+fn decode_core_secret(value: &Value, header: &Header, sink: &mut Sink<'_>) -> Decoded {
+    check_metadata(value, header.namespaced, sink);
+    if sink.has_errors() {
+        return Decoded::Invalid;
     }
-    let Some(kind) = kind else {
-        if api_version.starts_with(kubekuma_crds::GROUP) {
-            let names = Kind::ALL.map(Kind::as_str);
-            let hint = match suggest(&kind_name, &names) {
-                Some(k) => format!(" (did you mean {k}?)"),
-                None => String::new(),
-            };
-            sink.error(
-                "kind",
-                format!(
-                    "unknown kind {kind_name:?} in {api_version}{hint}, expected one of {}",
-                    names.join(", ")
-                ),
-            );
-            doc.findings = sink.findings;
-        } else {
-            sink.warn(
-                "",
-                format!("ignored: {api_version} {kind_name} is not a KubeKuma resource"),
-            );
-            doc.findings = sink.findings;
-            doc.decoded = Decoded::Ignored;
+    for key in value.as_object().into_iter().flatten().map(|(k, _)| k) {
+        const SECRET_FIELDS: &[&str] = &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "data",
+            "stringData",
+            "type",
+            "immutable",
+        ];
+        if !SECRET_FIELDS.contains(&key.as_str()) {
+            sink.warn(key, unknown_in(key, SECRET_FIELDS));
         }
-        return doc;
-    };
-    if api_version != API_VERSION {
+    }
+    match decode_secret(value, &header.ns, sink) {
+        Some(secret) => Decoded::Secret(secret),
+        None => Decoded::Invalid,
+    }
+}
+
+/// A kind KubeKuma does not know: an error in KubeKuma's group (with a suggestion),
+/// otherwise ignored with a warning.
+fn foreign(header: &Header, sink: &mut Sink<'_>) -> Decoded {
+    let (api_version, kind_name) = (&header.api_version, &header.kind_name);
+    if api_version.starts_with(kubekuma_crds::GROUP) {
+        let names = Kind::ALL.map(Kind::as_str);
+        let hint = match suggest(kind_name, &names) {
+            Some(k) => format!(" (did you mean {k}?)"),
+            None => String::new(),
+        };
+        sink.error(
+            "kind",
+            format!(
+                "unknown kind {kind_name:?} in {api_version}{hint}, expected one of {}",
+                names.join(", ")
+            ),
+        );
+        Decoded::Invalid
+    } else {
+        sink.warn(
+            "",
+            format!("ignored: {api_version} {kind_name} is not a KubeKuma resource"),
+        );
+        Decoded::Ignored
+    }
+}
+
+/// A KubeKuma resource: apiVersion and metadata checked, unknown fields reported, then
+/// the typed resource (with its namespace filled in) when there are no errors.
+fn decode_kuma(value: &Value, kind: Kind, header: &Header, sink: &mut Sink<'_>) -> Decoded {
+    if header.api_version != API_VERSION {
         sink.error(
             "apiVersion",
-            format!("expected {API_VERSION}, got {api_version:?}"),
+            format!("expected {API_VERSION}, got {:?}", header.api_version),
         );
-        doc.findings = sink.findings;
-        return doc;
+        return Decoded::Invalid;
     }
-    check_metadata(&doc.value, namespaced, &mut sink);
+    let namespaced = header.namespaced;
+    check_metadata(value, namespaced, sink);
     if sink.has_errors() {
-        doc.findings = sink.findings;
-        return doc;
+        return Decoded::Invalid;
     }
-    if !namespaced && namespace.is_some() {
+    if !namespaced && header.namespace.is_some() {
         sink.warn(
             "metadata.namespace",
             format!("ignored: {kind} is cluster-scoped"),
         );
     }
-    unknown_fields(kind, &doc.value, &mut sink);
-    let mut value = doc.value.clone();
+    unknown_fields(kind, value, sink);
+    let mut value = value.clone();
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
         && namespaced
     {
-        meta.insert("namespace".into(), Value::String(ns.clone()));
+        meta.insert("namespace".into(), Value::String(header.ns.clone()));
     }
     let resource = match kind {
-        Kind::Monitor => typed(value, &mut sink).map(Resource::Monitor),
-        Kind::MonitorSet => typed(value, &mut sink).map(Resource::MonitorSet),
-        Kind::NotificationProvider => typed(value, &mut sink).map(Resource::NotificationProvider),
-        Kind::NotificationPolicy => typed(value, &mut sink).map(Resource::NotificationPolicy),
-        Kind::StatusPage => typed(value, &mut sink).map(Resource::StatusPage),
-        Kind::LocalUser => typed(value, &mut sink).map(Resource::LocalUser),
-        Kind::ApiKey => typed(value, &mut sink).map(Resource::ApiKey),
-        Kind::Silence => typed(value, &mut sink).map(Resource::Silence),
-        Kind::MaintenanceWindow => typed(value, &mut sink).map(Resource::MaintenanceWindow),
-        Kind::KubeKumaSettings => typed(value, &mut sink).map(Resource::KubeKumaSettings),
+        Kind::Monitor => typed(value, sink).map(Resource::Monitor),
+        Kind::MonitorSet => typed(value, sink).map(Resource::MonitorSet),
+        Kind::NotificationProvider => typed(value, sink).map(Resource::NotificationProvider),
+        Kind::NotificationPolicy => typed(value, sink).map(Resource::NotificationPolicy),
+        Kind::StatusPage => typed(value, sink).map(Resource::StatusPage),
+        Kind::LocalUser => typed(value, sink).map(Resource::LocalUser),
+        Kind::ApiKey => typed(value, sink).map(Resource::ApiKey),
+        Kind::Silence => typed(value, sink).map(Resource::Silence),
+        Kind::MaintenanceWindow => typed(value, sink).map(Resource::MaintenanceWindow),
+        Kind::KubeKumaSettings => typed(value, sink).map(Resource::KubeKumaSettings),
     };
-    if let Some(r) = resource
-        && !sink.has_errors()
-    {
-        doc.decoded = Decoded::Kuma(Box::new(r));
+    match resource {
+        Some(r) if !sink.has_errors() => Decoded::Kuma(Box::new(r)),
+        _ => Decoded::Invalid,
     }
-    doc.findings = sink.findings;
-    doc
 }
 
 pub use crate::rules::dns1123;

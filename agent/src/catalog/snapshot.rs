@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use kubekuma_crds::monitor_set::MonitorSetTarget;
 use kubekuma_crds::{
     ApiKey, EffectiveSettings, Kind, KubeKumaSettings, LocalUser, MaintenanceWindow, Monitor,
     MonitorSet, MonitorType, NotificationPolicy, NotificationProvider, Silence, StatusPage,
@@ -247,26 +248,100 @@ struct Candidate {
 /// resources of an earlier build: a resource whose new version is invalid, or that sits
 /// in a file that can no longer be read, keeps its previous version.
 pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut secrets = SecretStore::default();
-    let mut broken_files: HashSet<String> = HashSet::new();
-    let mut invalid_ids: Vec<(ResourceId, Origin)> = Vec::new();
-    let mut seen_ids: HashSet<ResourceId> = HashSet::new();
-    let mut docs: Vec<&Document> = Vec::new();
+    let Gathered {
+        mut findings,
+        secrets,
+        broken_files,
+        mut invalid_ids,
+        seen_ids,
+        docs,
+    } = gather(files);
+
+    // Settings first: monitors are checked against them.
+    let settings = pick_settings(&docs, previous, &mut findings, &mut invalid_ids);
+    let effective = settings
+        .as_ref()
+        .map(|(s, _)| s.spec.effective())
+        .unwrap_or_default();
+
+    let candidates = check_resources(&docs, &effective, &mut findings, &mut invalid_ids);
+    let (mut unique, mut first_at) = drop_duplicates(candidates, &mut findings);
+
+    if let Some(prev) = previous {
+        let lost = Lost {
+            invalid_ids: &invalid_ids,
+            broken_files: &broken_files,
+            seen_ids: &seen_ids,
+        };
+        unique.extend(restore_last_good(prev, &lost, &mut first_at, &mut findings));
+    }
+
+    let mut snapshot = Snapshot {
+        effective,
+        secrets,
+        ..Snapshot::default()
+    };
+    if let Some((s, o)) = &settings {
+        snapshot.insert(Resource::KubeKumaSettings(s.clone()), o.clone(), None);
+    }
+    let mut unique_rejects = cross_unique(&unique, &mut findings);
+    unique.retain(|c| !unique_rejects.remove(&(c.resource.id(), c.origin.clone())));
+    for c in unique {
+        snapshot.insert(c.resource, c.origin, c.plan);
+    }
+    cross_references(&snapshot, &mut findings);
+
+    let last_good = last_good_of(&snapshot);
+    findings.sort();
+    findings.dedup();
+    Built {
+        snapshot,
+        findings,
+        last_good,
+    }
+}
+
+/// What the first pass over the files collects before any resource is validated.
+struct Gathered<'a> {
+    /// Syntax and decoding findings, and duplicate Secrets.
+    findings: Vec<Finding>,
+    /// The Secrets, first definition of each.
+    secrets: SecretStore,
+    /// Files with a syntax error (their resources keep their last good versions).
+    broken_files: HashSet<String>,
+    /// Resources that failed decoding, and where.
+    invalid_ids: Vec<(ResourceId, Origin)>,
+    /// Every resource id seen in the files, valid or not.
+    seen_ids: HashSet<ResourceId>,
+    /// The decoded documents still to validate (neither Secrets nor invalid).
+    docs: Vec<&'a Document>,
+}
+
+/// First pass: collects decoding findings, stores Secrets (the first definition wins),
+/// notes broken files and invalid documents, and keeps the documents left to validate.
+fn gather(files: &[FileDocs]) -> Gathered<'_> {
+    let mut g = Gathered {
+        findings: Vec::new(),
+        secrets: SecretStore::default(),
+        broken_files: HashSet::new(),
+        invalid_ids: Vec::new(),
+        seen_ids: HashSet::new(),
+        docs: Vec::new(),
+    };
     for f in files {
         if let Some(e) = &f.syntax_error {
-            broken_files.insert(e.origin.file.clone());
-            findings.push(e.clone());
+            g.broken_files.insert(e.origin.file.clone());
+            g.findings.push(e.clone());
         }
         for d in &f.docs {
-            findings.extend(d.findings.iter().cloned());
+            g.findings.extend(d.findings.iter().cloned());
             if let Some(id) = &d.id {
-                seen_ids.insert(id.clone());
+                g.seen_ids.insert(id.clone());
             }
             match &d.decoded {
                 Decoded::Secret(s) => {
-                    if secrets.has_secret(&s.namespace, &s.name) {
-                        findings.push(Finding {
+                    if g.secrets.has_secret(&s.namespace, &s.name) {
+                        g.findings.push(Finding {
                             severity: Severity::Error,
                             origin: d.origin.clone(),
                             resource: d.id.clone(),
@@ -277,22 +352,31 @@ pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
                             ),
                         });
                     } else {
-                        secrets.insert(&s.namespace, &s.name, s.data.clone());
+                        g.secrets.insert(&s.namespace, &s.name, s.data.clone());
                     }
                 }
                 Decoded::Invalid => {
                     if let Some(id) = &d.id {
-                        invalid_ids.push((id.clone(), d.origin.clone()));
+                        g.invalid_ids.push((id.clone(), d.origin.clone()));
                     }
                 }
-                _ => docs.push(d),
+                _ => g.docs.push(d),
             }
         }
     }
+    g
+}
 
-    // Settings first: monitors are checked against them.
+/// Validates every KubeKumaSettings and picks the one in force: the first valid one, or
+/// (when the only ones are broken) the last good one from `previous`.
+fn pick_settings(
+    docs: &[&Document],
+    previous: Option<&LastGood>,
+    findings: &mut Vec<Finding>,
+    invalid_ids: &mut Vec<(ResourceId, Origin)>,
+) -> Option<(KubeKumaSettings, Origin)> {
     let mut settings: Option<(KubeKumaSettings, Origin)> = None;
-    for d in &docs {
+    for d in docs {
         if let Decoded::Kuma(r) = &d.decoded
             && let Resource::KubeKumaSettings(s) = r.as_ref()
         {
@@ -330,39 +414,28 @@ pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
             _ => None,
         });
     }
-    let effective = settings
-        .as_ref()
-        .map(|(s, _)| s.spec.effective())
-        .unwrap_or_default();
+    settings
+}
 
-    // Per-resource checks, MonitorSet expansion.
+/// Per-resource checks and MonitorSet expansion: every valid resource (and each monitor a
+/// valid MonitorSet generates) becomes a candidate; broken ones are noted in `invalid_ids`.
+fn check_resources(
+    docs: &[&Document],
+    effective: &EffectiveSettings,
+    findings: &mut Vec<Finding>,
+    invalid_ids: &mut Vec<(ResourceId, Origin)>,
+) -> Vec<Candidate> {
     let mut candidates: Vec<Candidate> = Vec::new();
-    for d in &docs {
+    for d in docs {
         let Decoded::Kuma(r) = &d.decoded else {
             continue;
         };
         let r = r.as_ref();
         let mut sink = Sink::new(&d.origin, d.id.clone());
         let namespace = d.id.as_ref().map_or("default", |id| id.namespace.as_str());
-        let mut plan = None;
-        match r {
-            Resource::Monitor(m) => {
-                plan = validate::monitor(namespace, &m.spec, &effective, &mut sink)
-                    .map(|p| Planned::Monitor(Arc::new(p)));
-            }
-            Resource::MonitorSet(_) => {}
-            Resource::NotificationProvider(p) => {
-                plan = validate::provider(namespace, &p.spec, &mut sink)
-                    .map(|p| Planned::Provider(Arc::new(p)));
-            }
-            Resource::NotificationPolicy(p) => validate::policy(&p.spec, &mut sink),
-            Resource::StatusPage(p) => validate::status_page(&p.spec, &mut sink),
-            Resource::LocalUser(u) => validate::local_user(&u.spec, &mut sink),
-            Resource::ApiKey(k) => validate::api_key(&k.spec, &mut sink),
-            Resource::Silence(s) => validate::silence(&s.spec, &mut sink),
-            Resource::MaintenanceWindow(w) => validate::maintenance_window(&w.spec, &mut sink),
-            Resource::KubeKumaSettings(_) => continue,
-        }
+        let Some(plan) = validate_one(r, namespace, effective, &mut sink) else {
+            continue;
+        };
         let ok = !sink.has_errors();
         findings.extend(sink.findings);
         if !ok {
@@ -370,7 +443,7 @@ pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
             continue;
         }
         if let Resource::MonitorSet(set) = r {
-            let expanded = expand_monitor_set(d, set, &effective);
+            let expanded = expand_monitor_set(d, set, effective);
             findings.extend(expanded.findings);
             if !expanded.ok {
                 invalid_ids.extend(d.id.clone().map(|i| (i, d.origin.clone())));
@@ -394,8 +467,45 @@ pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
             generated_by: None,
         });
     }
+    candidates
+}
 
-    // Duplicates: the first definition wins.
+/// Runs the rules of one resource's kind into `sink`. `None` for KubeKumaSettings
+/// (checked before everything else); otherwise the plan of a monitor or provider, if any.
+fn validate_one(
+    r: &Resource,
+    namespace: &str,
+    effective: &EffectiveSettings,
+    sink: &mut Sink,
+) -> Option<Option<Planned>> {
+    let mut plan = None;
+    match r {
+        Resource::Monitor(m) => {
+            plan = validate::monitor(namespace, &m.spec, effective, sink)
+                .map(|p| Planned::Monitor(Arc::new(p)));
+        }
+        Resource::MonitorSet(_) => {}
+        Resource::NotificationProvider(p) => {
+            plan = validate::provider(namespace, &p.spec, sink)
+                .map(|p| Planned::Provider(Arc::new(p)));
+        }
+        Resource::NotificationPolicy(p) => validate::policy(&p.spec, sink),
+        Resource::StatusPage(p) => validate::status_page(&p.spec, sink),
+        Resource::LocalUser(u) => validate::local_user(&u.spec, sink),
+        Resource::ApiKey(k) => validate::api_key(&k.spec, sink),
+        Resource::Silence(s) => validate::silence(&s.spec, sink),
+        Resource::MaintenanceWindow(w) => validate::maintenance_window(&w.spec, sink),
+        Resource::KubeKumaSettings(_) => return None,
+    }
+    Some(plan)
+}
+
+/// Duplicates: the first definition wins, later ones become findings. Also returns where
+/// each kept resource is defined.
+fn drop_duplicates(
+    candidates: Vec<Candidate>,
+    findings: &mut Vec<Finding>,
+) -> (Vec<Candidate>, HashMap<ResourceId, Origin>) {
     let mut first_at: HashMap<ResourceId, Origin> = HashMap::new();
     let mut unique: Vec<Candidate> = Vec::new();
     for c in candidates {
@@ -425,103 +535,108 @@ pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
         first_at.insert(id, c.origin.clone());
         unique.push(c);
     }
+    (unique, first_at)
+}
 
-    // Keep last good versions of resources that are broken now.
+/// What is missing from this version of the files: broken resources and broken files.
+struct Lost<'a> {
+    /// Resources that failed decoding or validation, and where.
+    invalid_ids: &'a [(ResourceId, Origin)],
+    /// Files with a syntax error.
+    broken_files: &'a HashSet<String>,
+    /// Every resource id seen in the files.
+    seen_ids: &'a HashSet<ResourceId>,
+}
+
+/// Keeps the last good versions of resources that are broken now (with a warning), and
+/// those of broken files that could not be read at all.
+fn restore_last_good(
+    prev: &LastGood,
+    lost: &Lost<'_>,
+    first_at: &mut HashMap<ResourceId, Origin>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Candidate> {
     let mut restored: Vec<Candidate> = Vec::new();
-    if let Some(prev) = previous {
-        for (id, origin) in &invalid_ids {
-            if first_at.contains_key(id) {
-                continue;
-            }
-            if let Some((r, o)) = prev.get(id) {
-                findings.push(Finding {
-                    severity: Severity::Warning,
-                    origin: origin.clone(),
-                    resource: Some(id.clone()),
-                    path: String::new(),
-                    message:
-                        "keeping the last valid version of this resource until the error is fixed"
-                            .into(),
-                });
-                first_at.insert(id.clone(), o.clone());
-                restored.push(Candidate {
-                    origin: o.clone(),
-                    resource: r.clone(),
-                    plan: None,
-                    generated_by: None,
-                });
-                // A restored MonitorSet brings back its generated monitors too.
-                if let Resource::MonitorSet(_) = r {
-                    for (gid, (gr, go)) in prev {
-                        if gid.kind == "Monitor"
-                            && go == o
-                            && let Resource::Monitor(m) = gr
-                            && m.metadata
-                                .labels
-                                .as_ref()
-                                .and_then(|l| l.get(MONITOR_SET_LABEL))
-                                == Some(&id.name)
-                            && !first_at.contains_key(gid)
-                        {
-                            first_at.insert(gid.clone(), go.clone());
-                            restored.push(Candidate {
-                                origin: go.clone(),
-                                resource: gr.clone(),
-                                plan: None,
-                                generated_by: None,
-                            });
-                        }
-                    }
-                }
-            }
+    for (id, origin) in lost.invalid_ids {
+        if first_at.contains_key(id) {
+            continue;
         }
-        for (id, (r, o)) in prev {
-            if broken_files.contains(&o.file)
-                && !seen_ids.contains(id)
-                && !first_at.contains_key(id)
-            {
-                first_at.insert(id.clone(), o.clone());
-                restored.push(Candidate {
-                    origin: o.clone(),
-                    resource: r.clone(),
-                    plan: None,
-                    generated_by: None,
-                });
+        if let Some((r, o)) = prev.get(id) {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                origin: origin.clone(),
+                resource: Some(id.clone()),
+                path: String::new(),
+                message: "keeping the last valid version of this resource until the error is fixed"
+                    .into(),
+            });
+            first_at.insert(id.clone(), o.clone());
+            restored.push(restored_candidate(r, o));
+            // A restored MonitorSet brings back its generated monitors too.
+            if let Resource::MonitorSet(_) = r {
+                restore_generated(prev, &id.name, o, first_at, &mut restored);
             }
         }
     }
-    unique.extend(restored);
-
-    let mut snapshot = Snapshot {
-        effective,
-        secrets,
-        ..Snapshot::default()
-    };
-    if let Some((s, o)) = &settings {
-        snapshot.insert(Resource::KubeKumaSettings(s.clone()), o.clone(), None);
+    for (id, (r, o)) in prev {
+        if lost.broken_files.contains(&o.file)
+            && !lost.seen_ids.contains(id)
+            && !first_at.contains_key(id)
+        {
+            first_at.insert(id.clone(), o.clone());
+            restored.push(restored_candidate(r, o));
+        }
     }
-    let mut unique_rejects = cross_unique(&unique, &mut findings);
-    unique.retain(|c| !unique_rejects.remove(&(c.resource.id(), c.origin.clone())));
-    for c in unique {
-        snapshot.insert(c.resource, c.origin, c.plan);
-    }
-    cross_references(&snapshot, &mut findings);
+    restored
+}
 
-    let last_good = snapshot
+/// Brings back the last good monitors generated by the MonitorSet `set_name` defined at
+/// `origin`, unless something else already holds their ids.
+fn restore_generated(
+    prev: &LastGood,
+    set_name: &str,
+    origin: &Origin,
+    first_at: &mut HashMap<ResourceId, Origin>,
+    restored: &mut Vec<Candidate>,
+) {
+    for (gid, (gr, go)) in prev {
+        if gid.kind == "Monitor"
+            && go == origin
+            && let Resource::Monitor(m) = gr
+            && m.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MONITOR_SET_LABEL))
+                .map(String::as_str)
+                == Some(set_name)
+            && !first_at.contains_key(gid)
+        {
+            first_at.insert(gid.clone(), go.clone());
+            restored.push(restored_candidate(gr, go));
+        }
+    }
+}
+
+/// A candidate for a last good version: no plan (the snapshot plans it again).
+fn restored_candidate(r: &Resource, o: &Origin) -> Candidate {
+    Candidate {
+        origin: o.clone(),
+        resource: r.clone(),
+        plan: None,
+        generated_by: None,
+    }
+}
+
+/// Every resource of the snapshot with where it is defined, for the next reload.
+fn last_good_of(snapshot: &Snapshot) -> LastGood {
+    snapshot
         .resources()
         .into_iter()
         .filter_map(|r| {
             let id = r.id();
             snapshot.origins.get(&id).map(|o| (id, (r, o.clone())))
         })
-        .collect();
-    findings.sort();
-    findings.dedup();
-    Built {
-        snapshot,
-        findings,
-        last_good,
-    }
+        .collect()
 }
 
 /// Deep-merge `patch` into `base` (objects merge key by key; anything else replaces).
@@ -605,56 +720,10 @@ fn expand_monitor_set(doc: &Document, set: &MonitorSet, settings: &EffectiveSett
             continue;
         }
         let name = format!("{}-{}", id.name, t.name);
-        let mut spec = template_spec.clone();
-        merge(&mut spec, &Value::Object(t.overrides.clone()));
-        let mut labels = template_labels.clone();
-        merge(
-            &mut labels,
-            &serde_json::to_value(&set.spec.labels).unwrap_or_default(),
-        );
-        merge(
-            &mut labels,
-            &serde_json::to_value(&t.labels).unwrap_or_default(),
-        );
-        if let Value::Object(l) = &mut labels {
-            l.insert(MONITOR_SET_LABEL.into(), Value::String(id.name.clone()));
-        }
-        let value = serde_json::json!({
-            "apiVersion": kubekuma_crds::API_VERSION,
-            "kind": "Monitor",
-            "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": spec,
-        });
-        let generated = decode_document(doc.origin.clone(), value);
-        let mut gen_sink = Sink::new(&doc.origin, generated.id.clone());
-        let mut monitor = None;
-        if let Decoded::Kuma(r) = &generated.decoded
-            && let Resource::Monitor(m) = r.as_ref()
-        {
-            let plan = validate::monitor(&ns, &m.spec, settings, &mut gen_sink);
-            monitor = Some((m.clone(), plan));
-        }
-        let generated_ok = generated
-            .findings
-            .iter()
-            .chain(gen_sink.findings.iter())
-            .all(|f| f.severity != Severity::Error)
-            && monitor.is_some();
-        for f in generated.findings.into_iter().chain(gen_sink.findings) {
-            let inner = if f.path.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", f.path)
-            };
-            let msg = format!("generated Monitor {ns}/{name}{inner}: {}", f.message);
-            match f.severity {
-                Severity::Error => sink.error(&path, msg),
-                Severity::Warning => sink.warn(&path, msg),
-            }
-        }
-        match (generated_ok, monitor) {
-            (true, Some((m, Some(plan)))) => monitors.push((m, Arc::new(plan), path)),
-            _ => broken.push(ResourceId::new(Kind::Monitor, &ns, &name)),
+        let value = generated_value(set, t, &name, &template_spec, &template_labels);
+        match check_generated(doc, value, &ns, &name, &path, settings, &mut sink) {
+            Some((m, plan)) => monitors.push((m, Arc::new(plan), path)),
+            None => broken.push(ResourceId::new(Kind::Monitor, &ns, &name)),
         }
     }
     Expanded {
@@ -662,6 +731,83 @@ fn expand_monitor_set(doc: &Document, set: &MonitorSet, settings: &EffectiveSett
         findings: sink.findings,
         ok: true,
         broken,
+    }
+}
+
+/// The Monitor document generated for target `t` of `set`, named `name`: the template's
+/// spec with the target's overrides, the template's, set's and target's labels, and the
+/// label naming the set.
+fn generated_value(
+    set: &MonitorSet,
+    t: &MonitorSetTarget,
+    name: &str,
+    template_spec: &Value,
+    template_labels: &Value,
+) -> Value {
+    let id = set_id(set);
+    let mut spec = template_spec.clone();
+    merge(&mut spec, &Value::Object(t.overrides.clone()));
+    let mut labels = template_labels.clone();
+    merge(
+        &mut labels,
+        &serde_json::to_value(&set.spec.labels).unwrap_or_default(),
+    );
+    merge(
+        &mut labels,
+        &serde_json::to_value(&t.labels).unwrap_or_default(),
+    );
+    if let Value::Object(l) = &mut labels {
+        l.insert(MONITOR_SET_LABEL.into(), Value::String(id.name.clone()));
+    }
+    serde_json::json!({
+        "apiVersion": kubekuma_crds::API_VERSION,
+        "kind": "Monitor",
+        "metadata": {"name": name, "namespace": id.namespace, "labels": labels},
+        "spec": spec,
+    })
+}
+
+/// Decodes and validates a generated Monitor, reporting its findings on the set's target
+/// at `path`; the monitor and its plan when it has no error.
+fn check_generated(
+    doc: &Document,
+    value: Value,
+    ns: &str,
+    name: &str,
+    path: &str,
+    settings: &EffectiveSettings,
+    sink: &mut Sink<'_>,
+) -> Option<(Monitor, Plan)> {
+    let generated = decode_document(doc.origin.clone(), value);
+    let mut gen_sink = Sink::new(&doc.origin, generated.id.clone());
+    let mut monitor = None;
+    if let Decoded::Kuma(r) = &generated.decoded
+        && let Resource::Monitor(m) = r.as_ref()
+    {
+        let plan = validate::monitor(ns, &m.spec, settings, &mut gen_sink);
+        monitor = Some((m.clone(), plan));
+    }
+    let generated_ok = generated
+        .findings
+        .iter()
+        .chain(gen_sink.findings.iter())
+        .all(|f| f.severity != Severity::Error)
+        && monitor.is_some();
+    for f in generated.findings.into_iter().chain(gen_sink.findings) {
+        let inner = if f.path.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", f.path)
+        };
+        let msg = format!("generated Monitor {ns}/{name}{inner}: {}", f.message);
+        match f.severity {
+            Severity::Error => sink.error(path, msg),
+            Severity::Warning => sink.warn(path, msg),
+        }
+    }
+    match (generated_ok, monitor) {
+        (true, Some((m, Some(plan)))) => Some((m, plan)),
+        _ => None,
     }
 }
 
@@ -757,15 +903,26 @@ fn check_secret(
 /// References to things that do not exist: warnings, since the referenced object may
 /// arrive later (another file, or `kubectl apply` order).
 fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
-    let origin_of = |id: &ResourceId| {
-        snap.origins.get(id).cloned().unwrap_or(Origin {
-            file: "?".into(),
-            doc: 0,
-        })
-    };
+    monitor_references(snap, findings);
+    policy_references(snap, findings);
+    provider_references(snap, findings);
+    status_page_references(snap, findings);
+    credential_references(snap, findings);
+}
+
+/// Where a resource of the snapshot is defined (`?` when unknown).
+fn origin_of(snap: &Snapshot, id: &ResourceId) -> Origin {
+    snap.origins.get(id).cloned().unwrap_or(Origin {
+        file: "?".into(),
+        doc: 0,
+    })
+}
+
+/// Monitors: the policy a monitor names, and the Secrets its target refers to.
+fn monitor_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     for (key, m) in &snap.monitors {
         let id = ResourceId::new(Kind::Monitor, &key.namespace, &key.name);
-        let origin = origin_of(&id);
+        let origin = origin_of(snap, &id);
         if let Some(p) = m.spec.alerting.as_ref().and_then(|a| a.policy_ref.as_ref())
             && !snap
                 .policies
@@ -786,9 +943,13 @@ fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// NotificationPolicies: the providers they route to.
+fn policy_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     for (key, p) in &snap.policies {
         let id = ResourceId::new(Kind::NotificationPolicy, &key.namespace, &key.name);
-        let origin = origin_of(&id);
+        let origin = origin_of(snap, &id);
         let routed = p.spec.routing.iter().flat_map(|r| r.providers.iter());
         let refs = routed
             .enumerate()
@@ -817,9 +978,13 @@ fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// NotificationProviders: the Secrets their plans refer to.
+fn provider_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     for key in snap.providers.keys() {
         let id = ResourceId::new(Kind::NotificationProvider, &key.namespace, &key.name);
-        let origin = origin_of(&id);
+        let origin = origin_of(snap, &id);
         let Some(plan) = snap.provider_plans.get(key) else {
             continue;
         };
@@ -832,9 +997,13 @@ fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// StatusPages: the monitors they show.
+fn status_page_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     for (key, p) in &snap.status_pages {
         let id = ResourceId::new(Kind::StatusPage, &key.namespace, &key.name);
-        let origin = origin_of(&id);
+        let origin = origin_of(snap, &id);
         for (gi, g) in p.spec.groups.iter().enumerate() {
             for (mi, m) in g.monitors.iter().enumerate() {
                 let ns = m.reference.namespace_or(&key.namespace);
@@ -854,9 +1023,13 @@ fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// LocalUsers and ApiKeys: the Secrets holding their hashes.
+fn credential_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     for (key, u) in &snap.local_users {
         let id = ResourceId::new(Kind::LocalUser, &key.namespace, &key.name);
-        let origin = origin_of(&id);
+        let origin = origin_of(snap, &id);
         let r = &u.spec.password_hash_secret_ref;
         check_secret(
             snap,
@@ -881,7 +1054,7 @@ fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     }
     for (key, k) in &snap.api_keys {
         let id = ResourceId::new(Kind::ApiKey, &key.namespace, &key.name);
-        let origin = origin_of(&id);
+        let origin = origin_of(snap, &id);
         if let Some(r) = &k.spec.key_hash_secret_ref {
             check_secret(
                 snap,

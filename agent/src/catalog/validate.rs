@@ -5,7 +5,10 @@
 
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::common::MonitorSelector;
-use kubekuma_crds::monitor::{MonitorSpec, MonitorType, SuccessCriteria};
+use kubekuma_crds::monitor::{
+    HttpCriteria, KubernetesCriteria, MonitorSpec, MonitorType, PingCriteria, Schedule,
+    SteamCriteria, SuccessCriteria,
+};
 use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSpec};
 
 use super::schedule_expr;
@@ -32,6 +35,26 @@ pub fn monitor(
 ) -> Option<crate::checks::Plan> {
     // Schedule.
     let sched = spec.schedule.clone().unwrap_or_default();
+    schedule_timing(&sched, settings, sink);
+    schedule_retries(&sched, sink);
+
+    if let Some(a) = &spec.alerting {
+        range(
+            sink,
+            "spec.alerting.resendIntervalMinutes",
+            a.resend_interval_minutes,
+            0,
+            525_600,
+        );
+    }
+    criteria(spec, sink);
+    // Target: the rules of the monitor's type, in its checker.
+    crate::checks::Plan::new(namespace, spec, sink)
+}
+
+/// `spec.schedule`: the interval against the settings' minimum, and the timeout against
+/// the interval (an error when set above it, a warning when the default is cut to it).
+fn schedule_timing(sched: &Schedule, settings: &EffectiveSettings, sink: &mut Sink<'_>) {
     let interval = sched.interval_seconds.unwrap_or(60);
     if let Some(i) = sched.interval_seconds
         && i < settings.min_interval_seconds
@@ -83,6 +106,11 @@ pub fn monitor(
             ),
         );
     }
+}
+
+/// `spec.schedule`: retries in either spelling, retry interval, initial delay, grace and
+/// jitter ranges.
+fn schedule_retries(sched: &Schedule, sink: &mut Sink<'_>) {
     if let Some(r) = sched.retries {
         let path = if r.object_form {
             "spec.schedule.retries.maxRetries"
@@ -128,19 +156,6 @@ pub fn monitor(
         0,
         100,
     );
-
-    if let Some(a) = &spec.alerting {
-        range(
-            sink,
-            "spec.alerting.resendIntervalMinutes",
-            a.resend_interval_minutes,
-            0,
-            525_600,
-        );
-    }
-    criteria(spec, sink);
-    // Target: the rules of the monitor's type, in its checker.
-    crate::checks::Plan::new(namespace, spec, sink)
 }
 
 /// The success criteria: a block for another type is ignored (with a warning); every
@@ -161,39 +176,8 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
             kubernetes,
             docker,
         } = c;
-        let http_like = matches!(
-            ty,
-            MonitorType::Http | MonitorType::Keyword | MonitorType::JsonQuery
-        );
         if let Some(h) = http {
-            if !http_like {
-                sink.warn(
-                    "spec.successCriteria.http",
-                    format!("ignored for type {ty}"),
-                );
-            }
-            for (i, code) in h.status_codes.iter().flatten().enumerate() {
-                range(
-                    sink,
-                    &format!("spec.successCriteria.http.statusCodes[{i}]"),
-                    Some(*code),
-                    100,
-                    599,
-                );
-            }
-            if h.status_codes.as_ref().is_some_and(Vec::is_empty) {
-                sink.error(
-                    "spec.successCriteria.http.statusCodes",
-                    "must list at least one status code",
-                );
-            }
-            range(
-                sink,
-                "spec.successCriteria.http.maxLatencyMs",
-                h.max_latency_ms,
-                1,
-                600_000,
-            );
+            http_criteria(ty, h, sink);
         }
         if keyword.is_some() && !matches!(ty, MonitorType::Keyword | MonitorType::Http) {
             sink.warn(
@@ -201,93 +185,165 @@ fn criteria(spec: &MonitorSpec, sink: &mut Sink<'_>) {
                 format!("ignored for type {ty}"),
             );
         }
-        for (block, path, ok) in [
-            (
-                json_query.as_ref().map(|l| l.max_latency_ms),
-                "jsonQuery",
-                ty == MonitorType::JsonQuery,
-            ),
-            (
-                tcp.as_ref().map(|l| l.max_latency_ms),
-                "tcp",
-                ty == MonitorType::Tcp,
-            ),
-            (
-                dns.as_ref().map(|l| l.max_latency_ms),
-                "dns",
-                ty == MonitorType::Dns,
-            ),
-            (
-                websocket.as_ref().map(|l| l.max_latency_ms),
-                "websocket",
-                ty == MonitorType::Websocket,
-            ),
-            (
-                ping.as_ref().map(|l| l.max_latency_ms),
-                "ping",
-                ty == MonitorType::Ping,
-            ),
-            (
-                steam.as_ref().map(|l| l.max_latency_ms),
-                "steam",
-                ty == MonitorType::Steam,
-            ),
-        ] {
-            if let Some(ms) = block {
-                if !ok {
-                    sink.warn(
-                        &format!("spec.successCriteria.{path}"),
-                        format!("ignored for type {ty}"),
-                    );
-                }
-                range(
-                    sink,
-                    &format!("spec.successCriteria.{path}.maxLatencyMs"),
-                    ms,
-                    1,
-                    600_000,
-                );
-            }
-        }
-        if let Some(p) = ping {
-            range(
-                sink,
-                "spec.successCriteria.ping.maxPacketLossPercent",
-                p.max_packet_loss_percent,
-                0,
-                100,
-            );
-        }
-        if let Some(s) = steam {
-            range(
-                sink,
-                "spec.successCriteria.steam.minPlayers",
-                s.min_players,
-                0,
-                1_000_000,
-            );
-        }
-        if let Some(k) = kubernetes {
-            if ty != MonitorType::Kubernetes {
+        latency_criteria(
+            ty,
+            [
+                (
+                    json_query.as_ref().map(|l| l.max_latency_ms),
+                    "jsonQuery",
+                    ty == MonitorType::JsonQuery,
+                ),
+                (
+                    tcp.as_ref().map(|l| l.max_latency_ms),
+                    "tcp",
+                    ty == MonitorType::Tcp,
+                ),
+                (
+                    dns.as_ref().map(|l| l.max_latency_ms),
+                    "dns",
+                    ty == MonitorType::Dns,
+                ),
+                (
+                    websocket.as_ref().map(|l| l.max_latency_ms),
+                    "websocket",
+                    ty == MonitorType::Websocket,
+                ),
+                (
+                    ping.as_ref().map(|l| l.max_latency_ms),
+                    "ping",
+                    ty == MonitorType::Ping,
+                ),
+                (
+                    steam.as_ref().map(|l| l.max_latency_ms),
+                    "steam",
+                    ty == MonitorType::Steam,
+                ),
+            ],
+            sink,
+        );
+        other_criteria(
+            ty,
+            ping.as_ref(),
+            steam.as_ref(),
+            kubernetes.as_ref(),
+            docker.is_some(),
+            sink,
+        );
+    }
+}
+
+/// `successCriteria.http`: ignored (with a warning) for a type that is not HTTP-like; the
+/// status codes and the latency bound are checked either way.
+fn http_criteria(ty: MonitorType, h: &HttpCriteria, sink: &mut Sink<'_>) {
+    let http_like = matches!(
+        ty,
+        MonitorType::Http | MonitorType::Keyword | MonitorType::JsonQuery
+    );
+    if !http_like {
+        sink.warn(
+            "spec.successCriteria.http",
+            format!("ignored for type {ty}"),
+        );
+    }
+    for (i, code) in h.status_codes.iter().flatten().enumerate() {
+        range(
+            sink,
+            &format!("spec.successCriteria.http.statusCodes[{i}]"),
+            Some(*code),
+            100,
+            599,
+        );
+    }
+    if h.status_codes.as_ref().is_some_and(Vec::is_empty) {
+        sink.error(
+            "spec.successCriteria.http.statusCodes",
+            "must list at least one status code",
+        );
+    }
+    range(
+        sink,
+        "spec.successCriteria.http.maxLatencyMs",
+        h.max_latency_ms,
+        1,
+        600_000,
+    );
+}
+
+/// The blocks that hold only `maxLatencyMs`, as (the bound if the block is given, its
+/// name, whether it fits the monitor's type): a warning when it does not fit, the
+/// range either way.
+fn latency_criteria<const N: usize>(
+    ty: MonitorType,
+    blocks: [(Option<Option<i64>>, &str, bool); N],
+    sink: &mut Sink<'_>,
+) {
+    for (block, path, ok) in blocks {
+        if let Some(ms) = block {
+            if !ok {
                 sink.warn(
-                    "spec.successCriteria.kubernetes",
+                    &format!("spec.successCriteria.{path}"),
                     format!("ignored for type {ty}"),
                 );
             }
             range(
                 sink,
-                "spec.successCriteria.kubernetes.minReadyPercent",
-                k.min_ready_percent,
-                0,
-                100,
+                &format!("spec.successCriteria.{path}.maxLatencyMs"),
+                ms,
+                1,
+                600_000,
             );
         }
-        if docker.is_some() && ty != MonitorType::Docker {
+    }
+}
+
+/// The blocks with more than a latency bound: ping's packet loss, steam's players,
+/// kubernetes' ready percent (a warning when the type does not fit), and docker's fit.
+fn other_criteria(
+    ty: MonitorType,
+    ping: Option<&PingCriteria>,
+    steam: Option<&SteamCriteria>,
+    kubernetes: Option<&KubernetesCriteria>,
+    docker: bool,
+    sink: &mut Sink<'_>,
+) {
+    if let Some(p) = ping {
+        range(
+            sink,
+            "spec.successCriteria.ping.maxPacketLossPercent",
+            p.max_packet_loss_percent,
+            0,
+            100,
+        );
+    }
+    if let Some(s) = steam {
+        range(
+            sink,
+            "spec.successCriteria.steam.minPlayers",
+            s.min_players,
+            0,
+            1_000_000,
+        );
+    }
+    if let Some(k) = kubernetes {
+        if ty != MonitorType::Kubernetes {
             sink.warn(
-                "spec.successCriteria.docker",
+                "spec.successCriteria.kubernetes",
                 format!("ignored for type {ty}"),
             );
         }
+        range(
+            sink,
+            "spec.successCriteria.kubernetes.minReadyPercent",
+            k.min_ready_percent,
+            0,
+            100,
+        );
+    }
+    if docker && ty != MonitorType::Docker {
+        sink.warn(
+            "spec.successCriteria.docker",
+            format!("ignored for type {ty}"),
+        );
     }
 }
 
@@ -592,118 +648,134 @@ pub fn maintenance_window(spec: &kubekuma_crds::MaintenanceWindowSpec, sink: &mu
 /// Semantic checks of the KubeKumaSettings spec.
 pub fn settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>) {
     if let Some(s) = &spec.scheduler {
-        range(
-            sink,
-            "spec.scheduler.minIntervalSeconds",
-            s.min_interval_seconds,
-            1,
-            86_400,
-        );
-        range(
-            sink,
-            "spec.scheduler.maxConcurrentNetChecks",
-            s.max_concurrent_net_checks,
-            1,
-            100_000,
-        );
-        range(
-            sink,
-            "spec.scheduler.maxConcurrentPrivChecks",
-            s.max_concurrent_priv_checks,
-            1,
-            10_000,
-        );
-        range(
-            sink,
-            "spec.scheduler.defaultTimeoutSeconds",
-            s.default_timeout_seconds,
-            1,
-            300,
-        );
-        range(
-            sink,
-            "spec.scheduler.jitterPercent",
-            s.jitter_percent,
-            0,
-            100,
-        );
-        if let Some(f) = &s.flapping {
-            range(
-                sink,
-                "spec.scheduler.flapping.windowMinutes",
-                f.window_minutes,
-                1,
-                1440,
-            );
-            range(
-                sink,
-                "spec.scheduler.flapping.threshold",
-                f.threshold,
-                2,
-                1000,
-            );
-        }
+        scheduler_settings(s, sink);
     }
     if let Some(r) = &spec.retention {
+        retention_settings(r, sink);
+    }
+    endpoint_settings(spec, sink);
+    auth_settings(spec, sink);
+}
+
+/// `spec.scheduler`: interval, concurrency, timeout, jitter and flapping ranges.
+fn scheduler_settings(s: &kubekuma_crds::settings::SchedulerSettings, sink: &mut Sink<'_>) {
+    range(
+        sink,
+        "spec.scheduler.minIntervalSeconds",
+        s.min_interval_seconds,
+        1,
+        86_400,
+    );
+    range(
+        sink,
+        "spec.scheduler.maxConcurrentNetChecks",
+        s.max_concurrent_net_checks,
+        1,
+        100_000,
+    );
+    range(
+        sink,
+        "spec.scheduler.maxConcurrentPrivChecks",
+        s.max_concurrent_priv_checks,
+        1,
+        10_000,
+    );
+    range(
+        sink,
+        "spec.scheduler.defaultTimeoutSeconds",
+        s.default_timeout_seconds,
+        1,
+        300,
+    );
+    range(
+        sink,
+        "spec.scheduler.jitterPercent",
+        s.jitter_percent,
+        0,
+        100,
+    );
+    if let Some(f) = &s.flapping {
         range(
             sink,
-            "spec.retention.heartbeatsDays",
-            r.heartbeats_days,
+            "spec.scheduler.flapping.windowMinutes",
+            f.window_minutes,
+            1,
+            1440,
+        );
+        range(
+            sink,
+            "spec.scheduler.flapping.threshold",
+            f.threshold,
+            2,
+            1000,
+        );
+    }
+}
+
+/// `spec.retention`: day ranges, and a warning when both spellings of a setting disagree.
+fn retention_settings(r: &kubekuma_crds::settings::RetentionSettings, sink: &mut Sink<'_>) {
+    range(
+        sink,
+        "spec.retention.heartbeatsDays",
+        r.heartbeats_days,
+        1,
+        3650,
+    );
+    range(
+        sink,
+        "spec.retention.incidentsDays",
+        r.incidents_days,
+        1,
+        36_500,
+    );
+    range(
+        sink,
+        "spec.retention.heartbeats.days",
+        r.heartbeats.as_ref().and_then(|h| h.days),
+        1,
+        3650,
+    );
+    range(
+        sink,
+        "spec.retention.incidents.days",
+        r.incidents.as_ref().and_then(|h| h.days),
+        1,
+        36_500,
+    );
+    if let Some(d) = &r.downsample {
+        range(
+            sink,
+            "spec.retention.downsample.afterDays",
+            d.after_days,
             1,
             3650,
         );
-        range(
-            sink,
-            "spec.retention.incidentsDays",
-            r.incidents_days,
-            1,
-            36_500,
-        );
-        range(
-            sink,
+    }
+    for (path, new, old) in [
+        (
             "spec.retention.heartbeats.days",
+            r.heartbeats_days,
             r.heartbeats.as_ref().and_then(|h| h.days),
-            1,
-            3650,
-        );
-        range(
-            sink,
+        ),
+        (
             "spec.retention.incidents.days",
+            r.incidents_days,
             r.incidents.as_ref().and_then(|h| h.days),
-            1,
-            36_500,
-        );
-        if let Some(d) = &r.downsample {
-            range(
-                sink,
-                "spec.retention.downsample.afterDays",
-                d.after_days,
-                1,
-                3650,
+        ),
+    ] {
+        if let (Some(n), Some(o)) = (new, old)
+            && n != o
+        {
+            sink.warn(
+                path,
+                format!("ignored: the current spelling says {n} days, this one {o}"),
             );
         }
-        for (path, new, old) in [
-            (
-                "spec.retention.heartbeats.days",
-                r.heartbeats_days,
-                r.heartbeats.as_ref().and_then(|h| h.days),
-            ),
-            (
-                "spec.retention.incidents.days",
-                r.incidents_days,
-                r.incidents.as_ref().and_then(|h| h.days),
-            ),
-        ] {
-            if let (Some(n), Some(o)) = (new, old)
-                && n != o
-            {
-                sink.warn(
-                    path,
-                    format!("ignored: the current spelling says {n} days, this one {o}"),
-                );
-            }
-        }
     }
+}
+
+/// `spec.networking` (DNS servers) and `spec.publicEndpoints` (the metrics path).
+fn endpoint_settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>) {
     if let Some(n) = &spec.networking {
         for (i, s) in n.dns.iter().flat_map(|d| d.servers.iter()).enumerate() {
             server_ok(sink, &format!("spec.networking.dns.servers[{i}]"), s);
@@ -721,6 +793,10 @@ pub fn settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>)
             format!("must start with '/', got {p:?}"),
         );
     }
+}
+
+/// `spec.auth`: OIDC issuer and client id when the mode is oidc, session and API key ranges.
+fn auth_settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>) {
     if let Some(a) = &spec.auth
         && a.mode == Some(kubekuma_crds::settings::AuthMode::Oidc)
     {

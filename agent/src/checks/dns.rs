@@ -120,24 +120,9 @@ async fn probe(
     target: &DnsTarget,
     attempt: &Attempt,
 ) -> Result<CheckOutcome, CheckOutcome> {
-    let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
     let rtype = record_type(target);
     let shown = shown_domain(target);
-    let name = query_name(&target.domain, rtype).map_err(config)?;
-    let servers = servers(ctx, target).map_err(config)?;
-
-    let answer = if servers.is_empty() {
-        let system = system_resolver(attempt).await.map_err(config)?;
-        // The system resolver applies its search list to a relative name.
-        let name = if rtype == RecordType::PTR || target.domain.trim().ends_with('.') {
-            name
-        } else {
-            relative(name)
-        };
-        ask_system(system, name, rtype, &shown, attempt).await?
-    } else {
-        ask(&servers, &name, rtype, &shown, attempt).await?
-    };
+    let answer = query(ctx, target, rtype, &shown, attempt).await?;
     let with_server = |o: CheckOutcome| o.with("server", answer.server.clone());
 
     // A CNAME chain hickory followed ends at a name that is not one of those asked.
@@ -180,7 +165,45 @@ async fn probe(
             cname,
         )));
     }
+    judge(target, rtype, &shown, &values, &answer.server)
+}
 
+/// Asks the configured servers, or the system resolver when there are none (a relative
+/// name then goes through its search list).
+async fn query(
+    ctx: &CheckContext,
+    target: &DnsTarget,
+    rtype: RecordType,
+    shown: &str,
+    attempt: &Attempt,
+) -> Result<Answer, CheckOutcome> {
+    let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
+    let name = query_name(&target.domain, rtype).map_err(config)?;
+    let servers = servers(ctx, target).map_err(config)?;
+
+    if servers.is_empty() {
+        let system = system_resolver(attempt).await.map_err(config)?;
+        // The system resolver applies its search list to a relative name.
+        let name = if rtype == RecordType::PTR || target.domain.trim().ends_with('.') {
+            name
+        } else {
+            relative(name)
+        };
+        ask_system(system, name, rtype, shown, attempt).await
+    } else {
+        ask(&servers, &name, rtype, shown, attempt).await
+    }
+}
+
+/// The records found (sorted, without duplicates, at least one) against the expected
+/// values: down with what is missing, or up; both carry the server and the records.
+fn judge(
+    target: &DnsTarget,
+    rtype: RecordType,
+    shown: &str,
+    values: &[Value],
+    server: &str,
+) -> Result<CheckOutcome, CheckOutcome> {
     let found = values
         .iter()
         .map(|v| v.shown.as_str())
@@ -191,7 +214,10 @@ async fn probe(
         .take(MAX_METADATA_RECORDS)
         .map(|v| v.shown.clone())
         .collect();
-    let finish = |o: CheckOutcome| with_server(o).with("records", records.clone());
+    let finish = |o: CheckOutcome| {
+        o.with("server", server.to_string())
+            .with("records", records.clone())
+    };
 
     let expected = target.expected.as_ref().map(|e| e.values.as_slice());
     let missing: Vec<&str> = expected

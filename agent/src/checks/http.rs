@@ -222,47 +222,10 @@ pub(crate) async fn fetch(
     plan: &HttpPlan,
     attempt: &Attempt,
 ) -> Result<Exchange, CheckOutcome> {
-    let config = |msg: String| CheckOutcome::down(0.0, FailureReason::Config, msg);
     let (namespace, target) = (plan.namespace.as_str(), &plan.target);
-
-    let url = match &plan.url {
-        Some(url) => url.clone(),
-        None => {
-            let raw_url = ctx
-                .secrets()
-                .resolve(namespace, &target.url)
-                .map_err(|e| config(format!("spec.target.http.url: {e}")))?;
-            Url::parse(&raw_url).map_err(|e| {
-                config(format!(
-                    "spec.target.http.url is not a valid URL ({e}); check it and any secret it uses"
-                ))
-            })?
-        }
-    };
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(config(format!(
-            "spec.target.http.url must be http:// or https://, got {}://",
-            url.scheme()
-        )));
-    }
+    let url = target_url(ctx, plan)?;
     let shown = display_url(&url);
-
-    let mut headers = HeaderMap::new();
-    for (name, value) in target.headers.iter().flat_map(|h| h.0.iter()) {
-        let path = format!("spec.target.http.headers.{name}");
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| config(format!("{path}: invalid header name")))?;
-        let resolved = ctx
-            .secrets()
-            .resolve(namespace, value)
-            .map_err(|e| config(format!("{path}: {e}")))?;
-        let mut hv = HeaderValue::from_str(&resolved)
-            .map_err(|_| config(format!("{path}: the value is not a valid header value")))?;
-        if secret_refs(value).next().is_some() {
-            hv.set_sensitive(true);
-        }
-        headers.append(header, hv);
-    }
+    let mut headers = request_headers(ctx, namespace, target)?;
     let body = match &target.body {
         Some(b) => Some(
             ctx.secrets()
@@ -271,29 +234,7 @@ pub(crate) async fn fetch(
         ),
         None => None,
     };
-
-    // `tls.sni` (https only): the request goes to the name instead of the URL's host,
-    // with that name resolved to the host's addresses and the host kept in `Host`.
-    let sni = match target
-        .tls
-        .as_ref()
-        .and_then(|t| t.sni.as_deref())
-        .map(str::trim)
-    {
-        Some(name) if !name.is_empty() && url.scheme() == "https" => {
-            Some(sni_route(&url, name).await?)
-        }
-        _ => None,
-    };
-    let request_url = match &sni {
-        Some(route) => {
-            if !headers.contains_key(reqwest::header::HOST) {
-                headers.insert(reqwest::header::HOST, route.host.clone());
-            }
-            route.url.clone()
-        }
-        None => url.clone(),
-    };
+    let (sni, request_url) = route(&url, target, &mut headers).await?;
 
     let key = ClientKey {
         skip_verify: target.skips_tls_verify(),
@@ -332,7 +273,124 @@ pub(crate) async fn fetch(
         .and_then(|info| info.peer_certificate())
         .and_then(|der| cert_info(der, Utc::now()));
 
-    let limit = plan.max_body_bytes;
+    let (body, truncated) = match read_body(&mut response, plan.max_body_bytes).await {
+        Ok(read) => read,
+        Err(root) => {
+            let mut down = CheckOutcome::down(
+                0.0,
+                FailureReason::Body,
+                format!("HTTP {status} from {final_url}, but reading the body failed: {root}"),
+            )
+            .with("statusCode", status);
+            down.cert = cert;
+            return Err(down);
+        }
+    };
+
+    Ok(Exchange {
+        status,
+        url: final_url,
+        content_type,
+        body,
+        truncated,
+        cert,
+    })
+}
+
+/// A configuration failure (found before anything was sent, so no latency).
+fn config(msg: String) -> CheckOutcome {
+    CheckOutcome::down(0.0, FailureReason::Config, msg)
+}
+
+/// The URL to check: the plan's, or (when it holds secret references) resolved now; http
+/// or https only.
+fn target_url(ctx: &CheckContext, plan: &HttpPlan) -> Result<Url, CheckOutcome> {
+    let url = match &plan.url {
+        Some(url) => url.clone(),
+        None => {
+            let raw_url = ctx
+                .secrets()
+                .resolve(&plan.namespace, &plan.target.url)
+                .map_err(|e| config(format!("spec.target.http.url: {e}")))?;
+            Url::parse(&raw_url).map_err(|e| {
+                config(format!(
+                    "spec.target.http.url is not a valid URL ({e}); check it and any secret it uses"
+                ))
+            })?
+        }
+    };
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(config(format!(
+            "spec.target.http.url must be http:// or https://, got {}://",
+            url.scheme()
+        )));
+    }
+    Ok(url)
+}
+
+/// The target's headers with their secrets resolved; a value that came from a secret is
+/// marked sensitive.
+fn request_headers(
+    ctx: &CheckContext,
+    namespace: &str,
+    target: &HttpTarget,
+) -> Result<HeaderMap, CheckOutcome> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in target.headers.iter().flat_map(|h| h.0.iter()) {
+        let path = format!("spec.target.http.headers.{name}");
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| config(format!("{path}: invalid header name")))?;
+        let resolved = ctx
+            .secrets()
+            .resolve(namespace, value)
+            .map_err(|e| config(format!("{path}: {e}")))?;
+        let mut hv = HeaderValue::from_str(&resolved)
+            .map_err(|_| config(format!("{path}: the value is not a valid header value")))?;
+        if secret_refs(value).next().is_some() {
+            hv.set_sensitive(true);
+        }
+        headers.append(header, hv);
+    }
+    Ok(headers)
+}
+
+/// Where the request goes: with `tls.sni` (https only), to the name instead of the URL's
+/// host, with that name resolved to the host's addresses and the host kept in `Host`;
+/// otherwise to the URL.
+async fn route(
+    url: &Url,
+    target: &HttpTarget,
+    headers: &mut HeaderMap,
+) -> Result<(Option<SniRoute>, Url), CheckOutcome> {
+    let sni = match target
+        .tls
+        .as_ref()
+        .and_then(|t| t.sni.as_deref())
+        .map(str::trim)
+    {
+        Some(name) if !name.is_empty() && url.scheme() == "https" => {
+            Some(sni_route(url, name).await?)
+        }
+        _ => None,
+    };
+    let request_url = match &sni {
+        Some(route) => {
+            if !headers.contains_key(reqwest::header::HOST) {
+                headers.insert(reqwest::header::HOST, route.host.clone());
+            }
+            route.url.clone()
+        }
+        None => url.clone(),
+    };
+    Ok((sni, request_url))
+}
+
+/// Reads the body up to `limit` bytes: the bytes and whether it was cut; on a read error,
+/// the innermost cause.
+async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), String> {
     let mut body = Vec::new();
     let mut truncated = false;
     loop {
@@ -349,27 +407,11 @@ pub(crate) async fn fetch(
             Ok(None) => break,
             Err(e) => {
                 let chain = error_chain(&e);
-                let root = chain.last().map(|e| e.to_string()).unwrap_or_default();
-                let mut down = CheckOutcome::down(
-                    0.0,
-                    FailureReason::Body,
-                    format!("HTTP {status} from {final_url}, but reading the body failed: {root}"),
-                )
-                .with("statusCode", status);
-                down.cert = cert;
-                return Err(down);
+                return Err(chain.last().map(|e| e.to_string()).unwrap_or_default());
             }
         }
     }
-
-    Ok(Exchange {
-        status,
-        url: final_url,
-        content_type,
-        body,
-        truncated,
-        cert,
-    })
+    Ok((body, truncated))
 }
 
 /// Where a request with `tls.sni` goes: `url` is the monitor's URL with its host replaced

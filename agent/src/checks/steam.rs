@@ -154,6 +154,26 @@ pub(crate) async fn check(
     plan: &SteamPlan,
     attempt: &Attempt,
 ) -> CheckOutcome {
+    let (sock, addr) = match open(plan, attempt).await {
+        Ok(pair) => pair,
+        Err(o) => return o,
+    };
+    match query(&sock, addr, attempt).await {
+        Ok((info, retransmits)) => judge(plan, attempt, &info, retransmits),
+        Err(o) => o,
+    }
+}
+
+/// A down outcome at the attempt's elapsed time.
+fn down(attempt: &Attempt, reason: FailureReason, msg: String) -> CheckOutcome {
+    CheckOutcome::down(attempt.elapsed_ms(), reason, msg)
+}
+
+/// Resolves the host and opens a UDP socket connected to its first address.
+async fn open(
+    plan: &SteamPlan,
+    attempt: &Attempt,
+) -> Result<(UdpSocket, SocketAddr), CheckOutcome> {
     let (host, port) = (plan.host.as_str(), plan.port);
     let addr: SocketAddr = match tokio::net::lookup_host((host, port))
         .await
@@ -161,11 +181,11 @@ pub(crate) async fn check(
     {
         Ok(Some(a)) => a,
         Ok(None) | Err(_) => {
-            return CheckOutcome::down(
+            return Err(CheckOutcome::down(
                 attempt.elapsed_ms(),
                 FailureReason::Dns,
                 format!("{host} does not resolve"),
-            );
+            ));
         }
     };
     let bind: SocketAddr = if addr.is_ipv4() {
@@ -175,19 +195,35 @@ pub(crate) async fn check(
     }
     .parse()
     .unwrap_or(addr);
-    let fail = |reason, msg: String| CheckOutcome::down(attempt.elapsed_ms(), reason, msg);
     let sock = match UdpSocket::bind(bind).await {
         Ok(s) => s,
         Err(e) => {
-            return fail(
+            return Err(down(
+                attempt,
                 FailureReason::Connect,
                 format!("cannot open a UDP socket: {e}"),
-            );
+            ));
         }
     };
     if let Err(e) = sock.connect(addr).await {
-        return fail(FailureReason::Connect, format!("{addr}: {e}"));
+        return Err(down(
+            attempt,
+            FailureReason::Connect,
+            format!("{addr}: {e}"),
+        ));
     }
+    Ok((sock, addr))
+}
+
+/// Sends A2S_INFO (again with the server's challenge when it asks for one) until a reply
+/// comes: the parsed server info and how many requests were sent again.
+async fn query(
+    sock: &UdpSocket,
+    addr: SocketAddr,
+    attempt: &Attempt,
+) -> Result<(ServerInfo, u32), CheckOutcome> {
+    let send_failed =
+        |e: std::io::Error| down(attempt, FailureReason::Connect, format!("{addr}: {e}"));
     // UDP may lose a datagram either way: a request unanswered within `interval` is sent
     // again, the interval doubling each time, until the attempt's soft deadline.
     let deadline = attempt.soft_deadline();
@@ -196,37 +232,19 @@ pub(crate) async fn check(
     let mut challenges = 0u32;
     let mut retransmits = 0u32;
     let mut buf = vec![0u8; 1400];
-    if let Err(e) = sock.send(&request(challenge)).await {
-        return fail(FailureReason::Connect, format!("{addr}: {e}"));
-    }
+    sock.send(&request(challenge)).await.map_err(send_failed)?;
     let mut resend_at = tokio::time::Instant::now() + interval;
     loop {
         let received =
             match tokio::time::timeout_at(resend_at.min(deadline), sock.recv(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) if tokio::time::Instant::now() >= deadline => {
-                    let step = if challenge.is_some() {
-                        "to the challenge reply"
-                    } else {
-                        "to A2S_INFO"
-                    };
-                    return fail(
-                        FailureReason::Timeout,
-                        format!(
-                            "{addr}: no answer {step} within {} ({} request{} sent)",
-                            human_duration(attempt.timeout()),
-                            retransmits + 1,
-                            if retransmits == 0 { "" } else { "s" }
-                        ),
-                    )
-                    .with("retransmits", retransmits);
+                    return Err(no_answer(addr, challenge.is_some(), retransmits, attempt));
                 }
                 Err(_) => {
                     retransmits += 1;
                     interval *= 2;
-                    if let Err(e) = sock.send(&request(challenge)).await {
-                        return fail(FailureReason::Connect, format!("{addr}: {e}"));
-                    }
+                    sock.send(&request(challenge)).await.map_err(send_failed)?;
                     resend_at = tokio::time::Instant::now() + interval;
                     continue;
                 }
@@ -234,12 +252,13 @@ pub(crate) async fn check(
         let n = match received {
             Ok(n) => n,
             Err(e) if is_connect_kind(e.kind()) => {
-                return fail(
+                return Err(down(
+                    attempt,
                     FailureReason::Connect,
                     format!("{addr}: no server on this port ({e})"),
-                );
+                ));
             }
-            Err(e) => return fail(FailureReason::Connect, format!("{addr}: {e}")),
+            Err(e) => return Err(send_failed(e)),
         };
         let reply = &buf[..n];
         if reply.len() >= 9 && reply[..4] == SINGLE && reply[4] == 0x41 {
@@ -247,61 +266,99 @@ pub(crate) async fn check(
             // answer may be a challenge too): a server that keeps challenging is broken.
             challenges += 1;
             if challenges > 2 + retransmits {
-                return fail(
+                return Err(down(
+                    attempt,
                     FailureReason::Protocol,
                     format!("{addr}: the server kept answering with challenges"),
-                );
+                ));
             }
             challenge = Some([reply[5], reply[6], reply[7], reply[8]]);
-            if let Err(e) = sock.send(&request(challenge)).await {
-                return fail(FailureReason::Connect, format!("{addr}: {e}"));
-            }
+            sock.send(&request(challenge)).await.map_err(send_failed)?;
             resend_at = tokio::time::Instant::now() + interval;
             continue;
         }
-        if reply.len() >= 4 && reply[..4] == [0xFE, 0xFF, 0xFF, 0xFF] {
-            return fail(
-                FailureReason::Protocol,
-                format!("{addr}: split replies to A2S_INFO are not supported"),
-            );
-        }
-        return match parse_info(reply) {
-            Ok(info) => {
-                let (min_players, max_latency) = (plan.min_players, plan.max_latency_ms);
-                let mut o = if let Some(min) = min_players.filter(|m| i64::from(info.players) < *m)
-                {
-                    fail(
-                        FailureReason::Assertion,
-                        format!(
-                            "{} players on {:?}, expected at least {min}",
-                            info.players, info.name
-                        ),
-                    )
-                } else if let Some(msg) = latency_exceeded(attempt, max_latency) {
-                    fail(FailureReason::Assertion, msg)
-                } else {
-                    let mut up = CheckOutcome::up(attempt.elapsed_ms());
-                    up.message = Some(summary(&info));
-                    up
-                };
-                if retransmits > 0 {
-                    o = o.with("retransmits", retransmits);
-                }
-                o = o
-                    .with("serverName", info.name.clone())
-                    .with("map", info.map.clone())
-                    .with("game", info.game.clone())
-                    .with("players", info.players)
-                    .with("maxPlayers", info.max_players)
-                    .with("bots", info.bots);
-                o
-            }
-            Err(e) => fail(
-                FailureReason::Protocol,
-                format!("{addr}: malformed A2S_INFO reply: {e}"),
-            ),
-        };
+        return Ok((parse_reply(reply, addr, attempt)?, retransmits));
     }
+}
+
+/// The timeout failure when no answer came before the soft deadline.
+fn no_answer(
+    addr: SocketAddr,
+    challenged: bool,
+    retransmits: u32,
+    attempt: &Attempt,
+) -> CheckOutcome {
+    let step = if challenged {
+        "to the challenge reply"
+    } else {
+        "to A2S_INFO"
+    };
+    down(
+        attempt,
+        FailureReason::Timeout,
+        format!(
+            "{addr}: no answer {step} within {} ({} request{} sent)",
+            human_duration(attempt.timeout()),
+            retransmits + 1,
+            if retransmits == 0 { "" } else { "s" }
+        ),
+    )
+    .with("retransmits", retransmits)
+}
+
+/// A reply that is not a challenge: split replies are refused, the rest parsed.
+fn parse_reply(
+    reply: &[u8],
+    addr: SocketAddr,
+    attempt: &Attempt,
+) -> Result<ServerInfo, CheckOutcome> {
+    if reply.len() >= 4 && reply[..4] == [0xFE, 0xFF, 0xFF, 0xFF] {
+        return Err(down(
+            attempt,
+            FailureReason::Protocol,
+            format!("{addr}: split replies to A2S_INFO are not supported"),
+        ));
+    }
+    parse_info(reply).map_err(|e| {
+        down(
+            attempt,
+            FailureReason::Protocol,
+            format!("{addr}: malformed A2S_INFO reply: {e}"),
+        )
+    })
+}
+
+/// The outcome for a server's info: the player and latency bounds judged, the info as
+/// metadata.
+fn judge(plan: &SteamPlan, attempt: &Attempt, info: &ServerInfo, retransmits: u32) -> CheckOutcome {
+    let (min_players, max_latency) = (plan.min_players, plan.max_latency_ms);
+    let mut o = if let Some(min) = min_players.filter(|m| i64::from(info.players) < *m) {
+        down(
+            attempt,
+            FailureReason::Assertion,
+            format!(
+                "{} players on {:?}, expected at least {min}",
+                info.players, info.name
+            ),
+        )
+    } else if let Some(msg) = latency_exceeded(attempt, max_latency) {
+        down(attempt, FailureReason::Assertion, msg)
+    } else {
+        let mut up = CheckOutcome::up(attempt.elapsed_ms());
+        up.message = Some(summary(info));
+        up
+    };
+    if retransmits > 0 {
+        o = o.with("retransmits", retransmits);
+    }
+    o = o
+        .with("serverName", info.name.clone())
+        .with("map", info.map.clone())
+        .with("game", info.game.clone())
+        .with("players", info.players)
+        .with("maxPlayers", info.max_players)
+        .with("bots", info.bots);
+    o
 }
 
 /// How long to wait for an answer before sending a request again: 1 s, or a quarter of a

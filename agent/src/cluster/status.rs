@@ -366,126 +366,39 @@ pub fn desired(
     let snap = view.snapshot;
     let value = match kind {
         Kind::Monitor => {
-            let running = snap.monitors.get(&key);
-            let live = view.live.get(&key);
-            let ready = ready_condition(running.map(|m| (m, live)), &prev_conds, generation, now);
-            let mut status = MonitorStatus {
-                observed_generation: generation,
-                conditions: with_conditions(&prev_conds, vec![valid, ready]),
-                ..MonitorStatus::default()
-            };
-            if let Some(m) = running {
-                let paused = !m.spec.is_enabled();
-                let state = match (paused, live) {
-                    (true, _) => MonitorState::Paused,
-                    (false, Some(l)) => l.tracker.shown(),
-                    (false, None) => MonitorState::Pending,
-                };
-                let checked = live.filter(|l| l.checked_at.is_some());
-                status.last_result = Some(LastResult {
-                    state: Some(state),
-                    checked_at: checked.and_then(|l| l.checked_at).map(rfc3339),
-                    latency_ms: checked.and_then(|l| l.latency_ms).map(|l| l.round() as i64),
-                    attempts: checked.map(|l| i64::from(l.attempts)).filter(|a| *a > 0),
-                    reason: checked.and_then(|l| l.reason).map(|r| r.as_str().into()),
-                    message: checked.and_then(|l| l.message.clone()),
-                });
-                status.uptime = view.uptime.get(&key).cloned();
-                status.cert = live.and_then(|l| l.cert.as_ref()).map(|c| CertStatus {
-                    expires_at: Some(rfc3339(c.expires_at)),
-                    days_until_expiry: Some(c.days_left),
-                });
-                status.next_run_at = match (paused, checked, view.intervals.get(&key)) {
-                    (false, Some(l), Some(every)) => l
-                        .checked_at
-                        .and_then(|at| chrono::Duration::from_std(*every).ok().map(|d| at + d))
-                        .map(rfc3339),
-                    _ => None,
-                };
-                status.push_token = live
-                    .and_then(|l| l.push_token.as_ref())
-                    .map(|t| t.expose().to_string());
-            }
-            serde_json::to_value(status)
+            serde_json::to_value(monitor_status(&key, generation, &prev_conds, valid, view))
         }
-        Kind::StatusPage => {
-            let mut status = StatusPageStatus {
-                observed_generation: generation,
-                conditions: with_conditions(&prev_conds, vec![valid]),
-                ..StatusPageStatus::default()
-            };
-            if let Some(p) = snap.status_pages.get(&key) {
-                let refs = p.spec.groups.iter().flat_map(|g| g.monitors.iter());
-                let keys: Vec<ObjKey> = refs
-                    .map(|m| ObjKey::new(m.reference.namespace_or(&ns), &m.reference.name))
-                    .collect();
-                status.monitor_count = Some(keys.len() as i64);
-                status.overall_status = Some(overall(&keys, view));
-                status.published_url = published_url(p, view.site_url);
-            }
-            serde_json::to_value(status)
-        }
-        Kind::NotificationPolicy => {
-            let mut status = PolicyStatus {
-                observed_generation: generation,
-                conditions: with_conditions(&prev_conds, vec![valid]),
-                ..PolicyStatus::default()
-            };
-            if let Some(p) = snap.policies.get(&key) {
-                let matcher = MonitorMatcher::new(p.spec.match_.as_ref(), &ns);
-                let named = |k: &ObjKey, m: &kubekuma_crds::Monitor| {
-                    let policy = m.spec.alerting.as_ref().and_then(|a| a.policy_ref.as_ref());
-                    k.namespace == ns && policy.is_some_and(|r| r.name == name)
-                };
-                let matched = snap.monitors.iter();
-                let matched = matched.filter(|(k, m)| named(k, m) || matcher.matches(k, m));
-                status.matched_monitors = Some(matched.count() as i64);
-                for r in p.spec.provider_refs() {
-                    let shown = format!("{}/{}", r.reference.namespace_or(&ns), r.reference.name);
-                    if !status.providers.contains(&shown) {
-                        status.providers.push(shown);
-                    }
-                }
-            }
-            serde_json::to_value(status)
-        }
-        Kind::MonitorSet => {
-            let generated = snap.monitor_sets.contains_key(&key).then(|| {
-                let labels = snap.monitors.iter().filter(|(k, m)| {
-                    let label = m.metadata.labels.as_ref();
-                    k.namespace == ns && label.and_then(|l| l.get(MONITOR_SET_LABEL)) == Some(&name)
-                });
-                labels.count() as i64
-            });
-            serde_json::to_value(MonitorSetStatus {
-                observed_generation: generation,
-                conditions: with_conditions(&prev_conds, vec![valid]),
-                monitor_count: generated,
-            })
-        }
-        Kind::Silence => {
-            let active = snap
+        Kind::StatusPage => serde_json::to_value(status_page_status(
+            &key,
+            generation,
+            with_conditions(&prev_conds, vec![valid]),
+            view,
+        )),
+        Kind::NotificationPolicy => serde_json::to_value(policy_status(
+            &key,
+            generation,
+            with_conditions(&prev_conds, vec![valid]),
+            snap,
+        )),
+        Kind::MonitorSet => serde_json::to_value(MonitorSetStatus {
+            observed_generation: generation,
+            conditions: with_conditions(&prev_conds, vec![valid]),
+            monitor_count: generated_count(&key, snap),
+        }),
+        Kind::Silence => serde_json::to_value(SilenceStatus {
+            observed_generation: generation,
+            conditions: with_conditions(&prev_conds, vec![valid]),
+            active: snap
                 .silences
                 .get(&key)
-                .map(|s| s.spec.starts_at <= now && now < s.spec.ends_at);
-            serde_json::to_value(SilenceStatus {
-                observed_generation: generation,
-                conditions: with_conditions(&prev_conds, vec![valid]),
-                active,
-            })
-        }
-        Kind::MaintenanceWindow => {
-            let (active, next) = match view.maintenance.get(&key) {
-                Some((since, next)) => (Some(since.is_some()), next.map(rfc3339)),
-                None => (None, None),
-            };
-            serde_json::to_value(MaintenanceWindowStatus {
-                observed_generation: generation,
-                conditions: with_conditions(&prev_conds, vec![valid]),
-                next_occurrence_at: next,
-                active,
-            })
-        }
+                .map(|s| s.spec.starts_at <= now && now < s.spec.ends_at),
+        }),
+        Kind::MaintenanceWindow => serde_json::to_value(maintenance_status(
+            &key,
+            generation,
+            with_conditions(&prev_conds, vec![valid]),
+            view,
+        )),
         Kind::NotificationProvider => serde_json::to_value(ProviderStatus {
             observed_generation: generation,
             conditions: with_conditions(&prev_conds, vec![valid]),
@@ -512,6 +425,149 @@ pub fn desired(
         .iter()
         .map(|f| (f.to_string(), value.get(*f).cloned().unwrap_or(Value::Null)))
         .collect()
+}
+
+/// The status of a Monitor: its Valid and Ready conditions and, when it runs, its last
+/// result, uptime, certificate, next run and push token.
+fn monitor_status(
+    key: &ObjKey,
+    generation: Option<i64>,
+    prev_conds: &[Condition],
+    valid: Condition,
+    view: &View<'_>,
+) -> MonitorStatus {
+    let running = view.snapshot.monitors.get(key);
+    let live = view.live.get(key);
+    let ready = ready_condition(running.map(|m| (m, live)), prev_conds, generation, view.now);
+    let mut status = MonitorStatus {
+        observed_generation: generation,
+        conditions: with_conditions(prev_conds, vec![valid, ready]),
+        ..MonitorStatus::default()
+    };
+    let Some(m) = running else {
+        return status;
+    };
+    let paused = !m.spec.is_enabled();
+    let state = match (paused, live) {
+        (true, _) => MonitorState::Paused,
+        (false, Some(l)) => l.tracker.shown(),
+        (false, None) => MonitorState::Pending,
+    };
+    let checked = live.filter(|l| l.checked_at.is_some());
+    status.last_result = Some(LastResult {
+        state: Some(state),
+        checked_at: checked.and_then(|l| l.checked_at).map(rfc3339),
+        latency_ms: checked.and_then(|l| l.latency_ms).map(|l| l.round() as i64),
+        attempts: checked.map(|l| i64::from(l.attempts)).filter(|a| *a > 0),
+        reason: checked.and_then(|l| l.reason).map(|r| r.as_str().into()),
+        message: checked.and_then(|l| l.message.clone()),
+    });
+    status.uptime = view.uptime.get(key).cloned();
+    status.cert = live.and_then(|l| l.cert.as_ref()).map(|c| CertStatus {
+        expires_at: Some(rfc3339(c.expires_at)),
+        days_until_expiry: Some(c.days_left),
+    });
+    status.next_run_at = match (paused, checked, view.intervals.get(key)) {
+        (false, Some(l), Some(every)) => l
+            .checked_at
+            .and_then(|at| chrono::Duration::from_std(*every).ok().map(|d| at + d))
+            .map(rfc3339),
+        _ => None,
+    };
+    status.push_token = live
+        .and_then(|l| l.push_token.as_ref())
+        .map(|t| t.expose().to_string());
+    status
+}
+
+/// The status of a MaintenanceWindow: whether it is active now and when it next starts.
+fn maintenance_status(
+    key: &ObjKey,
+    generation: Option<i64>,
+    conditions: Vec<Condition>,
+    view: &View<'_>,
+) -> MaintenanceWindowStatus {
+    let (active, next) = match view.maintenance.get(key) {
+        Some((since, next)) => (Some(since.is_some()), next.map(rfc3339)),
+        None => (None, None),
+    };
+    MaintenanceWindowStatus {
+        observed_generation: generation,
+        conditions,
+        next_occurrence_at: next,
+        active,
+    }
+}
+
+/// The status of a StatusPage: when it is in the catalog, how many monitors it shows,
+/// their overall status and where it is published.
+fn status_page_status(
+    key: &ObjKey,
+    generation: Option<i64>,
+    conditions: Vec<Condition>,
+    view: &View<'_>,
+) -> StatusPageStatus {
+    let mut status = StatusPageStatus {
+        observed_generation: generation,
+        conditions,
+        ..StatusPageStatus::default()
+    };
+    if let Some(p) = view.snapshot.status_pages.get(key) {
+        let refs = p.spec.groups.iter().flat_map(|g| g.monitors.iter());
+        let keys: Vec<ObjKey> = refs
+            .map(|m| ObjKey::new(m.reference.namespace_or(&key.namespace), &m.reference.name))
+            .collect();
+        status.monitor_count = Some(keys.len() as i64);
+        status.overall_status = Some(overall(&keys, view));
+        status.published_url = published_url(p, view.site_url);
+    }
+    status
+}
+
+/// The status of a NotificationPolicy: when it is in the catalog, how many monitors it
+/// matches (by selector or by a monitor's `policyRef`) and its providers, each once.
+fn policy_status(
+    key: &ObjKey,
+    generation: Option<i64>,
+    conditions: Vec<Condition>,
+    snap: &Snapshot,
+) -> PolicyStatus {
+    let (ns, name) = (&key.namespace, &key.name);
+    let mut status = PolicyStatus {
+        observed_generation: generation,
+        conditions,
+        ..PolicyStatus::default()
+    };
+    if let Some(p) = snap.policies.get(key) {
+        let matcher = MonitorMatcher::new(p.spec.match_.as_ref(), ns);
+        let named = |k: &ObjKey, m: &kubekuma_crds::Monitor| {
+            let policy = m.spec.alerting.as_ref().and_then(|a| a.policy_ref.as_ref());
+            k.namespace == *ns && policy.is_some_and(|r| r.name == *name)
+        };
+        let matched = snap.monitors.iter();
+        let matched = matched.filter(|(k, m)| named(k, m) || matcher.matches(k, m));
+        status.matched_monitors = Some(matched.count() as i64);
+        for r in p.spec.provider_refs() {
+            let shown = format!("{}/{}", r.reference.namespace_or(ns), r.reference.name);
+            if !status.providers.contains(&shown) {
+                status.providers.push(shown);
+            }
+        }
+    }
+    status
+}
+
+/// How many monitors a MonitorSet in the catalog generates; `None` when it is not in the
+/// catalog.
+fn generated_count(key: &ObjKey, snap: &Snapshot) -> Option<i64> {
+    let (ns, name) = (&key.namespace, &key.name);
+    snap.monitor_sets.contains_key(key).then(|| {
+        let labels = snap.monitors.iter().filter(|(k, m)| {
+            let label = m.metadata.labels.as_ref();
+            k.namespace == *ns && label.and_then(|l| l.get(MONITOR_SET_LABEL)) == Some(name)
+        });
+        labels.count() as i64
+    })
 }
 
 /// The overall status of a page from its monitors' states (the builder's rule).
@@ -689,56 +745,7 @@ impl StatusWriter {
             let name = obj.metadata.name.as_deref().unwrap_or_default();
             let id = ResourceId::new(kind, if kind.namespaced() { ns } else { "" }, name);
             seen.insert(id.clone());
-            let uid = obj.metadata.uid.clone();
-            // What was written, unless the object changed since long enough for the
-            // watch to have brought the change (then the server's status is the truth).
-            let server = || obj.data["status"].as_object().cloned().unwrap_or_default();
-            let prev = match self.written.get(&id) {
-                Some(w)
-                    if w.uid == uid
-                        && (w.resource_version == obj.metadata.resource_version
-                            || w.at.elapsed() < self.opts.interval) =>
-                {
-                    w.status.clone()
-                }
-                _ => server(),
-            };
-            let want = desired(kind, &obj, &prev, &view);
-            let patch: Map<String, Value> = want
-                .into_iter()
-                .filter(|(k, v)| prev.get(k).unwrap_or(&Value::Null) != v)
-                .collect();
-            if patch.is_empty() {
-                continue;
-            }
-            let urgent =
-                patch.contains_key("conditions") || patch.contains_key("observedGeneration");
-            if !full && !urgent {
-                continue;
-            }
-            let mut status = prev.clone();
-            for (k, v) in &patch {
-                match v {
-                    Value::Null => status.remove(k),
-                    v => status.insert(k.clone(), v.clone()),
-                };
-            }
-            let patch = (patch.into_iter())
-                .map(|(k, v)| {
-                    let wire = merge_patch(prev.get(&k), v);
-                    (k, wire)
-                })
-                .collect();
-            let last_written = self.written.get(&id).map(|w| w.at);
-            pending.push(Pending {
-                kind,
-                id,
-                uid,
-                urgent,
-                last_written,
-                patch,
-                status,
-            });
+            pending.extend(self.pending(kind, &obj, id, &view, full));
         }
         self.written.retain(|id, _| seen.contains(id));
         // Over the budget, the longest unwritten go first, so every object gets its turn.
@@ -766,6 +773,68 @@ impl StatusWriter {
             }
         }
         written
+    }
+
+    /// What to write for one object this round: the status fields that differ from what
+    /// it has (or what was last written), or `None` when nothing does, or (outside a full
+    /// round) nothing urgent does.
+    fn pending(
+        &self,
+        kind: Kind,
+        obj: &DynamicObject,
+        id: ResourceId,
+        view: &View<'_>,
+        full: bool,
+    ) -> Option<Pending> {
+        let uid = obj.metadata.uid.clone();
+        // What was written, unless the object changed since long enough for the
+        // watch to have brought the change (then the server's status is the truth).
+        let server = || obj.data["status"].as_object().cloned().unwrap_or_default();
+        let prev = match self.written.get(&id) {
+            Some(w)
+                if w.uid == uid
+                    && (w.resource_version == obj.metadata.resource_version
+                        || w.at.elapsed() < self.opts.interval) =>
+            {
+                w.status.clone()
+            }
+            _ => server(),
+        };
+        let want = desired(kind, obj, &prev, view);
+        let patch: Map<String, Value> = want
+            .into_iter()
+            .filter(|(k, v)| prev.get(k).unwrap_or(&Value::Null) != v)
+            .collect();
+        if patch.is_empty() {
+            return None;
+        }
+        let urgent = patch.contains_key("conditions") || patch.contains_key("observedGeneration");
+        if !full && !urgent {
+            return None;
+        }
+        let mut status = prev.clone();
+        for (k, v) in &patch {
+            match v {
+                Value::Null => status.remove(k),
+                v => status.insert(k.clone(), v.clone()),
+            };
+        }
+        let patch = (patch.into_iter())
+            .map(|(k, v)| {
+                let wire = merge_patch(prev.get(&k), v);
+                (k, wire)
+            })
+            .collect();
+        let last_written = self.written.get(&id).map(|w| w.at);
+        Some(Pending {
+            kind,
+            id,
+            uid,
+            urgent,
+            last_written,
+            patch,
+            status,
+        })
     }
 
     /// Merge-patch the status subresource: the new resourceVersion, `None` when it failed

@@ -303,25 +303,20 @@ async fn run_loop(
     done: mpsc::Sender<CheckDone>,
     stats: Arc<Mutex<Stats>>,
 ) {
-    let net = Arc::new(Semaphore::new(limits.net));
-    let privileged = Arc::new(Semaphore::new(limits.privileged));
-    let mut entries: HashMap<ObjKey, Entry> = HashMap::new();
-    let mut heap: BinaryHeap<Reverse<(Instant, u64, ObjKey)>> = BinaryHeap::new();
-    let mut version: u64 = 0;
-    let epoch = Instant::now();
+    let mut state = LoopState {
+        net: Arc::new(Semaphore::new(limits.net)),
+        privileged: Arc::new(Semaphore::new(limits.privileged)),
+        entries: HashMap::new(),
+        heap: BinaryHeap::new(),
+        version: 0,
+        epoch: Instant::now(),
+        runner,
+        limits,
+        done,
+        stats,
+    };
     loop {
-        let next = heap.peek().map(|Reverse((t, _, _))| {
-            if limits.coalesce.is_zero() {
-                *t
-            } else {
-                // Round up to the grid (measured from the loop's start).
-                let step = limits.coalesce.as_nanos();
-                let since = t.saturating_duration_since(epoch).as_nanos();
-                let up = since.div_ceil(step) * step;
-                epoch + Duration::from_nanos(up as u64)
-            }
-        });
-        let cmd = match next {
+        let cmd = match state.next_wake() {
             Some(t) => tokio::select! {
                 c = rx.recv() => match c { Some(c) => Some(c), None => return },
                 _ = tokio::time::sleep_until(t) => None,
@@ -333,59 +328,115 @@ async fn run_loop(
         };
         let now = Instant::now();
         match cmd {
-            Some(Command::Apply(plans)) => {
-                let mut keep: HashMap<ObjKey, ()> = HashMap::new();
-                for plan in plans {
-                    keep.insert(plan.key.clone(), ());
-                    if !plan.enabled {
-                        entries.remove(&plan.key);
-                        continue;
-                    }
-                    if let Some(e) = entries.get(&plan.key)
-                        && e.plan.fingerprint == plan.fingerprint
-                    {
-                        continue;
-                    }
-                    version += 1;
-                    // An edited monitor's run in flight still blocks an overlapping one.
-                    let running = entries
-                        .get(&plan.key)
-                        .map(|e| e.running.clone())
-                        .unwrap_or_default();
-                    let anchor = now + plan.initial_delay;
-                    let mut e = Entry {
-                        plan: Arc::new(plan),
-                        anchor,
-                        k: 0,
-                        next_regular: anchor,
-                        retry_at: None,
-                        running,
-                        version,
-                    };
-                    e.next_regular = e.slot(0);
-                    heap.push(Reverse((e.due(), version, e.plan.key.clone())));
-                    entries.insert(e.plan.key.clone(), e);
-                }
-                entries.retain(|k, _| keep.contains_key(k));
-            }
-            Some(Command::Retry(key, delay)) => {
-                if let Some(e) = entries.get_mut(&key) {
-                    e.retry_at = Some(now + delay);
-                    version += 1;
-                    e.version = version;
-                    heap.push(Reverse((e.due(), version, key)));
-                }
-            }
+            Some(Command::Apply(plans)) => state.apply(plans, now),
+            Some(Command::Retry(key, delay)) => state.retry(key, now + delay),
             None => {}
         }
-        // Start everything that is due.
-        while let Some(Reverse((t, v, _))) = heap.peek() {
+        state.start_due();
+    }
+}
+
+/// What the scheduler loop keeps between wake-ups.
+struct LoopState {
+    /// Permits for network checks.
+    net: Arc<Semaphore>,
+    /// Permits for privileged checks.
+    privileged: Arc<Semaphore>,
+    /// The scheduled monitors.
+    entries: HashMap<ObjKey, Entry>,
+    /// Due times, earliest first; an item whose version is not its entry's is stale.
+    heap: BinaryHeap<Reverse<(Instant, u64, ObjKey)>>,
+    /// The last version handed out.
+    version: u64,
+    /// The loop's start, from which the wake-up grid is measured.
+    epoch: Instant,
+    /// Runs one attempt.
+    runner: Runner,
+    /// Concurrency limits and the wake-up grid.
+    limits: Limits,
+    /// Where finished checks go.
+    done: mpsc::Sender<CheckDone>,
+    /// Lateness samples and counters.
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl LoopState {
+    /// When to wake up next: the earliest due time, rounded up to the wake-up grid;
+    /// `None` when nothing is scheduled.
+    fn next_wake(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _, _))| {
+            if self.limits.coalesce.is_zero() {
+                *t
+            } else {
+                // Round up to the grid (measured from the loop's start).
+                let step = self.limits.coalesce.as_nanos();
+                let since = t.saturating_duration_since(self.epoch).as_nanos();
+                let up = since.div_ceil(step) * step;
+                self.epoch + Duration::from_nanos(up as u64)
+            }
+        })
+    }
+
+    /// A new catalog: new and edited monitors are scheduled afresh, unchanged ones keep
+    /// their cadence, disabled and removed ones are dropped.
+    fn apply(&mut self, plans: Vec<MonitorPlan>, now: Instant) {
+        let mut keep: HashMap<ObjKey, ()> = HashMap::new();
+        for plan in plans {
+            keep.insert(plan.key.clone(), ());
+            if !plan.enabled {
+                self.entries.remove(&plan.key);
+                continue;
+            }
+            if let Some(e) = self.entries.get(&plan.key)
+                && e.plan.fingerprint == plan.fingerprint
+            {
+                continue;
+            }
+            self.version += 1;
+            // An edited monitor's run in flight still blocks an overlapping one.
+            let running = self
+                .entries
+                .get(&plan.key)
+                .map(|e| e.running.clone())
+                .unwrap_or_default();
+            let anchor = now + plan.initial_delay;
+            let mut e = Entry {
+                plan: Arc::new(plan),
+                anchor,
+                k: 0,
+                next_regular: anchor,
+                retry_at: None,
+                running,
+                version: self.version,
+            };
+            e.next_regular = e.slot(0);
+            self.heap
+                .push(Reverse((e.due(), self.version, e.plan.key.clone())));
+            self.entries.insert(e.plan.key.clone(), e);
+        }
+        self.entries.retain(|k, _| keep.contains_key(k));
+    }
+
+    /// A one-off retry of `key` at `at`.
+    fn retry(&mut self, key: ObjKey, at: Instant) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.retry_at = Some(at);
+            self.version += 1;
+            e.version = self.version;
+            self.heap.push(Reverse((e.due(), self.version, key)));
+        }
+    }
+
+    /// Starts everything that is due, rescheduling each: a retry is consumed, a regular
+    /// run advances the cadence. A monitor whose previous run is still going is skipped.
+    fn start_due(&mut self) {
+        while let Some(Reverse((t, v, _))) = self.heap.peek() {
             if *t > Instant::now() {
                 break;
             }
-            let (t, v, key) = (*t, *v, heap.pop().map(|Reverse((_, _, k))| k));
+            let (t, v, key) = (*t, *v, self.heap.pop().map(|Reverse((_, _, k))| k));
             let Some(key) = key else { break };
-            let Some(e) = entries.get_mut(&key) else {
+            let Some(e) = self.entries.get_mut(&key) else {
                 continue;
             };
             if e.version != v {
@@ -404,48 +455,54 @@ async fn run_loop(
                 }
                 e.next_regular = e.slot(e.k);
             }
-            version += 1;
-            e.version = version;
-            heap.push(Reverse((e.due(), version, key.clone())));
+            self.version += 1;
+            e.version = self.version;
+            self.heap
+                .push(Reverse((e.due(), self.version, key.clone())));
             if e.running.swap(true, AtomicOrdering::AcqRel) {
-                if let Ok(mut s) = stats.lock() {
+                if let Ok(mut s) = self.stats.lock() {
                     s.skipped_overlap += 1;
                 }
                 continue;
             }
-            let running = e.running.clone();
-            let plan = e.plan.clone();
-            let sem = if plan.privileged {
-                privileged.clone()
-            } else {
-                net.clone()
-            };
-            let runner = runner.clone();
-            let done = done.clone();
-            let stats = stats.clone();
-            tokio::spawn(async move {
-                let Ok(_permit) = sem.acquire_owned().await else {
-                    return;
-                };
-                let started = Instant::now();
-                let lateness = started.saturating_duration_since(t);
-                if let Ok(mut s) = stats.lock() {
-                    s.started += 1;
-                    s.lateness_us.push(lateness.as_micros() as u64);
-                }
-                let started_at = Utc::now();
-                let outcome = runner(plan.clone()).await;
-                running.store(false, AtomicOrdering::Release);
-                let _ = done
-                    .send(CheckDone {
-                        plan,
-                        outcome,
-                        started_at,
-                        lateness,
-                    })
-                    .await;
-            });
+            let (running, plan) = (e.running.clone(), e.plan.clone());
+            self.spawn_run(plan, running, t);
         }
+    }
+
+    /// Runs one attempt on its own task, once a permit of its kind is free; records its
+    /// lateness against `due`, clears `running` and sends the result to `done`.
+    fn spawn_run(&self, plan: Arc<MonitorPlan>, running: Arc<AtomicBool>, due: Instant) {
+        let sem = if plan.privileged {
+            self.privileged.clone()
+        } else {
+            self.net.clone()
+        };
+        let runner = self.runner.clone();
+        let done = self.done.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = sem.acquire_owned().await else {
+                return;
+            };
+            let started = Instant::now();
+            let lateness = started.saturating_duration_since(due);
+            if let Ok(mut s) = stats.lock() {
+                s.started += 1;
+                s.lateness_us.push(lateness.as_micros() as u64);
+            }
+            let started_at = Utc::now();
+            let outcome = runner(plan.clone()).await;
+            running.store(false, AtomicOrdering::Release);
+            let _ = done
+                .send(CheckDone {
+                    plan,
+                    outcome,
+                    started_at,
+                    lateness,
+                })
+                .await;
+        });
     }
 }
 

@@ -24,6 +24,7 @@ use kubekuma_crds::objects::{self, DailyMonth, HourlyDay, IncidentMonth};
 use super::{Call, store_error};
 use crate::admin::error::{ApiError, Reply, json_reply};
 use crate::export::objects::{self as agent_objects, AgentObjects};
+use crate::store::Store;
 
 /// How long a computed model answers the twins.
 pub const TTL: StdDuration = StdDuration::from_secs(5);
@@ -70,14 +71,31 @@ async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, Api
     let from = day_start(first.with_day(1).unwrap_or(first));
     let to = day_start(today + Duration::days(1));
 
+    let hourly = hourly_days(&ctx.store, day_start(today - Duration::days(1)), to).await?;
+    let daily = daily_months(&ctx.store, from, to).await?;
+    let incidents = incident_months(&ctx.store, from, to, today).await?;
+
+    Ok(Inputs {
+        agents: vec![AgentData {
+            id: LOCAL.into(),
+            catalog,
+            state: Some(state),
+            hourly,
+            daily,
+            incidents,
+        }],
+        warnings: Vec::new(),
+    })
+}
+
+/// The hourly rollups from `from` to `to`, by day, as the agent would export them.
+async fn hourly_days(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<BTreeMap<NaiveDate, HourlyDay>, ApiError> {
     let mut hourly: BTreeMap<NaiveDate, HourlyDay> = BTreeMap::new();
-    let yesterday = today - Duration::days(1);
-    for (m, buckets) in ctx
-        .store
-        .hourly_rollups(day_start(yesterday), to)
-        .await
-        .map_err(store_error)?
-    {
+    for (m, buckets) in store.hourly_rollups(from, to).await.map_err(store_error)? {
         for (start_ms, r) in buckets {
             let Some(t) = DateTime::from_timestamp_millis(start_ms) else {
                 continue;
@@ -97,14 +115,17 @@ async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, Api
                 .insert(u8::try_from(t.hour()).unwrap_or(0), r);
         }
     }
+    Ok(hourly)
+}
 
+/// The daily rollups from `from` to `to`, by month, as the agent would export them.
+async fn daily_months(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<BTreeMap<String, DailyMonth>, ApiError> {
     let mut daily: BTreeMap<String, DailyMonth> = BTreeMap::new();
-    for (m, buckets) in ctx
-        .store
-        .daily_rollups(from, to)
-        .await
-        .map_err(store_error)?
-    {
+    for (m, buckets) in store.daily_rollups(from, to).await.map_err(store_error)? {
         for (start_ms, r) in buckets {
             let Some(t) = DateTime::from_timestamp_millis(start_ms) else {
                 continue;
@@ -124,10 +145,19 @@ async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, Api
                 .insert(u8::try_from(t.day()).unwrap_or(0), r);
         }
     }
+    Ok(daily)
+}
 
+/// The incidents from `from` to `to`, by month of their start (open ones that started
+/// before `from` in the month of `today`), as the agent would export them.
+async fn incident_months(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    today: NaiveDate,
+) -> Result<BTreeMap<String, IncidentMonth>, ApiError> {
     let mut incidents: BTreeMap<String, IncidentMonth> = BTreeMap::new();
-    for i in ctx
-        .store
+    for i in store
         .incidents_between(from, to)
         .await
         .map_err(store_error)?
@@ -149,18 +179,7 @@ async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, Api
             .incidents
             .push(i);
     }
-
-    Ok(Inputs {
-        agents: vec![AgentData {
-            id: LOCAL.into(),
-            catalog,
-            state: Some(state),
-            hourly,
-            daily,
-            incidents,
-        }],
-        warnings: Vec::new(),
-    })
+    Ok(incidents)
 }
 
 /// The site model of this agent (cached for [`TTL`]).
