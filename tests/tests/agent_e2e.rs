@@ -7,13 +7,15 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 #[path = "../../agent/tests/suite/common/s3.rs"]
 mod s3;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{Datelike, Utc};
@@ -24,6 +26,8 @@ use kubekuma_agent::runtime::{self, AgentOptions};
 use kubekuma_crds::objects::{AgentCatalog, AgentState, IncidentMonth, keys};
 use object_store::ObjectStore;
 use object_store::ObjectStoreExt;
+
+use common::wait_for;
 
 async fn target(healthy: Arc<AtomicBool>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -58,18 +62,6 @@ async fn target(healthy: Arc<AtomicBool>) -> u16 {
 async fn get_json<T: serde::de::DeserializeOwned>(store: &dyn ObjectStore, key: &str) -> Option<T> {
     let r = store.get(&object_store::path::Path::from(key)).await.ok()?;
     serde_json::from_slice(&r.bytes().await.ok()?).ok()
-}
-
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
