@@ -69,15 +69,15 @@ impl AgentObjects {
     }
 }
 
-/// Build the objects of agent `agent_id` at `now`: catalog, state, today's hourly
-/// rollups, this month's daily rollups and this month's incidents.
-pub async fn build(
+/// The catalog and the current state of agent `agent_id` at `now`, without history (the
+/// twins read the history over wider ranges themselves).
+pub async fn current(
     agent_id: &str,
     snapshot: &Snapshot,
     store: &Store,
     live: &Mutex<Live>,
     now: DateTime<Utc>,
-) -> Result<AgentObjects, ObjectsError> {
+) -> Result<(AgentCatalog, AgentState), ObjectsError> {
     let api_silences: BTreeMap<ObjKey, kubekuma_crds::Silence> =
         match store.active_api_silences(now).await {
             Ok(v) => v.into_iter().collect(),
@@ -88,6 +88,19 @@ pub async fn build(
         };
     let catalog = public_catalog_with(snapshot, &api_silences, agent_id, now);
     let state = state(agent_id, snapshot, store, live, now).await?;
+    Ok((catalog, state))
+}
+
+/// Build the objects of agent `agent_id` at `now`: catalog, state, today's hourly
+/// rollups, this month's daily rollups and this month's incidents.
+pub async fn build(
+    agent_id: &str,
+    snapshot: &Snapshot,
+    store: &Store,
+    live: &Mutex<Live>,
+    now: DateTime<Utc>,
+) -> Result<AgentObjects, ObjectsError> {
+    let (catalog, state) = current(agent_id, snapshot, store, live, now).await?;
 
     let day = now.date_naive();
     let day_start = start_of(day);
@@ -123,7 +136,7 @@ pub async fn build(
     };
     let next_month = start_of(next_month.unwrap_or(day));
     let daily = store.daily_rollups(month_start, next_month).await?;
-    let month = format!("{:04}-{:02}", day.year(), day.month());
+    let month = month_name(day);
     let daily = DailyMonth {
         layout: objects::LAYOUT.into(),
         agent_id: agent_id.into(),
@@ -158,8 +171,13 @@ pub async fn build(
 }
 
 /// Midnight UTC of `day`.
-fn start_of(day: NaiveDate) -> DateTime<Utc> {
+pub fn start_of(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// The `YYYY-MM` of `day`'s month, as the monthly objects are named.
+pub fn month_name(day: NaiveDate) -> String {
+    format!("{:04}-{:02}", day.year(), day.month())
 }
 
 /// Every monitor of the catalog as it is now: its shown state, last result, maintenance

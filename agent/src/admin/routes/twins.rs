@@ -23,7 +23,7 @@ use kubekuma_crds::objects::{self, DailyMonth, HourlyDay, IncidentMonth};
 
 use super::{Call, store_error};
 use crate::admin::error::{ApiError, Reply, json_reply};
-use crate::export::objects::{self as agent_objects, AgentObjects};
+use crate::export::objects::{self as agent_objects, month_name, start_of};
 use crate::store::Store;
 
 /// How long a computed model answers the twins.
@@ -46,32 +46,23 @@ impl std::fmt::Debug for Twins {
     }
 }
 
-fn day_start(d: NaiveDate) -> DateTime<Utc> {
-    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
-}
-
-fn month_name(d: NaiveDate) -> String {
-    format!("{:04}-{:02}", d.year(), d.month())
-}
-
 /// The builder's inputs from this agent alone, as its objects would be at `now`.
 async fn local_inputs(call: &Call<'_>, now: DateTime<Utc>) -> Result<Inputs, ApiError> {
     let ctx = call.ctx;
     let snapshot = ctx.catalog.borrow().clone();
-    let AgentObjects { catalog, state, .. } =
-        agent_objects::build(LOCAL, &snapshot, &ctx.store, &ctx.live, now)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "twins: local objects");
-                ApiError::internal("the status could not be computed")
-            })?;
+    let (catalog, state) = agent_objects::current(LOCAL, &snapshot, &ctx.store, &ctx.live, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "twins: local objects");
+            ApiError::internal("the status could not be computed")
+        })?;
 
     let today = now.date_naive();
     let first = today - Duration::days(HISTORY_DAYS - 1);
-    let from = day_start(first.with_day(1).unwrap_or(first));
-    let to = day_start(today + Duration::days(1));
+    let from = start_of(first.with_day(1).unwrap_or(first));
+    let to = start_of(today + Duration::days(1));
 
-    let hourly = hourly_days(&ctx.store, day_start(today - Duration::days(1)), to).await?;
+    let hourly = hourly_days(&ctx.store, start_of(today - Duration::days(1)), to).await?;
     let daily = daily_months(&ctx.store, from, to).await?;
     let incidents = incident_months(&ctx.store, from, to, today).await?;
 
