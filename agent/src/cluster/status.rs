@@ -134,9 +134,8 @@ impl<'a> View<'a> {
         let maintenance = (snapshot.maintenance_windows.iter())
             .map(|(k, w)| (k.clone(), occurrences(w, now)))
             .collect();
-        let intervals = crate::schedule::plans(snapshot)
-            .into_iter()
-            .map(|p| (p.key, p.interval))
+        let intervals = crate::schedule::intervals(snapshot)
+            .map(|(k, interval)| (k.clone(), interval))
             .collect();
         View {
             snapshot,

@@ -60,7 +60,7 @@ impl MonitorPlan {
     ) -> Self {
         let s = spec.schedule.clone().unwrap_or_default();
         let secs = |v: Option<i64>, d: i64| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
-        let interval = secs(s.interval_seconds, 60).max(Duration::from_secs(1));
+        let interval = schedule_interval(&spec);
         let timeout = secs(s.timeout_seconds, settings.default_timeout_seconds).clamp(
             Duration::from_millis(100),
             interval.max(Duration::from_secs(1)),
@@ -153,6 +153,29 @@ pub fn plans(snapshot: &Snapshot) -> Vec<MonitorPlan> {
             Some(plan)
         })
         .collect()
+}
+
+/// How often each monitor of a snapshot runs, as its [`MonitorPlan`] would say, without
+/// building the plans (the status writer reports it).
+pub fn intervals(snapshot: &Snapshot) -> impl Iterator<Item = (&ObjKey, Duration)> {
+    snapshot.monitors.iter().filter_map(|(k, m)| {
+        let interval = match snapshot.plans.get(k)?.as_ref() {
+            Plan::Push(push) => push.evaluation_interval(),
+            Plan::Probe(_) => schedule_interval(&m.spec),
+        };
+        Some((k, interval))
+    })
+}
+
+/// The interval of a monitor's schedule: `intervalSeconds` (60 when unset), at least 1 s.
+fn schedule_interval(spec: &MonitorSpec) -> Duration {
+    let secs = spec
+        .schedule
+        .as_ref()
+        .and_then(|s| s.interval_seconds)
+        .unwrap_or(60)
+        .max(0) as u64;
+    Duration::from_secs(secs).max(Duration::from_secs(1))
 }
 
 /// A finished check, handed to the result processor.

@@ -151,6 +151,23 @@ fn deploy_examples_are_clean() {
     assert_monitor_examples_cover_every_type();
 }
 
+/// The intervals the status writer reports are the ones the scheduler runs with: for
+/// every monitor type of the examples (push monitors at their evaluation interval).
+#[test]
+fn reported_intervals_are_the_plans_intervals() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/monitors");
+    let snapshot = build(&kubekuma_agent::catalog::folder::read_paths(&[root]), None).snapshot;
+    let planned: Vec<_> = kubekuma_agent::schedule::plans(&snapshot)
+        .into_iter()
+        .map(|p| (p.key, p.interval))
+        .collect();
+    let reported: Vec<_> = kubekuma_agent::schedule::intervals(&snapshot)
+        .map(|(k, i)| (k.clone(), i))
+        .collect();
+    assert_eq!(planned.len(), snapshot.monitors.len());
+    assert_eq!(reported, planned);
+}
+
 /// Fails with every finding (severity and text) when there is any.
 #[track_caller]
 fn assert_no_findings(built: &Built) {
