@@ -3,9 +3,12 @@
 //! root (`..`, absolute segments, backslashes, NUL) are refused, and so is the builder's
 //! `.kubekuma/` bookkeeping.
 //!
-//! Files are kept in memory once read (up to [`CACHE_BUDGET`] bytes), with a gzip copy of
-//! the compressible ones for clients that accept it and an `ETag` for conditional
-//! requests. The builder writes its manifest (`.kubekuma/manifest.json`) after every
+//! Files are kept in memory once read (up to [`CACHE_BUDGET`] bytes and [`CACHE_ENTRIES`]
+//! entries), with a gzip copy of the compressible ones for clients that accept it and an
+//! `ETag` for conditional requests. The cache is keyed by the canonical form of the path
+//! ([`canonical`]: decoded, `.` and empty segments dropped), so spellings of one file
+//! (`/./status/`, `//status/`, `/%73tatus/`) share one entry; redirects name the canonical
+//! path too, so `//slug` leads to `/slug/`, never to the protocol-relative `//slug/`. The builder writes its manifest (`.kubekuma/manifest.json`) after every
 //! file of a build, so the cache is dropped whenever the manifest changes; a folder
 //! without a manifest is read from disk on every request.
 
@@ -24,6 +27,9 @@ use kubekuma_builder::publish::{MANIFEST, content_type};
 /// At most this many bytes of files (plain and gzip copies together) stay in memory.
 pub const CACHE_BUDGET: usize = 256 << 20;
 
+/// At most this many files (and folder redirects) stay in memory.
+pub const CACHE_ENTRIES: usize = 100_000;
+
 /// How often the manifest is looked at for a new build.
 const RECHECK: Duration = Duration::from_millis(250);
 
@@ -32,6 +38,8 @@ const RECHECK: Duration = Duration::from_millis(250);
 pub struct Site {
     root: PathBuf,
     cache: RwLock<Cache>,
+    /// Bounds of the cache: entries and bytes.
+    limits: (usize, usize),
 }
 
 #[derive(Debug)]
@@ -56,7 +64,14 @@ struct Entry {
 impl Site {
     /// Serve the site built into `root`.
     pub fn new(root: PathBuf) -> Self {
+        Self::with_limits(root, CACHE_ENTRIES, CACHE_BUDGET)
+    }
+
+    /// Serve the site built into `root`, caching at most `entries` files of `bytes` bytes
+    /// together.
+    pub fn with_limits(root: PathBuf, entries: usize, bytes: usize) -> Self {
         Site {
+            limits: (entries, bytes),
             root,
             cache: RwLock::new(Cache {
                 stamp: None,
@@ -78,29 +93,38 @@ impl Site {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return None;
         }
-        let url_path = req.uri().path();
+        let path = canonical(req.uri().path())?;
         let cacheable = self.refresh();
         let cached = self
             .cache
             .read()
             .ok()
-            .and_then(|c| c.entries.get(url_path).cloned());
+            .and_then(|c| c.entries.get(&path).cloned());
         let entry = match cached {
             Some(e) => e,
             None => {
-                let e = Arc::new(load(&self.root, url_path)?);
+                let e = Arc::new(load(&self.root, &path)?);
                 if cacheable && let Ok(mut c) = self.cache.write() {
                     let size = e.body.as_ref().map_or(0, |b| b.len())
-                        + e.gzip.as_ref().map_or(0, |b| b.len());
-                    if c.bytes + size <= CACHE_BUDGET {
+                        + e.gzip.as_ref().map_or(0, |b| b.len())
+                        + path.len();
+                    if c.bytes + size <= self.limits.1 && c.entries.len() < self.limits.0 {
                         c.bytes += size;
-                        c.entries.insert(url_path.to_string(), e.clone());
+                        c.entries.insert(path.clone(), e.clone());
                     }
                 }
                 e
             }
         };
-        Some(respond(req, url_path, &entry))
+        Some(respond(req, &path, &entry))
+    }
+
+    /// How many files the cache holds, and their bytes.
+    pub fn cached(&self) -> (usize, usize) {
+        self.cache
+            .read()
+            .map(|c| (c.entries.len(), c.bytes))
+            .unwrap_or((0, 0))
     }
 
     /// Drops the cache when a new build finished; whether files may be cached at all.
@@ -128,13 +152,14 @@ impl Site {
     }
 }
 
-/// The response for a request from a loaded file.
-fn respond<B>(req: &Request<B>, url_path: &str, e: &Entry) -> Response<Full<Bytes>> {
+/// The response for a request from a loaded file; `path` is canonical.
+fn respond<B>(req: &Request<B>, path: &str, e: &Entry) -> Response<Full<Bytes>> {
     let Some(body) = &e.body else {
-        // `/status` → `/status/`, so the page's relative links resolve.
+        // `/status` → `/status/`, so the page's relative links resolve. The canonical
+        // path starts with exactly one slash, so the target is on this host.
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
-        if let Ok(v) = HeaderValue::from_str(&format!("{url_path}/")) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{}/", encode_path(path))) {
             r.headers_mut().insert(header::LOCATION, v);
         }
         return r;
@@ -176,9 +201,9 @@ fn respond<B>(req: &Request<B>, url_path: &str, e: &Entry) -> Response<Full<Byte
     r
 }
 
-/// Reads the file for `url_path`, or the redirect to its folder.
+/// Reads the file for the canonical `url_path`, or the redirect to its folder.
 fn load(root: &Path, url_path: &str) -> Option<Entry> {
-    let path = resolve(root, url_path)?;
+    let path = resolve_decoded(root, url_path)?;
     let content_type = content_type(&path.to_string_lossy());
     let redirect =
         !url_path.ends_with('/') && path.ends_with("index.html") && !url_path.ends_with(".html");
@@ -249,7 +274,11 @@ fn accepts_gzip<B>(req: &Request<B>) -> bool {
 
 /// The file a URL path names under `root`, if it is safe and exists.
 pub fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
-    let decoded = percent_decode(url_path)?;
+    resolve_decoded(root, &percent_decode(url_path)?)
+}
+
+/// [`resolve`] of a path already percent-decoded.
+fn resolve_decoded(root: &Path, decoded: &str) -> Option<PathBuf> {
     if decoded.contains('\\') || decoded.contains('\0') {
         return None;
     }
@@ -269,8 +298,56 @@ pub fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
     }
     if out.is_dir() {
         out.push("index.html");
+    } else if decoded.ends_with('/') {
+        // A file is not a folder: `/status.json/` names nothing.
+        return None;
     }
     out.is_file().then_some(out)
+}
+
+/// The canonical form of a URL path: percent-decoded, empty and `.` segments dropped, one
+/// leading slash, and a trailing slash when the path ends in one (or in `/.`). `None` for
+/// what [`resolve`] refuses anyway (`..`, backslashes, NUL, bad escapes, the builder's
+/// `.kubekuma/`).
+pub fn canonical(url_path: &str) -> Option<String> {
+    let decoded = percent_decode(url_path)?;
+    if decoded.contains('\\') || decoded.contains('\0') {
+        return None;
+    }
+    let mut segments = Vec::new();
+    let mut folder = false;
+    for s in decoded.split('/') {
+        folder = matches!(s, "" | ".");
+        match s {
+            "" | "." => {}
+            ".." => return None,
+            s if s.starts_with(".kubekuma") => return None,
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if folder || segments.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// `path` with every byte outside the unreserved characters, `/` and a few harmless
+/// delimiters percent-encoded (for a `Location`).
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -406,5 +483,86 @@ mod tests {
         assert_eq!(body(get(&site, "/", &[])).await, b"one");
         std::fs::write(dir.path().join("index.html"), "two").unwrap();
         assert_eq!(body(get(&site, "/", &[])).await, b"two");
+    }
+
+    #[test]
+    fn spellings_of_one_path_share_one_cache_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), "<p>page</p>", 1);
+        let site = Site::new(dir.path().to_path_buf());
+        let mut spellings = vec![
+            "/status/".to_string(),
+            "/./status/".into(),
+            "//status/".into(),
+            "/status//".into(),
+            "/status/.".into(),
+            "/%73tatus/".into(),
+            "/status/%2e/".into(),
+            "/status/%2E/./".into(),
+        ];
+        // What the attack sent: ever new variants of one page.
+        spellings.extend((1..500).map(|n| format!("/status/{}", "./".repeat(n))));
+        spellings.extend((1..500).map(|n| format!("{}status/", "/".repeat(n))));
+        for p in &spellings {
+            let r = get(&site, p, &[]);
+            assert_eq!(r.status(), StatusCode::OK, "{p}");
+        }
+        assert_eq!(site.cached().0, 1, "one page, one entry");
+
+        // Trailing junk names nothing, and nothing is cached for it.
+        for junk in ["/status/index.html/", "/status/x", "/status/index.html;x"] {
+            let req = Request::builder().uri(junk).body(()).unwrap();
+            assert!(site.serve(&req).is_none(), "{junk}");
+        }
+        assert_eq!(site.cached().0, 1);
+        assert_eq!(canonical("/"), Some("/".into()));
+        assert_eq!(canonical(""), Some("/".into()));
+        assert_eq!(canonical("/a/./b"), Some("/a/b".into()));
+        assert_eq!(canonical("/a/b/."), Some("/a/b/".into()));
+        assert_eq!(canonical("/a/../b"), None);
+        assert_eq!(canonical("/a%2f..%2fb"), None);
+        assert_eq!(canonical("/.kubekuma/manifest.json"), None);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_in_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), "<p>page</p>", 1);
+        for n in 0..10 {
+            std::fs::write(dir.path().join(format!("f{n}.json")), "{}").unwrap();
+        }
+        let site = Site::with_limits(dir.path().to_path_buf(), 4, CACHE_BUDGET);
+        for n in 0..10 {
+            let r = get(&site, &format!("/f{n}.json"), &[]);
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        assert_eq!(site.cached().0, 4);
+        // Files beyond the bound are still served, from disk.
+        std::fs::write(dir.path().join("f9.json"), "[1]").unwrap();
+        assert_eq!(body(get(&site, "/f9.json", &[])).await, b"[1]");
+    }
+
+    #[test]
+    fn a_folder_redirect_never_names_another_host() {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), "<p>page</p>", 1);
+        std::fs::create_dir_all(dir.path().join("a b")).unwrap();
+        std::fs::write(dir.path().join("a b/index.html"), "x").unwrap();
+        let site = Site::new(dir.path().to_path_buf());
+        for (asked, location) in [
+            ("/status", "/status/"),
+            ("//status", "/status/"),
+            ("///status", "/status/"),
+            ("/%2fstatus", "/status/"),
+            ("/./status", "/status/"),
+            ("/a%20b", "/a%20b/"),
+        ] {
+            let r = get(&site, asked, &[]);
+            assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY, "{asked}");
+            assert_eq!(r.headers()[header::LOCATION], location, "{asked}");
+        }
+        // A backslash is refused before anything is looked up.
+        let req = Request::builder().uri("/%5cstatus").body(()).unwrap();
+        assert!(site.serve(&req).is_none());
     }
 }

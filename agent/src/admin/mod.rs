@@ -4,7 +4,6 @@
 //! [`routes::BODY_LIMIT`] before a request is answered. Handlers are plain functions of
 //! a request, callable without a socket.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,10 +13,6 @@ use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -28,6 +23,8 @@ use crate::store::Store;
 
 pub mod auth;
 pub mod error;
+pub mod headers;
+pub mod listen;
 pub mod roles;
 pub mod routes;
 
@@ -184,12 +181,18 @@ impl Api {
         self
     }
 
-    /// Answer one request from `peer` (its body already read, see [`read_body`]): push
-    /// first; then the routes of [`routes::ROUTES`] under `/api/`, `/metrics`, `/health`
-    /// and `/ready`; then a file of the static site (`kubekuma up`); then the other
-    /// routes (the twins of the static outputs); 405 with `Allow` for a known path with
-    /// another method, 404 JSON otherwise.
+    /// Answer one request from the client at `peer` (its body already read, see
+    /// [`read_body`]; behind a trusted proxy, the address the proxy names, see
+    /// [`listen::client_address`]): push first; then the routes of [`routes::ROUTES`]
+    /// under `/api/`, `/metrics`, `/health` and `/ready`; then a file of the static site
+    /// (`kubekuma up`); then the other routes (the twins of the static outputs); 405 with
+    /// `Allow` for a known path with another method, 404 JSON otherwise. Every answer
+    /// carries the security headers of [`headers::secure`].
     pub async fn respond(&self, req: Request<Bytes>, peer: IpAddr) -> Response<Full<Bytes>> {
+        headers::secure(self.route(req, peer).await)
+    }
+
+    async fn route(&self, req: Request<Bytes>, peer: IpAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         if let Some(token) = path.strip_prefix(PATH_PREFIX) {
             return self
@@ -320,46 +323,41 @@ where
     }
 }
 
-/// Bind `addr` and serve `api` until `shutdown` turns true. Returns the bound address.
+/// Bind `addr` and serve `api` with the default [`listen::ListenOptions`] until
+/// `shutdown` turns true. Returns the bound address.
 pub async fn serve(
     addr: &str,
     api: Arc<Api>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, api, listen::ListenOptions::default(), shutdown)
+        .await
+        .map_err(|e| match e {
+            listen::ServeError::Bind(e) => e,
+            other => std::io::Error::other(other),
+        })
+}
+
+/// Bind `addr` and serve `api` with `opts` until `shutdown` turns true (connections
+/// already open finish on their own, within the timeouts). Returns the bound address and
+/// the accept loop's task; fails when a setting cannot be honoured with this process's
+/// descriptors ([`listen::ListenOptions::limits`]) or the address cannot be bound.
+pub async fn serve_with(
+    addr: &str,
+    api: Arc<Api>,
+    opts: listen::ListenOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), listen::ServeError> {
+    let limits = opts.limits(listen::nofile_limit())?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    let api = api.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let api = api.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let reply = match read_body(&parts.headers, body).await {
-                                    Ok(bytes) => {
-                                        api.respond(Request::from_parts(parts, bytes), peer.ip())
-                                            .await
-                                    }
-                                    Err(e) => e.into_reply(),
-                                };
-                                Ok::<_, Infallible>(reply)
-                            }
-                        });
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
-            }
-        }
-    });
+    tracing::debug!(
+        connections = limits.connections,
+        per_client = limits.per_client,
+        health_slots = limits.health_slots,
+        "listener limits"
+    );
+    let task = tokio::spawn(listen::run(listener, api, opts, limits, shutdown));
     Ok((local, task))
 }
 
