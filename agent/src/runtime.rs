@@ -42,6 +42,8 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Listen address of the HTTP listener.
     pub listen: String,
+    /// Timeouts, connection limits and trusted proxies of the HTTP listener.
+    pub listener: admin::listen::ListenOptions,
     /// Identity of this agent in the object store.
     pub agent_id: String,
     /// Object store URL; default `file://<data>/objects`.
@@ -111,13 +113,13 @@ pub enum RunError {
     /// The session configuration is invalid.
     #[error(transparent)]
     Auth(#[from] ConfigError),
-    /// The listener could not bind.
+    /// The listener could not bind, or a setting of it cannot be honoured.
     #[error("cannot listen on {listen}: {source}")]
     Listen {
         /// The address asked for.
         listen: String,
         /// Why.
-        source: std::io::Error,
+        source: admin::listen::ServeError,
     },
     /// The manifests could not be watched.
     #[error(transparent)]
@@ -277,13 +279,16 @@ async fn start_listener(
     if let Some(dir) = &opts.site_dir {
         api = api.with_site(dir.clone());
     }
-    let (addr, server) = admin::serve(&opts.listen, Arc::new(api), shutdown)
-        .await
-        .map_err(|source| RunError::Listen {
-            listen: opts.listen.clone(),
-            source,
-        })?;
-    tracing::info!(%addr, agent = %opts.agent_id, objects = %store_url, "agent listening");
+    // A soft descriptor limit below the hard one only starves the agent.
+    let nofile = admin::listen::raise_nofile_limit();
+    let (addr, server) =
+        admin::serve_with(&opts.listen, Arc::new(api), opts.listener.clone(), shutdown)
+            .await
+            .map_err(|source| RunError::Listen {
+                listen: opts.listen.clone(),
+                source,
+            })?;
+    tracing::info!(%addr, agent = %opts.agent_id, objects = %store_url, ?nofile, "agent listening");
     Ok(server)
 }
 

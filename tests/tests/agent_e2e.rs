@@ -117,6 +117,7 @@ spec:
     )
     .unwrap();
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![manifests],
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".into(),
@@ -273,6 +274,7 @@ async fn catalog_edits_apply_live_and_state_survives_a_restart() {
     .unwrap();
     let objects = dir.path().join("objects");
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![manifests.clone()],
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".into(),

@@ -150,6 +150,7 @@ spec:
     let data = dir.path().join("data");
     let site = data.join("site");
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![manifests],
         data_dir: data.clone(),
         listen: format!("127.0.0.1:{listen_port}"),

@@ -89,6 +89,7 @@ async fn the_agent_answers_and_reloads_while_a_large_build_renders() {
         });
 
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![manifests.clone()],
         data_dir: data.clone(),
         listen: format!("127.0.0.1:{listen_port}"),

@@ -351,7 +351,7 @@ pub async fn serve_with(
     let limits = opts.limits(listen::nofile_limit())?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::debug!(
+    tracing::info!(
         connections = limits.connections,
         per_client = limits.per_client,
         health_slots = limits.health_slots,

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::listen::{ForwardedHeader, ListenOptions};
 use crate::findings::Finding;
 use crate::runtime::AgentOptions;
 
@@ -63,6 +64,54 @@ pub struct AgentArgs {
     /// Seconds between batched writes to the object store (default 60; 5 for `up`)
     #[arg(long)]
     pub flush_interval: Option<u64>,
+    /// Listener: seconds a client has to send a request's headers (also how long an idle HTTP/1 connection is kept)
+    #[arg(long, env = "KUBEKUMA_HEADER_TIMEOUT", value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Listener: seconds a connection may stay open without a request in flight
+    #[arg(long, env = "KUBEKUMA_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// Listener: seconds a client has to send a request's body (else 408)
+    #[arg(long, env = "KUBEKUMA_REQUEST_TIMEOUT", value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Listener: connections at once, 8 of them kept for /health and /ready (default: what RLIMIT_NOFILE allows beside a reserve for checks and SQLite, at most 1024)
+    #[arg(long, env = "KUBEKUMA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Listener: connections at once from one client address, IPv6 by its /64; trusted proxies are exempt (default: an eighth of --max-connections, at least 16)
+    #[arg(long, env = "KUBEKUMA_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+    /// Proxies whose forwarded header names the client (for login, push and API key limits): comma-separated CIDRs or addresses; default none, the socket peer is the client
+    #[arg(long, env = "KUBEKUMA_TRUSTED_PROXIES", value_name = "CIDR[,CIDR…]", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header trusted proxies name the client in
+    #[arg(long, env = "KUBEKUMA_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// One trusted proxy: a CIDR (`10.0.0.0/8`) or a single address.
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address"))
+}
+
+impl AgentArgs {
+    /// The listener's settings.
+    fn listen_options(&self) -> ListenOptions {
+        ListenOptions {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            max_connections: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+            trusted_proxies: self.trusted_proxies.clone(),
+            forwarded_header: self.forwarded_header,
+            ..ListenOptions::default()
+        }
+    }
 }
 
 /// Options of `build`.
@@ -392,6 +441,7 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 /// The agent's options from those shared by `agent` and `up`.
 fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
     AgentOptions {
+        listener: a.listen_options(),
         config,
         data_dir: a.data,
         listen,

@@ -531,6 +531,7 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{}/ok"}}}}}}
     drop(listen);
     let data = dir.path().join("data");
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![folder],
         data_dir: data.clone(),
         listen: format!("127.0.0.1:{port}"),

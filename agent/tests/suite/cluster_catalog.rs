@@ -336,6 +336,7 @@ spec:
     let addr = listen.local_addr().unwrap();
     drop(listen);
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![],
         data_dir: dir.path().join("data"),
         listen: addr.to_string(),
@@ -638,6 +639,7 @@ async fn only_the_leader_runs_checks() {
     drop(listen);
     let objects = dir.path().join("objects");
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![],
         data_dir: dir.path().join("data"),
         listen: addr.to_string(),

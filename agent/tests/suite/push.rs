@@ -59,6 +59,7 @@ async fn start(dir: &Path, manifests: Option<&str>) -> Agent {
     let data = dir.join("data");
     let objects = dir.join("objects");
     let opts = AgentOptions {
+        listener: Default::default(),
         config: vec![folder],
         data_dir: data.clone(),
         listen: format!("127.0.0.1:{port}"),
