@@ -11,8 +11,9 @@
 //!   leaving [`FD_RESERVE`] descriptors or a quarter for checks, SQLite and files; at most
 //!   [`DEFAULT_MAX_CONNECTIONS`]), at most [`Limits::per_client`] from one address (IPv6
 //!   by its /64; trusted proxies are exempt). When the general slots are full, a few
-//!   health slots still take connections, which answer only `/health` and `/ready` and
-//!   close. Connections beyond that are closed at once.
+//!   health slots still take connections from addresses that hold no other one; those
+//!   answer only `/health` and `/ready` and close. Connections beyond that are closed at
+//!   once.
 //! - Accept errors (out of descriptors above all) make the loop sleep with a growing
 //!   delay ([`AcceptBackoff`]) instead of spinning, logged once per streak.
 //! - The client address of a request is the socket peer, or, when the peer is a trusted
@@ -417,21 +418,14 @@ struct Slots {
 #[derive(Debug)]
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    client: Option<(Arc<Slots>, IpAddr)>,
+    slots: Arc<Slots>,
+    key: IpAddr,
     health_only: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((slots, key)) = &self.client {
-            let mut clients = slots.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = clients.get_mut(key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    clients.remove(key);
-                }
-            }
-        }
+        self.slots.release(self.key);
     }
 }
 
@@ -456,49 +450,54 @@ impl Slots {
         })
     }
 
+    /// A slot for a connection from `peer`: a general one while there are, else a health
+    /// slot, but only for an address that holds no other connection (so that those
+    /// holding the general slots cannot take the health slots too).
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
-        let client = if trusted(peer, &self.proxies) {
-            None
-        } else {
-            let key = client_key(peer);
+        let key = client_key(peer);
+        let first = {
             let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
             let n = clients.entry(key).or_insert(0);
-            if *n >= self.per_client {
+            if *n >= self.per_client && !trusted(peer, &self.proxies) {
                 return Err(Refusal::PerClient);
             }
             *n += 1;
-            Some((self.clone(), key))
+            *n == 1
         };
-        // From here `client`'s count is given back when the slot (or `client`) drops.
-        let (permit, health_only) = match self.general.clone().try_acquire_owned() {
-            Ok(p) => (p, false),
-            Err(_) => match self.health.clone().try_acquire_owned() {
-                Ok(p) => (p, true),
-                Err(_) => {
-                    Slot::release(client);
-                    return Err(Refusal::Full);
-                }
-            },
+        // From here the count is given back when the slot drops (or by `release`).
+        let acquired = match self.general.clone().try_acquire_owned() {
+            Ok(p) => Some((p, false)),
+            Err(_) if first => self
+                .health
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(|p| (p, true)),
+            Err(_) => None,
         };
-        Ok(Slot {
-            _permit: permit,
-            client,
-            health_only,
-        })
-    }
-}
-
-impl Slot {
-    /// Give back a client's count taken before a permit was refused.
-    fn release(client: Option<(Arc<Slots>, IpAddr)>) -> Option<()> {
-        let (slots, key) = client?;
-        let mut clients = slots.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let n = clients.get_mut(&key)?;
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            clients.remove(&key);
+        match acquired {
+            Some((permit, health_only)) => Ok(Slot {
+                _permit: permit,
+                slots: self.clone(),
+                key,
+                health_only,
+            }),
+            None => {
+                self.release(key);
+                Err(Refusal::Full)
+            }
         }
-        Some(())
+    }
+
+    /// Give back one connection of `key`.
+    fn release(&self, key: IpAddr) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = clients.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                clients.remove(&key);
+            }
+        }
     }
 }
 
@@ -907,13 +906,13 @@ mod tests {
         assert_eq!(client_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
         let slots = Slots::new(
             Limits {
-                connections: 8,
-                per_client: 3,
+                connections: 10,
+                per_client: 2,
                 health_slots: 2,
             },
             nets(&["10.0.0.1/32"]),
         );
-        let a: Vec<_> = (0..3)
+        let a: Vec<_> = (0..2)
             .map(|_| slots.admit(ip("192.0.2.1")).unwrap())
             .collect();
         assert_eq!(
@@ -921,28 +920,36 @@ mod tests {
             Refusal::PerClient
         );
         // Other addresses of the same /64 are the same client.
-        let b: Vec<_> = (1..=3)
+        let b: Vec<_> = (1..=2)
             .map(|n| slots.admit(ip(&format!("2001:db8::{n}"))).unwrap())
             .collect();
         assert_eq!(
-            slots.admit(ip("2001:db8::4")).unwrap_err(),
+            slots.admit(ip("2001:db8::3")).unwrap_err(),
             Refusal::PerClient
         );
-        // The six general slots are taken; the health slots come next, then nothing.
-        assert!(a.iter().chain(&b).all(|s| !s.health_only));
         // The trusted proxy is not limited per client, only by the slots.
-        let h1 = slots.admit(ip("10.0.0.1")).unwrap();
-        let h2 = slots.admit(ip("10.0.0.1")).unwrap();
-        assert!(h1.health_only && h2.health_only);
+        let p: Vec<_> = (0..4)
+            .map(|_| slots.admit(ip("10.0.0.1")).unwrap())
+            .collect();
+        assert!(a.iter().chain(&b).chain(&p).all(|s| !s.health_only));
+        // The eight general slots are taken. The health slots go to addresses that hold
+        // nothing else, then nothing is left.
         assert_eq!(slots.admit(ip("10.0.0.1")).unwrap_err(), Refusal::Full);
+        assert_eq!(
+            slots.admit(ip("192.0.2.1")).unwrap_err(),
+            Refusal::PerClient
+        );
+        let h1 = slots.admit(ip("198.51.100.2")).unwrap();
+        let h2 = slots.admit(ip("198.51.100.3")).unwrap();
+        assert!(h1.health_only && h2.health_only);
+        assert_eq!(slots.admit(ip("203.0.113.5")).unwrap_err(), Refusal::Full);
         // A refusal for room gives the client's count back.
-        assert_eq!(slots.admit(ip("198.51.100.1")).unwrap_err(), Refusal::Full);
         assert!(
             !slots
                 .clients
                 .lock()
                 .unwrap()
-                .contains_key(&ip("198.51.100.1"))
+                .contains_key(&ip("203.0.113.5"))
         );
         // Closed connections give their slots and counts back.
         drop(a);
