@@ -368,3 +368,136 @@ async fn every_answer_carries_the_security_headers_and_redirects_stay_home() {
         assert_eq!(r.headers()["location"], "/status/", "{path}");
     }
 }
+
+/// A client that keeps a slow connection open from `local` until `stop`, opening a new
+/// one whenever the listener closes it.
+async fn keep_attacking(local: IpAddr, to: SocketAddr, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if let Ok(s) = connect_from(local, to).await {
+            slow_headers(s, Duration::from_millis(300)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The attack of the issue against the real binary with few descriptors (`ulimit -n
+/// 320`): a thousand slow connections from ten addresses, reopened as soon as they are
+/// closed. The agent's own check of another service keeps running (it would fail with
+/// "Too many open files" if the listener took every descriptor), and `/health` keeps
+/// answering a client that holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_with_few_descriptors_keeps_checking_while_attacked() {
+    // This process holds a thousand client sockets.
+    kubekuma_agent::admin::listen::raise_nofile_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let checks = checks.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = target.accept().await {
+                checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+    }
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("m.yaml"),
+        format!(
+            "apiVersion: monitoring.kubekuma.io/v1\nkind: KubeKumaSettings\nmetadata: {{name: kubekuma}}\nspec:\n  scheduler: {{minIntervalSeconds: 1, jitterPercent: 0}}\n---\napiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {{name: other-service, namespace: e2e}}\nspec:\n  type: tcp\n  schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}\n  target:\n    tcp: {{host: 127.0.0.1, port: {target_port}}}\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 320 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_kubekuma"))
+        .args([
+            "agent",
+            "--listen",
+            &addr.to_string(),
+            "--header-timeout",
+            "2",
+        ])
+        .arg("--config")
+        .arg(&manifests)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("SESSION_SECRET", "0123456789abcdef0123456789abcdef-test")
+        .env("LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let watcher = client_at(lo(2));
+    let health = format!("http://{addr}/health");
+    let mut started = false;
+    for _ in 0..600 {
+        if watcher
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started, "the agent did not start");
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut attackers = Vec::new();
+    for a in [1u8, 3, 4, 5, 6, 7, 8, 9, 10, 11] {
+        for _ in 0..100 {
+            attackers.push(tokio::spawn(keep_attacking(lo(a), addr, stop_rx.clone())));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Under attack: the check of the other service still reaches it, again and again ...
+    let before = checks.load(std::sync::atomic::Ordering::SeqCst);
+    let checked = tokio::time::timeout(GIVE_UP, async {
+        while checks.load(std::sync::atomic::Ordering::SeqCst) < before + 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // ... and /health answers a client that holds no connection.
+    let mut answered = false;
+    for _ in 0..50 {
+        if watcher
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.send_replace(true);
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    for a in attackers {
+        a.abort();
+    }
+    assert!(
+        checked.is_ok(),
+        "the agent stopped checking under attack: {log}"
+    );
+    assert!(answered, "/health did not answer under attack: {log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}
