@@ -87,20 +87,24 @@ async fn slow_headers(mut s: TcpStream, every: Duration) -> usize {
     }
 }
 
-/// A client that sends one byte (not enough to tell HTTP/1 from HTTP/2) and nothing
-/// more. Returns once the listener closed the connection.
-async fn one_byte(local: IpAddr, to: SocketAddr) {
+/// A client that sends `hello` (one byte, not enough to tell HTTP/1 from HTTP/2; or the
+/// HTTP/2 preface and settings, and no request) and nothing more. Returns once the
+/// listener closed the connection.
+async fn silent(local: IpAddr, to: SocketAddr, hello: &'static [u8]) {
     let Ok(mut s) = connect_from(local, to).await else {
         return;
     };
-    let _ = s.write_all(b"G").await;
-    let mut buf = [0u8; 64];
+    let _ = s.write_all(hello).await;
+    let mut buf = [0u8; 256];
     while let Ok(n) = s.read(&mut buf).await {
         if n == 0 {
             break;
         }
     }
 }
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
 fn tcp_spec(port: u16) -> MonitorSpec {
     serde_json::from_value(serde_json::json!({
@@ -124,7 +128,8 @@ async fn slow_connections_are_cut_and_health_answers_throughout() {
     let server = start(health_api(), opts).await;
 
     // The attack: 200 connections from 127.0.0.1 sending a header line every 150 ms, and
-    // 20 from 127.0.0.3 that send one byte and go silent. Without limits every one of
+    // 20 from 127.0.0.3 that send one byte, or open HTTP/2 without a request, and go
+    // silent. Without limits every one of
     // them is held for as long as it trickles.
     let mut slow = Vec::new();
     for _ in 0..200 {
@@ -132,7 +137,10 @@ async fn slow_connections_are_cut_and_health_answers_throughout() {
         slow.push(tokio::spawn(slow_headers(s, Duration::from_millis(150))));
     }
     let silent: Vec<_> = (0..20)
-        .map(|_| tokio::spawn(one_byte(lo(3), server.addr)))
+        .map(|n| {
+            let hello: &'static [u8] = if n % 2 == 0 { b"G" } else { H2_HELLO };
+            tokio::spawn(silent(lo(3), server.addr, hello))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -149,6 +157,22 @@ async fn slow_connections_are_cut_and_health_answers_throughout() {
         assert_eq!(r.headers()["x-frame-options"], "DENY");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Over HTTP/2 too.
+    let h2 = reqwest::Client::builder()
+        .local_address(lo(2))
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .get(format!("http://{}/health", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
     // And a TCP check of another service still works.
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = target.local_addr().unwrap().port();
