@@ -619,11 +619,17 @@ pub(super) async fn run<A: Acceptor>(
         health_only,
     });
     let mut backoff = AcceptBackoff::default();
+    // Without a sender there is nothing to wait for (and `changed` would be ready forever).
+    let mut watching = true;
     loop {
         let accepted = tokio::select! {
             accepted = acceptor.accept() => accepted,
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { return; }
+            changed = shutdown.changed(), if watching => {
+                match changed {
+                    Ok(()) if *shutdown.borrow() => return,
+                    Ok(()) => {}
+                    Err(_) => watching = false,
+                }
                 continue;
             }
         };
@@ -668,10 +674,18 @@ pub(super) async fn run<A: Acceptor>(
                         "cannot accept connections; backing off (logged once until it recovers)"
                     );
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => {
-                        if *shutdown.borrow() { return; }
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        changed = shutdown.changed(), if watching => {
+                            match changed {
+                                Ok(()) if *shutdown.borrow() => return,
+                                Ok(()) => {}
+                                Err(_) => watching = false,
+                            }
+                        }
                     }
                 }
             }
@@ -1012,7 +1026,10 @@ mod tests {
         let api = Arc::new(Api::new(Arc::new(super::super::Health::default())));
         let opts = ListenOptions::default();
         let limits = opts.limits(None).unwrap();
-        let (_stop, stop_rx) = watch::channel(false);
+        // Without a shutdown sender the loop serves on (and does not spin on the closed
+        // channel, which would hang this single-threaded test).
+        let (stop, stop_rx) = watch::channel(false);
+        drop(stop);
         tokio::spawn(run(acceptor, api, opts, limits, stop_rx));
         client
             .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -1030,5 +1047,24 @@ mod tests {
         for w in calls.windows(2).take(10) {
             assert!(w[1] - w[0] >= policy.failed(&emfile), "{calls:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_accept_loop_ends_on_shutdown() {
+        let acceptor = Failing {
+            errors: 0,
+            calls: Arc::new(Mutex::new(Vec::new())),
+            conn: None,
+        };
+        let api = Arc::new(Api::new(Arc::new(super::super::Health::default())));
+        let opts = ListenOptions::default();
+        let limits = opts.limits(None).unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(acceptor, api, opts, limits, stop_rx));
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the loop ends")
+            .unwrap();
     }
 }
