@@ -2,7 +2,9 @@
 //! endpoint (`GET`/`POST /api/v1/push/<token>`, see [`crate::push`]), the admin API,
 //! metrics and the twins of the static site ([`routes`]). Bodies are read up to
 //! [`routes::BODY_LIMIT`] before a request is answered. Handlers are plain functions of
-//! a request, callable without a socket.
+//! a request, callable without a socket. Connections (timeouts, how many, from whom, the
+//! client address behind trusted proxies) are [`listen`]'s; every answer carries the
+//! security headers of [`headers`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
