@@ -73,7 +73,8 @@ pub struct AuthConfig {
     /// Session lifetime (`SESSION_MAX_AGE` seconds, default 7 days).
     pub max_age: Duration,
     /// Namespace whose users and keys act on every namespace (`KUBE_NAMESPACE`,
-    /// default `kubekuma`); admins always do.
+    /// default `kubekuma`); principals of any other namespace are confined to their own,
+    /// whatever their role.
     pub home_namespace: String,
     /// Rate limits and the cost bound of logins.
     pub limits: LoginLimits,
