@@ -133,6 +133,13 @@ pub struct ApiKeySpec {
     /// Secret key holding the argon2 hash of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_hash_secret_ref: Option<SecretKeyRef>,
+    /// The key's public identifier: the first 12 characters after `kk_live_`/`kk_test_`
+    /// (URL-safe base64), unique across ApiKeys. A presented key is looked up by it
+    /// before any hash is computed; `kubekuma api-key create` writes it. Keys without one
+    /// (older manifests) are still verified, at a higher cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{12}$"))]
+    pub key_id: Option<String>,
     /// Expiry (RFC 3339); never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -154,4 +161,16 @@ pub struct ApiKeyStatus {
     /// Last authenticated use (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<String>,
+}
+
+/// Length of an API key's public identifier ([`ApiKeySpec::key_id`]).
+pub const KEY_ID_LEN: usize = 12;
+
+/// Whether `id` is a well-formed API key identifier: [`KEY_ID_LEN`] characters of the
+/// URL-safe base64 alphabet (`A-Z`, `a-z`, `0-9`, `-`, `_`).
+pub fn valid_key_id(id: &str) -> bool {
+    id.len() == KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -832,13 +832,15 @@ fn err_at(
     });
 }
 
-/// Values that must be unique across resources: page slugs, usernames, push tokens.
+/// Values that must be unique across resources: page slugs, usernames, push tokens, API
+/// key identifiers.
 /// Returns the rejected (later) resources.
 fn cross_unique(cands: &[Candidate], findings: &mut Vec<Finding>) -> HashSet<(ResourceId, Origin)> {
     let mut rejects = HashSet::new();
     let mut slugs: HashMap<String, ResourceId> = HashMap::new();
     let mut users: HashMap<String, ResourceId> = HashMap::new();
     let mut tokens: HashMap<String, ResourceId> = HashMap::new();
+    let mut key_ids: HashMap<String, ResourceId> = HashMap::new();
     for c in cands {
         let id = c.resource.id();
         let (table, value, path, what) = match &c.resource {
@@ -849,6 +851,10 @@ fn cross_unique(cands: &[Candidate], findings: &mut Vec<Finding>) -> HashSet<(Re
                 "spec.username",
                 "username",
             ),
+            Resource::ApiKey(k) => match k.spec.key_id.clone() {
+                Some(id) => (&mut key_ids, id, "spec.keyId", "key ID"),
+                None => continue,
+            },
             Resource::Monitor(m) if m.spec.type_ == MonitorType::Push => {
                 match m.spec.target.push.as_ref().and_then(|p| p.token.clone()) {
                     Some(t) => (&mut tokens, t, "spec.target.push.token", "push token"),

@@ -578,6 +578,23 @@ pub fn api_key(spec: &kubekuma_crds::ApiKeySpec, sink: &mut Sink<'_>) {
             ),
         );
     }
+    match spec.key_id.as_deref() {
+        Some(id) if !kubekuma_crds::auth::valid_key_id(id) => sink.error(
+            "spec.keyId",
+            format!(
+                "must be the key's first {} characters after kk_live_ or kk_test_ (letters, digits, '-' or '_'), got {id:?}",
+                kubekuma_crds::auth::KEY_ID_LEN
+            ),
+        ),
+        Some(_) => {}
+        None => sink.warn(
+            "spec.keyId",
+            format!(
+                "missing: without the key's public identifier (its first {} characters after kk_live_ or kk_test_) every unknown key presented is checked against this key's hash; add it, or create the key again with `kubekuma api-key create`",
+                kubekuma_crds::auth::KEY_ID_LEN
+            ),
+        ),
+    }
     if spec.key_hash_secret_ref.is_none() {
         sink.warn(
             "spec.keyHashSecretRef",

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use super::{ApiKeyCommand, parse_role};
 
-/// `kubekuma api-key create`: the key on stderr, the Secret and the ApiKey on stdout.
+/// `kubekuma api-key create`: the key on stderr, the Secret and the ApiKey (with the key's
+/// public identifier as `spec.keyId`) on stdout.
 pub(super) fn api_key(what: ApiKeyCommand) -> ExitCode {
     use crate::admin::auth::{api_key, manifests, password};
     let ApiKeyCommand::Create {
@@ -41,6 +42,9 @@ pub(super) fn api_key(what: ApiKeyCommand) -> ExitCode {
         Some(Err(e)) => return fail(format!("--expires: {e}")),
     };
     let key = api_key::generate(test);
+    let Some(key_id) = api_key::key_id(&key) else {
+        return fail("generated a malformed key".into());
+    };
     let hash = match password::hash_spec(key.as_bytes()) {
         Ok(h) => h,
         Err(e) => return fail(e.to_string()),
@@ -51,6 +55,7 @@ pub(super) fn api_key(what: ApiKeyCommand) -> ExitCode {
         name.trim(),
         parse_role(&role),
         expires_at,
+        key_id,
         &hash,
     );
     eprintln!(

@@ -33,6 +33,7 @@ const USERS: &[(&str, &str, &str, &str, &str)] = &[
     ("editor", "kubekuma", "editor", "editor", "pw-editor-1"),
     ("viewer", "kubekuma", "viewer", "viewer", "pw-viewer-1"),
     ("alice", "team-a", "alice", "editor", "pw-alice-1"),
+    ("bob", "team-a", "bob", "admin", "pw-bob-1"),
 ];
 
 fn phc(password: &str) -> String {
@@ -43,6 +44,15 @@ fn phc(password: &str) -> String {
         .hash_password_with_salt(password.as_bytes(), &salt)
         .unwrap()
         .to_string()
+}
+
+/// The admin API key `team-a/team-key` (32 fixed bytes), with its public key ID.
+fn team_key() -> String {
+    use base64::Engine as _;
+    format!(
+        "kk_live_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32])
+    )
 }
 
 /// The editor API key `kubekuma/ci-key` (32 fixed bytes).
@@ -61,6 +71,13 @@ fn manifests() -> String {
          spec:\n  name: CI\n  role: editor\n  keyHashSecretRef: {{name: ci-key-hash, key: hash}}\n",
         phc(&api_key())
     );
+    y.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: team-key-hash, namespace: team-a}}\nstringData:\n  hash: '{}'\n\
+         ---\napiVersion: monitoring.kubekuma.io/v1\nkind: ApiKey\nmetadata: {{name: team-key, namespace: team-a}}\n\
+         spec:\n  name: team\n  role: admin\n  keyId: '{}'\n  keyHashSecretRef: {{name: team-key-hash, key: hash}}\n",
+        phc(&team_key()),
+        &team_key()[8..20]
+    ));
     for (name, ns, username, role, pw) in USERS {
         y.push_str(&format!(
             "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-pw, namespace: {ns}}}\nstringData:\n  hash: '{}'\n\
@@ -1221,4 +1238,400 @@ async fn openapi_matches_the_router() {
             );
         }
     }
+}
+
+/// Principals outside the home namespace act on their own namespace only, whatever their
+/// role: an admin LocalUser, an editor LocalUser and an admin ApiKey of `team-a` against
+/// every route of the table (a new route fails to compile here until it is covered), with
+/// the home namespace's admin as the contrast. Each refused write changes nothing.
+#[tokio::test]
+async fn every_route_confines_principals_of_other_namespaces() {
+    let env = start().await;
+    let home = env.login("admin").await;
+    let confined = [
+        ("bob (admin, team-a)", env.login("bob").await),
+        ("alice (editor, team-a)", env.login("alice").await),
+        ("team-key (admin key, team-a)", team_key()),
+    ];
+    let t0 = Utc::now() - Duration::hours(1);
+    let prod_inc = env
+        .store
+        .open_incident("prod", "api", t0, Some(FailureReason::Timeout))
+        .await
+        .unwrap();
+    let (s, b) = env
+        .post(
+            "/api/v1/silences",
+            &home,
+            json!({"namespace": "prod", "name": "prod-sil", "durationMinutes": 60}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let namespaces = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|i| {
+                i["namespace"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| {
+                        i["monitorId"]
+                            .as_str()
+                            .and_then(|m| m.split('/').next())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    // The contrast: the home namespace's admin sees both namespaces.
+    let (_, all) = env.get("/api/v1/monitors", Some(&home)).await;
+    assert_eq!(
+        namespaces(&all["items"]),
+        ["prod".to_string(), "team-a".to_string()].into()
+    );
+    let team: BTreeSet<String> = ["team-a".to_string()].into();
+
+    for (who, token) in &confined {
+        let token = token.as_str();
+        let t = Some(token);
+        let team_inc = env
+            .store
+            .open_incident("team-a", "db", Utc::now(), None)
+            .await
+            .unwrap();
+        for r in ROUTES {
+            let label = format!("{} {} as {who}", r.method.as_str(), r.pattern);
+            match r.id {
+                RouteId::Login
+                | RouteId::Push
+                | RouteId::Health
+                | RouteId::Ready
+                | RouteId::StatusPage
+                | RouteId::Badge
+                | RouteId::Uptime
+                | RouteId::OpenApi => {
+                    // Public, or nothing of any namespace in the answer.
+                }
+                RouteId::Logout => {
+                    // Ending a session is the principal's own business (a key has none).
+                }
+                RouteId::Me => {
+                    let (s, me) = env.get("/api/v1/auth/me", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                    assert_eq!(me["namespace"], "team-a", "{label}");
+                }
+                RouteId::Monitors => {
+                    let (s, l) = env.get("/api/v1/monitors", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                    assert_eq!(namespaces(&l["items"]), team, "{label}");
+                    let (_, l) = env.get("/api/v1/monitors?namespace=prod", t).await;
+                    assert_eq!(l["total"], 0, "{label}");
+                }
+                RouteId::Monitor => {
+                    let (s, _) = env.get("/api/v1/monitors/prod/api", t).await;
+                    assert_eq!(s, StatusCode::NOT_FOUND, "{label}");
+                    let (s, _) = env.get("/api/v1/monitors/team-a/db", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                }
+                RouteId::Incidents => {
+                    let (s, l) = env.get("/api/v1/incidents", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                    assert_eq!(namespaces(&l), team, "{label}");
+                }
+                RouteId::IncidentAcknowledge
+                | RouteId::IncidentUpdate
+                | RouteId::IncidentResolve => {
+                    let tail = r.pattern.rsplit('/').next().unwrap_or_default();
+                    let body = json!({"message": "from another namespace"});
+                    let (s, b) = env
+                        .post(
+                            &format!("/api/v1/incidents/{prod_inc}/{tail}"),
+                            token,
+                            body.clone(),
+                        )
+                        .await;
+                    assert_eq!(s, StatusCode::NOT_FOUND, "{label}: {b}");
+                    let (s, b) = env
+                        .post(&format!("/api/v1/incidents/{team_inc}/{tail}"), token, body)
+                        .await;
+                    assert!(s.is_success(), "{label} on its own namespace: {s} {b}");
+                }
+                RouteId::Silences => {
+                    let (s, l) = env.get("/api/v1/silences", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                    let items = l.get("items").unwrap_or(&l);
+                    assert!(namespaces(items).is_subset(&team), "{label}: {l}");
+                }
+                RouteId::SilenceCreate => {
+                    for body in [
+                        json!({"namespace": "prod", "durationMinutes": 5}),
+                        json!({"namespace": "team-a", "durationMinutes": 5, "selector": {"matchNamespaces": ["prod"]}}),
+                    ] {
+                        let (s, b) = env.post("/api/v1/silences", token, body).await;
+                        assert_eq!(s, StatusCode::FORBIDDEN, "{label}: {b}");
+                    }
+                    let (s, b) = env
+                        .post(
+                            "/api/v1/silences",
+                            token,
+                            json!({"namespace": "team-a", "durationMinutes": 5}),
+                        )
+                        .await;
+                    assert_eq!(s, StatusCode::CREATED, "{label}: {b}");
+                }
+                RouteId::SilenceExpire => {
+                    let (s, b) = env
+                        .call(Method::DELETE, "/api/v1/silences/prod/prod-sil", t, None)
+                        .await;
+                    assert_eq!(s, StatusCode::NOT_FOUND, "{label}: {b}");
+                }
+                RouteId::Metrics => {
+                    // Readable as settings; what the text shows per namespace is the
+                    // metrics handler's part.
+                    let (s, _) = env.get("/metrics", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                }
+            }
+        }
+    }
+    // Nothing of `prod` changed: its incident is open and unacknowledged with no updates,
+    // its silence active.
+    let (_, l) = env
+        .get("/api/v1/incidents?monitorId=prod/api", Some(&home))
+        .await;
+    let inc = &l[0];
+    assert_eq!(inc["id"], prod_inc);
+    assert!(inc["endedAt"].is_null(), "{inc}");
+    assert_eq!(inc["acknowledged"], false, "{inc}");
+    assert_eq!(inc["updates"].as_array().map(Vec::len), Some(0), "{inc}");
+    let (_, l) = env.get("/api/v1/silences", Some(&home)).await;
+    let text = l.to_string();
+    assert!(text.contains("prod-sil"), "{text}");
+    let audit = env.store.audit_events(Some("silence"), 100).await.unwrap();
+    assert!(
+        !audit
+            .iter()
+            .any(|a| a.resource_key == "prod/prod-sil" && a.event_type == "expired"),
+        "{audit:?}"
+    );
+}
+
+/// Cross-site request forgery through the real listener: with the session cookie, a page
+/// on another port of the same host posts `text/plain` and form-encoded bodies to create a
+/// silence and resolve an incident, and JSON with its own Origin; all are refused (403
+/// `csrf`) and change nothing. The same with JSON from the agent's own origin (by
+/// `Origin` or `Sec-Fetch-Site`) succeeds, as does a Bearer call from anywhere. Logins
+/// need JSON and the same origin too.
+#[tokio::test]
+async fn cookie_writes_refuse_cross_site_requests() {
+    let env = start().await;
+    let token = env.login("editor").await;
+    let cookie = format!("token={token}");
+    let own = env.base.clone();
+    let port: u16 = own.rsplit(':').next().unwrap().parse().unwrap();
+    let foreign = format!("http://127.0.0.1:{}", port.wrapping_add(1).max(1));
+    let incident = env
+        .store
+        .open_incident("prod", "api", Utc::now() - Duration::hours(1), None)
+        .await
+        .unwrap();
+    let silence_json = json!({"namespace": "prod", "name": "forged", "durationMinutes": 30});
+    let silence_form = "namespace=prod&name=forged&durationMinutes=30";
+    let resolve = format!("/api/v1/incidents/{incident}/resolve");
+
+    let send = |path: &str,
+                content_type: Option<&str>,
+                body: String,
+                headers: &[(&str, &str)],
+                auth: Cred<'_>| {
+        let mut req = env.client.post(format!("{}{path}", env.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req = match auth {
+            Cred::Cookie(c) => req.header("cookie", c),
+            Cred::Bearer(t) => req.bearer_auth(t),
+            Cred::None => req,
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    #[derive(Clone, Copy)]
+    enum Cred<'a> {
+        Cookie(&'a str),
+        Bearer(&'a str),
+        None,
+    }
+    let c = Cred::Cookie(&cookie);
+    let from_foreign = [("origin", foreign.as_str())];
+    let from_sibling_site = [("sec-fetch-site", "same-site")];
+    /// Path, content type, body, extra headers.
+    type Attack<'a> = (&'a str, Option<&'a str>, String, &'a [(&'a str, &'a str)]);
+    let attacks: Vec<Attack<'_>> = vec![
+        (
+            "/api/v1/silences",
+            Some("text/plain"),
+            silence_json.to_string(),
+            &from_foreign,
+        ),
+        (
+            "/api/v1/silences",
+            Some("application/x-www-form-urlencoded"),
+            silence_form.to_string(),
+            &from_foreign,
+        ),
+        (
+            "/api/v1/silences",
+            Some("application/json"),
+            silence_json.to_string(),
+            &from_foreign,
+        ),
+        (
+            "/api/v1/silences",
+            Some("application/json"),
+            silence_json.to_string(),
+            &from_sibling_site,
+        ),
+        // An old browser's form post: no Origin, no Sec-Fetch-Site, a form's content type.
+        (
+            "/api/v1/silences",
+            Some("text/plain"),
+            silence_json.to_string(),
+            &[],
+        ),
+        (&resolve, Some("text/plain"), String::new(), &from_foreign),
+        (
+            &resolve,
+            Some("application/x-www-form-urlencoded"),
+            String::new(),
+            &from_foreign,
+        ),
+        (&resolve, None, String::new(), &from_foreign),
+        (
+            &resolve,
+            Some("application/json"),
+            "{}".into(),
+            &from_foreign,
+        ),
+        (
+            &resolve,
+            Some("multipart/form-data; boundary=x"),
+            String::new(),
+            &[],
+        ),
+    ];
+    for (path, ct, body, headers) in &attacks {
+        let (status, b) = send(path, *ct, body.clone(), headers, c).await;
+        assert_eq!(
+            (status, b["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("csrf")),
+            "{path} {ct:?} {headers:?}: {b}"
+        );
+    }
+    // Nothing changed.
+    let (_, l) = env.get("/api/v1/silences", Some(&token)).await;
+    assert!(!l.to_string().contains("forged"), "{l}");
+    let (_, l) = env
+        .get("/api/v1/incidents?monitorId=prod/api", Some(&token))
+        .await;
+    assert!(l[0]["endedAt"].is_null(), "{l}");
+    assert!(
+        env.store
+            .audit_events(Some("silence"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Same origin with JSON succeeds, by Origin or by Sec-Fetch-Site.
+    let (status, b) = send(
+        "/api/v1/silences",
+        Some("application/json"),
+        silence_json.to_string(),
+        &[("origin", own.as_str())],
+        c,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let (status, b) = send(
+        &resolve,
+        Some("application/json"),
+        String::new(),
+        &[("sec-fetch-site", "same-origin"), ("origin", own.as_str())],
+        c,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    // A non-browser client with the cookie and JSON (neither header) is served.
+    let (status, b) = send(
+        "/api/v1/silences",
+        Some("application/json"),
+        json!({"namespace": "prod", "name": "scripted", "durationMinutes": 5}).to_string(),
+        &[],
+        c,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+
+    // A Bearer call from anywhere, whatever its content type, is not a CSRF matter.
+    let (status, b) = send(
+        "/api/v1/silences",
+        Some("text/plain"),
+        json!({"namespace": "prod", "name": "by-bearer", "durationMinutes": 5}).to_string(),
+        &from_foreign,
+        Cred::Bearer(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    // Reads with the cookie from anywhere are not affected.
+    let r = env
+        .client
+        .get(format!("{}/api/v1/auth/me", env.base))
+        .header("cookie", &cookie)
+        .header("origin", &foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Logins: a `text/plain` form can send a JSON-looking body; refused, as is a
+    // foreign origin.
+    let login = json!({"username": "viewer", "password": "pw-viewer-1"}).to_string();
+    for (ct, headers) in [
+        ("text/plain", &from_foreign[..]),
+        ("text/plain", &[][..]),
+        ("application/x-www-form-urlencoded", &[][..]),
+        ("application/json", &from_foreign[..]),
+    ] {
+        let (status, b) = send(
+            "/api/v1/auth/login",
+            Some(ct),
+            login.clone(),
+            headers,
+            Cred::None,
+        )
+        .await;
+        assert_eq!(
+            (status, b["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("csrf")),
+            "login {ct} {headers:?}: {b}"
+        );
+    }
+    let (status, b) = send(
+        "/api/v1/auth/login",
+        Some("application/json"),
+        login,
+        &[("origin", own.as_str())],
+        Cred::None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
 }

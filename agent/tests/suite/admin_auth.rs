@@ -28,6 +28,9 @@ use tokio::sync::watch;
 
 const SECRET: &str = "an-hs256-key-for-tests-that-is-long-enough";
 
+/// The client address of requests authenticated directly (not through the listener).
+const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 99));
+
 struct Env {
     auth: Arc<Auth>,
     catalog: watch::Sender<Arc<Snapshot>>,
@@ -86,7 +89,14 @@ fn user_yaml(ns: &str, name: &str, username: &str, role: &str, pw: &str, extra: 
     )
 }
 
+/// An ApiKey with the key's public ID (`spec.keyId`) and its hash.
 fn key_yaml(ns: &str, name: &str, role: &str, key: &str, extra: &str) -> String {
+    let id = api_key::key_id(key).unwrap();
+    legacy_key_yaml(ns, name, role, key, &format!("  keyId: '{id}'\n{extra}"))
+}
+
+/// An ApiKey without `spec.keyId` (as written before key IDs) and its hash.
+fn legacy_key_yaml(ns: &str, name: &str, role: &str, key: &str, extra: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-hash, namespace: {ns}}}\n\
          stringData: {{keyHash: '{hash}'}}\n---\n\
@@ -233,8 +243,8 @@ async fn sessions_me_and_logout() {
     let token = body["token"].as_str().unwrap().to_string();
     assert_eq!(e.store.session_count().await.unwrap(), 1);
 
-    let by_cookie = e.auth.authenticate(&cookie(&token)).await.unwrap();
-    let by_bearer = e.auth.authenticate(&bearer(&token)).await.unwrap();
+    let by_cookie = e.auth.authenticate(&cookie(&token), PEER).await.unwrap();
+    let by_bearer = e.auth.authenticate(&bearer(&token), PEER).await.unwrap();
     assert_eq!(by_cookie, by_bearer);
     assert_eq!(by_cookie.id, "team/ann");
     assert_eq!(by_cookie.role, Role::Editor);
@@ -259,13 +269,17 @@ async fn sessions_me_and_logout() {
     let cleared = headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cleared.starts_with("token=;") && cleared.contains("Max-Age=0"));
     for h in [cookie(&token), bearer(&token)] {
-        let err = e.auth.authenticate(&h).await.unwrap_err();
+        let err = e.auth.authenticate(&h, PEER).await.unwrap_err();
         assert_eq!(err.status, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(e.store.session_count().await.unwrap(), 0);
 
     // No credentials at all.
-    let err = e.auth.authenticate(&HeaderMap::new()).await.unwrap_err();
+    let err = e
+        .auth
+        .authenticate(&HeaderMap::new(), PEER)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, "unauthorized");
 }
 
@@ -286,7 +300,7 @@ async fn forged_and_expired_tokens_are_refused() {
             .contains("Max-Age=1")
     );
     let token = body["token"].as_str().unwrap().to_string();
-    let p = e.auth.authenticate(&bearer(&token)).await.unwrap();
+    let p = e.auth.authenticate(&bearer(&token), PEER).await.unwrap();
     assert!(p.all_namespaces);
 
     let [head, payload, sig] = <[&str; 3]>::try_from(token.split('.').collect::<Vec<_>>()).unwrap();
@@ -347,7 +361,7 @@ async fn forged_and_expired_tokens_are_refused() {
     forged.push("garbage".into());
     for t in &forged {
         for h in [bearer(t), cookie(t)] {
-            let err = e.auth.authenticate(&h).await.unwrap_err();
+            let err = e.auth.authenticate(&h, PEER).await.unwrap_err();
             assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{t}");
             assert!(!err.message.contains(t.as_str()));
         }
@@ -355,7 +369,11 @@ async fn forged_and_expired_tokens_are_refused() {
 
     // Expired (max age 1 s, no leeway).
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let err = e.auth.authenticate(&bearer(&token)).await.unwrap_err();
+    let err = e
+        .auth
+        .authenticate(&bearer(&token), PEER)
+        .await
+        .unwrap_err();
     assert_eq!(err.status, StatusCode::UNAUTHORIZED);
     assert!(jwt::verify(&token, SECRET.as_bytes()).is_err());
 
@@ -365,9 +383,9 @@ async fn forged_and_expired_tokens_are_refused() {
     let e = env_with(snapshot(&yaml), cfg);
     let (_, _, body) = login(&e, "root", "pw-root-1").await;
     let token = body["token"].as_str().unwrap().to_string();
-    assert!(e.auth.authenticate(&bearer(&token)).await.is_ok());
+    assert!(e.auth.authenticate(&bearer(&token), PEER).await.is_ok());
     e.catalog.send_replace(Arc::new(Snapshot::default()));
-    assert!(e.auth.authenticate(&bearer(&token)).await.is_err());
+    assert!(e.auth.authenticate(&bearer(&token), PEER).await.is_err());
 }
 
 fn totp_for(secret_b32: &str) -> totp_rs::Totp {
@@ -538,13 +556,17 @@ async fn disabled_and_ambiguous_users_are_refused() {
     let (status, _, body) = login(&e, "eve", "pw-eve-1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
-    assert!(e.auth.authenticate(&cookie(&token)).await.is_ok());
+    assert!(e.auth.authenticate(&cookie(&token), PEER).await.is_ok());
     let disabled = active.replace(
         "passwordHashSecretRef",
         "disabled: true\n  passwordHashSecretRef",
     );
     e.catalog.send_replace(Arc::new(snapshot(&disabled)));
-    let err = e.auth.authenticate(&cookie(&token)).await.unwrap_err();
+    let err = e
+        .auth
+        .authenticate(&cookie(&token), PEER)
+        .await
+        .unwrap_err();
     assert_eq!(err.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -560,7 +582,7 @@ async fn api_keys() {
     let good_yaml = key_yaml("ops", "deployer", "editor", &good, "");
     let yaml = [
         good_yaml.clone(),
-        key_yaml("kubekuma", "ci", "viewer", &test_key, ""),
+        legacy_key_yaml("kubekuma", "ci", "viewer", &test_key, ""),
         key_yaml(
             "ops",
             "old",
@@ -575,7 +597,7 @@ async fn api_keys() {
     assert_eq!(snap.api_keys.len(), 4);
     let e = env(snap);
 
-    let p: Principal = e.auth.authenticate(&bearer(&good)).await.unwrap();
+    let p: Principal = e.auth.authenticate(&bearer(&good), PEER).await.unwrap();
     assert_eq!(p.id, "ops/deployer");
     assert_eq!(p.username, "deployer key");
     assert_eq!(p.role, Role::Editor);
@@ -584,7 +606,7 @@ async fn api_keys() {
     assert_eq!(p.actor(), "apikey:ops/deployer");
     let runs = e.auth.argon2_runs();
     for _ in 0..5 {
-        assert_eq!(e.auth.authenticate(&bearer(&good)).await.unwrap(), p);
+        assert_eq!(e.auth.authenticate(&bearer(&good), PEER).await.unwrap(), p);
     }
     assert_eq!(
         e.auth.argon2_runs(),
@@ -598,7 +620,7 @@ async fn api_keys() {
     assert!(e.auth.last_key_use("ops/deployer").await.is_some());
 
     // A key of the home namespace acts on every namespace.
-    let ci = e.auth.authenticate(&bearer(&test_key)).await.unwrap();
+    let ci = e.auth.authenticate(&bearer(&test_key), PEER).await.unwrap();
     assert!(ci.all_namespaces && ci.role == Role::Viewer);
 
     let wrong = api_key::generate(false);
@@ -609,11 +631,11 @@ async fn api_keys() {
         disabled.as_str(),
         expired.as_str(),
     ] {
-        let err = e.auth.authenticate(&bearer(k)).await.unwrap_err();
+        let err = e.auth.authenticate(&bearer(k), PEER).await.unwrap_err();
         assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{k}");
     }
     // A key is only accepted as Bearer, never as a cookie.
-    assert!(e.auth.authenticate(&cookie(&good)).await.is_err());
+    assert!(e.auth.authenticate(&cookie(&good), PEER).await.is_err());
 
     // The good key's ApiKey expires: refused with key_expired although cached.
     let expiring = good_yaml.replace(
@@ -621,7 +643,7 @@ async fn api_keys() {
         "expiresAt: 2021-01-01T00:00:00Z\n  keyHashSecretRef",
     );
     e.catalog.send_replace(Arc::new(snapshot(&expiring)));
-    let err = e.auth.authenticate(&bearer(&good)).await.unwrap_err();
+    let err = e.auth.authenticate(&bearer(&good), PEER).await.unwrap_err();
     assert_eq!(
         (err.status, err.code),
         (StatusCode::UNAUTHORIZED, "key_expired")
@@ -629,22 +651,24 @@ async fn api_keys() {
     // Disabled.
     let off = good_yaml.replace("keyHashSecretRef", "disabled: true\n  keyHashSecretRef");
     e.catalog.send_replace(Arc::new(snapshot(&off)));
-    let err = e.auth.authenticate(&bearer(&good)).await.unwrap_err();
+    let err = e.auth.authenticate(&bearer(&good), PEER).await.unwrap_err();
     assert_eq!(err.status, StatusCode::UNAUTHORIZED);
     // Its Secret changes to another key's hash: the old key stops working.
     let other = api_key::generate(false);
     e.catalog.send_replace(Arc::new(snapshot(&key_yaml(
         "ops", "deployer", "editor", &other, "",
     ))));
-    assert!(e.auth.authenticate(&bearer(&good)).await.is_err());
-    assert!(e.auth.authenticate(&bearer(&other)).await.is_ok());
+    assert!(e.auth.authenticate(&bearer(&good), PEER).await.is_err());
+    assert!(e.auth.authenticate(&bearer(&other), PEER).await.is_ok());
     // Logout is for sessions.
     let (status, _, _) = parts(e.auth.logout(&p).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-/// Logins are limited per client address (another address is not affected), and failed
-/// logins per username (from any address); 429 with Retry-After.
+/// Logins are limited per client address (another address is not affected), failed
+/// logins per username and address (five wrong passwords from one address never lock the
+/// user out of another), and by a generous budget per username that refuses only
+/// addresses that failed for it; 429 with Retry-After.
 #[tokio::test]
 async fn rate_limits_per_address_and_per_username() {
     let yaml = user_yaml("team", "kim", "kim", "viewer", "pw-kim-1", "");
@@ -685,32 +709,31 @@ async fn rate_limits_per_address_and_per_username() {
         assert_eq!(status, StatusCode::OK);
     }
 
+    // Failures count per username and address: an attacker's address that used up its
+    // budget for kim does not lock kim out from her own address.
     let limits = LoginLimits {
         per_address: 100,
         username_failures: 2,
         ..LoginLimits::default()
     };
     let e = env_with(snapshot(&yaml), config(limits));
-    for (i, from) in ["203.0.113.1", "203.0.113.2"].iter().enumerate() {
-        let (status, _, _) = parts(
-            e.auth
-                .login(&HeaderMap::new(), &login_body("kim", "wrong"), ip(from))
-                .await,
-        )
-        .await;
+    let attempt = |user: &'static str, pw: &'static str, from: &'static str| {
+        let auth = e.auth.clone();
+        async move {
+            parts(
+                auth.login(&HeaderMap::new(), &login_body(user, pw), ip(from))
+                    .await,
+            )
+            .await
+        }
+    };
+    let attacker = "203.0.113.1";
+    for i in 0..2 {
+        let (status, _, _) = attempt("kim", "wrong", attacker).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    let (status, headers, body) = parts(
-        e.auth
-            .login(
-                &HeaderMap::new(),
-                &login_body("kim", "pw-kim-1"),
-                ip("203.0.113.3"),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, headers, body) = attempt("kim", "pw-kim-1", attacker).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(code(&body), "rate_limited");
     let retry: u64 = headers[header::RETRY_AFTER]
         .to_str()
@@ -718,18 +741,53 @@ async fn rate_limits_per_address_and_per_username() {
         .parse()
         .unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
-    // Other usernames are not affected.
-    let (status, _, body) = parts(
-        e.auth
-            .login(
-                &HeaderMap::new(),
-                &login_body("someone", "x"),
-                ip("203.0.113.3"),
-            )
-            .await,
-    )
-    .await;
+    let (status, _, body) = attempt("kim", "pw-kim-1", "203.0.113.2").await;
+    assert_eq!(status, StatusCode::OK, "kim from her own address: {body}");
+    // Kim's failures from her address end with her successful login.
+    let (status, _, _) = attempt("kim", "wrong", "203.0.113.2").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = attempt("kim", "pw-kim-1", "203.0.113.2").await;
+    assert_eq!(status, StatusCode::OK);
+    // Other usernames from the attacker's address are not affected.
+    let (status, _, body) = attempt("someone", "x", attacker).await;
     assert_eq!(code(&body), "invalid_credentials", "{status}");
+
+    // The generous budget per username across addresses: once used up, it refuses the
+    // addresses that failed for kim, never one that has not.
+    let limits = LoginLimits {
+        per_address: 100,
+        username_failures: 100,
+        username_global_failures: 3,
+        ..LoginLimits::default()
+    };
+    let e = env_with(snapshot(&yaml), config(limits));
+    let attempt = |user: &'static str, pw: &'static str, from: &'static str| {
+        let auth = e.auth.clone();
+        async move {
+            parts(
+                auth.login(&HeaderMap::new(), &login_body(user, pw), ip(from))
+                    .await,
+            )
+            .await
+        }
+    };
+    for from in ["198.18.0.1", "198.18.0.2", "198.18.0.3"] {
+        let (status, _, _) = attempt("kim", "wrong", from).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{from}");
+    }
+    let (status, headers, body) = attempt("kim", "wrong", "198.18.0.1").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    let (status, _, body) = attempt("kim", "pw-kim-1", "198.18.0.2").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let (status, _, body) = attempt("kim", "pw-kim-1", "198.18.0.9").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an address that never failed: {body}"
+    );
+    let (status, _, body) = attempt("kim", "wrong", "198.18.0.10").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
 /// 40 concurrent logins against the spec-cost hash (64 MB each): never more than two
@@ -921,7 +979,7 @@ async fn cli_manifests_authenticate() {
     let snap = built.snapshot;
     assert_eq!((snap.api_keys.len(), snap.local_users.len()), (1, 1));
     let e = env(snap);
-    let p = e.auth.authenticate(&bearer(&key)).await.unwrap();
+    let p = e.auth.authenticate(&bearer(&key), PEER).await.unwrap();
     assert_eq!(
         (p.id.as_str(), p.role, p.username.as_str()),
         ("ops/ci-bot", Role::Editor, "CI bot")
@@ -1025,9 +1083,11 @@ async fn over_http() {
         assert_eq!(body["namespace"], "default");
         assert!(body["lastLoginAt"].is_string());
     }
+    // A write by cookie: JSON, as every cookie-authenticated write must be (CSRF).
     let r = client
         .post(format!("{base}/logout"))
         .header(header::COOKIE, format!("token={token}"))
+        .header(header::CONTENT_TYPE, "application/json")
         .send()
         .await
         .unwrap();
@@ -1055,4 +1115,298 @@ async fn over_http() {
         "{text}"
     );
     stop.send(true).unwrap();
+}
+
+/// Key IDs: a presented key is looked up by its public ID before any hash is computed.
+/// Unknown IDs cost no argon2, from any number of clients; a known ID with the wrong
+/// rest costs one, against that key's hash only; a valid key one, then none (cache).
+/// Failed attempts are limited per client (429 with Retry-After before any lookup), and
+/// a limited client's already verified key is still answered from the cache.
+#[tokio::test]
+async fn key_ids_spare_argon2_and_failures_are_limited_per_client() {
+    let good = api_key::generate(false);
+    let fresh = api_key::generate(true);
+    let yaml = [
+        key_yaml("ops", "a", "editor", &good, ""),
+        key_yaml("kubekuma", "b", "viewer", &fresh, ""),
+    ]
+    .concat();
+    let limits = LoginLimits {
+        api_key_failures: 3,
+        ..LoginLimits::default()
+    };
+    let e = env_with(snapshot(&yaml), config(limits));
+    for i in 0..50 {
+        let err = e
+            .auth
+            .authenticate(
+                &bearer(&api_key::generate(i % 2 == 0)),
+                ip(&format!("198.51.100.{i}")),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(e.auth.argon2_runs(), 0, "unknown key IDs cost no argon2");
+    // The right ID with the wrong rest: one argon2, against that key's hash only.
+    let forged = format!("{}{}", &good[..20], &api_key::generate(false)[20..]);
+    assert_eq!(api_key::key_id(&forged), api_key::key_id(&good));
+    let err = e
+        .auth
+        .authenticate(&bearer(&forged), ip("198.51.100.200"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(e.auth.argon2_runs(), 1);
+    // The valid key: one argon2, then from the cache.
+    for _ in 0..5 {
+        let p = e
+            .auth
+            .authenticate(&bearer(&good), ip("198.51.100.201"))
+            .await
+            .unwrap();
+        assert_eq!(p.id, "ops/a");
+    }
+    assert_eq!(e.auth.argon2_runs(), 2);
+
+    // One client's failures: three, then 429 before any lookup, for any new key.
+    let flooder = ip("203.0.113.66");
+    for _ in 0..3 {
+        let err = e
+            .auth
+            .authenticate(&bearer(&api_key::generate(false)), flooder)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+    }
+    for k in [api_key::generate(false), fresh.clone(), "kk_live_x".into()] {
+        let err = e.auth.authenticate(&bearer(&k), flooder).await.unwrap_err();
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        assert!(
+            err.retry_after.is_some_and(|s| (1..=60).contains(&s)),
+            "{err:?}"
+        );
+    }
+    // ... but its verified key is answered from the cache, and other clients are served.
+    assert!(e.auth.authenticate(&bearer(&good), flooder).await.is_ok());
+    let runs = e.auth.argon2_runs();
+    let p = e
+        .auth
+        .authenticate(&bearer(&fresh), ip("203.0.113.67"))
+        .await
+        .unwrap();
+    assert_eq!(p.id, "kubekuma/b");
+    assert_eq!(e.auth.argon2_runs(), runs + 1);
+    // A valid key gives its try back: a client's own successes never use up its budget.
+    let e = env_with(
+        snapshot(&yaml),
+        config(LoginLimits {
+            api_key_failures: 1,
+            ..LoginLimits::default()
+        }),
+    );
+    let client = ip("192.0.2.77");
+    assert!(e.auth.authenticate(&bearer(&good), client).await.is_ok());
+    assert!(e.auth.authenticate(&bearer(&fresh), client).await.is_ok());
+    assert!(
+        e.auth
+            .authenticate(&bearer(&api_key::generate(false)), client)
+            .await
+            .is_err()
+    );
+    let err = e
+        .auth
+        .authenticate(&bearer(&api_key::generate(false)), client)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Older ApiKeys without `spec.keyId` still authenticate (checked in turn, as before key
+/// IDs), and validation says so on `spec.keyId`; a malformed or repeated key ID is an
+/// error naming the field.
+#[tokio::test]
+async fn keys_without_an_id_still_work_and_are_reported() {
+    let legacy = api_key::generate(false);
+    let modern = api_key::generate(false);
+    let yaml = [
+        legacy_key_yaml("ops", "old", "viewer", &legacy, ""),
+        key_yaml("ops", "new", "viewer", &modern, ""),
+    ]
+    .concat();
+    let built = build(&[parse_text("auth.yaml", &yaml)], None);
+    let on_key_id: Vec<_> = built
+        .findings
+        .iter()
+        .filter(|f| f.path == "spec.keyId")
+        .collect();
+    assert_eq!(on_key_id.len(), 1, "{:?}", built.findings);
+    assert_eq!(
+        on_key_id[0].severity,
+        kubekuma_agent::catalog::Severity::Warning
+    );
+    assert!(
+        on_key_id[0].to_string().contains("ApiKey ops/old"),
+        "{}",
+        on_key_id[0]
+    );
+    let e = env(built.snapshot);
+    let p = e.auth.authenticate(&bearer(&legacy), PEER).await.unwrap();
+    assert_eq!(p.id, "ops/old");
+    // An unknown ID falls back to the keys without one (one argon2 each), never to the
+    // others.
+    let runs = e.auth.argon2_runs();
+    assert!(
+        e.auth
+            .authenticate(&bearer(&api_key::generate(false)), PEER)
+            .await
+            .is_err()
+    );
+    assert_eq!(e.auth.argon2_runs(), runs + 1);
+
+    let bad = key_yaml("ops", "typo", "viewer", &modern, "").replace(
+        &format!("keyId: '{}'", api_key::key_id(&modern).unwrap()),
+        "keyId: 'short'",
+    );
+    let twice = [
+        key_yaml("ops", "first", "viewer", &modern, ""),
+        key_yaml("dev", "second", "viewer", &modern, ""),
+    ]
+    .concat();
+    for (yaml, want, kept) in [
+        (bad, "must be the key's first 12 characters", 0),
+        (twice, "already used by", 1),
+    ] {
+        let built = build(&[parse_text("auth.yaml", &yaml)], None);
+        let errors: Vec<String> = built
+            .findings
+            .iter()
+            .filter(|f| f.severity == kubekuma_agent::catalog::Severity::Error)
+            .map(|f| f.to_string())
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|f| f.contains("spec.keyId") && f.contains(want)),
+            "{errors:?}"
+        );
+        assert_eq!(built.snapshot.api_keys.len(), kept, "{errors:?}");
+    }
+}
+
+/// The key flood through the real listener: twelve clients (each its own loopback
+/// address) send unknown `kk_live_` keys while a new valid key (spec-cost argon2 hash) is
+/// presented from another address. The valid key gets 200, never 503 or 429; the flood
+/// gets only 401 and 429; exactly one argon2 ran. After a restart (a fresh `Auth`, empty
+/// cache) the same holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_flood_never_starves_a_valid_key() {
+    use kubekuma_agent::admin::{self, AdminContext, Api, Health};
+    use kubekuma_agent::metrics::Metrics;
+    use kubekuma_agent::state::live::Live;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let good = api_key::generate(false);
+    let other = api_key::generate(false);
+    let spec_hash = |k: &str| password::hash_spec(k.as_bytes()).unwrap();
+    let yaml = [&good, &other]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k{i}, namespace: ops}}\n\
+                 stringData: {{keyHash: '{}'}}\n---\n\
+                 apiVersion: monitoring.kubekuma.io/v1\nkind: ApiKey\n\
+                 metadata: {{name: k{i}, namespace: ops}}\n\
+                 spec:\n  name: k{i}\n  role: viewer\n  keyId: '{}'\n  keyHashSecretRef: {{name: k{i}, key: keyHash}}\n---\n",
+                spec_hash(k),
+                api_key::key_id(k).unwrap()
+            )
+        })
+        .collect::<String>();
+    let e = env(snapshot(&yaml));
+    assert_eq!(e.catalog.borrow().api_keys.len(), 2);
+
+    for round in ["first start", "after a restart"] {
+        let auth = Arc::new(Auth::new(
+            config(LoginLimits::default()),
+            e.store.clone(),
+            e.catalog.subscribe(),
+        ));
+        let api = Api::new(Arc::new(Health::default())).with_admin(AdminContext {
+            store: e.store.clone(),
+            live: Arc::new(std::sync::Mutex::new(Live::default())),
+            catalog: e.catalog.subscribe(),
+            auth: auth.clone(),
+            metrics: Arc::new(Metrics::new()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let (addr, _task) = admin::serve("127.0.0.1:0", Arc::new(api), stop_rx)
+            .await
+            .unwrap();
+        let url = format!("http://{addr}/api/v1/auth/me");
+        let answered = Arc::new(AtomicUsize::new(0));
+        let flood: Vec<_> = (0..12u8)
+            .map(|c| {
+                let (url, answered) = (url.clone(), answered.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .local_address(IpAddr::from([127, 0, 0, 10 + c]))
+                        .build()
+                        .unwrap();
+                    let mut statuses = Vec::new();
+                    for _ in 0..30 {
+                        let r = client
+                            .get(&url)
+                            .bearer_auth(api_key::generate(false))
+                            .send()
+                            .await
+                            .unwrap();
+                        statuses.push(r.status());
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        while answered.load(Ordering::SeqCst) < 24 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let client = reqwest::Client::builder()
+            .local_address(IpAddr::from([127, 0, 0, 200]))
+            .build()
+            .unwrap();
+        let r = client.get(&url).bearer_auth(&good).send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::OK, "{round}: {body}");
+        assert_eq!(body["id"], "ops/k0");
+        let mut seen = std::collections::BTreeMap::new();
+        for t in flood {
+            for s in t.await.unwrap() {
+                *seen.entry(s.as_u16()).or_insert(0) += 1;
+            }
+        }
+        assert!(
+            seen.keys().all(|s| *s == 401 || *s == 429),
+            "{round}: {seen:?}"
+        );
+        assert!(
+            seen.contains_key(&429),
+            "{round}: each client is limited: {seen:?}"
+        );
+        assert_eq!(
+            auth.argon2_runs(),
+            1,
+            "{round}: one argon2, for the valid key"
+        );
+        // The verified key keeps answering from the cache.
+        let r = client.get(&url).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(auth.argon2_runs(), 1);
+        stop.send(true).unwrap();
+    }
 }

@@ -73,7 +73,8 @@ pub struct AuthConfig {
     /// Session lifetime (`SESSION_MAX_AGE` seconds, default 7 days).
     pub max_age: Duration,
     /// Namespace whose users and keys act on every namespace (`KUBE_NAMESPACE`,
-    /// default `kubekuma`); admins always do.
+    /// default `kubekuma`); principals of any other namespace are confined to their own,
+    /// whatever their role.
     pub home_namespace: String,
     /// Rate limits and the cost bound of logins.
     pub limits: LoginLimits,
@@ -98,15 +99,31 @@ pub struct LoginLimits {
     pub per_address: u32,
     /// Default 5 minutes.
     pub address_period: Duration,
-    /// Failed logins per username in `username_period`. Default 5.
+    /// Failed logins per username and client address (IPv6: per /64) in
+    /// `username_period`: an address that guesses one user's password is stopped, the
+    /// user logging in from elsewhere is not. Default 5.
     pub username_failures: u32,
     /// Default 15 minutes.
     pub username_period: Duration,
+    /// Failed logins per username from all addresses together in
+    /// `username_global_period`, a slow and generous bound against guessing from many
+    /// addresses. When it is used up, only addresses that already failed for that
+    /// username are refused; an address that has not failed still logs in. Default 100.
+    pub username_global_failures: u32,
+    /// Default 1 hour.
+    pub username_global_period: Duration,
+    /// Failed API key attempts per client address (IPv6: per /64) in `api_key_period`,
+    /// a token bucket checked before a key is looked up (429 beyond); a key that
+    /// authenticates gives its try back. Default 10.
+    pub api_key_failures: u32,
+    /// Default 1 minute.
+    pub api_key_period: Duration,
     /// Argon2 verifications at once (each takes 64 MB with the spec's cost). Default 2.
     pub argon2_concurrency: usize,
     /// Verifications waiting for a slot; beyond, logins answer 503 `busy`. Default 8.
     pub argon2_queue: usize,
-    /// Addresses and usernames tracked at most. Default 10 000 each.
+    /// Addresses, usernames and username-address pairs tracked at most. Default 10 000
+    /// each.
     pub max_tracked: usize,
 }
 
@@ -117,6 +134,10 @@ impl Default for LoginLimits {
             address_period: Duration::from_secs(300),
             username_failures: 5,
             username_period: Duration::from_secs(900),
+            username_global_failures: 100,
+            username_global_period: Duration::from_secs(3600),
+            api_key_failures: 10,
+            api_key_period: Duration::from_secs(60),
             argon2_concurrency: 2,
             argon2_queue: 8,
             max_tracked: 10_000,

@@ -1,4 +1,5 @@
-//! Sliding-window counters for login attempts: per client address and per username.
+//! Sliding-window counters for login attempts: per client address, per username and
+//! address, and per username.
 //! Bounded: beyond `max_keys` tracked keys, expired ones are dropped first, then the
 //! least recently active one.
 
@@ -63,7 +64,19 @@ impl<K: Eq + Hash + Clone> Window<K> {
         }
     }
 
+    /// How many events `key` has in the current window.
+    pub(crate) fn count(&mut self, key: &K, now: Instant) -> usize {
+        match self.events.get_mut(key) {
+            Some(q) => {
+                Self::prune(q, self.period, now);
+                q.len()
+            }
+            None => 0,
+        }
+    }
+
     /// `check`, then `record` when allowed.
+    #[cfg(test)]
     pub(crate) fn take(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
         self.check(key, now)?;
         self.record(key, now);
@@ -141,8 +154,10 @@ mod tests {
         assert!(w.take(&"a", t0 + Duration::from_secs(60)).is_ok());
         w.give_back(&"a");
         assert!(w.take(&"a", t0 + Duration::from_secs(61)).is_ok());
+        assert_eq!(w.count(&"a", t0 + Duration::from_secs(61)), 1);
         w.clear(&"a");
         assert!(w.check(&"a", t0 + Duration::from_secs(61)).is_ok());
+        assert_eq!(w.count(&"a", t0 + Duration::from_secs(61)), 0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The login flow: rate limits (per client address, per username), one argon2
+//! The login flow: rate limits (per client address, per username and address, and a
+//! generous one per username that never stops an address that has not failed), one argon2
 //! verification (against a dummy hash for unknown usernames, so they cost the same), the
 //! second factor, then a session row and its HS256 token in a cookie.
 
@@ -23,10 +24,16 @@ const MAX_FIELD: usize = 1024;
 /// Purge expired sessions at most this often.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The rate limits of logins.
+/// The rate limits of logins (see [`LoginLimits`]): every attempt counts until it turns
+/// out not to be a failure (a successful login, a busy answer, a missing second factor).
 #[derive(Debug)]
 pub(crate) struct Limits {
+    /// Attempts per client address, whatever the username.
     by_address: Window<IpAddr>,
+    /// Failures per username and client address: what locks a guesser out.
+    by_user_address: Window<(String, IpAddr)>,
+    /// Failures per username from everywhere: refuses only addresses with failures of
+    /// their own for that username, so it never locks the user out of a clean address.
     by_username: Window<String>,
 }
 
@@ -34,7 +41,57 @@ impl Limits {
     pub(crate) fn new(l: &LoginLimits) -> Self {
         Limits {
             by_address: Window::new(l.per_address, l.address_period, l.max_tracked),
-            by_username: Window::new(l.username_failures, l.username_period, l.max_tracked),
+            by_user_address: Window::new(l.username_failures, l.username_period, l.max_tracked),
+            by_username: Window::new(
+                l.username_global_failures,
+                l.username_global_period,
+                l.max_tracked,
+            ),
+        }
+    }
+
+    /// Count an attempt of `user` from `address`, or say how long to wait.
+    fn take(&mut self, user: &str, address: IpAddr, now: Instant) -> Result<(), ApiError> {
+        let pair = (user.to_string(), address);
+        if let Err(wait) = self.by_address.check(&address, now) {
+            tracing::warn!(%address, "login refused: too many attempts from this address");
+            return Err(ApiError::rate_limited(
+                "too many login attempts from this address; retry later",
+                seconds(wait),
+            ));
+        }
+        let user_limited = |wait: Duration| {
+            ApiError::rate_limited(
+                "too many failed logins for this user from this address; retry later",
+                seconds(wait),
+            )
+        };
+        if let Err(wait) = self.by_user_address.check(&pair, now) {
+            tracing::warn!(%address, "login refused: too many failed logins for one username");
+            return Err(user_limited(wait));
+        }
+        if let Err(wait) = self.by_username.check(&user.to_string(), now)
+            && self.by_user_address.count(&pair, now) > 0
+        {
+            tracing::warn!(%address, "login refused: the username's failures from all addresses are used up and this address failed too");
+            return Err(user_limited(wait));
+        }
+        self.by_address.record(&address, now);
+        self.by_user_address.record(&pair, now);
+        self.by_username.record(&user.to_string(), now);
+        Ok(())
+    }
+
+    /// Undo [`Limits::take`] for an attempt that was no failure; `success` also clears the
+    /// failures of this username from this address.
+    fn give_back(&mut self, user: &str, address: IpAddr, success: bool) {
+        let pair = (user.to_string(), address);
+        self.by_address.give_back(&address);
+        self.by_username.give_back(&user.to_string());
+        if success {
+            self.by_user_address.clear(&pair);
+        } else {
+            self.by_user_address.give_back(&pair);
         }
     }
 }
@@ -170,33 +227,8 @@ impl Auth {
         }
         let address = client_key(peer);
         let user_key = body.username.clone();
-        {
-            let now = Instant::now();
-            let mut limits = lock(&self.limits);
-            if let Err(wait) = limits.by_address.take(&address, now) {
-                tracing::warn!(%peer, "login refused: too many attempts from this address");
-                return Err(ApiError::rate_limited(
-                    "too many login attempts from this address; retry later",
-                    seconds(wait),
-                ));
-            }
-            if let Err(wait) = limits.by_username.take(&user_key, now) {
-                tracing::warn!(%peer, "login refused: too many failed logins for one username");
-                return Err(ApiError::rate_limited(
-                    "too many failed logins for this user; retry later",
-                    seconds(wait),
-                ));
-            }
-        }
-        let give_back = |clear_user: bool| {
-            let mut limits = lock(&self.limits);
-            limits.by_address.give_back(&address);
-            if clear_user {
-                limits.by_username.clear(&user_key);
-            } else {
-                limits.by_username.give_back(&user_key);
-            }
-        };
+        lock(&self.limits).take(&user_key, address, Instant::now())?;
+        let give_back = |success: bool| lock(&self.limits).give_back(&user_key, address, success);
 
         let snap = self.snapshot();
         let user = find_user(&snap, &body.username);

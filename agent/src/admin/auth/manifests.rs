@@ -133,13 +133,15 @@ pub fn local_user_yaml(
     )
 }
 
-/// An ApiKey and its hash Secret (`<name>-api-key`, key `keyHash`).
+/// An ApiKey with the key's public identifier `key_id`, and its hash Secret
+/// (`<name>-api-key`, key `keyHash`).
 pub fn api_key_yaml(
     name: &str,
     namespace: &str,
     display_name: &str,
     role: Role,
     expires_at: Option<DateTime<Utc>>,
+    key_id: &str,
     hash: &str,
 ) -> String {
     let secret = format!("{name}-api-key");
@@ -156,7 +158,7 @@ pub fn api_key_yaml(
          apiVersion: monitoring.kubekuma.io/v1\n\
          kind: ApiKey\n\
          metadata:\n  name: {name}\n  namespace: {namespace}\n\
-         spec:\n  name: {display}\n  role: {role}\n  keyHashSecretRef:\n    name: {secret}\n    key: {KEY_HASH_KEY}\n{expires}",
+         spec:\n  name: {display}\n  role: {role}\n  keyId: {key_id}\n  keyHashSecretRef:\n    name: {secret}\n    key: {KEY_HASH_KEY}\n{expires}",
         secret_yaml(
             &secret,
             namespace,
@@ -167,6 +169,7 @@ pub fn api_key_yaml(
         name = q(name),
         namespace = q(namespace),
         display = q(display_name),
+        key_id = q(key_id),
         role = role.as_str(),
         secret = q(&secret),
     )

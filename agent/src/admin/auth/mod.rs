@@ -9,6 +9,7 @@
 //! - [`api_key`]: key format and the cache that keeps argon2 off the request path.
 //! - [`manifests`]: what `kubekuma hash-password` and `kubekuma api-key create` print.
 //! - `login`: the login flow with its rate limits (`limiter`).
+//! - [`csrf`]: what a cookie-authenticated write must carry.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,10 +23,12 @@ use tokio::sync::watch;
 use super::error::{ApiError, Reply, json_reply};
 use super::roles::{Access, Area, Role, allowed};
 use crate::catalog::{ObjKey, Snapshot};
+use crate::push::UnknownTokenLimiter;
 use crate::store::{AuthActivity, Store};
 
 pub mod api_key;
 mod config;
+pub mod csrf;
 pub mod jwt;
 mod limiter;
 mod login;
@@ -51,7 +54,8 @@ pub struct Principal {
     pub role: Role,
     /// The namespace of the LocalUser or ApiKey resource.
     pub namespace: String,
-    /// Whether it acts on every namespace (admins, and principals of the home namespace).
+    /// Whether it acts on every namespace: only principals of the home namespace do; any
+    /// other is confined to its own namespace, whatever its role.
     pub all_namespaces: bool,
     /// Session or API key.
     pub kind: PrincipalKind,
@@ -97,6 +101,8 @@ pub struct Auth {
     key_hasher: password::Hasher,
     limits: Mutex<login::Limits>,
     keys: Mutex<api_key::KeyCache>,
+    /// Failed API key attempts per client address, checked before any key is looked up.
+    key_limiter: Mutex<UnknownTokenLimiter>,
     /// The last TOTP step accepted per user: a code is accepted once.
     totp_steps: Mutex<HashMap<String, u64>>,
     last_purge: Mutex<Option<Instant>>,
@@ -122,6 +128,29 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// `namespace/name` → key.
 fn parse_id(id: &str) -> Option<ObjKey> {
     id.split_once('/').map(|(ns, n)| ObjKey::new(ns, n))
+}
+
+/// The credential a request carries, as [`Auth::authenticate`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// `Authorization: Bearer …` (a session JWT or an API key); wins over a cookie.
+    Bearer(&'a str),
+    /// The `token` session cookie (only without `Authorization: Bearer`): the one a
+    /// browser sends on its own, so writes by it are checked against CSRF ([`csrf`]).
+    Cookie(&'a str),
+    /// Neither.
+    None,
+}
+
+impl<'a> Credential<'a> {
+    /// The credential of a request's headers.
+    pub fn of(headers: &'a HeaderMap) -> Self {
+        match (bearer(headers), cookie_token(headers)) {
+            (Some(t), _) => Credential::Bearer(t),
+            (None, Some(t)) => Credential::Cookie(t),
+            (None, None) => Credential::None,
+        }
+    }
 }
 
 /// The value of `Authorization: Bearer …`, if any.
@@ -163,6 +192,11 @@ impl Auth {
             key_hasher: password::Hasher::new(1, l.argon2_queue),
             limits: Mutex::new(login::Limits::new(l)),
             keys: Mutex::new(api_key::KeyCache::default()),
+            key_limiter: Mutex::new(UnknownTokenLimiter::new(
+                l.api_key_failures,
+                l.api_key_period,
+                l.max_tracked,
+            )),
             totp_steps: Mutex::new(HashMap::new()),
             last_purge: Mutex::new(None),
             config,
@@ -191,22 +225,27 @@ impl Auth {
         self.catalog.borrow().clone()
     }
 
-    fn all_namespaces(&self, role: Role, namespace: &str) -> bool {
-        role == Role::Admin || namespace == self.config.home_namespace
+    /// Only principals of the home namespace act on every namespace, whatever the role of
+    /// the others (an admin of `team-a` administers `team-a`).
+    fn all_namespaces(&self, namespace: &str) -> bool {
+        namespace == self.config.home_namespace
     }
 
-    /// The principal of a request: a `token` cookie or `Authorization: Bearer` JWT of a
-    /// live session, or `Authorization: Bearer kk_…` API key. 401 otherwise.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        match bearer(headers) {
-            Some(t) if api_key::has_prefix(t) => self.authenticate_key(t).await,
-            Some(t) => self.authenticate_session(t).await,
-            None => match cookie_token(headers) {
-                Some(t) => self.authenticate_session(t).await,
-                None => Err(ApiError::unauthorized(
-                    "log in first (the token cookie or Authorization: Bearer)",
-                )),
-            },
+    /// The principal of a request from `peer`: a `token` cookie or `Authorization:
+    /// Bearer` JWT of a live session, or `Authorization: Bearer kk_…` API key (failed key
+    /// attempts limited per `peer`, see [`api_key`]). 401 otherwise, 429 once `peer` sent
+    /// too many invalid keys.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<Principal, ApiError> {
+        match Credential::of(headers) {
+            Credential::Bearer(t) if api_key::has_prefix(t) => self.authenticate_key(t, peer).await,
+            Credential::Bearer(t) | Credential::Cookie(t) => self.authenticate_session(t).await,
+            Credential::None => Err(ApiError::unauthorized(
+                "log in first (the token cookie or Authorization: Bearer)",
+            )),
         }
     }
 
@@ -247,7 +286,7 @@ impl Auth {
             id: row.user_id.clone(),
             username: user.spec.username.clone(),
             role: user.spec.role,
-            all_namespaces: self.all_namespaces(user.spec.role, &key.namespace),
+            all_namespaces: self.all_namespaces(&key.namespace),
             namespace: key.namespace,
             kind: PrincipalKind::Session(row.id),
         })

@@ -23,7 +23,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::AdminContext;
-use super::auth::{Login, Principal};
+use super::auth::{Credential, Login, Principal, csrf};
 use super::error::{ApiError, Reply, json_reply};
 use super::roles::{Access, Area};
 use crate::store::{AuditEvent, StoreError};
@@ -528,8 +528,11 @@ pub fn store_error(e: StoreError) -> ApiError {
     ApiError::internal("the database operation failed")
 }
 
-/// Answer a route found in the table, checking its guard first: 401 without (valid)
-/// credentials, 403 when the role lacks access.
+/// Answer a route found in the table, checking its guard first: 403 `csrf` for a login
+/// or a cookie-authenticated write that breaks [`csrf`]'s rule, 401 without (valid)
+/// credentials (429 once `peer` sent too many invalid API keys), 403 when the role lacks
+/// access. Which namespaces a principal may see and change is the handlers' part
+/// ([`Principal::sees_namespace`]).
 pub async fn dispatch(
     ctx: &AdminContext,
     twins: &twins::Twins,
@@ -538,12 +541,25 @@ pub async fn dispatch(
     req: &http::Request<Bytes>,
     peer: IpAddr,
 ) -> Reply {
+    let by_cookie = matches!(Credential::of(req.headers()), Credential::Cookie(_));
+    let forgeable = match route.guard {
+        Guard::Public => route.id == R::Login,
+        Guard::Principal | Guard::Role(..) => by_cookie && csrf::changes_state(req.method()),
+    };
+    if forgeable
+        && let Err(e) = csrf::check(req.headers(), req.uri().authority().map(|a| a.as_str()))
+    {
+        tracing::info!(%peer, path = route.pattern, "request refused: {}", e.message);
+        return e.into_reply();
+    }
     let principal = match route.guard {
         Guard::Public => None,
-        Guard::Principal | Guard::Role(..) => match ctx.auth.authenticate(req.headers()).await {
-            Ok(p) => Some(p),
-            Err(e) => return e.into_reply(),
-        },
+        Guard::Principal | Guard::Role(..) => {
+            match ctx.auth.authenticate(req.headers(), peer).await {
+                Ok(p) => Some(p),
+                Err(e) => return e.into_reply(),
+            }
+        }
     };
     if let (Guard::Role(area, access), Some(p)) = (route.guard, &principal)
         && !p.can(area, access)
