@@ -30,6 +30,8 @@ const BASELINE: f64 = 14.0;
 pub(crate) const MAX_TEXT_WIDTH: f64 = 360.0;
 /// Most characters of a badge's title (`<title>`, `aria-label`); a longer one ends in `…`.
 const MAX_TITLE_CHARS: usize = 300;
+/// Largest side of a PNG badge, in pixels: beyond it rasterising is refused.
+const MAX_PNG_PX: f32 = 16384.0;
 /// What ends a shortened text.
 const ELLIPSIS: char = '\u{2026}';
 /// Fill of the label (left) part.
@@ -246,6 +248,8 @@ pub fn shields_endpoint_json(badge: &Badge) -> serde_json::Value {
 pub struct BadgeRenderer {
     font: BadgeFont,
     options: usvg::Options<'static>,
+    /// Largest PNG side, in pixels.
+    max_px: f32,
 }
 
 impl fmt::Debug for BadgeRenderer {
@@ -290,7 +294,19 @@ impl BadgeRenderer {
         db.set_sans_serif_family(family.clone());
         options.font_family = family;
 
-        Ok(BadgeRenderer { font, options })
+        Ok(BadgeRenderer {
+            font,
+            options,
+            max_px: MAX_PNG_PX,
+        })
+    }
+
+    /// The renderer with a smaller largest PNG side (tests: badges that cannot be
+    /// rasterised).
+    #[cfg(test)]
+    pub fn with_max_png_px(mut self, px: f32) -> Self {
+        self.max_px = px;
+        self
     }
 
     /// The advance width of `text` set at `font_size`, in the same units: the sum of the
@@ -651,7 +667,7 @@ impl BadgeRenderer {
             scale,
         };
         let (width, height) = (size.width() * scale, size.height() * scale);
-        if !(scale.is_finite() && scale > 0.0 && width <= 16384.0 && height <= 16384.0) {
+        if !(scale.is_finite() && scale > 0.0 && width <= self.max_px && height <= self.max_px) {
             return Err(out_of_range());
         }
         let mut pixmap = tiny_skia::Pixmap::new(width.ceil() as u32, height.ceil() as u32)

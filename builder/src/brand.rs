@@ -207,7 +207,7 @@ pub(crate) fn publishable(
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| BrandError::NotAnImage)?;
     let start = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
-    if !start.starts_with('<') {
+    if !start.starts_with('<') || !text.contains("<svg") {
         return Err(BrandError::NotAnImage);
     }
     Ok(("png", svg.png(text)?))
