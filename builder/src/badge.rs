@@ -363,24 +363,26 @@ impl BadgeRenderer {
         ]
     }
 
-    /// `text` as drawn: at most [`MAX_TEXT_WIDTH`] wide, else its longest beginning that
-    /// fits with a `…` after it.
-    fn fit(&self, text: String) -> String {
-        if self.text_width(&text, FONT_SIZE) <= MAX_TEXT_WIDTH {
-            return text;
+    /// `text` as drawn, with its width: at most [`MAX_TEXT_WIDTH`] wide, else its
+    /// longest beginning that fits with a `…` after it.
+    fn fit(&self, text: String) -> (String, f64) {
+        let width = self.text_width(&text, FONT_SIZE);
+        if width <= MAX_TEXT_WIDTH {
+            return (text, width);
         }
         let ends: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
         let shortened = |n: usize| {
             let mut s = text[..ends[n]].trim_end().to_string();
             s.push(ELLIPSIS);
-            s
+            let width = self.text_width(&s, FONT_SIZE);
+            (s, width)
         };
         // The most characters (0..n) whose shortened text fits: widths grow with the
         // length (kerning aside), so a binary search finds it.
         let (mut lo, mut hi) = (0usize, ends.len() - 1);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if self.text_width(&shortened(mid), FONT_SIZE) <= MAX_TEXT_WIDTH {
+            if shortened(mid).1 <= MAX_TEXT_WIDTH {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -393,8 +395,8 @@ impl BadgeRenderer {
     /// [`shields_endpoint_json`] should be given, so that shields.io draws the same texts.
     pub fn fitted(&self, badge: &Badge) -> Badge {
         Badge {
-            label: self.fit(clean_text(&badge.label)),
-            message: self.fit(clean_text(&badge.message)),
+            label: self.fit(clean_text(&badge.label)).0,
+            message: self.fit(clean_text(&badge.message)).0,
             color: badge.color.clone(),
             title: badge.title.clone(),
         }
@@ -413,8 +415,8 @@ impl BadgeRenderer {
             Some((end, _)) => format!("{}{ELLIPSIS}", title[..end].trim_end()),
             None => title,
         };
-        let label = self.fit(full_label);
-        let message = self.fit(full_message);
+        let (label, label_text_width) = self.fit(full_label);
+        let (message, message_text_width) = self.fit(full_message);
         let color = badge.color.hex();
         let (text_fill, shadow_fill) = if badge.color.is_light() {
             ("#333", "#ccc")
@@ -422,8 +424,6 @@ impl BadgeRenderer {
             ("#fff", "#010101")
         };
 
-        let label_text_width = self.text_width(&label, FONT_SIZE);
-        let message_text_width = self.text_width(&message, FONT_SIZE);
         let label_width = if label.is_empty() {
             0.0
         } else {
