@@ -386,7 +386,8 @@ async fn branded(logo: &str, favicon: Option<&str>) -> (Builder, ObjectTarget) {
 
 /// A logo URL with an endless body: the download stops at 2 MiB + 1, the build
 /// finishes with a warning, and the server is told to stop (its body is dropped) after
-/// having sent no more than a few MiB (socket buffers).
+/// having sent no more than the limit plus what loopback socket buffers take (about
+/// 10 MiB here; unbounded before, about 1.5 GB in the issue).
 #[tokio::test]
 async fn an_endless_logo_is_cut_off_at_the_size_limit() {
     static CHUNK: [u8; 64 * 1024] = [0x89; 64 * 1024];
@@ -431,7 +432,7 @@ async fn an_endless_logo_is_cut_off_at_the_size_limit() {
     );
     let sent = sent.load(Ordering::SeqCst);
     eprintln!("the endless logo's server sent {sent} bytes before it was stopped");
-    assert!(sent <= 16 * 1024 * 1024, "the server sent {sent} bytes");
+    assert!(sent <= 32 * 1024 * 1024, "the server sent {sent} bytes");
 }
 
 /// A logo that trickles one byte at a time: the whole download is bounded in time, and
