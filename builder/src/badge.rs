@@ -25,6 +25,15 @@ const PADDING: f64 = 5.0;
 const HEIGHT: u32 = 20;
 /// Baseline of the text; its shadow sits one pixel lower.
 const BASELINE: f64 = 14.0;
+/// Widest a label or a message is drawn, in pixels at scale 1: a longer text ends in
+/// `…` at this width, so that no name makes a badge too wide to rasterise (or to show).
+pub(crate) const MAX_TEXT_WIDTH: f64 = 360.0;
+/// Most characters of a badge's title (`<title>`, `aria-label`); a longer one ends in `…`.
+const MAX_TITLE_CHARS: usize = 300;
+/// Largest side of a PNG badge, in pixels: beyond it rasterising is refused.
+const MAX_PNG_PX: f32 = 16384.0;
+/// What ends a shortened text.
+const ELLIPSIS: char = '\u{2026}';
 /// Fill of the label (left) part.
 const LABEL_COLOR: &str = "#555";
 /// The `font-family` written into the SVG: the shipped font first, then the fonts
@@ -239,6 +248,8 @@ pub fn shields_endpoint_json(badge: &Badge) -> serde_json::Value {
 pub struct BadgeRenderer {
     font: BadgeFont,
     options: usvg::Options<'static>,
+    /// Largest PNG side, in pixels.
+    max_px: f32,
 }
 
 impl fmt::Debug for BadgeRenderer {
@@ -283,7 +294,19 @@ impl BadgeRenderer {
         db.set_sans_serif_family(family.clone());
         options.font_family = family;
 
-        Ok(BadgeRenderer { font, options })
+        Ok(BadgeRenderer {
+            font,
+            options,
+            max_px: MAX_PNG_PX,
+        })
+    }
+
+    /// The renderer with a smaller largest PNG side (tests: badges that cannot be
+    /// rasterised).
+    #[cfg(test)]
+    pub fn with_max_png_px(mut self, px: f32) -> Self {
+        self.max_px = px;
+        self
     }
 
     /// The advance width of `text` set at `font_size`, in the same units: the sum of the
@@ -340,15 +363,60 @@ impl BadgeRenderer {
         ]
     }
 
+    /// `text` as drawn, with its width: at most [`MAX_TEXT_WIDTH`] wide, else its
+    /// longest beginning that fits with a `…` after it.
+    fn fit(&self, text: String) -> (String, f64) {
+        let width = self.text_width(&text, FONT_SIZE);
+        if width <= MAX_TEXT_WIDTH {
+            return (text, width);
+        }
+        let ends: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        let shortened = |n: usize| {
+            let mut s = text[..ends[n]].trim_end().to_string();
+            s.push(ELLIPSIS);
+            let width = self.text_width(&s, FONT_SIZE);
+            (s, width)
+        };
+        // The most characters (0..n) whose shortened text fits: widths grow with the
+        // length (kerning aside), so a binary search finds it.
+        let (mut lo, mut hi) = (0usize, ends.len() - 1);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if shortened(mid).1 <= MAX_TEXT_WIDTH {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        shortened(lo)
+    }
+
+    /// The badge with its label and message as drawn ([`BadgeRenderer::fit`]): what
+    /// [`shields_endpoint_json`] should be given, so that shields.io draws the same texts.
+    pub fn fitted(&self, badge: &Badge) -> Badge {
+        Badge {
+            label: self.fit(clean_text(&badge.label)).0,
+            message: self.fit(clean_text(&badge.message)).0,
+            color: badge.color.clone(),
+            title: badge.title.clone(),
+        }
+    }
+
     /// Texts, colours and widths of a badge, shared by the whole SVG and its parts.
     fn layout(&self, badge: &Badge) -> Layout {
-        let label = clean_text(&badge.label);
-        let message = clean_text(&badge.message);
+        let full_label = clean_text(&badge.label);
+        let full_message = clean_text(&badge.message);
         let title = match &badge.title {
             Some(title) => clean_text(title),
-            None if label.is_empty() => message.clone(),
-            None => format!("{label}: {message}"),
+            None if full_label.is_empty() => full_message.clone(),
+            None => format!("{full_label}: {full_message}"),
         };
+        let title = match title.char_indices().nth(MAX_TITLE_CHARS) {
+            Some((end, _)) => format!("{}{ELLIPSIS}", title[..end].trim_end()),
+            None => title,
+        };
+        let (label, label_text_width) = self.fit(full_label);
+        let (message, message_text_width) = self.fit(full_message);
         let color = badge.color.hex();
         let (text_fill, shadow_fill) = if badge.color.is_light() {
             ("#333", "#ccc")
@@ -356,8 +424,6 @@ impl BadgeRenderer {
             ("#fff", "#010101")
         };
 
-        let label_text_width = self.text_width(&label, FONT_SIZE);
-        let message_text_width = self.text_width(&message, FONT_SIZE);
         let label_width = if label.is_empty() {
             0.0
         } else {
@@ -601,7 +667,7 @@ impl BadgeRenderer {
             scale,
         };
         let (width, height) = (size.width() * scale, size.height() * scale);
-        if !(scale.is_finite() && scale > 0.0 && width <= 16384.0 && height <= 16384.0) {
+        if !(scale.is_finite() && scale > 0.0 && width <= self.max_px && height <= self.max_px) {
             return Err(out_of_range());
         }
         let mut pixmap = tiny_skia::Pixmap::new(width.ceil() as u32, height.ceil() as u32)
@@ -691,7 +757,7 @@ pub fn compose_png(label: &BadgePart, message: &BadgePart) -> Result<Vec<u8>, Ba
 /// PNG of a rendered pixmap, with the `png` crate's fast DEFLATE (fdeflate, tuned for
 /// PNG): several times faster than the default level on badge-sized images, for files
 /// a few percent larger.
-fn encode_png(pixmap: tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError> {
+pub(crate) fn encode_png(pixmap: tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError> {
     let (width, height) = (pixmap.width(), pixmap.height());
     let data = pixmap.take_demultiplied();
     let mut out = Vec::with_capacity(data.len() / 4);
@@ -706,18 +772,23 @@ fn encode_png(pixmap: tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError> 
     Ok(out)
 }
 
-/// Drops control characters (and the XML non-characters U+FFFE, U+FFFF) and collapses
-/// white space as SVG displays it: runs become one space, none at either end.
+/// Drops control characters, the XML non-characters U+FFFE and U+FFFF, bidirectional
+/// overrides and zero-width characters ([`crate::text::dropped`]), and collapses white
+/// space as SVG displays it: runs become one space, none at either end.
 fn clean_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split_whitespace() {
+        let word: String = word
+            .chars()
+            .filter(|c| !c.is_control() && !crate::text::dropped(*c))
+            .collect();
+        if word.is_empty() {
+            continue;
+        }
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(
-            word.chars()
-                .filter(|c| !c.is_control() && !matches!(c, '\u{FFFE}' | '\u{FFFF}')),
-        );
+        out.push_str(&word);
     }
     out
 }

@@ -9,6 +9,7 @@
 
 mod badge;
 pub mod bench;
+mod brand;
 mod digest;
 mod font;
 mod model;
@@ -16,6 +17,7 @@ mod par;
 pub mod publish;
 mod render;
 mod source;
+mod text;
 mod theme;
 pub mod twins;
 
@@ -28,7 +30,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kubekuma_crds::store::ObjectTarget;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 pub use badge::BadgeError;
@@ -57,16 +58,10 @@ pub enum BuildError {
     /// Modelling or rendering on the blocking pool was cancelled.
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
-    /// Rendering failed (names the template or the badge).
-    #[error(transparent)]
-    Render(#[from] RenderError),
     /// Publishing failed (names the output).
     #[error(transparent)]
     Publish(#[from] PublishError),
 }
-
-/// Largest logo or favicon the builder fetches.
-const MAX_BRAND_BYTES: usize = 2 * 1024 * 1024;
 
 /// How the builder runs.
 #[derive(Clone, Debug, Default)]
@@ -115,6 +110,10 @@ pub struct BuildReport {
     pub publish: PublishReport,
     /// Problems that did not stop the build (unreadable objects, unfetchable logos).
     pub warnings: Vec<String>,
+    /// Parts of the site that could not be rendered (a page with its feeds, a badge's
+    /// PNG, the index), each naming the part and the cause. Everything else was
+    /// published; of these, what the output held before was kept.
+    pub failures: Vec<String>,
     /// Time spent reading, modelling, rendering and publishing, then the parts of
     /// rendering (pages, badges and the steps of badges).
     pub timings: Vec<(&'static str, Duration)>,
@@ -132,7 +131,9 @@ pub struct Builder {
     publisher: publish::Publisher,
     opts: BuildOptions,
     observer: Observer,
-    brand_cache: BTreeMap<String, Option<(String, Vec<u8>)>>,
+    brand_cache: BTreeMap<String, Result<(String, Vec<u8>), String>>,
+    brand_limits: brand::FetchLimits,
+    brand_svg: Arc<brand::SvgRasteriser>,
     http: Option<reqwest::Client>,
 }
 
@@ -150,8 +151,11 @@ impl Builder {
                 source,
             }
         })?;
+        let brand_svg = Arc::new(brand::SvgRasteriser::new(&theme.badge_font));
         Ok(Builder {
             source,
+            brand_svg,
+            brand_limits: brand::FetchLimits::default(),
             theme: Arc::new(theme),
             badges: Arc::new(badges),
             publisher: publish::Publisher::new(out),
@@ -200,10 +204,11 @@ impl Builder {
             self.opts.render.clone(),
         );
         let told = observer.clone();
-        let (pages, files, render_timings) = off_runtime(move || {
+        let (pages, files, render_timings, failures) = off_runtime(move || {
             told.tell(BuildPhase::Render);
             let mut timings = Vec::new();
-            render::render_site(
+            let mut failures = Vec::new();
+            let files = render::render_site(
                 &site,
                 &theme,
                 &badges,
@@ -211,10 +216,11 @@ impl Builder {
                 &opts,
                 &previous,
                 &mut timings,
-            )
-            .map(|files| (site.pages.len(), files, timings))
+                &mut failures,
+            );
+            (site.pages.len(), files, timings, failures)
         })
-        .await??;
+        .await?;
         let t_render = t0.elapsed();
         observer.tell(BuildPhase::Publish);
         let publish = self.publisher.publish(files).await?;
@@ -222,7 +228,14 @@ impl Builder {
         Ok(BuildReport {
             pages,
             publish,
-            warnings,
+            warnings: warnings
+                .iter()
+                .map(|w| text::display(w).into_owned())
+                .collect(),
+            failures: failures
+                .iter()
+                .map(|w| text::display(w).into_owned())
+                .collect(),
             timings: vec![
                 ("read", t_read),
                 ("model", t_model - t_read),
@@ -261,11 +274,17 @@ impl Builder {
                     if last.as_ref() != Some(&fp) || retry {
                         last_attempt = tokio::time::Instant::now();
                         let built = self.build().await;
-                        on_build(last_attempt.elapsed(), built.is_ok());
+                        on_build(
+                            last_attempt.elapsed(),
+                            built.as_ref().is_ok_and(|r| r.failures.is_empty()),
+                        );
                         match built {
                             Ok(r) => {
                                 for w in &r.warnings {
                                     tracing::warn!("{w}");
+                                }
+                                for f in &r.failures {
+                                    tracing::error!("{f}");
                                 }
                                 if !r.publish.written.is_empty() || !r.publish.removed.is_empty() {
                                     tracing::info!(
@@ -317,14 +336,12 @@ impl Builder {
                         continue;
                     }
                     match self.fetch_brand(&url).await {
-                        Some((path, bytes)) => {
+                        Ok((path, bytes)) => {
                             extra.insert(path.clone(), bytes);
                             *slot = Some(format!("../{path}"));
                         }
-                        None => {
-                            warnings.push(format!(
-                                "page {slug}: the {what} could not be fetched; the page is built without it"
-                            ));
+                        Err(cause) => {
+                            warnings.push(format!("page {slug}: the {what} is left out: {cause}"));
                             *slot = None;
                         }
                     }
@@ -343,79 +360,38 @@ impl Builder {
         extra
     }
 
-    async fn fetch_brand(&mut self, url: &str) -> Option<(String, Vec<u8>)> {
+    /// A logo or favicon as an asset path and bytes, or why not (never naming the URL,
+    /// which may carry credentials); fetched once per process.
+    async fn fetch_brand(&mut self, url: &str) -> Result<(String, Vec<u8>), String> {
         if let Some(hit) = self.brand_cache.get(url) {
             return hit.clone();
         }
-        let client = self
-            .http
-            .get_or_insert_with(|| {
-                reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap_or_default()
-            })
-            .clone();
-        let got = match fetch_image(&client, url).await {
-            Ok(got) => Some(got),
-            Err(e) => {
-                // The URL is not logged: it may carry credentials.
-                tracing::warn!("cannot fetch a page logo or favicon: {e}");
-                None
-            }
+        let got = match self.fetch_checked(url).await {
+            Ok((ext, bytes)) => Ok((brand::asset_path(&bytes, ext), bytes)),
+            Err(e) => Err(e.to_string()),
         };
         self.brand_cache.insert(url.to_string(), got.clone());
         got
     }
-}
 
-/// Why a logo or favicon was not fetched. Never names the URL, which may carry
-/// credentials.
-#[derive(Debug, thiserror::Error)]
-enum BrandError {
-    /// No answer, or the body could not be read.
-    #[error("unreachable: {0}")]
-    Unreachable(reqwest::Error),
-    /// An answer other than 2xx.
-    #[error("the server answered {0}")]
-    Status(reqwest::StatusCode),
-    /// Not one of the image types pages can show.
-    #[error("the server sent {0:?}, not an image")]
-    NotAnImage(String),
-    /// Larger than [`MAX_BRAND_BYTES`].
-    #[error("the image is larger than {MAX_BRAND_BYTES} bytes")]
-    TooLarge,
-}
-
-/// Fetch an image: its asset path (`assets/brand.<hash>.<ext>`) and bytes.
-async fn fetch_image(client: &reqwest::Client, url: &str) -> Result<(String, Vec<u8>), BrandError> {
-    let unreachable = |e: reqwest::Error| BrandError::Unreachable(e.without_url());
-    let resp = client.get(url).send().await.map_err(unreachable)?;
-    if !resp.status().is_success() {
-        return Err(BrandError::Status(resp.status()));
+    /// Download an image within [`brand::FetchLimits`] and make it publishable (an SVG is
+    /// rasterised on the blocking pool).
+    async fn fetch_checked(
+        &mut self,
+        url: &str,
+    ) -> Result<(&'static str, Vec<u8>), brand::BrandError> {
+        let client = match &self.http {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.brand_limits.client()?;
+                self.http = Some(c.clone());
+                c
+            }
+        };
+        let bytes = brand::download(&client, url).await?;
+        let svg = self.brand_svg.clone();
+        off_runtime(move || brand::publishable(bytes, &svg))
+            .await
+            .map_err(|e| brand::BrandError::Svg(e.to_string()))?
     }
-    let ctype = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let ext = match ctype.split(';').next().unwrap_or("").trim() {
-        "image/png" => "png",
-        "image/jpeg" => "jpg",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        "image/svg+xml" => "svg",
-        "image/x-icon" | "image/vnd.microsoft.icon" => "ico",
-        _ => return Err(BrandError::NotAnImage(ctype)),
-    };
-    let bytes = resp.bytes().await.map_err(unreachable)?;
-    if bytes.len() > MAX_BRAND_BYTES {
-        return Err(BrandError::TooLarge);
-    }
-    let digest = digest::hex(&Sha256::digest(&bytes));
-    Ok((
-        format!("assets/brand.{}.{ext}", &digest[..10]),
-        bytes.to_vec(),
-    ))
 }

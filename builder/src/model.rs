@@ -88,6 +88,50 @@ pub struct PageView {
 }
 
 impl PageView {
+    /// Drops from every text the page shows what [`crate::text::dropped`] names
+    /// (controls, bidirectional overrides, zero-width characters), so that pages, feeds,
+    /// badges and JSON display fields never carry them, whatever the agents wrote.
+    fn clean_text(&mut self) {
+        use crate::text::{clean, clean_opt};
+        clean(&mut self.title);
+        clean_opt(&mut self.description);
+        clean_opt(&mut self.branding.logo);
+        clean_opt(&mut self.branding.favicon);
+        for g in &mut self.groups {
+            clean(&mut g.name);
+            clean_opt(&mut g.description);
+            for m in &mut g.monitors {
+                clean(&mut m.display_name);
+                clean_opt(&mut m.description);
+                clean(&mut m.chart.label);
+                for l in &mut m.locations {
+                    clean(&mut l.agent);
+                }
+            }
+        }
+        for i in self
+            .active_incidents
+            .iter_mut()
+            .chain(self.past_incidents.iter_mut())
+        {
+            clean(&mut i.id);
+            clean(&mut i.monitor_name);
+            clean(&mut i.title);
+            clean_opt(&mut i.location);
+            for u in &mut i.updates {
+                clean(&mut u.message);
+            }
+        }
+        for mw in &mut self.maintenance {
+            clean(&mut mw.name);
+            clean_opt(&mut mw.description);
+        }
+        for s in &mut self.silences {
+            clean(&mut s.name);
+            clean_opt(&mut s.reason);
+        }
+    }
+
     /// Every monitor of the page, in display order.
     pub fn monitors(&self) -> impl Iterator<Item = &MonitorView> {
         self.groups.iter().flat_map(|g| g.monitors.iter())
@@ -433,7 +477,9 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
     }
     // Pages are independent: computed on all cores.
     let mut views = crate::par::par_map(&published, |page| {
-        page_view(page, &monitors, (&maintenance, &silences), now, &data_time)
+        let mut view = page_view(page, &monitors, (&maintenance, &silences), now, &data_time);
+        view.clean_text();
+        view
     });
     views.sort_by(|a, b| a.slug.cmp(&b.slug));
     Site {

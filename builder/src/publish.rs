@@ -489,6 +489,9 @@ fn progress(n: usize) -> Option<indicatif::ProgressBar> {
 
 /// The Content-Type of a site file, by extension.
 pub fn content_type(path: &str) -> &'static str {
+    if path == "_headers" {
+        return "text/plain; charset=utf-8";
+    }
     let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     match ext.to_ascii_lowercase().as_str() {
         "html" | "htm" => "text/html; charset=utf-8",

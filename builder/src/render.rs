@@ -6,7 +6,8 @@
 //! | path | what |
 //! |---|---|
 //! | `index.html` | the list of published pages |
-//! | `assets/<name>.<hash>.<ext>` | theme assets and fetched logos (cached for a year) |
+//! | `_headers` | security headers for hosts that read the file (Netlify, Cloudflare Pages) |
+//! | `assets/<name>.<hash>.<ext>` | theme assets, pages' accent stylesheets (`accent.<hash>.css`) and fetched logos (cached for a year) |
 //! | `<slug>/index.html` | a status page |
 //! | `<slug>/status.json` | the page as the spec's `GET /status/:slug` |
 //! | `<slug>/api/v2/summary.json` | Statuspage-compatible summary |
@@ -37,9 +38,9 @@ pub enum RenderError {
     /// A template failed.
     #[error(transparent)]
     Theme(#[from] ThemeError),
-    /// A part (label or message) of PNG badges could not be rasterised.
+    /// A part (label or message) of a PNG badge could not be rasterised.
     #[error("badge part: {0}")]
-    BadgePart(#[source] BadgeError),
+    BadgePart(String),
     /// A PNG badge could not be rendered.
     #[error("badge {badge}: {source}")]
     Badge {
@@ -98,7 +99,28 @@ impl Default for RenderOptions {
     }
 }
 
+/// The Content-Security-Policy the default theme's pages work under (no inline script or
+/// style, images only from the site or `data:`), as the `_headers` file gives it.
+pub const SITE_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
+script-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The `_headers` file (Netlify, Cloudflare Pages): the security headers a static host
+/// should send with every file of the site, since an object store cannot.
+fn headers_file() -> String {
+    format!(
+        "# Security headers for hosts that read this file (Netlify, Cloudflare Pages).\n\
+         # Elsewhere, set them on the CDN in front of the site.\n\
+         /*\n  Content-Security-Policy: {SITE_CSP}\n  X-Content-Type-Options: nosniff\n  \
+         X-Frame-Options: DENY\n  Referrer-Policy: no-referrer\n"
+    )
+}
+
 /// Every file of the site. `extra_assets` (fetched logos) are published as assets.
+///
+/// A part that cannot be rendered (a page with its feeds, a badge's PNG, the index) never
+/// stops the others: it goes to `failures`, naming the part and the cause, and what the
+/// output held of it before (`previous`) is kept as it was.
+#[allow(clippy::too_many_arguments)]
 pub fn render_site(
     site: &Site,
     theme: &Theme,
@@ -107,7 +129,8 @@ pub fn render_site(
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
-) -> Result<Vec<OutFile>, RenderError> {
+    failures: &mut Vec<String>,
+) -> Vec<OutFile> {
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     for a in theme.assets.values() {
@@ -126,20 +149,62 @@ pub fn render_site(
             keep: None,
         });
     }
+    // Each page's accent colour as a stylesheet of its own (pages carry no inline
+    // style), one per colour.
+    let mut accents: BTreeMap<&str, String> = BTreeMap::new();
+    for page in &site.pages {
+        let accent = page.branding.accent.as_str();
+        if !accents.contains_key(accent) {
+            let css = format!(":root {{ --accent: {accent}; }}\n");
+            let path = crate::theme::hashed_name("accent.css", css.as_bytes());
+            out.push(OutFile {
+                path: path.clone(),
+                bytes: css.into_bytes(),
+                stage: Stage::Asset,
+                keep: None,
+            });
+            accents.insert(accent, path);
+        }
+    }
+    out.push(file("_headers".into(), headers_file(), Stage::Data));
     let assets = theme.asset_paths();
     let assets_value = template_value(&assets);
     // Pages, feeds and page JSON on all cores, one page per task.
     let rendered = par_map(&site.pages, |page| {
-        render_page(page, site, theme, opts, &assets_value)
+        let accent_css = accents
+            .get(page.branding.accent.as_str())
+            .map(String::as_str)
+            .unwrap_or_default();
+        render_page(page, site, theme, opts, &assets_value, accent_css)
     });
     let mut uptime_written = std::collections::BTreeSet::new();
     let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
     let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
     for (page, r) in site.pages.iter().zip(rendered) {
-        let (files, page_badges, page_value) = r?;
-        out.extend(files);
-        badge_jobs.extend(page_badges);
-        page_values.push(page_value);
+        match r {
+            Ok((files, page_badges, page_value)) => {
+                out.extend(files);
+                badge_jobs.extend(page_badges);
+                page_values.push(page_value);
+            }
+            Err(e) => {
+                let prefix = format!("{}/", page.slug);
+                let kept = keep_previous(previous, |p| p.starts_with(&prefix));
+                failures.push(format!(
+                    "page {}: {e}; {}",
+                    page.slug,
+                    if kept.is_empty() {
+                        "it is not published"
+                    } else {
+                        "its previously published files are kept"
+                    }
+                ));
+                if previous.contains_key(&format!("{prefix}index.html")) {
+                    page_values.push(template_value(page));
+                }
+                out.extend(kept);
+            }
+        }
         for m in page.monitors() {
             if uptime_written.insert(m.key.clone()) {
                 let all: Vec<_> = [1u32, 7, 30, 90]
@@ -162,7 +227,14 @@ pub fn render_site(
 
     timings.push(("pages", started.elapsed()));
     let started = std::time::Instant::now();
-    out.extend(render_badges(badges, &badge_jobs, opts, previous, timings)?);
+    out.extend(render_badges(
+        badges,
+        &badge_jobs,
+        opts,
+        previous,
+        timings,
+        failures,
+    ));
     timings.push(("badges", started.elapsed()));
 
     // The index gets the pages as the template values already built for them.
@@ -173,12 +245,43 @@ pub fn render_site(
         data_time => &site.data_time,
         stale_after_seconds => opts.stale_after_seconds,
     };
-    out.push(file(
-        "index.html".into(),
-        theme.render("index.html", index_ctx)?,
-        Stage::Index,
-    ));
-    Ok(out)
+    match theme.render("index.html", index_ctx) {
+        Ok(html) => out.push(file("index.html".into(), html, Stage::Index)),
+        Err(e) => {
+            let kept = keep_previous(previous, |p| p == "index.html");
+            failures.push(format!(
+                "index.html: {e}; {}",
+                if kept.is_empty() {
+                    "it is not published"
+                } else {
+                    "the previously published index is kept"
+                }
+            ));
+            out.extend(kept);
+        }
+    }
+    out
+}
+
+/// The files of the previous build whose paths `which` selects, kept as they are.
+fn keep_previous(
+    previous: &BTreeMap<String, String>,
+    which: impl Fn(&str) -> bool,
+) -> Vec<OutFile> {
+    previous
+        .iter()
+        .filter(|(p, _)| which(p))
+        .map(|(p, h)| OutFile {
+            path: p.clone(),
+            bytes: Vec::new(),
+            stage: if p.ends_with(".html") {
+                Stage::Page
+            } else {
+                Stage::Data
+            },
+            keep: Some(h.clone()),
+        })
+        .collect()
 }
 
 /// What one page contributes: its files (page, feeds, page JSON), its badges to
@@ -191,6 +294,7 @@ fn render_page(
     theme: &Theme,
     opts: &RenderOptions,
     assets_value: &Value,
+    accent_css: &str,
 ) -> Result<PageOutput, RenderError> {
     let mut files = Vec::new();
     let mut page_badges = Vec::new();
@@ -207,6 +311,7 @@ fn render_page(
         feed_rss => "feed.rss",
         feed_atom => "feed.atom",
         badge_base => if page.badges.is_some() { "badges/" } else { "" },
+        accent_css => accent_css,
     };
     let html = theme.render("page.html", ctx)?;
     files.push(file(format!("{base}index.html"), html, Stage::Page));
@@ -264,10 +369,12 @@ fn render_page(
     Ok((files, page_badges, page_value))
 }
 
+/// A rendered document as a file, without the characters XML forbids
+/// ([`crate::text::xml_safe`]) whatever the theme wrote.
 fn file(path: String, text: String, stage: Stage) -> OutFile {
     OutFile {
         path,
-        bytes: text.into_bytes(),
+        bytes: crate::text::xml_safe(text).into_bytes(),
         stage,
         keep: None,
     }
@@ -301,7 +408,8 @@ fn render_badges(
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
-) -> Result<Vec<OutFile>, RenderError> {
+    failures: &mut Vec<String>,
+) -> Vec<OutFile> {
     let started = std::time::Instant::now();
     type Key = (String, String, String);
     // SVG and shields JSON of every badge, on all cores.
@@ -312,7 +420,10 @@ fn render_badges(
             .then(|| hex(&sha2::Sha256::digest(svg.as_bytes())));
         (
             svg,
-            json_file(format!("{stem}.json"), &shields_endpoint_json(badge)),
+            json_file(
+                format!("{stem}.json"),
+                &shields_endpoint_json(&renderer.fitted(badge)),
+            ),
             svg_hash,
         )
     });
@@ -351,7 +462,7 @@ fn render_badges(
         out.push(file(svg_path, svg, Stage::Data));
     }
     if wanted.is_empty() {
-        return Ok(out);
+        return out;
     }
 
     timings.push(("badge svg", started.elapsed()));
@@ -374,32 +485,27 @@ fn render_badges(
             })
         })
         .collect();
-    let rasters: Vec<Result<BadgePart, RenderError>> = par_map(&parts, |svg| {
-        renderer
-            .raster_part(svg, PNG_SCALE)
-            .map_err(RenderError::BadgePart)
-    });
-    let mut rasters_ok = Vec::with_capacity(rasters.len());
-    for r in rasters {
-        rasters_ok.push(r?);
-    }
+    let rasters: Vec<Result<BadgePart, BadgeError>> =
+        par_map(&parts, |svg| renderer.raster_part(svg, PNG_SCALE));
     timings.push(("badge parts", started.elapsed()));
     let started = std::time::Instant::now();
     let indices: Vec<usize> = (0..todo.len()).collect();
     let pngs: Vec<Result<Vec<u8>, RenderError>> = par_map(&indices, |&i| {
         let badge = todo[i];
-        let joined = halves[i].map(|[l, m]| compose_png(&rasters_ok[l], &rasters_ok[m]));
-        joined
-            .unwrap_or_else(|| renderer.png_whole(badge, PNG_SCALE))
-            .map_err(|source| RenderError::Badge {
-                badge: format!("{badge:?}"),
-                source,
-            })
+        match halves[i] {
+            Some([l, m]) => match (&rasters[l], &rasters[m]) {
+                (Ok(l), Ok(m)) => compose_png(l, m),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(RenderError::BadgePart(e.to_string()));
+                }
+            },
+            None => renderer.png_whole(badge, PNG_SCALE),
+        }
+        .map_err(|source| RenderError::Badge {
+            badge: format!("{badge:?}"),
+            source,
+        })
     });
-    let mut pngs_ok = Vec::with_capacity(pngs.len());
-    for p in pngs {
-        pngs_ok.push(p?);
-    }
     timings.push(("badge png", started.elapsed()));
     tracing::debug!(
         pictures = todo.len(),
@@ -407,15 +513,40 @@ fn render_badges(
         files = wanted.len(),
         "badges rasterised"
     );
-    for (stem, i) in wanted {
-        out.push(OutFile {
-            path: format!("{stem}.png"),
-            bytes: pngs_ok[i].clone(),
-            stage: Stage::Data,
-            keep: None,
-        });
+    // A picture that failed is reported once, with how many files show it; their
+    // previous PNGs are kept.
+    let mut reported = vec![false; todo.len()];
+    let mut failed_files = vec![0usize; todo.len()];
+    for (_, i) in &wanted {
+        if pngs[*i].is_err() {
+            failed_files[*i] += 1;
+        }
     }
-    Ok(out)
+    for (stem, i) in wanted {
+        let png_path = format!("{stem}.png");
+        match &pngs[i] {
+            Ok(bytes) => out.push(OutFile {
+                path: png_path,
+                bytes: bytes.clone(),
+                stage: Stage::Data,
+                keep: None,
+            }),
+            Err(e) => {
+                if !reported[i] {
+                    reported[i] = true;
+                    failures.push(format!(
+                        "badge {png_path}{}: {e}; previously published PNGs are kept",
+                        match failed_files[i] {
+                            1 => String::new(),
+                            n => format!(" (and {} more with the same picture)", n - 1),
+                        }
+                    ));
+                }
+                out.extend(keep_previous(previous, |p| p == png_path));
+            }
+        }
+    }
+    out
 }
 
 /// PNG badges are rendered at twice the SVG size, for high-density screens.

@@ -57,6 +57,9 @@ pub(super) async fn build_cmd(b: BuildArgs) -> ExitCode {
             for w in &r.warnings {
                 eprintln!("warning: {w}");
             }
+            for f in &r.failures {
+                eprintln!("error: {f}");
+            }
             println!(
                 "built {} in {}: {} written, {} unchanged, {} removed",
                 plural(r.pages, "page"),
@@ -65,7 +68,13 @@ pub(super) async fn build_cmd(b: BuildArgs) -> ExitCode {
                 r.publish.unchanged,
                 r.publish.removed.len()
             );
-            ExitCode::SUCCESS
+            // Everything else is published; a part that could not be rendered still
+            // needs its operator.
+            if r.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("kubekuma build: {e:#}");

@@ -803,3 +803,36 @@ fn png_of_the_raster_form_looks_like_the_svg() {
         .count();
     assert!(off * 100 > a.pixels().len(), "{off}");
 }
+
+/// A label or message wider than `MAX_TEXT_WIDTH` ends in `…` at the longest beginning
+/// that fits; shorter ones are drawn whole; the SVG, PNG and shields JSON agree.
+#[test]
+fn long_texts_end_in_an_ellipsis_within_the_width_limit() {
+    use crate::badge::MAX_TEXT_WIDTH;
+    let r = &*RENDERER;
+    for n in [1usize, 20, 29, 30, 31, 60, 550] {
+        let label = "Wi ".repeat(n);
+        let fitted = r.fitted(&Badge::new(label.clone(), "up", BadgeColor::Green));
+        let width = r.text_width(&fitted.label, 11.0);
+        assert!(width <= MAX_TEXT_WIDTH, "{n}: {width}");
+        if r.text_width(label.trim_end(), 11.0) <= MAX_TEXT_WIDTH {
+            assert_eq!(fitted.label, label.trim_end());
+            continue;
+        }
+        let kept = fitted.label.strip_suffix('\u{2026}').unwrap();
+        assert!(label.starts_with(kept) && !kept.ends_with(' '), "{kept:?}");
+        // One more character would not fit.
+        let more: String = label.chars().take(kept.chars().count() + 2).collect();
+        assert!(r.text_width(&format!("{}\u{2026}", more.trim_end()), 11.0) > MAX_TEXT_WIDTH);
+        let svg = r.svg(&Badge::new(label.clone(), "up", BadgeColor::Green));
+        assert!(svg.contains(&format!(">{kept}\u{2026}</text>")), "{svg}");
+        let png = r
+            .png_by_parts(&Badge::new(label, "up", BadgeColor::Green), 2.0)
+            .unwrap();
+        let tree = usvg::Tree::from_str(&svg, &USVG_OPTIONS).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(png[16..20].try_into().unwrap()),
+            (tree.size().width() * 2.0).ceil() as u32
+        );
+    }
+}

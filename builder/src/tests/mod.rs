@@ -4,4 +4,5 @@
 
 mod badges;
 mod common;
+mod hardening;
 mod site;

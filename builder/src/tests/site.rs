@@ -301,7 +301,7 @@ async fn a_broken_object_is_reported_and_the_rest_is_built() {
     );
 }
 
-fn copy_default_theme(to: &std::path::Path) {
+pub(super) fn copy_default_theme(to: &std::path::Path) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes/default");
     for sub in ["templates", "static"] {
         std::fs::create_dir_all(to.join(sub)).unwrap();
@@ -327,14 +327,14 @@ async fn themes_run_with_strict_undefined_variables() {
     let src = memory();
     write_agent(&src, "eu-1", false).await;
     let out = memory();
-    let err = Builder::new(src, out, theme, options())
+    let report = Builder::new(src, out, theme, options())
         .unwrap()
         .build()
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap();
+    let err = report.failures.join("\n");
     assert!(
-        err.contains("page.html") && err.contains("undefined"),
+        err.contains("page status:") && err.contains("page.html") && err.contains("undefined"),
         "{err}"
     );
 }
