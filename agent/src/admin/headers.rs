@@ -2,8 +2,8 @@
 //! files, twins, push, health, metrics): `X-Content-Type-Options: nosniff`,
 //! `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and a `Content-Security-Policy`
 //! chosen by the response's type: HTML pages of the site get what the default theme needs
-//! (its own scripts and style sheets, inline `<style>` for the accent colour, images of
-//! the site or `data:`), everything else (JSON, SVG, feeds, images, metrics) gets
+//! (its own scripts and style sheets, images of the site or `data:`; no inline script or
+//! style, the builder's own policy `SITE_CSP`), everything else (JSON, SVG, feeds, images, metrics) gets
 //! `default-src 'none'` in a sandbox, so that no served file can run a script on the
 //! agent's origin, where the admin API lives. A `Location` that a browser would read as
 //! another host (`//host`, `/\host`) never leaves the listener.
@@ -11,10 +11,10 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
-/// The policy of HTML pages: the default theme loads `page.js` and `style.css` from the
-/// site, sets its accent colour in an inline `<style>` and shows logos and badges of the
-/// site (or `data:` URLs). No plugins, no `<base>`, no framing.
-pub const HTML_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The policy of HTML pages: the default theme loads `page.js`, `style.css` and its
+/// accent colour's style sheet from the site and shows logos and badges of the site (or
+/// `data:` URLs). No inline script or style, no plugins, no `<base>`, no framing.
+pub const HTML_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The policy of everything that is not an HTML page: nothing may load or run, and a
 /// document opened directly (an SVG, say) runs in a sandbox of its own origin. Inline
