@@ -178,6 +178,12 @@ impl Api {
         self
     }
 
+    /// The dynamic twins' shared state (its count of model computations, for tests and
+    /// benchmarks).
+    pub fn twins(&self) -> &routes::twins::Twins {
+        &self.twins
+    }
+
     /// Use this limiter for unknown push tokens.
     pub fn with_limiter(mut self, limiter: UnknownTokenLimiter) -> Self {
         self.limiter = Mutex::new(limiter);

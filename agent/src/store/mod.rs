@@ -497,6 +497,12 @@ impl Store {
         self.inner.stats.heartbeats.load(Ordering::Relaxed)
     }
 
+    /// Writes run since the store was opened (heartbeat batches and every other write):
+    /// equal counts mean the data did not change in between.
+    pub fn write_count(&self) -> u64 {
+        self.inner.stats.writes.load(Ordering::SeqCst)
+    }
+
     /// Heartbeat batches (transactions) committed since the store was opened.
     pub fn heartbeat_batches(&self) -> u64 {
         self.inner.stats.batches.load(Ordering::Relaxed)

@@ -39,6 +39,8 @@ pub(crate) enum Command {
 pub(crate) struct WriterStats {
     pub(crate) heartbeats: AtomicU64,
     pub(crate) batches: AtomicU64,
+    /// Writes run (heartbeat batches and jobs): what readers compare to see a change.
+    pub(crate) writes: AtomicU64,
 }
 
 /// The writer loop; returns when every sender is gone or on [`Command::Close`].
@@ -98,6 +100,7 @@ pub(crate) fn run(
                 if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
                     tracing::error!(database = %queue.label, "store write job panicked");
                 }
+                queue.stats.writes.fetch_add(1, Ordering::SeqCst);
             }
             Command::Close(reply) => {
                 queue.commit(&mut conn);
@@ -130,6 +133,7 @@ impl Queue {
                 let n = u64::try_from(self.batch.len()).unwrap_or(u64::MAX);
                 self.stats.heartbeats.fetch_add(n, Ordering::Relaxed);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.writes.fetch_add(1, Ordering::SeqCst);
             }
             Err(e) => {
                 tracing::error!(
