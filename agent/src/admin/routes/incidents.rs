@@ -173,6 +173,9 @@ pub async fn acknowledge(call: &Call<'_>) -> Result<Reply, ApiError> {
         None
     } else {
         let body: AckBody = call.json()?;
+        if let Some(n) = &body.note {
+            check_text("note", n, usize::MAX)?;
+        }
         body.note
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
@@ -213,6 +216,8 @@ struct UpdateBody {
 pub async fn add_update(call: &Call<'_>) -> Result<Reply, ApiError> {
     let i = visible(call).await?;
     let body: UpdateBody = call.json()?;
+    // Checked before trimming: U+0085 and other controls count as white space there.
+    check_text("message", &body.message, usize::MAX)?;
     let message = body.message.trim();
     if message.is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
