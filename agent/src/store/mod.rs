@@ -288,6 +288,34 @@ fn open_reader(target: &Target) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Whether SQLite's error says the database (file, folder or disk) cannot be written.
+fn unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::PermissionDenied
+        )
+    )
+}
+
+/// The error of opening the database at `path`: [`StoreError::NotWritable`] when it
+/// cannot be written, else [`StoreError::Open`].
+fn open_error(path: &str, source: rusqlite::Error) -> StoreError {
+    if unwritable(&source) {
+        StoreError::NotWritable {
+            path: path.to_string(),
+            cause: source.to_string(),
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
 /// Fail fast on a database that cannot be written (a read-only file, folder or disk):
 /// commit a real write (a table created and dropped in one transaction).
 fn probe_write(conn: &mut Connection) -> Result<(), String> {
@@ -351,10 +379,7 @@ impl Store {
                         | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .and_then(|c| configure_writer(c, true, &label))
-                .map_err(|source| StoreError::Open {
-                    path: label.clone(),
-                    source,
-                })?;
+                .map_err(|source| open_error(&label, source))?;
                 (label, Target::File(path), conn)
             }
             DatabaseLocation::Memory => {
@@ -382,6 +407,12 @@ impl Store {
                 found,
                 known,
             },
+            migrations::MigrateError::Sql { source, .. } if unwritable(&source) => {
+                StoreError::NotWritable {
+                    path: label.clone(),
+                    cause: source.to_string(),
+                }
+            }
             migrations::MigrateError::Sql { version, source } => StoreError::Migration {
                 path: label.clone(),
                 version,
