@@ -515,7 +515,7 @@ pub async fn run_twins_bench(b: TwinsBench) -> Result<String, BenchError> {
                 let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
                 for j in 0..(n / 100).max(1) {
                     let i = (round as usize * 7919 + j * 101) % n.max(1);
-                    let up = round % 2 == 0;
+                    let up = round.is_multiple_of(2);
                     if let Some(m) = l.monitors.get_mut(&ObjKey::new("bench", &format!("m{i}"))) {
                         m.tracker.base = if up {
                             MonitorState::Up
