@@ -1,7 +1,9 @@
 //! `kubekuma bench agent`: N HTTP monitors against a local target server in a child
 //! process, through the real scheduler, checker, state machine and SQLite store.
 //! Reports checks/s achieved vs scheduled, schedule lateness, CPU per 1,000 checks,
-//! peak RSS and bytes on disk per stored heartbeat.
+//! peak RSS and bytes on disk per stored heartbeat. `kubekuma bench twins`: the public
+//! twins of N monitors through the real listener under concurrent clients from a cold
+//! start, with periodic state changes.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -128,6 +130,15 @@ pub enum BenchError {
     /// A generated monitor did not pass the catalog's rules.
     #[error("generated monitor: {0}")]
     Plan(#[from] PlanError),
+    /// The generated catalog did not load.
+    #[error("generated catalog: {0}")]
+    Catalog(String),
+    /// The listener could not start.
+    #[error("cannot start the listener: {0}")]
+    Listen(std::io::Error),
+    /// The session configuration failed.
+    #[error(transparent)]
+    Auth(#[from] crate::admin::auth::ConfigError),
 }
 
 fn start_target() -> Result<(TargetProcess, u16), BenchError> {
@@ -362,4 +373,291 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// Parameters of `kubekuma bench twins`.
+#[derive(Clone, Debug)]
+pub struct TwinsBench {
+    /// Monitors, all on one published page with per-monitor badges.
+    pub monitors: usize,
+    /// Concurrent clients, one keep-alive connection each.
+    pub clients: usize,
+    /// Measured seconds, from the start.
+    pub duration: u64,
+    /// Milliseconds between state changes (1% of the monitors each); 0 for none.
+    pub change_every_ms: u64,
+}
+
+/// The benchmark's manifests: `n` tcp monitors and a page showing them all.
+fn twins_manifests(n: usize) -> String {
+    let mut y = String::with_capacity(n * 200);
+    for i in 0..n {
+        y.push_str(&format!(
+            "---\napiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {{name: m{i}, namespace: bench}}\n\
+             spec:\n  type: tcp\n  schedule: {{intervalSeconds: 60}}\n  target:\n    tcp: {{host: 127.0.0.1, port: 9}}\n"
+        ));
+    }
+    y.push_str(
+        "---\napiVersion: monitoring.kubekuma.io/v1\nkind: StatusPage\nmetadata: {name: bench, namespace: bench}\n\
+         spec:\n  slug: bench\n  title: Bench\n  published: true\n  badges: {enabled: true, scope: all}\n  groups:\n    - name: All\n      monitors:\n",
+    );
+    for i in 0..n {
+        y.push_str(&format!("        - ref: {{name: m{i}}}\n"));
+    }
+    y
+}
+
+/// Latencies (µs) of finished requests, by outcome.
+#[derive(Default)]
+struct Samples {
+    ok: Vec<u64>,
+    busy: Vec<u64>,
+    other: Vec<u64>,
+    failed: u64,
+}
+
+/// Run the twins benchmark and print its report.
+pub async fn run_twins_bench(b: TwinsBench) -> Result<String, BenchError> {
+    use crate::admin::auth::{Auth, AuthConfig};
+    use crate::admin::{AdminContext, Api, Health};
+    use crate::state::live::LiveMonitor;
+    use chrono::Utc;
+    use kubekuma_crds::MonitorState;
+    use kubekuma_crds::results::Heartbeat;
+
+    let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
+    let folder = dir.path().join("manifests");
+    std::fs::create_dir_all(&folder).map_err(BenchError::TempDir)?;
+    std::fs::write(folder.join("all.yaml"), twins_manifests(b.monitors))
+        .map_err(BenchError::TempDir)?;
+    let t_load = Instant::now();
+    let built = crate::catalog::folder::FolderCatalog::new(vec![folder]).load();
+    if let Some(f) = built
+        .findings
+        .iter()
+        .find(|f| f.severity == crate::catalog::Severity::Error)
+    {
+        return Err(BenchError::Catalog(f.to_string()));
+    }
+    let load_s = t_load.elapsed().as_secs_f64();
+    let snapshot = Arc::new(built.snapshot);
+    let (catalog_tx, catalog) = tokio::sync::watch::channel(snapshot.clone());
+
+    // History: a heartbeat an hour over the last six hours of every monitor, and every
+    // monitor up in the live view.
+    let store = Store::open(&dir.path().join("bench.db"))?;
+    let now = Utc::now();
+    let live = Arc::new(Mutex::new(Live::default()));
+    let beat = |i: usize, t: chrono::DateTime<Utc>, up: bool| Heartbeat {
+        namespace: "bench".into(),
+        name: format!("m{i}"),
+        state: if up {
+            MonitorState::Up
+        } else {
+            MonitorState::Down
+        },
+        latency_ms: Some(5.0 + (i % 50) as f64),
+        reason: (!up).then_some(FailureReason::Timeout),
+        message: None,
+        checked_at: t,
+        attempts: 1,
+    };
+    {
+        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..b.monitors {
+            for h in 0..6 {
+                store.record_heartbeat(beat(i, now - chrono::Duration::hours(h), true))?;
+            }
+            let mut m = LiveMonitor::default();
+            m.tracker.base = MonitorState::Up;
+            m.checked_at = Some(now);
+            m.latency_ms = Some(5.0);
+            l.monitors.insert(ObjKey::new("bench", &format!("m{i}")), m);
+        }
+    }
+    store.flush().await?;
+
+    let config = AuthConfig::load(
+        Some("bench-session-secret-0123456789abcdef0123456789"),
+        dir.path(),
+    )?;
+    let auth = Arc::new(Auth::new(config, store.clone(), catalog.clone()));
+    let health = Arc::new(Health::default());
+    health.set_ready(true);
+    let api = Arc::new(Api::new(health).with_admin(AdminContext {
+        store: store.clone(),
+        live: live.clone(),
+        catalog,
+        auth,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    }));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (addr, server) = crate::admin::serve("127.0.0.1:0", api.clone(), stop_rx)
+        .await
+        .map_err(BenchError::Listen)?;
+    let base = format!("http://{addr}");
+
+    let until = Instant::now() + Duration::from_secs(b.duration);
+    // State changes: 1% of the monitors flip (live view and a heartbeat each).
+    let changer = {
+        let (store, live, n, every) = (store.clone(), live.clone(), b.monitors, b.change_every_ms);
+        tokio::spawn(async move {
+            if every == 0 {
+                return 0u64;
+            }
+            let mut round = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(every));
+            tick.tick().await;
+            while Instant::now() < until {
+                tick.tick().await;
+                round += 1;
+                let t = Utc::now();
+                let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+                for j in 0..(n / 100).max(1) {
+                    let i = (round as usize * 7919 + j * 101) % n.max(1);
+                    let up = round.is_multiple_of(2);
+                    if let Some(m) = l.monitors.get_mut(&ObjKey::new("bench", &format!("m{i}"))) {
+                        m.tracker.base = if up {
+                            MonitorState::Up
+                        } else {
+                            MonitorState::Down
+                        };
+                        m.checked_at = Some(t);
+                    }
+                    let _ = store.record_heartbeat(beat(i, t, up));
+                }
+            }
+            round
+        })
+    };
+    // /health every 100 ms: does the listener keep answering?
+    let prober = {
+        let url = format!("{base}/health");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut lat = Vec::new();
+            let mut failed = 0u64;
+            while Instant::now() < until {
+                let t = Instant::now();
+                match client
+                    .get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => lat.push(t.elapsed().as_micros() as u64),
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (lat, failed)
+        })
+    };
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let t0 = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..b.clients {
+        let (base, samples, n) = (base.clone(), samples.clone(), b.monitors.max(1));
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap_or_default();
+            let mut k = c;
+            while Instant::now() < until {
+                k += b_stride();
+                let m = k % n;
+                let path = match k % 3 {
+                    0 => "/status/bench".to_string(),
+                    1 => format!("/badge/bench/bench/m{m}"),
+                    _ => format!("/uptime/bench/m{m}?days=30"),
+                };
+                let t = Instant::now();
+                let left = until.saturating_duration_since(t);
+                let r = client
+                    .get(format!("{base}{path}"))
+                    .timeout(left.max(Duration::from_millis(1)))
+                    .send()
+                    .await;
+                let status = match r {
+                    Ok(r) => {
+                        let s = r.status();
+                        match r.bytes().await {
+                            Ok(_) => Some(s),
+                            Err(_) => None,
+                        }
+                    }
+                    Err(_) => None,
+                };
+                let us = t.elapsed().as_micros() as u64;
+                let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+                match status {
+                    Some(st) if st.is_success() => s.ok.push(us),
+                    Some(st) if st.as_u16() == 503 => s.busy.push(us),
+                    Some(_) => s.other.push(us),
+                    None => s.failed += 1,
+                }
+            }
+        }));
+    }
+    for c in clients {
+        let _ = c.await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let rounds = changer.await.unwrap_or(0);
+    let (mut health_lat, health_failed) = prober.await.unwrap_or_default();
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = catalog_tx;
+    let s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut all: Vec<u64> =
+        s.ok.iter()
+            .chain(&s.busy)
+            .chain(&s.other)
+            .copied()
+            .collect();
+    all.sort_unstable();
+    let mut ok = s.ok.clone();
+    ok.sort_unstable();
+    health_lat.sort_unstable();
+    Ok(format!(
+        "monitors {}  clients {}  measured {:.1} s from a cold start  catalog loaded in {:.1} s\n\
+         state changes: {} rounds of {} monitors every {} ms\n\
+         completed requests {} ({:.0}/s): 200 {}, 503 busy {}, other {}; failed (no answer within the run) {}\n\
+         latency all  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
+         latency 200  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
+         model computations {}\n\
+         /health during the run: {} answered, {} failed; p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        b.monitors,
+        b.clients,
+        elapsed,
+        load_s,
+        rounds,
+        (b.monitors / 100).max(1),
+        b.change_every_ms,
+        all.len(),
+        all.len() as f64 / elapsed,
+        s.ok.len(),
+        s.busy.len(),
+        s.other.len(),
+        s.failed,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        percentile(&all, 1.0),
+        percentile(&ok, 0.50),
+        percentile(&ok, 0.99),
+        percentile(&ok, 1.0),
+        api.twins().computations(),
+        health_lat.len(),
+        health_failed,
+        percentile(&health_lat, 0.50),
+        percentile(&health_lat, 0.99),
+        percentile(&health_lat, 1.0),
+    ))
+}
+
+/// How far a client moves through the monitors between requests (a prime, so clients
+/// spread over monitors and routes).
+const fn b_stride() -> usize {
+    13
 }

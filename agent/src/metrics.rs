@@ -12,6 +12,12 @@
 //! | `kubekuma_build_duration_seconds` (histogram) | — |
 //! | `kubekuma_monitors` (gauge) | `state` |
 //! | `kubekuma_certificate_days_left` (gauge) | `namespace`, `name` |
+//!
+//! A reader confined to some namespaces (a principal outside the home namespace) gets
+//! [`Metrics::render_scoped`] instead: only `kubekuma_monitors` by `namespace` and
+//! `state` and `kubekuma_certificate_days_left`, both for the namespaces it sees; the
+//! agent-wide counters (checks, deliveries, builds) add up every namespace and are left
+//! out.
 
 use std::sync::Mutex;
 
@@ -156,6 +162,69 @@ impl Metrics {
             .get_or_create(&vec![("result", result.to_string())])
             .inc();
         self.build_seconds.observe(seconds.max(0.0));
+    }
+
+    /// The exposition for a reader confined to the namespaces `sees` accepts: monitors by
+    /// namespace and state, and certificate days left, of those namespaces only (a
+    /// namespace it sees without monitors has its zeros); nothing that adds up other
+    /// namespaces.
+    pub fn render_scoped(
+        &self,
+        snapshot: &Snapshot,
+        live: &Live,
+        sees: &dyn Fn(&str) -> bool,
+    ) -> String {
+        let mut registry = Registry::default();
+        let monitors = Family::<Labels, Gauge>::default();
+        let cert_days = Family::<Labels, Gauge>::default();
+        registry.register(
+            "kubekuma_monitors",
+            "Monitors of the catalog by namespace and current state",
+            monitors.clone(),
+        );
+        registry.register(
+            "kubekuma_certificate_days_left",
+            "Days until the TLS certificate seen by the last check expires",
+            cert_days.clone(),
+        );
+        let mut counts: std::collections::BTreeMap<&str, [i64; STATES.len()]> =
+            std::collections::BTreeMap::new();
+        for (key, m) in snapshot.monitors.iter().filter(|(k, _)| sees(&k.namespace)) {
+            let lm = live.monitors.get(key);
+            let state = if !m.spec.is_enabled() {
+                MonitorState::Paused
+            } else {
+                lm.map(|l| l.tracker.shown())
+                    .unwrap_or(MonitorState::Pending)
+            };
+            let c = counts.entry(key.namespace.as_str()).or_default();
+            if let Some(i) = STATES.iter().position(|s| *s == state) {
+                c[i] += 1;
+            }
+            if let Some(cert) = lm.and_then(|l| l.cert.as_ref()) {
+                cert_days
+                    .get_or_create(&vec![
+                        ("namespace", key.namespace.clone()),
+                        ("name", key.name.clone()),
+                    ])
+                    .set(cert.days_left);
+            }
+        }
+        for (ns, c) in counts {
+            for (state, n) in STATES.iter().zip(c) {
+                monitors
+                    .get_or_create(&vec![
+                        ("namespace", ns.to_string()),
+                        ("state", state.as_str().to_string()),
+                    ])
+                    .set(n);
+            }
+        }
+        let mut out = String::new();
+        if encode(&mut out, &registry).is_err() {
+            out = "# EOF\n".into();
+        }
+        out
     }
 
     /// The exposition ([`CONTENT_TYPE`]): counters and histograms so far, gauges from the

@@ -160,6 +160,7 @@ pub async fn run_with(
     let mut synced = Synced::default();
     apply_catalog(&parts, &scheduler, &first, role.now, &mut synced).await;
     parts.health.set_ready(true);
+    let store_watch = watch_store(&parts, shutdown.clone());
 
     let (alerter, worker) = start_alerting(&parts, shutdown.clone()).await?;
     let processor = start_processor(&parts, &scheduler, &alerter, done_rx);
@@ -184,6 +185,7 @@ pub async fn run_with(
     main.run(opts.flush_interval, shutdown).await;
     main.stop().await;
     processor.abort();
+    store_watch.abort();
     // Pending deliveries stay in the outbox for the next start.
     worker.abort();
     if let Some(w) = status_writer {
@@ -228,7 +230,29 @@ impl Parts {
     }
 }
 
-/// Step: the data folder and SQLite.
+/// How often readiness looks at the store's writer.
+const STORE_WATCH: Duration = Duration::from_secs(1);
+
+/// Readiness follows the store: while heartbeats cannot be committed (the database
+/// became read-only, the disk is full), `/ready` answers 503 with the reason; the writer
+/// keeps and retries them meanwhile and logs the failure.
+fn watch_store(parts: &Parts, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    let (store, health) = (parts.store.clone(), parts.health.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORE_WATCH);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => health.set_problem(store.write_failure()),
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+            }
+        }
+    })
+}
+
+/// Step: the data folder and SQLite, which must be writable (a write is probed: a
+/// read-only database fails the start with its path and cause).
 fn open_store(opts: &AgentOptions) -> Result<Store, RunError> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|source| RunError::DataDir {
         path: opts.data_dir.display().to_string(),

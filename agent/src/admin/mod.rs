@@ -58,12 +58,20 @@ pub struct Health {
     pub ready: AtomicBool,
     /// With leader election: 1 while this replica leads, 2 while it stands by; 0 without.
     role: std::sync::atomic::AtomicU8,
+    /// What keeps the agent from being ready although it runs (the store not writable).
+    problem: Mutex<Option<String>>,
 }
 
 impl Health {
     /// Mark the agent ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Record what keeps a running agent from being ready (`None`: nothing); `/ready`
+    /// answers 503 with it as `reason`.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
     /// Record this replica's role in leader election (`/ready` reports it).
@@ -108,8 +116,16 @@ pub fn handle<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
             // A standby is ready too (it holds the catalog and takes over when the leader
             // goes); the role says which one records checks. The Service routes to the
             // leader by the role label on its Pod (`cluster::role`).
-            let ready = health.ready.load(Ordering::SeqCst);
+            let problem = health
+                .problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let ready = health.ready.load(Ordering::SeqCst) && problem.is_none();
             let mut body = serde_json::json!({"ready": ready, "timestamp": now});
+            if let Some(reason) = problem {
+                body["reason"] = reason.into();
+            }
             if let Some(role) = health.role() {
                 body["role"] = role.into();
             }
@@ -175,6 +191,12 @@ impl Api {
     pub fn with_push(mut self, hub: Arc<PushHub>) -> Self {
         self.push = Some(hub);
         self
+    }
+
+    /// The dynamic twins' shared state (its count of model computations, for tests and
+    /// benchmarks).
+    pub fn twins(&self) -> &routes::twins::Twins {
+        &self.twins
     }
 
     /// Use this limiter for unknown push tokens.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::BenchCommand;
 
-/// `kubekuma bench agent|build|target`: the report on stdout.
+/// `kubekuma bench agent|twins|build|target`: the report on stdout.
 pub(super) async fn bench(what: BenchCommand) -> ExitCode {
     match what {
         BenchCommand::Target { listen } => match crate::bench::serve_target(&listen).await {
@@ -31,6 +31,29 @@ pub(super) async fn bench(what: BenchCommand) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("kubekuma bench build: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        BenchCommand::Twins {
+            monitors,
+            clients,
+            duration,
+            change_every_ms,
+        } => {
+            let b = crate::bench::TwinsBench {
+                monitors,
+                clients: clients.max(1),
+                duration: duration.max(1),
+                change_every_ms,
+            };
+            match crate::bench::run_twins_bench(b).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kubekuma bench twins: {e:#}");
                     ExitCode::FAILURE
                 }
             }

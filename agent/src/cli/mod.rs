@@ -313,6 +313,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// The public twins (`/status`, `/badge`, `/uptime`) of N monitors under concurrent
+    /// clients from a cold start, with periodic state changes
+    Twins {
+        /// Number of monitors (all on one published page with per-monitor badges)
+        #[arg(long, default_value_t = 10_000)]
+        monitors: usize,
+        /// Concurrent clients (one keep-alive connection each)
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Measured seconds, from the start (cold cache)
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Milliseconds between state changes (1% of the monitors each; 0: none)
+        #[arg(long, default_value_t = 1000)]
+        change_every_ms: u64,
+    },
     /// Generate N monitors with history, then time a full build and a no-change rebuild
     Build {
         /// Number of monitors

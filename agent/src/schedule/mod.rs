@@ -1,5 +1,6 @@
-//! The scheduler: a priority queue of run times with jitter and no drift (run k of a
-//! monitor is due at `anchor + k·interval ± jitter`, whatever earlier runs cost), global
+//! The scheduler: a priority queue of run times with jitter and no drift (run k ≥ 1 of a
+//! monitor is due at `anchor + phase + (k-1)·interval ± jitter`, whatever earlier runs
+//! cost; the first run too, so monitors started together spread over the interval), global
 //! concurrency limits, one-off retries, and catalog changes applied without a restart.
 //! It only decides *when*; what a result means is the state machine's business.
 
@@ -244,13 +245,12 @@ impl Entry {
         }
     }
 
-    /// Due time of run `k`: run 0 right at the anchor (a new monitor is checked at
-    /// once), run k ≥ 1 at `anchor + phase + (k-1)·interval ± jitter(k)`.
+    /// Due time of run `k` (from 1): `anchor + phase + (k-1)·interval ± jitter(k)`. The
+    /// first run follows the phase too: monitors applied together (an agent start, a
+    /// MonitorSet) spread over their interval instead of all running at once.
     fn slot(&self, k: u64) -> Instant {
-        if k == 0 {
-            return self.anchor;
-        }
-        let base = self.anchor + self.plan.phase() + self.plan.interval * ((k - 1) as u32);
+        let n = u32::try_from(k.saturating_sub(1)).unwrap_or(u32::MAX);
+        let base = self.anchor + self.plan.phase() + self.plan.interval * n;
         let j = self.plan.jitter(k);
         let t = if j >= 0 {
             base + Duration::from_millis(j as u64)
@@ -426,13 +426,13 @@ impl LoopState {
             let mut e = Entry {
                 plan: Arc::new(plan),
                 anchor,
-                k: 0,
+                k: 1,
                 next_regular: anchor,
                 retry_at: None,
                 running,
                 version: self.version,
             };
-            e.next_regular = e.slot(0);
+            e.next_regular = e.slot(1);
             self.heap
                 .push(Reverse((e.due(), self.version, e.plan.key.clone())));
             self.entries.insert(e.plan.key.clone(), e);
@@ -619,13 +619,13 @@ mod tests {
             .iter()
             .map(|(_, t)| (*t - t0).as_millis() as u64)
             .collect();
-        // Run 0 at once, then every slot `phase + k·10 s`, skipping a slot only while
-        // the previous 7-second run is still going; never shifted by the runs' cost.
+        // Every slot `phase + k·10 s` (the first too), skipping a slot only while the
+        // previous 7-second run is still going; never shifted by the runs' cost.
         let p = plan("a", 10, 0).phase().as_millis() as u64;
-        let mut expected = vec![0u64];
+        let mut expected: Vec<u64> = vec![];
         let mut t = p;
         while t <= 95_000 {
-            if t >= expected.last().unwrap() + 7_000 {
+            if expected.last().is_none_or(|last| t >= last + 7_000) {
                 expected.push(t);
             }
             t += 10_000;
@@ -659,8 +659,8 @@ mod tests {
                 .collect();
             assert!(starts.len() >= 99, "{name}: {} runs", starts.len());
             let p = plan(name, 30, 10).phase().as_secs_f64();
-            for (k, t) in starts.iter().enumerate().skip(1) {
-                let slot = p + 30.0 * (k - 1) as f64;
+            for (k, t) in starts.iter().enumerate() {
+                let slot = p + 30.0 * k as f64;
                 assert!(
                     (t - slot).abs() <= 3.0 + 1e-3,
                     "{name} run {k} at {t}, slot {slot}"
@@ -705,12 +705,65 @@ mod tests {
                 per_second[sec] += 1;
             }
         }
-        for (sec, n) in per_second.iter().enumerate().skip(12).take(26) {
+        // The first interval too: no burst at the start.
+        for (sec, n) in per_second.iter().enumerate().take(38) {
             assert!(
                 (60..=140).contains(n),
                 "second {sec}: {n} runs (expected about 100)"
             );
         }
+    }
+
+    /// A restart: 1,000 monitors of a 60 s interval applied at once. Their first runs
+    /// are due over the whole interval (each at its phase), not in the first second.
+    #[tokio::test(start_paused = true)]
+    async fn first_runs_after_a_start_follow_the_phase() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (dtx, mut drx) = mpsc::channel(100_000);
+        let s = Scheduler::spawn(
+            recording(Duration::from_millis(1), log.clone()),
+            Limits {
+                net: 1000,
+                privileged: 1,
+                coalesce: Duration::ZERO,
+            },
+            dtx,
+        );
+        let t0 = Instant::now();
+        s.apply((0..1000).map(|i| plan(&format!("m{i}"), 60, 0)).collect());
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        drain(&mut drx).await;
+        let log = log.lock().unwrap();
+        let mut first: HashMap<&str, u64> = HashMap::new();
+        for (name, t) in log.iter() {
+            first
+                .entry(name.as_str())
+                .or_insert((*t - t0).as_millis() as u64);
+        }
+        assert_eq!(
+            first.len(),
+            1000,
+            "every monitor ran once within the interval"
+        );
+        // Each first run is at its monitor's phase.
+        for (name, ms) in &first {
+            assert_eq!(*ms, plan(name, 60, 0).phase().as_millis() as u64, "{name}");
+        }
+        // Spread: each 6-second tenth of the interval holds about 100, no second more
+        // than a few dozen (all at once was 1,000 in the first second).
+        let mut tenths = [0u32; 10];
+        let mut seconds = [0u32; 60];
+        for ms in first.values() {
+            tenths[(*ms / 6_000).min(9) as usize] += 1;
+            seconds[(*ms / 1_000).min(59) as usize] += 1;
+        }
+        for (i, n) in tenths.iter().enumerate() {
+            assert!((60..=140).contains(n), "tenth {i}: {n} first runs");
+        }
+        assert!(
+            seconds.iter().all(|n| *n <= 40),
+            "first runs per second: {seconds:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -824,11 +877,11 @@ mod tests {
                 .map(|(_, t)| (*t - t0).as_millis() as u64)
                 .collect()
         };
-        // Run 0 at `from`, then `from + phase + k·interval`, until `until` (ms).
+        // `from + phase + k·interval`, until `until` (ms).
         let cadence = |name: &str, interval: i64, from: u64, until: u64| -> Vec<u64> {
             let pl = plan(name, interval, 0);
             let (p, i) = (pl.phase().as_millis() as u64, interval as u64 * 1000);
-            let mut v = vec![from];
+            let mut v = vec![];
             let mut t = from + p;
             while t < until {
                 v.push(t);
@@ -882,7 +935,7 @@ mod tests {
             .collect();
         // The retry runs 5 s after it was asked for; the regular slots are untouched.
         let p = plan("a", 60, 0).phase().as_millis() as u64;
-        let mut expected = vec![0, 6_000];
+        let mut expected = vec![6_000];
         let mut t = p;
         while t <= 131_000 {
             expected.push(t);

@@ -113,6 +113,14 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// The database cannot be written (checked when it is opened).
+    #[error("database {path} is not writable: {cause}")]
+    NotWritable {
+        /// The database.
+        path: String,
+        /// Why.
+        cause: String,
+    },
     /// A statement failed.
     #[error("database {path}: {source}")]
     Sqlite {
@@ -280,6 +288,56 @@ fn open_reader(target: &Target) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Whether SQLite's error says the database (file, folder or disk) cannot be written.
+fn unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::PermissionDenied
+        )
+    )
+}
+
+/// The error of opening the database at `path`: [`StoreError::NotWritable`] when it
+/// cannot be written, else [`StoreError::Open`].
+fn open_error(path: &str, source: rusqlite::Error) -> StoreError {
+    if unwritable(&source) {
+        StoreError::NotWritable {
+            path: path.to_string(),
+            cause: source.to_string(),
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+/// Fail fast on a database that cannot be written (a read-only file, folder or disk):
+/// commit a real write (a table created and dropped in one transaction).
+fn probe_write(conn: &mut Connection) -> Result<(), String> {
+    if conn
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(|e| e.to_string())?
+    {
+        return Err(
+            "it was opened read-only (check the file's and its folder's permissions)".into(),
+        );
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS kubekuma_write_probe (x INTEGER);
+         DROP TABLE kubekuma_write_probe;",
+    )
+    .map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
+}
+
 fn memory_uri() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -321,10 +379,7 @@ impl Store {
                         | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .and_then(|c| configure_writer(c, true, &label))
-                .map_err(|source| StoreError::Open {
-                    path: label.clone(),
-                    source,
-                })?;
+                .map_err(|source| open_error(&label, source))?;
                 (label, Target::File(path), conn)
             }
             DatabaseLocation::Memory => {
@@ -352,6 +407,12 @@ impl Store {
                 found,
                 known,
             },
+            migrations::MigrateError::Sql { source, .. } if unwritable(&source) => {
+                StoreError::NotWritable {
+                    path: label.clone(),
+                    cause: source.to_string(),
+                }
+            }
             migrations::MigrateError::Sql { version, source } => StoreError::Migration {
                 path: label.clone(),
                 version,
@@ -361,6 +422,10 @@ impl Store {
         if applied > 0 {
             tracing::info!(database = %label, applied, "applied store migrations");
         }
+        probe_write(&mut conn).map_err(|cause| StoreError::NotWritable {
+            path: label.clone(),
+            cause,
+        })?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -495,6 +560,41 @@ impl Store {
     /// Heartbeats committed since the store was opened.
     pub fn heartbeats_written(&self) -> u64 {
         self.inner.stats.heartbeats.load(Ordering::Relaxed)
+    }
+
+    /// Writes run since the store was opened (heartbeat batches and every other write):
+    /// equal counts mean the data did not change in between.
+    pub fn write_count(&self) -> u64 {
+        self.inner.stats.writes.load(Ordering::SeqCst)
+    }
+
+    /// Why heartbeats cannot be committed right now (a read-only or full disk), or `None`
+    /// while commits succeed. Failed batches are kept and retried meanwhile.
+    pub fn write_failure(&self) -> Option<String> {
+        self.inner
+            .stats
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// For tests and drills: make the writer's connection refuse every write (SQLite's
+    /// `query_only`), as a database that became read-only does, or accept them again.
+    #[doc(hidden)]
+    pub async fn refuse_writes(&self, refuse: bool) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(conn.pragma_update(None, "query_only", refuse));
+        });
+        self.send(Command::Job(job))?;
+        match rx.await {
+            Ok(r) => r.map_err(|source| StoreError::Sqlite {
+                path: self.inner.label.clone(),
+                source,
+            }),
+            Err(_) => Err(self.stopped()),
+        }
     }
 
     /// Heartbeat batches (transactions) committed since the store was opened.

@@ -34,6 +34,7 @@ const USERS: &[(&str, &str, &str, &str, &str)] = &[
     ("viewer", "kubekuma", "viewer", "viewer", "pw-viewer-1"),
     ("alice", "team-a", "alice", "editor", "pw-alice-1"),
     ("bob", "team-a", "bob", "admin", "pw-bob-1"),
+    ("carol", "team-a", "carol", "viewer", "pw-carol-1"),
 ];
 
 fn phc(password: &str) -> String {
@@ -150,6 +151,7 @@ spec:
 
 struct Env {
     base: String,
+    api: Arc<Api>,
     client: reqwest::Client,
     store: Store,
     live: Arc<Mutex<Live>>,
@@ -160,10 +162,15 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with("").await
+}
+
+/// The listener with the manifests of [`manifests`] and `extra` (more documents).
+async fn start_with(extra: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("manifests");
     std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("all.yaml"), manifests()).unwrap();
+    std::fs::write(folder.join("all.yaml"), manifests() + extra).unwrap();
     let built = FolderCatalog::new(vec![folder]).load();
     let errors: Vec<String> = built
         .findings
@@ -232,11 +239,13 @@ async fn start() -> Env {
         metrics: metrics.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
-    let (addr, _task) = admin::serve("127.0.0.1:0", Arc::new(api), stop_rx)
+    let api = Arc::new(api);
+    let (addr, _task) = admin::serve("127.0.0.1:0", api.clone(), stop_rx)
         .await
         .unwrap();
     Env {
         base: format!("http://{addr}"),
+        api,
         client: reqwest::Client::new(),
         store,
         live,
@@ -1634,4 +1643,291 @@ async fn cookie_writes_refuse_cross_site_requests() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{b}");
+}
+
+/// Item 11 of issue 17: many concurrent cold requests of the public twins cause one
+/// computation of the model, shared by all (counted, not timed); a change through the
+/// admin API causes exactly one more.
+#[tokio::test]
+async fn twins_compute_once_for_many_concurrent_requests() {
+    let env = start().await;
+    assert_eq!(env.api.twins().computations(), 0);
+    let get = |path: &'static str| {
+        let (client, url) = (env.client.clone(), format!("{}{path}", env.base));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            let status = r.status();
+            let retry = r.headers().get("retry-after").is_some();
+            (status, retry, r.text().await.unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..64).map(|_| get("/status/public"))).await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"slug\":\"public\""), "{body}");
+    }
+    assert_eq!(env.api.twins().computations(), 1, "64 cold requests");
+
+    // Badges and uptime share the model; their own work is bounded (503 + Retry-After
+    // beyond the bound, never a queue).
+    let paths = ["/badge/public/api", "/uptime/prod/api", "/status/public"];
+    let answers = futures::future::join_all((0..96).map(|i| get(paths[i % paths.len()]))).await;
+    for (status, retry, body) in &answers {
+        assert!(
+            *status == StatusCode::OK || (*status == StatusCode::SERVICE_UNAVAILABLE && *retry),
+            "{status}: {body}"
+        );
+    }
+    assert!(answers.iter().filter(|a| a.0 == StatusCode::OK).count() >= 32);
+    assert_eq!(env.api.twins().computations(), 1, "fresh model reused");
+
+    // A public update invalidates the model: 32 concurrent requests, one computation,
+    // and every answer shows the update.
+    let editor = env.login("editor").await;
+    let id = env
+        .store
+        .open_incident("prod", "api", Utc::now() - Duration::minutes(5), None)
+        .await
+        .unwrap();
+    let (s, b) = env
+        .post(
+            &format!("/api/v1/incidents/{id}/updates"),
+            &editor,
+            json!({"message": "looking into it"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let answers = futures::future::join_all((0..32).map(|_| get("/status/public"))).await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(
+        env.api.twins().computations(),
+        2,
+        "one more after the change"
+    );
+    let (_, page) = env.get("/status/public", None).await;
+    assert!(page.to_string().contains("looking into it"), "{page}");
+}
+
+/// Item 10 of issue 17: a viewer outside the home namespace sees only its namespace's
+/// series in `/metrics`, and no agent-wide totals.
+#[tokio::test]
+async fn metrics_are_scoped_to_the_readers_namespace() {
+    let env = start().await;
+    env.metrics.check_finished(MonitorType::Http, true, 0.25);
+    env.metrics.delivery("slack", "sent");
+    let carol = env.login("carol").await;
+    let r = env
+        .client
+        .get(format!("{}/metrics", env.base))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    for want in [
+        "kubekuma_monitors{namespace=\"team-a\",state=\"down\"} 1",
+        "kubekuma_monitors{namespace=\"team-a\",state=\"paused\"} 1",
+        "kubekuma_monitors{namespace=\"team-a\",state=\"up\"} 0",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+    for never in [
+        "prod",
+        "kubekuma_checks_total",
+        "kubekuma_notification_deliveries_total",
+        "kubekuma_builds_total",
+        "kubekuma_monitors{state=",
+    ] {
+        assert!(!text.contains(never), "{never} shown to team-a:\n{text}");
+    }
+}
+
+/// Item 10 of issue 17: credentials written inline in monitor specs are `***` for every
+/// role, for each monitor type with such fields; Secret references stay.
+#[tokio::test]
+async fn inline_credentials_are_redacted_for_every_role() {
+    let extra = "
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: http-creds, namespace: creds}
+spec:
+  type: http
+  target:
+    http:
+      url: 'https://robot:hunter2-http@api.example.com/x?api_key=k3y-http&page=2'
+      headers: {Authorization: 'Bearer t0ken-http', Cookie: 'sid=c00kie-http', X-Api-Key: 'k3y-header', Accept: text/plain}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: keyword-creds, namespace: creds}
+spec:
+  type: keyword
+  target:
+    keyword:
+      url: 'https://robot:hunter2-keyword@api.example.com/'
+      headers: {Proxy-Authorization: 'Basic cHJveHktc2VjcmV0'}
+      keyword: ok
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: json-creds, namespace: creds}
+spec:
+  type: jsonQuery
+  target:
+    jsonQuery:
+      url: 'https://robot:hunter2-json@api.example.com/'
+      headers: {X-Auth-Token: 't0ken-json'}
+      query: '$.status'
+      expected: ok
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: ws-creds, namespace: creds}
+spec:
+  type: websocket
+  target:
+    websocket:
+      url: 'wss://robot:hunter2-ws@ws.example.com/feed'
+      headers: {Authorization: 'Bearer t0ken-ws'}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {name: ref-only, namespace: creds}
+spec:
+  type: http
+  target:
+    http:
+      url: 'https://api.example.com/'
+      headers: {Authorization: 'Bearer ${SECRET:api-token:token}'}
+";
+    let env = start_with(extra).await;
+    for user in ["viewer", "editor", "admin"] {
+        let token = env.login(user).await;
+        let (s, list) = env
+            .get("/api/v1/monitors?namespace=creds", Some(&token))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        assert_eq!(list["total"], 5, "{list}");
+        let (s, one) = env
+            .get("/api/v1/monitors/creds/http-creds", Some(&token))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{one}");
+        for text in [list.to_string(), one.to_string()] {
+            for secret in [
+                "hunter2",
+                "k3y-http",
+                "t0ken",
+                "c00kie",
+                "k3y-header",
+                "cHJveHktc2VjcmV0",
+            ] {
+                assert!(!text.contains(secret), "{user} sees {secret}: {text}");
+            }
+            assert!(text.contains("***"), "{text}");
+        }
+        let spec = &one["spec"]["target"]["http"];
+        assert_eq!(
+            spec["url"],
+            "https://robot:***@api.example.com/x?api_key=***&page=2"
+        );
+        assert_eq!(spec["headers"]["Authorization"], "***");
+        assert_eq!(spec["headers"]["Accept"], "text/plain");
+        let (_, r) = env
+            .get("/api/v1/monitors/creds/ref-only", Some(&token))
+            .await;
+        assert_eq!(
+            r["spec"]["target"]["http"]["headers"]["Authorization"],
+            "Bearer ${SECRET:api-token:token}"
+        );
+    }
+}
+
+/// Item 10 of issue 17: control characters, bidirectional overrides and zero-width
+/// characters in incident updates and acknowledgement notes are refused with a 400
+/// naming the field; nothing is stored.
+#[tokio::test]
+async fn incident_text_with_controls_is_refused() {
+    let env = start().await;
+    let editor = env.login("editor").await;
+    let id = env
+        .store
+        .open_incident("prod", "api", Utc::now() - Duration::minutes(5), None)
+        .await
+        .unwrap();
+    for bad in [
+        "down\u{7} again",
+        "esc \u{1b}[2J",
+        "<![CDATA[\u{0}]]>",
+        "c1 \u{85}",
+        "gnp.\u{202e}exe",
+        "zero\u{200b}width",
+        "a\u{feff}b",
+    ] {
+        let (s, b) = env
+            .post(
+                &format!("/api/v1/incidents/{id}/updates"),
+                &editor,
+                json!({"message": bad}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("message contains"),
+            "{b}"
+        );
+        let (s, b) = env
+            .post(
+                &format!("/api/v1/incidents/{id}/acknowledge"),
+                &editor,
+                json!({"note": bad}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("note contains"),
+            "{b}"
+        );
+    }
+    let (s, b) = env
+        .post(
+            &format!("/api/v1/incidents/{id}/updates"),
+            &editor,
+            json!({"message": "x".repeat(4001)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let inc = env.store.incident(id).await.unwrap().unwrap();
+    assert!(
+        inc.updates.is_empty() && !inc.acknowledged,
+        "nothing stored"
+    );
+    // Newlines and tabs are fine.
+    let (s, b) = env
+        .post(
+            &format!("/api/v1/incidents/{id}/updates"),
+            &editor,
+            json!({"message": "line one\n\tline two ✓"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = env
+        .post(
+            &format!("/api/v1/incidents/{id}/acknowledge"),
+            &editor,
+            json!({"note": "on it"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["acknowledged"], true);
 }

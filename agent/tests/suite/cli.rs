@@ -519,3 +519,91 @@ async fn up_creates_a_demo_admin_that_can_log_in() {
         "the password was printed"
     );
 }
+
+/// Item 10 of issue 17: `kubekuma agent` with a database it cannot write exits non-zero
+/// at once, naming the database and the cause (instead of running, ready, and losing
+/// every batch). As root the file is made immutable (`chattr +i`), else read-only.
+#[test]
+fn agent_with_a_read_only_database_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("kubekuma.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE t (x INTEGER);").unwrap();
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let locked = if root {
+        Command::new("chattr")
+            .arg("+i")
+            .arg(&db)
+            .status()
+            .is_ok_and(|s| s.success())
+    } else {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).is_ok()
+            && std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).is_ok()
+    };
+    if !locked {
+        eprintln!("cannot make {} read-only here: case skipped", db.display());
+        return;
+    }
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("m.yaml"),
+        monitor(
+            "api",
+            "  type: tcp\n  target:\n    tcp: {host: 127.0.0.1, port: 9}\n",
+        ),
+    )
+    .unwrap();
+    let out = kubekuma()
+        .args(["agent", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&manifests)
+        .arg("--data")
+        .arg(&data)
+        .env_remove("DATABASE_URL")
+        .env(
+            "SESSION_SECRET",
+            "0123456789abcdef0123456789abcdef-cli-tests",
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must stop by itself; one that keeps running is killed and the test fails.
+    let mut child = out;
+    let mut exited = false;
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    if root {
+        let _ = Command::new("chattr").arg("-i").arg(&db).status();
+    } else {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755));
+        let _ = std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644));
+    }
+    let printed =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(exited, "the agent kept running: {printed}");
+    assert!(!out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&db.display().to_string()) && printed.contains("not writable"),
+        "{printed}"
+    );
+}

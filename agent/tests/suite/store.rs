@@ -1060,3 +1060,151 @@ async fn bytes_per_heartbeat() {
     );
     assert!(per < 100.0, "{per} bytes per heartbeat");
 }
+
+/// Whether this process runs as root (permissions do not stop root: use `chattr +i`).
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Make `path` unwritable for this process: `chattr +i` as root (ext4 and most local
+/// file systems), else permissions (0444 for a file, 0555 for a folder). Returns a guard
+/// that makes it writable again.
+struct Unwritable(PathBuf, bool);
+
+impl Unwritable {
+    fn new(path: &Path) -> Option<Unwritable> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if is_root() {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            // Without chattr support (another file system) the case cannot be staged.
+            return ok.then(|| Unwritable(path.to_path_buf(), true));
+        }
+        let mode = if path.is_dir() { 0o555 } else { 0o444 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ok()?;
+        Some(Unwritable(path.to_path_buf(), false))
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if self.1 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            let mode = if self.0.is_dir() { 0o755 } else { 0o644 };
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+/// Item 10 of issue 17: a read-only database fails at open, naming the path and the
+/// cause, instead of running and losing every batch.
+#[tokio::test]
+async fn a_read_only_database_fails_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    store.close().await.unwrap();
+    // The WAL files are gone after a clean close; the file itself is read-only.
+    let Some(_guard) = Unwritable::new(&path) else {
+        eprintln!(
+            "cannot make {} unwritable here: case skipped",
+            path.display()
+        );
+        return;
+    };
+    let err = Store::open(&path)
+        .err()
+        .expect("a read-only database must not open");
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("not writable"),
+        "{text}"
+    );
+}
+
+/// Item 10 of issue 17: a new database in a folder without write permission fails at
+/// open with the path and cause.
+#[tokio::test]
+async fn a_database_in_an_unwritable_folder_fails_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ro");
+    std::fs::create_dir_all(&folder).unwrap();
+    let Some(_guard) = Unwritable::new(&folder) else {
+        eprintln!(
+            "cannot make {} unwritable here: case skipped",
+            folder.display()
+        );
+        return;
+    };
+    let path = folder.join("kubekuma.db");
+    let err = Store::open(&path).err().expect("must not open");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+}
+
+/// Item 10 of issue 17: a database that stops accepting writes while the agent runs
+/// (the writer's connection refuses writes, as SQLite does for a read-only database)
+/// reports why through `write_failure` (readiness), and the heartbeats are kept and
+/// committed once it accepts writes again: nothing is lost.
+#[tokio::test]
+async fn heartbeats_are_kept_while_the_database_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).unwrap();
+    store
+        .record_heartbeat(hb("ns", "a", MonitorState::Up, Some(1.0), epoch()))
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.write_failure(), None);
+
+    store.refuse_writes(true).await.unwrap();
+    for i in 1..=250 {
+        store
+            .record_heartbeat(hb(
+                "ns",
+                "a",
+                MonitorState::Up,
+                Some(1.0),
+                epoch() + TimeDelta::seconds(i),
+            ))
+            .unwrap();
+    }
+    let err = store
+        .flush()
+        .await
+        .expect_err("the batch cannot be committed");
+    assert!(err.to_string().contains("kept, retrying"), "{err}");
+    let failure = store.write_failure().expect("the failure is reported");
+    assert!(
+        failure.contains("not writable") && failure.contains("readonly"),
+        "{failure}"
+    );
+    // Readiness says so.
+    let health = kubekuma_agent::admin::Health::default();
+    health.set_ready(true);
+    health.set_problem(store.write_failure());
+    let ready =
+        kubekuma_agent::admin::handle(&http::Request::get("/ready").body(()).unwrap(), &health);
+    assert_eq!(ready.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+
+    store.refuse_writes(false).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.write_failure(), None);
+    assert_eq!(store.heartbeats_written(), 251, "every heartbeat stored");
+    let stored = store
+        .heartbeats("ns", "a", DateTime::UNIX_EPOCH, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 251);
+}

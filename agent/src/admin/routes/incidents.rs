@@ -19,6 +19,49 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
 /// Longest public update, in characters.
 pub const MAX_UPDATE_CHARS: usize = 4000;
+/// Longest acknowledgement note, in characters.
+pub const MAX_NOTE_CHARS: usize = 1000;
+
+/// Why a character may not be in text an operator writes: it breaks the XML of the
+/// feeds (controls), or hides or reorders what readers see (bidirectional overrides and
+/// isolates, zero-width characters).
+fn refused_char(c: char) -> Option<&'static str> {
+    match c {
+        '\n' | '\t' => None,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => Some("a control character"),
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}' => {
+            Some("a bidirectional control")
+        }
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{180e}' => {
+            Some("a zero-width character")
+        }
+        '\u{fffe}' | '\u{ffff}' => Some("a noncharacter"),
+        _ => None,
+    }
+}
+
+/// Check text an operator writes for `field`: at most `max` characters, and none that
+/// [`refused_char`] refuses (newline and tab are fine). 400 naming the field, the
+/// character and its position.
+pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
+    let mut n = 0usize;
+    for (i, c) in text.chars().enumerate() {
+        if let Some(what) = refused_char(c) {
+            return Err(ApiError::bad_request(format!(
+                "{field} contains {what} (U+{:04X}) at character {}",
+                u32::from(c),
+                i + 1
+            )));
+        }
+        n = i + 1;
+    }
+    if n > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
 
 /// The spec's incident shape (plus reason and updates).
 pub fn incident_json(i: &Incident) -> Value {
@@ -115,9 +158,31 @@ async fn reload(call: &Call<'_>, id: i64) -> Result<Incident, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
 }
 
-/// `POST /api/v1/incidents/{id}/acknowledge`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /api/v1/incidents/{id}/acknowledge`, optionally with `{note}` (kept in the
+/// audit record; at most [`MAX_NOTE_CHARS`] characters, checked like updates).
 pub async fn acknowledge(call: &Call<'_>) -> Result<Reply, ApiError> {
     let i = visible(call).await?;
+    let note = if call.body.is_empty() {
+        None
+    } else {
+        let body: AckBody = call.json()?;
+        if let Some(n) = &body.note {
+            check_text("note", n, usize::MAX)?;
+        }
+        body.note
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+    };
+    if let Some(n) = &note {
+        check_text("note", n, MAX_NOTE_CHARS)?;
+    }
     let actor = call.who()?.actor();
     call.ctx
         .store
@@ -128,7 +193,10 @@ pub async fn acknowledge(call: &Call<'_>) -> Result<Reply, ApiError> {
         "incident",
         &i.id.to_string(),
         "acknowledged",
-        json!({"monitorId": monitor_key(&i.namespace, &i.name)}),
+        match &note {
+            Some(n) => json!({"monitorId": monitor_key(&i.namespace, &i.name), "note": n}),
+            None => json!({"monitorId": monitor_key(&i.namespace, &i.name)}),
+        },
         Some("acknowledged: false → true".into()),
     )
     .await;
@@ -148,15 +216,13 @@ struct UpdateBody {
 pub async fn add_update(call: &Call<'_>) -> Result<Reply, ApiError> {
     let i = visible(call).await?;
     let body: UpdateBody = call.json()?;
+    // Checked before trimming: U+0085 and other controls count as white space there.
+    check_text("message", &body.message, usize::MAX)?;
     let message = body.message.trim();
     if message.is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
     }
-    if message.chars().count() > MAX_UPDATE_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "message is longer than {MAX_UPDATE_CHARS} characters"
-        )));
-    }
+    check_text("message", message, MAX_UPDATE_CHARS)?;
     call.ctx
         .store
         .add_incident_update(i.id, Utc::now(), message)
@@ -204,4 +270,41 @@ pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
         StatusCode::OK,
         &incident_json(&reload(call, i.id).await?),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_bidi_and_zero_width_are_refused_naming_the_field() {
+        assert!(check_text("message", "line one\nline\ttwo: ünïcödé ✓", 100).is_ok());
+        for (text, what) in [
+            ("bell \u{7}", "control character (U+0007)"),
+            ("nul \u{0}", "control character (U+0000)"),
+            ("cr \r", "control character (U+000D)"),
+            ("esc \u{1b}[31m", "control character (U+001B)"),
+            ("c1 \u{85}", "control character (U+0085)"),
+            ("del \u{7f}", "control character (U+007F)"),
+            ("rlo \u{202e}gnp.exe", "bidirectional control (U+202E)"),
+            ("iso \u{2067}", "bidirectional control (U+2067)"),
+            ("zw\u{200b}sp", "zero-width character (U+200B)"),
+            ("bom \u{feff}", "zero-width character (U+FEFF)"),
+            ("nc \u{ffff}", "noncharacter (U+FFFF)"),
+        ] {
+            let e = check_text("message", text, 100).err();
+            let e = e.unwrap_or_else(|| panic!("{text:?} accepted"));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(
+                e.message.starts_with("message contains") && e.message.contains(what),
+                "{text:?}: {}",
+                e.message
+            );
+        }
+        let e = check_text("note", &"x".repeat(11), 10).err();
+        assert_eq!(
+            e.map(|e| e.message),
+            Some("note is longer than 10 characters".to_string())
+        );
+    }
 }

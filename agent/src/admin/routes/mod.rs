@@ -617,11 +617,21 @@ pub async fn dispatch(
     answer.unwrap_or_else(ApiError::into_reply)
 }
 
+/// `/metrics`: everything for principals acting on every namespace; for the others only
+/// the series of the namespaces they see (see [`crate::metrics::Metrics::render_scoped`]).
 fn metrics(call: &Call<'_>) -> Reply {
     let snapshot = call.ctx.catalog.borrow().clone();
     let text = {
         let live = call.ctx.live.lock().unwrap_or_else(|p| p.into_inner());
-        call.ctx.metrics.render(&snapshot, &live)
+        match &call.principal {
+            Some(p) if p.all_namespaces => call.ctx.metrics.render(&snapshot, &live),
+            Some(p) => call
+                .ctx
+                .metrics
+                .render_scoped(&snapshot, &live, &|ns| p.sees_namespace(ns)),
+            // The route is guarded: no principal, no metrics.
+            None => "# EOF\n".to_string(),
+        }
     };
     let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
     r.headers_mut().insert(

@@ -1,7 +1,8 @@
 //! `GET /api/v1/monitors` (filters, pagination) and `GET /api/v1/monitors/{namespace}/{name}`
 //! (with recent heartbeats): the catalog's spec as written (secrets stay
-//! `${SECRET:…}` references; a push token is hidden from principals that may not change
-//! monitors) and the live status with uptime over 24 h, 7 d, 30 d and 90 d.
+//! `${SECRET:…}` references; credentials written inline are shown as `***` to every role,
+//! see [`redact`]; a push token is hidden from principals that may not change monitors)
+//! and the live status with uptime over 24 h, 7 d, 30 d and 90 d.
 
 use chrono::{DateTime, Duration, Utc};
 use http::StatusCode;
@@ -36,9 +37,171 @@ pub fn shown_state(m: &Monitor, live: Option<&LiveMonitor>) -> MonitorState {
     }
 }
 
-/// The spec as JSON, without a push token for principals that may not change monitors.
+/// What an inline credential is shown as.
+pub const REDACTED: &str = "***";
+
+/// Header names whose values are credentials (compared lowercase, by part).
+const SECRET_WORDS: [&str; 10] = [
+    "auth",
+    "token",
+    "secret",
+    "pass",
+    "key",
+    "cookie",
+    "session",
+    "credential",
+    "signature",
+    "jwt",
+];
+
+/// Whether a header, field or query parameter of this name carries a credential.
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| n.contains(w))
+}
+
+/// Whether a value only refers to a Secret (`${SECRET:name:key}`), which is no
+/// credential itself; anything else written next to a reference is redacted too.
+fn is_reference(v: &str) -> bool {
+    let mut rest = v.trim();
+    let mut any = false;
+    // "Bearer ${SECRET:a:b}" and "${SECRET:a:b}" are references; a scheme word may lead.
+    if let Some((word, tail)) = rest.split_once(' ')
+        && !word.contains('$')
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        rest = tail.trim_start();
+    }
+    while let Some(tail) = rest.strip_prefix("${SECRET:") {
+        let Some(end) = tail.find('}') else {
+            return false;
+        };
+        rest = &tail[end + 1..];
+        any = true;
+    }
+    any && rest.is_empty()
+}
+
+/// A URL with the password of its userinfo and the values of credential-like query
+/// parameters replaced by [`REDACTED`] (Secret references stay).
+pub fn redact_url(url: &str) -> String {
+    let (head, fragment) = match url.split_once('#') {
+        Some((h, f)) => (h, Some(f)),
+        None => (url, None),
+    };
+    let (head, query) = match head.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (head, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            out.push_str(scheme);
+            out.push_str("://");
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    match userinfo.split_once(':') {
+                        Some((user, pass)) if !is_reference(pass) => {
+                            out.push_str(user);
+                            out.push(':');
+                            out.push_str(REDACTED);
+                        }
+                        _ => out.push_str(userinfo),
+                    }
+                    out.push('@');
+                    out.push_str(host);
+                }
+                None => out.push_str(authority),
+            }
+            out.push_str(path);
+        }
+        None => out.push_str(head),
+    }
+    if let Some(q) = query {
+        out.push('?');
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if secret_name(k) && !v.is_empty() && !is_reference(v) => {
+                    format!("{k}={REDACTED}")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// Replace credentials written inline in a spec (as JSON) by [`REDACTED`], for every
+/// reader: the password of a URL's userinfo and credential-like query parameters (every
+/// `url`, a docker `engine`), the values of credential headers (`Authorization`,
+/// `Proxy-Authorization`, `Cookie`, `X-Api-Key`, any name with `auth`, `token`, `key`,
+/// `secret`, `pass`, …), and any other string field whose name says password, secret or
+/// token. `${SECRET:…}` references are no credentials and stay. The push token is left
+/// to the caller (editors need it).
+pub fn redact(spec: &mut Value) {
+    fn walk(v: &mut Value, path: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    path.push(k.clone());
+                    match (k.as_str(), &mut *child) {
+                        ("headers", Value::Object(headers)) => {
+                            for (name, hv) in headers.iter_mut() {
+                                if let Value::String(s) = hv
+                                    && secret_name(name)
+                                    && !is_reference(s)
+                                {
+                                    *s = REDACTED.into();
+                                }
+                            }
+                        }
+                        ("url" | "engine" | "server", Value::String(s)) => *s = redact_url(s),
+                        (_, Value::String(s)) => {
+                            let push_token = path.len() == 3
+                                && path[0] == "target"
+                                && path[1] == "push"
+                                && path[2] == "token";
+                            let n = k.to_ascii_lowercase();
+                            if !push_token
+                                && ["password", "passwd", "secret", "token", "apikey", "api_key"]
+                                    .iter()
+                                    .any(|w| n.contains(w))
+                                && !is_reference(s)
+                            {
+                                *s = REDACTED.into();
+                            }
+                        }
+                        _ => walk(child, path),
+                    }
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, path);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(spec, &mut Vec::new());
+}
+
+/// The spec as JSON: inline credentials redacted ([`redact`]), and without a push token
+/// for principals that may not change monitors.
 fn spec_json(m: &Monitor, p: &Principal) -> Value {
     let mut spec = serde_json::to_value(&m.spec).unwrap_or(Value::Null);
+    redact(&mut spec);
     if !p.can(Area::Monitors, Access::Write)
         && let Some(token) = spec.pointer_mut("/target/push/token")
     {
@@ -221,4 +384,71 @@ pub async fn one(call: &Call<'_>) -> Result<Reply, ApiError> {
             .collect::<Vec<_>>()
     );
     Ok(json_reply(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_passwords_and_credential_parameters() {
+        for (url, want) in [
+            (
+                "https://user:hunter2@api.example.com/x?a=1",
+                "https://user:***@api.example.com/x?a=1",
+            ),
+            ("https://api.example.com/x", "https://api.example.com/x"),
+            ("https://user@host/", "https://user@host/"),
+            (
+                "https://u:${SECRET:s:k}@host/",
+                "https://u:${SECRET:s:k}@host/",
+            ),
+            (
+                "https://host/x?api_key=abc&page=2&token=${SECRET:s:t}#top",
+                "https://host/x?api_key=***&page=2&token=${SECRET:s:t}#top",
+            ),
+            ("wss://a:b:c@h", "wss://a:***@h"),
+            (
+                "tcp://admin:pw@docker.internal:2376",
+                "tcp://admin:***@docker.internal:2376",
+            ),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn headers_and_password_fields_are_redacted_references_stay() {
+        let mut spec = json!({
+            "target": {
+                "http": {
+                    "url": "https://u:p@h/",
+                    "headers": {
+                        "Authorization": "Bearer abc",
+                        "Proxy-Authorization": "Basic dXNlcjpwdw==",
+                        "Cookie": "sid=1",
+                        "X-Api-Key": "k",
+                        "X-Auth": "Bearer ${SECRET:s:k}",
+                        "Accept": "text/plain",
+                    },
+                    "body": "hello",
+                },
+                "push": {"token": "kept-for-the-caller"},
+                "other": {"password": "pw", "dbPassword": "${SECRET:db:pw}"},
+            }
+        });
+        redact(&mut spec);
+        let h = &spec["target"]["http"]["headers"];
+        assert_eq!(spec["target"]["http"]["url"], "https://u:***@h/");
+        assert_eq!(h["Authorization"], REDACTED);
+        assert_eq!(h["Proxy-Authorization"], REDACTED);
+        assert_eq!(h["Cookie"], REDACTED);
+        assert_eq!(h["X-Api-Key"], REDACTED);
+        assert_eq!(h["X-Auth"], "Bearer ${SECRET:s:k}");
+        assert_eq!(h["Accept"], "text/plain");
+        assert_eq!(spec["target"]["http"]["body"], "hello");
+        assert_eq!(spec["target"]["push"]["token"], "kept-for-the-caller");
+        assert_eq!(spec["target"]["other"]["password"], REDACTED);
+        assert_eq!(spec["target"]["other"]["dbPassword"], "${SECRET:db:pw}");
+    }
 }
