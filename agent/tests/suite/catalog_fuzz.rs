@@ -285,7 +285,7 @@ fn emit(node: &Node, anchors: &mut u32, out: &mut String) {
         Node::Alias(n) if *anchors > 0 => {
             let _ = write!(out, "*a{}", u32::from(*n) % *anchors);
         }
-        Node::Alias(_) => out.push_str("~"),
+        Node::Alias(_) => out.push('~'),
         Node::List(a, items) => {
             anchor(*a, anchors, out);
             out.push('[');
