@@ -46,6 +46,9 @@ pub enum Refused {
         "refused: more than {MAX_NODES} YAML nodes in the file with aliases expanded (each alias counts the whole node it repeats); split the file or use fewer aliases"
     )]
     TooManyNodes,
+    /// A kube object with too many values and keys.
+    #[error("refused: more than {MAX_NODES} values and keys in one object")]
+    TooManyValues,
     /// Nested too deeply.
     #[error("refused: nested more than {MAX_DEPTH} levels deep")]
     TooDeep,
@@ -236,7 +239,7 @@ pub fn check_value(value: &Value) -> Result<(), Refused> {
     while let Some((v, depth)) = stack.pop() {
         nodes += 1;
         if nodes > MAX_NODES {
-            return Err(Refused::TooManyNodes);
+            return Err(Refused::TooManyValues);
         }
         if depth > MAX_DEPTH {
             return Err(Refused::TooDeep);
@@ -312,7 +315,7 @@ mod tests {
         }
         assert_eq!(check_value(&deep), Err(Refused::TooDeep));
         let wide = Value::Array(vec![Value::Bool(true); MAX_NODES + 1]);
-        assert_eq!(check_value(&wide), Err(Refused::TooManyNodes));
+        assert_eq!(check_value(&wide), Err(Refused::TooManyValues));
         let long = serde_json::json!({"a": "x".repeat(MAX_FILE_BYTES as usize + 1)});
         assert!(matches!(check_value(&long), Err(Refused::TooLarge(_))));
     }

@@ -152,7 +152,7 @@ fn oversized_kube_objects_are_refused() {
     for (bad, want) in [
         (
             huge,
-            "Monitor prod/db: refused: more than 250000 YAML nodes",
+            "Monitor prod/db: refused: more than 250000 values and keys in one object",
         ),
         (
             deep,
