@@ -153,3 +153,148 @@ pub fn dns1123(s: &str, max: usize, dots: bool) -> bool {
         })
         && (dots || !s.contains('.'))
 }
+
+/// The longest name or title shown on pages, badges and feeds (a page title, a group
+/// name, a monitor's display name, a tag), in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// The longest description shown on pages and feeds (a page's, a group's, a monitor's,
+/// a maintenance window's, a silence's reason), in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 4096;
+
+/// The longest template source, in characters (`notify::template` also bounds its bytes).
+pub const MAX_TEMPLATE_CHARS: usize = 16 * 1024;
+
+/// The longest URL, in characters.
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// The longest request body (`target.http.body`, `target.tcp.send`, …), in characters.
+pub const MAX_BODY_CHARS: usize = 64 * 1024;
+
+/// The longest of every other string in a manifest (header values, annotations,
+/// messages, selectors, …), in characters.
+pub const MAX_STRING_CHARS: usize = 4096;
+
+/// The longest label value, in characters (as Kubernetes has it).
+pub const MAX_LABEL_VALUE_CHARS: usize = 63;
+
+/// The longest label key, in characters (a 253-character prefix, `/`, a 63-character
+/// name).
+pub const MAX_LABEL_KEY_CHARS: usize = 317;
+
+/// What is wrong with a character in text that reaches pages, badges and feeds: control
+/// characters (line breaks and tabs allowed where `multiline`), bidirectional overrides
+/// and isolates (U+202A–U+202E, U+2066–U+2069), zero-width characters (U+200B–U+200F,
+/// U+2060, U+FEFF) and line or paragraph separators (U+2028, U+2029).
+pub fn hidden_char(c: char, multiline: bool) -> Option<&'static str> {
+    match c {
+        '\n' | '\t' if multiline => None,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {
+            Some("a bidirectional override or isolate")
+        }
+        '\u{200B}'..='\u{200F}' | '\u{2060}' | '\u{FEFF}' => Some("a zero-width character"),
+        '\u{2028}' | '\u{2029}' => Some("a line or paragraph separator"),
+        c if c.is_control() => Some("a control character"),
+        _ => None,
+    }
+}
+
+/// Text that reaches pages, badges and feeds: at most `max` characters, none of them
+/// hidden ([`hidden_char`]); line breaks and tabs only where `multiline`.
+pub fn public_text(sink: &mut Sink<'_>, path: &str, text: &str, max: usize, multiline: bool) {
+    let chars = text.chars().count();
+    if chars > max {
+        sink.error(
+            path,
+            format!("must be at most {max} characters, got {chars}"),
+        );
+    }
+    if let Some((i, c, what)) = text
+        .chars()
+        .enumerate()
+        .find_map(|(i, c)| hidden_char(c, multiline).map(|w| (i, c, w)))
+    {
+        sink.error(
+            path,
+            format!(
+                "must not contain {what} (U+{:04X} at character {})",
+                u32::from(c),
+                i + 1
+            ),
+        );
+    }
+}
+
+/// The longest a string at `path` (a manifest's field path, list indices included) may
+/// be, by the name of its field: templates, request bodies, URLs and label parts have
+/// their own bounds, everything else [`MAX_STRING_CHARS`].
+pub fn max_chars(path: &str) -> usize {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let field = field.split('[').next().unwrap_or(field);
+    if path.starts_with("metadata.labels.") || path.contains(".labels.") {
+        return MAX_LABEL_VALUE_CHARS;
+    }
+    match field {
+        "titleTemplate" | "bodyTemplate" => MAX_TEMPLATE_CHARS,
+        "key" if path.contains("dedupe") => MAX_TEMPLATE_CHARS,
+        "body" | "send" | "expect" | "message" | "expectedResponse" => MAX_BODY_CHARS,
+        f if f == "url" || f == "urls" || f.ends_with("Url") || f == "issuer" => MAX_URL_CHARS,
+        _ => MAX_STRING_CHARS,
+    }
+}
+
+/// Every string of a manifest (values and mapping keys) within [`max_chars`] of its path;
+/// label keys within [`MAX_LABEL_KEY_CHARS`]. Walks without recursion.
+pub fn string_lengths(sink: &mut Sink<'_>, value: &serde_json::Value) {
+    use serde_json::Value;
+    let mut stack: Vec<(String, &Value)> = vec![(String::new(), value)];
+    let join = |base: &str, key: &str| {
+        if base.is_empty() {
+            key.to_string()
+        } else {
+            format!("{base}.{key}")
+        }
+    };
+    while let Some((path, v)) = stack.pop() {
+        match v {
+            Value::String(s) => {
+                let max = max_chars(&path);
+                let chars = s.chars().count();
+                if chars > max {
+                    sink.error(
+                        &path,
+                        format!("must be at most {max} characters, got {chars}"),
+                    );
+                }
+            }
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (format!("{path}[{i}]"), item)),
+            ),
+            Value::Object(map) => {
+                let labels = path == "metadata.labels" || path.ends_with(".labels");
+                let max_key = if labels {
+                    MAX_LABEL_KEY_CHARS
+                } else {
+                    MAX_STRING_CHARS
+                };
+                for (k, item) in map {
+                    let chars = k.chars().count();
+                    let child = join(&path, k);
+                    if chars > max_key {
+                        let shown: String = k.chars().take(40).collect();
+                        sink.error(
+                            &join(&path, &format!("{shown}…")),
+                            format!("key must be at most {max_key} characters, got {chars}"),
+                        );
+                        continue;
+                    }
+                    stack.push((child, item));
+                }
+            }
+            _ => {}
+        }
+    }
+}

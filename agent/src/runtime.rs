@@ -124,6 +124,9 @@ pub enum RunError {
     /// The manifests could not be watched.
     #[error(transparent)]
     Watch(std::io::Error),
+    /// A manifest path given does not exist or cannot be read.
+    #[error(transparent)]
+    Config(#[from] crate::catalog::folder::PathError),
 }
 
 /// Run the agent in folder mode until `shutdown` turns true.
@@ -334,6 +337,7 @@ async fn read_catalog(
 ) -> Result<Option<Catalog>, RunError> {
     match source {
         CatalogSource::Folder => {
+            crate::catalog::folder::check_paths(&opts.config)?;
             let catalog = FolderCatalog::new(opts.config.clone());
             let (snapshots, thread) = catalog.watch(log_findings).map_err(RunError::Watch)?;
             Ok(Some(Catalog {

@@ -126,7 +126,8 @@ pub struct LocalUserStatus {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySpec {
-    /// Human-readable key name.
+    /// Human-readable key name: at most 200 characters, no control, zero-width or
+    /// bidirectional override characters.
     pub name: String,
     /// Role the key acts with.
     pub role: Role,

@@ -34,7 +34,8 @@ pub struct MonitorSpec {
     /// The kind of check; `spec.target` must hold the block of the same name.
     #[serde(rename = "type")]
     pub type_: MonitorType,
-    /// A short public description, shown on status pages.
+    /// A short public description, shown on status pages: at most 4096 characters; line
+    /// breaks allowed, no other control, zero-width or bidirectional override characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// When and how persistently to check.
@@ -48,7 +49,8 @@ pub struct MonitorSpec {
     /// Alert routing for this monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerting: Option<Alerting>,
-    /// Free-form tags, matched by policies' `matchTags`.
+    /// Free-form tags, matched by policies' `matchTags`: each at most 200 characters, no
+    /// control, zero-width or bidirectional override characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Extra key/value data passed to notifications (runbook links, owners, ...).

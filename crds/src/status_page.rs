@@ -29,7 +29,8 @@ use crate::monitor::MonitorState;
 pub struct StatusPageSpec {
     /// URL path segment: lowercase letters, digits and dashes.
     pub slug: String,
-    /// Page title.
+    /// Page title: at most 200 characters, no control, zero-width or bidirectional
+    /// override characters.
     pub title: String,
     /// Whether the builder renders the page. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,7 +128,8 @@ impl Branding {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageContent {
-    /// Introductory text.
+    /// Introductory text: at most 4096 characters; line breaks allowed, no other control,
+    /// zero-width or bidirectional override characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Logo, favicon and colours.
@@ -142,7 +144,8 @@ pub struct PageMonitor {
     /// The monitor (namespace defaults to the page's).
     #[serde(rename = "ref")]
     pub reference: ObjectRef,
-    /// Name shown instead of the monitor's name.
+    /// Name shown instead of the monitor's name: at most 200 characters, no control,
+    /// zero-width or bidirectional override characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
@@ -151,9 +154,11 @@ pub struct PageMonitor {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageGroup {
-    /// Group heading.
+    /// Group heading: at most 200 characters, no control, zero-width or bidirectional
+    /// override characters.
     pub name: String,
-    /// Group description.
+    /// Group description: at most 4096 characters; line breaks allowed, no other control,
+    /// zero-width or bidirectional override characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Monitors, in display order.

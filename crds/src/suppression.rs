@@ -29,10 +29,12 @@ pub struct SilenceSpec {
     pub starts_at: DateTime<Utc>,
     /// End (RFC 3339), after the start.
     pub ends_at: DateTime<Utc>,
-    /// Why; recorded on suppressed incidents.
+    /// Why; recorded on suppressed incidents. At most 4096 characters; line breaks
+    /// allowed, no other control, zero-width or bidirectional override characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Who created it.
+    /// Who created it: at most 200 characters, no control, zero-width or bidirectional
+    /// override characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     /// Which monitors (`match` is accepted too). Empty: every monitor in the namespace.
@@ -80,7 +82,9 @@ pub struct MaintenanceWindowSpec {
     /// IANA time zone the schedule is read in (e.g. `Europe/Berlin`). Default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    /// Public text shown on status pages during the window.
+    /// Public text shown on status pages during the window: at most 4096 characters;
+    /// line breaks allowed, no other control, zero-width or bidirectional override
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Which monitors (`match` is accepted too). Empty: every monitor in the namespace.

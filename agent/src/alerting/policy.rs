@@ -222,10 +222,12 @@ pub fn route(
 
 /// The rendered dedupe key, falling back to the default template on error.
 fn dedupe_key(template_src: Option<&str>, event: &AlertEvent) -> (String, Option<String>) {
-    let default = || template::render(DEFAULT_DEDUPE_KEY, event).unwrap_or_default();
+    let default = || {
+        template::render(DEFAULT_DEDUPE_KEY, event, template::Part::DedupeKey).unwrap_or_default()
+    };
     match template_src {
         None => (default(), None),
-        Some(src) => match template::render(src, event) {
+        Some(src) => match template::render(src, event, template::Part::DedupeKey) {
             Ok(k) => (k, None),
             Err(e) => (default(), Some(e.to_string())),
         },

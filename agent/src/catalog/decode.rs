@@ -8,11 +8,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kubekuma_crds::{API_VERSION, Kind, crdgen};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Resource;
+use super::bounds::{self, Refused};
 use crate::findings::{Finding, Origin, ResourceId, Severity, Sink};
 use crate::secrets::SecretValue;
 
@@ -64,25 +64,45 @@ pub struct FileDocs {
     pub syntax_error: Option<Finding>,
 }
 
-/// Split YAML text into documents and decode each one.
+/// Split YAML text into documents and decode each one, within the bounds of
+/// [`super::bounds`]: a file over [`bounds::MAX_FILE_BYTES`], past
+/// [`bounds::MAX_DOCUMENTS`] documents or [`bounds::MAX_NODES`] nodes (aliases expanded)
+/// stops with an error naming the document, like a syntax error.
 pub fn parse_text(file: &str, text: &str) -> FileDocs {
     let mut out = FileDocs::default();
+    let stop = |doc: usize, message: String| Finding {
+        severity: Severity::Error,
+        origin: Origin {
+            file: file.to_string(),
+            doc,
+        },
+        resource: None,
+        path: String::new(),
+        message,
+    };
+    if text.len() as u64 > bounds::MAX_FILE_BYTES {
+        out.syntax_error = Some(stop(0, Refused::TooLarge(text.len() as u64).to_string()));
+        return out;
+    }
+    let budget = bounds::Budget::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        if i >= bounds::MAX_DOCUMENTS {
+            out.syntax_error = Some(stop(i + 1, Refused::TooManyDocuments.to_string()));
+            break;
+        }
         let origin = Origin {
             file: file.to_string(),
             doc: i + 1,
         };
-        match Value::deserialize(de) {
+        match bounds::document(de, &budget) {
             Ok(Value::Null) => {}
             Ok(value) => out.docs.push(decode_document(origin, value)),
+            Err(_) if budget.exhausted() => {
+                out.syntax_error = Some(stop(i + 1, Refused::TooManyNodes.to_string()));
+                break;
+            }
             Err(e) => {
-                out.syntax_error = Some(Finding {
-                    severity: Severity::Error,
-                    origin,
-                    resource: None,
-                    path: String::new(),
-                    message: format!("invalid YAML: {e}"),
-                });
+                out.syntax_error = Some(stop(i + 1, format!("invalid YAML: {e}")));
                 break;
             }
         }
@@ -294,6 +314,10 @@ fn decode_kuma(value: &Value, kind: Kind, header: &Header, sink: &mut Sink<'_>) 
         );
     }
     unknown_fields(kind, value, sink);
+    crate::rules::string_lengths(sink, value);
+    if sink.has_errors() {
+        return Decoded::Invalid;
+    }
     let mut value = value.clone();
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
         && namespaced

@@ -2,6 +2,7 @@
 //! reloaded when a file changes. A broken edit keeps the last good version of the
 //! resources it touches and reports the error.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
+use super::bounds::{self, Refused};
 use super::decode::{FileDocs, parse_text};
 use super::snapshot::{Built, LastGood, Snapshot, build};
 use crate::findings::{Finding, Origin, Severity};
@@ -73,7 +75,40 @@ fn file_error(path: &Path, message: String) -> Finding {
     }
 }
 
-/// Read and decode every manifest file under `paths`.
+/// A manifest path that cannot be read at all when folder mode starts.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the manifests at {path}: {source}")]
+pub struct PathError {
+    /// The path as given.
+    pub path: String,
+    /// Why (not found, permission denied, …).
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Whether every path given can be read: it exists, and a folder can be listed or a
+/// file opened. Checked once at start, so a mistyped or unreadable `--config` is an error
+/// instead of an agent running without monitors; later, while watching, a path that
+/// goes away is a finding and its resources keep their last good versions.
+pub fn check_paths(paths: &[PathBuf]) -> Result<(), PathError> {
+    for p in paths {
+        let error = |source| PathError {
+            path: p.display().to_string(),
+            source,
+        };
+        let meta = std::fs::metadata(p).map_err(error)?;
+        if meta.is_dir() {
+            std::fs::read_dir(p).map_err(error)?;
+        } else {
+            std::fs::File::open(p).map_err(error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Read and decode every manifest file under `paths`. A file larger than
+/// [`bounds::MAX_FILE_BYTES`], or past [`bounds::MAX_TOTAL_BYTES`] of all files together,
+/// is not read (an error names it; its resources keep their last good versions).
 pub fn read_paths(paths: &[PathBuf]) -> Vec<FileDocs> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -87,17 +122,48 @@ pub fn read_paths(paths: &[PathBuf]) -> Vec<FileDocs> {
             syntax_error: Some(e),
         })
         .collect();
+    let mut total = 0u64;
     for f in files {
         let shown = f.display().to_string();
-        match std::fs::read_to_string(&f) {
-            Ok(text) => out.push(parse_text(&shown, &text)),
-            Err(e) => out.push(FileDocs {
-                docs: Vec::new(),
-                syntax_error: Some(file_error(&f, format!("cannot read: {e}"))),
-            }),
+        let broken = |message: String| FileDocs {
+            docs: Vec::new(),
+            syntax_error: Some(file_error(&f, message)),
+        };
+        match read_bounded(&f, total) {
+            Ok(text) => {
+                total += text.len() as u64;
+                out.push(parse_text(&shown, &text));
+            }
+            Err(ReadError::Refused(r)) => out.push(broken(r.to_string())),
+            Err(ReadError::Io(e)) => out.push(broken(format!("cannot read: {e}"))),
         }
     }
     out
+}
+
+/// Why a file was not read.
+enum ReadError {
+    Refused(Refused),
+    Io(std::io::Error),
+}
+
+/// The text of `path`, read no further than the bounds allow (`total` bytes were read
+/// before it).
+fn read_bounded(path: &Path, total: u64) -> Result<String, ReadError> {
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let mut text = String::new();
+    file.take(bounds::MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(ReadError::Io)?;
+    let len = text.len() as u64;
+    if len > bounds::MAX_FILE_BYTES {
+        let size = std::fs::metadata(path).map_or(len, |m| m.len());
+        return Err(ReadError::Refused(Refused::TooLarge(size)));
+    }
+    if total + len > bounds::MAX_TOTAL_BYTES {
+        return Err(ReadError::Refused(Refused::TotalExceeded(total)));
+    }
+    Ok(text)
 }
 
 impl FolderCatalog {

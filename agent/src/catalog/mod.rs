@@ -2,6 +2,7 @@
 //! [`crate::cluster::catalog`]) are decoded, validated and merged into one typed
 //! [`Snapshot`]; everything downstream trusts it and never re-validates.
 
+pub mod bounds;
 pub mod decode;
 pub mod folder;
 pub mod schedule_expr;

@@ -14,7 +14,9 @@ use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSp
 use super::schedule_expr;
 use crate::findings::Sink;
 use crate::notify::providers::ProviderPlan;
-use crate::rules::{range, regex_ok, server_ok, url_ok};
+use crate::rules::{
+    MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, public_text, range, regex_ok, server_ok, url_ok,
+};
 
 fn selector_ok(sink: &mut Sink<'_>, base: &str, sel: &Option<MonitorSelector>) {
     for (i, n) in sel.iter().flat_map(|s| s.match_names.iter()).enumerate() {
@@ -48,6 +50,12 @@ pub fn monitor(
         );
     }
     criteria(spec, sink);
+    if let Some(d) = &spec.description {
+        public_text(sink, "spec.description", d, MAX_DESCRIPTION_CHARS, true);
+    }
+    for (i, t) in spec.tags.iter().enumerate() {
+        public_text(sink, &format!("spec.tags[{i}]"), t, MAX_NAME_CHARS, false);
+    }
     // Target: the rules of the monitor's type, in its checker.
     crate::checks::Plan::new(namespace, spec, sink)
 }
@@ -404,18 +412,21 @@ pub fn policy(spec: &NotificationPolicySpec, sink: &mut Sink<'_>) {
     if spec.provider_refs().next().is_none() {
         sink.warn("spec.routing.providers", "the policy routes to no provider");
     }
+    use crate::notify::template::{self, Part, Unusable};
     let templates = [
         (
             "spec.formatting.titleTemplate",
             spec.formatting
                 .as_ref()
                 .and_then(|f| f.title_template.as_ref()),
+            Part::Title,
         ),
         (
             "spec.formatting.bodyTemplate",
             spec.formatting
                 .as_ref()
                 .and_then(|f| f.body_template.as_ref()),
+            Part::Body,
         ),
         (
             "spec.routing.dedupe.key",
@@ -423,18 +434,20 @@ pub fn policy(spec: &NotificationPolicySpec, sink: &mut Sink<'_>) {
                 .as_ref()
                 .and_then(|r| r.dedupe.as_ref())
                 .and_then(|d| d.key.as_ref()),
+            Part::DedupeKey,
         ),
     ];
-    for (path, src) in templates {
-        if let Some(src) = src
-            && let Err(e) = crate::notify::template::check(src)
-        {
+    for (path, src, part) in templates {
+        match src.map(|src| template::check(src, part)) {
             // A warning, not an error: the policy stays in force and its notifications
             // go out with the default text (an invalid resource would drop them all).
-            sink.warn(
+            Some(Err(Unusable::Broken(e))) => sink.warn(
                 path,
                 format!("template does not work (the default is used): {e}"),
-            );
+            ),
+            // Over a limit: refused, so it never costs the agent time or memory.
+            Some(Err(Unusable::OverLimit(e))) => sink.error(path, e),
+            _ => {}
         }
     }
 }
@@ -452,6 +465,16 @@ pub fn status_page(spec: &kubekuma_crds::StatusPageSpec, sink: &mut Sink<'_>) {
     }
     if spec.title.trim().is_empty() {
         sink.error("spec.title", "must not be empty");
+    }
+    public_text(sink, "spec.title", &spec.title, MAX_NAME_CHARS, false);
+    if let Some(d) = spec.content.as_ref().and_then(|c| c.description.as_ref()) {
+        public_text(
+            sink,
+            "spec.content.description",
+            d,
+            MAX_DESCRIPTION_CHARS,
+            true,
+        );
     }
     if let Some(b) = spec.content.as_ref().and_then(|c| c.branding.as_ref()) {
         let color_path = if b.theme.as_ref().is_some_and(|t| t.primary_color.is_some()) {
@@ -515,6 +538,23 @@ pub fn status_page(spec: &kubekuma_crds::StatusPageSpec, sink: &mut Sink<'_>) {
     let mut seen_groups = std::collections::HashSet::new();
     let mut seen_monitors = std::collections::HashMap::new();
     for (gi, g) in spec.groups.iter().enumerate() {
+        public_text(
+            sink,
+            &format!("spec.groups[{gi}].name"),
+            &g.name,
+            MAX_NAME_CHARS,
+            false,
+        );
+        if let Some(d) = &g.description {
+            let path = format!("spec.groups[{gi}].description");
+            public_text(sink, &path, d, MAX_DESCRIPTION_CHARS, true);
+        }
+        for (mi, m) in g.monitors.iter().enumerate() {
+            if let Some(n) = &m.display_name {
+                let path = format!("spec.groups[{gi}].monitors[{mi}].displayName");
+                public_text(sink, &path, n, MAX_NAME_CHARS, false);
+            }
+        }
         if g.name.trim().is_empty() {
             sink.error(&format!("spec.groups[{gi}].name"), "must not be empty");
         } else if !seen_groups.insert(g.name.clone()) {
@@ -567,6 +607,7 @@ pub fn api_key(spec: &kubekuma_crds::ApiKeySpec, sink: &mut Sink<'_>) {
     if spec.name.trim().is_empty() {
         sink.error("spec.name", "must not be empty");
     }
+    public_text(sink, "spec.name", &spec.name, MAX_NAME_CHARS, false);
     if let Some(exp) = spec.expires_at
         && exp <= chrono::Utc::now()
     {
@@ -628,6 +669,12 @@ pub fn silence(spec: &kubekuma_crds::SilenceSpec, sink: &mut Sink<'_>) {
         );
     }
     selector_ok(sink, "spec.selector", &spec.selector);
+    if let Some(r) = &spec.reason {
+        public_text(sink, "spec.reason", r, MAX_DESCRIPTION_CHARS, true);
+    }
+    if let Some(c) = &spec.created_by {
+        public_text(sink, "spec.createdBy", c, MAX_NAME_CHARS, false);
+    }
 }
 
 /// Semantic checks of a MaintenanceWindow spec.
@@ -660,6 +707,9 @@ pub fn maintenance_window(spec: &kubekuma_crds::MaintenanceWindowSpec, sink: &mu
         10_080,
     );
     selector_ok(sink, "spec.selector", &spec.selector);
+    if let Some(d) = &spec.description {
+        public_text(sink, "spec.description", d, MAX_DESCRIPTION_CHARS, true);
+    }
 }
 
 /// Semantic checks of the KubeKumaSettings spec.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::catalog::folder::read_paths;
+use crate::catalog::folder::{check_paths, read_paths};
 use crate::catalog::snapshot::{Built, build};
 use crate::findings::Severity;
 
@@ -33,6 +33,10 @@ pub(super) fn summary(built: &Built, files: usize, docs: usize) -> String {
 /// `kubekuma validate`: the findings and the summary on stdout; failure on an error (or,
 /// with `--strict`, on any finding).
 pub(super) fn validate(paths: &[PathBuf], strict: bool) -> ExitCode {
+    if let Err(e) = check_paths(paths) {
+        eprintln!("kubekuma validate: {e}");
+        return ExitCode::FAILURE;
+    }
     let files = read_paths(paths);
     let docs: usize = files.iter().map(|f| f.docs.len()).sum();
     let built = build(&files, None);

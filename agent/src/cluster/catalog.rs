@@ -23,9 +23,10 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::catalog::bounds;
 use crate::catalog::decode::{FileDocs, decode_document};
 use crate::catalog::snapshot::{LastGood, Snapshot, build};
-use crate::findings::{Finding, Origin};
+use crate::findings::{Finding, Origin, Severity};
 
 /// Time from the first change of a burst to the rebuild.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -164,12 +165,26 @@ pub fn origin(doc: &Value) -> Origin {
     Origin { file, doc: 0 }
 }
 
-/// The documents folder mode would read for these objects: one per object.
+/// The documents folder mode would read for these objects: one per object. An object
+/// past the bounds of a manifest file ([`bounds::check_value`]: size, nodes, depth) is
+/// refused like a file that cannot be read, so it keeps its last good version.
 pub fn file_docs(docs: &[Value]) -> Vec<FileDocs> {
     docs.iter()
-        .map(|d| FileDocs {
-            docs: vec![decode_document(origin(d), d.clone())],
-            syntax_error: None,
+        .map(|d| match bounds::check_value(d) {
+            Ok(()) => FileDocs {
+                docs: vec![decode_document(origin(d), d.clone())],
+                syntax_error: None,
+            },
+            Err(refused) => FileDocs {
+                docs: Vec::new(),
+                syntax_error: Some(Finding {
+                    severity: Severity::Error,
+                    origin: origin(d),
+                    resource: None,
+                    path: String::new(),
+                    message: refused.to_string(),
+                }),
+            },
         })
         .collect()
 }

@@ -10,6 +10,16 @@
 //! a notification: [`render_message`] uses the plain default text for that part and
 //! returns the error beside it.
 //!
+//! # Limits
+//!
+//! Every render is bounded, at validation and at delivery alike: the source may hold at
+//! most [`MAX_SOURCE_BYTES`], a render may spend at most [`FUEL`] units of minijinja's
+//! fuel (about one per instruction and one per 64 bytes of data it creates) and nest at
+//! most [`RECURSION_LIMIT`] levels, and its output may grow to at most
+//! [`Part::max_output`] bytes (1 KiB for a title, 512 bytes for a dedupe key, 64 KiB
+//! for a body or a webhook body). Past a limit the render stops with an error: at
+//! validation the template is refused ([`check`]), at delivery the default text is used.
+//!
 //! # Variables
 //!
 //! | name | value |
@@ -36,6 +46,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::io;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
@@ -66,10 +77,74 @@ pub struct Rendered {
     pub errors: Vec<TemplateError>,
 }
 
+/// The longest template source accepted, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 16 * 1024;
+
+/// The fuel of one render: minijinja charges about one unit per instruction and one per
+/// 64 bytes of data a template creates, so this bounds both time and memory (≈ 3 MiB).
+pub const FUEL: u64 = 50_000;
+
+/// The deepest nesting of loops, conditions and macro calls in one render.
+pub const RECURSION_LIMIT: usize = 100;
+
+/// What a template renders; each part has its own output bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A title or subject (`formatting.titleTemplate`).
+    Title,
+    /// A message body (`formatting.bodyTemplate`).
+    Body,
+    /// A policy's dedupe key (`routing.dedupe.key`).
+    DedupeKey,
+    /// A webhook's request body (`webhook.bodyTemplate`).
+    WebhookBody,
+}
+
+impl Part {
+    /// The largest output of this part, in bytes.
+    pub const fn max_output(self) -> usize {
+        match self {
+            Part::Title => 1024,
+            Part::DedupeKey => 512,
+            Part::Body | Part::WebhookBody => 64 * 1024,
+        }
+    }
+}
+
+/// An output buffer that refuses to grow past its limit.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+    /// Whether a write was refused.
+    overflowed: bool,
+}
+
+impl io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            self.overflowed = true;
+            return Err(io::Error::other(OutputTooLarge));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The marker error of [`Bounded`].
+#[derive(Debug, thiserror::Error)]
+#[error("output limit reached")]
+struct OutputTooLarge;
+
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
@@ -207,38 +282,92 @@ pub fn go_to_jinja(src: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Renders `src` (Go-style or minijinja) for `event`.
-pub fn render(src: &str, event: &AlertEvent) -> Result<String, TemplateError> {
-    render_json(src, &serde_json::to_value(event).unwrap_or_default())
+/// Renders `src` (Go-style or minijinja) for `event` as `part`.
+pub fn render(src: &str, event: &AlertEvent, part: Part) -> Result<String, TemplateError> {
+    render_json(src, &serde_json::to_value(event).unwrap_or_default(), part)
 }
 
-/// Renders `src` with an AlertEvent's JSON (as providers receive it) as the variables.
-pub fn render_json(src: &str, event_json: &serde_json::Value) -> Result<String, TemplateError> {
-    let ctx = Value::from(minijinja::value::Serde(with_aliases(event_json.clone())));
-    env()
-        .render_str(&go_to_jinja(src), ctx)
-        .map_err(|e| TemplateError {
-            field: "template".into(),
-            message: describe(&e),
-        })
+/// Renders `src` as `part` with an AlertEvent's JSON (as providers receive it) as the
+/// variables, within the limits of the module docs.
+pub fn render_json(
+    src: &str,
+    event_json: &serde_json::Value,
+    part: Part,
+) -> Result<String, TemplateError> {
+    let error = |message: String| TemplateError {
+        field: "template".into(),
+        message,
+    };
+    render_bounded(src, event_json, part).map_err(|e| error(e.message().to_string()))
 }
 
-/// Why a template cannot be used: minijinja's message, with the line.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Unusable {
-    /// What is wrong.
-    pub message: String,
+/// Why a render stopped.
+enum Failure {
+    /// Over a limit (source length, fuel, output size).
+    Limit(String),
+    /// Anything else minijinja reports.
+    Template(String),
 }
 
-/// Whether `src` is a usable template: it must parse, and rendering it for a sample
-/// event must not hit an unknown filter, test or function. (A missing label or a
-/// variable that is empty for some events is not an error here: it depends on the event.)
-pub fn check(src: &str) -> Result<(), Unusable> {
+impl Failure {
+    fn message(&self) -> &str {
+        match self {
+            Failure::Limit(m) | Failure::Template(m) => m,
+        }
+    }
+}
+
+fn render_bounded(
+    src: &str,
+    event_json: &serde_json::Value,
+    part: Part,
+) -> Result<String, Failure> {
+    if src.len() > MAX_SOURCE_BYTES {
+        return Err(Failure::Limit(format!(
+            "template is longer than {MAX_SOURCE_BYTES} bytes ({} bytes)",
+            src.len()
+        )));
+    }
     let jinja = go_to_jinja(src);
-    env().template_from_str(&jinja).map_err(|e| Unusable {
-        message: describe(&e),
-    })?;
+    let template = env()
+        .template_from_str(&jinja)
+        .map_err(|e| Failure::Template(describe(&e)))?;
+    let ctx = Value::from(minijinja::value::Serde(with_aliases(event_json.clone())));
+    let limit = part.max_output();
+    let mut out = Bounded {
+        buf: Vec::new(),
+        limit,
+        overflowed: false,
+    };
+    match template.render_captured_to(ctx, &mut out) {
+        Ok(_) => Ok(String::from_utf8_lossy(&out.buf).into_owned()),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Failure::Limit(format!(
+            "template uses more than {FUEL} steps (minijinja fuel)"
+        ))),
+        Err(_) if out.overflowed => Err(Failure::Limit(format!(
+            "template renders more than {limit} bytes"
+        ))),
+        Err(e) => Err(Failure::Template(describe(&e))),
+    }
+}
+
+/// Why a template cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// It does not parse, or uses an unknown filter, test or function: minijinja's
+    /// message, with the line. Notifications go out with the default text.
+    #[error("{0}")]
+    Broken(String),
+    /// It is over a limit (source length, fuel, output size): refused.
+    #[error("{0}")]
+    OverLimit(String),
+}
+
+/// Whether `src` is a usable template for `part`: it must parse, and rendering it for a
+/// sample event must stay within the limits and not hit an unknown filter, test or
+/// function. (A missing label or a variable that is empty for some events is not an
+/// error here: it depends on the event.)
+pub fn check(src: &str, part: Part) -> Result<(), Unusable> {
     let sample = serde_json::json!({
         "kind": "certExpiring", "daysLeft": 7, "monitorId": "ns/name",
         "monitorNamespace": "ns", "monitorName": "name", "previousState": "up",
@@ -246,13 +375,19 @@ pub fn check(src: &str) -> Result<(), Unusable> {
         "latencyMs": 1.5, "timestamp": "2026-01-01T00:00:00Z", "isStateChange": true,
         "labels": {}, "annotations": {},
     });
-    match render_json(src, &sample) {
-        Err(e)
+    if src.len() <= MAX_SOURCE_BYTES {
+        env()
+            .template_from_str(&go_to_jinja(src))
+            .map_err(|e| Unusable::Broken(describe(&e)))?;
+    }
+    match render_bounded(src, &sample, part) {
+        Err(Failure::Limit(m)) => Err(Unusable::OverLimit(m)),
+        Err(Failure::Template(m))
             if ["unknown filter", "unknown test", "unknown function"]
                 .iter()
-                .any(|k| e.message.contains(k)) =>
+                .any(|k| m.contains(k)) =>
         {
-            Err(Unusable { message: e.message })
+            Err(Unusable::Broken(m))
         }
         _ => Ok(()),
     }
@@ -304,27 +439,30 @@ pub fn default_body(event: &AlertEvent) -> String {
 /// a failing template yields the default text and an error.
 pub fn render_message(formatting: Option<&Formatting>, event: &AlertEvent) -> Rendered {
     let mut errors = Vec::new();
-    let mut part = |field: &str, src: Option<&String>, default: fn(&AlertEvent) -> String| match src
-        .map(|s| render(s, event))
-    {
-        None => default(event),
-        Some(Ok(text)) => text,
-        Some(Err(e)) => {
-            errors.push(TemplateError {
-                field: format!("spec.formatting.{field}"),
-                message: e.message,
-            });
-            default(event)
-        }
-    };
+    let mut part =
+        |field: &str, src: Option<&String>, kind: Part, default: fn(&AlertEvent) -> String| {
+            match src.map(|s| render(s, event, kind)) {
+                None => default(event),
+                Some(Ok(text)) => text,
+                Some(Err(e)) => {
+                    errors.push(TemplateError {
+                        field: format!("spec.formatting.{field}"),
+                        message: e.message,
+                    });
+                    default(event)
+                }
+            }
+        };
     let title = part(
         "titleTemplate",
         formatting.and_then(|f| f.title_template.as_ref()),
+        Part::Title,
         default_title,
     );
     let body = part(
         "bodyTemplate",
         formatting.and_then(|f| f.body_template.as_ref()),
+        Part::Body,
         default_body,
     );
     Rendered {
@@ -392,23 +530,26 @@ mod tests {
         let go = "[{{ .state | upper }}] {{ .monitorName }} ({{ .labels.team | title }}) {{ .latencyMs }}ms {{ .reason | default(\"n/a\") }}";
         let jinja = "[{{ state | upper }}] {{ monitorName }} ({{ labels.team | title }}) {{ latencyMs }}ms {{ reason | default(\"n/a\") }}";
         let want = "[DOWN] api (Core) 12.0ms n/a";
-        assert_eq!(render(go, &e).unwrap(), want);
-        assert_eq!(render(jinja, &e).unwrap(), want);
+        assert_eq!(render(go, &e, Part::Body).unwrap(), want);
+        assert_eq!(render(jinja, &e, Part::Body).unwrap(), want);
         assert_eq!(
-            render("{{ monitor }} {{ kind }} {{ reason }}|{{ timestamp | date('%d.%m. %H:%M', 'Europe/Berlin') }}", &e).unwrap(),
+            render("{{ monitor }} {{ kind }} {{ reason }}|{{ timestamp | date('%d.%m. %H:%M', 'Europe/Berlin') }}", &e, Part::Body).unwrap(),
             "prod/api down |29.03. 03:30"
         );
         // The spec's body template.
         let body =
             "Monitor: {{ .monitorNamespace }}/{{ .monitorName }}\nState: {{ .currentState }}\n";
         assert_eq!(
-            render(body, &e).unwrap(),
+            render(body, &e, Part::Body).unwrap(),
             "Monitor: prod/api\nState: down\n"
         );
         // No escaping in plain text.
         let mut e2 = e.clone();
         e2.message = Some("<b>&</b>".into());
-        assert_eq!(render("{{ message }}", &e2).unwrap(), "<b>&</b>");
+        assert_eq!(
+            render("{{ message }}", &e2, Part::Body).unwrap(),
+            "<b>&</b>"
+        );
     }
 
     #[test]
@@ -425,7 +566,7 @@ mod tests {
         assert_eq!(r.errors[0].field, "spec.formatting.titleTemplate");
         assert!(r.errors[0].message.contains("undefined"), "{}", r.errors[0]);
         assert_eq!(r.errors[1].field, "spec.formatting.bodyTemplate");
-        assert!(render("{{ timestamp | date('%Q') }}", &e).is_err());
+        assert!(render("{{ timestamp | date('%Q') }}", &e, Part::Body).is_err());
         // Without formatting: the defaults, no errors.
         let plain = render_message(None, &e);
         assert_eq!(
@@ -437,5 +578,61 @@ mod tests {
             body_template: None,
         };
         assert_eq!(render_message(Some(&ok), &e).title, "[DOWN] api");
+    }
+
+    #[test]
+    fn renders_are_bounded_and_refused_at_validation() {
+        let e = event();
+        let nested =
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+        let amplifying =
+            "{% for a in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}";
+        let doubling = format!(
+            "{{% set s = 'xxxxxxxxxxxxxxxx' %}}{}{{{{ s }}}}",
+            "{% set s = s ~ s %}".repeat(60)
+        );
+        for (src, want) in [
+            (nested, "steps"),
+            (amplifying, "more than"),
+            (doubling.as_str(), "steps"),
+        ] {
+            match check(src, Part::Body) {
+                Err(Unusable::OverLimit(m)) => assert!(m.contains(want), "{src}: {m}"),
+                other => panic!("{src}: {other:?}"),
+            }
+            // At delivery: an error, and render_message falls back to the default.
+            assert!(render(src, &e, Part::Body).is_err());
+            let f = Formatting {
+                title_template: None,
+                body_template: Some(src.to_string()),
+            };
+            let r = render_message(Some(&f), &e);
+            assert_eq!(r.body, "[DOWN] prod/api: connection refused");
+            assert_eq!(r.errors[0].field, "spec.formatting.bodyTemplate");
+        }
+        // Output bounds differ per part.
+        let wide = "{{ 'x' * 2000 }}";
+        assert_eq!(check(wide, Part::Body), Ok(()));
+        assert_eq!(
+            check(wide, Part::Title),
+            Err(Unusable::OverLimit(
+                "template renders more than 1024 bytes".into()
+            ))
+        );
+        assert!(matches!(
+            check(wide, Part::DedupeKey),
+            Err(Unusable::OverLimit(_))
+        ));
+        // Source length.
+        let long = "x".repeat(MAX_SOURCE_BYTES + 1);
+        assert!(matches!(
+            check(&long, Part::Body),
+            Err(Unusable::OverLimit(m)) if m.contains("longer than 16384 bytes")
+        ));
+        // A broken template is not a limit.
+        assert!(matches!(
+            check("{{ x | nosuchfilter }}", Part::Body),
+            Err(Unusable::Broken(_))
+        ));
     }
 }

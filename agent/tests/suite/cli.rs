@@ -607,3 +607,104 @@ fn agent_with_a_read_only_database_exits_with_a_clear_error() {
         "{printed}"
     );
 }
+
+/// Runs `cmd` to its end, failing the test if it is still running after a generous
+/// deadline (a runaway render or parse would otherwise hang the suite).
+fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 17, item 2: a nested loop and an output-amplifying template used to hang
+/// `validate` and grow its memory; now each is refused with a finding naming the field,
+/// and the valid resources beside them still count.
+#[test]
+fn validate_refuses_runaway_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+    let amplifying =
+        "{% for a in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}";
+    let yaml = format!(
+        r#"apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {{name: db, namespace: prod}}
+spec: {{type: tcp, target: {{tcp: {{host: db.internal, port: 5432}}}}}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: NotificationProvider
+metadata: {{name: hook, namespace: prod}}
+spec:
+  type: webhook
+  webhook:
+    url: https://hooks.example.com/x
+    bodyTemplate: '{nested}'
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: NotificationPolicy
+metadata: {{name: loops, namespace: prod}}
+spec:
+  routing: {{providers: [{{ref: {{name: hook}}}}]}}
+  formatting:
+    titleTemplate: '{nested}'
+    bodyTemplate: '{amplifying}'
+"#
+    );
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let out = output_within(kubekuma().arg("validate").arg(dir.path()), 120);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for want in [
+        "doc 2 NotificationProvider prod/hook: spec.webhook.bodyTemplate: template uses more than 50000 steps",
+        "doc 3 NotificationPolicy prod/loops: spec.formatting.titleTemplate: template uses more than 50000 steps",
+        "doc 3 NotificationPolicy prod/loops: spec.formatting.bodyTemplate: template renders more than 65536 bytes",
+        "1 resource valid (1 monitor)",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+}
+
+/// Issue 17, item 10: a mistyped or unreadable `--config` is an error at start (the agent
+/// used to run, ready, with no monitors), for `agent` and `validate` alike.
+#[test]
+fn a_config_path_that_cannot_be_read_stops_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("manifets");
+    let not_a_dir = dir.path().join("file.yaml");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let below_a_file = not_a_dir.join("monitors");
+    for (path, cause) in [
+        (&missing, "No such file or directory"),
+        (&below_a_file, "Not a directory"),
+    ] {
+        let out = output_within(kubekuma().arg("validate").arg(path), 60);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let want = format!("cannot read the manifests at {}: {cause}", path.display());
+        assert!(stderr.contains(&want), "{stderr}");
+
+        let out = output_within(
+            kubekuma()
+                .args(["agent", "--listen", "127.0.0.1:0", "--config"])
+                .arg(path)
+                .arg("--data")
+                .arg(dir.path().join("data"))
+                .env("SESSION_SECRET", "0123456789abcdef0123456789abcdef0123"),
+            60,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(&want), "{stderr}");
+    }
+}

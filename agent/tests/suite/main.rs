@@ -13,6 +13,8 @@ mod alerting_http_providers;
 mod alerting_outbox;
 mod alerting_policy;
 mod alerting_smtp_apprise;
+mod catalog_bounds;
+mod catalog_fuzz;
 mod checks_dns;
 mod checks_docker;
 mod checks_docker_podman;

@@ -137,13 +137,17 @@ pub(crate) fn plan(
             Some((name, k.clone(), v.clone()))
         })
         .collect();
-    if let Some(t) = &c.body_template
-        && let Err(e) = crate::notify::template::check(t)
-    {
-        sink.warn(
-            &format!("{base}.bodyTemplate"),
-            format!("template does not work (the default body is used): {e}"),
-        );
+    if let Some(t) = &c.body_template {
+        use crate::notify::template::{Part, Unusable, check};
+        match check(t, Part::WebhookBody) {
+            Err(Unusable::Broken(e)) => sink.warn(
+                &format!("{base}.bodyTemplate"),
+                format!("template does not work (the default body is used): {e}"),
+            ),
+            // Over a limit: refused, so it never costs the agent time or memory.
+            Err(Unusable::OverLimit(e)) => sink.error(&format!("{base}.bodyTemplate"), e),
+            Ok(()) => {}
+        }
     }
     let content_type = match &c.content_type {
         Some(ct) => match HeaderValue::from_str(ct) {
@@ -297,7 +301,11 @@ fn render(template: &str, msg: &Message) -> Result<String, crate::notify::templa
         vars.entry(k)
             .or_insert_with(|| serde_json::Value::String(v.clone()));
     }
-    crate::notify::template::render_json(template, &serde_json::Value::Object(vars))
+    crate::notify::template::render_json(
+        template,
+        &serde_json::Value::Object(vars),
+        crate::notify::template::Part::WebhookBody,
+    )
 }
 
 // ---------------------------------------------------------------- shared by the HTTP providers
