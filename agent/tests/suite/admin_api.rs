@@ -1353,7 +1353,11 @@ async fn every_route_confines_principals_of_other_namespaces() {
                 | RouteId::IncidentUpdate
                 | RouteId::IncidentResolve => {
                     let tail = r.pattern.rsplit('/').next().unwrap_or_default();
-                    let body = json!({"message": "from another namespace"});
+                    let body = if tail == "acknowledge" {
+                        json!({"note": "from another namespace"})
+                    } else {
+                        json!({"message": "from another namespace"})
+                    };
                     let (s, b) = env
                         .post(
                             &format!("/api/v1/incidents/{prod_inc}/{tail}"),
