@@ -19,6 +19,7 @@
 //! agent-wide counters (checks, deliveries, builds) add up every namespace and are left
 //! out.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use kubekuma_crds::{MonitorState, MonitorType};
@@ -114,11 +115,7 @@ impl Metrics {
             "Monitors of the catalog by current state",
             monitors.clone(),
         );
-        registry.register(
-            "kubekuma_certificate_days_left",
-            "Days until the TLS certificate seen by the last check expires",
-            cert_days.clone(),
-        );
+        register_cert_days(&mut registry, &cert_days);
         Metrics {
             registry,
             checks,
@@ -182,36 +179,9 @@ impl Metrics {
             "Monitors of the catalog by namespace and current state",
             monitors.clone(),
         );
-        registry.register(
-            "kubekuma_certificate_days_left",
-            "Days until the TLS certificate seen by the last check expires",
-            cert_days.clone(),
-        );
-        let mut counts: std::collections::BTreeMap<&str, [i64; STATES.len()]> =
-            std::collections::BTreeMap::new();
-        for (key, m) in snapshot.monitors.iter().filter(|(k, _)| sees(&k.namespace)) {
-            let lm = live.monitors.get(key);
-            let state = if !m.spec.is_enabled() {
-                MonitorState::Paused
-            } else {
-                lm.map(|l| l.tracker.shown())
-                    .unwrap_or(MonitorState::Pending)
-            };
-            let c = counts.entry(key.namespace.as_str()).or_default();
-            if let Some(i) = STATES.iter().position(|s| *s == state) {
-                c[i] += 1;
-            }
-            if let Some(cert) = lm.and_then(|l| l.cert.as_ref()) {
-                cert_days
-                    .get_or_create(&vec![
-                        ("namespace", key.namespace.clone()),
-                        ("name", key.name.clone()),
-                    ])
-                    .set(cert.days_left);
-            }
-        }
-        for (ns, c) in counts {
-            for (state, n) in STATES.iter().zip(c) {
+        register_cert_days(&mut registry, &cert_days);
+        for (ns, counts) in count_states(snapshot, live, sees, &cert_days) {
+            for (state, n) in STATES.iter().zip(counts) {
                 monitors
                     .get_or_create(&vec![
                         ("namespace", ns.to_string()),
@@ -220,11 +190,7 @@ impl Metrics {
                     .set(n);
             }
         }
-        let mut out = String::new();
-        if encode(&mut out, &registry).is_err() {
-            out = "# EOF\n".into();
-        }
-        out
+        text(&registry)
     }
 
     /// The exposition ([`CONTENT_TYPE`]): counters and histograms so far, gauges from the
@@ -235,24 +201,9 @@ impl Metrics {
         self.monitors.clear();
         self.cert_days.clear();
         let mut counts = [0i64; STATES.len()];
-        for (key, m) in &snapshot.monitors {
-            let lm = live.monitors.get(key);
-            let state = if !m.spec.is_enabled() {
-                MonitorState::Paused
-            } else {
-                lm.map(|l| l.tracker.shown())
-                    .unwrap_or(MonitorState::Pending)
-            };
-            if let Some(i) = STATES.iter().position(|s| *s == state) {
-                counts[i] += 1;
-            }
-            if let Some(cert) = lm.and_then(|l| l.cert.as_ref()) {
-                self.cert_days
-                    .get_or_create(&vec![
-                        ("namespace", key.namespace.clone()),
-                        ("name", key.name.clone()),
-                    ])
-                    .set(cert.days_left);
+        for per_namespace in count_states(snapshot, live, &|_| true, &self.cert_days).values() {
+            for (total, n) in counts.iter_mut().zip(per_namespace) {
+                *total += n;
             }
         }
         for (state, n) in STATES.iter().zip(counts) {
@@ -260,12 +211,59 @@ impl Metrics {
                 .get_or_create(&vec![("state", state.as_str().to_string())])
                 .set(n);
         }
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            out = "# EOF\n".into();
-        }
-        out
+        text(&self.registry)
     }
+}
+
+fn register_cert_days(registry: &mut Registry, cert_days: &Family<Labels, Gauge>) {
+    registry.register(
+        "kubekuma_certificate_days_left",
+        "Days until the TLS certificate seen by the last check expires",
+        cert_days.clone(),
+    );
+}
+
+/// The monitors of the namespaces `sees` accepts, counted by namespace and shown state
+/// (in the order of [`STATES`]; a disabled monitor counts as paused, one without a
+/// result as pending); each one's certificate days left set in `cert_days`.
+fn count_states<'a>(
+    snapshot: &'a Snapshot,
+    live: &Live,
+    sees: &dyn Fn(&str) -> bool,
+    cert_days: &Family<Labels, Gauge>,
+) -> BTreeMap<&'a str, [i64; STATES.len()]> {
+    let mut counts: BTreeMap<&str, [i64; STATES.len()]> = BTreeMap::new();
+    for (key, m) in snapshot.monitors.iter().filter(|(k, _)| sees(&k.namespace)) {
+        let lm = live.monitors.get(key);
+        let state = if !m.spec.is_enabled() {
+            MonitorState::Paused
+        } else {
+            lm.map(|l| l.tracker.shown())
+                .unwrap_or(MonitorState::Pending)
+        };
+        let c = counts.entry(key.namespace.as_str()).or_default();
+        if let Some(i) = STATES.iter().position(|s| *s == state) {
+            c[i] += 1;
+        }
+        if let Some(cert) = lm.and_then(|l| l.cert.as_ref()) {
+            cert_days
+                .get_or_create(&vec![
+                    ("namespace", key.namespace.clone()),
+                    ("name", key.name.clone()),
+                ])
+                .set(cert.days_left);
+        }
+    }
+    counts
+}
+
+/// The OpenMetrics text of `registry`.
+fn text(registry: &Registry) -> String {
+    let mut out = String::new();
+    if encode(&mut out, registry).is_err() {
+        out = "# EOF\n".into();
+    }
+    out
 }
 
 #[cfg(test)]

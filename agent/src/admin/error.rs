@@ -11,7 +11,12 @@ pub type Reply = Response<Full<Bytes>>;
 /// A JSON reply with `Cache-Control: no-store`.
 pub fn json_reply<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Reply {
     let text = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    json_text_reply(status, Bytes::from(text))
+}
+
+/// A reply of JSON text already encoded, with `Cache-Control: no-store`.
+pub fn json_text_reply(status: StatusCode, text: Bytes) -> Reply {
+    let mut r = Response::new(Full::new(text));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

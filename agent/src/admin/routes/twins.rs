@@ -25,7 +25,7 @@ use kubekuma_crds::objects::{self, DailyMonth, HourlyDay, IncidentMonth};
 use tokio::sync::{Semaphore, watch};
 
 use super::{Call, store_error};
-use crate::admin::error::{ApiError, Reply};
+use crate::admin::error::{ApiError, Reply, json_text_reply};
 use crate::catalog::Snapshot;
 use crate::export::objects::{self as agent_objects, month_name, start_of};
 use crate::state::live::Live;
@@ -463,16 +463,7 @@ pub async fn status_page(call: &Call<'_>) -> Result<Reply, ApiError> {
     let site = site(call).await?;
     let page = page(&site.model, call.params.get("slug"))?;
     let text = site.status.get(page.slug()).cloned().unwrap_or_default();
-    let mut r = Response::new(Full::new(text));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(r)
+    Ok(json_text_reply(StatusCode::OK, text))
 }
 
 /// `GET /badge/{slug}/{monitor}?kind=status|uptime-24h|uptime-7d|uptime-30d|uptime-90d|response-time|cert`:
