@@ -262,6 +262,35 @@ impl fmt::Debug for BadgeRenderer {
     }
 }
 
+/// usvg options that never let an SVG reach the file system or another URL (badges
+/// never contain images; a logo's are refused) and draw every text with `font`: whatever
+/// family it has, the SVG's generic families and usvg's default resolve to it. The flag
+/// says whether usvg's font database took the font (without it, texts are left out).
+pub(crate) fn sealed_options(font: Arc<Vec<u8>>) -> (usvg::Options<'static>, bool) {
+    let mut options = usvg::Options {
+        image_href_resolver: usvg::ImageHrefResolver {
+            resolve_data: Box::new(|_, _, _| None),
+            resolve_string: Box::new(|_, _| None),
+        },
+        ..usvg::Options::default()
+    };
+    let db = options.fontdb_mut();
+    let ids = db.load_font_source(usvg::fontdb::Source::Binary(font));
+    let Some(family) = ids
+        .first()
+        .and_then(|id| db.face(*id))
+        .and_then(|face| face.families.first())
+        .map(|(name, _)| name.clone())
+    else {
+        return (options, false);
+    };
+    db.set_sans_serif_family(family.clone());
+    db.set_serif_family(family.clone());
+    db.set_monospace_family(family.clone());
+    options.font_family = family;
+    (options, true)
+}
+
 impl BadgeRenderer {
     /// A renderer for the given TrueType/OpenType font file (a single face, not a
     /// collection). Fails when the font's `head`, `hhea`, `maxp`, `hmtx` or `cmap` table is
@@ -269,31 +298,11 @@ impl BadgeRenderer {
     pub fn new(font_ttf: Vec<u8>) -> Result<Self, BadgeError> {
         let font = BadgeFont::parse(Arc::new(font_ttf)).map_err(BadgeError::Font)?;
 
-        let mut options = usvg::Options {
-            // Badges never contain images: never let an SVG reach the file system.
-            image_href_resolver: usvg::ImageHrefResolver {
-                resolve_data: Box::new(|_, _, _| None),
-                resolve_string: Box::new(|_, _| None),
-            },
-            ..usvg::Options::default()
-        };
-        let db = options.fontdb_mut();
-        let ids = db.load_font_source(usvg::fontdb::Source::Binary(font.data()));
-        let Some(family) = ids
-            .first()
-            .and_then(|id| db.face(*id))
-            .and_then(|face| face.families.first())
-            .map(|(name, _)| name.clone())
-        else {
+        let (options, true) = sealed_options(font.data()) else {
             return Err(BadgeError::Font(
                 "usvg's font database did not load it".into(),
             ));
         };
-        // Whatever family the font has, the SVG's `sans-serif` fallback and usvg's default
-        // both resolve to it.
-        db.set_sans_serif_family(family.clone());
-        options.font_family = family;
-
         Ok(BadgeRenderer {
             font,
             options,

@@ -11,7 +11,7 @@ use resvg::tiny_skia;
 use resvg::usvg;
 use sha2::{Digest, Sha256};
 
-use crate::badge::encode_png;
+use crate::badge::{encode_png, sealed_options};
 use crate::digest::hex;
 
 /// Largest logo or favicon the builder downloads: the download stops at one byte more.
@@ -147,28 +147,7 @@ pub(crate) struct SvgRasteriser {
 impl SvgRasteriser {
     /// A rasteriser drawing texts with `font` (TrueType/OpenType).
     pub(crate) fn new(font: &[u8]) -> SvgRasteriser {
-        let mut options = usvg::Options {
-            image_href_resolver: usvg::ImageHrefResolver {
-                resolve_data: Box::new(|_, _, _| None),
-                resolve_string: Box::new(|_, _| None),
-            },
-            ..usvg::Options::default()
-        };
-        let db = options.fontdb_mut();
-        let ids = db.load_font_source(usvg::fontdb::Source::Binary(std::sync::Arc::new(
-            font.to_vec(),
-        )));
-        if let Some(family) = ids
-            .first()
-            .and_then(|id| db.face(*id))
-            .and_then(|face| face.families.first())
-            .map(|(name, _)| name.clone())
-        {
-            db.set_sans_serif_family(family.clone());
-            db.set_serif_family(family.clone());
-            db.set_monospace_family(family.clone());
-            options.font_family = family;
-        }
+        let (options, _) = sealed_options(std::sync::Arc::new(font.to_vec()));
         SvgRasteriser { options }
     }
 
