@@ -418,188 +418,22 @@ struct Samples {
 
 /// Run the twins benchmark and print its report.
 pub async fn run_twins_bench(b: TwinsBench) -> Result<String, BenchError> {
-    use crate::admin::auth::{Auth, AuthConfig};
-    use crate::admin::{AdminContext, Api, Health};
-    use crate::state::live::LiveMonitor;
-    use chrono::Utc;
-    use kubekuma_crds::MonitorState;
-    use kubekuma_crds::results::Heartbeat;
-
     let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
-    let folder = dir.path().join("manifests");
-    std::fs::create_dir_all(&folder).map_err(BenchError::TempDir)?;
-    std::fs::write(folder.join("all.yaml"), twins_manifests(b.monitors))
-        .map_err(BenchError::TempDir)?;
-    let t_load = Instant::now();
-    let built = crate::catalog::folder::FolderCatalog::new(vec![folder]).load();
-    if let Some(f) = built
-        .findings
-        .iter()
-        .find(|f| f.severity == crate::catalog::Severity::Error)
-    {
-        return Err(BenchError::Catalog(f.to_string()));
-    }
-    let load_s = t_load.elapsed().as_secs_f64();
-    let snapshot = Arc::new(built.snapshot);
-    let (catalog_tx, catalog) = tokio::sync::watch::channel(snapshot.clone());
-
-    // History: a heartbeat an hour over the last six hours of every monitor, and every
-    // monitor up in the live view.
-    let store = Store::open(&dir.path().join("bench.db"))?;
-    let now = Utc::now();
-    let live = Arc::new(Mutex::new(Live::default()));
-    let beat = |i: usize, t: chrono::DateTime<Utc>, up: bool| Heartbeat {
-        namespace: "bench".into(),
-        name: format!("m{i}"),
-        state: if up {
-            MonitorState::Up
-        } else {
-            MonitorState::Down
-        },
-        latency_ms: Some(5.0 + (i % 50) as f64),
-        reason: (!up).then_some(FailureReason::Timeout),
-        message: None,
-        checked_at: t,
-        attempts: 1,
-    };
-    {
-        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
-        for i in 0..b.monitors {
-            for h in 0..6 {
-                store.record_heartbeat(beat(i, now - chrono::Duration::hours(h), true))?;
-            }
-            let mut m = LiveMonitor::default();
-            m.tracker.base = MonitorState::Up;
-            m.checked_at = Some(now);
-            m.latency_ms = Some(5.0);
-            l.monitors.insert(ObjKey::new("bench", &format!("m{i}")), m);
-        }
-    }
-    store.flush().await?;
-
-    let config = AuthConfig::load(
-        Some("bench-session-secret-0123456789abcdef0123456789"),
-        dir.path(),
-    )?;
-    let auth = Arc::new(Auth::new(config, store.clone(), catalog.clone()));
-    let health = Arc::new(Health::default());
-    health.set_ready(true);
-    let api = Arc::new(Api::new(health).with_admin(AdminContext {
-        store: store.clone(),
-        live: live.clone(),
-        catalog,
-        auth,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-    }));
+    let agent = twins_agent(&b, dir.path()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (addr, server) = crate::admin::serve("127.0.0.1:0", api.clone(), stop_rx)
+    let (addr, server) = crate::admin::serve("127.0.0.1:0", agent.api.clone(), stop_rx)
         .await
         .map_err(BenchError::Listen)?;
     let base = format!("http://{addr}");
 
     let until = Instant::now() + Duration::from_secs(b.duration);
-    // State changes: 1% of the monitors flip (live view and a heartbeat each).
-    let changer = {
-        let (store, live, n, every) = (store.clone(), live.clone(), b.monitors, b.change_every_ms);
-        tokio::spawn(async move {
-            if every == 0 {
-                return 0u64;
-            }
-            let mut round = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(every));
-            tick.tick().await;
-            while Instant::now() < until {
-                tick.tick().await;
-                round += 1;
-                let t = Utc::now();
-                let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
-                for j in 0..(n / 100).max(1) {
-                    let i = (round as usize * 7919 + j * 101) % n.max(1);
-                    let up = round.is_multiple_of(2);
-                    if let Some(m) = l.monitors.get_mut(&ObjKey::new("bench", &format!("m{i}"))) {
-                        m.tracker.base = if up {
-                            MonitorState::Up
-                        } else {
-                            MonitorState::Down
-                        };
-                        m.checked_at = Some(t);
-                    }
-                    let _ = store.record_heartbeat(beat(i, t, up));
-                }
-            }
-            round
-        })
-    };
-    // /health every 100 ms: does the listener keep answering?
-    let prober = {
-        let url = format!("{base}/health");
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut lat = Vec::new();
-            let mut failed = 0u64;
-            while Instant::now() < until {
-                let t = Instant::now();
-                match client
-                    .get(&url)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => lat.push(t.elapsed().as_micros() as u64),
-                    _ => failed += 1,
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (lat, failed)
-        })
-    };
+    let changer = spawn_changer(&agent, b.monitors, b.change_every_ms, until);
+    let prober = spawn_health_prober(format!("{base}/health"), until);
     let samples = Arc::new(Mutex::new(Samples::default()));
     let t0 = Instant::now();
-    let mut clients = Vec::new();
-    for c in 0..b.clients {
-        let (base, samples, n) = (base.clone(), samples.clone(), b.monitors.max(1));
-        clients.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap_or_default();
-            let mut k = c;
-            while Instant::now() < until {
-                k += b_stride();
-                let m = k % n;
-                let path = match k % 3 {
-                    0 => "/status/bench".to_string(),
-                    1 => format!("/badge/bench/bench/m{m}"),
-                    _ => format!("/uptime/bench/m{m}?days=30"),
-                };
-                let t = Instant::now();
-                let left = until.saturating_duration_since(t);
-                let r = client
-                    .get(format!("{base}{path}"))
-                    .timeout(left.max(Duration::from_millis(1)))
-                    .send()
-                    .await;
-                let status = match r {
-                    Ok(r) => {
-                        let s = r.status();
-                        match r.bytes().await {
-                            Ok(_) => Some(s),
-                            Err(_) => None,
-                        }
-                    }
-                    Err(_) => None,
-                };
-                let us = t.elapsed().as_micros() as u64;
-                let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
-                match status {
-                    Some(st) if st.is_success() => s.ok.push(us),
-                    Some(st) if st.as_u16() == 503 => s.busy.push(us),
-                    Some(_) => s.other.push(us),
-                    None => s.failed += 1,
-                }
-            }
-        }));
-    }
+    let clients: Vec<_> = (0..b.clients)
+        .map(|c| spawn_client(c, base.clone(), samples.clone(), b.monitors.max(1), until))
+        .collect();
     for c in clients {
         let _ = c.await;
     }
@@ -608,7 +442,6 @@ pub async fn run_twins_bench(b: TwinsBench) -> Result<String, BenchError> {
     let (mut health_lat, health_failed) = prober.await.unwrap_or_default();
     let _ = stop_tx.send(true);
     let _ = server.await;
-    let _ = catalog_tx;
     let s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     let mut all: Vec<u64> =
         s.ok.iter()
@@ -631,7 +464,7 @@ pub async fn run_twins_bench(b: TwinsBench) -> Result<String, BenchError> {
         b.monitors,
         b.clients,
         elapsed,
-        load_s,
+        agent.load_s,
         rounds,
         (b.monitors / 100).max(1),
         b.change_every_ms,
@@ -647,13 +480,227 @@ pub async fn run_twins_bench(b: TwinsBench) -> Result<String, BenchError> {
         percentile(&ok, 0.50),
         percentile(&ok, 0.99),
         percentile(&ok, 1.0),
-        api.twins().computations(),
+        agent.api.twins().computations(),
         health_lat.len(),
         health_failed,
         percentile(&health_lat, 0.50),
         percentile(&health_lat, 0.99),
         percentile(&health_lat, 1.0),
     ))
+}
+
+/// The agent side of the twins benchmark: N monitors on one page, their history in
+/// SQLite, all up in the live view, and the admin API over them.
+struct TwinsAgent {
+    store: Store,
+    live: Arc<Mutex<Live>>,
+    api: Arc<crate::admin::Api>,
+    /// Keeps the catalog's channel open for the run.
+    _catalog: tokio::sync::watch::Sender<Arc<crate::catalog::Snapshot>>,
+    /// Seconds the catalog took to load.
+    load_s: f64,
+}
+
+/// A heartbeat of bench monitor `i` at `t`.
+fn bench_beat(
+    i: usize,
+    t: chrono::DateTime<chrono::Utc>,
+    up: bool,
+) -> kubekuma_crds::results::Heartbeat {
+    use kubekuma_crds::MonitorState;
+    kubekuma_crds::results::Heartbeat {
+        namespace: "bench".into(),
+        name: format!("m{i}"),
+        state: if up {
+            MonitorState::Up
+        } else {
+            MonitorState::Down
+        },
+        latency_ms: Some(5.0 + (i % 50) as f64),
+        reason: (!up).then_some(FailureReason::Timeout),
+        message: None,
+        checked_at: t,
+        attempts: 1,
+    }
+}
+
+async fn twins_agent(b: &TwinsBench, dir: &std::path::Path) -> Result<TwinsAgent, BenchError> {
+    use crate::admin::auth::{Auth, AuthConfig};
+    use crate::admin::{AdminContext, Api, Health};
+    use crate::state::live::LiveMonitor;
+    use chrono::Utc;
+    use kubekuma_crds::MonitorState;
+
+    let folder = dir.join("manifests");
+    std::fs::create_dir_all(&folder).map_err(BenchError::TempDir)?;
+    std::fs::write(folder.join("all.yaml"), twins_manifests(b.monitors))
+        .map_err(BenchError::TempDir)?;
+    let t_load = Instant::now();
+    let built = crate::catalog::folder::FolderCatalog::new(vec![folder]).load();
+    if let Some(f) = built
+        .findings
+        .iter()
+        .find(|f| f.severity == crate::catalog::Severity::Error)
+    {
+        return Err(BenchError::Catalog(f.to_string()));
+    }
+    let load_s = t_load.elapsed().as_secs_f64();
+    let (catalog_tx, catalog) = tokio::sync::watch::channel(Arc::new(built.snapshot));
+
+    // History: a heartbeat an hour over the last six hours of every monitor, and every
+    // monitor up in the live view.
+    let store = Store::open(&dir.join("bench.db"))?;
+    let now = Utc::now();
+    let live = Arc::new(Mutex::new(Live::default()));
+    {
+        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..b.monitors {
+            for h in 0..6 {
+                store.record_heartbeat(bench_beat(i, now - chrono::Duration::hours(h), true))?;
+            }
+            let mut m = LiveMonitor::default();
+            m.tracker.base = MonitorState::Up;
+            m.checked_at = Some(now);
+            m.latency_ms = Some(5.0);
+            l.monitors.insert(ObjKey::new("bench", &format!("m{i}")), m);
+        }
+    }
+    store.flush().await?;
+
+    let config = AuthConfig::load(Some("bench-session-secret-0123456789abcdef0123456789"), dir)?;
+    let auth = Arc::new(Auth::new(config, store.clone(), catalog.clone()));
+    let health = Arc::new(Health::default());
+    health.set_ready(true);
+    let api = Arc::new(Api::new(health).with_admin(AdminContext {
+        store: store.clone(),
+        live: live.clone(),
+        catalog,
+        auth,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    }));
+    Ok(TwinsAgent {
+        store,
+        live,
+        api,
+        _catalog: catalog_tx,
+        load_s,
+    })
+}
+
+/// State changes until `until`: every `every_ms`, 1% of the `n` monitors flip (live view
+/// and a heartbeat each). Returns the number of rounds.
+fn spawn_changer(
+    agent: &TwinsAgent,
+    n: usize,
+    every_ms: u64,
+    until: Instant,
+) -> tokio::task::JoinHandle<u64> {
+    use kubekuma_crds::MonitorState;
+    let (store, live) = (agent.store.clone(), agent.live.clone());
+    tokio::spawn(async move {
+        if every_ms == 0 {
+            return 0u64;
+        }
+        let mut round = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
+        tick.tick().await;
+        while Instant::now() < until {
+            tick.tick().await;
+            round += 1;
+            let t = chrono::Utc::now();
+            let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+            for j in 0..(n / 100).max(1) {
+                let i = (round as usize * 7919 + j * 101) % n.max(1);
+                let up = round.is_multiple_of(2);
+                if let Some(m) = l.monitors.get_mut(&ObjKey::new("bench", &format!("m{i}"))) {
+                    m.tracker.base = if up {
+                        MonitorState::Up
+                    } else {
+                        MonitorState::Down
+                    };
+                    m.checked_at = Some(t);
+                }
+                let _ = store.record_heartbeat(bench_beat(i, t, up));
+            }
+        }
+        round
+    })
+}
+
+/// `url` (`/health`) every 100 ms until `until`: the latencies of the answers (µs) and
+/// the number of failures. Does the listener keep answering?
+fn spawn_health_prober(url: String, until: Instant) -> tokio::task::JoinHandle<(Vec<u64>, u64)> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut lat = Vec::new();
+        let mut failed = 0u64;
+        while Instant::now() < until {
+            let t = Instant::now();
+            match client
+                .get(&url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => lat.push(t.elapsed().as_micros() as u64),
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (lat, failed)
+    })
+}
+
+/// Client `c`: one keep-alive connection sending requests back to back until `until`, in
+/// turn a page's `status.json`, a badge and an uptime of one of the `n` monitors.
+fn spawn_client(
+    c: usize,
+    base: String,
+    samples: Arc<Mutex<Samples>>,
+    n: usize,
+    until: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap_or_default();
+        let mut k = c;
+        while Instant::now() < until {
+            k += b_stride();
+            let m = k % n;
+            let path = match k % 3 {
+                0 => "/status/bench".to_string(),
+                1 => format!("/badge/bench/bench/m{m}"),
+                _ => format!("/uptime/bench/m{m}?days=30"),
+            };
+            let t = Instant::now();
+            let left = until.saturating_duration_since(t);
+            let r = client
+                .get(format!("{base}{path}"))
+                .timeout(left.max(Duration::from_millis(1)))
+                .send()
+                .await;
+            let status = match r {
+                Ok(r) => {
+                    let s = r.status();
+                    match r.bytes().await {
+                        Ok(_) => Some(s),
+                        Err(_) => None,
+                    }
+                }
+                Err(_) => None,
+            };
+            let us = t.elapsed().as_micros() as u64;
+            let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+            match status {
+                Some(st) if st.is_success() => s.ok.push(us),
+                Some(st) if st.as_u16() == 503 => s.busy.push(us),
+                Some(_) => s.other.push(us),
+                None => s.failed += 1,
+            }
+        }
+    })
 }
 
 /// How far a client moves through the monitors between requests (a prime, so clients
