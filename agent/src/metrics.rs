@@ -17,7 +17,9 @@
 //! [`Metrics::render_scoped`] instead: only `kubekuma_monitors` by `namespace` and
 //! `state` and `kubekuma_certificate_days_left`, both for the namespaces it sees; the
 //! agent-wide counters (checks, deliveries, builds) add up every namespace and are left
-//! out.
+//! out. An anonymous scrape (`spec.publicEndpoints.metrics` is public by default) gets
+//! [`Metrics::render_public`]: everything but the certificate series, whose labels name
+//! namespaces and monitors; `kubekuma_monitors` there counts by state only.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -60,6 +62,8 @@ fn build_buckets() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The same families without the certificate series (anonymous scrapes).
+    public: Registry,
     checks: Family<Labels, Counter>,
     check_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     deliveries: Family<Labels, Counter>,
@@ -115,9 +119,37 @@ impl Metrics {
             "Monitors of the catalog by current state",
             monitors.clone(),
         );
+        let mut public = Registry::default();
+        public.register(
+            "kubekuma_checks",
+            "Finished checks by monitor type and result",
+            checks.clone(),
+        );
+        public.register(
+            "kubekuma_check_duration_seconds",
+            "Duration of checks by monitor type",
+            check_seconds.clone(),
+        );
+        public.register(
+            "kubekuma_notification_deliveries",
+            "Notification deliveries by provider type and outcome",
+            deliveries.clone(),
+        );
+        public.register("kubekuma_builds", "Site builds by result", builds.clone());
+        public.register(
+            "kubekuma_build_duration_seconds",
+            "Duration of site builds",
+            build_seconds.clone(),
+        );
+        public.register(
+            "kubekuma_monitors",
+            "Monitors of the catalog by current state",
+            monitors.clone(),
+        );
         register_cert_days(&mut registry, &cert_days);
         Metrics {
             registry,
+            public,
             checks,
             check_seconds,
             deliveries,
@@ -197,6 +229,17 @@ impl Metrics {
     /// monitors of `snapshot` and their live state (a disabled monitor counts as paused,
     /// one without a result as pending).
     pub fn render(&self, snapshot: &Snapshot, live: &Live) -> String {
+        self.render_into(snapshot, live, false)
+    }
+
+    /// The exposition for an anonymous reader: as [`Metrics::render`] without
+    /// `kubekuma_certificate_days_left` (its labels name namespaces and monitors); the
+    /// rest names monitor types, results, provider types and states, never a tenant.
+    pub fn render_public(&self, snapshot: &Snapshot, live: &Live) -> String {
+        self.render_into(snapshot, live, true)
+    }
+
+    fn render_into(&self, snapshot: &Snapshot, live: &Live, public: bool) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.monitors.clear();
         self.cert_days.clear();
@@ -211,7 +254,7 @@ impl Metrics {
                 .get_or_create(&vec![("state", state.as_str().to_string())])
                 .set(n);
         }
-        text(&self.registry)
+        text(if public { &self.public } else { &self.registry })
     }
 }
 
@@ -292,5 +335,11 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing in\n{text}");
         }
+        let public = m.render_public(&Snapshot::default(), &Live::default());
+        assert!(public.contains("kubekuma_checks_total{type=\"http\",result=\"up\"} 1"));
+        assert!(
+            !public.contains("kubekuma_certificate_days_left"),
+            "{public}"
+        );
     }
 }

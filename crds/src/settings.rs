@@ -264,6 +264,10 @@ pub struct MetricsEndpoint {
     /// Path. Default `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Refuse anonymous scrapes (401): only a session or an API key may read metrics.
+    /// Default false (anonymous scrapes get aggregate series only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_auth: Option<bool>,
 }
 
 /// What is served without login.
@@ -326,10 +330,47 @@ pub struct EffectiveSettings {
     pub dns_servers: Vec<String>,
     /// Raw ICMP allowed.
     pub ping_privileged: bool,
+    /// What is served without login (`spec.publicEndpoints`).
+    pub public_endpoints: EffectivePublicEndpoints,
     /// Auth mode.
     pub auth_mode: AuthMode,
     /// Session lifetime, seconds.
     pub session_max_age_seconds: i64,
+}
+
+/// `spec.publicEndpoints` with its defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EffectivePublicEndpoints {
+    /// The dynamic status page twins (`/status/…`, `/badge/…`, `/uptime/…`) are served.
+    pub status_pages_enabled: bool,
+    /// The dynamic badges (`/badge/…`) are served.
+    pub badges_enabled: bool,
+    /// Metrics are served.
+    pub metrics_enabled: bool,
+    /// Where metrics are served.
+    pub metrics_path: String,
+    /// Anonymous scrapes are refused.
+    pub metrics_require_auth: bool,
+}
+
+impl Default for EffectivePublicEndpoints {
+    fn default() -> Self {
+        PublicEndpoints::default().effective()
+    }
+}
+
+impl PublicEndpoints {
+    /// Fill in every default.
+    pub fn effective(&self) -> EffectivePublicEndpoints {
+        let m = self.metrics.clone().unwrap_or_default();
+        EffectivePublicEndpoints {
+            status_pages_enabled: self.status_pages_enabled.unwrap_or(true),
+            badges_enabled: self.badges_enabled.unwrap_or(true),
+            metrics_enabled: m.enabled.unwrap_or(true),
+            metrics_path: m.path.unwrap_or_else(|| "/metrics".to_string()),
+            metrics_require_auth: m.require_auth.unwrap_or(false),
+        }
+    }
 }
 
 impl Default for EffectiveSettings {
@@ -372,6 +413,11 @@ impl KubeKumaSettingsSpec {
                 .unwrap_or_else(|| concat!("KubeKuma/", env!("CARGO_PKG_VERSION")).to_string()),
             dns_servers: net.dns.map(|d| d.servers).unwrap_or_default(),
             ping_privileged: net.ping.and_then(|p| p.privileged).unwrap_or(false),
+            public_endpoints: self
+                .public_endpoints
+                .clone()
+                .unwrap_or_default()
+                .effective(),
             auth_mode: auth.mode.unwrap_or(AuthMode::Local),
             session_max_age_seconds: auth
                 .local

@@ -213,6 +213,15 @@ impl Api {
                 .push(req.method(), token, req.uri().query(), peer)
                 .await;
         }
+        // `spec.publicEndpoints.metrics`: served at its path (looked up as `/metrics`,
+        // never a file of the site), or not at all.
+        let path = match &self.admin {
+            Some(ctx) => match routes::metrics_path(ctx, &path) {
+                Some(p) => p.to_string(),
+                None => return routes::not_found(&path),
+            },
+            None => path,
+        };
         if !routes::reserved(&path)
             && let Some(site) = &self.site
             && let Some(r) = site.serve(&req)

@@ -853,13 +853,42 @@ fn endpoint_settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink
         .as_ref()
         .and_then(|p| p.metrics.as_ref())
         .and_then(|m| m.path.as_ref())
-        && !p.starts_with('/')
+        && let Err(cause) = metrics_path_ok(p)
     {
         sink.error(
             "spec.publicEndpoints.metrics.path",
-            format!("must start with '/', got {p:?}"),
+            format!("{cause}, got {p:?}"),
         );
     }
+}
+
+/// The metrics path: absolute, one plain path (no query, fragment, dot segments or
+/// empty segments), and clear of the agent's other routes (the API and push under
+/// `/api`, `/health`, `/ready`, the twins under `/status/`, `/badge/`, `/uptime/`).
+fn metrics_path_ok(p: &str) -> Result<(), &'static str> {
+    if !p.starts_with('/') || p.len() < 2 {
+        return Err("must be an absolute path such as /metrics");
+    }
+    if p.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%' | '\\'))
+        || p[1..]
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("must be a plain path (no query, fragment, escapes, empty or dot segments)");
+    }
+    let taken = p == "/api"
+        || p.starts_with("/api/")
+        || matches!(p, "/health" | "/ready" | "/status" | "/badge" | "/uptime")
+        || ["/status/", "/badge/", "/uptime/"]
+            .iter()
+            .any(|t| p.starts_with(t));
+    if taken {
+        return Err(
+            "collides with the agent's routes (/api/…, /health, /ready, /status/…, /badge/…, /uptime/…)",
+        );
+    }
+    Ok(())
 }
 
 /// `spec.auth`: OIDC issuer and client id when the mode is oidc, session and API key ranges.

@@ -1030,8 +1030,9 @@ async fn metrics_after_checks() {
     env.metrics.check_finished(MonitorType::Tcp, true, 0.01);
     env.metrics.delivery("slack", "sent");
 
+    // Public by default (spec.publicEndpoints.metrics); see the tests at the end.
     let (s, _) = env.get("/metrics", None).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(s, StatusCode::OK);
     let r = env
         .client
         .get(format!("{}/metrics", env.base))
@@ -1934,4 +1935,130 @@ async fn incident_text_with_controls_is_refused() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["acknowledged"], true);
+}
+
+/// `spec.publicEndpoints` as a KubeKumaSettings document for [`start_with`].
+fn public_endpoints(yaml: &str) -> String {
+    format!(
+        "---
+apiVersion: monitoring.kubekuma.io/v1
+kind: KubeKumaSettings
+metadata: {{name: kubekuma}}
+spec:
+  publicEndpoints:
+{yaml}"
+    )
+}
+
+impl Env {
+    /// Status and text of `GET path`, anonymous or with `token`.
+    async fn text(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+}
+
+/// An anonymous scrape (Prometheus without a session) answers 200 with the aggregate
+/// series only: no namespace, no monitor, no certificate series; bad credentials stay 401.
+#[tokio::test]
+async fn metrics_are_public_by_default_with_aggregate_series_only() {
+    let env = start().await;
+    env.metrics.check_finished(MonitorType::Http, true, 0.25);
+    env.metrics.delivery("slack", "sent");
+    let (s, text) = env.text("/metrics", None).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    for want in [
+        "kubekuma_checks_total{type=\"http\",result=\"up\"} 1",
+        "kubekuma_notification_deliveries_total{provider_type=\"slack\",outcome=\"sent\"} 1",
+        "kubekuma_monitors{state=\"up\"} 1",
+        "kubekuma_monitors{state=\"down\"} 1",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+    for tenant in ["namespace=", "name=", "prod", "team-a", "certificate"] {
+        assert!(
+            !text.contains(tenant),
+            "{tenant} in the public text\n{text}"
+        );
+    }
+    let (s, _) = env.text("/metrics", Some("not-a-valid-token")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A logged-in reader of the home namespace keeps the full exposition.
+    let viewer = env.login("viewer").await;
+    let (s, text) = env.text("/metrics", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        text.contains("kubekuma_certificate_days_left{namespace=\"prod\",name=\"api\"} 42"),
+        "{text}"
+    );
+}
+
+/// `publicEndpoints.metrics.requireAuth: true`: anonymous scrapes are refused (401);
+/// a session still reads them.
+#[tokio::test]
+async fn metrics_require_auth_refuses_anonymous_scrapes() {
+    let env = start_with(&public_endpoints("    metrics: {requireAuth: true}\n")).await;
+    let (s, text) = env.text("/metrics", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(!text.contains("kubekuma_"), "{text}");
+    let viewer = env.login("viewer").await;
+    let (s, text) = env.text("/metrics", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.contains("kubekuma_monitors{state=\"up\"} 1"), "{text}");
+}
+
+/// `publicEndpoints.metrics.path` moves the endpoint (the old path is 404);
+/// `enabled: false` turns it off for everyone.
+#[tokio::test]
+async fn metrics_path_and_enabled_are_honoured() {
+    let env = start_with(&public_endpoints("    metrics: {path: /internal/prom}\n")).await;
+    let (s, text) = env.text("/internal/prom", None).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert!(text.contains("kubekuma_monitors{state=\"up\"} 1"), "{text}");
+    let viewer = env.login("viewer").await;
+    let (s, _) = env.text("/metrics", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let env = start_with(&public_endpoints("    metrics: {enabled: false}\n")).await;
+    let viewer = env.login("viewer").await;
+    for token in [None, Some(viewer.as_str())] {
+        let (s, text) = env.text("/metrics", token).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{text}");
+        assert!(!text.contains("kubekuma_"), "{text}");
+    }
+}
+
+/// `publicEndpoints.statusPagesEnabled: false` turns the dynamic twins off (404);
+/// `badgesEnabled: false` only the badges.
+#[tokio::test]
+async fn public_endpoint_switches_turn_twins_off() {
+    let twins = ["/status/public", "/badge/public/api", "/uptime/prod/api"];
+    let env = start().await;
+    for path in twins {
+        let (s, _) = env.text(path, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+
+    let env = start_with(&public_endpoints("    statusPagesEnabled: false\n")).await;
+    for path in twins {
+        let (s, text) = env.text(path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {text}");
+        assert!(text.contains("publicEndpoints"), "{path}: {text}");
+    }
+    let viewer = env.login("viewer").await;
+    let (s, _) = env.get("/api/v1/monitors", Some(&viewer)).await;
+    assert_eq!(s, StatusCode::OK);
+
+    let env = start_with(&public_endpoints("    badgesEnabled: false\n")).await;
+    let (s, _) = env.text("/badge/public/api", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for path in ["/status/public", "/uptime/prod/api"] {
+        let (s, _) = env.text(path, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
 }

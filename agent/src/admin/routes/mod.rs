@@ -270,7 +270,7 @@ pub const ROUTES: &[RouteDef] = &[
         R::Metrics,
         Get,
         "/metrics",
-        SET_R,
+        Public,
         "Prometheus metrics (OpenMetrics text)",
     ),
     route(R::Health, Get, "/health", Public, "Liveness"),
@@ -607,7 +607,13 @@ pub async fn dispatch(
         R::SilenceCreate => silences::create(&call).await,
         R::SilenceExpire => silences::expire(&call).await,
         R::OpenApi => Ok(json_reply(StatusCode::OK, &openapi::document())),
-        R::Metrics => Ok(metrics(&call)),
+        R::Metrics => metrics(&call, req).await,
+        R::StatusPage | R::Badge | R::Uptime if !twin_enabled(ctx, route.id) => {
+            Err(ApiError::not_found(format!(
+                "no route for {} (turned off in spec.publicEndpoints)",
+                req.uri().path()
+            )))
+        }
         R::StatusPage => twins::status_page(&call).await,
         R::Badge => twins::badge(&call).await,
         R::Uptime => twins::uptime(&call).await,
@@ -617,20 +623,66 @@ pub async fn dispatch(
     answer.unwrap_or_else(ApiError::into_reply)
 }
 
-/// `/metrics`: everything for principals acting on every namespace; for the others only
-/// the series of the namespaces they see (see [`crate::metrics::Metrics::render_scoped`]).
-fn metrics(call: &Call<'_>) -> Reply {
+/// Whether a twin route is served under the catalog's `spec.publicEndpoints`:
+/// `statusPagesEnabled: false` turns every twin off, `badgesEnabled: false` the badges.
+fn twin_enabled(ctx: &AdminContext, id: RouteId) -> bool {
+    let catalog = ctx.catalog.borrow();
+    let p = &catalog.effective.public_endpoints;
+    p.status_pages_enabled && (id != R::Badge || p.badges_enabled)
+}
+
+/// Where `path` goes under the catalog's `spec.publicEndpoints.metrics`: the configured
+/// metrics path is looked up as `/metrics`; `/metrics` itself, when metrics are turned
+/// off or served elsewhere, and the configured path when turned off, are not served
+/// (`None`, a 404). Other paths are unchanged.
+pub fn metrics_path<'a>(ctx: &AdminContext, path: &'a str) -> Option<&'a str> {
+    let catalog = ctx.catalog.borrow();
+    let m = &catalog.effective.public_endpoints;
+    if path == m.metrics_path {
+        m.metrics_enabled.then_some("/metrics")
+    } else if path == "/metrics" {
+        None
+    } else {
+        Some(path)
+    }
+}
+
+/// `/metrics` (or `spec.publicEndpoints.metrics.path`): without credentials the
+/// aggregate series of [`crate::metrics::Metrics::render_public`] (401 instead when
+/// `requireAuth` is set); with credentials, which must be valid and allow reading
+/// settings, everything for principals acting on every namespace and for the others
+/// only the series of the namespaces they see (see
+/// [`crate::metrics::Metrics::render_scoped`]).
+async fn metrics(call: &Call<'_>, req: &http::Request<Bytes>) -> Result<Reply, ApiError> {
+    let require_auth = call
+        .ctx
+        .catalog
+        .borrow()
+        .effective
+        .public_endpoints
+        .metrics_require_auth;
+    let principal = if require_auth || !matches!(Credential::of(req.headers()), Credential::None) {
+        let p = call.ctx.auth.authenticate(req.headers(), call.peer).await?;
+        if !p.can(Area::Settings, Access::Read) {
+            return Err(ApiError::forbidden(format!(
+                "role {} may not read settings",
+                p.role.as_str()
+            )));
+        }
+        Some(p)
+    } else {
+        None
+    };
     let snapshot = call.ctx.catalog.borrow().clone();
     let text = {
         let live = call.ctx.live.lock().unwrap_or_else(|p| p.into_inner());
-        match &call.principal {
+        match &principal {
             Some(p) if p.all_namespaces => call.ctx.metrics.render(&snapshot, &live),
             Some(p) => call
                 .ctx
                 .metrics
                 .render_scoped(&snapshot, &live, &|ns| p.sees_namespace(ns)),
-            // The route is guarded: no principal, no metrics.
-            None => "# EOF\n".to_string(),
+            None => call.ctx.metrics.render_public(&snapshot, &live),
         }
     };
     let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
@@ -642,7 +694,7 @@ fn metrics(call: &Call<'_>) -> Reply {
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    r
+    Ok(r)
 }
 
 /// The login's user name, for the audit record (never the password).

@@ -150,6 +150,15 @@ fn operation(r: &RouteDef) -> Value {
                 responses.insert("401".into(), error_response("wrong credentials"));
                 responses.insert("429".into(), error_response("too many attempts"));
             }
+            if r.id == RouteId::Metrics {
+                // Anonymous (aggregate series) unless publicEndpoints.metrics.requireAuth;
+                // credentials, when sent (cookie or bearer), must be valid and read settings.
+                responses.insert(
+                    "401".into(),
+                    error_response("invalid credentials, or none while requireAuth is set"),
+                );
+                responses.insert("403".into(), error_response("the role lacks access"));
+            }
         }
         Guard::Principal | Guard::Role(..) => {
             op.insert(
