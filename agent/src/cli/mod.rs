@@ -174,9 +174,9 @@ pub enum Command {
         /// Address for /health, /ready and the admin API (default 0.0.0.0:$PORT, PORT=3000)
         #[arg(long)]
         listen: Option<String>,
-        /// Kube mode: comma-separated namespaces to watch (default: all)
-        #[arg(long, env = "KUBE_NAMESPACE", value_name = "NS[,NS…]")]
-        namespace: Option<String>,
+        /// Kube mode: comma-separated namespaces to watch (empty or unset: all namespaces)
+        #[arg(long, env = "KUBEKUMA_WATCH_NAMESPACES", value_name = "NS[,NS…]")]
+        watch_namespaces: Option<String>,
         /// Kube mode: seconds between status writes
         #[arg(long, env = "KUBEKUMA_STATUS_INTERVAL", default_value_t = 30)]
         status_interval: u64,
@@ -377,13 +377,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent {
             agent,
             listen,
-            namespace,
+            watch_namespaces,
             status_interval,
             base_url,
             session_secret,
         } => runtime().map_or(ExitCode::FAILURE, |rt| {
             let kube = agent::KubeArgs {
-                namespace,
+                watch_namespaces,
                 status_interval,
                 base_url,
             };
@@ -487,5 +487,31 @@ pub fn init_logging() {
         let _ = builder.try_init();
     } else {
         let _ = builder.json().try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    fn watch_namespaces(args: &[&str]) -> Option<String> {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Agent {
+                watch_namespaces, ..
+            } => watch_namespaces,
+            other => panic!("not agent: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watch_namespaces_flag_parses_and_namespace_flag_is_gone() {
+        assert_eq!(
+            watch_namespaces(&["kubekuma", "agent", "--watch-namespaces", "a,b"]).as_deref(),
+            Some("a,b")
+        );
+        // The old flag is refused, not silently taken.
+        assert!(Cli::try_parse_from(["kubekuma", "agent", "--namespace", "a"]).is_err());
     }
 }
