@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    kubekuma_agent::cli::init_logging();
+    if let Err(e) = kubekuma_agent::cli::init_logging() {
+        eprintln!("kubekuma: {e}");
+        return ExitCode::from(2);
+    }
     kubekuma_agent::cli::run(kubekuma_agent::cli::Cli::parse())
 }

@@ -86,7 +86,9 @@ pub async fn process_with(
             tracing::warn!(
                 monitor = %key,
                 reason = done.outcome.reason.map(|r| r.as_str()).unwrap_or("unknown"),
-                message = done.outcome.message.as_deref().unwrap_or(""),
+                // Not `message`: that is the event's own text, and JSON logs would carry
+                // the key twice.
+                detail = done.outcome.message.as_deref().unwrap_or(""),
                 "monitor down"
             );
         }

@@ -694,8 +694,8 @@ fn clap_env(sub: &str) -> BTreeSet<String> {
 
 #[test]
 fn commands_parse_with_the_real_cli_and_references_resolve() {
-    // Read by the program outside clap: logging (cli::init_logging), kube mode (the watched
-    // namespaces, and the leader-election identity), the port of the default listener,
+    // Read by the program outside clap: logging (cli::init_logging), kube mode (the home
+    // namespace, and the leader-election identity), the port of the default listener,
     // and the object-store clients (AWS_*, GOOGLE_*, AZURE_*).
     const OUTSIDE_CLAP: &[&str] = &[
         "LOG_LEVEL",

@@ -12,7 +12,7 @@ use super::{AgentArgs, options, shutdown_signal};
 
 /// The kube mode options of `agent`.
 pub(super) struct KubeArgs {
-    pub(super) namespace: Option<String>,
+    pub(super) watch_namespaces: Option<String>,
     pub(super) status_interval: u64,
     pub(super) base_url: Option<String>,
 }
@@ -35,6 +35,13 @@ pub(super) async fn agent_cmd(
     let Some(session_secret) = checked_session_secret(session_secret) else {
         return ExitCode::from(2);
     };
+    let home = match crate::admin::auth::home_namespace_from_env() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("kubekuma agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = shutdown_signal();
     // Leader election and the role label: awaited after the agent stopped, so the Lease is
     // released and the Pod marked standby before the process exits.
@@ -42,7 +49,7 @@ pub(super) async fn agent_cmd(
     let source = if !a.config.is_empty() {
         runtime::CatalogSource::Folder
     } else if kube_mode_available() {
-        match kube_source(k, &shutdown, &mut background).await {
+        match kube_source(k, &home, &shutdown, &mut background).await {
             Some(source) => source,
             None => return ExitCode::FAILURE,
         }
@@ -103,6 +110,7 @@ fn checked_session_secret(session_secret: Option<String>) -> Option<String> {
 /// after saying why on stderr when the API server or the Lease cannot be used.
 async fn kube_source(
     k: KubeArgs,
+    home: &str,
     shutdown: &watch::Receiver<bool>,
     background: &mut Vec<JoinHandle<()>>,
 ) -> Option<runtime::CatalogSource> {
@@ -114,10 +122,16 @@ async fn kube_source(
         }
     };
     let namespaces = k
-        .namespace
+        .watch_namespaces
         .as_deref()
         .map(crate::cluster::catalog::parse_namespaces)
         .unwrap_or_default();
+    let watched = if namespaces.is_empty() {
+        "all namespaces".to_string()
+    } else {
+        namespaces.join(",")
+    };
+    tracing::info!(home_namespace = %home, watched = %watched, "kube mode: namespaces");
     let lease_ns = std::env::var("POD_NAMESPACE")
         .ok()
         .filter(|s| !s.is_empty())

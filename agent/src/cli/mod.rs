@@ -174,9 +174,9 @@ pub enum Command {
         /// Address for /health, /ready and the admin API (default 0.0.0.0:$PORT, PORT=3000)
         #[arg(long)]
         listen: Option<String>,
-        /// Kube mode: comma-separated namespaces to watch (default: all)
-        #[arg(long, env = "KUBE_NAMESPACE", value_name = "NS[,NS…]")]
-        namespace: Option<String>,
+        /// Kube mode: comma-separated namespaces to watch (empty or unset: all namespaces)
+        #[arg(long, env = "KUBEKUMA_WATCH_NAMESPACES", value_name = "NS[,NS…]")]
+        watch_namespaces: Option<String>,
         /// Kube mode: seconds between status writes
         #[arg(long, env = "KUBEKUMA_STATUS_INTERVAL", default_value_t = 30)]
         status_interval: u64,
@@ -377,13 +377,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent {
             agent,
             listen,
-            namespace,
+            watch_namespaces,
             status_interval,
             base_url,
             session_secret,
         } => runtime().map_or(ExitCode::FAILURE, |rt| {
             let kube = agent::KubeArgs {
-                namespace,
+                watch_namespaces,
                 status_interval,
                 base_url,
             };
@@ -475,11 +475,58 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
     }
 }
 
-/// Set up logging: human-readable on a terminal, JSON otherwise; level from `LOG_LEVEL`.
-pub fn init_logging() {
-    let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The levels `LOG_LEVEL` accepts besides `tracing` filter directives.
+const LOG_LEVELS: &str = "trace, debug, info, warn, error, fatal (as error), off";
+
+/// The filter of a `LOG_LEVEL` value: one of the spec's levels (case-insensitive; `fatal`
+/// is `error`), or `tracing` directives such as `info,kubekuma_agent=debug`; else an
+/// error naming `LOG_LEVEL` and the accepted values.
+pub fn log_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let v = value.trim();
+    let level = match v.to_ascii_lowercase().as_str() {
+        "" => "info".to_string(),
+        "fatal" | "error" => "error".to_string(),
+        l @ ("trace" | "debug" | "info" | "warn" | "off") => l.to_string(),
+        "warning" => "warn".to_string(),
+        _ => {
+            // Directives: each must name a level that exists (`target=level` or a bare
+            // level); a bare word that is not a level is a typo, not a target.
+            let ok = v
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .all(|d| {
+                    let bare = d.to_ascii_lowercase();
+                    d.contains('=')
+                        || d.contains('[')
+                        || d.contains("::")
+                        || d.contains('_')
+                        || matches!(
+                            bare.as_str(),
+                            "trace" | "debug" | "info" | "warn" | "error" | "off"
+                        )
+                });
+            if !ok {
+                return Err(format!(
+                    "LOG_LEVEL: unknown level {v:?}; accepted: {LOG_LEVELS}, or filter directives \
+                     such as `info,kubekuma_agent=debug`"
+                ));
+            }
+            v.to_string()
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+        format!(
+            "LOG_LEVEL: cannot use {v:?} ({e}); accepted: {LOG_LEVELS}, or filter directives \
+             such as `info,kubekuma_agent=debug`"
+        )
+    })
+}
+
+/// Set up logging: human-readable on a terminal, JSON otherwise; level from `LOG_LEVEL`
+/// (see [`log_filter`]). An unknown level is an error, printed by the caller.
+pub fn init_logging() -> Result<(), String> {
+    let filter = log_filter(&std::env::var("LOG_LEVEL").unwrap_or_default())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -487,5 +534,47 @@ pub fn init_logging() {
         let _ = builder.try_init();
     } else {
         let _ = builder.json().try_init();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    fn watch_namespaces(args: &[&str]) -> Option<String> {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Agent {
+                watch_namespaces, ..
+            } => watch_namespaces,
+            other => panic!("not agent: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn log_levels_of_the_spec_are_accepted_and_unknown_ones_refused() {
+        for l in [
+            "trace", "DEBUG", "info", "Warn", "error", "fatal", "FATAL", "", "off",
+        ] {
+            assert!(super::log_filter(l).is_ok(), "{l}");
+        }
+        assert_eq!(super::log_filter("fatal").unwrap().to_string(), "error");
+        assert!(super::log_filter("info,kubekuma_agent=debug").is_ok());
+        for bad in ["verbose", "loud", "info,verbose"] {
+            let err = super::log_filter(bad).unwrap_err();
+            assert!(err.contains("LOG_LEVEL") && err.contains("fatal"), "{err}");
+        }
+    }
+
+    #[test]
+    fn watch_namespaces_flag_parses_and_namespace_flag_is_gone() {
+        assert_eq!(
+            watch_namespaces(&["kubekuma", "agent", "--watch-namespaces", "a,b"]).as_deref(),
+            Some("a,b")
+        );
+        // The old flag is refused, not silently taken.
+        assert!(Cli::try_parse_from(["kubekuma", "agent", "--namespace", "a"]).is_err());
     }
 }

@@ -69,7 +69,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
     }
 }
 
-/// The namespaces of `KUBE_NAMESPACE` or `--namespace`: comma-separated, blanks ignored;
+/// The namespaces of `KUBEKUMA_WATCH_NAMESPACES` or `--watch-namespaces`: comma-separated, blanks ignored;
 /// none means every namespace.
 pub fn parse_namespaces(list: &str) -> Vec<String> {
     let mut out: Vec<String> = list

@@ -177,7 +177,7 @@ data: {token: czNjcjN0}
     assert!(!format!("{snap:?}").contains("s3cr3t"));
 }
 
-/// `KUBE_NAMESPACE` restricts the watchers to the listed namespaces (the cluster-scoped
+/// `KUBEKUMA_WATCH_NAMESPACES` restricts the watchers to the listed namespaces (the cluster-scoped
 /// settings are still read); nothing is listed or watched cluster-wide.
 #[tokio::test]
 async fn namespace_restriction() {
@@ -532,7 +532,8 @@ fn agent_without_a_catalog_says_how_to_get_one() {
 }
 
 /// `kubekuma agent` with `KUBECONFIG` set (here naming the fake) and no `--config` runs in
-/// kube mode, limited to `KUBE_NAMESPACE`, and writes status.
+/// kube mode, limited to `KUBEKUMA_WATCH_NAMESPACES` (`KUBE_NAMESPACE` is the home, not
+/// a filter), and writes status.
 #[tokio::test]
 async fn agent_binary_picks_kube_mode_from_kubeconfig() {
     let fake = FakeKube::start().await;
@@ -554,7 +555,8 @@ async fn agent_binary_picks_kube_mode_from_kubeconfig() {
         .arg(dir.path().join("data"))
         .env("SESSION_SECRET", "a-session-secret-of-at-least-32-bytes")
         .env("KUBECONFIG", &kubeconfig)
-        .env("KUBE_NAMESPACE", "prod")
+        .env("KUBEKUMA_WATCH_NAMESPACES", "prod")
+        .env("KUBE_NAMESPACE", "kubekuma")
         .env("KUBEKUMA_STATUS_INTERVAL", "1")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .kill_on_drop(true)
@@ -568,6 +570,76 @@ async fn agent_binary_picks_kube_mode_from_kubeconfig() {
     .await;
     assert_eq!(status(&fake, "Monitor", "dev", "other"), Value::Null);
     child.kill().await.unwrap();
+}
+
+/// The spec's Deployment sets `KUBE_NAMESPACE` to the Pod's namespace: that is the
+/// agent's home, and without `KUBEKUMA_WATCH_NAMESPACES` every namespace is watched
+/// (before, `KUBE_NAMESPACE` silently limited the watch to the agent's namespace).
+#[tokio::test]
+async fn agent_binary_with_the_spec_kube_namespace_watches_all_namespaces() {
+    let fake = FakeKube::start().await;
+    put(&fake, SETTINGS);
+    put(&fake, &tcp_monitor("prod", "m", 1));
+    put(&fake, &tcp_monitor("dev", "other", 1));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+         clusters: [{{name: fake, cluster: {{server: '{}'}}}}]\n\
+         users: [{{name: fake, user: {{}}}}]\n\
+         contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]\n",
+        fake.url()
+    );
+    std::fs::write(&kubeconfig, config).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubekuma"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("SESSION_SECRET", "a-session-secret-of-at-least-32-bytes")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBE_NAMESPACE", "prod")
+        .env_remove("KUBEKUMA_WATCH_NAMESPACES")
+        .env("KUBEKUMA_STATUS_INTERVAL", "1")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for (ns, name) in [("prod", "m"), ("dev", "other")] {
+        until("the status of both namespaces' monitors", || {
+            condition(&status(&fake, "Monitor", ns, name), "Valid")["status"] == "True"
+        })
+        .await;
+    }
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path == "/apis/monitoring.kubekuma.io/v1/monitors"),
+        "no cluster-wide watch of monitors"
+    );
+    child.kill().await.unwrap();
+}
+
+/// A comma-separated `KUBE_NAMESPACE` (its old meaning: the namespaces to watch) is
+/// refused at start, pointing at `KUBEKUMA_WATCH_NAMESPACES`.
+#[tokio::test]
+async fn agent_binary_refuses_a_list_in_kube_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubekuma"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("SESSION_SECRET", "a-session-secret-of-at-least-32-bytes")
+        .env("KUBECONFIG", dir.path().join("absent"))
+        .env("KUBE_NAMESPACE", "prod,dev")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KUBE_NAMESPACE"), "{err}");
+    assert!(err.contains("KUBEKUMA_WATCH_NAMESPACES"), "{err}");
 }
 
 /// Patches are capped at `max_per_second` × the interval per round; what is left waits

@@ -32,6 +32,7 @@ mod common;
 mod export_azure;
 mod export_s3;
 mod folder_reload;
+mod logs;
 mod push;
 mod round_trip;
 mod store;

@@ -37,6 +37,13 @@ pub enum ConfigError {
         /// Why.
         source: ShortSecret,
     },
+    /// `KUBE_NAMESPACE` lists several namespaces (its meaning before it became the home).
+    #[error(
+        "KUBE_NAMESPACE is the agent's own (home) namespace, one name, got {0:?}; to watch \
+         only some namespaces, list them in KUBEKUMA_WATCH_NAMESPACES (or --watch-namespaces) \
+         and set KUBE_NAMESPACE to the agent's namespace"
+    )]
+    HomeNamespaceList(String),
     /// `SESSION_MAX_AGE` is not a positive number of seconds.
     #[error("SESSION_MAX_AGE must be a positive number of seconds, got {0:?}")]
     MaxAge(String),
@@ -72,8 +79,8 @@ pub struct AuthConfig {
     pub session_secret: Vec<u8>,
     /// Session lifetime (`SESSION_MAX_AGE` seconds, default 7 days).
     pub max_age: Duration,
-    /// Namespace whose users and keys act on every namespace (`KUBE_NAMESPACE`,
-    /// default `kubekuma`); principals of any other namespace are confined to their own,
+    /// Namespace whose users and keys act on every namespace (`KUBE_NAMESPACE`, else
+    /// `POD_NAMESPACE`, default `kubekuma`); principals of any other namespace are confined to their own,
     /// whatever their role.
     pub home_namespace: String,
     /// Rate limits and the cost bound of logins.
@@ -160,10 +167,7 @@ impl AuthConfig {
             Ok(v) if !v.trim().is_empty() => parse_max_age(&v)?,
             _ => DEFAULT_MAX_AGE,
         };
-        let home_namespace = home_namespace(
-            std::env::var("KUBE_NAMESPACE").ok().as_deref(),
-            std::env::var("POD_NAMESPACE").ok().as_deref(),
-        );
+        let home_namespace = home_namespace_from_env()?;
         Ok(AuthConfig {
             session_secret,
             max_age,
@@ -188,24 +192,33 @@ fn parse_max_age(v: &str) -> Result<Duration, ConfigError> {
     }
 }
 
-/// `KUBE_NAMESPACE` when it names one namespace. `agent` also reads it as the list of
-/// namespaces to watch: when it is empty (all) or lists several, the agent's own namespace
-/// (`POD_NAMESPACE`) is the home, else `kubekuma`.
-fn home_namespace(kube_namespace: Option<&str>, pod_namespace: Option<&str>) -> String {
-    let listed: Vec<&str> = kube_namespace
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    match listed.as_slice() {
-        [one] => one.to_string(),
-        _ => pod_namespace
-            .map(str::trim)
+/// The agent's own (home) namespace from the environment: see [`home_namespace`].
+pub fn home_namespace_from_env() -> Result<String, ConfigError> {
+    home_namespace(
+        std::env::var("KUBE_NAMESPACE").ok().as_deref(),
+        std::env::var("POD_NAMESPACE").ok().as_deref(),
+    )
+}
+
+/// The agent's own (home) namespace: `KUBE_NAMESPACE`, else `POD_NAMESPACE`, else
+/// `kubekuma` (blank values count as unset). A comma-separated `KUBE_NAMESPACE` (its old
+/// meaning, the namespaces to watch) is refused: that is `KUBEKUMA_WATCH_NAMESPACES` now.
+pub fn home_namespace(
+    kube_namespace: Option<&str>,
+    pod_namespace: Option<&str>,
+) -> Result<String, ConfigError> {
+    let set = |v: Option<&str>| {
+        v.map(str::trim)
             .filter(|s| !s.is_empty())
-            .unwrap_or("kubekuma")
-            .to_string(),
+            .map(str::to_string)
+    };
+    if let Some(k) = set(kube_namespace) {
+        if k.contains(',') {
+            return Err(ConfigError::HomeNamespaceList(k));
+        }
+        return Ok(k);
     }
+    Ok(set(pod_namespace).unwrap_or_else(|| "kubekuma".to_string()))
 }
 
 /// The secret kept in `<data_dir>/session-secret`, generated (32 random bytes, hex) on
@@ -308,10 +321,19 @@ mod tests {
         assert_eq!(parse_max_age("60").unwrap(), Duration::from_secs(60));
         assert!(parse_max_age("0").is_err());
         assert!(parse_max_age("1d").is_err());
-        assert_eq!(home_namespace(None, None), "kubekuma");
-        assert_eq!(home_namespace(Some(" ops "), Some("kk")), "ops");
-        assert_eq!(home_namespace(Some("ops,dev"), Some("kk")), "kk");
-        assert_eq!(home_namespace(Some(""), None), "kubekuma");
-        assert_eq!(home_namespace(Some(""), Some("monitoring")), "monitoring");
+        assert_eq!(home_namespace(None, None).unwrap(), "kubekuma");
+        assert_eq!(home_namespace(Some(" ops "), Some("kk")).unwrap(), "ops");
+        assert_eq!(home_namespace(Some(""), None).unwrap(), "kubekuma");
+        assert_eq!(
+            home_namespace(Some(""), Some("monitoring")).unwrap(),
+            "monitoring"
+        );
+        assert_eq!(home_namespace(None, Some(" kk ")).unwrap(), "kk");
+        // The old meaning (a list of namespaces to watch) is refused, naming the new variable.
+        let err = home_namespace(Some("ops,dev"), Some("kk"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KUBEKUMA_WATCH_NAMESPACES"), "{err}");
+        assert!(err.contains("ops,dev"), "{err}");
     }
 }

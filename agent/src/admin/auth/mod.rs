@@ -2,7 +2,7 @@
 //! optional TOTP), HS256 JWT sessions revocable through the `sessions` table, and
 //! `kk_live_…` / `kk_test_…` API keys.
 //!
-//! - `config`: `SESSION_SECRET`, `SESSION_MAX_AGE`, `KUBE_NAMESPACE`, login limits.
+//! - `config`: `SESSION_SECRET`, `SESSION_MAX_AGE`, `KUBE_NAMESPACE` (the home namespace), login limits.
 //! - [`password`]: argon2id hashes, verified at most two at a time with a bounded queue.
 //! - [`jwt`]: session tokens (HS256 only, no leeway).
 //! - [`totp`]: the second factor.
@@ -38,6 +38,7 @@ pub mod totp;
 
 pub use config::{
     AuthConfig, ConfigError, LoginLimits, MIN_SECRET_LEN, SECRET_FILE, ShortSecret, check_secret,
+    home_namespace_from_env,
 };
 
 /// Name of the session cookie.
