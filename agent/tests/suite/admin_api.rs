@@ -696,7 +696,7 @@ async fn incidents_ack_update_resolve_and_audit() {
         .await;
     assert_eq!(s, StatusCode::OK, "{i}");
     assert!(i["endedAt"].is_string());
-    assert_eq!(i["state"], "up");
+    assert_eq!(i["state"], "resolved", "a resolved incident says so: {i}");
     let (s, b) = env
         .post(
             &format!("/api/v1/incidents/{prod}/resolve"),
@@ -713,6 +713,7 @@ async fn incidents_ack_update_resolve_and_audit() {
         .get("/api/v1/incidents?state=resolved", Some(&viewer))
         .await;
     assert_eq!(resolved[0]["id"], prod);
+    assert_eq!(resolved[0]["state"], "resolved");
     let (s, _) = env
         .post("/api/v1/incidents/424242/resolve", &editor, json!({}))
         .await;

@@ -63,14 +63,16 @@ pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The spec's incident shape (plus reason and updates).
+/// The spec's incident shape (plus reason and updates). `state` is `"down"` while the
+/// incident is open and `"resolved"` once it has ended (the words of the list's
+/// `state=open|resolved` filter: an ended incident is never reported as `"up"`).
 pub fn incident_json(i: &Incident) -> Value {
     json!({
         "id": i.id,
         "monitorId": monitor_key(&i.namespace, &i.name),
         "startedAt": i.started_at,
         "endedAt": i.ended_at,
-        "state": if i.ended_at.is_none() { "down" } else { "up" },
+        "state": if i.ended_at.is_none() { "down" } else { "resolved" },
         "duration": i.duration_seconds,
         "reason": i.reason.map(|r| r.as_str()),
         "suppressed": i.suppressed,
@@ -263,7 +265,7 @@ pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
         &i.id.to_string(),
         "resolved",
         json!({"monitorId": monitor_key(&i.namespace, &i.name)}),
-        Some("state: down → up (resolved by an operator)".into()),
+        Some("state: down → resolved (by an operator)".into()),
     )
     .await;
     Ok(json_reply(
