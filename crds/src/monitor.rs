@@ -482,8 +482,8 @@ pub struct PingTarget {
         alias = "packetCount"
     )]
     pub count: Option<i64>,
-    /// TCP connect instead when ICMP is not permitted: a port, `true` for port
-    /// [`DEFAULT_TCP_FALLBACK_PORT`], or `false` (the default when absent) for none.
+    /// TCP connect instead when ICMP is not permitted: a port, true for port 443, or
+    /// false (the default when absent) for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "tcp_fallback_schema")]
     pub tcp_fallback: Option<TcpFallback>,
