@@ -245,7 +245,8 @@ pub async fn add_update(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 /// `POST /api/v1/incidents/{id}/resolve`: closes an open incident now; 409
-/// `already_resolved` for a closed one.
+/// `already_resolved` for a closed one. A monitor still down is re-armed: it shows
+/// pending, and a later failure (after its retries and grace) opens a new incident.
 pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
     let i = visible(call).await?;
     if i.ended_at.is_some() {
@@ -260,6 +261,16 @@ pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
         .close_incident(i.id, Utc::now())
         .await
         .map_err(store_error)?;
+    {
+        let mut live = call.ctx.live.lock().unwrap_or_else(|p| p.into_inner());
+        let key = crate::catalog::ObjKey {
+            namespace: i.namespace.clone(),
+            name: i.name.clone(),
+        };
+        if let Some(m) = live.monitors.get_mut(&key) {
+            m.tracker.rearm_after_resolve(i.id, Utc::now());
+        }
+    }
     call.audit(
         "incident",
         &i.id.to_string(),
