@@ -482,9 +482,69 @@ pub struct PingTarget {
         alias = "packetCount"
     )]
     pub count: Option<i64>,
-    /// Port to TCP-connect to when ICMP is not permitted.
+    /// TCP connect instead when ICMP is not permitted: a port, true for port 443, or
+    /// false (the default when absent) for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_fallback: Option<i64>,
+    #[schemars(schema_with = "tcp_fallback_schema")]
+    pub tcp_fallback: Option<TcpFallback>,
+}
+
+/// The port a ping's `tcpFallback: true` connects to (HTTPS, the port most hosts that
+/// drop ICMP still answer on).
+pub const DEFAULT_TCP_FALLBACK_PORT: i64 = 443;
+
+/// A ping's `tcpFallback`, written as users write it: `true` / `false`, or a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpFallback {
+    /// `true` or `false`.
+    Enabled(bool),
+    /// A port number (range checked by `kubekuma validate`).
+    Port(i64),
+}
+
+impl TcpFallback {
+    /// The port to connect to, if any: `true` means [`DEFAULT_TCP_FALLBACK_PORT`].
+    pub fn port(self) -> Option<i64> {
+        match self {
+            TcpFallback::Enabled(true) => Some(DEFAULT_TCP_FALLBACK_PORT),
+            TcpFallback::Enabled(false) => None,
+            TcpFallback::Port(p) => Some(p),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TcpFallback {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Bool(b) => Ok(TcpFallback::Enabled(b)),
+            serde_json::Value::Number(n) => n.as_i64().map(TcpFallback::Port).ok_or_else(|| {
+                D::Error::custom(format!("expected a port number or true/false, got {n}"))
+            }),
+            other => Err(D::Error::custom(format!(
+                "expected a port number or true/false, got {}",
+                crate::compat::describe(&other)
+            ))),
+        }
+    }
+}
+
+impl Serialize for TcpFallback {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            TcpFallback::Enabled(b) => s.serialize_bool(b),
+            TcpFallback::Port(p) => s.serialize_i64(p),
+        }
+    }
+}
+
+/// Schema for [`TcpFallback`]: a boolean or an integer, which a structural schema cannot
+/// say, so it is kept as written and checked by `kubekuma validate`.
+fn tcp_fallback_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "TCP connect instead when ICMP is not permitted: a port, true for port 443, or false for none.",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// A WebSocket handshake and optional message exchange.

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use kubekuma_crds::monitor::{MonitorSpec, PingCriteria, PingTarget};
+use kubekuma_crds::monitor::{MonitorSpec, PingCriteria, PingTarget, TcpFallback};
 
 use crate::findings::Sink;
 use crate::rules::{host_ok, port, range};
@@ -65,7 +65,8 @@ impl PingPlan {
     fn new(target: &PingTarget, criteria: PingCriteria, sink: &mut Sink<'_>) -> Option<Self> {
         host_ok(sink, "spec.target.ping.host", &target.host);
         range(sink, "spec.target.ping.count", target.count, 1, 100);
-        port(sink, "spec.target.ping.tcpFallback", target.tcp_fallback);
+        let fallback = target.tcp_fallback.and_then(TcpFallback::port);
+        port(sink, "spec.target.ping.tcpFallback", fallback);
         let host = target
             .host
             .trim()
@@ -75,7 +76,7 @@ impl PingPlan {
         let count = u16::try_from(target.count.unwrap_or(1))
             .ok()
             .filter(|c| (1..=100).contains(c))?;
-        let tcp_fallback = match target.tcp_fallback {
+        let tcp_fallback = match fallback {
             Some(p) => Some(u16::try_from(p).ok().filter(|p| *p != 0)?),
             None => None,
         };
@@ -187,7 +188,7 @@ fn how_to_enable(privileged: bool) -> String {
     format!(
         "ICMP not permitted here: allow unprivileged ICMP sockets for the agent's group with the \
          sysctl net.ipv4.ping_group_range (e.g. \"0 2147483647\"), or {raw}, or set \
-         spec.target.ping.tcpFallback to a port to TCP-connect to instead"
+         spec.target.ping.tcpFallback to a port to TCP-connect to instead (true for port 443)"
     )
 }
 
@@ -540,6 +541,24 @@ mod tests {
         assert_eq!((p.host.as_str(), p.count, p.tcp_fallback), ("::1", 1, None));
         let p = plan("{host: h, packetCount: 5, tcpFallback: 443}", "").unwrap();
         assert_eq!((p.count, p.tcp_fallback), (5, Some(443)));
+        // As users write it: true is the default port, false is no fallback.
+        let p = plan("{host: h, tcpFallback: true}", "").unwrap();
+        assert_eq!(p.tcp_fallback, Some(443));
+        let p = plan("{host: h, tcpFallback: false}", "").unwrap();
+        assert_eq!(p.tcp_fallback, None);
+        let e = serde_yaml_ng::from_str::<PingTarget>("{host: h, tcpFallback: 'on'}").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("expected a port number or true/false, got"),
+            "{e}"
+        );
+        // Both forms are written back as they were written.
+        for yaml in ["{host: h, tcpFallback: true}", "{host: h, tcpFallback: 80}"] {
+            let t: PingTarget = serde_yaml_ng::from_str(yaml).unwrap();
+            let back: PingTarget =
+                serde_yaml_ng::from_str(&serde_yaml_ng::to_string(&t).unwrap()).unwrap();
+            assert_eq!(back, t);
+        }
         for (yaml, part) in [
             (
                 "{host: h, count: 0}",

@@ -339,10 +339,23 @@ fn owned_fields(kind: Kind) -> &'static [&'static str] {
             "active",
         ],
         Kind::NotificationProvider => &["observedGeneration", "conditions", "lastDelivery"],
-        Kind::LocalUser => &["observedGeneration", "conditions", "lastLoginAt"],
+        Kind::LocalUser => &[
+            "observedGeneration",
+            "conditions",
+            "lastLoginAt",
+            "mfaEnabled",
+        ],
         Kind::ApiKey => &["observedGeneration", "conditions", "lastUsedAt"],
         Kind::KubeKumaSettings => &["observedGeneration", "conditions"],
     }
+}
+
+/// Whether a LocalUser's spec asks for a second factor: `spec.mfa.mode` optional or
+/// required, with a TOTP secret reference.
+fn mfa_enabled(obj: &DynamicObject) -> bool {
+    let mfa = &obj.data["spec"]["mfa"];
+    matches!(mfa["mode"].as_str(), Some("optional" | "required"))
+        && mfa["totpSecretRef"].is_object()
 }
 
 /// The status fields the agent owns for `obj` (every one of [`owned_fields`]; `null`
@@ -407,7 +420,7 @@ pub fn desired(
             observed_generation: generation,
             conditions: with_conditions(&prev_conds, vec![valid]),
             last_login_at: view.auth_activity.get(&(kind, key)).map(|t| rfc3339(*t)),
-            mfa_enabled: None,
+            mfa_enabled: Some(mfa_enabled(obj)),
         }),
         Kind::ApiKey => serde_json::to_value(ApiKeyStatus {
             observed_generation: generation,
@@ -1123,6 +1136,12 @@ spec:
             &view,
         );
         assert_eq!(user["lastLoginAt"], "2027-01-15T08:00:00Z");
+        assert_eq!(user["mfaEnabled"], false);
+        let mut with_mfa = obj("LocalUser", "ann", 1);
+        with_mfa.data = json!({"spec": {"mfa": {"mode": "required",
+            "totpSecretRef": {"name": "ann-totp", "key": "secret"}}}});
+        let user = desired(Kind::LocalUser, &with_mfa, &Map::new(), &view);
+        assert_eq!(user["mfaEnabled"], true, "{user:?}");
         // Nothing known: the field is cleared (null), not invented.
         let key = desired(Kind::ApiKey, &obj("ApiKey", "ci", 1), &Map::new(), &view);
         assert_eq!(key["lastUsedAt"], Value::Null);

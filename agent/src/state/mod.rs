@@ -114,6 +114,24 @@ impl Tracker {
         true
     }
 
+    /// An operator resolved incident `id` while the monitor may still be down: if it is
+    /// this tracker's open incident, forget it and start afresh from pending, so that a
+    /// later failure (after retries and grace) opens a new incident. Returns whether it
+    /// re-armed.
+    pub fn rearm_after_resolve(&mut self, id: i64, now: DateTime<Utc>) -> bool {
+        if self.open_incident != Some(id) {
+            return false;
+        }
+        self.open_incident = None;
+        if self.base == MonitorState::Down {
+            self.base = MonitorState::Pending;
+            self.since = Some(now);
+        }
+        self.consecutive_failures = 0;
+        self.first_failure_at = None;
+        true
+    }
+
     /// Feed the result of one attempt.
     pub fn observe(&mut self, up: bool, now: DateTime<Utc>, p: &StatePolicy) -> Observed {
         let before_shown = self.shown();
@@ -189,6 +207,20 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolving_by_hand_rearms_so_a_later_failure_goes_down_again() {
+        let p = policy(0, 0);
+        let mut tr = Tracker::default();
+        assert_eq!(tr.observe(false, t(0), &p).transition, Transition::WentDown);
+        tr.open_incident = Some(7);
+        // Still down: without re-arming, failures never transition again.
+        assert_eq!(tr.observe(false, t(1), &p).transition, Transition::None);
+        assert!(!tr.rearm_after_resolve(8, t(2)), "another incident");
+        assert!(tr.rearm_after_resolve(7, t(2)));
+        assert_eq!(tr.open_incident, None);
+        assert_eq!(tr.observe(false, t(3), &p).transition, Transition::WentDown);
+    }
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default()

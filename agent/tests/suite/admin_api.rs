@@ -686,6 +686,17 @@ async fn incidents_ack_update_resolve_and_audit() {
     let exported = month.incidents.iter().find(|i| i.id == prod).unwrap();
     assert_eq!(exported.updates[0].message, "We are on it.");
 
+    // The monitor is still down when an operator resolves its incident.
+    {
+        let mut l = env.live.lock().unwrap();
+        let t = &mut l
+            .monitors
+            .get_mut(&ObjKey::new("prod", "api"))
+            .unwrap()
+            .tracker;
+        t.base = MonitorState::Down;
+        t.open_incident = Some(prod);
+    }
     // Resolve, then again.
     let (s, i) = env
         .post(
@@ -696,7 +707,14 @@ async fn incidents_ack_update_resolve_and_audit() {
         .await;
     assert_eq!(s, StatusCode::OK, "{i}");
     assert!(i["endedAt"].is_string());
-    assert_eq!(i["state"], "up");
+    assert_eq!(i["state"], "resolved", "a resolved incident says so: {i}");
+    {
+        // Re-armed: no incident held open, pending, so a later failure opens a new one.
+        let l = env.live.lock().unwrap();
+        let t = &l.monitors[&ObjKey::new("prod", "api")].tracker;
+        assert_eq!(t.open_incident, None);
+        assert_eq!(t.base, MonitorState::Pending);
+    }
     let (s, b) = env
         .post(
             &format!("/api/v1/incidents/{prod}/resolve"),
@@ -713,6 +731,7 @@ async fn incidents_ack_update_resolve_and_audit() {
         .get("/api/v1/incidents?state=resolved", Some(&viewer))
         .await;
     assert_eq!(resolved[0]["id"], prod);
+    assert_eq!(resolved[0]["state"], "resolved");
     let (s, _) = env
         .post("/api/v1/incidents/424242/resolve", &editor, json!({}))
         .await;

@@ -218,3 +218,26 @@ fn assert_monitor_examples_cover_every_type() {
         "deploy/examples/monitors/ has no valid example of {missing:?} (found {found:?})"
     );
 }
+
+#[test]
+fn ping_tcp_fallback_takes_a_boolean_as_users_write_it() {
+    let doc = |v: &str| {
+        format!(
+            "apiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\nmetadata: {{name: gw, namespace: prod}}\n\
+             spec:\n  type: ping\n  target:\n    ping: {{host: gw.example.com, tcpFallback: {v}}}\n"
+        )
+    };
+    for ok in ["true", "false", "443"] {
+        let built = build(&[parse_text("m.yaml", &doc(ok))], None);
+        let lines: Vec<String> = built.findings.iter().map(|f| f.to_string()).collect();
+        assert!(lines.is_empty(), "tcpFallback: {ok}: {lines:?}");
+    }
+    let built = build(&[parse_text("m.yaml", &doc("'on'"))], None);
+    let lines: Vec<String> = built.findings.iter().map(|f| f.to_string()).collect();
+    assert!(
+        lines.iter().any(
+            |l| l.contains("tcpFallback") && l.contains("expected a port number or true/false")
+        ),
+        "{lines:?}"
+    );
+}

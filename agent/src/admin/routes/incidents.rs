@@ -63,14 +63,16 @@ pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The spec's incident shape (plus reason and updates).
+/// The spec's incident shape (plus reason and updates). `state` is `"down"` while the
+/// incident is open and `"resolved"` once it has ended (the words of the list's
+/// `state=open|resolved` filter: an ended incident is never reported as `"up"`).
 pub fn incident_json(i: &Incident) -> Value {
     json!({
         "id": i.id,
         "monitorId": monitor_key(&i.namespace, &i.name),
         "startedAt": i.started_at,
         "endedAt": i.ended_at,
-        "state": if i.ended_at.is_none() { "down" } else { "up" },
+        "state": if i.ended_at.is_none() { "down" } else { "resolved" },
         "duration": i.duration_seconds,
         "reason": i.reason.map(|r| r.as_str()),
         "suppressed": i.suppressed,
@@ -243,7 +245,8 @@ pub async fn add_update(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 /// `POST /api/v1/incidents/{id}/resolve`: closes an open incident now; 409
-/// `already_resolved` for a closed one.
+/// `already_resolved` for a closed one. A monitor still down is re-armed: it shows
+/// pending, and a later failure (after its retries and grace) opens a new incident.
 pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
     let i = visible(call).await?;
     if i.ended_at.is_some() {
@@ -258,12 +261,22 @@ pub async fn resolve(call: &Call<'_>) -> Result<Reply, ApiError> {
         .close_incident(i.id, Utc::now())
         .await
         .map_err(store_error)?;
+    {
+        let mut live = call.ctx.live.lock().unwrap_or_else(|p| p.into_inner());
+        let key = crate::catalog::ObjKey {
+            namespace: i.namespace.clone(),
+            name: i.name.clone(),
+        };
+        if let Some(m) = live.monitors.get_mut(&key) {
+            m.tracker.rearm_after_resolve(i.id, Utc::now());
+        }
+    }
     call.audit(
         "incident",
         &i.id.to_string(),
         "resolved",
         json!({"monitorId": monitor_key(&i.namespace, &i.name)}),
-        Some("state: down → up (resolved by an operator)".into()),
+        Some("state: down → resolved (by an operator)".into()),
     )
     .await;
     Ok(json_reply(
