@@ -578,6 +578,15 @@ mod tests {
     }
 
     /// A runner whose checks take `cost` and that records start times.
+    /// Limits of `net` network checks at once, one privileged, wake-ups not coalesced.
+    fn exact(net: usize) -> Limits {
+        Limits {
+            net,
+            privileged: 1,
+            coalesce: Duration::ZERO,
+        }
+    }
+
     fn recording(cost: Duration, log: Arc<Mutex<Vec<(String, Instant)>>>) -> Runner {
         Arc::new(move |p: Arc<MonitorPlan>| {
             let log = log.clone();
@@ -602,11 +611,7 @@ mod tests {
         // Each check takes 7 s of a 10 s interval.
         let s = Scheduler::spawn(
             recording(Duration::from_secs(7), log.clone()),
-            Limits {
-                net: 10,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
+            exact(10),
             dtx,
         );
         let t0 = Instant::now();
@@ -639,11 +644,7 @@ mod tests {
         let (dtx, mut drx) = mpsc::channel(10_000);
         let s = Scheduler::spawn(
             recording(Duration::from_millis(1), log.clone()),
-            Limits {
-                net: 100,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
+            exact(100),
             dtx,
         );
         let t0 = Instant::now();
@@ -680,11 +681,7 @@ mod tests {
         let (dtx, mut drx) = mpsc::channel(100_000);
         let s = Scheduler::spawn(
             recording(Duration::from_millis(1), log.clone()),
-            Limits {
-                net: 1000,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
+            exact(1000),
             dtx,
         );
         let t0 = Instant::now();
@@ -722,11 +719,7 @@ mod tests {
         let (dtx, mut drx) = mpsc::channel(100_000);
         let s = Scheduler::spawn(
             recording(Duration::from_millis(1), log.clone()),
-            Limits {
-                net: 1000,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
+            exact(1000),
             dtx,
         );
         let t0 = Instant::now();
@@ -821,15 +814,7 @@ mod tests {
             })
         });
         let (dtx, mut drx) = mpsc::channel(10_000);
-        let s = Scheduler::spawn(
-            runner,
-            Limits {
-                net: 3,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
-            dtx,
-        );
+        let s = Scheduler::spawn(runner, exact(3), dtx);
         s.apply((0..20).map(|i| plan(&format!("m{i}"), 10, 0)).collect());
         tokio::time::sleep(Duration::from_secs(30)).await;
         let mut n = 0;
@@ -846,11 +831,7 @@ mod tests {
         let (dtx, mut drx) = mpsc::channel(10_000);
         let s = Scheduler::spawn(
             recording(Duration::from_millis(1), log.clone()),
-            Limits {
-                net: 10,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
+            exact(10),
             dtx,
         );
         let t0 = Instant::now();
@@ -914,11 +895,7 @@ mod tests {
         let (dtx, mut drx) = mpsc::channel(10_000);
         let s = Scheduler::spawn(
             recording(Duration::from_millis(1), log.clone()),
-            Limits {
-                net: 10,
-                privileged: 1,
-                coalesce: Duration::ZERO,
-            },
+            exact(10),
             dtx,
         );
         let t0 = Instant::now();
