@@ -1892,36 +1892,23 @@ async fn incident_text_with_controls_is_refused() {
         "zero\u{200b}width",
         "a\u{feff}b",
     ] {
-        let (s, b) = env
-            .post(
-                &format!("/api/v1/incidents/{id}/updates"),
-                &editor,
-                json!({"message": bad}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {b}");
-        assert!(
-            b["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("message contains"),
-            "{b}"
-        );
-        let (s, b) = env
-            .post(
-                &format!("/api/v1/incidents/{id}/acknowledge"),
-                &editor,
-                json!({"note": bad}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {b}");
-        assert!(
-            b["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("note contains"),
-            "{b}"
-        );
+        for (route, field) in [("updates", "message"), ("acknowledge", "note")] {
+            let (s, b) = env
+                .post(
+                    &format!("/api/v1/incidents/{id}/{route}"),
+                    &editor,
+                    json!({ field: bad }),
+                )
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {b}");
+            assert!(
+                b["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{field} contains")),
+                "{b}"
+            );
+        }
     }
     let (s, b) = env
         .post(

@@ -665,6 +665,16 @@ async fn api_keys() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// A login of `user` with `pw` from the address `from`, as its reply's parts.
+async fn attempt(e: &Env, user: &str, pw: &str, from: &str) -> (StatusCode, HeaderMap, Value) {
+    parts(
+        e.auth
+            .login(&HeaderMap::new(), &login_body(user, pw), ip(from))
+            .await,
+    )
+    .await
+}
+
 /// Logins are limited per client address (another address is not affected), failed
 /// logins per username and address (five wrong passwords from one address never lock the
 /// user out of another), and by a generous budget per username that refuses only
@@ -678,21 +688,11 @@ async fn rate_limits_per_address_and_per_username() {
         ..LoginLimits::default()
     };
     let e = env_with(snapshot(&yaml), config(limits));
-    let attempt = |user: &'static str, pw: &'static str, from: &'static str| {
-        let auth = e.auth.clone();
-        async move {
-            parts(
-                auth.login(&HeaderMap::new(), &login_body(user, pw), ip(from))
-                    .await,
-            )
-            .await
-        }
-    };
     for _ in 0..3 {
-        let (status, _, _) = attempt("kim", "wrong", "198.51.100.1").await;
+        let (status, _, _) = attempt(&e, "kim", "wrong", "198.51.100.1").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let (status, headers, body) = attempt("kim", "pw-kim-1", "198.51.100.1").await;
+    let (status, headers, body) = attempt(&e, "kim", "pw-kim-1", "198.51.100.1").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(code(&body), "rate_limited");
     let retry: u64 = headers[header::RETRY_AFTER]
@@ -701,11 +701,11 @@ async fn rate_limits_per_address_and_per_username() {
         .parse()
         .unwrap();
     assert!((1..=300).contains(&retry), "{retry}");
-    let (status, _, _) = attempt("kim", "pw-kim-1", "198.51.100.2").await;
+    let (status, _, _) = attempt(&e, "kim", "pw-kim-1", "198.51.100.2").await;
     assert_eq!(status, StatusCode::OK);
     // Successful logins do not use up an address's attempts.
     for _ in 0..5 {
-        let (status, _, _) = attempt("kim", "pw-kim-1", "198.51.100.3").await;
+        let (status, _, _) = attempt(&e, "kim", "pw-kim-1", "198.51.100.3").await;
         assert_eq!(status, StatusCode::OK);
     }
 
@@ -717,22 +717,12 @@ async fn rate_limits_per_address_and_per_username() {
         ..LoginLimits::default()
     };
     let e = env_with(snapshot(&yaml), config(limits));
-    let attempt = |user: &'static str, pw: &'static str, from: &'static str| {
-        let auth = e.auth.clone();
-        async move {
-            parts(
-                auth.login(&HeaderMap::new(), &login_body(user, pw), ip(from))
-                    .await,
-            )
-            .await
-        }
-    };
     let attacker = "203.0.113.1";
     for i in 0..2 {
-        let (status, _, _) = attempt("kim", "wrong", attacker).await;
+        let (status, _, _) = attempt(&e, "kim", "wrong", attacker).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    let (status, headers, body) = attempt("kim", "pw-kim-1", attacker).await;
+    let (status, headers, body) = attempt(&e, "kim", "pw-kim-1", attacker).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(code(&body), "rate_limited");
     let retry: u64 = headers[header::RETRY_AFTER]
@@ -741,15 +731,15 @@ async fn rate_limits_per_address_and_per_username() {
         .parse()
         .unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
-    let (status, _, body) = attempt("kim", "pw-kim-1", "203.0.113.2").await;
+    let (status, _, body) = attempt(&e, "kim", "pw-kim-1", "203.0.113.2").await;
     assert_eq!(status, StatusCode::OK, "kim from her own address: {body}");
     // Kim's failures from her address end with her successful login.
-    let (status, _, _) = attempt("kim", "wrong", "203.0.113.2").await;
+    let (status, _, _) = attempt(&e, "kim", "wrong", "203.0.113.2").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, _) = attempt("kim", "pw-kim-1", "203.0.113.2").await;
+    let (status, _, _) = attempt(&e, "kim", "pw-kim-1", "203.0.113.2").await;
     assert_eq!(status, StatusCode::OK);
     // Other usernames from the attacker's address are not affected.
-    let (status, _, body) = attempt("someone", "x", attacker).await;
+    let (status, _, body) = attempt(&e, "someone", "x", attacker).await;
     assert_eq!(code(&body), "invalid_credentials", "{status}");
 
     // The generous budget per username across addresses: once used up, it refuses the
@@ -761,32 +751,22 @@ async fn rate_limits_per_address_and_per_username() {
         ..LoginLimits::default()
     };
     let e = env_with(snapshot(&yaml), config(limits));
-    let attempt = |user: &'static str, pw: &'static str, from: &'static str| {
-        let auth = e.auth.clone();
-        async move {
-            parts(
-                auth.login(&HeaderMap::new(), &login_body(user, pw), ip(from))
-                    .await,
-            )
-            .await
-        }
-    };
     for from in ["198.18.0.1", "198.18.0.2", "198.18.0.3"] {
-        let (status, _, _) = attempt("kim", "wrong", from).await;
+        let (status, _, _) = attempt(&e, "kim", "wrong", from).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{from}");
     }
-    let (status, headers, body) = attempt("kim", "wrong", "198.18.0.1").await;
+    let (status, headers, body) = attempt(&e, "kim", "wrong", "198.18.0.1").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(headers.contains_key(header::RETRY_AFTER));
-    let (status, _, body) = attempt("kim", "pw-kim-1", "198.18.0.2").await;
+    let (status, _, body) = attempt(&e, "kim", "pw-kim-1", "198.18.0.2").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    let (status, _, body) = attempt("kim", "pw-kim-1", "198.18.0.9").await;
+    let (status, _, body) = attempt(&e, "kim", "pw-kim-1", "198.18.0.9").await;
     assert_eq!(
         status,
         StatusCode::OK,
         "an address that never failed: {body}"
     );
-    let (status, _, body) = attempt("kim", "wrong", "198.18.0.10").await;
+    let (status, _, body) = attempt(&e, "kim", "wrong", "198.18.0.10").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
