@@ -194,10 +194,7 @@ fn respond<B>(req: &Request<B>, path: &str, e: &Entry) -> Response<Full<Bytes>> 
     }
     // Locally every rebuild should show at once (revalidated with the ETag).
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    // The security headers (nosniff, CSP, …) are the listener's: `admin::headers`.
     r
 }
 

@@ -200,13 +200,9 @@ impl Api {
     /// [`listen::client_address`]): push first; then the routes of [`routes::ROUTES`]
     /// under `/api/`, `/metrics`, `/health` and `/ready`; then a file of the static site
     /// (`kubekuma up`); then the other routes (the twins of the static outputs); 405 with
-    /// `Allow` for a known path with another method, 404 JSON otherwise. Every answer
-    /// carries the security headers of [`headers::secure`].
+    /// `Allow` for a known path with another method, 404 JSON otherwise. The connection
+    /// layer ([`listen`]) adds the security headers of [`headers::secure`] to every answer.
     pub async fn respond(&self, req: Request<Bytes>, peer: IpAddr) -> Response<Full<Bytes>> {
-        headers::secure(self.route(req, peer).await)
-    }
-
-    async fn route(&self, req: Request<Bytes>, peer: IpAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         if let Some(token) = path.strip_prefix(PATH_PREFIX) {
             return self
