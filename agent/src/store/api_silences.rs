@@ -49,7 +49,7 @@ pub enum CreateSilence {
     Exists,
 }
 
-fn parse_spec(s: &str) -> Result<SilenceSpec, Fail> {
+pub(crate) fn parse_spec(s: &str) -> Result<SilenceSpec, Fail> {
     serde_json::from_str(s).map_err(|_| Fail::InvalidValue {
         column: "api_silences.spec",
         value: s.to_string(),
@@ -76,6 +76,13 @@ impl Store {
             path: self.path().to_string(),
             message: format!("silence spec: {e}"),
         })?;
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::api_silences::create(
+                    pg, &ns, &name, &text, &by, now,
+                ))
+                .await;
+        }
         self.write(move |c| {
             let tx = c.transaction()?;
             let existing: Option<(String, Option<i64>)> = tx
@@ -114,6 +121,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let (ns, name) = (key.namespace.clone(), key.name.clone());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::api_silences::expire(pg, &ns, &name, ms(now)))
+                .await;
+        }
         self.write(move |c| {
             let n = c.execute(
                 "UPDATE api_silences SET expired_at = ?3, updated_at = ?3
@@ -127,6 +139,9 @@ impl Store {
 
     /// Every silence created through the API, expired or not, by namespace and name.
     pub async fn api_silences(&self) -> Result<Vec<ApiSilence>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::api_silences::all(pg)).await;
+        }
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT silence_namespace, silence_name, spec, created_by, created_at, expired_at

@@ -31,6 +31,9 @@ pub struct AuditEvent {
 impl Store {
     /// Record an audit event; returns its ID.
     pub async fn record_audit(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.write(super::pg::audit::record(pg, &event)).await;
+        }
         self.write(move |c| {
             c.execute(
                 "INSERT INTO audit_events
@@ -59,6 +62,11 @@ impl Store {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let kind = resource_type.map(str::to_string);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(super::pg::audit::newest(pg, kind.as_deref(), limit))
+                .await;
+        }
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, resource_type, resource_key, event_type, actor, details,

@@ -12,10 +12,18 @@ use super::StoreError;
 pub(crate) enum Fail {
     Sql(rusqlite::Error),
     IncidentNotFound(i64),
-    InvalidValue { column: &'static str, value: String },
-    SecretRefused { namespace: String, name: String },
+    InvalidValue {
+        column: &'static str,
+        value: String,
+    },
+    SecretRefused {
+        namespace: String,
+        name: String,
+    },
     Batch(String),
     Panicked,
+    /// A PostgreSQL statement or connection failed (the message never holds the URL).
+    Pg(String),
 }
 
 impl From<rusqlite::Error> for Fail {
@@ -43,6 +51,7 @@ impl Fail {
             },
             Fail::Batch(message) => StoreError::HeartbeatBatch { path, message },
             Fail::Panicked => StoreError::Panicked { path },
+            Fail::Pg(message) => StoreError::Postgres { path, message },
         }
     }
 }

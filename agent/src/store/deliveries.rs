@@ -119,7 +119,7 @@ pub enum Attempt {
     Failed(String),
 }
 
-const COLUMNS: &str = "id, incident_id, monitor_namespace, monitor_name, policy_namespace, \
+pub(crate) const COLUMNS: &str = "id, incident_id, monitor_namespace, monitor_name, policy_namespace, \
      policy_name, provider_namespace, provider_name, provider_type, event_kind, dedupe_key, \
      status, attempts, next_attempt_at, last_attempt_at, last_error, detail, payload, created_at";
 
@@ -149,25 +149,25 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
     })
 }
 
-struct RawDelivery {
-    id: i64,
-    incident_id: Option<i64>,
-    names: [String; 6],
-    provider_type: String,
-    event_kind: String,
-    dedupe_key: String,
-    status: String,
-    attempts: i64,
-    next_attempt_at: Option<i64>,
-    last_attempt_at: Option<i64>,
-    last_error: Option<String>,
-    detail: Option<String>,
-    payload: String,
-    created_at: i64,
+pub(crate) struct RawDelivery {
+    pub(crate) id: i64,
+    pub(crate) incident_id: Option<i64>,
+    pub(crate) names: [String; 6],
+    pub(crate) provider_type: String,
+    pub(crate) event_kind: String,
+    pub(crate) dedupe_key: String,
+    pub(crate) status: String,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: Option<i64>,
+    pub(crate) last_attempt_at: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) detail: Option<String>,
+    pub(crate) payload: String,
+    pub(crate) created_at: i64,
 }
 
 impl RawDelivery {
-    fn parse(self) -> Result<Delivery, Fail> {
+    pub(crate) fn parse(self) -> Result<Delivery, Fail> {
         let [mn, mname, pn, pname, prn, prname] = self.names;
         Ok(Delivery {
             id: self.id,
@@ -218,6 +218,17 @@ impl Store {
         gate_state: Option<String>,
         at: DateTime<Utc>,
     ) -> Result<Vec<i64>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::deliveries::record(
+                    pg,
+                    &deliveries,
+                    gate_state.as_deref(),
+                    ms(at),
+                    ms(Utc::now()),
+                ))
+                .await;
+        }
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let now = ms(at);
@@ -269,6 +280,9 @@ impl Store {
 
     /// The alert gate's state saved by [`Store::record_deliveries`], if any.
     pub async fn load_gate_state(&self) -> Result<Option<String>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::deliveries::gate_state(pg)).await;
+        }
         self.read(|c| {
             Ok(
                 c.query_row("SELECT state FROM alert_gate_state WHERE id = 1", [], |r| {
@@ -287,6 +301,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(super::pg::deliveries::due(pg, ms(now), limit))
+                .await;
+        }
         self.read(move |c| {
             query(
                 c,
@@ -308,6 +327,11 @@ impl Store {
         at: DateTime<Utc>,
         attempt: Attempt,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::deliveries::attempted(pg, id, ms(at), &attempt))
+                .await;
+        }
         self.write(move |c| {
             let now = ms(at);
             match attempt {
@@ -341,6 +365,9 @@ impl Store {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<Delivery>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::deliveries::since(pg, ms(since))).await;
+        }
         self.read(move |c| {
             query(
                 c,
@@ -356,6 +383,9 @@ impl Store {
 
     /// The latest finished (sent or failed) delivery of each provider.
     pub async fn last_deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::deliveries::last(pg)).await;
+        }
         self.read(|c| {
             query(
                 c,

@@ -23,6 +23,9 @@ pub struct IncidentFilter {
 impl Store {
     /// One incident with its updates.
     pub async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::incidents::by_id(pg, id)).await;
+        }
         self.read(move |c| {
             Ok(super::incidents::load(c, "id = ?1", &[&id])?
                 .into_iter()
@@ -36,6 +39,9 @@ impl Store {
         &self,
         filter: IncidentFilter,
     ) -> Result<Vec<Incident>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::incidents::find(pg, &filter)).await;
+        }
         self.read(move |c| {
             let (ns, name) = filter.monitor.clone().unzip();
             let open = filter.open.map(i64::from);

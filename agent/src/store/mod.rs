@@ -18,6 +18,7 @@ mod incident_query;
 mod incidents;
 mod location;
 pub mod migrations;
+pub mod pg;
 mod push;
 mod records;
 mod retention;
@@ -193,6 +194,45 @@ pub enum StoreError {
         /// The database.
         path: String,
     },
+    /// A PostgreSQL `DATABASE_URL` (or its password) was refused; the message names
+    /// the URL without its password.
+    #[error("{message}")]
+    PostgresConfig {
+        /// What was wrong.
+        message: String,
+    },
+    /// The PostgreSQL server could not be reached or refused the connection at start.
+    #[error("cannot connect to database {path}: {cause}")]
+    Connect {
+        /// The URL without its password.
+        path: String,
+        /// Why.
+        cause: String,
+    },
+    /// A PostgreSQL migration failed (and was rolled back).
+    #[error("migration {version} failed on {path}: {message}")]
+    PgMigration {
+        /// The URL without its password.
+        path: String,
+        /// The migration's number.
+        version: i64,
+        /// Why.
+        message: String,
+    },
+    /// A PostgreSQL statement failed, or no connection could be had.
+    #[error("database {path}: {message}")]
+    Postgres {
+        /// The URL without its password.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The operation is not written for PostgreSQL yet (see `store/pg/HANDOFF.md`).
+    #[error("database {path}: this operation is not available on PostgreSQL yet")]
+    NotOnPostgres {
+        /// The URL without its password.
+        path: String,
+    },
     /// A read task did not finish (panicked or was cancelled).
     #[error("read of {path} failed: {message}")]
     ReadTask {
@@ -223,12 +263,23 @@ pub struct Store {
 }
 
 struct Inner {
-    /// The database for messages: its path, or `:memory:`.
+    /// The database for messages: its path, `:memory:`, or a PostgreSQL URL without
+    /// its password.
     label: String,
-    tx: mpsc::Sender<Command>,
-    readers: Readers,
     stats: Arc<WriterStats>,
     closed: AtomicBool,
+    backend: Backend,
+}
+
+/// Where the data lives.
+enum Backend {
+    /// SQLite: the writer thread and the read connections.
+    Sqlite {
+        tx: mpsc::Sender<Command>,
+        readers: Readers,
+    },
+    /// PostgreSQL: a pool and the heartbeat task.
+    Postgres(pg::Pg),
 }
 
 /// Where read connections come from, and the idle ones.
@@ -440,15 +491,64 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 label,
-                tx,
-                readers: Readers {
-                    target,
-                    idle: Mutex::new(Vec::new()),
-                },
                 stats,
                 closed: AtomicBool::new(false),
+                backend: Backend::Sqlite {
+                    tx,
+                    readers: Readers {
+                        target,
+                        idle: Mutex::new(Vec::new()),
+                    },
+                },
             }),
         })
+    }
+
+    /// Open a PostgreSQL store (`postgres://` or `postgresql://`; `sslmode` and the
+    /// password as [`pg::config::parse`] reads them), migrating it. Must run inside a
+    /// tokio runtime (the heartbeat writer is a task of it).
+    ///
+    /// Not yet selectable through `DATABASE_URL`: some operations are still missing
+    /// on PostgreSQL (see `store/pg/HANDOFF.md`); for tests only until then.
+    #[doc(hidden)]
+    pub async fn open_postgres_for_tests(
+        url: &str,
+        password: &pg::config::PasswordSource,
+    ) -> Result<Store, StoreError> {
+        let stats = Arc::new(WriterStats::default());
+        let opened = pg::open(url, password, stats.clone()).await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                label: opened.label,
+                stats,
+                closed: AtomicBool::new(false),
+                backend: Backend::Postgres(opened.pg),
+            }),
+        })
+    }
+
+    /// The PostgreSQL backend, when the store is one.
+    fn pg(&self) -> Option<&pg::Pg> {
+        match &self.inner.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// Whether the store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.pg().is_some()
+    }
+
+    /// SQLite's writer channel and readers (`NotOnPostgres` for PostgreSQL: an
+    /// operation that reached the SQLite code is not written for PostgreSQL yet).
+    fn sqlite(&self) -> Result<(&mpsc::Sender<Command>, &Readers), StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite { tx, readers } => Ok((tx, readers)),
+            Backend::Postgres(_) => Err(StoreError::NotOnPostgres {
+                path: self.inner.label.clone(),
+            }),
+        }
     }
 
     /// The database's path (`:memory:` for an in-memory one).
@@ -473,7 +573,16 @@ impl Store {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(self.stopped());
         }
-        self.inner.tx.send(command).map_err(|_| self.stopped())
+        let (tx, _) = self.sqlite()?;
+        tx.send(command).map_err(|_| self.stopped())
+    }
+
+    /// The PostgreSQL backend if the store is one and is open: `Ok(None)` for SQLite.
+    fn pg_open(&self) -> Result<Option<&pg::Pg>, StoreError> {
+        match self.pg() {
+            Some(_) if self.inner.closed.load(Ordering::Acquire) => Err(self.stopped()),
+            other => Ok(other),
+        }
     }
 
     /// Run `f` on the writer thread, after every heartbeat queued before it.
@@ -504,12 +613,16 @@ impl Store {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(self.stopped());
         }
+        self.sqlite()?;
         let inner = self.inner.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.take()?;
+            let Backend::Sqlite { readers, .. } = &inner.backend else {
+                return Err(Fail::Panicked);
+            };
+            let conn = readers.take()?;
             let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)))
                 .unwrap_or(Err(Fail::Panicked));
-            inner.readers.give(conn);
+            readers.give(conn);
             out
         })
         .await;
@@ -527,12 +640,28 @@ impl Store {
     /// one heartbeat per millisecond: a second one with the same `checked_at` replaces
     /// the first.
     pub fn record_heartbeat(&self, hb: Heartbeat) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return match pg.queue(pg::writer::Command::Heartbeat(Box::new(hb))) {
+                true => Ok(()),
+                false => Err(self.stopped()),
+            };
+        }
         self.send(Command::Heartbeat(Box::new(hb)))
     }
 
     /// Wait until every heartbeat queued so far is committed. Fails if a batch since
     /// the last flush could not be committed (those heartbeats are lost).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            let (reply, rx) = oneshot::channel();
+            if !pg.queue(pg::writer::Command::Flush(reply)) {
+                return Err(self.stopped());
+            }
+            return match rx.await {
+                Ok(r) => r.map_err(|e| e.at(&self.inner.label)),
+                Err(_) => Err(self.stopped()),
+            };
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Flush(reply))?;
         match rx.await {
@@ -547,13 +676,15 @@ impl Store {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Command::Close(reply))
-            .map_err(|_| self.stopped())?;
-        let _ = rx.await;
-        self.inner.readers.clear();
+        match &self.inner.backend {
+            Backend::Postgres(pg) => pg.close().await,
+            Backend::Sqlite { tx, readers } => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Command::Close(reply)).map_err(|_| self.stopped())?;
+                let _ = rx.await;
+                readers.clear();
+            }
+        }
         Ok(())
     }
 
@@ -583,6 +714,9 @@ impl Store {
     /// `query_only`), as a database that became read-only does, or accept them again.
     #[doc(hidden)]
     pub async fn refuse_writes(&self, refuse: bool) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg.refuse_writes(refuse)).await;
+        }
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(conn.pragma_update(None, "query_only", refuse));
@@ -604,6 +738,18 @@ impl Store {
 
     /// Size of the database in bytes (`page_count * page_size`, WAL content included).
     pub async fn database_bytes(&self) -> Result<i64, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(async {
+                    let c = pg.client().await?;
+                    Ok(
+                        c.query_one("SELECT pg_database_size(current_database())", &[])
+                            .await?
+                            .try_get(0)?,
+                    )
+                })
+                .await;
+        }
         self.read(|c| {
             let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
             let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -622,6 +768,11 @@ impl Store {
     ) -> Result<Vec<Heartbeat>, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(pg::rollups::heartbeats(pg, &ns, &name, ms(since), limit))
+                .await;
+        }
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT checked_at, state, latency_ms, reason, message, attempts FROM heartbeats
@@ -675,6 +826,18 @@ impl Store {
         reason: Option<FailureReason>,
     ) -> Result<i64, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::incidents::open(
+                    pg,
+                    &ns,
+                    &name,
+                    ms(started_at),
+                    reason,
+                    ms(Utc::now()),
+                ))
+                .await;
+        }
         self.write(move |c| incidents::open(c, &ns, &name, ms(started_at), reason, ms(Utc::now())))
             .await
     }
@@ -682,6 +845,11 @@ impl Store {
     /// Close an incident, setting its duration (whole seconds). Closing a closed one
     /// changes nothing.
     pub async fn close_incident(&self, id: i64, ended_at: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::incidents::close(pg, id, ms(ended_at), ms(Utc::now())))
+                .await;
+        }
         self.write(move |c| incidents::close(c, id, ms(ended_at), ms(Utc::now())))
             .await
     }
@@ -689,6 +857,16 @@ impl Store {
     /// Record that an incident's notifications were suppressed, and why.
     pub async fn set_incident_suppressed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
         let reason = reason.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::incidents::set_suppressed(
+                    pg,
+                    id,
+                    &reason,
+                    ms(Utc::now()),
+                ))
+                .await;
+        }
         self.write(move |c| incidents::set_suppressed(c, id, &reason, ms(Utc::now())))
             .await
     }
@@ -701,6 +879,17 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let by = by.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::incidents::acknowledge(
+                    pg,
+                    id,
+                    &by,
+                    ms(at),
+                    ms(Utc::now()),
+                ))
+                .await;
+        }
         self.write(move |c| incidents::acknowledge(c, id, &by, ms(at), ms(Utc::now())))
             .await
     }
@@ -713,6 +902,17 @@ impl Store {
         message: &str,
     ) -> Result<(), StoreError> {
         let message = message.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::incidents::add_update(
+                    pg,
+                    id,
+                    ms(at),
+                    &message,
+                    ms(Utc::now()),
+                ))
+                .await;
+        }
         self.write(move |c| incidents::add_update(c, id, ms(at), &message, ms(Utc::now())))
             .await
     }
@@ -724,23 +924,37 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Incident>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg::incidents::between(pg, ms(from), ms(to))).await;
+        }
         self.read(move |c| incidents::between(c, ms(from), ms(to)))
             .await
     }
 
     /// Open incidents, oldest first, with their updates.
     pub async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg::incidents::open_list(pg)).await;
+        }
         self.read(incidents::open_list).await
     }
 
     /// Save (insert or replace) a monitor's state.
     pub async fn save_monitor_state(&self, row: MonitorStateRow) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::records::save_state(pg, &row, ms(Utc::now())))
+                .await;
+        }
         self.write(move |c| records::save_state(c, &row, ms(Utc::now())))
             .await
     }
 
     /// Every saved monitor state, by namespace and name.
     pub async fn load_monitor_states(&self) -> Result<Vec<MonitorStateRow>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg::records::load_states(pg)).await;
+        }
         self.read(records::load_states).await
     }
 
@@ -751,12 +965,18 @@ impl Store {
         name: &str,
     ) -> Result<bool, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg.write(pg::records::delete_state(pg, &ns, &name)).await;
+        }
         self.write(move |c| records::delete_state(c, &ns, &name))
             .await
     }
 
     /// Every push monitor's record (generated token, last push).
     pub async fn push_rows(&self) -> Result<Vec<PushRow>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg::push::load(pg)).await;
+        }
         self.read(push::load).await
     }
 
@@ -768,6 +988,11 @@ impl Store {
         token: &str,
     ) -> Result<(), StoreError> {
         let (ns, name, token) = (namespace.to_string(), name.to_string(), token.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::push::save_token(pg, &ns, &name, &token, ms(Utc::now())))
+                .await;
+        }
         self.write(move |c| push::save_token(c, &ns, &name, &token, ms(Utc::now())))
             .await
     }
@@ -781,6 +1006,11 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::push::seen(pg, &ns, &name, ms(at), ms(Utc::now())))
+                .await;
+        }
         self.write(move |c| push::seen(c, &ns, &name, ms(at), ms(Utc::now())))
             .await
     }
@@ -789,6 +1019,9 @@ impl Store {
     /// whether there was one.
     pub async fn delete_push_row(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg.write(pg::push::delete(pg, &ns, &name)).await;
+        }
         self.write(move |c| push::delete(c, &ns, &name)).await
     }
 
@@ -801,6 +1034,11 @@ impl Store {
                 namespace: entry.namespace,
                 name: entry.name,
             });
+        }
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::records::upsert_crd(pg, &entry, ms(Utc::now())))
+                .await;
         }
         self.write(move |c| records::upsert_crd(c, &entry, ms(Utc::now())))
             .await
@@ -815,6 +1053,11 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let (kind, ns, name) = (kind.to_string(), namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::records::mark_crd_deleted(pg, &kind, &ns, &name, ms(at)))
+                .await;
+        }
         self.write(move |c| records::mark_crd_deleted(c, &kind, &ns, &name, ms(at)))
             .await
     }
@@ -827,6 +1070,9 @@ impl Store {
         name: &str,
     ) -> Result<Option<CachedCrd>, StoreError> {
         let (kind, ns, name) = (kind.to_string(), namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg::records::get_crd(pg, &kind, &ns, &name)).await;
+        }
         self.read(move |c| records::get_crd(c, &kind, &ns, &name))
             .await
     }
@@ -835,6 +1081,11 @@ impl Store {
     /// the same key; returns the new version (versions only grow).
     pub async fn outbox_put(&self, key: &str, body: Vec<u8>) -> Result<i64, StoreError> {
         let key = key.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::records::outbox_put(pg, &key, &body, ms(Utc::now())))
+                .await;
+        }
         self.write(move |c| records::outbox_put(c, &key, &body, ms(Utc::now())))
             .await
     }
@@ -845,6 +1096,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>, i64)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(pg::records::outbox_pending(pg, limit)).await;
+        }
         self.read(move |c| records::outbox_pending(c, limit)).await
     }
 
@@ -852,6 +1106,9 @@ impl Store {
     /// meanwhile. Returns whether it was deleted.
     pub async fn outbox_done(&self, key: &str, version: i64) -> Result<bool, StoreError> {
         let key = key.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg.write(pg::records::outbox_done(pg, &key, version)).await;
+        }
         self.write(move |c| records::outbox_done(c, &key, version))
             .await
     }
@@ -866,6 +1123,22 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Rollup, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(async {
+                    let mut all = pg::rollups::monitor_rollups(
+                        pg,
+                        &ns,
+                        &name,
+                        ms(from),
+                        ms(to),
+                        Buckets::Whole,
+                    )
+                    .await?;
+                    Ok(all.remove(&ms(from)).unwrap_or_default())
+                })
+                .await;
+        }
         self.read(move |c| {
             let tx = c.unchecked_transaction()?;
             let (from, to) = (ms(from), ms(to));
@@ -883,6 +1156,11 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(pg::rollups::all_rollups(pg, ms(from), ms(to), HOUR_MS))
+                .await;
+        }
         self.read(move |c| all_rollups(c, ms(from), ms(to), HOUR_MS))
             .await
     }
@@ -894,6 +1172,11 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(pg::rollups::all_rollups(pg, ms(from), ms(to), DAY_MS))
+                .await;
+        }
         self.read(move |c| all_rollups(c, ms(from), ms(to), DAY_MS))
             .await
     }
@@ -915,6 +1198,17 @@ impl Store {
             });
         }
         let (ns, name) = (namespace.to_string(), name.to_string());
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(pg::rollups::recent_latency(
+                    pg,
+                    &ns,
+                    &name,
+                    ms(since),
+                    bucket_ms,
+                ))
+                .await;
+        }
         self.read(move |c| rollups::recent_latency(c, &ns, &name, ms(since), bucket_ms))
             .await
     }
@@ -930,6 +1224,19 @@ impl Store {
         now: DateTime<Utc>,
         settings: &EffectiveSettings,
     ) -> Result<RetentionReport, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(pg::retention::apply(
+                    pg,
+                    ms(now),
+                    settings.heartbeats_days,
+                    settings.incidents_days,
+                    settings
+                        .downsample_enabled
+                        .then_some(settings.downsample_after_days),
+                ))
+                .await;
+        }
         let now = ms(now);
         let keep_from = now.saturating_sub(days_ms(settings.heartbeats_days));
         let incidents_from = now.saturating_sub(days_ms(settings.incidents_days));

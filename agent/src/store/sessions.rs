@@ -41,7 +41,7 @@ pub enum AuthActivity {
 }
 
 impl AuthActivity {
-    fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             AuthActivity::UserLogin => "user",
             AuthActivity::ApiKeyUse => "apikey",
@@ -123,6 +123,11 @@ fn by_token_hash(conn: &Connection, hash: &str, now: i64) -> Result<Option<Sessi
 impl Store {
     /// Record an issued session.
     pub async fn insert_session(&self, row: SessionRow) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::sessions::insert(pg, &row, ms(Utc::now())))
+                .await;
+        }
         self.write(move |c| insert(c, &row, ms(Utc::now()))).await
     }
 
@@ -134,18 +139,31 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<SessionRow>, StoreError> {
         let hash = token_hash.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(super::pg::sessions::by_token_hash(pg, &hash, ms(now)))
+                .await;
+        }
         self.read(move |c| by_token_hash(c, &hash, ms(now))).await
     }
 
     /// Revoke a session; returns whether it existed.
     pub async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg.write(super::pg::sessions::delete(pg, &id)).await;
+        }
         self.write(move |c| Ok(c.execute("DELETE FROM sessions WHERE id = ?1", params![id])? > 0))
             .await
     }
 
     /// Delete the sessions that expired by `now`; returns how many.
     pub async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::sessions::purge_expired(pg, ms(now)))
+                .await;
+        }
         self.write(move |c| {
             Ok(c.execute(
                 "DELETE FROM sessions WHERE expires_at <= ?1",
@@ -157,6 +175,9 @@ impl Store {
 
     /// How many session rows exist (expired ones included until purged).
     pub async fn session_count(&self) -> Result<u64, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::sessions::count(pg)).await;
+        }
         self.read(|c| {
             let n: i64 = c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
@@ -173,6 +194,11 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let id = id.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::sessions::record_activity(pg, what, &id, ms(at)))
+                .await;
+        }
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO auth_activity (kind, id, last_at) VALUES (?1, ?2, ?3)
@@ -191,6 +217,9 @@ impl Store {
         id: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let id = id.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::sessions::activity(pg, what, &id)).await;
+        }
         self.read(move |c| {
             let v: Option<i64> = c
                 .prepare_cached("SELECT last_at FROM auth_activity WHERE kind = ?1 AND id = ?2")?

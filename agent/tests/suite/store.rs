@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use kubekuma_agent::store::migrations::MIGRATIONS;
+use kubekuma_agent::store::pg::config::PasswordSource;
+use kubekuma_agent::store::pg::migrations::MIGRATIONS as PG_MIGRATIONS;
 use kubekuma_agent::store::{
     CrdCacheEntry, DatabaseLocation, MonitorStateRow, Store, StoreError, parse_database_url,
 };
@@ -52,6 +54,185 @@ fn raw(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
+/// A store backend under test: every storage scenario below runs against each one
+/// [`backends`] returns (one suite, two backends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    /// A SQLite file in a temporary folder.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (`common::postgres`).
+    Postgres,
+}
+
+/// SQLite, plus PostgreSQL unless `KUBEKUMA_SKIP_POSTGRES=1` leaves it out.
+fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    if crate::common::postgres::enabled() {
+        all.push(Backend::Postgres);
+    }
+    all
+}
+
+/// One empty database of a backend: opened (and reopened, for restarts) as often as a
+/// scenario needs, and queried directly to check what was stored.
+struct Db {
+    backend: Backend,
+    /// The SQLite file (in `_dir`).
+    path: PathBuf,
+    /// The PostgreSQL database's URL.
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.backend)
+    }
+}
+
+impl Db {
+    async fn new(backend: Backend) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => crate::common::postgres::fresh_database().await,
+        };
+        Db {
+            backend,
+            path: db(&dir),
+            url,
+            _dir: dir,
+        }
+    }
+
+    async fn open(&self) -> Store {
+        self.try_open().await.unwrap()
+    }
+
+    /// How the store names the database in messages.
+    fn name(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => self.path.display().to_string(),
+            Backend::Postgres => self.url.clone(),
+        }
+    }
+
+    async fn try_open(&self) -> Result<Store, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Store::open(&self.path),
+            Backend::Postgres => {
+                Store::open_postgres_for_tests(&self.url, &PasswordSource::default()).await
+            }
+        }
+    }
+
+    /// The migrations this backend knows.
+    fn migrations(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => MIGRATIONS.len(),
+            Backend::Postgres => PG_MIGRATIONS.len(),
+        }
+    }
+
+    /// Run a statement directly (SQL with `$1`-style parameters, which SQLite reads
+    /// as numbered ones too); the rows changed, or the error's text.
+    async fn execute(&self, sql: &str, args: &[i64]) -> Result<u64, String> {
+        match self.backend {
+            Backend::Sqlite => raw(&self.path)
+                .execute(sql, rusqlite::params_from_iter(args))
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string()),
+            Backend::Postgres => {
+                let c = crate::common::postgres::connect(&self.url).await.unwrap();
+                let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                    .iter()
+                    .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                c.execute(sql, &args).await.map_err(|e| format!("{e:?}"))
+            }
+        }
+    }
+
+    /// The first column of every row of a query, as integers (`COUNT(*)`, times, IDs).
+    async fn ints(&self, sql: &str, args: &[i64]) -> Vec<Option<i64>> {
+        match self.backend {
+            Backend::Sqlite => {
+                let c = raw(&self.path);
+                let mut st = c.prepare(sql).unwrap();
+                st.query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Backend::Postgres => {
+                let c = crate::common::postgres::connect(&self.url).await.unwrap();
+                let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                    .iter()
+                    .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                c.query(sql, &args)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            }
+        }
+    }
+
+    /// One integer.
+    async fn int(&self, sql: &str, args: &[i64]) -> i64 {
+        self.ints(sql, args).await[0].unwrap()
+    }
+
+    /// One text value.
+    async fn text(&self, sql: &str, args: &[i64]) -> String {
+        match self.backend {
+            Backend::Sqlite => raw(&self.path)
+                .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))
+                .unwrap(),
+            Backend::Postgres => {
+                let c = crate::common::postgres::connect(&self.url).await.unwrap();
+                let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                    .iter()
+                    .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                c.query_one(sql, &args).await.unwrap().get(0)
+            }
+        }
+    }
+
+    /// Every table's name.
+    async fn tables(&self) -> Vec<String> {
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+            Backend::Postgres => {
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = current_schema() ORDER BY 1"
+            }
+        };
+        match self.backend {
+            Backend::Sqlite => {
+                let c = raw(&self.path);
+                let mut st = c.prepare(sql).unwrap();
+                st.query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Backend::Postgres => {
+                let c = crate::common::postgres::connect(&self.url).await.unwrap();
+                c.query(sql, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            }
+        }
+    }
+}
+
 fn counts(r: &Rollup) -> [u32; 6] {
     [r.up, r.down, r.flapping, r.pending, r.paused, r.maintenance]
 }
@@ -65,80 +246,68 @@ fn close_to(a: Option<f64>, b: Option<f64>) -> bool {
 
 #[tokio::test]
 async fn migrations_apply_once_and_reopening_is_a_no_op() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
-    store.close().await.unwrap();
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        store.close().await.unwrap();
 
-    let versions = |path: &Path| -> Vec<(i64, i64)> {
-        let c = raw(path);
-        let mut st = c
-            .prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")
-            .unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    let first = versions(&path);
-    assert_eq!(first.len(), MIGRATIONS.len());
-    assert_eq!(
-        first.iter().map(|v| v.0).collect::<Vec<_>>(),
-        (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>()
-    );
-
-    let tables: Vec<String> = {
-        let c = raw(&path);
-        let mut st = c
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    for t in [
-        "audit_events",
-        "crd_cache",
-        "export_outbox",
-        "heartbeat_rollups",
-        "heartbeats",
-        "incident_updates",
-        "incidents",
-        "maintenance_windows",
-        "monitor_state",
-        "notification_deliveries",
-        "schema_migrations",
-        "sessions",
-        "silences",
-    ] {
-        assert!(
-            tables.contains(&t.to_string()),
-            "missing table {t} in {tables:?}"
+        let versions = "SELECT version FROM schema_migrations ORDER BY version";
+        let applied = "SELECT applied_at FROM schema_migrations ORDER BY version";
+        let first = (db.ints(versions, &[]).await, db.ints(applied, &[]).await);
+        assert_eq!(
+            first.0,
+            (1..=db.migrations() as i64).map(Some).collect::<Vec<_>>(),
+            "{db:?}"
         );
-    }
 
-    // Reopening applies nothing: same versions, same application times.
-    let store = Store::open(&path).unwrap();
-    store.close().await.unwrap();
-    assert_eq!(versions(&path), first);
+        let tables = db.tables().await;
+        for t in [
+            "audit_events",
+            "crd_cache",
+            "export_outbox",
+            "heartbeat_rollups",
+            "heartbeats",
+            "incident_updates",
+            "incidents",
+            "maintenance_windows",
+            "monitor_state",
+            "notification_deliveries",
+            "schema_migrations",
+            "sessions",
+            "silences",
+            "push_monitors",
+            "alert_gate_state",
+            "api_silences",
+            "auth_activity",
+        ] {
+            assert!(
+                tables.contains(&t.to_string()),
+                "{db:?}: missing table {t} in {tables:?}"
+            );
+        }
 
-    // A database from a newer agent is refused, naming the file.
-    raw(&path)
-        .execute(
+        // Reopening applies nothing: same versions, same application times.
+        let store = db.open().await;
+        store.close().await.unwrap();
+        assert_eq!(
+            (db.ints(versions, &[]).await, db.ints(applied, &[]).await),
+            first
+        );
+
+        // A database from a newer agent is refused, naming the database.
+        db.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
-            [],
+            &[],
         )
+        .await
         .unwrap();
-    let err = Store::open(&path).err().unwrap();
-    assert!(
-        matches!(err, StoreError::NewerSchema { found: 999, .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
+        let err = db.try_open().await.err().unwrap();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 999, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&db.name()), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -176,222 +345,244 @@ async fn wal_is_on_and_folders_are_created() {
 
 #[tokio::test]
 async fn ten_thousand_batched_heartbeats_land_after_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
-    let t0 = at(2024, 5, 1, 0, 0, 0);
-    let mut sent: BTreeMap<&str, Vec<Heartbeat>> = BTreeMap::new();
-    for i in 0..10_000i64 {
-        let name = if i % 2 == 0 { "even" } else { "odd" };
-        let state = if i % 10 == 3 {
-            MonitorState::Down
-        } else {
-            MonitorState::Up
-        };
-        let h = hb(
-            "prod",
-            name,
-            state,
-            Some(10.0 + (i % 97) as f64 / 8.0),
-            t0 + TimeDelta::seconds(i),
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        let t0 = at(2024, 5, 1, 0, 0, 0);
+        let mut sent: BTreeMap<&str, Vec<Heartbeat>> = BTreeMap::new();
+        for i in 0..10_000i64 {
+            let name = if i % 2 == 0 { "even" } else { "odd" };
+            let state = if i % 10 == 3 {
+                MonitorState::Down
+            } else {
+                MonitorState::Up
+            };
+            let h = hb(
+                "prod",
+                name,
+                state,
+                Some(10.0 + (i % 97) as f64 / 8.0),
+                t0 + TimeDelta::seconds(i),
+            );
+            sent.entry(name).or_default().push(h.clone());
+            store.record_heartbeat(h).unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(store.heartbeats_written(), 10_000);
+        let batches = store.heartbeat_batches();
+        assert!(
+            (10..100).contains(&batches),
+            "{db:?}: committed in {batches} batches"
         );
-        sent.entry(name).or_default().push(h.clone());
-        store.record_heartbeat(h).unwrap();
-    }
-    store.flush().await.unwrap();
-    assert_eq!(store.heartbeats_written(), 10_000);
-    let batches = store.heartbeat_batches();
-    assert!(
-        (10..100).contains(&batches),
-        "committed in {batches} batches"
-    );
 
-    for (name, mut expected) in sent {
-        let got = store
-            .heartbeats("prod", name, epoch(), 100_000)
-            .await
+        for (name, mut expected) in sent {
+            let got = store
+                .heartbeats("prod", name, epoch(), 100_000)
+                .await
+                .unwrap();
+            expected.reverse();
+            assert_eq!(got.len(), 5_000);
+            assert_eq!(
+                got, expected,
+                "{db:?} {name}: newest first, every field back"
+            );
+        }
+        // `since` and `limit`.
+        let since = t0 + TimeDelta::seconds(9_990);
+        let recent = store.heartbeats("prod", "even", since, 100).await.unwrap();
+        assert_eq!(recent.len(), 5);
+        assert!(recent.windows(2).all(|w| w[0].checked_at > w[1].checked_at));
+        assert_eq!(
+            store
+                .heartbeats("prod", "even", epoch(), 3)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert!(
+            store
+                .heartbeats("prod", "none", epoch(), 3)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A second result in the same millisecond replaces the first, also within
+        // one batch.
+        let twice = at(2024, 5, 2, 0, 0, 0);
+        store
+            .record_heartbeat(hb("prod", "dup", MonitorState::Up, Some(1.0), twice))
             .unwrap();
-        expected.reverse();
-        assert_eq!(got.len(), 5_000);
-        assert_eq!(got, expected, "{name}: newest first, every field back");
+        store
+            .record_heartbeat(hb("prod", "dup", MonitorState::Down, None, twice))
+            .unwrap();
+        store.flush().await.unwrap();
+        let dup = store.heartbeats("prod", "dup", epoch(), 10).await.unwrap();
+        assert_eq!(dup.len(), 1, "{db:?}");
+        assert_eq!(dup[0].state, MonitorState::Down, "{db:?}");
+        store.close().await.unwrap();
     }
-    // `since` and `limit`.
-    let since = t0 + TimeDelta::seconds(9_990);
-    let recent = store.heartbeats("prod", "even", since, 100).await.unwrap();
-    assert_eq!(recent.len(), 5);
-    assert!(recent.windows(2).all(|w| w[0].checked_at > w[1].checked_at));
-    assert_eq!(
-        store
-            .heartbeats("prod", "even", epoch(), 3)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-    assert!(
-        store
-            .heartbeats("prod", "none", epoch(), 3)
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }
 
 #[tokio::test]
 async fn incidents_open_close_updates_ack_and_suppression() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
-    let t0 = at(2024, 6, 1, 10, 0, 0);
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        let t0 = at(2024, 6, 1, 10, 0, 0);
 
-    let old = store
-        .open_incident("prod", "db", t0 - TimeDelta::days(3), None)
-        .await
-        .unwrap();
-    let id = store
-        .open_incident("prod", "api", t0, Some(FailureReason::Timeout))
-        .await
-        .unwrap();
-    assert_ne!(old, id);
-    let open = store.open_incidents().await.unwrap();
-    assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old, id]);
+        let old = store
+            .open_incident("prod", "db", t0 - TimeDelta::days(3), None)
+            .await
+            .unwrap();
+        let id = store
+            .open_incident("prod", "api", t0, Some(FailureReason::Timeout))
+            .await
+            .unwrap();
+        assert_ne!(old, id);
+        let open = store.open_incidents().await.unwrap();
+        assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old, id]);
 
-    store
-        .add_incident_update(id, t0 + TimeDelta::minutes(5), "investigating")
-        .await
-        .unwrap();
-    store
-        .add_incident_update(id, t0 + TimeDelta::minutes(1), "we are aware")
-        .await
-        .unwrap();
-    store
-        .acknowledge_incident(id, "alice", t0 + TimeDelta::minutes(2))
-        .await
-        .unwrap();
-    store
-        .set_incident_suppressed(id, "silence prod/deploy")
-        .await
-        .unwrap();
-    store
-        .close_incident(id, t0 + TimeDelta::milliseconds(125_900))
-        .await
-        .unwrap();
-    // Closing again changes nothing.
-    store
-        .close_incident(id, t0 + TimeDelta::hours(5))
-        .await
-        .unwrap();
+        store
+            .add_incident_update(id, t0 + TimeDelta::minutes(5), "investigating")
+            .await
+            .unwrap();
+        store
+            .add_incident_update(id, t0 + TimeDelta::minutes(1), "we are aware")
+            .await
+            .unwrap();
+        store
+            .acknowledge_incident(id, "alice", t0 + TimeDelta::minutes(2))
+            .await
+            .unwrap();
+        store
+            .set_incident_suppressed(id, "silence prod/deploy")
+            .await
+            .unwrap();
+        store
+            .close_incident(id, t0 + TimeDelta::milliseconds(125_900))
+            .await
+            .unwrap();
+        // Closing again changes nothing.
+        store
+            .close_incident(id, t0 + TimeDelta::hours(5))
+            .await
+            .unwrap();
 
-    let got = store
-        .incidents_between(t0 - TimeDelta::hours(1), t0 + TimeDelta::hours(1))
-        .await
-        .unwrap();
-    // The old one started before the range but is still open: included.
-    assert_eq!(got.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old, id]);
-    let inc = &got[1];
-    assert_eq!(inc.namespace, "prod");
-    assert_eq!(inc.name, "api");
-    assert_eq!(inc.started_at, t0);
-    assert_eq!(inc.ended_at, Some(t0 + TimeDelta::milliseconds(125_900)));
-    assert_eq!(inc.duration_seconds, Some(125));
-    assert_eq!(inc.reason, Some(FailureReason::Timeout));
-    assert!(inc.acknowledged);
-    assert!(inc.suppressed);
-    assert_eq!(inc.suppress_reason.as_deref(), Some("silence prod/deploy"));
-    let updates: Vec<&str> = inc.updates.iter().map(|u| u.message.as_str()).collect();
-    assert_eq!(updates, vec!["we are aware", "investigating"]);
+        let got = store
+            .incidents_between(t0 - TimeDelta::hours(1), t0 + TimeDelta::hours(1))
+            .await
+            .unwrap();
+        // The old one started before the range but is still open: included.
+        assert_eq!(got.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old, id]);
+        let inc = &got[1];
+        assert_eq!(inc.namespace, "prod");
+        assert_eq!(inc.name, "api");
+        assert_eq!(inc.started_at, t0);
+        assert_eq!(inc.ended_at, Some(t0 + TimeDelta::milliseconds(125_900)));
+        assert_eq!(inc.duration_seconds, Some(125));
+        assert_eq!(inc.reason, Some(FailureReason::Timeout));
+        assert!(inc.acknowledged);
+        assert!(inc.suppressed);
+        assert_eq!(inc.suppress_reason.as_deref(), Some("silence prod/deploy"));
+        let updates: Vec<&str> = inc.updates.iter().map(|u| u.message.as_str()).collect();
+        assert_eq!(updates, vec!["we are aware", "investigating"]);
 
-    let (by, ack_at): (String, i64) = raw(&path)
-        .query_row(
-            "SELECT acknowledged_by, acknowledged_at FROM incidents WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (by.as_str(), ack_at),
-        ("alice", (t0 + TimeDelta::minutes(2)).timestamp_millis())
-    );
+        let by = db
+            .text("SELECT acknowledged_by FROM incidents WHERE id = $1", &[id])
+            .await;
+        let ack_at = db
+            .int("SELECT acknowledged_at FROM incidents WHERE id = $1", &[id])
+            .await;
+        assert_eq!(
+            (by.as_str(), ack_at),
+            ("alice", (t0 + TimeDelta::minutes(2)).timestamp_millis())
+        );
 
-    let open = store.open_incidents().await.unwrap();
-    assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old]);
-    // A closed incident outside the range is not listed.
-    let later = store
-        .incidents_between(t0 + TimeDelta::hours(1), t0 + TimeDelta::hours(2))
-        .await
-        .unwrap();
-    assert_eq!(later.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old]);
+        let open = store.open_incidents().await.unwrap();
+        assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old]);
+        // A closed incident outside the range is not listed.
+        let later = store
+            .incidents_between(t0 + TimeDelta::hours(1), t0 + TimeDelta::hours(2))
+            .await
+            .unwrap();
+        assert_eq!(later.iter().map(|i| i.id).collect::<Vec<_>>(), vec![old]);
 
-    let err = store.close_incident(9_999, t0).await.unwrap_err();
-    assert!(matches!(
-        err,
-        StoreError::IncidentNotFound { id: 9_999, .. }
-    ));
-    assert!(
-        err.to_string().contains("incident 9999 not found in"),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
-    assert!(store.add_incident_update(9_999, t0, "x").await.is_err());
-    assert!(store.acknowledge_incident(9_999, "bob", t0).await.is_err());
+        let err = store.close_incident(9_999, t0).await.unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::IncidentNotFound { id: 9_999, .. }
+        ));
+        assert!(
+            err.to_string().contains("incident 9999 not found in"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&db.name()), "{err}");
+        assert!(store.add_incident_update(9_999, t0, "x").await.is_err());
+        assert!(store.acknowledge_incident(9_999, "bob", t0).await.is_err());
+        // Identities are never reused: a deleted incident's ID is not handed out again.
+        let next = store.open_incident("prod", "x", t0, None).await.unwrap();
+        assert!(next > id, "{db:?}");
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn monitor_state_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
-    let t0 = at(2024, 7, 1, 0, 0, 0);
-    let incident = store.open_incident("prod", "api", t0, None).await.unwrap();
-    let rows = vec![
-        MonitorStateRow {
-            namespace: "prod".into(),
-            name: "api".into(),
-            state: MonitorState::Down,
-            since: Some(t0),
-            last_checked_at: Some(t0 + TimeDelta::seconds(30)),
-            consecutive_failures: 4,
-            open_incident_id: Some(incident),
-            cert_expires_at: Some(at(2025, 1, 1, 0, 0, 0)),
-        },
-        MonitorStateRow {
-            namespace: "prod".into(),
-            name: "web".into(),
-            state: MonitorState::Pending,
-            since: None,
-            last_checked_at: None,
-            consecutive_failures: 0,
-            open_incident_id: None,
-            cert_expires_at: None,
-        },
-    ];
-    for r in &rows {
-        store.save_monitor_state(r.clone()).await.unwrap();
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        let t0 = at(2024, 7, 1, 0, 0, 0);
+        let incident = store.open_incident("prod", "api", t0, None).await.unwrap();
+        let rows = vec![
+            MonitorStateRow {
+                namespace: "prod".into(),
+                name: "api".into(),
+                state: MonitorState::Down,
+                since: Some(t0),
+                last_checked_at: Some(t0 + TimeDelta::seconds(30)),
+                consecutive_failures: 4,
+                open_incident_id: Some(incident),
+                cert_expires_at: Some(at(2025, 1, 1, 0, 0, 0)),
+            },
+            MonitorStateRow {
+                namespace: "prod".into(),
+                name: "web".into(),
+                state: MonitorState::Pending,
+                since: None,
+                last_checked_at: None,
+                consecutive_failures: 0,
+                open_incident_id: None,
+                cert_expires_at: None,
+            },
+        ];
+        for r in &rows {
+            store.save_monitor_state(r.clone()).await.unwrap();
+        }
+        let mut web = rows[1].clone();
+        web.state = MonitorState::Up;
+        web.since = Some(t0);
+        store.save_monitor_state(web.clone()).await.unwrap();
+        store.close().await.unwrap();
+
+        let store = db.open().await;
+        assert_eq!(
+            store.load_monitor_states().await.unwrap(),
+            vec![rows[0].clone(), web]
+        );
+        assert!(store.delete_monitor_state("prod", "web").await.unwrap());
+        assert!(!store.delete_monitor_state("prod", "web").await.unwrap());
+        assert_eq!(
+            store.load_monitor_states().await.unwrap(),
+            vec![rows[0].clone()]
+        );
+
+        // Foreign keys are on: a state cannot point at a missing incident.
+        let mut bad = rows[0].clone();
+        bad.open_incident_id = Some(424_242);
+        assert!(store.save_monitor_state(bad).await.is_err(), "{db:?}");
+        store.close().await.unwrap();
     }
-    let mut web = rows[1].clone();
-    web.state = MonitorState::Up;
-    web.since = Some(t0);
-    store.save_monitor_state(web.clone()).await.unwrap();
-    store.close().await.unwrap();
-
-    let store = Store::open(&path).unwrap();
-    assert_eq!(
-        store.load_monitor_states().await.unwrap(),
-        vec![rows[0].clone(), web]
-    );
-    assert!(store.delete_monitor_state("prod", "web").await.unwrap());
-    assert!(!store.delete_monitor_state("prod", "web").await.unwrap());
-    assert_eq!(
-        store.load_monitor_states().await.unwrap(),
-        vec![rows[0].clone()]
-    );
-
-    // Foreign keys are on: a state cannot point at a missing incident.
-    let mut bad = rows[0].clone();
-    bad.open_incident_id = Some(424_242);
-    assert!(store.save_monitor_state(bad).await.is_err());
 }
 
 fn entry(kind: &str, name: &str, generation: i64) -> CrdCacheEntry {
@@ -411,462 +602,481 @@ fn entry(kind: &str, name: &str, generation: i64) -> CrdCacheEntry {
 
 #[tokio::test]
 async fn crd_cache_refuses_secrets_and_keeps_tombstones() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
 
-    for kind in ["Secret", "secret"] {
-        let mut secret = entry(kind, "api-token", 1);
-        secret.api_version = "v1".into();
-        secret.spec = json!({"data": {"token": "c2VjcmV0"}});
-        let err = store.upsert_crd_cache(secret).await.unwrap_err();
-        assert!(matches!(err, StoreError::SecretRefused { .. }));
+        for kind in ["Secret", "secret"] {
+            let mut secret = entry(kind, "api-token", 1);
+            secret.api_version = "v1".into();
+            secret.spec = json!({"data": {"token": "c2VjcmV0"}});
+            let err = store.upsert_crd_cache(secret).await.unwrap_err();
+            assert!(matches!(err, StoreError::SecretRefused { .. }));
+            assert!(
+                err.to_string()
+                    .starts_with("refusing to cache secret prod/api-token in "),
+                "{err}"
+            );
+        }
         assert!(
-            err.to_string()
-                .starts_with("refusing to cache secret prod/api-token in "),
-            "{err}"
+            store
+                .crd_cache_entry("Secret", "prod", "api-token")
+                .await
+                .unwrap()
+                .is_none()
         );
-    }
-    assert!(
-        store
-            .crd_cache_entry("Secret", "prod", "api-token")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    // The table refuses them too.
-    assert!(
-        raw(&path)
-            .execute(
+        // The table refuses them too.
+        assert!(
+            db.execute(
                 "INSERT INTO crd_cache (kind, api_version, namespace, name, created_at, updated_at)
-                 VALUES ('Secret', 'v1', 'prod', 'x', 0, 0)",
-                [],
+             VALUES ('Secret', 'v1', 'prod', 'x', 0, 0)",
+                &[],
             )
-            .is_err()
-    );
+            .await
+            .is_err(),
+            "{db:?}"
+        );
 
-    store
-        .upsert_crd_cache(entry("Monitor", "api", 1))
-        .await
-        .unwrap();
-    let first = store
-        .crd_cache_entry("Monitor", "prod", "api")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.entry, entry("Monitor", "api", 1));
-    assert_eq!(first.deleted_at, None);
-
-    store
-        .upsert_crd_cache(entry("Monitor", "api", 2))
-        .await
-        .unwrap();
-    let gone = at(2024, 8, 1, 0, 0, 0);
-    assert!(
         store
-            .mark_crd_deleted("Monitor", "prod", "api", gone)
+            .upsert_crd_cache(entry("Monitor", "api", 1))
+            .await
+            .unwrap();
+        let first = store
+            .crd_cache_entry("Monitor", "prod", "api")
             .await
             .unwrap()
-    );
-    assert!(
-        !store
-            .mark_crd_deleted("Monitor", "prod", "nope", gone)
-            .await
-            .unwrap()
-    );
-    let deleted = store
-        .crd_cache_entry("Monitor", "prod", "api")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(deleted.entry.generation, 2);
-    assert_eq!(deleted.deleted_at, Some(gone));
-    assert_eq!(deleted.created_at, first.created_at);
+            .unwrap();
+        assert_eq!(first.entry, entry("Monitor", "api", 1));
+        assert_eq!(first.deleted_at, None);
 
-    store
-        .upsert_crd_cache(entry("Monitor", "api", 3))
-        .await
-        .unwrap();
-    let back = store
-        .crd_cache_entry("Monitor", "prod", "api")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back.entry.generation, 3);
-    assert_eq!(back.deleted_at, None);
+        store
+            .upsert_crd_cache(entry("Monitor", "api", 2))
+            .await
+            .unwrap();
+        let gone = at(2024, 8, 1, 0, 0, 0);
+        assert!(
+            store
+                .mark_crd_deleted("Monitor", "prod", "api", gone)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .mark_crd_deleted("Monitor", "prod", "nope", gone)
+                .await
+                .unwrap()
+        );
+        let deleted = store
+            .crd_cache_entry("Monitor", "prod", "api")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(deleted.entry.generation, 2);
+        assert_eq!(deleted.deleted_at, Some(gone));
+        assert_eq!(deleted.created_at, first.created_at);
+
+        store
+            .upsert_crd_cache(entry("Monitor", "api", 3))
+            .await
+            .unwrap();
+        let back = store
+            .crd_cache_entry("Monitor", "prod", "api")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.entry.generation, 3);
+        assert_eq!(back.deleted_at, None);
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn outbox_keeps_only_the_latest_body_and_a_newer_body_survives_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
 
-    let v1 = store
-        .outbox_put("v1/agents/a/state.json", b"one".to_vec())
-        .await
-        .unwrap();
-    let other = store
-        .outbox_put("v1/agents/a/catalog.json", b"cat".to_vec())
-        .await
-        .unwrap();
-    let pending = store.outbox_pending(10).await.unwrap();
-    assert_eq!(
-        pending,
-        vec![
-            ("v1/agents/a/state.json".to_string(), b"one".to_vec(), v1),
-            (
-                "v1/agents/a/catalog.json".to_string(),
-                b"cat".to_vec(),
-                other
-            ),
-        ]
-    );
-    assert_eq!(store.outbox_pending(1).await.unwrap().len(), 1);
-
-    // The uploader took (state.json, v1); a newer body is queued while it uploads.
-    let v2 = store
-        .outbox_put("v1/agents/a/state.json", b"two".to_vec())
-        .await
-        .unwrap();
-    assert!(v2 > v1);
-    assert!(
-        !store
-            .outbox_done("v1/agents/a/state.json", v1)
+        let v1 = store
+            .outbox_put("v1/agents/a/state.json", b"one".to_vec())
             .await
-            .unwrap()
-    );
-    let pending = store.outbox_pending(10).await.unwrap();
-    assert_eq!(
-        pending[0],
-        ("v1/agents/a/state.json".to_string(), b"two".to_vec(), v2)
-    );
-    assert_eq!(pending.len(), 2, "replaced, not added");
-
-    assert!(
-        store
-            .outbox_done("v1/agents/a/state.json", v2)
+            .unwrap();
+        let other = store
+            .outbox_put("v1/agents/a/catalog.json", b"cat".to_vec())
             .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .outbox_done("v1/agents/a/catalog.json", other)
-            .await
-            .unwrap()
-    );
-    assert!(store.outbox_pending(10).await.unwrap().is_empty());
+            .unwrap();
+        let pending = store.outbox_pending(10).await.unwrap();
+        assert_eq!(
+            pending,
+            vec![
+                ("v1/agents/a/state.json".to_string(), b"one".to_vec(), v1),
+                (
+                    "v1/agents/a/catalog.json".to_string(),
+                    b"cat".to_vec(),
+                    other
+                ),
+            ]
+        );
+        assert_eq!(store.outbox_pending(1).await.unwrap().len(), 1);
 
-    // Queued again after upload: a fresh version, never one seen before.
-    let v3 = store
-        .outbox_put("v1/agents/a/state.json", b"three".to_vec())
-        .await
-        .unwrap();
-    assert!(v3 > v2);
+        // The uploader took (state.json, v1); a newer body is queued while it uploads.
+        let v2 = store
+            .outbox_put("v1/agents/a/state.json", b"two".to_vec())
+            .await
+            .unwrap();
+        assert!(v2 > v1);
+        assert!(
+            !store
+                .outbox_done("v1/agents/a/state.json", v1)
+                .await
+                .unwrap()
+        );
+        let pending = store.outbox_pending(10).await.unwrap();
+        assert_eq!(
+            pending[0],
+            ("v1/agents/a/state.json".to_string(), b"two".to_vec(), v2)
+        );
+        assert_eq!(pending.len(), 2, "replaced, not added");
+
+        assert!(
+            store
+                .outbox_done("v1/agents/a/state.json", v2)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .outbox_done("v1/agents/a/catalog.json", other)
+                .await
+                .unwrap()
+        );
+        assert!(store.outbox_pending(10).await.unwrap().is_empty());
+
+        // Queued again after upload: a fresh version, never one seen before.
+        let v3 = store
+            .outbox_put("v1/agents/a/state.json", b"three".to_vec())
+            .await
+            .unwrap();
+        assert!(v3 > v2, "{db:?}");
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn rollups_of_known_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
-    let h0 = at(2024, 9, 2, 10, 0, 0);
-    let h1 = h0 + TimeDelta::hours(1);
-    let mut t = h0;
-    let mut put = |state, latency| {
-        store
-            .record_heartbeat(hb("prod", "api", state, latency, t))
-            .unwrap();
-        t += TimeDelta::seconds(20);
-    };
-    for ms in 1..=100 {
-        put(MonitorState::Up, Some(f64::from(ms)));
-    }
-    for _ in 0..5 {
-        put(MonitorState::Down, Some(10_000.0)); // failures' latency is not service latency
-    }
-    for _ in 0..3 {
-        put(MonitorState::Pending, None);
-    }
-    put(MonitorState::Paused, None);
-    for i in 0..10 {
-        store
-            .record_heartbeat(hb(
-                "prod",
-                "api",
-                MonitorState::Up,
-                Some(200.0),
-                h1 + TimeDelta::minutes(i),
-            ))
-            .unwrap();
-    }
-    store
-        .record_heartbeat(hb("prod", "web", MonitorState::Flapping, Some(7.0), h1))
-        .unwrap();
-    store.flush().await.unwrap();
-
-    let first_hour = store.rollup("prod", "api", h0, h1).await.unwrap();
-    assert_eq!(
-        first_hour,
-        Rollup {
-            up: 100,
-            down: 5,
-            flapping: 0,
-            pending: 3,
-            paused: 1,
-            maintenance: 0,
-            latency_min: Some(1.0),
-            latency_avg: Some(50.5),
-            // Nearest rank: the ⌈0.95·100⌉ = 95th smallest of 1..=100.
-            latency_p95: Some(95.0),
-            latency_max: Some(100.0),
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        let h0 = at(2024, 9, 2, 10, 0, 0);
+        let h1 = h0 + TimeDelta::hours(1);
+        let mut t = h0;
+        let mut put = |state, latency| {
+            store
+                .record_heartbeat(hb("prod", "api", state, latency, t))
+                .unwrap();
+            t += TimeDelta::seconds(20);
+        };
+        for ms in 1..=100 {
+            put(MonitorState::Up, Some(f64::from(ms)));
         }
-    );
-    assert!(close_to(
-        first_hour.uptime_percent(),
-        Some(100.0 * 100.0 / 105.0)
-    ));
-
-    let hourly = store
-        .hourly_rollups(h0 - TimeDelta::hours(1), h1 + TimeDelta::hours(1))
-        .await
-        .unwrap();
-    assert_eq!(
-        hourly.keys().collect::<Vec<_>>(),
-        vec!["prod/api", "prod/web"]
-    );
-    let api = &hourly["prod/api"];
-    assert_eq!(
-        api.keys().copied().collect::<Vec<_>>(),
-        vec![h0.timestamp_millis(), h1.timestamp_millis()]
-    );
-    assert_eq!(api[&h0.timestamp_millis()], first_hour);
-    assert_eq!(counts(&api[&h1.timestamp_millis()]), [10, 0, 0, 0, 0, 0]);
-    assert_eq!(api[&h1.timestamp_millis()].latency_p95, Some(200.0));
-    assert_eq!(hourly["prod/web"][&h1.timestamp_millis()].flapping, 1);
-
-    let day = at(2024, 9, 2, 0, 0, 0);
-    let daily = store
-        .daily_rollups(day, day + TimeDelta::days(1))
-        .await
-        .unwrap();
-    let d = &daily["prod/api"][&day.timestamp_millis()];
-    assert_eq!(counts(d), [110, 5, 0, 3, 1, 0]);
-    // 110 latencies: rank ⌈104.5⌉ = 105 falls among the ten 200s.
-    assert_eq!(d.latency_p95, Some(200.0));
-    assert!(close_to(d.latency_avg, Some((5050.0 + 2000.0) / 110.0)));
-
-    let points = store
-        .recent_latency("prod", "api", h0, TimeDelta::hours(1))
-        .await
-        .unwrap();
-    assert_eq!(points.len(), 2);
-    assert_eq!((points[0].at, points[0].ms), (h0, 50.5));
-    assert_eq!((points[1].at, points[1].ms), (h1, 200.0));
-    assert!(
+        for _ in 0..5 {
+            put(MonitorState::Down, Some(10_000.0)); // failures' latency is not service latency
+        }
+        for _ in 0..3 {
+            put(MonitorState::Pending, None);
+        }
+        put(MonitorState::Paused, None);
+        for i in 0..10 {
+            store
+                .record_heartbeat(hb(
+                    "prod",
+                    "api",
+                    MonitorState::Up,
+                    Some(200.0),
+                    h1 + TimeDelta::minutes(i),
+                ))
+                .unwrap();
+        }
         store
-            .recent_latency("prod", "api", h0, TimeDelta::zero())
+            .record_heartbeat(hb("prod", "web", MonitorState::Flapping, Some(7.0), h1))
+            .unwrap();
+        store.flush().await.unwrap();
+
+        let first_hour = store.rollup("prod", "api", h0, h1).await.unwrap();
+        assert_eq!(
+            first_hour,
+            Rollup {
+                up: 100,
+                down: 5,
+                flapping: 0,
+                pending: 3,
+                paused: 1,
+                maintenance: 0,
+                latency_min: Some(1.0),
+                latency_avg: Some(50.5),
+                // Nearest rank: the ⌈0.95·100⌉ = 95th smallest of 1..=100.
+                latency_p95: Some(95.0),
+                latency_max: Some(100.0),
+            }
+        );
+        assert!(close_to(
+            first_hour.uptime_percent(),
+            Some(100.0 * 100.0 / 105.0)
+        ));
+
+        let hourly = store
+            .hourly_rollups(h0 - TimeDelta::hours(1), h1 + TimeDelta::hours(1))
             .await
-            .is_err()
-    );
-    assert_eq!(
-        store.rollup("prod", "none", h0, h1).await.unwrap(),
-        Rollup::default()
-    );
+            .unwrap();
+        assert_eq!(
+            hourly.keys().collect::<Vec<_>>(),
+            vec!["prod/api", "prod/web"]
+        );
+        let api = &hourly["prod/api"];
+        assert_eq!(
+            api.keys().copied().collect::<Vec<_>>(),
+            vec![h0.timestamp_millis(), h1.timestamp_millis()]
+        );
+        assert_eq!(api[&h0.timestamp_millis()], first_hour);
+        assert_eq!(counts(&api[&h1.timestamp_millis()]), [10, 0, 0, 0, 0, 0]);
+        assert_eq!(api[&h1.timestamp_millis()].latency_p95, Some(200.0));
+        assert_eq!(hourly["prod/web"][&h1.timestamp_millis()].flapping, 1);
+
+        let day = at(2024, 9, 2, 0, 0, 0);
+        let daily = store
+            .daily_rollups(day, day + TimeDelta::days(1))
+            .await
+            .unwrap();
+        let d = &daily["prod/api"][&day.timestamp_millis()];
+        assert_eq!(counts(d), [110, 5, 0, 3, 1, 0]);
+        // 110 latencies: rank ⌈104.5⌉ = 105 falls among the ten 200s.
+        assert_eq!(d.latency_p95, Some(200.0));
+        assert!(close_to(d.latency_avg, Some((5050.0 + 2000.0) / 110.0)));
+
+        let points = store
+            .recent_latency("prod", "api", h0, TimeDelta::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!((points[0].at, points[0].ms), (h0, 50.5));
+        assert_eq!((points[1].at, points[1].ms), (h1, 200.0));
+        assert!(
+            store
+                .recent_latency("prod", "api", h0, TimeDelta::zero())
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store.rollup("prod", "none", h0, h1).await.unwrap(),
+            Rollup::default()
+        );
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn retention_downsamples_exactly_and_expires_old_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
-    let now = at(2024, 3, 20, 12, 30, 0);
-    let start = now - TimeDelta::days(10);
-    let monitors = ["api", "web"];
-    let mut n = 0i64;
-    let mut t = start;
-    while t < now {
-        for (k, name) in monitors.iter().enumerate() {
-            let i = n + k as i64;
-            let state = match i {
-                i if i % 7 == 0 => MonitorState::Down,
-                i if i % 13 == 0 => MonitorState::Pending,
-                i if i % 17 == 0 => MonitorState::Flapping,
-                _ => MonitorState::Up,
-            };
-            let latency = (state != MonitorState::Pending).then(|| (i * 37 % 200) as f64 + 0.25);
-            store
-                .record_heartbeat(hb("prod", name, state, latency, t))
-                .unwrap();
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        let now = at(2024, 3, 20, 12, 30, 0);
+        let start = now - TimeDelta::days(10);
+        let monitors = ["api", "web"];
+        let mut n = 0i64;
+        let mut t = start;
+        while t < now {
+            for (k, name) in monitors.iter().enumerate() {
+                let i = n + k as i64;
+                let state = match i {
+                    i if i % 7 == 0 => MonitorState::Down,
+                    i if i % 13 == 0 => MonitorState::Pending,
+                    i if i % 17 == 0 => MonitorState::Flapping,
+                    _ => MonitorState::Up,
+                };
+                let latency =
+                    (state != MonitorState::Pending).then(|| (i * 37 % 200) as f64 + 0.25);
+                store
+                    .record_heartbeat(hb("prod", name, state, latency, t))
+                    .unwrap();
+            }
+            n += 1;
+            t += TimeDelta::minutes(10);
         }
-        n += 1;
-        t += TimeDelta::minutes(10);
-    }
-    store.flush().await.unwrap();
-    let closed_old = store
-        .open_incident("prod", "api", now - TimeDelta::days(401), None)
-        .await
-        .unwrap();
-    store
-        .close_incident(closed_old, now - TimeDelta::days(400))
-        .await
-        .unwrap();
-    store
-        .add_incident_update(closed_old, now - TimeDelta::days(400), "fixed")
-        .await
-        .unwrap();
-    let closed_recent = store
-        .open_incident("prod", "api", now - TimeDelta::days(11), None)
-        .await
-        .unwrap();
-    store
-        .close_incident(closed_recent, now - TimeDelta::days(10))
-        .await
-        .unwrap();
-    let still_open = store
-        .open_incident("prod", "web", now - TimeDelta::days(500), None)
-        .await
-        .unwrap();
+        store.flush().await.unwrap();
+        let closed_old = store
+            .open_incident("prod", "api", now - TimeDelta::days(401), None)
+            .await
+            .unwrap();
+        store
+            .close_incident(closed_old, now - TimeDelta::days(400))
+            .await
+            .unwrap();
+        store
+            .add_incident_update(closed_old, now - TimeDelta::days(400), "fixed")
+            .await
+            .unwrap();
+        let closed_recent = store
+            .open_incident("prod", "api", now - TimeDelta::days(11), None)
+            .await
+            .unwrap();
+        store
+            .close_incident(closed_recent, now - TimeDelta::days(10))
+            .await
+            .unwrap();
+        let still_open = store
+            .open_incident("prod", "web", now - TimeDelta::days(500), None)
+            .await
+            .unwrap();
 
-    let (from, to) = (start - TimeDelta::days(1), now + TimeDelta::hours(1));
-    let hourly_before = store.hourly_rollups(from, to).await.unwrap();
-    let daily_before = store.daily_rollups(from, to).await.unwrap();
-    let whole_before: Vec<Rollup> = {
-        let mut v = Vec::new();
-        for m in monitors {
-            v.push(store.rollup("prod", m, from, to).await.unwrap());
-        }
-        v
-    };
+        let (from, to) = (start - TimeDelta::days(1), now + TimeDelta::hours(1));
+        let hourly_before = store.hourly_rollups(from, to).await.unwrap();
+        let daily_before = store.daily_rollups(from, to).await.unwrap();
+        let whole_before: Vec<Rollup> = {
+            let mut v = Vec::new();
+            for m in monitors {
+                v.push(store.rollup("prod", m, from, to).await.unwrap());
+            }
+            v
+        };
 
-    let cutoff = {
-        let c = (now - TimeDelta::days(3)).timestamp_millis();
-        c - c.rem_euclid(3_600_000)
-    };
-    let raw_count =
-        |sql: &str| -> i64 { raw(&path).query_row(sql, [cutoff], |r| r.get(0)).unwrap() };
-    let old_raw = raw_count("SELECT COUNT(*) FROM heartbeats WHERE checked_at < ?1");
-    let old_hours = raw_count(
-        "SELECT COUNT(*) FROM (SELECT DISTINCT monitor_name, checked_at / 3600000 FROM heartbeats WHERE checked_at < ?1)",
-    );
-    assert!(old_raw > 1_000);
-
-    let settings = EffectiveSettings {
-        heartbeats_days: 90,
-        incidents_days: 365,
-        downsample_enabled: true,
-        downsample_after_days: 3,
-        ..EffectiveSettings::default()
-    };
-    let report = store.apply_retention(now, &settings).await.unwrap();
-    assert_eq!(report.downsampled_heartbeats, old_raw as u64);
-    assert_eq!(report.deleted_heartbeats, 0);
-    assert_eq!(report.deleted_rollups, 0);
-    assert_eq!(report.deleted_incidents, 1);
-    assert_eq!(
-        raw_count("SELECT COUNT(*) FROM heartbeats WHERE checked_at < ?1"),
-        0
-    );
-    assert_eq!(
-        raw_count("SELECT COUNT(*) FROM heartbeat_rollups WHERE bucket_start < ?1"),
-        old_hours
-    );
-    let updates: i64 = raw(&path)
-        .query_row("SELECT COUNT(*) FROM incident_updates", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(updates, 0, "updates go with their incident");
-
-    // Every hour, raw or downsampled, reads back the same: counts exactly, latency
-    // statistics too (whole hours were downsampled, so even p95 is exact).
-    let hourly_after = store.hourly_rollups(from, to).await.unwrap();
-    assert_eq!(hourly_after.len(), hourly_before.len());
-    for (m, hours) in &hourly_before {
-        assert_eq!(hourly_after[m].len(), hours.len());
-        for (h, before) in hours {
-            let after = &hourly_after[m][h];
-            assert_eq!(counts(after), counts(before), "{m} at {h}");
-            assert!(
-                close_to(after.latency_avg, before.latency_avg),
-                "{m} at {h}"
-            );
-            assert_eq!(
-                (after.latency_min, after.latency_p95, after.latency_max),
-                (before.latency_min, before.latency_p95, before.latency_max)
-            );
-        }
-    }
-    let daily_after = store.daily_rollups(from, to).await.unwrap();
-    for (m, days) in &daily_before {
-        for (d, before) in days {
-            assert_eq!(counts(&daily_after[m][d]), counts(before));
-        }
-    }
-    for (k, m) in monitors.iter().enumerate() {
-        let after = store.rollup("prod", m, from, to).await.unwrap();
-        assert_eq!(counts(&after), counts(&whole_before[k]));
-        assert_eq!(
-            after.uptime_percent(),
-            whole_before[k].uptime_percent(),
-            "uptime of {m}"
-        );
-        assert!(close_to(after.latency_avg, whole_before[k].latency_avg));
-    }
-
-    // Nothing left to downsample; a late heartbeat in a downsampled hour is merged.
-    let again = store.apply_retention(now, &settings).await.unwrap();
-    assert_eq!(again, Default::default());
-    let late_at = start + TimeDelta::minutes(5);
-    let hour = late_at.timestamp_millis() - late_at.timestamp_millis().rem_euclid(3_600_000);
-    store
-        .record_heartbeat(hb("prod", "api", MonitorState::Down, None, late_at))
-        .unwrap();
-    store.flush().await.unwrap();
-    let merged = store.apply_retention(now, &settings).await.unwrap();
-    assert_eq!(merged.downsampled_heartbeats, 1);
-    let hourly = store.hourly_rollups(from, to).await.unwrap();
-    let mut expected = counts(&hourly_before["prod/api"][&hour]);
-    expected[1] += 1;
-    assert_eq!(counts(&hourly["prod/api"][&hour]), expected);
-
-    // Eight days later with ten days of retention: everything before now-2d goes.
-    let later = now + TimeDelta::days(8);
-    let keep_from = (now - TimeDelta::days(2)).timestamp_millis();
-    let expiring: i64 = raw(&path)
-        .query_row(
-            "SELECT COUNT(*) FROM heartbeats WHERE checked_at < ?1",
-            [keep_from],
-            |r| r.get(0),
+        let cutoff = {
+            let c = (now - TimeDelta::days(3)).timestamp_millis();
+            c - c.rem_euclid(3_600_000)
+        };
+        let old_raw = db
+            .int(
+                "SELECT COUNT(*) FROM heartbeats WHERE checked_at < $1",
+                &[cutoff],
+            )
+            .await;
+        let old_hours = db
+        .int(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT monitor_name, checked_at / 3600000 FROM heartbeats WHERE checked_at < $1) AS h",
+            &[cutoff],
         )
-        .unwrap();
-    let rollup_rows: i64 = raw(&path)
-        .query_row("SELECT COUNT(*) FROM heartbeat_rollups", [], |r| r.get(0))
-        .unwrap();
-    let expire = EffectiveSettings {
-        heartbeats_days: 10,
-        incidents_days: 365,
-        downsample_enabled: false,
-        ..EffectiveSettings::default()
-    };
-    let report = store.apply_retention(later, &expire).await.unwrap();
-    assert_eq!(
-        report,
-        kubekuma_agent::store::RetentionReport {
-            deleted_heartbeats: expiring as u64,
-            downsampled_heartbeats: 0,
-            deleted_rollups: rollup_rows as u64,
-            deleted_incidents: 0,
+        .await;
+        assert!(old_raw > 1_000);
+
+        let settings = EffectiveSettings {
+            heartbeats_days: 90,
+            incidents_days: 365,
+            downsample_enabled: true,
+            downsample_after_days: 3,
+            ..EffectiveSettings::default()
+        };
+        let report = store.apply_retention(now, &settings).await.unwrap();
+        assert_eq!(report.downsampled_heartbeats, old_raw as u64);
+        assert_eq!(report.deleted_heartbeats, 0);
+        assert_eq!(report.deleted_rollups, 0);
+        assert_eq!(report.deleted_incidents, 1);
+        assert_eq!(
+            db.int(
+                "SELECT COUNT(*) FROM heartbeats WHERE checked_at < $1",
+                &[cutoff]
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            db.int(
+                "SELECT COUNT(*) FROM heartbeat_rollups WHERE bucket_start < $1",
+                &[cutoff]
+            )
+            .await,
+            old_hours
+        );
+        let updates = db.int("SELECT COUNT(*) FROM incident_updates", &[]).await;
+        assert_eq!(updates, 0, "updates go with their incident");
+
+        // Every hour, raw or downsampled, reads back the same: counts exactly, latency
+        // statistics too (whole hours were downsampled, so even p95 is exact).
+        let hourly_after = store.hourly_rollups(from, to).await.unwrap();
+        assert_eq!(hourly_after.len(), hourly_before.len());
+        for (m, hours) in &hourly_before {
+            assert_eq!(hourly_after[m].len(), hours.len());
+            for (h, before) in hours {
+                let after = &hourly_after[m][h];
+                assert_eq!(counts(after), counts(before), "{m} at {h}");
+                assert!(
+                    close_to(after.latency_avg, before.latency_avg),
+                    "{m} at {h}"
+                );
+                assert_eq!(
+                    (after.latency_min, after.latency_p95, after.latency_max),
+                    (before.latency_min, before.latency_p95, before.latency_max)
+                );
+            }
         }
-    );
-    let left: i64 = raw(&path)
-        .query_row("SELECT MIN(checked_at) FROM heartbeats", [], |r| r.get(0))
-        .unwrap();
-    assert!(left >= keep_from);
-    let ids: Vec<i64> = store
-        .incidents_between(epoch(), later)
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
-    assert_eq!(ids, vec![still_open, closed_recent]);
+        let daily_after = store.daily_rollups(from, to).await.unwrap();
+        for (m, days) in &daily_before {
+            for (d, before) in days {
+                assert_eq!(counts(&daily_after[m][d]), counts(before));
+            }
+        }
+        for (k, m) in monitors.iter().enumerate() {
+            let after = store.rollup("prod", m, from, to).await.unwrap();
+            assert_eq!(counts(&after), counts(&whole_before[k]));
+            assert_eq!(
+                after.uptime_percent(),
+                whole_before[k].uptime_percent(),
+                "uptime of {m}"
+            );
+            assert!(close_to(after.latency_avg, whole_before[k].latency_avg));
+        }
+
+        // Nothing left to downsample; a late heartbeat in a downsampled hour is merged.
+        let again = store.apply_retention(now, &settings).await.unwrap();
+        assert_eq!(again, Default::default());
+        let late_at = start + TimeDelta::minutes(5);
+        let hour = late_at.timestamp_millis() - late_at.timestamp_millis().rem_euclid(3_600_000);
+        store
+            .record_heartbeat(hb("prod", "api", MonitorState::Down, None, late_at))
+            .unwrap();
+        store.flush().await.unwrap();
+        let merged = store.apply_retention(now, &settings).await.unwrap();
+        assert_eq!(merged.downsampled_heartbeats, 1);
+        let hourly = store.hourly_rollups(from, to).await.unwrap();
+        let mut expected = counts(&hourly_before["prod/api"][&hour]);
+        expected[1] += 1;
+        assert_eq!(counts(&hourly["prod/api"][&hour]), expected);
+
+        // Eight days later with ten days of retention: everything before now-2d goes.
+        let later = now + TimeDelta::days(8);
+        let keep_from = (now - TimeDelta::days(2)).timestamp_millis();
+        let expiring = db
+            .int(
+                "SELECT COUNT(*) FROM heartbeats WHERE checked_at < $1",
+                &[keep_from],
+            )
+            .await;
+        let rollup_rows = db.int("SELECT COUNT(*) FROM heartbeat_rollups", &[]).await;
+        let expire = EffectiveSettings {
+            heartbeats_days: 10,
+            incidents_days: 365,
+            downsample_enabled: false,
+            ..EffectiveSettings::default()
+        };
+        let report = store.apply_retention(later, &expire).await.unwrap();
+        assert_eq!(
+            report,
+            kubekuma_agent::store::RetentionReport {
+                deleted_heartbeats: expiring as u64,
+                downsampled_heartbeats: 0,
+                deleted_rollups: rollup_rows as u64,
+                deleted_incidents: 0,
+            }
+        );
+        let left = db.int("SELECT MIN(checked_at) FROM heartbeats", &[]).await;
+        assert!(left >= keep_from);
+        let ids: Vec<i64> = store
+            .incidents_between(epoch(), later)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, vec![still_open, closed_recent], "{db:?}");
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -1160,51 +1370,55 @@ async fn a_database_in_an_unwritable_folder_fails_at_open() {
 /// committed once it accepts writes again: nothing is lost.
 #[tokio::test]
 async fn heartbeats_are_kept_while_the_database_refuses_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
-    store
-        .record_heartbeat(hb("ns", "a", MonitorState::Up, Some(1.0), epoch()))
-        .unwrap();
-    store.flush().await.unwrap();
-    assert_eq!(store.write_failure(), None);
-
-    store.refuse_writes(true).await.unwrap();
-    for i in 1..=250 {
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
         store
-            .record_heartbeat(hb(
-                "ns",
-                "a",
-                MonitorState::Up,
-                Some(1.0),
-                epoch() + TimeDelta::seconds(i),
-            ))
+            .record_heartbeat(hb("ns", "a", MonitorState::Up, Some(1.0), epoch()))
             .unwrap();
-    }
-    let err = store
-        .flush()
-        .await
-        .expect_err("the batch cannot be committed");
-    assert!(err.to_string().contains("kept, retrying"), "{err}");
-    let failure = store.write_failure().expect("the failure is reported");
-    assert!(
-        failure.contains("not writable") && failure.contains("readonly"),
-        "{failure}"
-    );
-    // Readiness says so.
-    let health = kubekuma_agent::admin::Health::default();
-    health.set_ready(true);
-    health.set_problem(store.write_failure());
-    let ready =
-        kubekuma_agent::admin::handle(&http::Request::get("/ready").body(()).unwrap(), &health);
-    assert_eq!(ready.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        store.flush().await.unwrap();
+        assert_eq!(store.write_failure(), None);
 
-    store.refuse_writes(false).await.unwrap();
-    store.flush().await.unwrap();
-    assert_eq!(store.write_failure(), None);
-    assert_eq!(store.heartbeats_written(), 251, "every heartbeat stored");
-    let stored = store
-        .heartbeats("ns", "a", DateTime::UNIX_EPOCH, 1000)
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 251);
+        store.refuse_writes(true).await.unwrap();
+        for i in 1..=250 {
+            store
+                .record_heartbeat(hb(
+                    "ns",
+                    "a",
+                    MonitorState::Up,
+                    Some(1.0),
+                    epoch() + TimeDelta::seconds(i),
+                ))
+                .unwrap();
+        }
+        let err = store
+            .flush()
+            .await
+            .expect_err("the batch cannot be committed");
+        assert!(err.to_string().contains("kept, retrying"), "{err}");
+        let failure = store.write_failure().expect("the failure is reported");
+        assert!(
+            failure.contains("not writable")
+                && (failure.contains("readonly") || failure.contains("read-only")),
+            "{db:?}: {failure}"
+        );
+        // Readiness says so.
+        let health = kubekuma_agent::admin::Health::default();
+        health.set_ready(true);
+        health.set_problem(store.write_failure());
+        let ready =
+            kubekuma_agent::admin::handle(&http::Request::get("/ready").body(()).unwrap(), &health);
+        assert_eq!(ready.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+
+        store.refuse_writes(false).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.write_failure(), None);
+        assert_eq!(store.heartbeats_written(), 251, "every heartbeat stored");
+        let stored = store
+            .heartbeats("ns", "a", DateTime::UNIX_EPOCH, 1000)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 251, "{db:?}");
+        store.close().await.unwrap();
+    }
 }

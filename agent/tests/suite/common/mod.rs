@@ -4,6 +4,7 @@ pub mod azurite;
 pub mod docker_engine;
 pub mod fake_kube;
 pub mod podman;
+pub mod postgres;
 pub mod s3;
 
 /// A test peer that can be taken away (an outage: connections refused, open ones cut)

@@ -1,0 +1,194 @@
+//! The notification outbox and the alert gate's memory on PostgreSQL, as
+//! `store/deliveries.rs`: the rows of one event and the gate state that admitted them
+//! in one transaction.
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::super::convert::{Fail, ms};
+use super::super::deliveries::{
+    Attempt, COLUMNS, Delivery, DeliveryStatus, NewDelivery, RawDelivery,
+};
+use super::{Pg, pg_text};
+
+fn raw(r: &Row) -> Result<RawDelivery, Fail> {
+    Ok(RawDelivery {
+        id: r.try_get(0)?,
+        incident_id: r.try_get(1)?,
+        names: [
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+            r.try_get(5)?,
+            r.try_get(6)?,
+            r.try_get(7)?,
+        ],
+        provider_type: r.try_get(8)?,
+        event_kind: r.try_get(9)?,
+        dedupe_key: r.try_get(10)?,
+        status: r.try_get(11)?,
+        attempts: r.try_get(12)?,
+        next_attempt_at: r.try_get(13)?,
+        last_attempt_at: r.try_get(14)?,
+        last_error: r.try_get(15)?,
+        detail: r.try_get(16)?,
+        payload: r.try_get(17)?,
+        created_at: r.try_get(18)?,
+    })
+}
+
+async fn query(pg: &Pg, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Delivery>, Fail> {
+    let c = pg.client().await?;
+    let rows = c.query(sql, args).await?;
+    rows.iter().map(|r| raw(r)?.parse()).collect()
+}
+
+pub(crate) async fn record(
+    pg: &Pg,
+    deliveries: &[NewDelivery],
+    gate_state: Option<&str>,
+    now: i64,
+    wall: i64,
+) -> Result<Vec<i64>, Fail> {
+    let mut c = pg.client().await?;
+    let tx = c.transaction().await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO notification_deliveries
+               (incident_id, monitor_namespace, monitor_name, policy_namespace, policy_name,
+                provider_namespace, provider_name, provider_type, event_kind, dedupe_key,
+                status, next_attempt_at, last_error, detail, payload, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+             RETURNING id",
+        )
+        .await?;
+    let mut ids = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let pending = d.status == DeliveryStatus::Pending;
+        // Due at once (by the wall clock, whatever time the event has).
+        let due = pending.then(|| wall.min(now));
+        let id: i64 = tx
+            .query_one(
+                &insert,
+                &[
+                    &d.incident_id,
+                    &d.monitor.namespace,
+                    &d.monitor.name,
+                    &d.policy.namespace,
+                    &d.policy.name,
+                    &d.provider.namespace,
+                    &d.provider.name,
+                    &d.provider_type,
+                    &d.event_kind,
+                    &pg_text(&d.dedupe_key),
+                    &d.status.as_str(),
+                    &due,
+                    &d.error.as_deref().map(pg_text),
+                    &d.detail.as_deref().map(pg_text),
+                    &d.payload.to_string(),
+                    &now,
+                ],
+            )
+            .await?
+            .try_get(0)?;
+        ids.push(id);
+    }
+    if let Some(state) = gate_state {
+        tx.execute(
+            "INSERT INTO alert_gate_state (id, state, updated_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            &[&pg_text(state), &now],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+pub(crate) async fn gate_state(pg: &Pg) -> Result<Option<String>, Fail> {
+    let c = pg.client().await?;
+    Ok(
+        c.query_opt("SELECT state FROM alert_gate_state WHERE id = 1", &[])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?,
+    )
+}
+
+pub(crate) async fn due(pg: &Pg, now: i64, limit: i64) -> Result<Vec<Delivery>, Fail> {
+    query(
+        pg,
+        &format!(
+            "SELECT {COLUMNS} FROM notification_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= $1
+             ORDER BY next_attempt_at, id LIMIT $2"
+        ),
+        &[&now, &limit],
+    )
+    .await
+}
+
+pub(crate) async fn attempted(pg: &Pg, id: i64, now: i64, attempt: &Attempt) -> Result<(), Fail> {
+    let c = pg.client().await?;
+    match attempt {
+        Attempt::Sent(detail) => {
+            c.execute(
+                "UPDATE notification_deliveries SET status = 'sent', attempts = attempts + 1,
+                   next_attempt_at = NULL, last_attempt_at = $2, last_error = NULL,
+                   detail = COALESCE(detail || '; ', '') || $3, updated_at = $2
+                 WHERE id = $1",
+                &[&id, &now, &pg_text(detail)],
+            )
+            .await?
+        }
+        Attempt::Retry(error, next) => {
+            c.execute(
+                "UPDATE notification_deliveries SET attempts = attempts + 1,
+                   next_attempt_at = $3, last_attempt_at = $2, last_error = $4, updated_at = $2
+                 WHERE id = $1",
+                &[&id, &now, &ms(*next), &pg_text(error)],
+            )
+            .await?
+        }
+        Attempt::Failed(error) => {
+            c.execute(
+                "UPDATE notification_deliveries SET status = 'failed', attempts = attempts + 1,
+                   next_attempt_at = NULL, last_attempt_at = $2, last_error = $3, updated_at = $2
+                 WHERE id = $1",
+                &[&id, &now, &pg_text(error)],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+pub(crate) async fn since(pg: &Pg, since: i64) -> Result<Vec<Delivery>, Fail> {
+    query(
+        pg,
+        &format!(
+            "SELECT {COLUMNS} FROM notification_deliveries WHERE created_at >= $1
+             ORDER BY created_at, id"
+        ),
+        &[&since],
+    )
+    .await
+}
+
+pub(crate) async fn last(pg: &Pg) -> Result<Vec<Delivery>, Fail> {
+    query(
+        pg,
+        &format!(
+            "SELECT {COLUMNS} FROM notification_deliveries d
+             WHERE status IN ('sent', 'failed') AND id = (
+               SELECT id FROM notification_deliveries e
+               WHERE e.provider_namespace = d.provider_namespace
+                 AND e.provider_name = d.provider_name
+                 AND e.status IN ('sent', 'failed')
+               ORDER BY e.last_attempt_at DESC NULLS LAST, e.id DESC LIMIT 1)
+             ORDER BY provider_namespace, provider_name"
+        ),
+        &[],
+    )
+    .await
+}

@@ -1,0 +1,247 @@
+//! The PostgreSQL backend of [`Store`](super::Store): the same operations as the SQLite
+//! files beside it, one file per concern (`records.rs`, `incidents.rs`, …), on a pool
+//! of tokio-postgres connections (TLS through rustls), with numbered migrations of its
+//! own ([`migrations`]) and a task that writes heartbeats in batches ([`writer`]).
+//!
+//! `Store`'s public methods dispatch here when the store is PostgreSQL; an operation
+//! not yet written for PostgreSQL falls through to the SQLite code, which refuses it
+//! with [`StoreError::NotOnPostgres`]. Until none is left, `DATABASE_URL` keeps refusing
+//! `postgres://` (see `HANDOFF.md`); tests open it with `Store::open_postgres_for_tests`.
+
+pub(crate) mod api_silences;
+pub(crate) mod audit;
+pub mod config;
+pub(crate) mod deliveries;
+pub(crate) mod incidents;
+pub mod migrations;
+pub(crate) mod push;
+pub(crate) mod records;
+pub(crate) mod retention;
+pub(crate) mod rollups;
+pub(crate) mod sessions;
+pub(crate) mod writer;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use super::convert::{Fail, ms};
+use super::writer::WriterStats;
+
+/// The connection pool.
+pub(crate) type Pool = deadpool_postgres::Pool;
+
+/// Most connections one store holds.
+const POOL_SIZE: usize = 16;
+/// Longest wait for a free connection (or a new one).
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// An open PostgreSQL store.
+pub(crate) struct Pg {
+    pub(crate) pool: Pool,
+    pub(crate) tx: mpsc::UnboundedSender<writer::Command>,
+    pub(crate) stats: Arc<WriterStats>,
+    pub(crate) label: String,
+}
+
+/// What [`open`] hands the store.
+pub(crate) struct Opened {
+    pub(crate) pg: Pg,
+    pub(crate) label: String,
+}
+
+/// Connect, migrate under the advisory lock, check that the database can be written,
+/// and start the heartbeat task (on the current tokio runtime).
+pub(crate) async fn open(
+    url: &str,
+    password: &config::PasswordSource,
+    stats: Arc<WriterStats>,
+) -> Result<Opened, StoreError> {
+    let settings = config::parse(url, password).map_err(|e| StoreError::PostgresConfig {
+        message: e.to_string(),
+    })?;
+    let label = settings.label.clone();
+    let tls = config::tls_connector(&settings).map_err(|e| StoreError::PostgresConfig {
+        message: e.to_string(),
+    })?;
+    let manager = deadpool_postgres::Manager::from_config(
+        settings.config,
+        tls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|e| StoreError::PostgresConfig {
+            message: format!("database url {label}: {e}"),
+        })?;
+    let mut client = pool.get().await.map_err(|e| StoreError::Connect {
+        path: label.clone(),
+        cause: pool_message(&e),
+    })?;
+    let applied = migrations::migrate(&mut client, ms(Utc::now()))
+        .await
+        .map_err(|e| match e {
+            migrations::MigrateError::Newer { found, known } => StoreError::NewerSchema {
+                path: label.clone(),
+                found,
+                known,
+            },
+            migrations::MigrateError::Sql { version, source } => StoreError::PgMigration {
+                path: label.clone(),
+                version,
+                message: error_message(&source),
+            },
+        })?;
+    if applied > 0 {
+        tracing::info!(database = %label, applied, "applied store migrations");
+    }
+    let read_only: String = client
+        .query_one("SHOW transaction_read_only", &[])
+        .await
+        .map_err(|e| StoreError::Connect {
+            path: label.clone(),
+            cause: error_message(&e),
+        })?
+        .get(0);
+    if read_only == "on" {
+        return Err(StoreError::NotWritable {
+            path: label,
+            cause: "the server only accepts reads (a standby, or default_transaction_read_only)"
+                .into(),
+        });
+    }
+    drop(client);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(writer::run(pool.clone(), rx, stats.clone(), label.clone()));
+    Ok(Opened {
+        pg: Pg {
+            pool,
+            tx,
+            stats,
+            label: label.clone(),
+        },
+        label,
+    })
+}
+
+impl Pg {
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, Fail> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Fail::Pg(pool_message(&e)))
+    }
+
+    /// Run a write; counts it in [`WriterStats::writes`] whatever its outcome (a
+    /// failed write may have changed nothing, but readers only compare counts).
+    pub(crate) async fn write<T>(
+        &self,
+        f: impl Future<Output = Result<T, Fail>>,
+    ) -> Result<T, StoreError> {
+        let out = f.await;
+        self.stats.writes.fetch_add(1, Ordering::SeqCst);
+        out.map_err(|e| e.at(&self.label))
+    }
+
+    /// Run a read.
+    pub(crate) async fn read<T>(
+        &self,
+        f: impl Future<Output = Result<T, Fail>>,
+    ) -> Result<T, StoreError> {
+        f.await.map_err(|e| e.at(&self.label))
+    }
+
+    /// Queue a heartbeat for the writer task; `false` when the task is gone.
+    pub(crate) fn queue(&self, command: writer::Command) -> bool {
+        self.tx.send(command).is_ok()
+    }
+
+    /// Commit what is queued and stop the writer task, then close the pool.
+    pub(crate) async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(writer::Command::Close(reply)).is_ok() {
+            let _ = rx.await;
+        }
+        self.pool.close();
+    }
+}
+
+impl Pg {
+    /// For tests and drills (`Store::refuse_writes`): make the database refuse writes
+    /// (`default_transaction_read_only`, as a database switched to read-only or a
+    /// standby does) or accept them again, for every connection from now on (idle
+    /// pooled connections are dropped so that new ones take the setting). Needs the
+    /// database's owner or a superuser.
+    pub(crate) async fn refuse_writes(&self, refuse: bool) -> Result<(), Fail> {
+        let c = self.client().await?;
+        let name: String = c
+            .query_one("SELECT current_database()::text", &[])
+            .await?
+            .try_get(0)?;
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let value = if refuse { "on" } else { "off" };
+        // This session may already be read-only (refused before): lift that first.
+        // (Two round trips: statements sent together share one implicit transaction.)
+        c.batch_execute("SET default_transaction_read_only = off")
+            .await?;
+        c.batch_execute(&format!(
+            "ALTER DATABASE {quoted} SET default_transaction_read_only = {value}"
+        ))
+        .await?;
+        drop(c);
+        self.pool.retain(|_, _| false);
+        Ok(())
+    }
+}
+
+/// PostgreSQL refuses NUL in text: it becomes U+FFFD (a message from a target's body
+/// must not lose a whole batch).
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A tokio-postgres error as text: the server's message and SQLSTATE, or the client's
+/// error with its cause (never the URL or a password: tokio-postgres does not repeat
+/// them, and neither does this).
+pub(crate) fn error_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    let cause = config::source_text(e);
+    if cause.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}: {cause}")
+    }
+}
+
+/// A pool error as text.
+pub(crate) fn pool_message(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => error_message(e),
+        other => other.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Pg(error_message(&e))
+    }
+}
