@@ -379,3 +379,178 @@ fn the_specs_kubernetes_objects_pass_the_kubernetes_schemas() {
         "not every object was validated against every version:\n{stdout}"
     );
 }
+
+/// The last stage of `deploy/Dockerfile`, as far as a pod running it depends on it.
+#[derive(Debug, Default)]
+struct Image {
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+    env: BTreeMap<String, String>,
+    workdir: String,
+}
+
+/// Read the last stage of a Dockerfile: exec-form ENTRYPOINT and CMD, ENV (`K=V` or
+/// `K V`), WORKDIR (default `/`).
+fn image(dockerfile: &str) -> Image {
+    let mut img = Image::default();
+    let exec_form = |rest: &str, what: &str| -> Vec<String> {
+        serde_json::from_str(rest.trim())
+            .unwrap_or_else(|e| panic!("deploy/Dockerfile: {what} must be in exec form: {e}"))
+    };
+    for line in dockerfile.lines().map(str::trim) {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word.to_ascii_uppercase().as_str() {
+            "FROM" => img = Image::default(),
+            "ENTRYPOINT" => img.entrypoint = exec_form(rest, "ENTRYPOINT"),
+            "CMD" => img.cmd = exec_form(rest, "CMD"),
+            "WORKDIR" => img.workdir = rest.trim().to_string(),
+            "ENV" => {
+                let rest = rest.trim();
+                let (k, v) = rest
+                    .split_once('=')
+                    .or_else(|| rest.split_once(' '))
+                    .unwrap_or((rest, ""));
+                img.env.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    if img.workdir.is_empty() {
+        img.workdir = "/".into();
+    }
+    img
+}
+
+/// The spec's Deployment runs this project's image as it is: the container's command
+/// (the image's ENTRYPOINT and CMD, as the spec sets neither) is one the CLI accepts and
+/// starts the agent; every variable it sets is one the agent reads; the database and the
+/// data folder are on the volume it mounts (the image's root is not writable by its
+/// non-root user); the probes and the port are the agent's.
+#[test]
+fn the_specs_deployment_runs_this_image() {
+    use clap::{CommandFactory, Parser};
+    use kubekuma_agent::cli::{Cli, Command as Sub};
+    use kubekuma_agent::store::{DatabaseLocation, parse_database_url};
+
+    /// Variables the agent reads outside clap (as `tests/tests/deploy.rs` lists them).
+    const OUTSIDE_CLAP: &[&str] = &[
+        "LOG_LEVEL",
+        "KUBE_NAMESPACE",
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "PORT",
+    ];
+    /// The agent's port without `--listen` and `PORT` (`cli/agent.rs`).
+    const DEFAULT_PORT: u64 = 3000;
+
+    let text = &fixtures()["07-deployment-service.yaml"];
+    let deployment = documents(text)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the spec's Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .map(|s| s.as_str().expect("a string").to_string())
+                .collect()
+        })
+    };
+    let img = image(&std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap());
+
+    // The command: the pod's command replaces ENTRYPOINT, its args replace CMD.
+    let mut argv = strings(&container["command"]).unwrap_or(img.entrypoint.clone());
+    argv.extend(strings(&container["args"]).unwrap_or(img.cmd.clone()));
+    assert!(
+        argv.first().is_some_and(|p| p.ends_with("kubekuma")),
+        "the image runs {argv:?}"
+    );
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| {
+        panic!("the spec's Deployment runs `{}` with deploy/Dockerfile's image, which the CLI refuses:\n{e}", argv.join(" "))
+    });
+    assert!(
+        matches!(cli.command, Sub::Agent { .. }),
+        "the spec's Deployment should run the agent, it runs `{}`",
+        argv.join(" ")
+    );
+
+    // The environment: the image's, then the pod's.
+    let agent = Cli::command()
+        .find_subcommand("agent")
+        .expect("the agent subcommand")
+        .clone();
+    let read: Vec<String> = agent
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let mut env: BTreeMap<String, Option<String>> = img
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let var = e["name"].as_str().expect("env name").to_string();
+        assert!(
+            read.contains(&var) || OUTSIDE_CLAP.contains(&var.as_str()),
+            "the spec's Deployment sets {var}, which `kubekuma agent` does not read"
+        );
+        env.insert(var, e["value"].as_str().map(str::to_string));
+    }
+
+    // Files: on a mounted volume.
+    let mounts: Vec<String> = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["readOnly"] != true)
+        .map(|m| m["mountPath"].as_str().expect("mountPath").to_string())
+        .collect();
+    let on_a_volume = |p: &Path| mounts.iter().any(|m| p.starts_with(m));
+    let absolute = |p: &str| Path::new(&img.workdir).join(p);
+    if let Some(Some(url)) = env.get("DATABASE_URL") {
+        match parse_database_url(url).expect("the spec's DATABASE_URL is accepted") {
+            DatabaseLocation::File(path) => assert!(
+                on_a_volume(&absolute(&path.to_string_lossy())),
+                "the database {} is not on a volume the spec mounts ({mounts:?})",
+                path.display()
+            ),
+            DatabaseLocation::Memory => {}
+        }
+    }
+    let data = match env.get("KUBEKUMA_DATA") {
+        Some(Some(v)) => v.clone(),
+        _ => agent
+            .get_arguments()
+            .find(|a| a.get_id() == "data")
+            .and_then(|a| a.get_default_values().first().cloned())
+            .expect("--data has a default")
+            .to_string_lossy()
+            .into_owned(),
+    };
+    assert!(
+        on_a_volume(&absolute(&data)),
+        "the agent's data folder {data} (in {}) is not on a volume the spec mounts ({mounts:?}): \
+         the image's non-root user cannot create it",
+        img.workdir
+    );
+
+    // The port and the probes.
+    let port = match env.get("PORT") {
+        Some(Some(p)) => p.parse().expect("PORT is a number"),
+        _ => DEFAULT_PORT,
+    };
+    let ports: Vec<u64> = container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["containerPort"].as_u64())
+        .collect();
+    assert_eq!(ports, vec![port], "the container's port is the agent's");
+    for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(get["port"].as_u64(), Some(port), "{probe}");
+    }
+}
