@@ -3,6 +3,9 @@
 //! valid: the custom resources pass `kubekuma validate` (the library calls the command
 //! makes: no errors, warnings listed), everything else passes `kubernetes-validate
 //! --strict` against the Kubernetes schemas, as `tests/tests/deploy.rs` checks deploy/.
+//! Beyond the schemas, the spec's Deployment must run this project's image as it is
+//! (`deploy/Dockerfile`), and the spec's RBAC must grant what the agent needs
+//! (`deploy/base/rbac.yaml`, the least it needs), but for listed, explained exceptions.
 //!
 //! Drift: when the spec is reachable (`KUBEKUMA_SPEC`, else `../shared/spec/` beside the
 //! repository), its blocks are extracted again and must equal the fixtures; a stale
@@ -553,4 +556,110 @@ fn the_specs_deployment_runs_this_image() {
         assert_eq!(get["path"], path, "{probe}");
         assert_eq!(get["port"].as_u64(), Some(port), "{probe}");
     }
+}
+
+/// What the agent is granted in `deploy/base/rbac.yaml` that the spec's RBAC may leave
+/// out, with the reason it still runs: (API group, resource).
+const NOT_IN_SPEC_RBAC: &[(&str, &str, &str)] = &[
+    (
+        "apps",
+        "deployments",
+        "only `kubernetes` monitors read it; without the grant such a monitor is down with a message naming the missing rule",
+    ),
+    ("apps", "statefulsets", "as deployments"),
+    ("apps", "daemonsets", "as deployments"),
+    ("", "nodes", "as deployments"),
+    ("", "services", "as deployments"),
+    ("discovery.k8s.io", "endpointslices", "as deployments"),
+    (
+        "",
+        "pods",
+        "`kubernetes` monitors read pods (as deployments), and the agent labels its own Pod only when POD_NAME is set, which the spec's Deployment does not do",
+    ),
+];
+
+/// The spec's RBAC lets the agent run as the spec's Deployment runs it: every grant of
+/// `deploy/base/rbac.yaml` to the agent (the least it needs) is covered by the spec's
+/// ClusterRole, but for those `NOT_IN_SPEC_RBAC` lists with the reason; and the spec's
+/// ClusterRoleBinding binds it to the ServiceAccount the spec's Deployment runs as.
+#[test]
+fn the_specs_rbac_covers_what_the_agent_needs() {
+    let spec_docs = documents(&fixtures()["08-serviceaccount-clusterrole-clusterrolebinding.yaml"]);
+    let of_kind =
+        |k: &str| -> Vec<&Value> { spec_docs.iter().filter(|d| d["kind"] == k).collect() };
+    let role = of_kind("ClusterRole");
+    let [role] = role.as_slice() else {
+        panic!("one ClusterRole in the spec's RBAC");
+    };
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let granted = |group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().into_iter().flatten().any(|r| {
+            let has =
+                |field: &str, want: &str| list(&r[field]).iter().any(|g| g == want || g == "*");
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    let deployment = documents(&fixtures()["07-deployment-service.yaml"])
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the spec's Deployment");
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("the spec's Deployment names its ServiceAccount")
+        .to_string();
+    let binding = of_kind("ClusterRoleBinding");
+    assert!(
+        binding.iter().any(|b| {
+            b["roleRef"]["name"] == role["metadata"]["name"]
+                && b["subjects"].as_array().into_iter().flatten().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == account.as_str()
+                        && s["namespace"] == deployment["metadata"]["namespace"]
+                })
+        }),
+        "the spec's ClusterRole is bound to the Deployment's ServiceAccount {account}"
+    );
+
+    let base = documents(&std::fs::read_to_string(repo().join("deploy/base/rbac.yaml")).unwrap());
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for r in base
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kubekuma-agent"))
+        })
+        .flat_map(|d| d["rules"].as_array().into_iter().flatten())
+    {
+        for group in list(&r["apiGroups"]) {
+            for resource in list(&r["resources"]) {
+                for verb in list(&r["verbs"]) {
+                    checked += 1;
+                    let base_resource = resource.split('/').next().unwrap_or("");
+                    let excused = NOT_IN_SPEC_RBAC
+                        .iter()
+                        .any(|(g, res, _)| *g == group && *res == base_resource);
+                    if !granted(&group, &resource, &verb) && !excused {
+                        missing.push(format!("{verb} {group}/{resource}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "deploy/base/rbac.yaml grants the agent too little to compare: {checked}"
+    );
+    assert!(
+        missing.is_empty(),
+        "the spec's RBAC does not grant what the agent needs: {missing:#?}"
+    );
 }
