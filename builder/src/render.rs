@@ -7,6 +7,9 @@
 //! |---|---|
 //! | `index.html` | the list of published pages |
 //! | `_headers` | security headers for hosts that read the file (Netlify, Cloudflare Pages) |
+//! | `favicon.ico` | the theme's icon (pages link it unless they have a favicon of their own) |
+//! | `robots.txt` | everything may be crawled; names the sitemap when there is one |
+//! | `sitemap.xml` | the index and every published page, only with an absolute `http(s)` base URL |
 //! | `assets/<name>.<hash>.<ext>` | theme assets, pages' accent stylesheets (`accent.<hash>.css`) and fetched logos (cached for a year) |
 //! | `<slug>/index.html` | a status page |
 //! | `<slug>/status.json` | the page as the spec's `GET /status/:slug` |
@@ -115,6 +118,62 @@ fn headers_file() -> String {
     )
 }
 
+/// `base_url` when it is an absolute `http(s)` URL (a sitemap and the robots.txt line
+/// naming it need one), else `None`.
+fn absolute_base(base_url: &str) -> Option<&str> {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .map(|_| base_url)
+}
+
+/// `robots.txt`: every path may be crawled (the site holds only published pages), and
+/// the sitemap's absolute URL when there is one.
+fn robots_txt(sitemap_base: Option<&str>) -> String {
+    let mut out = String::from("User-agent: *\nAllow: /\n");
+    if let Some(base) = sitemap_base {
+        out.push_str(&format!("\nSitemap: {base}sitemap.xml\n"));
+    }
+    out
+}
+
+/// `sitemap.xml` (sitemaps.org 0.9): the index and every published page under `base`,
+/// modified at the time of the data. Unpublished pages are not in the model, so never
+/// here.
+fn sitemap_xml(site: &Site, base: &str) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
+    );
+    let lastmod = xml_escape(&site.data_time);
+    let urls =
+        std::iter::once(String::new()).chain(site.pages.iter().map(|p| format!("{}/", p.slug)));
+    for path in urls {
+        out.push_str(&format!(
+            "  <url><loc>{}</loc><lastmod>{lastmod}</lastmod></url>\n",
+            xml_escape(&format!("{base}{path}"))
+        ));
+    }
+    out.push_str("</urlset>\n");
+    out
+}
+
+/// `text` with XML's five special characters escaped.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Every file of the site. `extra_assets` (fetched logos) are published as assets.
 ///
 /// A part that cannot be rendered (a page with its feeds, a badge's PNG, the index) never
@@ -167,6 +226,26 @@ pub fn render_site(
         }
     }
     out.push(file("_headers".into(), headers_file(), Stage::Data));
+    out.push(OutFile {
+        path: "favicon.ico".into(),
+        bytes: theme.favicon.clone(),
+        stage: Stage::Data,
+        keep: None,
+    });
+    let sitemap_base = absolute_base(&opts.base_url);
+    out.push(file(
+        "robots.txt".into(),
+        robots_txt(sitemap_base),
+        Stage::Data,
+    ));
+    if let Some(base) = sitemap_base {
+        // After the pages it lists.
+        out.push(file(
+            "sitemap.xml".into(),
+            sitemap_xml(site, base),
+            Stage::Index,
+        ));
+    }
     let assets = theme.asset_paths();
     let assets_value = template_value(&assets);
     // Pages, feeds and page JSON on all cores, one page per task.
