@@ -25,10 +25,11 @@ use common::{chromium, free_port, wait_for};
 
 /// The performance score every run must reach. Lighthouse simulates a throttled device
 /// from the trace (`--throttling-method=simulate`, its default), so the score hardly
-/// depends on the machine; it was 1.0 in every run while the test was written (the
-/// figures are in the report of the change), and 0.9 leaves room for a CI machine so
-/// loaded that the page's own main-thread work counts. The other three categories are
-/// deterministic and must be exactly 1.
+/// depends on the machine: it was 1.0 in each of 18 runs while this test was written,
+/// with the two cores busy (load average 10), but under that load the mobile speed index
+/// went from 0.9 s to 2.1 s (its audit from 1 to 0.99). So performance is held to 0.9,
+/// which the page meets with a wide margin, and the three deterministic categories to
+/// exactly 1.
 const PERFORMANCE_FLOOR: f64 = 0.9;
 
 /// Longest one Lighthouse run may take before the test fails (a hung browser).
@@ -127,8 +128,8 @@ async fn audit(bin: &Path, chrome: &str, run: &Run, url: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Each category's score, and the audits that cost points: id, title, score and
-/// details, as Lighthouse gives them.
+/// Each category's score, and the audits that cost points: id, title, score,
+/// explanation and details, as Lighthouse gives them.
 fn scores(report: &Value) -> (Vec<(String, f64)>, Vec<String>) {
     let mut scores = Vec::new();
     let mut failing = Vec::new();
@@ -140,10 +141,11 @@ fn scores(report: &Value) -> (Vec<(String, f64)>, Vec<String>) {
             if weighted && audit["score"].as_f64().is_some_and(|s| s < 1.0) {
                 let details = serde_json::to_string_pretty(&audit["details"]).unwrap();
                 failing.push(format!(
-                    "{id}: {} ({}) score {}\n{}",
+                    "{id}: {} ({}) score {}: {}\n{}",
                     audit["id"].as_str().unwrap_or_default(),
                     audit["title"].as_str().unwrap_or_default(),
                     audit["score"],
+                    audit["explanation"].as_str().unwrap_or_default(),
                     &details[..details.len().min(4000)]
                 ));
             }
