@@ -61,6 +61,10 @@ pub struct AgentOptions {
     /// The metrics the admin API serves; new ones when `None` (`up` passes its own so
     /// that its builder loop reports builds).
     pub metrics: Option<Arc<Metrics>>,
+    /// At shutdown, how long notifications in flight may take to finish
+    /// (`--shutdown-grace`); those still sending after it stay in the outbox for the
+    /// next start.
+    pub shutdown_grace: Duration,
 }
 
 /// Where the desired state comes from.
@@ -165,7 +169,7 @@ pub async fn run_with(
     parts.health.set_ready(true);
     let store_watch = watch_store(&parts, shutdown.clone());
 
-    let (alerter, worker) = start_alerting(&parts, shutdown.clone()).await?;
+    let (alerter, worker) = start_alerting(&parts, opts.shutdown_grace, shutdown.clone()).await?;
     let processor = start_processor(&parts, &scheduler, &alerter, done_rx);
     let status_writer = start_status_writer(&catalog, &parts, shutdown.clone());
     let flusher = Flusher::new(
@@ -189,8 +193,9 @@ pub async fn run_with(
     main.stop().await;
     processor.abort();
     store_watch.abort();
-    // Pending deliveries stay in the outbox for the next start.
-    worker.abort();
+    // The worker saw the shutdown too: it starts no new send and gives those in flight
+    // the grace to finish; what it abandons stays in the outbox for the next start.
+    let _ = worker.await;
     if let Some(w) = status_writer {
         // Status writes are idempotent: a round cut short is redone by the next leader.
         w.abort();
@@ -442,6 +447,7 @@ async fn apply_catalog(
 /// Step: alerting. The alerter queues notifications in the outbox, the worker sends them.
 async fn start_alerting(
     parts: &Parts,
+    shutdown_grace: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Arc<Alerter>, JoinHandle<()>), RunError> {
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -452,7 +458,10 @@ async fn start_alerting(
         parts.catalog(),
         wake,
         metrics,
-        WorkerOptions::default(),
+        WorkerOptions {
+            shutdown_grace,
+            ..WorkerOptions::default()
+        },
     );
     Ok((Arc::new(alerter), tokio::spawn(worker.run(shutdown))))
 }

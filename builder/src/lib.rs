@@ -12,6 +12,7 @@ pub mod bench;
 mod brand;
 mod digest;
 mod font;
+mod icon;
 mod model;
 mod par;
 pub mod publish;

@@ -7,6 +7,9 @@
 //! |---|---|
 //! | `index.html` | the list of published pages |
 //! | `_headers` | security headers for hosts that read the file (Netlify, Cloudflare Pages) |
+//! | `favicon.ico` | the theme's icon (pages link it unless they have a favicon of their own) |
+//! | `robots.txt` | everything may be crawled; names the sitemap when there is one |
+//! | `sitemap.xml` | the index and every published page, only with an absolute `http(s)` base URL |
 //! | `assets/<name>.<hash>.<ext>` | theme assets, pages' accent stylesheets (`accent.<hash>.css`) and fetched logos (cached for a year) |
 //! | `<slug>/index.html` | a status page |
 //! | `<slug>/status.json` | the page as the spec's `GET /status/:slug` |
@@ -115,6 +118,136 @@ fn headers_file() -> String {
     )
 }
 
+/// A page's accent stylesheet: `--accent` as given, and the colours links take from
+/// it, adjusted only as far as WCAG AA's 4.5:1 for text needs: `--accent-text` on light
+/// backgrounds, `--accent-text-dark` on dark ones (see [`readable`]).
+fn accent_css(accent: &str) -> String {
+    let mut css = format!(":root {{ --accent: {accent};");
+    if let Some(rgb) = parse_hex(accent) {
+        let light = readable(rgb, [0, 0, 0], LIGHT_REFERENCE, 4.8);
+        let dark = readable(rgb, [255, 255, 255], DARK_REFERENCE, 4.5);
+        css.push_str(&format!(
+            " --accent-text: {}; --accent-text-dark: {};",
+            hex_rgb(light),
+            hex_rgb(dark)
+        ));
+    }
+    css.push_str(" }\n");
+    css
+}
+
+/// White: a link colour with 4.8:1 on it has 4.5:1 on any background down to `#f8fafc`
+/// (the default theme's page background).
+const LIGHT_REFERENCE: [u8; 3] = [255, 255, 255];
+/// `#1e293b`: a link colour with 4.5:1 on it has as much on any darker background (the
+/// default theme's dark cards and page).
+const DARK_REFERENCE: [u8; 3] = [0x1e, 0x29, 0x3b];
+
+/// `rgb` mixed toward `toward` in steps of 5% until its contrast with `background` is at
+/// least `ratio` (unchanged when it already is).
+fn readable(rgb: [u8; 3], toward: [u8; 3], background: [u8; 3], ratio: f64) -> [u8; 3] {
+    let bg = luminance(background);
+    for step in 0..=20u8 {
+        let t = f64::from(step) / 20.0;
+        let mixed: [u8; 3] = std::array::from_fn(|i| {
+            (f64::from(rgb[i]) * (1.0 - t) + f64::from(toward[i]) * t).round() as u8
+        });
+        if contrast(luminance(mixed), bg) >= ratio {
+            return mixed;
+        }
+    }
+    toward
+}
+
+/// WCAG's contrast ratio of two relative luminances.
+fn contrast(a: f64, b: f64) -> f64 {
+    (a.max(b) + 0.05) / (a.min(b) + 0.05)
+}
+
+/// WCAG's relative luminance of an sRGB colour.
+fn luminance(rgb: [u8; 3]) -> f64 {
+    let channel = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(rgb[0]) + 0.7152 * channel(rgb[1]) + 0.0722 * channel(rgb[2])
+}
+
+/// `#rgb` or `#rrggbb` as its three channels.
+fn parse_hex(color: &str) -> Option<[u8; 3]> {
+    let hex = color.strip_prefix('#')?;
+    let digit = |i: usize, len: usize| u8::from_str_radix(hex.get(i..i + len)?, 16).ok();
+    match hex.len() {
+        3 => Some([digit(0, 1)? * 17, digit(1, 1)? * 17, digit(2, 1)? * 17]),
+        6 => Some([digit(0, 2)?, digit(2, 2)?, digit(4, 2)?]),
+        _ => None,
+    }
+}
+
+fn hex_rgb(rgb: [u8; 3]) -> String {
+    format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2])
+}
+
+/// `base_url` when it is an absolute `http(s)` URL (a sitemap and the robots.txt line
+/// naming it need one), else `None`.
+fn absolute_base(base_url: &str) -> Option<&str> {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .map(|_| base_url)
+}
+
+/// `robots.txt`: every path may be crawled (the site holds only published pages), and
+/// the sitemap's absolute URL when there is one.
+fn robots_txt(sitemap_base: Option<&str>) -> String {
+    let mut out = String::from("User-agent: *\nAllow: /\n");
+    if let Some(base) = sitemap_base {
+        out.push_str(&format!("\nSitemap: {base}sitemap.xml\n"));
+    }
+    out
+}
+
+/// `sitemap.xml` (sitemaps.org 0.9): the index and every published page under `base`,
+/// modified at the time of the data. Unpublished pages are not in the model, so never
+/// here.
+fn sitemap_xml(site: &Site, base: &str) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
+    );
+    let lastmod = xml_escape(&site.data_time);
+    let urls =
+        std::iter::once(String::new()).chain(site.pages.iter().map(|p| format!("{}/", p.slug)));
+    for path in urls {
+        out.push_str(&format!(
+            "  <url><loc>{}</loc><lastmod>{lastmod}</lastmod></url>\n",
+            xml_escape(&format!("{base}{path}"))
+        ));
+    }
+    out.push_str("</urlset>\n");
+    out
+}
+
+/// `text` with XML's five special characters escaped.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Every file of the site. `extra_assets` (fetched logos) are published as assets.
 ///
 /// A part that cannot be rendered (a page with its feeds, a badge's PNG, the index) never
@@ -155,7 +288,7 @@ pub fn render_site(
     for page in &site.pages {
         let accent = page.branding.accent.as_str();
         if !accents.contains_key(accent) {
-            let css = format!(":root {{ --accent: {accent}; }}\n");
+            let css = accent_css(accent);
             let path = crate::theme::hashed_name("accent.css", css.as_bytes());
             out.push(OutFile {
                 path: path.clone(),
@@ -167,6 +300,26 @@ pub fn render_site(
         }
     }
     out.push(file("_headers".into(), headers_file(), Stage::Data));
+    out.push(OutFile {
+        path: "favicon.ico".into(),
+        bytes: theme.favicon.clone(),
+        stage: Stage::Data,
+        keep: None,
+    });
+    let sitemap_base = absolute_base(&opts.base_url);
+    out.push(file(
+        "robots.txt".into(),
+        robots_txt(sitemap_base),
+        Stage::Data,
+    ));
+    if let Some(base) = sitemap_base {
+        // After the pages it lists.
+        out.push(file(
+            "sitemap.xml".into(),
+            sitemap_xml(site, base),
+            Stage::Index,
+        ));
+    }
     let assets = theme.asset_paths();
     let assets_value = template_value(&assets);
     // Pages, feeds and page JSON on all cores, one page per task.
@@ -799,4 +952,46 @@ fn group_status(monitors: &[MonitorView]) -> &'static str {
 /// Any serialisable value as a template value, without an intermediate JSON tree.
 fn template_value<T: serde::Serialize>(v: T) -> Value {
     Value::from(minijinja::value::Serde(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Links in the accent colour are readable on the default theme's backgrounds
+    /// whatever the accent (a sweep of the colour cube), and an accent that already is
+    /// stays as it is.
+    #[test]
+    fn link_colours_from_any_accent_meet_wcag_aa() {
+        let light_bg = luminance([0xf8, 0xfa, 0xfc]);
+        let dark_bgs = [[0x0b, 0x11, 0x20], [0x11, 0x18, 0x27], [0x1e, 0x29, 0x3b]];
+        let steps = [0u8, 51, 102, 153, 204, 255];
+        for r in steps {
+            for g in steps {
+                for b in steps {
+                    let css = accent_css(&hex_rgb([r, g, b]));
+                    let var = |name: &str| {
+                        let at = css.find(&format!("--{name}: ")).unwrap() + name.len() + 4;
+                        parse_hex(&css[at..at + 7]).unwrap()
+                    };
+                    let text = luminance(var("accent-text"));
+                    assert!(contrast(text, light_bg) >= 4.5, "{css}");
+                    let dark = luminance(var("accent-text-dark"));
+                    for bg in dark_bgs {
+                        assert!(contrast(dark, luminance(bg)) >= 4.5, "{css}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            accent_css("#2563eb"),
+            ":root { --accent: #2563eb; --accent-text: #2563eb; --accent-text-dark: #6692f1; }\n"
+        );
+        // The demo's accent is too light for text on the light background.
+        let demo = accent_css("#3B82F6");
+        assert!(demo.contains("--accent-text: #326fd1;"), "{demo}");
+        assert_eq!(parse_hex("#38f"), Some([0x33, 0x88, 0xff]));
+        assert_eq!(parse_hex("#38"), None);
+        assert_eq!(parse_hex("#zzzzzz"), None);
+    }
 }

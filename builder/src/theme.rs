@@ -5,7 +5,8 @@
 //! and any partials they include), `static/` (copied to `assets/` under a name carrying
 //! the hash of the content, so they can be cached for a year) and optionally
 //! `fonts/DejaVuSans.ttf` (the font badges are measured and rendered with; the default
-//! theme's when absent). Templates run with strict undefined variables: a misspelt
+//! theme's when absent) and `icon.svg` (the site's `favicon.ico` is drawn from it; the
+//! default theme's mark when absent). Templates run with strict undefined variables: a misspelt
 //! variable is an error, not an empty string. `themes/README.md` lists the variables.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,10 @@ use crate::digest::hex;
 
 /// The default theme's badge font, also the font of a theme folder without one.
 const DEFAULT_FONT: &[u8] = include_bytes!("../../themes/default/fonts/DejaVuSans.ttf");
+
+/// The default theme's icon (the mark `favicon.ico` is drawn from), also the icon of a
+/// theme folder without one.
+const DEFAULT_ICON: &[u8] = include_bytes!("../../themes/default/icon.svg");
 
 /// The default theme's files, relative to `themes/default/`.
 const DEFAULT_FILES: &[(&str, &[u8])] = &[
@@ -50,6 +55,7 @@ const DEFAULT_FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../themes/default/static/page.js"),
     ),
     ("fonts/DejaVuSans.ttf", DEFAULT_FONT),
+    ("icon.svg", DEFAULT_ICON),
 ];
 
 /// Templates every theme must have.
@@ -84,6 +90,14 @@ pub enum ThemeError {
         /// The parser's message (names the template and line).
         cause: String,
     },
+    /// The icon does not draw.
+    #[error("theme {dir}: {source}")]
+    Icon {
+        /// The theme folder (`default` for the compiled-in theme).
+        dir: String,
+        /// Why.
+        source: crate::icon::IconError,
+    },
     /// A template failed while rendering (an undefined variable, a failing filter).
     #[error("theme {dir}: {cause}")]
     Render {
@@ -112,6 +126,8 @@ pub struct Theme {
     pub(crate) assets: BTreeMap<String, Asset>,
     /// The badge font (TrueType).
     pub(crate) badge_font: Vec<u8>,
+    /// `favicon.ico`, drawn from the theme's `icon.svg`.
+    pub(crate) favicon: Vec<u8>,
 }
 
 impl std::fmt::Debug for Theme {
@@ -162,9 +178,21 @@ impl Theme {
                 files.insert(rel, bytes);
             }
         }
+        let icon = dir.join("icon.svg");
+        if icon.exists() {
+            let bytes = std::fs::read(&icon).map_err(|e| ThemeError::Read {
+                dir: origin.clone(),
+                file: "icon.svg".into(),
+                cause: e.to_string(),
+            })?;
+            files.insert("icon.svg".into(), bytes);
+        }
         files
             .entry("fonts/DejaVuSans.ttf".into())
             .or_insert_with(|| DEFAULT_FONT.to_vec());
+        files
+            .entry("icon.svg".into())
+            .or_insert_with(|| DEFAULT_ICON.to_vec());
         Theme::from_files(&origin, files)
     }
 
@@ -200,6 +228,7 @@ impl Theme {
 
         let mut assets = BTreeMap::new();
         let mut font = None;
+        let mut icon = None;
         for (rel, bytes) in files {
             if let Some(name) = rel.strip_prefix("templates/") {
                 let source = String::from_utf8(bytes).map_err(|_| ThemeError::Read {
@@ -217,6 +246,8 @@ impl Theme {
                 assets.insert(name.to_string(), Asset { path, bytes });
             } else if rel == "fonts/DejaVuSans.ttf" {
                 font = Some(bytes);
+            } else if rel == "icon.svg" {
+                icon = Some(bytes);
             }
         }
         for t in REQUIRED_TEMPLATES {
@@ -227,11 +258,19 @@ impl Theme {
                 });
             }
         }
+        let badge_font = font.unwrap_or_default();
+        let favicon =
+            crate::icon::favicon_ico(icon.as_deref().unwrap_or(DEFAULT_ICON), &badge_font)
+                .map_err(|source| ThemeError::Icon {
+                    dir: origin.into(),
+                    source,
+                })?;
         Ok(Theme {
             origin: origin.into(),
             env,
             assets,
-            badge_font: font.unwrap_or_default(),
+            badge_font,
+            favicon,
         })
     }
 

@@ -133,6 +133,7 @@ spec:
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));
@@ -286,6 +287,7 @@ async fn catalog_edits_apply_live_and_state_survives_a_restart() {
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let state = |name: &'static str| {
         let path = objects.join(keys::state("edit"));

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use kubekuma_agent::runtime::{self, AgentOptions};
 use kubekuma_builder::{BuildOptions, Builder, RenderOptions, Theme};
 
-use common::{free_port, wait_for};
+use common::{chromium, free_port, wait_for};
 
 const SECRET: &str = "s3cr3t-t0ken-value";
 
@@ -53,18 +53,6 @@ fn all_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
             out.push(p);
         }
     }
-}
-
-fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(|b| b.to_string())
 }
 
 fn chromium_run(bin: &str, profile: &Path, extra: &[&str], url: &str) -> std::process::Output {
@@ -162,6 +150,7 @@ spec:
         site_dir: Some(site.clone()),
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx.clone()));

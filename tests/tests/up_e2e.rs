@@ -101,6 +101,7 @@ async fn the_agent_answers_and_reloads_while_a_large_build_renders() {
         site_dir: Some(site.clone()),
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let up = tokio::spawn(kubekuma_agent::cli::run_with_builder(

@@ -7,6 +7,9 @@
 //!   backoff (`base · 2^(attempts-1)`, capped) until [`WorkerOptions::max_attempts`];
 //!   a refusal or a configuration error fails at once. Every attempt's outcome is
 //!   written to the row.
+//! - At shutdown no new send starts; the sends in progress get
+//!   [`WorkerOptions::shutdown_grace`] to finish and have their outcome written, then
+//!   the rest are abandoned: their rows stay `pending` and the next start sends them.
 //! - After a crash the rows still `pending` are simply due: the next worker sends them.
 //!   A send that succeeded just before the crash, before its row said so, is sent again
 //!   (at least once: a provider cannot be asked whether it already has a message).
@@ -43,7 +46,14 @@ pub struct WorkerOptions {
     pub batch: usize,
     /// The `apprise` program for Apprise providers without a server URL.
     pub apprise_program: String,
+    /// At shutdown, how long sends in progress may take to finish before they are
+    /// abandoned (their rows stay `pending` for the next start); zero abandons them at
+    /// once.
+    pub shutdown_grace: Duration,
 }
+
+/// The default of [`WorkerOptions::shutdown_grace`] (`--shutdown-grace`).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Default for WorkerOptions {
     fn default() -> Self {
@@ -55,6 +65,7 @@ impl Default for WorkerOptions {
             poll: Duration::from_secs(2),
             batch: 200,
             apprise_program: "apprise".into(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -118,8 +129,10 @@ impl DeliveryWorker {
         }
     }
 
-    /// Send due deliveries until `shutdown` turns true. Sends in progress then are
-    /// abandoned; their rows stay `pending` and the next run sends them.
+    /// Send due deliveries until `shutdown` turns true (or its sender is gone). Then no
+    /// new send starts, and the sends in progress get [`WorkerOptions::shutdown_grace`]
+    /// to finish; those still running after it are abandoned, their rows stay `pending`
+    /// and the next run sends them.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let claims: Arc<Mutex<Claims>> = Arc::default();
         let mut limits: HashMap<ObjKey, Arc<Semaphore>> = HashMap::new();
@@ -151,16 +164,20 @@ impl DeliveryWorker {
                             })
                             .clone();
                         let ctx = contexts.get(&snap, &self.options);
-                        let (store, snap, options, metrics, claims) = (
+                        let (store, snap, options, metrics, claims, stop) = (
                             self.store.clone(),
                             snap.clone(),
                             self.options.clone(),
                             self.metrics.clone(),
                             claims.clone(),
+                            shutdown.clone(),
                         );
                         tasks.spawn(async move {
                             let (id, attempts) = (d.id, d.attempts);
                             let tried = match limit.acquire_owned().await {
+                                // Shutting down: a send that has not started waits for
+                                // the next start.
+                                Ok(_) if *stop.borrow() => attempts,
                                 Ok(_permit) => {
                                     deliver(&store, &snap, &ctx, &options, metrics.as_deref(), d)
                                         .await;
@@ -181,12 +198,37 @@ impl DeliveryWorker {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.options.poll) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
-        tasks.abort_all();
+        drain(tasks, self.options.shutdown_grace).await;
     }
+}
+
+/// Shutdown: wait up to `grace` for the sends in progress (their outcomes are written
+/// as usual), then abandon the rest; their rows stay `pending` for the next start.
+async fn drain(mut tasks: tokio::task::JoinSet<()>, grace: Duration) {
+    if tasks.is_empty() {
+        return;
+    }
+    tracing::info!(
+        in_flight = tasks.len(),
+        grace_s = grace.as_secs_f64(),
+        "shutting down: waiting for notifications in flight"
+    );
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all).await.is_ok() {
+        tracing::info!("notifications in flight finished");
+        return;
+    }
+    tracing::warn!(
+        abandoned = tasks.len(),
+        grace_s = grace.as_secs_f64(),
+        "notifications still in flight after the shutdown grace stay pending; the next start sends them"
+    );
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Which rows this worker is sending, and how far the ones it finished got. A list of

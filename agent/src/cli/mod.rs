@@ -64,6 +64,9 @@ pub struct AgentArgs {
     /// Seconds between batched writes to the object store (default 60; 5 for `up`)
     #[arg(long)]
     pub flush_interval: Option<u64>,
+    /// Seconds notifications in flight at shutdown (SIGTERM) may take to finish; those still sending after it stay in the outbox and are sent on the next start (0: at once)
+    #[arg(long, env = "KUBEKUMA_SHUTDOWN_GRACE", value_name = "SECONDS", default_value_t = crate::alerting::outbox::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    pub shutdown_grace: u64,
     /// Listener: seconds a client has to send a request's headers (also how long an idle HTTP/1 connection is kept)
     #[arg(long, env = "KUBEKUMA_HEADER_TIMEOUT", value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
@@ -472,6 +475,7 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: Duration::from_secs(a.shutdown_grace),
     }
 }
 

@@ -272,6 +272,12 @@ CREATE TABLE auth_activity (
   PRIMARY KEY (kind, id)
 );
 "#,
+    // 5: the login before each session, so `auth/me` shows the previous login rather
+    // than the one that made the session (NULL: the user's first login, or a session
+    // made before this migration).
+    r#"
+ALTER TABLE sessions ADD COLUMN previous_login_at INTEGER;
+"#,
 ];
 
 /// Why migrating failed.

@@ -1,6 +1,6 @@
 //! Admin API sessions (the `sessions` table keeps the SHA-256 of each issued token, so a
 //! token is live only while its row exists) and the last login of users / last use of
-//! API keys (`auth_activity`).
+//! API keys (`auth_activity`); each session also keeps its user's login before it.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -49,11 +49,57 @@ impl AuthActivity {
     }
 }
 
-fn insert(conn: &Connection, row: &SessionRow, now: i64) -> Result<(), Fail> {
+/// The last recorded login or key use of `id`, as stored.
+fn last_at(conn: &Connection, what: AuthActivity, id: &str) -> Result<Option<i64>, Fail> {
+    Ok(conn
+        .prepare_cached("SELECT last_at FROM auth_activity WHERE kind = ?1 AND id = ?2")?
+        .query_row(params![what.kind(), id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Record `at` as the last login or key use of `id` (a later time is never replaced by
+/// an earlier one).
+fn record_activity(conn: &Connection, what: AuthActivity, id: &str, at: i64) -> Result<(), Fail> {
+    conn.prepare_cached(
+        "INSERT INTO auth_activity (kind, id, last_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (kind, id) DO UPDATE SET last_at = max(last_at, excluded.last_at)",
+    )?
+    .execute(params![what.kind(), id, at])?;
+    Ok(())
+}
+
+/// Insert the session of a login in one transaction: the session keeps the user's last
+/// login so far (its previous login), and the user's last login becomes this one.
+fn insert_login(
+    conn: &mut Connection,
+    row: &SessionRow,
+    now: i64,
+) -> Result<Option<DateTime<Utc>>, Fail> {
+    let tx = conn.transaction()?;
+    let previous = last_at(&tx, AuthActivity::UserLogin, &row.user_id)?;
+    insert(&tx, row, previous, now)?;
+    record_activity(
+        &tx,
+        AuthActivity::UserLogin,
+        &row.user_id,
+        ms(row.created_at),
+    )?;
+    tx.commit()?;
+    previous
+        .map(|v| time("auth_activity.last_at", v))
+        .transpose()
+}
+
+fn insert(
+    conn: &Connection,
+    row: &SessionRow,
+    previous_login: Option<i64>,
+    now: i64,
+) -> Result<(), Fail> {
     conn.prepare_cached(
         "INSERT INTO sessions (id, user_id, username, role, token_hash, created_at, updated_at,
-           expires_at, ip_address, user_agent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+           expires_at, ip_address, user_agent, previous_login_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         row.id,
@@ -66,6 +112,7 @@ fn insert(conn: &Connection, row: &SessionRow, now: i64) -> Result<(), Fail> {
         ms(row.expires_at),
         row.ip_address,
         row.user_agent,
+        previous_login,
     ])?;
     Ok(())
 }
@@ -121,14 +168,42 @@ fn by_token_hash(conn: &Connection, hash: &str, now: i64) -> Result<Option<Sessi
 }
 
 impl Store {
-    /// Record an issued session.
-    pub async fn insert_session(&self, row: SessionRow) -> Result<(), StoreError> {
+    /// Record the session of a login at `row.created_at`, in one transaction with the
+    /// user's last login: the session keeps the login before it (returned; `None` for
+    /// the user's first login) and the user's last login becomes this one.
+    pub async fn insert_session(
+        &self,
+        row: SessionRow,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         if let Some(pg) = self.pg_open()? {
             return pg
-                .write(super::pg::sessions::insert(pg, &row, ms(Utc::now())))
+                .write(super::pg::sessions::insert_login(pg, &row, ms(Utc::now())))
                 .await;
         }
-        self.write(move |c| insert(c, &row, ms(Utc::now()))).await
+        self.write(move |c| insert_login(c, &row, ms(Utc::now())))
+            .await
+    }
+
+    /// The login before the session `id` (its user's last login when it was made), if
+    /// the session exists and that was not the user's first login.
+    pub async fn session_previous_login(
+        &self,
+        id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let id = id.to_string();
+        if let Some(pg) = self.pg_open()? {
+            return pg.read(super::pg::sessions::previous_login(pg, &id)).await;
+        }
+        self.read(move |c| {
+            let v: Option<Option<i64>> = c
+                .prepare_cached("SELECT previous_login_at FROM sessions WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?;
+            v.flatten()
+                .map(|v| time("sessions.previous_login_at", v))
+                .transpose()
+        })
+        .await
     }
 
     /// The session whose token hashes to `token_hash`, unless it expired by `now` or was
@@ -199,15 +274,8 @@ impl Store {
                 .write(super::pg::sessions::record_activity(pg, what, &id, ms(at)))
                 .await;
         }
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO auth_activity (kind, id, last_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (kind, id) DO UPDATE SET last_at = max(last_at, excluded.last_at)",
-            )?
-            .execute(params![what.kind(), id, ms(at)])?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| record_activity(c, what, &id, ms(at)))
+            .await
     }
 
     /// The last login or key use of `id`, if any.
@@ -221,11 +289,9 @@ impl Store {
             return pg.read(super::pg::sessions::activity(pg, what, &id)).await;
         }
         self.read(move |c| {
-            let v: Option<i64> = c
-                .prepare_cached("SELECT last_at FROM auth_activity WHERE kind = ?1 AND id = ?2")?
-                .query_row(params![what.kind(), id], |r| r.get(0))
-                .optional()?;
-            v.map(|v| time("auth_activity.last_at", v)).transpose()
+            last_at(c, what, &id)?
+                .map(|v| time("auth_activity.last_at", v))
+                .transpose()
         })
         .await
     }

@@ -226,8 +226,8 @@ async fn compat_admin_logs_in_through_the_folder_catalog() {
     }
 }
 
-/// A session authenticates by cookie and by Bearer; /me reports the last login; logout
-/// revokes it, after which the same token is refused.
+/// A session authenticates by cookie and by Bearer; /me reports no previous login for a
+/// first login; logout revokes it, after which the same token is refused.
 #[tokio::test]
 async fn sessions_me_and_logout() {
     let e = env(snapshot(&user_yaml(
@@ -259,9 +259,11 @@ async fn sessions_me_and_logout() {
     assert_eq!(me["username"], "ann");
     assert_eq!(me["role"], "editor");
     assert_eq!(me["namespace"], "team");
-    let last = me["lastLoginAt"].as_str().unwrap();
-    let last = chrono::DateTime::parse_from_rfc3339(last).unwrap();
-    assert!((chrono::Utc::now() - last.to_utc()).num_seconds().abs() < 10);
+    assert_eq!(
+        me["lastLoginAt"],
+        Value::Null,
+        "the first login has none before it"
+    );
 
     let (status, headers, out) = parts(e.auth.logout(&by_cookie).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -1061,7 +1063,7 @@ async fn over_http() {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["id"], "default/admin");
         assert_eq!(body["namespace"], "default");
-        assert!(body["lastLoginAt"].is_string());
+        assert!(body.get("lastLoginAt").is_some(), "{body}");
     }
     // A write by cookie: JSON, as every cookie-authenticated write must be (CSRF).
     let r = client
@@ -1094,6 +1096,73 @@ async fn over_http() {
         text.contains("invalid_credentials") && !text.contains("argon2"),
         "{text}"
     );
+    stop.send(true).unwrap();
+}
+
+/// Through the real listener, two logins: `auth/me` shows the login before the session's
+/// own (null after the first login, the first login's time after the second), while the
+/// user's last login (what the LocalUser's `status.lastLoginAt` shows) is the latest.
+#[tokio::test]
+async fn me_shows_the_previous_login_over_http() {
+    use kubekuma_agent::admin::{self, AdminContext, Api, Health};
+    use kubekuma_agent::metrics::Metrics;
+    use kubekuma_agent::state::live::Live;
+    use kubekuma_agent::store::AuthActivity;
+
+    let e = env(folder_snapshot(&[compat_file()]));
+    let api = Api::new(Arc::new(Health::default())).with_admin(AdminContext {
+        store: e.store.clone(),
+        live: Arc::new(std::sync::Mutex::new(Live::default())),
+        catalog: e.catalog.subscribe(),
+        auth: e.auth.clone(),
+        metrics: Arc::new(Metrics::new()),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let (addr, _task) = admin::serve("127.0.0.1:0", Arc::new(api), stop_rx)
+        .await
+        .unwrap();
+    let base = format!("http://{addr}/api/v1/auth");
+    let client = reqwest::Client::new();
+    let log_in = || async {
+        let r = client
+            .post(format!("{base}/login"))
+            .json(&json!({"username": "admin", "password": "test1234"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    };
+    let me = |token: String| {
+        let req = client.get(format!("{base}/me")).bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()["lastLoginAt"].clone()
+        }
+    };
+    let user_last = || async {
+        e.store
+            .auth_activity(AuthActivity::UserLogin, "default/admin")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let secs =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    let first = log_in().await;
+    assert_eq!(me(first.clone()).await, Value::Null, "first login");
+    let first_at = user_last().await;
+
+    let second = log_in().await;
+    let second_at = user_last().await;
+    assert!(second_at > first_at, "the user's last login is the latest");
+    assert_eq!(me(second.clone()).await, json!(secs(first_at)));
+    // Asking again does not move it, and the first session still has none before it.
+    assert_eq!(me(second).await, json!(secs(first_at)));
+    assert_eq!(me(first).await, Value::Null);
     stop.send(true).unwrap();
 }
 

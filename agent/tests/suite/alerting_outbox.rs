@@ -543,6 +543,7 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{}/ok"}}}}}}
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));

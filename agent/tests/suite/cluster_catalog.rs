@@ -348,6 +348,7 @@ spec:
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let mode = KubeMode {
         client: fake.client(),
@@ -723,6 +724,7 @@ async fn only_the_leader_runs_checks() {
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (lead, is_leader) = watch::channel(false);
     let mode = KubeMode {

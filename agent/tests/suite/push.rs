@@ -71,6 +71,7 @@ async fn start(dir: &Path, manifests: Option<&str>) -> Agent {
         site_dir: None,
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));

@@ -90,16 +90,6 @@ fn assert_no_errors(path: &Path, allow_warnings: bool) {
 }
 
 #[test]
-fn seed_specification_examples_validate() {
-    let files = fixtures("spec");
-    assert_eq!(files.len(), 8);
-    for f in files {
-        // Warnings name the Secrets and providers the examples refer to but do not define.
-        assert_no_errors(&f, true);
-    }
-}
-
-#[test]
 fn original_implementation_manifests_validate() {
     let files = fixtures("compat");
     assert_eq!(files.len(), 2);

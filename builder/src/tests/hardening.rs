@@ -242,7 +242,7 @@ async fn controls_and_bidi_overrides_never_reach_any_output() {
     }
     let mut checked = 0;
     for (key, bytes) in &f {
-        if key.ends_with(".png") || key.starts_with(".kubekuma/") {
+        if key.ends_with(".png") || key.ends_with(".ico") || key.starts_with(".kubekuma/") {
             continue;
         }
         let body = String::from_utf8(bytes.to_vec()).unwrap();

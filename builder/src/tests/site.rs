@@ -486,3 +486,95 @@ async fn modelling_and_rendering_run_on_the_blocking_pool_and_a_build_can_be_a_t
         "(phase, on the runtime's thread)"
     );
 }
+
+/// The site root holds what browsers and crawlers ask for: `favicon.ico` (a real ICO,
+/// linked by the pages), `robots.txt` allowing everything and naming the sitemap, and
+/// `sitemap.xml` with the index and the published page only.
+#[tokio::test]
+async fn the_root_has_a_favicon_robots_txt_and_a_sitemap_of_published_pages() {
+    let f = built().await;
+    let ico = &f["favicon.ico"];
+    assert!(
+        ico.starts_with(&[0, 0, 1, 0, 3, 0]),
+        "an ICO of three images"
+    );
+    assert_eq!(crate::publish::content_type("favicon.ico"), "image/x-icon");
+    let page = text(&f, "status/index.html");
+    // `/` is escaped in attributes like every value.
+    assert!(page.contains(r#"<link rel="icon" href="..&#x2f;favicon.ico""#));
+    assert!(text(&f, "index.html").contains(r#"<link rel="icon" href="favicon.ico""#));
+
+    assert_eq!(
+        text(&f, "robots.txt"),
+        "User-agent: *\nAllow: /\n\nSitemap: https://status.example.com/sitemap.xml\n"
+    );
+    let sitemap = text(&f, "sitemap.xml");
+    let doc = roxmltree::Document::parse(&sitemap).unwrap();
+    let locs: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("loc"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert_eq!(
+        locs,
+        [
+            "https://status.example.com/",
+            "https://status.example.com/status/"
+        ]
+    );
+    assert!(!sitemap.contains("internal"), "{sitemap}");
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("lastmod"))
+            .count(),
+        2
+    );
+}
+
+/// Without an absolute base URL there is no sitemap (its URLs must be absolute) and
+/// `robots.txt` names none.
+#[tokio::test]
+async fn without_an_absolute_base_url_there_is_no_sitemap() {
+    for base in ["", "/status/", "ftp://example.com/"] {
+        let src = memory();
+        write_agent(&src, "eu-1", false).await;
+        let out = memory();
+        let mut opts = options();
+        opts.render.base_url = base.into();
+        Builder::new(src, out.clone(), Theme::default_theme().unwrap(), opts)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let f = files(&out).await;
+        assert_eq!(
+            text(&f, "robots.txt"),
+            "User-agent: *\nAllow: /\n",
+            "{base}"
+        );
+        assert!(!f.contains_key("sitemap.xml"), "{base}");
+        assert!(f.contains_key("favicon.ico"), "{base}");
+    }
+}
+
+/// A theme folder's `icon.svg` is drawn into `favicon.ico`; one that does not parse
+/// refuses the theme, naming the file; without one the default mark is used.
+#[tokio::test]
+async fn a_theme_icon_is_drawn_and_a_broken_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_default_theme(dir.path());
+    let default = Theme::default_theme().unwrap().favicon;
+    assert_eq!(Theme::load(dir.path()).unwrap().favicon, default);
+    std::fs::write(
+        dir.path().join("icon.svg"),
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><circle cx="4" cy="4" r="4" fill="#c00"/></svg>"##,
+    )
+    .unwrap();
+    let own = Theme::load(dir.path()).unwrap().favicon;
+    assert!(own.starts_with(&[0, 0, 1, 0]));
+    assert_ne!(own, default);
+    std::fs::write(dir.path().join("icon.svg"), "<svg><g>").unwrap();
+    let err = Theme::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("icon.svg does not parse"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+}

@@ -1,4 +1,5 @@
-//! Helpers the end-to-end tests share: a free local port and waiting for a condition.
+//! Helpers the end-to-end tests share: a free local port, waiting for a condition, the
+//! system's Chromium.
 
 #![allow(dead_code)]
 
@@ -24,4 +25,20 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The system's Chromium (Debian's `chromium`, installed by `tests/run`) as the absolute
+/// path of the first of its usual names on `PATH` that answers `--version`.
+pub fn chromium() -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|bin| {
+            std::process::Command::new(bin)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|bin| bin.display().to_string())
 }

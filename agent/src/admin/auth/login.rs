@@ -16,7 +16,7 @@ use super::limiter::{Window, client_key};
 use super::{Auth, LoginLimits, jwt, lock, totp};
 use crate::admin::error::{ApiError, Reply, json_reply};
 use crate::catalog::{ObjKey, Snapshot};
-use crate::store::{AuthActivity, SessionRow};
+use crate::store::SessionRow;
 
 /// Longest accepted username and password (longer ones are refused before hashing).
 const MAX_FIELD: usize = 1024;
@@ -368,17 +368,12 @@ impl Auth {
             ip_address: Some(peer.to_string()),
             user_agent,
         };
+        // The session and the user's last login, together (the session keeps the login
+        // before it for `auth/me`).
         self.store.insert_session(row).await.map_err(|e| {
             tracing::error!(error = %e, "cannot record a session");
             ApiError::internal("cannot create a session")
         })?;
-        if let Err(e) = self
-            .store
-            .record_auth_activity(AuthActivity::UserLogin, &id, now)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot record the last login");
-        }
         self.purge_now_and_then().await;
         tracing::info!(user = %id, %peer, "logged in");
         let mut reply = json_reply(

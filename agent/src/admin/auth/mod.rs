@@ -335,10 +335,17 @@ impl Auth {
         r
     }
 
-    /// `GET /api/v1/auth/me`.
+    /// `GET /api/v1/auth/me`; `lastLoginAt` is the login before this session's (null for
+    /// a user's first login and for API keys).
     pub async fn me(&self, principal: &Principal) -> Reply {
-        let last = match principal.kind {
-            PrincipalKind::Session(_) => self.last_login(&principal.id).await,
+        let last = match &principal.kind {
+            PrincipalKind::Session(id) => self
+                .store
+                .session_previous_login(id)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "cannot read the previous login"))
+                .ok()
+                .flatten(),
             PrincipalKind::ApiKey => None,
         };
         json_reply(

@@ -238,6 +238,11 @@ CREATE TABLE auth_activity (
   PRIMARY KEY (kind, id)
 );
 "#,
+    // 2: SQLite's 5: the login before each session (NULL: the user's first login, or a
+    // session made before this migration).
+    r#"
+ALTER TABLE sessions ADD COLUMN previous_login_at BIGINT;
+"#,
 ];
 
 /// Why migrating failed.

@@ -6,16 +6,34 @@ use super::super::sessions::{AuthActivity, SessionRow};
 use super::{Pg, pg_text};
 use crate::store::convert::ms;
 
-pub(crate) async fn insert(pg: &Pg, row: &SessionRow, now: i64) -> Result<(), Fail> {
-    let c = pg.client().await?;
-    let st = c
+/// Insert the session of a login in one transaction with the user's last login: the
+/// session keeps the login before it (returned), and the user's last login becomes this
+/// one. The user's activity row (once it exists) is locked first, so two logins of
+/// one user on two replicas at once are ordered.
+pub(crate) async fn insert_login(
+    pg: &Pg,
+    row: &SessionRow,
+    now: i64,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Fail> {
+    let kind = AuthActivity::UserLogin.kind();
+    let mut c = pg.client().await?;
+    let tx = c.transaction().await?;
+    let previous: Option<i64> = tx
+        .query_opt(
+            "SELECT last_at FROM auth_activity WHERE kind = $1 AND id = $2 FOR UPDATE",
+            &[&kind, &row.user_id],
+        )
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let st = tx
         .prepare_cached(
             "INSERT INTO sessions (id, user_id, username, role, token_hash, created_at, updated_at,
-               expires_at, ip_address, user_agent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+               expires_at, ip_address, user_agent, previous_login_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .await?;
-    c.execute(
+    tx.execute(
         &st,
         &[
             &row.id,
@@ -28,11 +46,41 @@ pub(crate) async fn insert(pg: &Pg, row: &SessionRow, now: i64) -> Result<(), Fa
             &ms(row.expires_at),
             &row.ip_address.as_deref().map(pg_text),
             &row.user_agent.as_deref().map(pg_text),
+            &previous,
         ],
     )
     .await?;
-    Ok(())
+    tx.execute(UPSERT_ACTIVITY, &[&kind, &row.user_id, &ms(row.created_at)])
+        .await?;
+    tx.commit().await?;
+    previous
+        .map(|v| time("auth_activity.last_at", v))
+        .transpose()
 }
+
+/// The login before session `id`, if it exists and was not its user's first.
+pub(crate) async fn previous_login(
+    pg: &Pg,
+    id: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Fail> {
+    let c = pg.client().await?;
+    let v: Option<Option<i64>> = c
+        .query_opt(
+            "SELECT previous_login_at FROM sessions WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    v.flatten()
+        .map(|v| time("sessions.previous_login_at", v))
+        .transpose()
+}
+
+/// Record a login or key use; a later time is never replaced by an earlier one.
+const UPSERT_ACTIVITY: &str = "INSERT INTO auth_activity (kind, id, last_at) VALUES ($1, $2, $3)
+     ON CONFLICT (kind, id) DO UPDATE SET
+       last_at = GREATEST(auth_activity.last_at, excluded.last_at)";
 
 pub(crate) async fn by_token_hash(
     pg: &Pg,
@@ -94,13 +142,8 @@ pub(crate) async fn record_activity(
     at: i64,
 ) -> Result<(), Fail> {
     let c = pg.client().await?;
-    c.execute(
-        "INSERT INTO auth_activity (kind, id, last_at) VALUES ($1, $2, $3)
-         ON CONFLICT (kind, id) DO UPDATE SET
-           last_at = GREATEST(auth_activity.last_at, excluded.last_at)",
-        &[&what.kind(), &id, &at],
-    )
-    .await?;
+    c.execute(UPSERT_ACTIVITY, &[&what.kind(), &id, &at])
+        .await?;
     Ok(())
 }
 
