@@ -36,4 +36,5 @@ mod logs;
 mod push;
 mod round_trip;
 mod store;
+mod store_records;
 mod validation_fixtures;

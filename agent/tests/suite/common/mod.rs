@@ -1,6 +1,7 @@
 //! Test peers shared by the integration tests.
 
 pub mod azurite;
+pub mod backends;
 pub mod docker_engine;
 pub mod fake_kube;
 pub mod podman;

@@ -62,11 +62,42 @@ pub async fn fresh_database() -> String {
     let client = connect(&server)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server: {e}"));
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let mut sweep = false;
+    SWEPT.call_once(|| sweep = true);
+    if sweep {
+        drop_leftovers(&client).await;
+    }
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
     with_database(&server, &name)
+}
+
+/// Drop the databases of test processes that have ended (a shared server outlives a
+/// run; each database costs a few megabytes). Names are `kk_<pid>_…`.
+async fn drop_leftovers(client: &tokio_postgres::Client) {
+    let Ok(rows) = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'kk\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
 }
 
 /// `url` with its database (the path) replaced by `name`.
