@@ -36,5 +36,6 @@ mod logs;
 mod push;
 mod round_trip;
 mod store;
+mod store_postgres;
 mod store_records;
 mod validation_fixtures;

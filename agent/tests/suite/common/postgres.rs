@@ -292,3 +292,147 @@ fn start_server() -> (String, PathBuf) {
     );
     (url, dir)
 }
+
+/// The superuser's password on a [`PrivateServer`] (which checks passwords).
+pub const PASSWORD: &str = "kk-test-pw-4c1d9e";
+
+/// A server of one test's own, to check what the shared one does not: TLS only
+/// (`hostssl` with SCRAM passwords; unencrypted connections are rejected), with a
+/// certificate for `localhost` (not `127.0.0.1`) from a CA of its own. Stopped and
+/// removed when dropped.
+pub struct PrivateServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its folder (data, socket, log); `ca.pem` is the CA's certificate.
+    pub dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivateServer {
+    /// Start one (blocking: call it from `spawn_blocking`).
+    pub fn start() -> PrivateServer {
+        let bin = bin_dir().expect("no PostgreSQL server installed: run tests/run");
+        let dir = tempfile::Builder::new()
+            .prefix("kubekuma-pg-private-")
+            .tempdir()
+            .expect("server folder")
+            .keep();
+        let uid = is_root().then(system_user);
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&dir, Some(uid), None).expect("chown");
+        }
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("password file");
+        let data = dir.join("data");
+        let out = server_command(&bin, "initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // TLS only: no `host` line, so an unencrypted connection finds no entry.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("pg_hba.conf");
+        let (ca_pem, cert_pem, key_pem) = certificates();
+        std::fs::write(dir.join("ca.pem"), ca_pem).expect("ca.pem");
+        std::fs::write(data.join("server.crt"), cert_pem).expect("server.crt");
+        let key = data.join("server.key");
+        std::fs::write(&key, key_pem).expect("server.key");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if let Some(uid) = uid {
+            for f in ["pg_hba.conf", "server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(f), Some(uid), None).expect("chown");
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let options = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
+            dir.display()
+        );
+        let status = server_command(&bin, "pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        assert!(status.success(), "pg_ctl start failed: {status}\n{log}");
+        PrivateServer { port, dir, bin }
+    }
+
+    /// The URL of its `postgres` database at `host`, with `password` in it (if any)
+    /// and `query`.
+    pub fn url(&self, host: &str, password: Option<&str>, query: &str) -> String {
+        let user = match password {
+            Some(p) => format!("postgres:{p}"),
+            None => "postgres".to_string(),
+        };
+        format!("postgres://{user}@{host}:{}/postgres?{query}", self.port)
+    }
+
+    /// The CA's certificate file.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = server_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a server certificate for `localhost` only, as PEM: (CA, leaf, leaf's key).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "KubeKuma test PostgreSQL CA");
+    let ca_key = KeyPair::generate().expect("ca key");
+    let ca = params.self_signed(&ca_key).expect("ca");
+    let ca_pem = ca.pem();
+    let issuer = Issuer::new(params, ca_key);
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+    let key = KeyPair::generate().expect("leaf key");
+    let cert = leaf.signed_by(&key, &issuer).expect("leaf");
+    (ca_pem, cert.pem(), key.serialize_pem())
+}

@@ -1,0 +1,205 @@
+//! What only the PostgreSQL backend has: TLS modes and password sources against a real
+//! server that accepts TLS only and checks passwords, one clear error when the server
+//! is unreachable (never the password), migrations taken under the advisory lock by
+//! replicas starting at once, and `DATABASE_URL` still refusing `postgres://` for users
+//! until every operation works on PostgreSQL.
+
+use kubekuma_agent::store::pg::config::PasswordSource;
+use kubekuma_agent::store::pg::migrations::MIGRATIONS;
+use kubekuma_agent::store::{Store, StoreError};
+
+use crate::common::postgres::{self, PASSWORD, PrivateServer};
+
+async fn open(url: &str, password: &PasswordSource) -> Result<Store, StoreError> {
+    Store::open_postgres_for_tests(url, password).await
+}
+
+fn none() -> PasswordSource {
+    PasswordSource::default()
+}
+
+#[tokio::test]
+async fn tls_modes_and_passwords_against_a_tls_only_server() {
+    if !postgres::enabled() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(PrivateServer::start)
+        .await
+        .unwrap();
+    let ca = server.ca().display().to_string();
+
+    // Encrypted without checking the certificate (libpq's require and prefer).
+    for mode in ["require", "prefer"] {
+        let store = open(
+            &server.url("127.0.0.1", Some(PASSWORD), &format!("sslmode={mode}")),
+            &none(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("sslmode={mode}: {e}"));
+        store.open_incidents().await.unwrap();
+        store.close().await.unwrap();
+    }
+    // The server takes TLS only: without it there is no way in.
+    let err = open(
+        &server.url("127.0.0.1", Some(PASSWORD), "sslmode=disable"),
+        &none(),
+    )
+    .await
+    .err()
+    .expect("sslmode=disable must be refused by a TLS-only server");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{text}");
+    assert!(text.contains("no encryption"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    // verify-full: the chain and the name. The certificate names localhost only.
+    let full = format!("sslmode=verify-full&sslrootcert={ca}");
+    let store = open(&server.url("localhost", Some(PASSWORD), &full), &none())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let err = open(&server.url("127.0.0.1", Some(PASSWORD), &full), &none())
+        .await
+        .err()
+        .expect("verify-full must check the name");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // verify-ca: the chain only.
+    let store = open(
+        &server.url(
+            "127.0.0.1",
+            Some(PASSWORD),
+            &format!("sslmode=verify-ca&sslrootcert={ca}"),
+        ),
+        &none(),
+    )
+    .await
+    .unwrap();
+    store.close().await.unwrap();
+    // Another CA's certificate does not verify.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(other.path(), stranger.cert.pem()).unwrap();
+    let err = open(
+        &server.url(
+            "localhost",
+            Some(PASSWORD),
+            &format!("sslmode=verify-full&sslrootcert={}", other.path().display()),
+        ),
+        &none(),
+    )
+    .await
+    .err()
+    .expect("a certificate from another CA must not verify");
+    assert!(err.to_string().contains("TLS"), "{err}");
+
+    // The password from DATABASE_PASSWORD_FILE (a mounted Secret) or DATABASE_PASSWORD.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{PASSWORD}\n")).unwrap();
+    let from_file = PasswordSource {
+        value: None,
+        file: Some(file.path().to_path_buf()),
+    };
+    let url = server.url("127.0.0.1", None, "sslmode=require");
+    open(&url, &from_file).await.unwrap().close().await.unwrap();
+    let from_env = PasswordSource {
+        value: Some(PASSWORD.into()),
+        file: None,
+    };
+    open(&url, &from_env).await.unwrap().close().await.unwrap();
+
+    // A wrong password: one clear error that repeats neither password.
+    let wrong = "wrong-Secret-77";
+    let err = open(
+        &server.url("127.0.0.1", Some(wrong), "sslmode=require"),
+        &none(),
+    )
+    .await
+    .err()
+    .expect("a wrong password must be refused");
+    let text = err.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "cannot connect to database postgres://postgres@127.0.0.1:{}/postgres",
+            server.port
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(wrong) && !text.contains(PASSWORD), "{text}");
+    assert!(!format!("{err:?}").contains(wrong), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_one_clear_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens on the port any more.
+    let url = format!("postgres://kuma:hunter2@127.0.0.1:{port}/kubekuma?sslmode=disable");
+    let err = open(&url, &none()).await.err().expect("must not open");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "cannot connect to database postgres://kuma@127.0.0.1:{port}/kubekuma: "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("refused"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!format!("{err:?}").contains("hunter2"));
+
+    // A bad sslmode is refused before any connection, naming the URL without password.
+    let err = open(
+        &format!("postgres://kuma:hunter2@127.0.0.1:{port}/kubekuma?sslmode=always"),
+        &none(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, StoreError::PostgresConfig { .. }), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn replicas_starting_at_once_apply_each_migration_once() {
+    if !postgres::enabled() {
+        return;
+    }
+    let url = postgres::fresh_database().await;
+    let opens = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { open(&url, &none()).await })
+    });
+    for store in futures::future::join_all(opens).await {
+        store.unwrap().unwrap().close().await.unwrap();
+    }
+    let c = postgres::connect(&url).await.unwrap();
+    let versions: Vec<i64> = c
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+}
+
+/// Until every operation works on PostgreSQL, users cannot pick it: `DATABASE_URL`
+/// refuses `postgres://` and `postgresql://` (see store/pg/HANDOFF.md).
+#[tokio::test]
+async fn database_url_still_refuses_postgres_for_users() {
+    for url in [
+        "postgres://kuma:hunter2@db/kuma",
+        "postgresql://kuma:hunter2@db/kuma?sslmode=require",
+    ] {
+        let err = Store::open_url(url).err().unwrap();
+        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}
