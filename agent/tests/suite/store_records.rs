@@ -545,3 +545,35 @@ async fn a_closed_store_refuses_everything() {
         ));
     }
 }
+
+/// A write runs after every heartbeat queued before it, on either backend: once it has
+/// returned, a read sees those heartbeats without a flush.
+#[tokio::test]
+async fn a_write_runs_after_the_heartbeats_queued_before_it() {
+    for db in backends() {
+        let db = Db::new(db).await;
+        let store = db.open().await;
+        let t0 = at(2025, 5, 1, 0, 0, 0);
+        for i in 0..300 {
+            store
+                .record_heartbeat(Heartbeat {
+                    namespace: "prod".into(),
+                    name: "api".into(),
+                    state: MonitorState::Up,
+                    latency_ms: Some(5.0),
+                    reason: None,
+                    message: None,
+                    checked_at: t0 + TimeDelta::seconds(i),
+                    attempts: 1,
+                })
+                .unwrap();
+        }
+        store.open_incident("prod", "api", t0, None).await.unwrap();
+        let seen = store
+            .heartbeats("prod", "api", DateTime::UNIX_EPOCH, 1000)
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 300, "{db:?}");
+        store.close().await.unwrap();
+    }
+}

@@ -145,12 +145,17 @@ impl Pg {
             .map_err(|e| Fail::Pg(pool_message(&e)))
     }
 
-    /// Run a write; counts it in [`WriterStats::writes`] whatever its outcome (a
-    /// failed write may have changed nothing, but readers only compare counts).
+    /// Run a write after every heartbeat queued before it (as SQLite's writer thread
+    /// does); counts it in [`WriterStats::writes`] whatever its outcome (a failed write
+    /// may have changed nothing, but readers only compare counts).
     pub(crate) async fn write<T>(
         &self,
         f: impl Future<Output = Result<T, Fail>>,
     ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(writer::Command::Barrier(reply)).is_ok() {
+            let _ = rx.await;
+        }
         let out = f.await;
         self.stats.writes.fetch_add(1, Ordering::SeqCst);
         out.map_err(|e| e.at(&self.label))

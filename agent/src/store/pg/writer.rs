@@ -25,6 +25,10 @@ pub(crate) enum Command {
     /// Commit the queue (one try when commits are failing), then reply with the error
     /// of any batch lost or still kept since the last flush.
     Flush(oneshot::Sender<Result<(), Fail>>),
+    /// Commit the queue (unless commits are failing and the next try is not due), then
+    /// reply: what a write waits for first, so that it runs after every heartbeat
+    /// queued before it, as on SQLite's writer thread.
+    Barrier(oneshot::Sender<()>),
     /// Commit the queue, reply and stop.
     Close(oneshot::Sender<()>),
 }
@@ -76,6 +80,10 @@ pub(crate) async fn run(
                     Some(message) => Err(Fail::Batch(message)),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Barrier(reply) => {
+                queue.commit(&pool, false).await;
+                let _ = reply.send(());
             }
             Command::Close(reply) => {
                 queue.commit(&pool, true).await;
