@@ -26,6 +26,8 @@ use kubekuma_agent::store::Store;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::common::backends::{Backend, Db, backends};
+
 const SECRET: &str = "an-hs256-key-for-tests-that-is-long-enough";
 
 /// The client address of requests authenticated directly (not through the listener).
@@ -36,6 +38,8 @@ struct Env {
     catalog: watch::Sender<Arc<Snapshot>>,
     store: Store,
     _dir: tempfile::TempDir,
+    /// The database of a store opened by [`env_on`].
+    _db: Option<Db>,
 }
 
 fn config(limits: LoginLimits) -> AuthConfig {
@@ -56,6 +60,22 @@ fn env_with(snapshot: Snapshot, config: AuthConfig) -> Env {
         catalog,
         store,
         _dir: dir,
+        _db: None,
+    }
+}
+
+/// The same environment on a store of `backend` (the store parts of these tests run
+/// on SQLite and PostgreSQL).
+async fn env_on(backend: Backend, snapshot: Snapshot) -> Env {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let (catalog, rx) = watch::channel(Arc::new(snapshot));
+    Env {
+        auth: Arc::new(Auth::new(config(LoginLimits::default()), store.clone(), rx)),
+        catalog,
+        store,
+        _dir: tempfile::tempdir().unwrap(),
+        _db: Some(db),
     }
 }
 
@@ -230,59 +250,65 @@ async fn compat_admin_logs_in_through_the_folder_catalog() {
 /// first login; logout revokes it, after which the same token is refused.
 #[tokio::test]
 async fn sessions_me_and_logout() {
-    let e = env(snapshot(&user_yaml(
-        "team",
-        "ann",
-        "ann",
-        "editor",
-        "ann-password",
-        "",
-    )));
-    let (status, _, body) = login(&e, "ann", "ann-password").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
-    assert_eq!(e.store.session_count().await.unwrap(), 1);
+    for backend in backends() {
+        let e = env_on(
+            backend,
+            snapshot(&user_yaml(
+                "team",
+                "ann",
+                "ann",
+                "editor",
+                "ann-password",
+                "",
+            )),
+        )
+        .await;
+        let (status, _, body) = login(&e, "ann", "ann-password").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["token"].as_str().unwrap().to_string();
+        assert_eq!(e.store.session_count().await.unwrap(), 1);
 
-    let by_cookie = e.auth.authenticate(&cookie(&token), PEER).await.unwrap();
-    let by_bearer = e.auth.authenticate(&bearer(&token), PEER).await.unwrap();
-    assert_eq!(by_cookie, by_bearer);
-    assert_eq!(by_cookie.id, "team/ann");
-    assert_eq!(by_cookie.role, Role::Editor);
-    assert_eq!(by_cookie.namespace, "team");
-    assert!(!by_cookie.all_namespaces);
-    assert!(matches!(by_cookie.kind, PrincipalKind::Session(_)));
-    assert_eq!(by_cookie.actor(), "user:team/ann");
+        let by_cookie = e.auth.authenticate(&cookie(&token), PEER).await.unwrap();
+        let by_bearer = e.auth.authenticate(&bearer(&token), PEER).await.unwrap();
+        assert_eq!(by_cookie, by_bearer);
+        assert_eq!(by_cookie.id, "team/ann");
+        assert_eq!(by_cookie.role, Role::Editor);
+        assert_eq!(by_cookie.namespace, "team");
+        assert!(!by_cookie.all_namespaces);
+        assert!(matches!(by_cookie.kind, PrincipalKind::Session(_)));
+        assert_eq!(by_cookie.actor(), "user:team/ann");
 
-    let (status, _, me) = parts(e.auth.me(&by_cookie).await).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(me["id"], "team/ann");
-    assert_eq!(me["username"], "ann");
-    assert_eq!(me["role"], "editor");
-    assert_eq!(me["namespace"], "team");
-    assert_eq!(
-        me["lastLoginAt"],
-        Value::Null,
-        "the first login has none before it"
-    );
+        let (status, _, me) = parts(e.auth.me(&by_cookie).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["id"], "team/ann");
+        assert_eq!(me["username"], "ann");
+        assert_eq!(me["role"], "editor");
+        assert_eq!(me["namespace"], "team");
+        assert_eq!(
+            me["lastLoginAt"],
+            Value::Null,
+            "the first login has none before it"
+        );
 
-    let (status, headers, out) = parts(e.auth.logout(&by_cookie).await).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(out, json!({"success": true}));
-    let cleared = headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(cleared.starts_with("token=;") && cleared.contains("Max-Age=0"));
-    for h in [cookie(&token), bearer(&token)] {
-        let err = e.auth.authenticate(&h, PEER).await.unwrap_err();
-        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+        let (status, headers, out) = parts(e.auth.logout(&by_cookie).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(out, json!({"success": true}));
+        let cleared = headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(cleared.starts_with("token=;") && cleared.contains("Max-Age=0"));
+        for h in [cookie(&token), bearer(&token)] {
+            let err = e.auth.authenticate(&h, PEER).await.unwrap_err();
+            assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(e.store.session_count().await.unwrap(), 0);
+
+        // No credentials at all.
+        let err = e
+            .auth
+            .authenticate(&HeaderMap::new(), PEER)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "unauthorized");
     }
-    assert_eq!(e.store.session_count().await.unwrap(), 0);
-
-    // No credentials at all.
-    let err = e
-        .auth
-        .authenticate(&HeaderMap::new(), PEER)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, "unauthorized");
 }
 
 /// Tokens that are expired, tampered with, `alg: none`, of another algorithm or signed
