@@ -203,3 +203,74 @@ async fn database_url_still_refuses_postgres_for_users() {
         assert!(!err.to_string().contains("hunter2"));
     }
 }
+
+/// The server goes away while the agent runs (stopped, clients disconnected): queued
+/// heartbeats are kept and retried, `write_failure` (readiness) says why, other
+/// operations fail with a clear error instead of hanging or panicking, and once the
+/// server is back every heartbeat is written.
+#[tokio::test]
+async fn heartbeats_are_kept_while_the_server_is_down() {
+    if !postgres::enabled() {
+        return;
+    }
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let url = server.url("127.0.0.1", Some(PASSWORD), "sslmode=require");
+    let store = open(&url, &none()).await.unwrap();
+    let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    let hb = |i: i64| kubekuma_crds::results::Heartbeat {
+        namespace: "prod".into(),
+        name: "api".into(),
+        state: kubekuma_crds::MonitorState::Up,
+        latency_ms: Some(3.5),
+        reason: None,
+        message: None,
+        checked_at: t0 + chrono::TimeDelta::seconds(i),
+        attempts: 1,
+    };
+    store.record_heartbeat(hb(0)).unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.write_failure(), None);
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+    for i in 1..=200 {
+        store.record_heartbeat(hb(i)).unwrap();
+    }
+    let err = store.flush().await.expect_err("the server is down");
+    assert!(err.to_string().contains("kept, retrying"), "{err}");
+    let failure = store.write_failure().expect("the failure is reported");
+    assert!(failure.contains("not writable"), "{failure}");
+    assert!(!failure.contains(PASSWORD), "{failure}");
+    let read = store
+        .open_incidents()
+        .await
+        .expect_err("the server is down");
+    assert!(matches!(read, StoreError::Postgres { .. }), "{read}");
+    assert!(!read.to_string().contains(PASSWORD), "{read}");
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.resume())
+        .await
+        .unwrap();
+    // Bounded, not timed: the backlog goes in once the writer retries.
+    let mut flushed = false;
+    for _ in 0..300 {
+        if store.flush().await.is_ok() && store.write_failure().is_none() {
+            flushed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(flushed, "still failing: {:?}", store.write_failure());
+    assert_eq!(store.heartbeats_written(), 201, "every heartbeat stored");
+    let stored = store
+        .heartbeats("prod", "api", chrono::DateTime::UNIX_EPOCH, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 201);
+    store.close().await.unwrap();
+}

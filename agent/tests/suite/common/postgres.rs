@@ -306,6 +306,7 @@ pub struct PrivateServer {
     /// Its folder (data, socket, log); `ca.pem` is the CA's certificate.
     pub dir: PathBuf,
     bin: PathBuf,
+    options: String,
 }
 
 impl PrivateServer {
@@ -371,18 +372,43 @@ impl PrivateServer {
             "-k {} -p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
             dir.display()
         );
-        let status = server_command(&bin, "pg_ctl")
+        let server = PrivateServer {
+            port,
+            dir,
+            bin,
+            options,
+        };
+        server.resume();
+        server
+    }
+
+    /// Start it again (on the same port, with the same data) after [`Self::stop`]
+    /// (blocking).
+    pub fn resume(&self) {
+        let status = server_command(&self.bin, "pg_ctl")
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .arg("-l")
-            .arg(dir.join("server.log"))
-            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "60", "-o", &self.options, "start"])
             .stdout(Stdio::null())
             .status()
             .expect("run pg_ctl");
-        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
         assert!(status.success(), "pg_ctl start failed: {status}\n{log}");
-        PrivateServer { port, dir, bin }
+    }
+
+    /// Stop it as an operator would (`pg_ctl stop -m fast`: clients are disconnected),
+    /// keeping its data (blocking).
+    pub fn stop(&self) {
+        let status = server_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        assert!(status.success(), "pg_ctl stop failed: {status}");
     }
 
     /// The URL of its `postgres` database at `host`, with `password` in it (if any)
