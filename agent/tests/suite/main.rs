@@ -35,5 +35,6 @@ mod folder_reload;
 mod logs;
 mod push;
 mod round_trip;
+mod settings_auth;
 mod store;
 mod validation_fixtures;

@@ -337,8 +337,9 @@ impl Auth {
         user: &LocalUser,
     ) -> Result<(Reply, String), ApiError> {
         let now = Utc::now();
-        let max_age = chrono::Duration::from_std(self.config.max_age)
-            .unwrap_or_else(|_| chrono::Duration::days(7));
+        let max_age_std = self.session_max_age();
+        let max_age =
+            chrono::Duration::from_std(max_age_std).unwrap_or_else(|_| chrono::Duration::days(7));
         let expires = now + max_age;
         let id = key.to_string();
         let claims = jwt::Claims {
@@ -389,11 +390,27 @@ impl Auth {
                 "token": token,
             }),
         );
-        let cookie = session_cookie(&token, self.config.max_age, forwarded_https(headers));
+        let cookie = session_cookie(&token, max_age_std, forwarded_https(headers));
         if let Ok(v) = header::HeaderValue::from_str(&cookie) {
             reply.headers_mut().insert(header::SET_COOKIE, v);
         }
         Ok((reply, id))
+    }
+
+    /// The lifetime of a new session: the catalog's
+    /// `spec.auth.local.sessionMaxAgeSeconds` when the KubeKumaSettings set it, else
+    /// `SESSION_MAX_AGE` (default 7 days). It is the JWT's `exp`, the cookie's `Max-Age`
+    /// and the `sessions` row's expiry alike.
+    pub(crate) fn session_max_age(&self) -> Duration {
+        let snap = self.snapshot();
+        snap.settings
+            .as_ref()
+            .and_then(|s| s.spec.auth.as_ref())
+            .and_then(|a| a.local.as_ref())
+            .and_then(|l| l.session_max_age_seconds)
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .map_or(self.config.max_age, Duration::from_secs)
     }
 
     async fn purge_now_and_then(&self) {
