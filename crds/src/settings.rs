@@ -336,6 +336,19 @@ pub struct EffectiveSettings {
     pub auth_mode: AuthMode,
     /// Session lifetime, seconds.
     pub session_max_age_seconds: i64,
+    /// LocalUser password logins accepted (`spec.auth.local.enabled`).
+    pub local_login_enabled: bool,
+    /// API keys accepted (`spec.auth.apiKeys.enabled`).
+    pub api_keys_enabled: bool,
+    /// Most ApiKeys per owner (`spec.auth.apiKeys.maxPerUser`).
+    pub api_keys_max_per_user: i64,
+    /// The admin API refuses writes that change desired state (`spec.mode.gitOpsReadOnly`).
+    pub git_ops_read_only: bool,
+    /// Only the elected replica runs checks and sends notifications
+    /// (`spec.mode.singleInstanceRequired`).
+    pub single_instance_required: bool,
+    /// Resolution of the rollups heartbeats become after `downsample_after_days`.
+    pub downsample_resolution: DownsampleResolution,
 }
 
 /// `spec.publicEndpoints` with its defaults filled in.
@@ -421,8 +434,31 @@ impl KubeKumaSettingsSpec {
             auth_mode: auth.mode.unwrap_or(AuthMode::Local),
             session_max_age_seconds: auth
                 .local
+                .as_ref()
                 .and_then(|l| l.session_max_age_seconds)
                 .unwrap_or(604_800),
+            local_login_enabled: auth.local.as_ref().and_then(|l| l.enabled).unwrap_or(true),
+            api_keys_enabled: auth
+                .api_keys
+                .as_ref()
+                .and_then(|k| k.enabled)
+                .unwrap_or(true),
+            api_keys_max_per_user: auth
+                .api_keys
+                .as_ref()
+                .and_then(|k| k.max_per_user)
+                .unwrap_or(5),
+            git_ops_read_only: self
+                .mode
+                .as_ref()
+                .and_then(|m| m.git_ops_read_only)
+                .unwrap_or(false),
+            single_instance_required: self
+                .mode
+                .as_ref()
+                .and_then(|m| m.single_instance_required)
+                .unwrap_or(true),
+            downsample_resolution: down.resolution.unwrap_or(DownsampleResolution::Hourly),
         }
     }
 }

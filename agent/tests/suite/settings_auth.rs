@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt as _;
-use kubekuma_agent::admin::auth::{Auth, AuthConfig, LoginLimits, jwt, password};
+use kubekuma_agent::admin::auth::{Auth, AuthConfig, LoginLimits, api_key, jwt, password};
 use kubekuma_agent::admin::error::Reply;
 use kubekuma_agent::catalog::Snapshot;
 use kubekuma_agent::catalog::decode::parse_text;
@@ -27,14 +27,27 @@ struct Env {
 }
 
 fn env(yaml: &str) -> Env {
+    let (e, findings) = env_findings(yaml);
+    let errors: Vec<&String> = findings.iter().filter(|f| f.starts_with("error")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    e
+}
+
+/// The environment of a manifest text, and its findings as `validate` prints them
+/// (`error: …` / `warning: …`).
+fn env_findings(yaml: &str) -> (Env, Vec<String>) {
     let built = build(&[parse_text("settings.yaml", yaml)], None);
-    let errors: Vec<String> = built
+    let findings: Vec<String> = built
         .findings
         .iter()
-        .filter(|f| f.severity == kubekuma_agent::catalog::Severity::Error)
-        .map(|f| f.to_string())
+        .map(|f| {
+            let level = match f.severity {
+                kubekuma_agent::catalog::Severity::Error => "error",
+                _ => "warning",
+            };
+            format!("{level}: {f}")
+        })
         .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("kubekuma.db")).unwrap();
     let (tx, rx) = watch::channel(Arc::new(built.snapshot));
@@ -44,12 +57,13 @@ fn env(yaml: &str) -> Env {
         home_namespace: "kubekuma".into(),
         limits: LoginLimits::default(),
     };
-    Env {
+    let env = Env {
         auth: Arc::new(Auth::new(config, store.clone(), rx)),
         store,
         _catalog: tx,
         _dir: dir,
-    }
+    };
+    (env, findings)
 }
 
 fn cheap_hash(secret: &str) -> String {
@@ -141,4 +155,128 @@ async fn session_max_age_setting_sets_jwt_cookie_and_row() {
     assert_eq!(claims.exp - claims.iat, 604_800);
     let cookie = headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.contains("; Max-Age=604800"), "{cookie}");
+}
+
+/// An ApiKey `name` in `ns` for `key`, with `extra` metadata lines (labels) and spec lines.
+fn key_yaml(ns: &str, name: &str, key: &str, labels: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-hash, namespace: {ns}}}\n\
+         stringData: {{keyHash: '{hash}'}}\n---\n\
+         apiVersion: monitoring.kubekuma.io/v1\nkind: ApiKey\n\
+         metadata:\n  name: {name}\n  namespace: {ns}\n{labels}\
+         spec:\n  name: {name} key\n  role: editor\n  keyId: '{id}'\n  keyHashSecretRef: {{name: {name}-hash, key: keyHash}}\n{extra}---\n",
+        hash = cheap_hash(key),
+        id = api_key::key_id(key).unwrap(),
+    )
+}
+
+fn owned_by(user: &str) -> String {
+    format!("  labels: {{monitoring.kubekuma.io/owner: {user}}}\n")
+}
+
+/// `spec.auth.apiKeys.enabled: false`: a valid key is refused at authentication with a
+/// message naming the setting, and every ApiKey carries a warning saying so. With the
+/// default (true) the same key authenticates.
+#[tokio::test]
+async fn api_keys_disabled_by_settings_are_refused() {
+    let key = api_key::generate(false);
+    let keys = key_yaml("kubekuma", "ci", &key, "", "");
+    let e = env(&keys);
+    let p = e.auth.authenticate(&bearer(&key), peer()).await.unwrap();
+    assert_eq!(p.id, "kubekuma/ci");
+
+    let yaml = settings_yaml("  auth:\n    apiKeys:\n      enabled: false\n") + &keys;
+    let (e, findings) = env_findings(&yaml);
+    let err = e
+        .auth
+        .authenticate(&bearer(&key), peer())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err.code, "api_keys_disabled");
+    assert!(
+        err.message.contains("spec.auth.apiKeys.enabled"),
+        "{}",
+        err.message
+    );
+    assert!(
+        findings.iter().any(|f| f.starts_with("warning")
+            && f.contains("kubekuma/ci")
+            && f.contains("spec.auth.apiKeys.enabled is false")),
+        "{findings:#?}"
+    );
+    assert!(
+        !findings.iter().any(|f| f.starts_with("error")),
+        "{findings:#?}"
+    );
+}
+
+/// `spec.auth.apiKeys.maxPerUser: 2`: of one owner's keys (the owner label), ordered by
+/// creation then name, the third is an error naming the field and the limit and does not
+/// authenticate; a disabled key does not count, another owner and the namespace's keys
+/// without an owner have limits of their own.
+#[tokio::test]
+async fn api_keys_beyond_max_per_user_are_refused() {
+    let keys: Vec<String> = (0..6).map(|_| api_key::generate(false)).collect();
+    let yaml = settings_yaml("  auth:\n    apiKeys:\n      maxPerUser: 2\n")
+        + &key_yaml("team", "ann-a", &keys[0], &owned_by("ann"), "")
+        + &key_yaml(
+            "team",
+            "ann-b",
+            &keys[1],
+            &owned_by("ann"),
+            "  disabled: true\n",
+        )
+        + &key_yaml("team", "ann-c", &keys[2], &owned_by("ann"), "")
+        + &key_yaml("team", "ann-d", &keys[3], &owned_by("ann"), "")
+        + &key_yaml("team", "bob-a", &keys[4], &owned_by("bob"), "")
+        + &key_yaml("team", "shared", &keys[5], "", "");
+    let (e, findings) = env_findings(&yaml);
+    let errors: Vec<&String> = findings.iter().filter(|f| f.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{findings:#?}");
+    assert!(errors[0].contains("team/ann-d"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("spec.auth.apiKeys.maxPerUser"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("already has 2 API keys"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("\"ann\""), "{}", errors[0]);
+
+    for (i, ok) in [(0, true), (2, true), (3, false), (4, true), (5, true)] {
+        let got = e.auth.authenticate(&bearer(&keys[i]), peer()).await;
+        assert_eq!(got.is_ok(), ok, "key {i}: {got:?}");
+    }
+    let err = e
+        .auth
+        .authenticate(&bearer(&keys[3]), peer())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+
+    // The default limit is 5.
+    let mut yaml = String::new();
+    let many: Vec<String> = (0..6).map(|_| api_key::generate(true)).collect();
+    for (i, k) in many.iter().enumerate() {
+        yaml += &key_yaml("team", &format!("k{i}"), k, &owned_by("ann"), "");
+    }
+    let (e, findings) = env_findings(&yaml);
+    let errors: Vec<&String> = findings.iter().filter(|f| f.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{findings:#?}");
+    assert!(
+        errors[0].contains("team/k5") && errors[0].contains("already has 5"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        e.auth
+            .authenticate(&bearer(&many[5]), peer())
+            .await
+            .is_err()
+    );
+    assert!(e.auth.authenticate(&bearer(&many[4]), peer()).await.is_ok());
 }

@@ -242,7 +242,17 @@ impl Auth {
         peer: IpAddr,
     ) -> Result<Principal, ApiError> {
         match Credential::of(headers) {
-            Credential::Bearer(t) if api_key::has_prefix(t) => self.authenticate_key(t, peer).await,
+            Credential::Bearer(t) if api_key::has_prefix(t) => {
+                if !self.snapshot().effective.api_keys_enabled {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "api_keys_disabled",
+                        "API keys are turned off by KubeKumaSettings spec.auth.apiKeys.enabled; \
+                         log in with a session instead",
+                    ));
+                }
+                self.authenticate_key(t, peer).await
+            }
             Credential::Bearer(t) | Credential::Cookie(t) => self.authenticate_session(t).await,
             Credential::None => Err(ApiError::unauthorized(
                 "log in first (the token cookie or Authorization: Bearer)",
