@@ -36,5 +36,6 @@ mod logs;
 mod push;
 mod round_trip;
 mod settings_auth;
+mod settings_mode;
 mod store;
 mod validation_fixtures;

@@ -280,3 +280,39 @@ async fn api_keys_beyond_max_per_user_are_refused() {
     );
     assert!(e.auth.authenticate(&bearer(&many[4]), peer()).await.is_ok());
 }
+
+/// `spec.auth.local.enabled: false`: a LocalUser's password login is refused with 403
+/// `local_login_disabled` naming the setting (whatever the password), and sessions from
+/// before the switch are refused too until it is turned back on.
+#[tokio::test]
+async fn local_login_disabled_refuses_logins_and_sessions() {
+    let users = user_yaml("kubekuma", "ann", "admin", "ann-password");
+    let off = settings_yaml("  auth:\n    local:\n      enabled: false\n") + &users;
+    let e = env(&users);
+    let (status, _, body) = login(&e, "ann", "ann-password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    assert!(e.auth.authenticate(&bearer(&token), peer()).await.is_ok());
+
+    let snapshot = |yaml: &str| Arc::new(build(&[parse_text("s.yaml", yaml)], None).snapshot);
+    e._catalog.send(snapshot(&off)).unwrap();
+    for pw in ["ann-password", "wrong"] {
+        let (status, headers, body) = login(&e, "ann", pw).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["error"]["code"], "local_login_disabled");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("spec.auth.local.enabled"), "{msg}");
+        assert!(headers.get(header::SET_COOKIE).is_none());
+    }
+    let err = e
+        .auth
+        .authenticate(&bearer(&token), peer())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::FORBIDDEN);
+    assert_eq!(err.code, "local_login_disabled");
+
+    // Turned back on, the session (still live in the table) works again.
+    e._catalog.send(snapshot(&users)).unwrap();
+    assert!(e.auth.authenticate(&bearer(&token), peer()).await.is_ok());
+}

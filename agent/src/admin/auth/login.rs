@@ -13,10 +13,11 @@ use kubekuma_crds::auth::MfaMode;
 use serde::Deserialize;
 
 use super::limiter::{Window, client_key};
-use super::{Auth, LoginLimits, jwt, lock, totp};
+use super::{Auth, LoginLimits, jwt, local_login_disabled, lock, totp};
 use crate::admin::error::{ApiError, Reply, json_reply};
 use crate::catalog::{ObjKey, Snapshot};
 use crate::store::{AuthActivity, SessionRow};
+use kubekuma_crds::settings::AuthMode;
 
 /// Longest accepted username and password (longer ones are refused before hashing).
 const MAX_FIELD: usize = 1024;
@@ -211,6 +212,20 @@ impl Auth {
         body: &[u8],
         peer: IpAddr,
     ) -> Result<(Reply, String), ApiError> {
+        {
+            let snap = self.snapshot();
+            if snap.effective.auth_mode == AuthMode::Disabled {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "auth_disabled",
+                    "login is refused: auth.mode is disabled (KubeKumaSettings spec.auth.mode); the API is read-only without login",
+                ));
+            }
+            if !snap.effective.local_login_enabled {
+                tracing::info!(%peer, "login refused: local logins are turned off");
+                return Err(local_login_disabled());
+            }
+        }
         // The parser's messages can quote the body (the password), so they are not passed on.
         let body: LoginBody = serde_json::from_slice(body).map_err(|_| {
             ApiError::bad_request(
