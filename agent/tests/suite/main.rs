@@ -36,6 +36,7 @@ mod logs;
 mod push;
 mod round_trip;
 mod settings_auth;
+mod settings_instance;
 mod settings_mode;
 mod store;
 mod validation_fixtures;
