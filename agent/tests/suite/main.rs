@@ -29,6 +29,7 @@ mod cli;
 mod cluster_catalog;
 mod cluster_lease;
 mod common;
+mod downsample;
 mod export_azure;
 mod export_s3;
 mod folder_reload;
