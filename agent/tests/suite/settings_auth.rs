@@ -316,3 +316,61 @@ async fn local_login_disabled_refuses_logins_and_sessions() {
     e._catalog.send(snapshot(&users)).unwrap();
     assert!(e.auth.authenticate(&bearer(&token), peer()).await.is_ok());
 }
+
+/// `kubekuma api-key create --owner ann` writes the owner label that `maxPerUser` counts
+/// by: with `maxPerUser: 1`, the second of ann's keys is refused; a bad owner is refused
+/// by the CLI.
+#[tokio::test]
+async fn cli_owner_label_counts_for_max_per_user() {
+    let create = |name: &str, owner: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubekuma"))
+            .args(["api-key", "create", "--name", name, "--role", "viewer"])
+            .args(["--namespace", "team", "--owner", owner])
+            .output()
+            .unwrap()
+    };
+    let mut yaml = settings_yaml("  auth:\n    apiKeys:\n      maxPerUser: 1\n");
+    let mut keys = Vec::new();
+    for name in ["bot-a", "bot-b"] {
+        let out = create(name, "ann");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stdout.contains("monitoring.kubekuma.io/owner: \"ann\""),
+            "{stdout}"
+        );
+        yaml += &stdout;
+        yaml += "---\n";
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        keys.push(
+            stderr
+                .split_whitespace()
+                .find(|w| w.starts_with("kk_live_"))
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (e, findings) = env_findings(&yaml);
+    let errors: Vec<&String> = findings.iter().filter(|f| f.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{findings:#?}");
+    assert!(
+        errors[0].contains("team/bot-b") && errors[0].contains("maxPerUser"),
+        "{}",
+        errors[0]
+    );
+    assert!(e.auth.authenticate(&bearer(&keys[0]), peer()).await.is_ok());
+    assert!(
+        e.auth
+            .authenticate(&bearer(&keys[1]), peer())
+            .await
+            .is_err()
+    );
+
+    let bad = create("bot-c", "not a label");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--owner"));
+}
