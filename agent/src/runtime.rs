@@ -714,3 +714,47 @@ impl MainLoop {
 fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kube mode: a standby runs checks only while `singleInstanceRequired` is false; the
+    /// Lease's verdict decides otherwise.
+    #[test]
+    fn kube_standby_runs_checks_only_without_single_instance() {
+        let (tx, rx) = watch::channel(false);
+        let mut role = Role::new(Some(rx), None, true);
+        assert!(!role.now, "a standby with the default runs no checks");
+        assert!(role.settings_changed(false));
+        assert!(role.now, "every replica runs checks when not required");
+        assert!(role.settings_changed(true));
+        assert!(!role.now);
+        tx.send_replace(true);
+        drop(tx);
+    }
+
+    /// Folder mode: without the data folder's lock an instance runs checks only while
+    /// `singleInstanceRequired` is false; when it becomes true it tries the lock again,
+    /// and takes it once the holder is gone.
+    #[test]
+    fn folder_instance_without_the_lock() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut holder = DataLock::new(dir.path());
+        assert!(holder.try_take().is_ok());
+        let mut second = DataLock::new(dir.path());
+        assert!(second.try_take().is_err());
+        let mut role = Role::new(None, Some(second), false);
+        assert!(role.now && !role.elected);
+        assert!(role.settings_changed(true), "required again: checks stop");
+        assert!(!role.now);
+        drop(holder);
+        assert!(
+            role.settings_changed(true),
+            "the lock is free: taken, checks run"
+        );
+        assert!(role.now && role.elected);
+        let mut third = DataLock::new(dir.path());
+        assert!(third.try_take().is_err(), "now held by the second instance");
+    }
+}
