@@ -19,6 +19,7 @@ use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, Severity, Snapshot};
 use crate::checks::{self, CheckContext, Plan};
 use crate::cluster::catalog::{KubeCatalog, KubeWatch};
+use crate::cluster::instance::{DataLock, LockError, runs_checks};
 use crate::cluster::status::{StatusOptions, StatusWriter};
 use crate::export::flush::Flusher;
 use crate::export::{self, ExportError, Uploader};
@@ -128,6 +129,9 @@ pub enum RunError {
     /// The manifests could not be watched.
     #[error(transparent)]
     Watch(std::io::Error),
+    /// Another instance holds the data folder (`spec.mode.singleInstanceRequired`).
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// A manifest path given does not exist or cannot be read.
     #[error(transparent)]
     Config(#[from] crate::catalog::folder::PathError),
@@ -156,13 +160,18 @@ pub async fn run_with(
     restore(&parts.store, &parts.live).await?;
 
     let first = catalog.snapshots.borrow().clone();
+    let lock = lock_data_folder(&catalog, &opts, &first)?;
     parts.catalog_tx.send_replace(first.clone());
     let kube_client = catalog.kube.as_ref().map(|(m, _)| m.client.clone());
     let (ctx_tx, ctx_rx) = watch::channel(Arc::new(check_context(&first, &kube_client)));
     let scheduler = start_scheduler(&first, ctx_rx, parts.hub.clone(), done_tx);
-    let role = Role::new(catalog.kube.as_ref().map(|(m, _)| m.is_leader.clone()));
+    let role = Role::new(
+        catalog.kube.as_ref().map(|(m, _)| m.is_leader.clone()),
+        lock,
+        first.effective.single_instance_required,
+    );
     if role.leading.is_some() {
-        parts.health.set_leader(role.now);
+        parts.health.set_leader(role.elected);
     }
     let mut synced = Synced::default();
     apply_catalog(&parts, &scheduler, &first, role.now, &mut synced).await;
@@ -202,6 +211,36 @@ pub async fn run_with(
     }
     let _ = server.await;
     Ok(())
+}
+
+/// Step (folder mode): the data folder's lock ([`DataLock`]). Held by another instance,
+/// the start fails naming it while `spec.mode.singleInstanceRequired` is true (the
+/// default); otherwise this instance runs without it, with a warning. Kube mode elects
+/// with the Lease instead (`None`).
+fn lock_data_folder(
+    catalog: &Catalog,
+    opts: &AgentOptions,
+    first: &Snapshot,
+) -> Result<Option<DataLock>, RunError> {
+    let required = first.effective.single_instance_required;
+    if !required {
+        tracing::warn!(
+            "KubeKumaSettings spec.mode.singleInstanceRequired is false: every instance runs \
+             checks and sends notifications; with several instances notifications may repeat"
+        );
+    }
+    if catalog.kube.is_some() {
+        return Ok(None);
+    }
+    let mut lock = DataLock::new(&opts.data_dir);
+    match lock.try_take() {
+        Ok(()) => {
+            tracing::info!(lock = %lock.path().display(), "holding the data folder's lock");
+        }
+        Err(e) if required => return Err(RunError::Locked(e)),
+        Err(e) => tracing::warn!(error = %e, "running without the data folder's lock"),
+    }
+    Ok(Some(lock))
 }
 
 /// What the parts of a running agent share.
@@ -401,19 +440,66 @@ fn start_scheduler(
     Scheduler::spawn(runner, Limits::from_settings(&first.effective), done)
 }
 
-/// With leader election only the leader schedules checks and exports; a standby keeps
-/// the catalog up to date so it can take over at once.
+/// With leader election (kube mode) or the data folder's lock (folder mode) only the
+/// elected instance schedules checks and exports; a standby keeps the catalog up to date
+/// so it can take over at once. With `spec.mode.singleInstanceRequired: false` every
+/// instance runs them (see [`runs_checks`]).
 struct Role {
     /// The election's verdicts; `None` without election (or once it ended).
     leading: Option<watch::Receiver<bool>>,
-    /// Whether this replica leads now.
+    /// Folder mode's lock of the data folder.
+    lock: Option<DataLock>,
+    /// The Lease's last verdict (kube mode), or whether the lock is held (folder mode).
+    elected: bool,
+    /// `spec.mode.singleInstanceRequired` of the current catalog.
+    required: bool,
+    /// Whether this instance runs checks now.
     now: bool,
 }
 
 impl Role {
-    fn new(leading: Option<watch::Receiver<bool>>) -> Self {
-        let now = leading.as_ref().is_none_or(|r| *r.borrow());
-        Role { leading, now }
+    fn new(leading: Option<watch::Receiver<bool>>, lock: Option<DataLock>, required: bool) -> Self {
+        let elected = match (&leading, &lock) {
+            (Some(r), _) => *r.borrow(),
+            (None, Some(l)) => l.held(),
+            (None, None) => true,
+        };
+        Role {
+            leading,
+            lock,
+            elected,
+            required,
+            now: runs_checks(elected, required),
+        }
+    }
+
+    /// A catalog with `required` as its `singleInstanceRequired`: in folder mode without
+    /// the lock, try to take it when it became required. Returns whether `now` changed.
+    fn settings_changed(&mut self, required: bool) -> bool {
+        if required != self.required && !required {
+            tracing::warn!(
+                "KubeKumaSettings spec.mode.singleInstanceRequired is now false: every instance \
+                 runs checks and sends notifications; with several instances notifications may repeat"
+            );
+        }
+        self.required = required;
+        if let Some(lock) = self.lock.as_mut()
+            && required
+            && !lock.held()
+        {
+            match lock.try_take() {
+                Ok(()) => {
+                    tracing::info!(lock = %lock.path().display(), "holding the data folder's lock")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checks stopped: another instance holds the data folder")
+                }
+            }
+            self.elected = lock.held();
+        }
+        let before = self.now;
+        self.now = runs_checks(self.elected, self.required);
+        before != self.now
     }
 
     /// The next change of the election's verdict (never without election).
@@ -556,6 +642,15 @@ impl MainLoop {
         let _ = self
             .ctx_tx
             .send(Arc::new(check_context(&snap, &self.kube_client)));
+        if self
+            .role
+            .settings_changed(snap.effective.single_instance_required)
+        {
+            tracing::info!(
+                checks = self.role.now,
+                "spec.mode.singleInstanceRequired changed whether this instance runs checks"
+            );
+        }
         let p = &self.parts;
         apply_catalog(p, &self.scheduler, &snap, self.role.now, &mut self.synced).await;
         tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
@@ -566,14 +661,15 @@ impl MainLoop {
         match changed {
             Ok(()) => {
                 let lead = self.role.leading.as_mut();
-                self.role.now = lead.is_some_and(|r| *r.borrow_and_update());
+                self.role.elected = lead.is_some_and(|r| *r.borrow_and_update());
+                self.parts.health.set_leader(self.role.elected);
+                self.role.now = runs_checks(self.role.elected, self.role.required);
                 let lead_now = self.role.now;
-                self.parts.health.set_leader(lead_now);
                 let snap = self.snapshots.borrow().clone();
                 self.scheduler
                     .apply(if lead_now { plans(&snap) } else { Vec::new() });
                 tracing::info!(
-                    leader = lead_now,
+                    leader = self.role.elected,
                     "role changed; checks {}",
                     if lead_now { "scheduled" } else { "stopped" }
                 );
@@ -626,4 +722,48 @@ impl MainLoop {
 
 fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kube mode: a standby runs checks only while `singleInstanceRequired` is false; the
+    /// Lease's verdict decides otherwise.
+    #[test]
+    fn kube_standby_runs_checks_only_without_single_instance() {
+        let (tx, rx) = watch::channel(false);
+        let mut role = Role::new(Some(rx), None, true);
+        assert!(!role.now, "a standby with the default runs no checks");
+        assert!(role.settings_changed(false));
+        assert!(role.now, "every replica runs checks when not required");
+        assert!(role.settings_changed(true));
+        assert!(!role.now);
+        tx.send_replace(true);
+        drop(tx);
+    }
+
+    /// Folder mode: without the data folder's lock an instance runs checks only while
+    /// `singleInstanceRequired` is false; when it becomes true it tries the lock again,
+    /// and takes it once the holder is gone.
+    #[test]
+    fn folder_instance_without_the_lock() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut holder = DataLock::new(dir.path());
+        assert!(holder.try_take().is_ok());
+        let mut second = DataLock::new(dir.path());
+        assert!(second.try_take().is_err());
+        let mut role = Role::new(None, Some(second), false);
+        assert!(role.now && !role.elected);
+        assert!(role.settings_changed(true), "required again: checks stop");
+        assert!(!role.now);
+        drop(holder);
+        assert!(
+            role.settings_changed(true),
+            "the lock is free: taken, checks run"
+        );
+        assert!(role.now && role.elected);
+        let mut third = DataLock::new(dir.path());
+        assert!(third.try_take().is_err(), "now held by the second instance");
+    }
 }

@@ -49,10 +49,15 @@ pub struct KubeKumaSettingsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModeSettings {
-    /// The admin API refuses changes that belong in Git.
+    /// The admin API refuses changes that belong in Git (creating and expiring silences:
+    /// 403 `gitops_read_only`); incident acknowledge, updates and resolve and push
+    /// heartbeats stay allowed. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_ops_read_only: Option<bool>,
-    /// Only one replica may run checks (leader election).
+    /// Only one instance runs checks and sends notifications: the Lease's holder in kube
+    /// mode; in folder mode the holder of `<data>/kubekuma.lock` (a second instance on the
+    /// same data folder refuses to start). False: every instance runs them (notifications
+    /// may repeat). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub single_instance_required: Option<bool>,
 }
@@ -65,7 +70,8 @@ pub enum AuthMode {
     Local,
     /// An OpenID Connect provider.
     Oidc,
-    /// No authentication (`none` in the original implementation).
+    /// No authentication (`none` in the original implementation): the API answers reads
+    /// without login (a viewer of every namespace) and refuses logins and writes.
     #[serde(alias = "none")]
     Disabled,
 }
@@ -74,10 +80,11 @@ pub enum AuthMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalAuth {
-    /// Allow LocalUser logins. Default true.
+    /// Allow LocalUser logins; false also refuses their existing sessions. Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Session lifetime in seconds. Default 604800 (7 days).
+    /// Session lifetime in seconds (JWT expiry, cookie Max-Age, sessions row) of new
+    /// logins. Default `SESSION_MAX_AGE`, else 604800 (7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_max_age_seconds: Option<i64>,
 }
@@ -86,10 +93,13 @@ pub struct LocalAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySettings {
-    /// Accept API keys. Default true.
+    /// Accept API keys (false: every key is refused with 401 `api_keys_disabled`). Default
+    /// true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Most keys per user. Default 5.
+    /// Most keys (not disabled) per user: the `monitoring.kubekuma.io/owner` label of an
+    /// ApiKey in its namespace (keys without it share one owner per namespace); later keys,
+    /// by creation time then name, are invalid and refused. Default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_user: Option<i64>,
 }
@@ -186,7 +196,8 @@ pub struct Downsample {
     /// Heartbeats older than this many days become rollups. Default 7.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_days: Option<i64>,
-    /// Rollup resolution. Default hourly.
+    /// Rollup resolution: hourly, or daily (one row per UTC day; the hourly rows before
+    /// the cutoff are merged into their day). Default hourly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<DownsampleResolution>,
 }
@@ -336,6 +347,19 @@ pub struct EffectiveSettings {
     pub auth_mode: AuthMode,
     /// Session lifetime, seconds.
     pub session_max_age_seconds: i64,
+    /// LocalUser password logins accepted (`spec.auth.local.enabled`).
+    pub local_login_enabled: bool,
+    /// API keys accepted (`spec.auth.apiKeys.enabled`).
+    pub api_keys_enabled: bool,
+    /// Most ApiKeys per owner (`spec.auth.apiKeys.maxPerUser`).
+    pub api_keys_max_per_user: i64,
+    /// The admin API refuses writes that change desired state (`spec.mode.gitOpsReadOnly`).
+    pub git_ops_read_only: bool,
+    /// Only the elected replica runs checks and sends notifications
+    /// (`spec.mode.singleInstanceRequired`).
+    pub single_instance_required: bool,
+    /// Resolution of the rollups heartbeats become after `downsample_after_days`.
+    pub downsample_resolution: DownsampleResolution,
 }
 
 /// `spec.publicEndpoints` with its defaults filled in.
@@ -421,8 +445,31 @@ impl KubeKumaSettingsSpec {
             auth_mode: auth.mode.unwrap_or(AuthMode::Local),
             session_max_age_seconds: auth
                 .local
+                .as_ref()
                 .and_then(|l| l.session_max_age_seconds)
                 .unwrap_or(604_800),
+            local_login_enabled: auth.local.as_ref().and_then(|l| l.enabled).unwrap_or(true),
+            api_keys_enabled: auth
+                .api_keys
+                .as_ref()
+                .and_then(|k| k.enabled)
+                .unwrap_or(true),
+            api_keys_max_per_user: auth
+                .api_keys
+                .as_ref()
+                .and_then(|k| k.max_per_user)
+                .unwrap_or(5),
+            git_ops_read_only: self
+                .mode
+                .as_ref()
+                .and_then(|m| m.git_ops_read_only)
+                .unwrap_or(false),
+            single_instance_required: self
+                .mode
+                .as_ref()
+                .and_then(|m| m.single_instance_required)
+                .unwrap_or(true),
+            downsample_resolution: down.resolution.unwrap_or(DownsampleResolution::Hourly),
         }
     }
 }

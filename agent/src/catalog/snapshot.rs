@@ -285,6 +285,7 @@ pub fn build(files: &[FileDocs], previous: Option<&LastGood>) -> Built {
         snapshot.insert(Resource::KubeKumaSettings(s.clone()), o.clone(), None);
     }
     let mut unique_rejects = cross_unique(&unique, &mut findings);
+    unique_rejects.extend(api_key_limits(&unique, &snapshot.effective, &mut findings));
     unique.retain(|c| !unique_rejects.remove(&(c.resource.id(), c.origin.clone())));
     for c in unique {
         snapshot.insert(c.resource, c.origin, c.plan);
@@ -880,6 +881,94 @@ fn cross_unique(cands: &[Candidate], findings: &mut Vec<Finding>) -> HashSet<(Re
             rejects.insert((id, c.origin.clone()));
         } else {
             table.insert(value, id);
+        }
+    }
+    rejects
+}
+
+/// Label of an ApiKey naming the user it belongs to (a LocalUser's username); what
+/// `spec.auth.apiKeys.maxPerUser` counts by.
+pub const API_KEY_OWNER_LABEL: &str = "monitoring.kubekuma.io/owner";
+
+/// Who an ApiKey belongs to for `spec.auth.apiKeys.maxPerUser`: its namespace and the
+/// [`API_KEY_OWNER_LABEL`] label; keys without the label share one owner per namespace.
+pub fn api_key_owner(key: &kubekuma_crds::ApiKey) -> (String, Option<String>) {
+    (
+        key.metadata.namespace.clone().unwrap_or_default(),
+        key.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(API_KEY_OWNER_LABEL))
+            .cloned(),
+    )
+}
+
+/// The settings' API key rules (`spec.auth.apiKeys`): with `enabled: false`, a warning on
+/// every ApiKey (authentication refuses them all); beyond `maxPerUser` usable (not
+/// disabled) keys of one owner (see [`api_key_owner`]), ordered by creation time then
+/// name, the later keys are errors and left out of the snapshot, so they never
+/// authenticate. Returns the rejected keys.
+fn api_key_limits(
+    cands: &[Candidate],
+    settings: &EffectiveSettings,
+    findings: &mut Vec<Finding>,
+) -> HashSet<(ResourceId, Origin)> {
+    let mut keys: Vec<(&Candidate, &kubekuma_crds::ApiKey)> = cands
+        .iter()
+        .filter_map(|c| match &c.resource {
+            Resource::ApiKey(k) => Some((c, k)),
+            _ => None,
+        })
+        .collect();
+    if !settings.api_keys_enabled {
+        for (c, _) in &keys {
+            err_at(
+                findings,
+                &c.origin,
+                &c.resource.id(),
+                "",
+                "API keys are turned off (KubeKumaSettings spec.auth.apiKeys.enabled is false): \
+                 this key is refused"
+                    .into(),
+                Severity::Warning,
+            );
+        }
+    }
+    keys.retain(|(_, k)| k.spec.disabled != Some(true));
+    keys.sort_by(|(_, a), (_, b)| {
+        let created =
+            |k: &kubekuma_crds::ApiKey| k.metadata.creation_timestamp.clone().map(|t| t.0);
+        (created(a), &a.metadata.name).cmp(&(created(b), &b.metadata.name))
+    });
+    let limit = usize::try_from(settings.api_keys_max_per_user.max(0)).unwrap_or(usize::MAX);
+    let mut counts: HashMap<(String, Option<String>), usize> = HashMap::new();
+    let mut rejects = HashSet::new();
+    for (c, k) in keys {
+        let owner = api_key_owner(k);
+        let n = counts.entry(owner.clone()).or_default();
+        *n += 1;
+        if *n > limit {
+            let whose = match &owner.1 {
+                Some(user) => format!("user {user:?} in namespace {}", owner.0),
+                None => format!(
+                    "namespace {} (keys without the {API_KEY_OWNER_LABEL} label share one owner)",
+                    owner.0
+                ),
+            };
+            let id = c.resource.id();
+            err_at(
+                findings,
+                &c.origin,
+                &id,
+                "",
+                format!(
+                    "refused: {whose} already has {limit} API keys, the most KubeKumaSettings \
+                     spec.auth.apiKeys.maxPerUser allows (keys count in order of creation, \
+                     then name; disabled keys do not count)"
+                ),
+                Severity::Error,
+            );
+            rejects.insert((id, c.origin.clone()));
         }
     }
     rejects

@@ -915,6 +915,20 @@ fn auth_settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>
             }
         }
     }
+    if spec.auth.as_ref().and_then(|a| a.mode) == Some(kubekuma_crds::settings::AuthMode::Disabled)
+        && spec
+            .public_endpoints
+            .as_ref()
+            .and_then(|p| p.metrics.as_ref())
+            .and_then(|m| m.require_auth)
+            == Some(true)
+    {
+        sink.warn(
+            "spec.publicEndpoints.metrics.requireAuth",
+            "cannot require a login while spec.auth.mode is disabled: every scrape is the \
+             anonymous viewer of every namespace and reads every series",
+        );
+    }
     if let Some(l) = spec.auth.as_ref().and_then(|a| a.local.as_ref()) {
         range(
             sink,

@@ -14,6 +14,7 @@ pub(super) fn api_key(what: ApiKeyCommand) -> ExitCode {
         namespace,
         test,
         expires,
+        owner,
     } = what;
     let fail = |msg: String| {
         eprintln!("kubekuma api-key create: {msg}");
@@ -25,6 +26,14 @@ pub(super) fn api_key(what: ApiKeyCommand) -> ExitCode {
     if !manifests::valid_name(&namespace) {
         return fail(format!(
             "--namespace must be a Kubernetes name (lowercase letters, digits, '-'), got {namespace:?}"
+        ));
+    }
+    if let Some(o) = owner.as_deref()
+        && !manifests::valid_label_value(o)
+    {
+        return fail(format!(
+            "--owner must be a label value (at most 63 letters, digits, '-', '_' or '.', \
+             starting and ending with a letter or digit), got {o:?}"
         ));
     }
     let Some(resource) = manifests::resource_name(&name) else {
@@ -55,6 +64,7 @@ pub(super) fn api_key(what: ApiKeyCommand) -> ExitCode {
         name.trim(),
         parse_role(&role),
         expires_at,
+        owner.as_deref(),
         key_id,
         &hash,
     );

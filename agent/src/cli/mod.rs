@@ -273,6 +273,10 @@ pub enum ApiKeyCommand {
         /// Expiry: RFC 3339 (2027-01-01T00:00:00Z) or a duration from now (30d, 12h, 2w)
         #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
+        /// The user the key belongs to (a LocalUser's username), written as the
+        /// monitoring.kubekuma.io/owner label that spec.auth.apiKeys.maxPerUser counts by
+        #[arg(long, value_name = "USERNAME")]
+        owner: Option<String>,
     },
 }
 

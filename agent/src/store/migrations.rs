@@ -278,6 +278,34 @@ CREATE TABLE auth_activity (
     r#"
 ALTER TABLE sessions ADD COLUMN previous_login_at INTEGER;
 "#,
+    // 6: daily rollups (`retention.downsample.resolution: daily`). SQLite cannot change a
+    // CHECK constraint in place: the table is rebuilt with the wider one and its rows copied.
+    r#"
+CREATE TABLE heartbeat_rollups_v2 (
+  monitor_namespace TEXT NOT NULL,
+  monitor_name TEXT NOT NULL,
+  resolution TEXT NOT NULL CHECK (resolution IN ('hour', 'day')),
+  bucket_start INTEGER NOT NULL,
+  up INTEGER NOT NULL DEFAULT 0,
+  down INTEGER NOT NULL DEFAULT 0,
+  flapping INTEGER NOT NULL DEFAULT 0,
+  pending INTEGER NOT NULL DEFAULT 0,
+  paused INTEGER NOT NULL DEFAULT 0,
+  maintenance INTEGER NOT NULL DEFAULT 0,
+  latency_count INTEGER NOT NULL DEFAULT 0,
+  latency_min REAL,
+  latency_avg REAL,
+  latency_p95 REAL,
+  latency_max REAL,
+  PRIMARY KEY (monitor_namespace, monitor_name, resolution, bucket_start)
+) WITHOUT ROWID;
+INSERT INTO heartbeat_rollups_v2 SELECT
+  monitor_namespace, monitor_name, resolution, bucket_start, up, down, flapping, pending,
+  paused, maintenance, latency_count, latency_min, latency_avg, latency_p95, latency_max
+  FROM heartbeat_rollups;
+DROP TABLE heartbeat_rollups;
+ALTER TABLE heartbeat_rollups_v2 RENAME TO heartbeat_rollups;
+"#,
 ];
 
 /// Why migrating failed.

@@ -37,6 +37,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::objects::{LatencyPoint, Rollup, monitor_key};
 use kubekuma_crds::results::{FailureReason, Heartbeat, Incident};
+use kubekuma_crds::settings::DownsampleResolution;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
@@ -248,9 +249,11 @@ pub enum StoreError {
 pub struct RetentionReport {
     /// Raw heartbeats deleted because they were older than `heartbeats_days`.
     pub deleted_heartbeats: u64,
-    /// Raw heartbeats replaced by hourly rollups (older than `downsample_after_days`).
+    /// Raw heartbeats replaced by rollups (older than `downsample_after_days`).
     pub downsampled_heartbeats: u64,
-    /// Hourly rollups deleted because they were older than `heartbeats_days`.
+    /// Hourly rollups merged into daily ones (`downsample.resolution: daily`).
+    pub merged_hourly_rollups: u64,
+    /// Rollups (hourly and daily) deleted because they were older than `heartbeats_days`.
     pub deleted_rollups: u64,
     /// Closed incidents deleted because they ended before `incidents_days`.
     pub deleted_incidents: u64,
@@ -1213,11 +1216,12 @@ impl Store {
             .await
     }
 
-    /// Apply retention at `now`: delete raw heartbeats and hourly rollups older than
+    /// Apply retention at `now`: delete raw heartbeats and rollups older than
     /// `heartbeats_days` and closed incidents that ended more than `incidents_days`
     /// ago; then, when downsampling is on, replace raw heartbeats older than
-    /// `downsample_after_days` (rounded down to the hour) by hourly rollups, merged
-    /// into existing rows. Works in short transactions, one monitor and at most one
+    /// `downsample_after_days` by rollups of `downsample_resolution`, merged into
+    /// existing rows: hourly (the cutoff rounded down to the hour), or daily (rounded
+    /// down to the UTC day; the hourly rows before it are merged into their day too). Works in short transactions, one monitor and at most one
     /// day at a time, so heartbeats keep being committed meanwhile.
     pub async fn apply_retention(
         &self,
@@ -1225,17 +1229,7 @@ impl Store {
         settings: &EffectiveSettings,
     ) -> Result<RetentionReport, StoreError> {
         if let Some(pg) = self.pg_open()? {
-            return pg
-                .write(pg::retention::apply(
-                    pg,
-                    ms(now),
-                    settings.heartbeats_days,
-                    settings.incidents_days,
-                    settings
-                        .downsample_enabled
-                        .then_some(settings.downsample_after_days),
-                ))
-                .await;
+            return pg.write(pg::retention::apply(pg, ms(now), settings)).await;
         }
         let now = ms(now);
         let keep_from = now.saturating_sub(days_ms(settings.heartbeats_days));
@@ -1268,20 +1262,39 @@ impl Store {
             .await?;
 
         if settings.downsample_enabled {
-            let cutoff = now
-                .saturating_sub(days_ms(settings.downsample_after_days))
-                .div_euclid(HOUR_MS)
-                * HOUR_MS;
-            for (ns, name) in self.read(|c| rollups::monitors_in(c, "heartbeats")).await? {
+            let resolution = settings.downsample_resolution;
+            let cutoff = retention::downsample_cutoff(
+                now,
+                days_ms(settings.downsample_after_days),
+                resolution,
+            );
+            let mut monitors = self.read(|c| rollups::monitors_in(c, "heartbeats")).await?;
+            if resolution == DownsampleResolution::Daily {
+                // Hourly rows of earlier runs (or of the hourly resolution) become daily too.
+                monitors = self.read(rollups::all_monitors).await?;
+            }
+            for (ns, name) in monitors {
                 loop {
                     let (ns, name) = (ns.clone(), name.clone());
-                    let n = self
-                        .write(move |c| retention::downsample_batch(c, &ns, &name, cutoff))
-                        .await?;
-                    if n == 0 {
+                    let (raw, hours) = match resolution {
+                        DownsampleResolution::Hourly => {
+                            let n = self
+                                .write(move |c| retention::downsample_batch(c, &ns, &name, cutoff))
+                                .await?;
+                            (n, 0)
+                        }
+                        DownsampleResolution::Daily => {
+                            self.write(move |c| {
+                                retention::downsample_day_batch(c, &ns, &name, cutoff)
+                            })
+                            .await?
+                        }
+                    };
+                    if raw == 0 && hours == 0 {
                         break;
                     }
-                    report.downsampled_heartbeats += n;
+                    report.downsampled_heartbeats += raw;
+                    report.merged_hourly_rollups += hours;
                 }
             }
         }

@@ -1,5 +1,10 @@
 //! Rollups: counts by state and latency statistics per monitor and time bucket, from raw
-//! heartbeats and from downsampled hourly rows alike.
+//! heartbeats and from downsampled hourly or daily rows alike.
+//!
+//! A stored row counts wholly in the bucket (or range) its start falls in, so a range's
+//! edge is as precise as the rows it meets (an hour, or a UTC day where heartbeats became
+//! daily rows). Buckets shorter than a day (hourly charts) leave daily rows out: an hour
+//! cannot hold a day; those days are older than `downsample.afterDays` anyway.
 //!
 //! Latency statistics describe up and flapping results that carry a latency (a timeout's
 //! latency says nothing about the service). The 95th percentile uses the nearest-rank
@@ -20,8 +25,10 @@ pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// One UTC day in milliseconds.
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
-/// The only downsampling resolution stored so far.
+/// Resolution of hourly rows.
 pub(crate) const RESOLUTION_HOUR: &str = "hour";
+/// Resolution of daily rows (UTC days).
+pub(crate) const RESOLUTION_DAY: &str = "day";
 
 /// How results are grouped in time.
 #[derive(Clone, Copy, Debug)]
@@ -217,11 +224,12 @@ fn rollup_row(counts: [i64; 7], lat: [Option<f64>; 4]) -> Result<RollupRow, Fail
     })
 }
 
-/// Stored hourly rows of one monitor with `bucket_start` in `[from, to)`.
-pub(crate) fn stored_rows(
+/// Stored rows of one monitor of `resolution` with `bucket_start` in `[from, to)`.
+pub(crate) fn stored_rows_of(
     conn: &Connection,
     ns: &str,
     name: &str,
+    resolution: &str,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, RollupRow)>, Fail> {
@@ -231,10 +239,7 @@ pub(crate) fn stored_rows(
            AND bucket_start >= ?4 AND bucket_start < ?5
          ORDER BY bucket_start"
     ))?;
-    let rows = st.query_map(
-        params![ns, name, RESOLUTION_HOUR, from, to],
-        read_rollup_row,
-    )?;
+    let rows = st.query_map(params![ns, name, resolution, from, to], read_rollup_row)?;
     let mut out = Vec::new();
     for row in rows {
         let (start, counts, lat) = row?;
@@ -243,11 +248,25 @@ pub(crate) fn stored_rows(
     Ok(out)
 }
 
-/// Write (replace) one hourly row.
+/// Stored rows of one monitor, hourly and daily, with `bucket_start` in `[from, to)`.
+pub(crate) fn stored_rows(
+    conn: &Connection,
+    ns: &str,
+    name: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, RollupRow)>, Fail> {
+    let mut rows = stored_rows_of(conn, ns, name, RESOLUTION_HOUR, from, to)?;
+    rows.extend(stored_rows_of(conn, ns, name, RESOLUTION_DAY, from, to)?);
+    Ok(rows)
+}
+
+/// Write (replace) one row of `resolution`.
 pub(crate) fn put_row(
     conn: &Connection,
     ns: &str,
     name: &str,
+    resolution: &str,
     start: i64,
     row: &RollupRow,
 ) -> Result<(), Fail> {
@@ -260,7 +279,7 @@ pub(crate) fn put_row(
     .execute(params![
         ns,
         name,
-        RESOLUTION_HOUR,
+        resolution,
         start,
         i(row.up),
         i(row.down),
@@ -329,8 +348,8 @@ fn settle(out: &mut BTreeMap<i64, Acc>, start: i64, mut acc: Acc) {
     slot.add_row(&row);
 }
 
-/// Rollups of one monitor over `[from, to)`: raw heartbeats plus hourly rows whose
-/// bucket starts in the range.
+/// Rollups of one monitor over `[from, to)`: raw heartbeats plus hourly and daily rows
+/// whose bucket starts in the range (daily rows only in buckets of a day or more).
 pub(crate) fn monitor_rollups(
     conn: &Connection,
     ns: &str,
@@ -340,7 +359,14 @@ pub(crate) fn monitor_rollups(
     buckets: Buckets,
 ) -> Result<BTreeMap<i64, Rollup>, Fail> {
     let mut acc: BTreeMap<i64, Acc> = BTreeMap::new();
-    for (start, row) in stored_rows(conn, ns, name, from, to)? {
+    // Buckets shorter than a day cannot hold a daily row: those days are not shown.
+    let rows = match buckets {
+        Buckets::Every(size) if size < DAY_MS => {
+            stored_rows_of(conn, ns, name, RESOLUTION_HOUR, from, to)?
+        }
+        Buckets::Whole | Buckets::Every(_) => stored_rows(conn, ns, name, from, to)?,
+    };
+    for (start, row) in rows {
         acc.entry(buckets.start(from, start))
             .or_default()
             .add_row(&row);
@@ -374,7 +400,7 @@ pub(crate) fn monitors_in(conn: &Connection, table: &str) -> Result<Vec<(String,
     Ok(out)
 }
 
-/// Every monitor with raw heartbeats or hourly rollups.
+/// Every monitor with raw heartbeats or rollups.
 pub(crate) fn all_monitors(conn: &Connection) -> Result<Vec<(String, String)>, Fail> {
     let mut all = monitors_in(conn, "heartbeats")?;
     all.extend(monitors_in(conn, "heartbeat_rollups")?);

@@ -883,6 +883,7 @@ async fn retention_downsamples_exactly_and_expires_old_data() {
                 downsampled_heartbeats: 0,
                 deleted_rollups: rollup_rows as u64,
                 deleted_incidents: 0,
+                merged_hourly_rollups: 0,
             }
         );
         let left = db.int("SELECT MIN(checked_at) FROM heartbeats", &[]).await;

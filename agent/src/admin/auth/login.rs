@@ -13,10 +13,11 @@ use kubekuma_crds::auth::MfaMode;
 use serde::Deserialize;
 
 use super::limiter::{Window, client_key};
-use super::{Auth, LoginLimits, jwt, lock, totp};
+use super::{Auth, LoginLimits, jwt, local_login_disabled, lock, totp};
 use crate::admin::error::{ApiError, Reply, json_reply};
 use crate::catalog::{ObjKey, Snapshot};
 use crate::store::SessionRow;
+use kubekuma_crds::settings::AuthMode;
 
 /// Longest accepted username and password (longer ones are refused before hashing).
 const MAX_FIELD: usize = 1024;
@@ -211,6 +212,20 @@ impl Auth {
         body: &[u8],
         peer: IpAddr,
     ) -> Result<(Reply, String), ApiError> {
+        {
+            let snap = self.snapshot();
+            if snap.effective.auth_mode == AuthMode::Disabled {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "auth_disabled",
+                    "login is refused: auth.mode is disabled (KubeKumaSettings spec.auth.mode); the API is read-only without login",
+                ));
+            }
+            if !snap.effective.local_login_enabled {
+                tracing::info!(%peer, "login refused: local logins are turned off");
+                return Err(local_login_disabled());
+            }
+        }
         // The parser's messages can quote the body (the password), so they are not passed on.
         let body: LoginBody = serde_json::from_slice(body).map_err(|_| {
             ApiError::bad_request(
@@ -337,8 +352,9 @@ impl Auth {
         user: &LocalUser,
     ) -> Result<(Reply, String), ApiError> {
         let now = Utc::now();
-        let max_age = chrono::Duration::from_std(self.config.max_age)
-            .unwrap_or_else(|_| chrono::Duration::days(7));
+        let max_age_std = self.session_max_age();
+        let max_age =
+            chrono::Duration::from_std(max_age_std).unwrap_or_else(|_| chrono::Duration::days(7));
         let expires = now + max_age;
         let id = key.to_string();
         let claims = jwt::Claims {
@@ -384,11 +400,27 @@ impl Auth {
                 "token": token,
             }),
         );
-        let cookie = session_cookie(&token, self.config.max_age, forwarded_https(headers));
+        let cookie = session_cookie(&token, max_age_std, forwarded_https(headers));
         if let Ok(v) = header::HeaderValue::from_str(&cookie) {
             reply.headers_mut().insert(header::SET_COOKIE, v);
         }
         Ok((reply, id))
+    }
+
+    /// The lifetime of a new session: the catalog's
+    /// `spec.auth.local.sessionMaxAgeSeconds` when the KubeKumaSettings set it, else
+    /// `SESSION_MAX_AGE` (default 7 days). It is the JWT's `exp`, the cookie's `Max-Age`
+    /// and the `sessions` row's expiry alike.
+    pub(crate) fn session_max_age(&self) -> Duration {
+        let snap = self.snapshot();
+        snap.settings
+            .as_ref()
+            .and_then(|s| s.spec.auth.as_ref())
+            .and_then(|a| a.local.as_ref())
+            .and_then(|l| l.session_max_age_seconds)
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .map_or(self.config.max_age, Duration::from_secs)
     }
 
     async fn purge_now_and_then(&self) {

@@ -133,14 +133,29 @@ pub fn local_user_yaml(
     )
 }
 
-/// An ApiKey with the key's public identifier `key_id`, and its hash Secret
-/// (`<name>-api-key`, key `keyHash`).
+/// Whether `v` is a Kubernetes label value (at most 63 characters of letters, digits,
+/// `-`, `_`, `.`, starting and ending with a letter or digit), such as an ApiKey's owner.
+pub fn valid_label_value(v: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !v.is_empty()
+        && v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && alnum(v.chars().next())
+        && alnum(v.chars().last())
+}
+
+/// An ApiKey with the key's public identifier `key_id`, its `owner` (the
+/// `monitoring.kubekuma.io/owner` label `spec.auth.apiKeys.maxPerUser` counts by), and its
+/// hash Secret (`<name>-api-key`, key `keyHash`).
+#[allow(clippy::too_many_arguments)]
 pub fn api_key_yaml(
     name: &str,
     namespace: &str,
     display_name: &str,
     role: Role,
     expires_at: Option<DateTime<Utc>>,
+    owner: Option<&str>,
     key_id: &str,
     hash: &str,
 ) -> String {
@@ -153,11 +168,14 @@ pub fn api_key_yaml(
             )
         })
         .unwrap_or_default();
+    let labels = owner
+        .map(|o| format!("  labels:\n    monitoring.kubekuma.io/owner: {}\n", q(o)))
+        .unwrap_or_default();
     format!(
         "{}---\n\
          apiVersion: monitoring.kubekuma.io/v1\n\
          kind: ApiKey\n\
-         metadata:\n  name: {name}\n  namespace: {namespace}\n\
+         metadata:\n  name: {name}\n  namespace: {namespace}\n{labels}\
          spec:\n  name: {display}\n  role: {role}\n  keyId: {key_id}\n  keyHashSecretRef:\n    name: {secret}\n    key: {KEY_HASH_KEY}\n{expires}",
         secret_yaml(
             &secret,
@@ -188,6 +206,8 @@ mod tests {
         assert_eq!(resource_name("--"), None);
         assert!(valid_name("kubekuma") && !valid_name("Kube") && !valid_name("-a"));
         assert!(valid_username("admin@example.com") && !valid_username("a b"));
+        assert!(valid_label_value("ann.b_c-1") && !valid_label_value("a@b"));
+        assert!(!valid_label_value("-a") && !valid_label_value(&"a".repeat(64)));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use super::roles::{Access, Area, Role, allowed};
 use crate::catalog::{ObjKey, Snapshot};
 use crate::push::UnknownTokenLimiter;
 use crate::store::{AuthActivity, Store};
+use kubekuma_crds::settings::AuthMode;
 
 pub mod api_key;
 mod config;
@@ -69,6 +70,9 @@ pub enum PrincipalKind {
     Session(String),
     /// An API key.
     ApiKey,
+    /// Nobody: `spec.auth.mode: disabled` serves reads to everyone as this principal (a
+    /// viewer of every namespace) and refuses every write.
+    Anonymous,
 }
 
 impl Principal {
@@ -87,6 +91,7 @@ impl Principal {
         match self.kind {
             PrincipalKind::Session(_) => format!("user:{}", self.id),
             PrincipalKind::ApiKey => format!("apikey:{}", self.id),
+            PrincipalKind::Anonymous => "anonymous".to_string(),
         }
     }
 }
@@ -176,6 +181,24 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find(|t| !t.is_empty())
 }
 
+/// 403 for a LocalUser login or session while `spec.auth.local.enabled` is false.
+pub(crate) fn local_login_disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "local_login_disabled",
+        "local login is disabled by KubeKumaSettings spec.auth.local.enabled",
+    )
+}
+
+/// 403 for a login, logout or write while `spec.auth.mode` is `disabled`.
+pub fn auth_disabled_error() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "auth_disabled",
+        "writes are refused: auth.mode is disabled (KubeKumaSettings spec.auth.mode); the API is read-only without login",
+    )
+}
+
 /// The answer to a login, and the ID (`namespace/name`) of the LocalUser it logged in.
 pub struct Login {
     /// The reply to send.
@@ -232,17 +255,50 @@ impl Auth {
         namespace == self.config.home_namespace
     }
 
+    /// Whether the catalog's `spec.auth.mode` is `disabled`: no login, reads for everyone
+    /// (see [`Auth::anonymous`]), no writes.
+    pub fn auth_disabled(&self) -> bool {
+        self.snapshot().effective.auth_mode == AuthMode::Disabled
+    }
+
+    /// The principal of every request under `spec.auth.mode: disabled`: a viewer of every
+    /// namespace (the mode is for trusted networks), whatever credentials it carries.
+    pub fn anonymous(&self) -> Principal {
+        Principal {
+            id: "anonymous".into(),
+            username: "anonymous".into(),
+            role: Role::Viewer,
+            namespace: self.config.home_namespace.clone(),
+            all_namespaces: true,
+            kind: PrincipalKind::Anonymous,
+        }
+    }
+
     /// The principal of a request from `peer`: a `token` cookie or `Authorization:
     /// Bearer` JWT of a live session, or `Authorization: Bearer kk_…` API key (failed key
     /// attempts limited per `peer`, see [`api_key`]). 401 otherwise, 429 once `peer` sent
-    /// too many invalid keys.
+    /// too many invalid keys. Under `spec.auth.mode: disabled`, [`Auth::anonymous`]
+    /// whatever the request carries (the routes refuse its writes).
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         peer: IpAddr,
     ) -> Result<Principal, ApiError> {
+        if self.auth_disabled() {
+            return Ok(self.anonymous());
+        }
         match Credential::of(headers) {
-            Credential::Bearer(t) if api_key::has_prefix(t) => self.authenticate_key(t, peer).await,
+            Credential::Bearer(t) if api_key::has_prefix(t) => {
+                if !self.snapshot().effective.api_keys_enabled {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "api_keys_disabled",
+                        "API keys are turned off by KubeKumaSettings spec.auth.apiKeys.enabled; \
+                         log in with a session instead",
+                    ));
+                }
+                self.authenticate_key(t, peer).await
+            }
             Credential::Bearer(t) | Credential::Cookie(t) => self.authenticate_session(t).await,
             Credential::None => Err(ApiError::unauthorized(
                 "log in first (the token cookie or Authorization: Bearer)",
@@ -283,6 +339,10 @@ impl Auth {
             tracing::info!(user = %row.user_id, "session refused: the LocalUser is disabled");
             return Err(refused());
         }
+        if !snap.effective.local_login_enabled {
+            tracing::info!(user = %row.user_id, "session refused: local logins are turned off");
+            return Err(local_login_disabled());
+        }
         Ok(Principal {
             id: row.user_id.clone(),
             username: user.spec.username.clone(),
@@ -314,11 +374,15 @@ impl Auth {
 
     /// `POST /api/v1/auth/logout`: revoke the session and clear the cookie.
     pub async fn logout(&self, principal: &Principal) -> Reply {
-        let PrincipalKind::Session(id) = &principal.kind else {
-            return ApiError::bad_request(
-                "API keys have no session to end; disable or delete the ApiKey to revoke it",
-            )
-            .into_reply();
+        let id = match &principal.kind {
+            PrincipalKind::Session(id) => id,
+            PrincipalKind::Anonymous => return auth_disabled_error().into_reply(),
+            PrincipalKind::ApiKey => {
+                return ApiError::bad_request(
+                    "API keys have no session to end; disable or delete the ApiKey to revoke it",
+                )
+                .into_reply();
+            }
         };
         if let Err(e) = self.store.delete_session(id).await {
             tracing::error!(error = %e, "cannot revoke a session");
@@ -346,7 +410,7 @@ impl Auth {
                 .map_err(|e| tracing::warn!(error = %e, "cannot read the previous login"))
                 .ok()
                 .flatten(),
-            PrincipalKind::ApiKey => None,
+            PrincipalKind::ApiKey | PrincipalKind::Anonymous => None,
         };
         json_reply(
             StatusCode::OK,

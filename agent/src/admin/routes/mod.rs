@@ -23,7 +23,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::AdminContext;
-use super::auth::{Credential, Login, Principal, csrf};
+use super::auth::{Credential, Login, Principal, auth_disabled_error, csrf};
 use super::error::{ApiError, Reply, json_reply};
 use super::roles::{Access, Area};
 use crate::store::{AuditEvent, StoreError};
@@ -117,6 +117,37 @@ pub enum RouteId {
     Badge,
     /// `GET /uptime/{monitor}` and `/uptime/{namespace}/{name}`.
     Uptime,
+}
+
+impl RouteId {
+    /// Whether the route changes desired state (what belongs in Git): refused with 403
+    /// `gitops_read_only` while `spec.mode.gitOpsReadOnly` is true. Silences created or
+    /// expired through the API are desired state (they decide what is notified, like
+    /// Silence resources). Acknowledging, updating and resolving incidents, logins and
+    /// push heartbeats are operations on the running system and stay allowed.
+    pub fn changes_desired_state(self) -> bool {
+        match self {
+            RouteId::SilenceCreate | RouteId::SilenceExpire => true,
+            RouteId::Login
+            | RouteId::Logout
+            | RouteId::Me
+            | RouteId::Monitors
+            | RouteId::Monitor
+            | RouteId::Incidents
+            | RouteId::IncidentAcknowledge
+            | RouteId::IncidentUpdate
+            | RouteId::IncidentResolve
+            | RouteId::Silences
+            | RouteId::OpenApi
+            | RouteId::Push
+            | RouteId::Metrics
+            | RouteId::Health
+            | RouteId::Ready
+            | RouteId::StatusPage
+            | RouteId::Badge
+            | RouteId::Uptime => false,
+        }
+    }
 }
 
 /// One row of the table.
@@ -546,6 +577,28 @@ pub async fn dispatch(
         Guard::Public => route.id == R::Login,
         Guard::Principal | Guard::Role(..) => by_cookie && csrf::changes_state(req.method()),
     };
+    // `spec.auth.mode: disabled`: logins and every write through the table are refused
+    // (push, answered before the table, stays open); reads are the anonymous viewer's.
+    if route.guard != Guard::Public || route.id == R::Login {
+        let writes = route.id == R::Login || route.method != Verb::Get;
+        if writes && ctx.auth.auth_disabled() {
+            tracing::info!(%peer, path = route.pattern, "write refused: auth.mode is disabled");
+            return if route.id == R::Login {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "auth_disabled",
+                    "login is refused: auth.mode is disabled (KubeKumaSettings spec.auth.mode); the API is read-only without login",
+                )
+                .into_reply()
+            } else {
+                auth_disabled_error().into_reply()
+            };
+        }
+    }
+    if route.id.changes_desired_state() && ctx.catalog.borrow().effective.git_ops_read_only {
+        tracing::info!(%peer, path = route.pattern, "write refused: gitOpsReadOnly");
+        return git_ops_read_only_error().into_reply();
+    }
     if forgeable
         && let Err(e) = csrf::check(req.headers(), req.uri().authority().map(|a| a.as_str()))
     {
@@ -621,6 +674,17 @@ pub async fn dispatch(
         R::Push | R::Health | R::Ready => Err(ApiError::not_found("no such route")),
     };
     answer.unwrap_or_else(ApiError::into_reply)
+}
+
+/// 403 for a route that changes desired state while `spec.mode.gitOpsReadOnly` is true.
+pub fn git_ops_read_only_error() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "gitops_read_only",
+        "refused: KubeKumaSettings spec.mode.gitOpsReadOnly is true, so desired state \
+         (silences included) changes only through manifests in Git; incidents can still be \
+         acknowledged, updated and resolved",
+    )
 }
 
 /// Whether a twin route is served under the catalog's `spec.publicEndpoints`:

@@ -133,8 +133,20 @@ fn operation(r: &RouteDef) -> Value {
     ) {
         responses.insert("409".into(), error_response("conflict"));
     }
+    // Why a 403 may come, in the order they are checked.
+    let mut forbidden: Vec<&str> = Vec::new();
+    if (r.guard != Guard::Public && r.method != Verb::Get) || r.id == RouteId::Login {
+        forbidden.push("auth_disabled: spec.auth.mode is disabled");
+    }
+    if r.id.changes_desired_state() {
+        forbidden.push("gitops_read_only: spec.mode.gitOpsReadOnly is true");
+    }
     let mut op = Map::new();
     op.insert("summary".into(), json!(r.summary));
+    op.insert(
+        "x-kubekuma-changes-desired-state".into(),
+        json!(r.id.changes_desired_state()),
+    );
     op.insert(
         "operationId".into(),
         json!(format!("{:?}{}", r.id, r.method.as_str())),
@@ -167,13 +179,19 @@ fn operation(r: &RouteDef) -> Value {
             );
             responses.insert("401".into(), error_response("no valid credentials"));
             if let Guard::Role(area, access) = r.guard {
-                responses.insert("403".into(), error_response("the role lacks access"));
+                forbidden.push("the role lacks access");
                 op.insert(
                     "x-kubekuma-access".into(),
                     json!({"area": format!("{area:?}"), "access": format!("{access:?}")}),
                 );
             }
         }
+    }
+    if r.id == RouteId::Login {
+        forbidden.push("local_login_disabled: spec.auth.local.enabled is false");
+    }
+    if !forbidden.is_empty() && !responses.contains_key("403") {
+        responses.insert("403".into(), error_response(&forbidden.join("; ")));
     }
     op.insert("responses".into(), Value::Object(responses));
     Value::Object(op)
@@ -195,7 +213,7 @@ pub fn document() -> Value {
         "info": {
             "title": "KubeKuma agent API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Admin API, push endpoint, health, metrics and the dynamic twins of the static status site. Errors are {\"error\": {\"code\", \"message\"}} with stable codes.",
+            "description": "Admin API, push endpoint, health, metrics and the dynamic twins of the static status site. Errors are {\"error\": {\"code\", \"message\"}} with stable codes. With KubeKumaSettings spec.mode.gitOpsReadOnly, operations marked x-kubekuma-changes-desired-state (creating and expiring silences) answer 403 gitops_read_only; acknowledging, updating and resolving incidents and push heartbeats stay allowed. With spec.auth.mode disabled, reads need no login (a viewer of every namespace) and login, logout and every other write answer 403 auth_disabled.",
         },
         "paths": paths,
         "components": {

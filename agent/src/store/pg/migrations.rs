@@ -243,6 +243,12 @@ CREATE TABLE auth_activity (
     r#"
 ALTER TABLE sessions ADD COLUMN previous_login_at BIGINT;
 "#,
+    // 3: SQLite's 6: daily rollups (`retention.downsample.resolution: daily`).
+    r#"
+ALTER TABLE heartbeat_rollups DROP CONSTRAINT heartbeat_rollups_resolution_check;
+ALTER TABLE heartbeat_rollups ADD CONSTRAINT heartbeat_rollups_resolution_check
+  CHECK (resolution IN ('hour', 'day'));
+"#,
 ];
 
 /// Why migrating failed.

@@ -4,23 +4,24 @@
 
 use std::collections::BTreeMap;
 
+use kubekuma_crds::EffectiveSettings;
+use kubekuma_crds::settings::DownsampleResolution;
+
 use super::super::RetentionReport;
 use super::super::convert::{Fail, days_ms};
-use super::super::retention::DELETE_BATCH;
-use super::super::rollups::{Acc, DAY_MS, HOUR_MS, RESOLUTION_HOUR};
+use super::super::retention::{DELETE_BATCH, downsample_cutoff};
+use super::super::rollups::{Acc, DAY_MS, HOUR_MS, RESOLUTION_DAY, RESOLUTION_HOUR, RollupRow};
 use super::Pg;
 use super::rollups::{self, Which};
 
-/// Retention at `now` (unix ms) with the given settings.
+/// Retention at `now` (unix ms) with `settings`, as `Store::apply_retention`.
 pub(crate) async fn apply(
     pg: &Pg,
     now: i64,
-    heartbeats_days: i64,
-    incidents_days: i64,
-    downsample_after_days: Option<i64>,
+    settings: &EffectiveSettings,
 ) -> Result<RetentionReport, Fail> {
-    let keep_from = now.saturating_sub(days_ms(heartbeats_days));
-    let incidents_from = now.saturating_sub(days_ms(incidents_days));
+    let keep_from = now.saturating_sub(days_ms(settings.heartbeats_days));
+    let incidents_from = now.saturating_sub(days_ms(settings.incidents_days));
     let mut report = RetentionReport::default();
     let batch = u64::try_from(DELETE_BATCH).unwrap_or(u64::MAX);
 
@@ -39,9 +40,8 @@ pub(crate) async fn apply(
         let n = c
             .execute(
                 "DELETE FROM heartbeat_rollups
-                 WHERE monitor_namespace = $1 AND monitor_name = $2 AND resolution = $3
-                   AND bucket_start < $4",
-                &[&ns, &name, &RESOLUTION_HOUR, &keep_from],
+                 WHERE monitor_namespace = $1 AND monitor_name = $2 AND bucket_start < $3",
+                &[&ns, &name, &keep_from],
             )
             .await?;
         report.deleted_rollups += n;
@@ -55,15 +55,31 @@ pub(crate) async fn apply(
         )
         .await?;
 
-    if let Some(after) = downsample_after_days {
-        let cutoff = now.saturating_sub(days_ms(after)).div_euclid(HOUR_MS) * HOUR_MS;
-        for (ns, name) in rollups::monitors_in(&pg.client().await?, "heartbeats").await? {
+    if settings.downsample_enabled {
+        let resolution = settings.downsample_resolution;
+        let cutoff = downsample_cutoff(now, days_ms(settings.downsample_after_days), resolution);
+        let mut monitors = rollups::monitors_in(&pg.client().await?, "heartbeats").await?;
+        if resolution == DownsampleResolution::Daily {
+            // Hourly rows of earlier runs (or of the hourly resolution) become daily too.
+            monitors.extend(rollups::monitors_in(&pg.client().await?, "heartbeat_rollups").await?);
+            monitors.sort();
+            monitors.dedup();
+        }
+        for (ns, name) in monitors {
             loop {
-                let n = downsample_batch(pg, &ns, &name, cutoff).await?;
-                if n == 0 {
+                let (raw, hours) = match resolution {
+                    DownsampleResolution::Hourly => {
+                        (downsample_batch(pg, &ns, &name, cutoff).await?, 0)
+                    }
+                    DownsampleResolution::Daily => {
+                        downsample_day_batch(pg, &ns, &name, cutoff).await?
+                    }
+                };
+                if raw == 0 && hours == 0 {
                     break;
                 }
-                report.downsampled_heartbeats += n;
+                report.downsampled_heartbeats += raw;
+                report.merged_hourly_rollups += hours;
             }
         }
     }
@@ -107,6 +123,88 @@ async fn downsample_batch(pg: &Pg, ns: &str, name: &str, cutoff: i64) -> Result<
     let (hours, n): (BTreeMap<i64, Acc>, u64) = rollups::raw_hours(&tx, &which, from, to).await?;
     let mut merged = hours;
     rollups::stored_into_existing(&tx, &which, from, to, &mut merged).await?;
+    for (start, acc) in merged {
+        put_row(&tx, ns, name, RESOLUTION_HOUR, start, &acc.into_row()).await?;
+    }
+    tx.execute(
+        "DELETE FROM heartbeats
+         WHERE monitor_namespace = $1 AND monitor_name = $2 AND checked_at >= $3
+           AND checked_at < $4",
+        &[&ns, &name, &from, &to],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Downsample the oldest UTC day of one monitor before `cutoff` (a day boundary) into
+/// one daily row, in one transaction: its raw heartbeats, its hourly rows and any daily
+/// row already stored for it become that day's row; the raw heartbeats and hourly rows
+/// are deleted. Returns how many raw heartbeats and hourly rows it replaced.
+async fn downsample_day_batch(
+    pg: &Pg,
+    ns: &str,
+    name: &str,
+    cutoff: i64,
+) -> Result<(u64, u64), Fail> {
+    let mut c = pg.client().await?;
+    let tx = c.transaction().await?;
+    let oldest: Option<i64> = tx
+        .query_one(
+            "SELECT MIN(t) FROM (
+               SELECT MIN(checked_at) AS t FROM heartbeats
+               WHERE monitor_namespace = $1 AND monitor_name = $2 AND checked_at < $3
+               UNION ALL
+               SELECT MIN(bucket_start) AS t FROM heartbeat_rollups
+               WHERE monitor_namespace = $1 AND monitor_name = $2 AND resolution = $4
+                 AND bucket_start < $3) AS oldest",
+            &[&ns, &name, &cutoff, &RESOLUTION_HOUR],
+        )
+        .await?
+        .try_get(0)?;
+    let Some(oldest) = oldest else {
+        return Ok((0, 0));
+    };
+    let from = oldest.div_euclid(DAY_MS) * DAY_MS;
+    let to = from.saturating_add(DAY_MS).min(cutoff);
+    let which = Which::One(ns, name);
+    let (acc, raw) = rollups::raw_whole(&tx, &which, from, to).await?;
+    let mut acc = acc.unwrap_or_default();
+    let hours = rollups::stored_rows(&tx, &which, &[RESOLUTION_HOUR], from, to).await?;
+    for (_, _, row) in &hours {
+        acc.add_row(row);
+    }
+    for (_, _, row) in rollups::stored_rows(&tx, &which, &[RESOLUTION_DAY], from, to).await? {
+        acc.add_row(&row);
+    }
+    put_row(&tx, ns, name, RESOLUTION_DAY, from, &acc.into_row()).await?;
+    tx.execute(
+        "DELETE FROM heartbeats
+         WHERE monitor_namespace = $1 AND monitor_name = $2 AND checked_at >= $3
+           AND checked_at < $4",
+        &[&ns, &name, &from, &to],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM heartbeat_rollups
+         WHERE monitor_namespace = $1 AND monitor_name = $2 AND resolution = $3
+           AND bucket_start >= $4 AND bucket_start < $5",
+        &[&ns, &name, &RESOLUTION_HOUR, &from, &to],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((raw, u64::try_from(hours.len()).unwrap_or(u64::MAX)))
+}
+
+/// Write (replace) one row of `resolution`.
+async fn put_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ns: &str,
+    name: &str,
+    resolution: &str,
+    start: i64,
+    row: &RollupRow,
+) -> Result<(), Fail> {
     let put = tx
         .prepare_cached(
             "INSERT INTO heartbeat_rollups
@@ -123,37 +221,26 @@ async fn downsample_batch(pg: &Pg, ns: &str, name: &str, cutoff: i64) -> Result<
         )
         .await?;
     let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    for (start, acc) in merged {
-        let row = acc.into_row();
-        tx.execute(
-            &put,
-            &[
-                &ns,
-                &name,
-                &RESOLUTION_HOUR,
-                &start,
-                &i(row.up),
-                &i(row.down),
-                &i(row.flapping),
-                &i(row.pending),
-                &i(row.paused),
-                &i(row.maintenance),
-                &i(row.latency_count),
-                &row.latency_min,
-                &row.latency_avg,
-                &row.latency_p95,
-                &row.latency_max,
-            ],
-        )
-        .await?;
-    }
     tx.execute(
-        "DELETE FROM heartbeats
-         WHERE monitor_namespace = $1 AND monitor_name = $2 AND checked_at >= $3
-           AND checked_at < $4",
-        &[&ns, &name, &from, &to],
+        &put,
+        &[
+            &ns,
+            &name,
+            &resolution,
+            &start,
+            &i(row.up),
+            &i(row.down),
+            &i(row.flapping),
+            &i(row.pending),
+            &i(row.paused),
+            &i(row.maintenance),
+            &i(row.latency_count),
+            &row.latency_min,
+            &row.latency_avg,
+            &row.latency_p95,
+            &row.latency_max,
+        ],
     )
     .await?;
-    tx.commit().await?;
-    Ok(n)
+    Ok(())
 }

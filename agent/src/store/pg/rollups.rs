@@ -13,7 +13,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::super::convert::{Fail, count, parse_enum, parse_opt_enum, time};
-use super::super::rollups::{Acc, Buckets, HOUR_MS, RESOLUTION_HOUR, RollupRow};
+use super::super::rollups::{
+    Acc, Buckets, DAY_MS, HOUR_MS, RESOLUTION_DAY, RESOLUTION_HOUR, RollupRow,
+};
 use super::Pg;
 
 /// Monitors with rows in `table`, found by skipping through its primary key (a loose
@@ -100,14 +102,15 @@ fn size_of(buckets: Buckets) -> i64 {
     }
 }
 
-async fn stored_rows(
+/// Stored rows of `resolutions` with `bucket_start` in `[from, to)`.
+pub(crate) async fn stored_rows(
     c: &impl GenericClient,
     which: &Which<'_>,
+    resolutions: &[&str],
     from: i64,
     to: i64,
 ) -> Result<Vec<((String, String), i64, RollupRow)>, Fail> {
-    let resolution = RESOLUTION_HOUR;
-    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&from, &to, &resolution];
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&from, &to, &resolutions];
     push_monitor(which, &mut args);
     let m = monitors_of(which, "heartbeat_rollups", 4);
     let rows = c
@@ -119,7 +122,7 @@ async fn stored_rows(
                  FROM m CROSS JOIN LATERAL (
                    SELECT * FROM heartbeat_rollups h
                    WHERE h.monitor_namespace = m.ns AND h.monitor_name = m.name
-                     AND h.resolution = $3::text AND h.bucket_start >= $1::bigint
+                     AND h.resolution = ANY($3::text[]) AND h.bucket_start >= $1::bigint
                      AND h.bucket_start < $2::bigint) r
                  ORDER BY 1, 2, 3"
             ),
@@ -145,7 +148,12 @@ async fn stored_into(
     buckets: Buckets,
     out: &mut ByMonitor,
 ) -> Result<(), Fail> {
-    for (key, start, row) in stored_rows(c, which, from, to).await? {
+    // Buckets shorter than a day cannot hold a daily row: those days are not shown.
+    let resolutions: &[&str] = match buckets {
+        Buckets::Every(size) if size < DAY_MS => &[RESOLUTION_HOUR],
+        Buckets::Whole | Buckets::Every(_) => &[RESOLUTION_HOUR, RESOLUTION_DAY],
+    };
+    for (key, start, row) in stored_rows(c, which, resolutions, from, to).await? {
         let bucket = match buckets {
             Buckets::Whole => from,
             Buckets::Every(size) => start.div_euclid(size) * size,
@@ -267,12 +275,25 @@ pub(crate) async fn stored_into_existing(
     to: i64,
     hours: &mut BTreeMap<i64, Acc>,
 ) -> Result<(), Fail> {
-    for (_, start, row) in stored_rows(c, which, from, to).await? {
+    for (_, start, row) in stored_rows(c, which, &[RESOLUTION_HOUR], from, to).await? {
         if let Some(acc) = hours.get_mut(&start) {
             acc.add_row(&row);
         }
     }
     Ok(())
+}
+
+/// One accumulator of one monitor's raw heartbeats in `[from, to)`, keyed by `from`,
+/// and how many heartbeats it holds.
+pub(crate) async fn raw_whole(
+    c: &impl GenericClient,
+    which: &Which<'_>,
+    from: i64,
+    to: i64,
+) -> Result<(Option<Acc>, u64), Fail> {
+    let mut out = ByMonitor::new();
+    let n = raw_into(c, which, from, to, Buckets::Whole, &mut out).await?;
+    Ok((out.pop_first().and_then(|(_, mut b)| b.remove(&from)), n))
 }
 
 /// Rollups of one monitor over `[from, to)` in `buckets`.
