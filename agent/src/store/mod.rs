@@ -9,6 +9,11 @@
 //!
 //! Times are stored as INTEGER unix milliseconds. Schema changes are numbered
 //! migrations in [`migrations`].
+//!
+//! A second backend, PostgreSQL ([`pg`]: a pool, its own migrations, a heartbeat task
+//! writing batches), answers the same methods: each method first hands a PostgreSQL
+//! store to its `pg::` twin. Not yet selectable through `DATABASE_URL` (tests open it
+//! with [`Store::open_postgres_for_tests`]; see `pg/HANDOFF.md`).
 
 mod api_silences;
 mod audit;
@@ -536,11 +541,6 @@ impl Store {
             Backend::Postgres(pg) => Some(pg),
             Backend::Sqlite { .. } => None,
         }
-    }
-
-    /// Whether the store is PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        self.pg().is_some()
     }
 
     /// SQLite's writer channel and readers (`NotOnPostgres` for PostgreSQL: an
