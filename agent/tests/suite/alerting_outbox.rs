@@ -30,6 +30,8 @@ use kubekuma_crds::results::FailureReason;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::common::backends::{Db, backends};
+
 /// A webhook receiver: `/ok` answers 200, `/reject` 400, `/flaky` 500 for its first
 /// `flaky_failures` requests and 200 after, `/slow` waits until `release` is notified.
 struct Hooks {
@@ -344,41 +346,43 @@ async fn temporary_failures_give_up_after_max_attempts() {
 
 #[tokio::test]
 async fn crash_with_pending_deliveries_then_restart_sends_each_once() {
-    let hooks = Hooks::start(0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.db");
-    let snap = catalog(hooks.addr, &["ok"], "");
+    // On every store backend: with PostgreSQL, the second life may be another replica.
+    for backend in backends() {
+        let hooks = Hooks::start(0).await;
+        let db = Db::new(backend).await;
+        let snap = catalog(hooks.addr, &["ok"], "");
 
-    // First life: the event is recorded, then the process dies before the worker sent it
-    // (no worker runs; the store is dropped without closing, as in a crash).
-    {
-        let run = start(Store::open(&path).unwrap(), snap.clone(), false).await;
-        assert_eq!(run.handle(down(), None, Utc::now()).await, 1);
+        // First life: the event is recorded, then the process dies before the worker sent it
+        // (no worker runs; the store is dropped without closing, as in a crash).
+        {
+            let run = start(db.open().await, snap.clone(), false).await;
+            assert_eq!(run.handle(down(), None, Utc::now()).await, 1);
+            assert_eq!(
+                status_of(&run.deliveries().await, "ok"),
+                Some(DeliveryStatus::Pending)
+            );
+            run.worker.abort();
+            run.store.flush().await.unwrap();
+        }
+        assert!(hooks.received("/ok").is_empty());
+
+        // Second life: the worker finds the pending row and sends it once.
+        let run = start(db.open().await, snap, true).await;
+        run.until("the pending delivery to be sent", |d| {
+            status_of(d, "ok") == Some(DeliveryStatus::Sent)
+        })
+        .await;
+        // The gate came back from the database: the same alert within the window is deduped.
+        run.handle(down(), None, Utc::now()).await;
+        let d = run.deliveries().await;
         assert_eq!(
-            status_of(&run.deliveries().await, "ok"),
-            Some(DeliveryStatus::Pending)
+            d.iter().map(|x| x.status).collect::<Vec<_>>(),
+            vec![DeliveryStatus::Sent, DeliveryStatus::Deduped]
         );
-        run.worker.abort();
-        run.store.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(hooks.received("/ok").len(), 1, "{db:?}");
+        run.stop().await;
     }
-    assert!(hooks.received("/ok").is_empty());
-
-    // Second life: the worker finds the pending row and sends it once.
-    let run = start(Store::open(&path).unwrap(), snap, true).await;
-    run.until("the pending delivery to be sent", |d| {
-        status_of(d, "ok") == Some(DeliveryStatus::Sent)
-    })
-    .await;
-    // The gate came back from the database: the same alert within the window is deduped.
-    run.handle(down(), None, Utc::now()).await;
-    let d = run.deliveries().await;
-    assert_eq!(
-        d.iter().map(|x| x.status).collect::<Vec<_>>(),
-        vec![DeliveryStatus::Sent, DeliveryStatus::Deduped]
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(hooks.received("/ok").len(), 1);
-    run.stop().await;
 }
 
 #[tokio::test]
@@ -676,32 +680,35 @@ async fn expiring_certificates_notify_when_the_day_count_changes() {
 /// suppresses like a Silence resource; once expired it no longer does.
 #[tokio::test]
 async fn silences_created_through_the_api_are_honoured() {
-    let hooks = Hooks::start(0).await;
-    let store = Store::open_url("sqlite::memory:").unwrap();
-    let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), true).await;
-    let now = Utc::now();
-    let spec: kubekuma_crds::SilenceSpec = serde_json::from_value(serde_json::json!({
-        "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
-        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
-        "reason": "database migration",
-        "selector": {"matchLabels": {"team": "core"}},
-    }))
-    .unwrap();
-    let silence = ObjKey::new("prod", "migration");
-    store
-        .create_api_silence(&silence, &spec, "user:prod/ann", now)
-        .await
+    for backend in backends() {
+        let hooks = Hooks::start(0).await;
+        let db = Db::new(backend).await;
+        let store = db.open().await;
+        let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), true).await;
+        let now = Utc::now();
+        let spec: kubekuma_crds::SilenceSpec = serde_json::from_value(serde_json::json!({
+            "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+            "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "reason": "database migration",
+            "selector": {"matchLabels": {"team": "core"}},
+        }))
         .unwrap();
-    let snap = run.catalog.borrow().clone();
-    let handled = run.alerter.handle(&snap, &key(), None, down(), now).await;
-    let s = handled.suppressed.expect("suppressed by the API silence");
-    assert!(s.to_string().contains("database migration"), "{s}");
-    assert!(run.deliveries().await.is_empty());
+        let silence = ObjKey::new("prod", "migration");
+        store
+            .create_api_silence(&silence, &spec, "user:prod/ann", now)
+            .await
+            .unwrap();
+        let snap = run.catalog.borrow().clone();
+        let handled = run.alerter.handle(&snap, &key(), None, down(), now).await;
+        let s = handled.suppressed.expect("suppressed by the API silence");
+        assert!(s.to_string().contains("database migration"), "{s}");
+        assert!(run.deliveries().await.is_empty());
 
-    store.expire_api_silence(&silence, now).await.unwrap();
-    let later = now + chrono::Duration::seconds(1);
-    let handled = run.alerter.handle(&snap, &key(), None, down(), later).await;
-    assert_eq!(handled.suppressed, None);
-    assert_eq!(handled.deliveries.len(), 1);
-    run.stop().await;
+        store.expire_api_silence(&silence, now).await.unwrap();
+        let later = now + chrono::Duration::seconds(1);
+        let handled = run.alerter.handle(&snap, &key(), None, down(), later).await;
+        assert_eq!(handled.suppressed, None);
+        assert_eq!(handled.deliveries.len(), 1, "{db:?}");
+        run.stop().await;
+    }
 }
