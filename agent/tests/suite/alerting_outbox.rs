@@ -3,7 +3,8 @@
 //! by an in-process hyper server (flaky, slow, refusing and healthy endpoints).
 //! Covers retries with backoff, a slow provider not holding up the others, outcomes
 //! recorded, suppression marking the incident, reminders, template fallbacks, and a
-//! crash and restart with deliveries pending (sent once, dedupe remembered).
+//! crash and restart with deliveries pending (sent once, dedupe remembered). The crash
+//! and restart and the API silences also run on PostgreSQL.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

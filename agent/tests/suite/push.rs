@@ -1,7 +1,8 @@
 //! Push monitors end to end: an agent started with `runtime::run` on a folder of
 //! manifests, pushed to over HTTP on 127.0.0.1 (`/api/v1/push/<token>`), observed through
 //! its SQLite database and its exported objects; and the push hub's pieces on their own
-//! (generated tokens in the live view, a miss overtaken by a push).
+//! (generated tokens in the live view and kept by the store, on SQLite and PostgreSQL; a
+//! miss overtaken by a push).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ use kubekuma_crds::objects::{AgentState, keys};
 use kubekuma_crds::{EffectiveSettings, MonitorSpec};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, watch};
+
+use crate::common::backends::{Db, backends};
 
 const SETTINGS: &str = "apiVersion: monitoring.kubekuma.io/v1
 kind: KubeKumaSettings
@@ -501,6 +504,44 @@ async fn generated_tokens_reach_the_live_view_and_stay() {
     );
     sync::sync_push(&hub, &plans, &live).await;
     assert_ne!(token_of("gen"), Some(token));
+}
+
+/// A generated token lives in the store: another agent on the same database (a
+/// restart, or with PostgreSQL a standby taking over) serves the same push URL.
+#[tokio::test]
+async fn a_generated_token_survives_a_new_agent_on_the_same_store() {
+    for backend in backends() {
+        let db = Db::new(backend).await;
+        let plans = [plan("gen", "{}")];
+        let token_in = |live: &Mutex<Live>| {
+            live.lock()
+                .unwrap()
+                .monitors
+                .get(&ObjKey::new("e2e", "gen"))
+                .and_then(|m| m.push_token.clone())
+                .expect("a generated token")
+        };
+        let first = {
+            let store = db.open().await;
+            let (tx, _rx) = mpsc::channel(16);
+            let hub = PushHub::new(store.clone(), tx);
+            let live = Mutex::new(Live::default());
+            sync::sync_push(&hub, &plans, &live).await;
+            store.close().await.unwrap();
+            token_in(&live)
+        };
+        let store = db.open().await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let hub = PushHub::new(store.clone(), tx);
+        let live = Mutex::new(Live::default());
+        sync::sync_push(&hub, &plans, &live).await;
+        assert_eq!(token_in(&live), first, "{db:?}");
+        let up = Report::parse(None).unwrap();
+        let key = hub.receive(first.expose(), &up, Utc::now()).await.unwrap();
+        assert_eq!(key, ObjKey::new("e2e", "gen"));
+        assert!(rx.recv().await.unwrap().outcome.up);
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
