@@ -10,6 +10,7 @@
 //! - [`manifests`]: what `kubekuma hash-password` and `kubekuma api-key create` print.
 //! - `login`: the login flow with its rate limits (`limiter`).
 //! - [`csrf`]: what a cookie-authenticated write must carry.
+//! - [`oidc`]: OpenID Connect logins (`auth.mode: oidc`) ending in the same sessions.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,6 +34,7 @@ pub mod jwt;
 mod limiter;
 mod login;
 pub mod manifests;
+pub mod oidc;
 pub mod password;
 pub mod totp;
 
@@ -107,6 +109,8 @@ pub struct Auth {
     /// The last TOTP step accepted per user: a code is accepted once.
     totp_steps: Mutex<HashMap<String, u64>>,
     last_purge: Mutex<Option<Instant>>,
+    /// OpenID Connect: the provider's client, discovery cache, exchange bound.
+    oidc: oidc::Oidc,
 }
 
 impl std::fmt::Debug for Auth {
@@ -200,6 +204,7 @@ impl Auth {
             )),
             totp_steps: Mutex::new(HashMap::new()),
             last_purge: Mutex::new(None),
+            oidc: oidc::Oidc::new(),
             config,
             store,
             catalog,
@@ -274,6 +279,9 @@ impl Auth {
             return Err(refused());
         };
         let snap = self.snapshot();
+        if oidc::is_oidc_id(&row.user_id) {
+            return self.oidc_principal(&snap, row);
+        }
         let user = parse_id(&row.user_id).and_then(|k| snap.local_users.get(&k).map(|u| (k, u)));
         let Some((key, user)) = user else {
             tracing::info!(user = %row.user_id, "session refused: the LocalUser no longer exists");
@@ -300,6 +308,12 @@ impl Auth {
 
     /// [`Auth::login`], also saying who logged in (for the audit record).
     pub async fn log_in(&self, headers: &HeaderMap, body: &[u8], peer: IpAddr) -> Login {
+        if let Some(e) = self.local_login_refused() {
+            return Login {
+                reply: e.into_reply(),
+                user_id: None,
+            };
+        }
         match self.login_inner(headers, body, peer).await {
             Ok((reply, user_id)) => Login {
                 reply,
@@ -348,6 +362,11 @@ impl Auth {
                 "username": principal.username,
                 "role": principal.role.as_str(),
                 "namespace": principal.namespace,
+                "authSource": match principal.kind {
+                    PrincipalKind::ApiKey => "apiKey",
+                    PrincipalKind::Session(_) if oidc::is_oidc_id(&principal.id) => "oidc",
+                    PrincipalKind::Session(_) => "local",
+                },
                 "lastLoginAt": last.map(rfc3339),
             }),
         )
