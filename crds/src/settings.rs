@@ -105,8 +105,8 @@ pub struct OidcSettings {
     /// Client ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Secret key holding the client secret (in the settings' namespace). Without it the
-    /// agent is a public client (PKCE only).
+    /// Secret key holding the client secret, in the agent's own namespace. Without it
+    /// the agent is a public client (PKCE only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
     /// The agent's callback as the provider knows it: its public URL followed by

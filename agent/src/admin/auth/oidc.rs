@@ -18,7 +18,7 @@
 //!
 //! Calls to the provider go through the workspace's reqwest (no redirects followed,
 //! timeouts, bodies up to [`MAX_BODY`] bytes). The client secret comes from the Secret
-//! that `spec.auth.oidc.clientSecretRef` names, in the settings' namespace, and is never
+//! that `spec.auth.oidc.clientSecretRef` names, in the agent's home namespace, and is never
 //! logged or put in an error. OIDC principals are of the home namespace (they act on
 //! every namespace, as far as their role allows); their session ID is `oidc:<sub>`.
 
@@ -189,7 +189,9 @@ pub struct Settings {
 impl Settings {
     /// The OIDC settings of `snap`: `Ok(None)` unless `auth.mode` is oidc; an error naming
     /// the field when something a login needs is missing.
-    pub fn of(snap: &Snapshot) -> Result<Option<Settings>, String> {
+    /// The Secret of `clientSecretRef` is read in `home`, the agent's own namespace (the
+    /// settings are cluster-wide).
+    pub fn of(snap: &Snapshot, home: &str) -> Result<Option<Settings>, String> {
         if snap.effective.auth_mode != AuthMode::Oidc {
             return Ok(None);
         }
@@ -205,9 +207,7 @@ impl Settings {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| format!("spec.auth.oidc.{field} is not set"))
         };
-        let namespace = settings
-            .and_then(|s| s.metadata.namespace.as_deref())
-            .unwrap_or("default");
+        let namespace = home;
         let client_secret = match &o.client_secret_ref {
             None => None,
             Some(r) => match snap.secrets.get(namespace, &r.name, &r.key) {
@@ -564,7 +564,7 @@ pub struct Callback {
 impl Auth {
     /// The OIDC settings of the current catalog (`None` unless `auth.mode` is oidc).
     fn oidc_settings(&self) -> Result<Option<Settings>, ApiError> {
-        Settings::of(&self.snapshot()).map_err(|why| {
+        Settings::of(&self.snapshot(), &self.config.home_namespace).map_err(|why| {
             tracing::error!("OIDC login refused: {why}");
             unavailable(format!("OIDC login is misconfigured: {why}"))
         })
@@ -629,7 +629,7 @@ impl Auth {
     pub async fn oidc_watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut catalog = self.catalog.clone();
         loop {
-            let wait = match Settings::of(&self.snapshot()) {
+            let wait = match Settings::of(&self.snapshot(), &self.config.home_namespace) {
                 Ok(Some(s)) => match self.oidc.metadata(&s.issuer).await {
                     Ok(_) => None,
                     Err(_) => Some(RETRY_AFTER),
