@@ -2,7 +2,7 @@
 //! `common/oidc_provider.rs`): the whole browser flow through the agent's listener
 //! (login → the provider's login and consent forms → callback → session), groups mapped
 //! to roles, sessions of the same kind as local logins (me, Bearer, logout), and the
-//! attacks: a wrong `state`, a forged or expired login cookie, a replayed code, a user in
+//! attacks: ID tokens changed on the way (claims, `alg: none`, signature), a wrong `state`, a forged or expired login cookie, a replayed code, a user in
 //! no mapped group, a provider's refusal, an open redirect through `next`, password logins
 //! while the mode is oidc, an unreachable provider.
 
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use url::Url;
 
-use crate::common::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider, free_port};
+use crate::common::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider, Tamper, free_port};
 
 const SECRET: &str = "an-hs256-key-for-oidc-tests-that-is-long-enough";
 
@@ -555,4 +555,35 @@ async fn unreachable_provider() {
     assert!(message.contains(&issuer), "{message}");
     let r = plain().get(agent.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A man in the middle between the agent and the provider changes the ID token: raised
+/// groups with the signature kept, `alg: none`, a broken signature. Each is refused
+/// (502, no session); the same relay passing tokens on unchanged logs in.
+#[tokio::test]
+async fn tampered_id_tokens_are_refused() {
+    let agent = Agent::start().await;
+    let Some(provider) = OidcProvider::start_behind_relay(&agent.redirect_url(), &accounts()).await
+    else {
+        return;
+    };
+    agent.configure(&provider.issuer(), "oidc", "");
+    let raise = json!({"groups": ["platform-admins"]});
+    for tamper in [
+        Tamper::Claims(raise.clone()),
+        Tamper::AlgNone(raise.clone()),
+        Tamper::Signature,
+    ] {
+        provider.tamper(Some(tamper.clone()));
+        let (_, r) = log_in(&agent, "mallory").await;
+        let body = refused(r, StatusCode::BAD_GATEWAY, "oidc_invalid_token").await;
+        let message = body["error"]["message"].as_str().unwrap().to_lowercase();
+        assert!(message.contains("signature"), "{tamper:?}: {body}");
+    }
+    provider.tamper(None);
+    let (b, r) = log_in(&agent, "alice").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (s, me) = me(&b, &agent, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["role"], "admin");
 }
