@@ -9,6 +9,8 @@
 //   ISSUER                the issuer URL (default http://127.0.0.1:PORT)
 //   CLIENT_ID, CLIENT_SECRET, REDIRECT_URI   the one client
 //   ACCOUNTS              JSON: {"<login>": {"email": …, "groups": […]}, …}
+//   GROUPS_IN_USERINFO    "1": the ID token carries only `sub` (and what the protocol
+//                         needs); the scopes' claims, groups included, come from UserInfo
 // Prints "listening <port>" on stdout once it accepts connections.
 
 import { generateKeyPairSync } from 'node:crypto';
@@ -53,8 +55,9 @@ const provider = new Provider(issuer, {
     email: ['email', 'email_verified'],
     groups: ['groups'],
   },
-  // The scopes' claims go into the ID token itself, as Keycloak and Dex do.
-  conformIdTokenClaims: false,
+  // The scopes' claims go into the ID token itself, as Keycloak and Dex do, unless
+  // GROUPS_IN_USERINFO asks for the spec's default (UserInfo only, as Okta does).
+  conformIdTokenClaims: process.env.GROUPS_IN_USERINFO === '1',
   features: { devInteractions: { enabled: true } },
   async findAccount(ctx, id) {
     const a = accounts[id];

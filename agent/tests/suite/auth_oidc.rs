@@ -587,3 +587,26 @@ async fn tampered_id_tokens_are_refused() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(me["role"], "admin");
 }
+
+/// A provider that keeps groups (and names) out of the ID token, as the spec's default
+/// and Okta do: the groups come from its UserInfo endpoint, and still map to roles.
+#[tokio::test]
+async fn groups_from_userinfo() {
+    let agent = Agent::start().await;
+    let Some(provider) =
+        OidcProvider::start_with_groups_in_userinfo(&agent.redirect_url(), &accounts()).await
+    else {
+        return;
+    };
+    agent.configure(&provider.issuer(), "oidc", "");
+    for (login, role) in [("alice", "admin"), ("carol", "viewer")] {
+        let (b, r) = log_in(&agent, login).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{login}");
+        let (s, me) = me(&b, &agent, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(me["role"], role, "{me}");
+        assert_eq!(me["id"], format!("oidc:{login}"));
+    }
+    let (_, r) = log_in(&agent, "mallory").await;
+    refused(r, StatusCode::FORBIDDEN, "oidc_no_role").await;
+}

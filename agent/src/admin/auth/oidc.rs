@@ -3,7 +3,8 @@
 //! the authorization code flow with PKCE (S256), `state` and `nonce`, and ID-token
 //! validation (signature against the provider's keys, issuer, audience, expiry, nonce).
 //! The user's groups (`spec.auth.oidc.groupsClaim`) map to a role through
-//! `spec.auth.oidc.roleMapping`; a user in no mapped group is refused.
+//! `spec.auth.oidc.roleMapping` (when the ID token lacks that claim, it is read from the
+//! provider's UserInfo endpoint for the same subject); a user in no mapped group is refused.
 //!
 //! - `GET /api/v1/auth/oidc/login[?next=/path]`: 303 to the provider. The flow's
 //!   `state`, `nonce`, PKCE verifier and `next` travel in the `kk_oidc` cookie, an HS256
@@ -38,8 +39,9 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalClaims, AuthType, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
     EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+    HttpResponse, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    TokenResponse as _, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
@@ -840,7 +842,24 @@ impl Auth {
             .unwrap_or_else(|| sub.clone());
         let username: String = username.chars().take(256).collect();
         let id = format!("oidc:{sub}");
-        let Some(role) = settings.role_of(claims.additional_claims()) else {
+        let mut groups = claims.additional_claims().clone();
+        if !groups.0.contains_key(&settings.groups_claim) && metadata.userinfo_endpoint().is_some()
+        {
+            // Providers that keep groups out of the ID token (Okta, for one) hand them out
+            // at the UserInfo endpoint, for the same subject.
+            let request = client
+                .user_info(
+                    tokens.access_token().clone(),
+                    Some(claims.subject().clone()),
+                )
+                .map_err(|e| invalid(e.to_string()))?;
+            let info: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+                .request_async(&call)
+                .await
+                .map_err(|e| invalid(format!("UserInfo: {}", error_chain(&e))))?;
+            groups = info.additional_claims().clone();
+        }
+        let Some(role) = settings.role_of(&groups) else {
             tracing::info!(user = %id, %peer, "OIDC login refused: in no group of spec.auth.oidc.roleMapping");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -78,7 +78,16 @@ impl OidcProvider {
     /// with `accounts` (`{"<login>": {"email": …, "groups": […]}}`); `None` when it is
     /// missing and `KUBEKUMA_SKIP_OIDC=1` says to skip.
     pub async fn start(redirect_uri: &str, accounts: &serde_json::Value) -> Option<OidcProvider> {
-        Self::spawn(redirect_uri, accounts, None).await
+        Self::spawn(redirect_uri, accounts, None, false).await
+    }
+
+    /// [`OidcProvider::start`] with claims beyond `sub` only at the UserInfo endpoint,
+    /// not in the ID token.
+    pub async fn start_with_groups_in_userinfo(
+        redirect_uri: &str,
+        accounts: &serde_json::Value,
+    ) -> Option<OidcProvider> {
+        Self::spawn(redirect_uri, accounts, None, true).await
     }
 
     /// [`OidcProvider::start`] behind a relay that is the issuer.
@@ -88,7 +97,7 @@ impl OidcProvider {
     ) -> Option<OidcProvider> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let relay_port = listener.local_addr().unwrap().port();
-        let mut provider = Self::spawn(redirect_uri, accounts, Some(relay_port)).await?;
+        let mut provider = Self::spawn(redirect_uri, accounts, Some(relay_port), false).await?;
         let tamper = Arc::new(Mutex::new(None));
         tokio::spawn(relay(listener, provider.port, tamper.clone()));
         provider.relay = Some((relay_port, tamper));
@@ -105,6 +114,7 @@ impl OidcProvider {
         redirect_uri: &str,
         accounts: &serde_json::Value,
         relay_port: Option<u16>,
+        groups_in_userinfo: bool,
     ) -> Option<OidcProvider> {
         let node = Command::new("node")
             .arg("--version")
@@ -134,6 +144,10 @@ impl OidcProvider {
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .env("REDIRECT_URI", redirect_uri)
             .env("ACCOUNTS", accounts.to_string())
+            .env(
+                "GROUPS_IN_USERINFO",
+                if groups_in_userinfo { "1" } else { "0" },
+            )
             .env(
                 "ISSUER",
                 relay_port
