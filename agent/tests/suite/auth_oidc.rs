@@ -79,6 +79,21 @@ impl Agent {
     /// Replace the catalog with settings of `auth.mode: oidc` for `issuer` (plus
     /// `extra_auth` lines under `spec.auth`) and a LocalUser `local` (password `pw12345678`).
     fn configure(&self, issuer: &str, mode: &str, extra_auth: &str) {
+        self.configure_with(
+            issuer,
+            mode,
+            extra_auth,
+            "[{group: ops, role: editor}, {group: platform-admins, role: admin}, \
+             {group: watchers, role: viewer}]",
+        );
+    }
+
+    /// [`Agent::configure`] in oidc mode with another `roleMapping`.
+    fn configure_mapping(&self, issuer: &str, mapping: &str) {
+        self.configure_with(issuer, "oidc", "", mapping);
+    }
+
+    fn configure_with(&self, issuer: &str, mode: &str, extra_auth: &str, mapping: &str) {
         let hash = password::hash_with(b"pw12345678", 1024, 1, 1).unwrap();
         let yaml = format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: oidc-client, namespace: kubekuma}}\n\
@@ -93,10 +108,7 @@ impl Agent {
              \x20     clientSecretRef: {{name: oidc-client, key: secret}}\n\
              \x20     redirectUrl: '{redirect}'\n\
              \x20     scopes: [openid, profile, email, groups]\n\
-             \x20     roleMapping:\n\
-             \x20       - {{group: ops, role: editor}}\n\
-             \x20       - {{group: platform-admins, role: admin}}\n\
-             \x20       - {{group: watchers, role: viewer}}\n",
+             \x20     roleMapping: {mapping}\n",
             redirect = self.redirect_url(),
         );
         let built = build(&[parse_text("oidc.yaml", &yaml)], None);
@@ -312,8 +324,7 @@ async fn login_through_the_provider() {
         assert_eq!(s, StatusCode::OK);
         assert_eq!(by_bearer["role"], role);
 
-        // The role table applies: only an admin reads the OpenAPI document? No: every
-        // role reads settings; a viewer may not change incidents.
+        // The role table applies: a viewer may not create silences.
         let r = plain()
             .post(agent.url("/api/v1/silences"))
             .bearer_auth(&token)
@@ -347,6 +358,23 @@ async fn login_through_the_provider() {
     let r = b.get(callback).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&r), "/incidents?state=open");
+
+    // A mapping that no longer gives a session's role ends the session (carol's viewer
+    // role), not the others (alice's admin).
+    let (_, r) = log_in(&agent, "carol").await;
+    let carol = set_cookie(&r, "token").unwrap();
+    let (_, r) = log_in(&agent, "alice").await;
+    let alice = set_cookie(&r, "token").unwrap();
+    assert_eq!(me(&plain(), &agent, Some(&carol)).await.0, StatusCode::OK);
+    agent.configure_mapping(
+        &_provider.issuer(),
+        "[{group: platform-admins, role: admin}]",
+    );
+    assert_eq!(
+        me(&plain(), &agent, Some(&carol)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(me(&plain(), &agent, Some(&alice)).await.0, StatusCode::OK);
 
     // Once the mode is no longer oidc, OIDC sessions end.
     let (_, r) = log_in(&agent, "alice").await;

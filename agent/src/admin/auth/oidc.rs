@@ -573,7 +573,9 @@ impl Auth {
     }
 
     /// The principal of a live session row of an OIDC user: of the home namespace, with
-    /// the role mapped at login; refused once `auth.mode` is no longer oidc.
+    /// the role mapped at login; refused once `auth.mode` is no longer oidc, or once no
+    /// entry of `spec.auth.oidc.roleMapping` gives that role any more (a changed mapping
+    /// applies to open sessions at once; a changed group membership at the next login).
     pub(super) fn oidc_principal(
         &self,
         snap: &Snapshot,
@@ -590,6 +592,16 @@ impl Auth {
             tracing::warn!(user = %row.user_id, role = %row.role, "session refused: unknown role");
             return Err(refused());
         };
+        let still_mapped = snap
+            .settings
+            .as_ref()
+            .and_then(|s| s.spec.auth.as_ref())
+            .and_then(|a| a.oidc.as_ref())
+            .is_some_and(|o| o.role_mapping.iter().any(|m| m.role == role));
+        if !still_mapped {
+            tracing::info!(user = %row.user_id, role = %row.role, "session refused: spec.auth.oidc.roleMapping no longer gives this role");
+            return Err(refused());
+        }
         Ok(Principal {
             id: row.user_id,
             username: row.username,
