@@ -282,8 +282,8 @@ async fn me(client: &reqwest::Client, agent: &Agent, token: Option<&str>) -> (St
 /// Groups map to the highest role; the session is a session like a local one: the
 /// `token` cookie with the same attributes, `auth/me` by cookie and by Bearer, logout.
 #[tokio::test]
-async fn login_through_the_provider() {
-    let Some((agent, _provider)) = setup().await else {
+async fn login_through_theprovider() {
+    let Some((agent, provider)) = setup().await else {
         return;
     };
     for (login, role) in [("alice", "admin"), ("bob", "editor"), ("carol", "viewer")] {
@@ -367,7 +367,7 @@ async fn login_through_the_provider() {
     let alice = set_cookie(&r, "token").unwrap();
     assert_eq!(me(&plain(), &agent, Some(&carol)).await.0, StatusCode::OK);
     agent.configure_mapping(
-        &_provider.issuer(),
+        &provider.issuer(),
         "[{group: platform-admins, role: admin}]",
     );
     assert_eq!(
@@ -380,7 +380,7 @@ async fn login_through_the_provider() {
     let (_, r) = log_in(&agent, "alice").await;
     let token = set_cookie(&r, "token").unwrap();
     assert_eq!(me(&plain(), &agent, Some(&token)).await.0, StatusCode::OK);
-    agent.configure(&_provider.issuer(), "local", "");
+    agent.configure(&provider.issuer(), "local", "");
     assert_eq!(
         me(&plain(), &agent, Some(&token)).await.0,
         StatusCode::UNAUTHORIZED
