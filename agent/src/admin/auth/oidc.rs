@@ -550,7 +550,8 @@ fn off() -> ApiError {
     ApiError::not_found("OIDC login is off: spec.auth.mode is not oidc")
 }
 
-/// Whether a `sessions` user ID is an OIDC user's.
+/// Whether a `sessions` user ID is an OIDC user's (`oidc:<sub>`). A LocalUser's ID,
+/// `namespace/name`, never starts so: namespaces are DNS-1123 labels, without `:`.
 pub fn is_oidc_id(id: &str) -> bool {
     id.starts_with("oidc:")
 }
