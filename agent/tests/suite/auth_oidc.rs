@@ -282,7 +282,7 @@ async fn me(client: &reqwest::Client, agent: &Agent, token: Option<&str>) -> (St
 /// Groups map to the highest role; the session is a session like a local one: the
 /// `token` cookie with the same attributes, `auth/me` by cookie and by Bearer, logout.
 #[tokio::test]
-async fn login_through_theprovider() {
+async fn login_through_the_provider() {
     let Some((agent, provider)) = setup().await else {
         return;
     };
@@ -586,7 +586,8 @@ async fn unreachable_provider() {
 }
 
 /// A man in the middle between the agent and the provider changes the ID token: raised
-/// groups with the signature kept, `alg: none`, a broken signature. Each is refused
+/// groups with the signature kept, `alg: none`, a broken signature; or swaps the access
+/// token (which UserInfo would be asked with) for another. Each is refused
 /// (502, no session); the same relay passing tokens on unchanged logs in.
 #[tokio::test]
 async fn tampered_id_tokens_are_refused() {
@@ -608,6 +609,12 @@ async fn tampered_id_tokens_are_refused() {
         let message = body["error"]["message"].as_str().unwrap().to_lowercase();
         assert!(message.contains("signature"), "{tamper:?}: {body}");
     }
+    // An access token that is not the one the ID token names in `at_hash`.
+    provider.tamper(Some(Tamper::AccessToken("substituted-access-token".into())));
+    let (_, r) = log_in(&agent, "alice").await;
+    let body = refused(r, StatusCode::BAD_GATEWAY, "oidc_invalid_token").await;
+    assert!(body.to_string().contains("at_hash"), "{body}");
+
     provider.tamper(None);
     let (b, r) = log_in(&agent, "alice").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);

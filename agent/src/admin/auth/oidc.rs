@@ -37,8 +37,8 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthType, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
+    AccessTokenHash, AdditionalClaims, AuthType, AuthorizationCode, Client, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
     HttpResponse, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
     TokenResponse as _, UserInfoClaims,
@@ -847,6 +847,23 @@ impl Auth {
                 return Err(invalid(error_chain(&e)));
             }
         };
+        // `at_hash`, when given, binds the access token (used for UserInfo) to the ID token.
+        if let Some(expected) = claims.access_token_hash() {
+            let actual = id_token
+                .signing_alg()
+                .map_err(|e| e.to_string())
+                .and_then(|alg| {
+                    let key = id_token.signing_key(&verifier).map_err(|e| e.to_string())?;
+                    AccessTokenHash::from_token(tokens.access_token(), alg, key)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| invalid(format!("cannot check at_hash: {e}")))?;
+            if actual != *expected {
+                return Err(invalid(
+                    "at_hash does not match the access token (token substitution)".into(),
+                ));
+            }
+        }
         let sub = claims.subject().as_str().to_string();
         let username = claims
             .preferred_username()

@@ -51,6 +51,8 @@ pub enum Tamper {
     AlgNone(serde_json::Value),
     /// Change one character of the signature.
     Signature,
+    /// Leave the ID token, hand out another access token (a substituted one).
+    AccessToken(String),
 }
 
 /// The installed `oidc-provider` package's folder, if any.
@@ -259,6 +261,10 @@ async fn relay(listener: TcpListener, backend: u16, tamper: Arc<Mutex<Option<Tam
 /// The token endpoint's answer with its `id_token` changed.
 fn tamper_token(body: &[u8], t: &Tamper) -> Bytes {
     let mut answer: serde_json::Value = serde_json::from_slice(body).unwrap();
+    if let Tamper::AccessToken(other) = t {
+        answer["access_token"] = serde_json::Value::String(other.clone());
+        return Bytes::from(answer.to_string());
+    }
     let Some(token) = answer["id_token"].as_str() else {
         return Bytes::copy_from_slice(body);
     };
@@ -278,6 +284,7 @@ fn tamper_token(body: &[u8], t: &Tamper) -> Bytes {
             URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
             with_claims(c)
         ),
+        Tamper::AccessToken(_) => unreachable!(),
         Tamper::Signature => {
             // The first character: all its bits are the signature's (the last one's
             // low bits are padding).
