@@ -2,9 +2,11 @@
 //! `common/oidc_provider.rs`): the whole browser flow through the agent's listener
 //! (login → the provider's login and consent forms → callback → session), groups mapped
 //! to roles, sessions of the same kind as local logins (me, Bearer, logout), and the
-//! attacks: ID tokens changed on the way (claims, `alg: none`, signature), a wrong `state`, a forged or expired login cookie, a replayed code, a user in
-//! no mapped group, a provider's refusal, an open redirect through `next`, password logins
-//! while the mode is oidc, an unreachable provider.
+//! attacks: ID tokens changed on the way (claims, `alg: none`, signature, a swapped
+//! access token), a wrong `state`, a forged or expired login cookie, a replayed code, a
+//! user in no mapped group, a provider's refusal, an open redirect through `next`,
+//! password logins while the mode is oidc, an unreachable provider, an endless discovery
+//! document; groups from UserInfo when the ID token has none.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -644,4 +646,39 @@ async fn groups_from_userinfo() {
     }
     let (_, r) = log_in(&agent, "mallory").await;
     refused(r, StatusCode::FORBIDDEN, "oidc_no_role").await;
+}
+
+/// An issuer whose discovery document never ends (chunk after chunk): the agent stops
+/// reading at its bound and refuses the login, naming the cause.
+#[tokio::test]
+async fn endless_discovery_document() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            transfer-encoding: chunked\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 65536, " ".repeat(65536));
+                // Until the agent hangs up (at most 64 MiB, so a bug cannot run forever).
+                for _ in 0..1024 {
+                    if s.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let agent = Agent::start().await;
+    agent.configure(&issuer, "oidc", "");
+    let r = plain().get(agent.url(LOGIN_PATH)).send().await.unwrap();
+    let body = refused(r, StatusCode::SERVICE_UNAVAILABLE, "oidc_unavailable").await;
+    assert!(body.to_string().contains("exceeds"), "{body}");
 }
