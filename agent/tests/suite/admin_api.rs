@@ -1334,6 +1334,8 @@ async fn every_route_confines_principals_of_other_namespaces() {
             let label = format!("{} {} as {who}", r.method.as_str(), r.pattern);
             match r.id {
                 RouteId::Login
+                | RouteId::OidcLogin
+                | RouteId::OidcCallback
                 | RouteId::Push
                 | RouteId::Health
                 | RouteId::Ready

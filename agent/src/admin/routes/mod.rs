@@ -83,6 +83,10 @@ pub enum RouteId {
     Logout,
     /// `GET /api/v1/auth/me`.
     Me,
+    /// `GET /api/v1/auth/oidc/login`.
+    OidcLogin,
+    /// `GET /api/v1/auth/oidc/callback`.
+    OidcCallback,
     /// `GET /api/v1/monitors`.
     Monitors,
     /// `GET /api/v1/monitors/{namespace}/{name}`.
@@ -130,6 +134,8 @@ impl RouteId {
             RouteId::SilenceCreate | RouteId::SilenceExpire => true,
             RouteId::Login
             | RouteId::Logout
+            | RouteId::OidcLogin
+            | RouteId::OidcCallback
             | RouteId::Me
             | RouteId::Monitors
             | RouteId::Monitor
@@ -212,6 +218,20 @@ pub const ROUTES: &[RouteDef] = &[
         "/api/v1/auth/me",
         AnyPrincipal,
         "The current principal",
+    ),
+    route(
+        R::OidcLogin,
+        Get,
+        super::auth::oidc::LOGIN_PATH,
+        Public,
+        "Log in through the OpenID provider (auth.mode: oidc): a redirect to it",
+    ),
+    route(
+        R::OidcCallback,
+        Get,
+        super::auth::oidc::CALLBACK_PATH,
+        Public,
+        "Where the OpenID provider sends the browser back; starts a session",
     ),
     route(
         R::Monitors,
@@ -650,6 +670,8 @@ pub async fn dispatch(
             Ok(p) => Ok(ctx.auth.me(p).await),
             Err(e) => Err(e),
         },
+        R::OidcLogin => Ok(ctx.auth.oidc_login(call.headers, call.query).await),
+        R::OidcCallback => Ok(oidc_callback(&call).await),
         R::Monitors => monitors::list(&call).await,
         R::Monitor => monitors::one(&call).await,
         R::Incidents => incidents::list(&call).await,
@@ -799,6 +821,39 @@ async fn login(call: &Call<'_>) -> Reply {
     };
     if let Err(e) = call.ctx.store.record_audit(event).await {
         tracing::error!(error = %e, "audit event of a login not recorded");
+    }
+    reply
+}
+
+/// The OIDC callback, with its audit record (a login or a refused one).
+async fn oidc_callback(call: &Call<'_>) -> Reply {
+    let super::auth::oidc::Callback { reply, user_id } = call
+        .ctx
+        .auth
+        .oidc_callback(call.headers, call.query, call.peer)
+        .await;
+    let status = reply.status();
+    let event = AuditEvent {
+        id: 0,
+        resource_type: "session".into(),
+        resource_key: user_id.clone().unwrap_or_else(|| "oidc".into()),
+        event_type: if user_id.is_some() {
+            "login"
+        } else {
+            "login_failed"
+        }
+        .into(),
+        actor: user_id.map(|id| format!("user:{id}")),
+        details: Some(serde_json::json!({
+            "via": "oidc",
+            "peer": call.peer.to_string(),
+            "status": status.as_u16(),
+        })),
+        changes_summary: None,
+        timestamp: Utc::now(),
+    };
+    if let Err(e) = call.ctx.store.record_audit(event).await {
+        tracing::error!(error = %e, "audit event of an OIDC login not recorded");
     }
     reply
 }

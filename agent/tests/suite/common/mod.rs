@@ -3,6 +3,7 @@
 pub mod azurite;
 pub mod docker_engine;
 pub mod fake_kube;
+pub mod oidc_provider;
 pub mod podman;
 pub mod s3;
 
