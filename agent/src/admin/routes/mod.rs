@@ -684,10 +684,7 @@ pub async fn dispatch(
         R::OpenApi => Ok(json_reply(StatusCode::OK, &openapi::document())),
         R::Metrics => metrics(&call, req).await,
         R::StatusPage | R::Badge | R::Uptime if !twin_enabled(ctx, route.id) => {
-            Err(ApiError::not_found(format!(
-                "no route for {} (turned off in spec.publicEndpoints)",
-                req.uri().path()
-            )))
+            return public_endpoint_off(req.uri().path());
         }
         R::StatusPage => twins::status_page(&call).await,
         R::Badge => twins::badge(&call).await,
@@ -709,12 +706,31 @@ pub fn git_ops_read_only_error() -> ApiError {
     )
 }
 
+/// 404 for a public path turned off in `spec.publicEndpoints`, saying so.
+pub fn public_endpoint_off(path: &str) -> Reply {
+    ApiError::not_found(format!(
+        "no route for {path} (turned off in spec.publicEndpoints)"
+    ))
+    .into_reply()
+}
+
 /// Whether a twin route is served under the catalog's `spec.publicEndpoints`:
 /// `statusPagesEnabled: false` turns every twin off, `badgesEnabled: false` the badges.
 fn twin_enabled(ctx: &AdminContext, id: RouteId) -> bool {
     let catalog = ctx.catalog.borrow();
     let p = &catalog.effective.public_endpoints;
     p.status_pages_enabled && (id != R::Badge || p.badges_enabled)
+}
+
+/// Whether a file of the built site (`kubekuma up`) is served under the catalog's
+/// `spec.publicEndpoints`: none while `statusPagesEnabled` is false, no badge
+/// (`<slug>/badges/…`) while `badgesEnabled` is false. The builder still publishes them to
+/// its output; these switches decide what the agent itself serves.
+pub fn site_file_enabled(ctx: &AdminContext, path: &str) -> bool {
+    let catalog = ctx.catalog.borrow();
+    let p = &catalog.effective.public_endpoints;
+    let badge = path.trim_start_matches('/').split('/').nth(1) == Some("badges");
+    p.status_pages_enabled && (!badge || p.badges_enabled)
 }
 
 /// Where `path` goes under the catalog's `spec.publicEndpoints.metrics`: the configured
