@@ -338,6 +338,8 @@ async fn start_listener(
 ) -> Result<JoinHandle<()>, RunError> {
     let auth_config = AuthConfig::load(opts.session_secret.as_deref(), &opts.data_dir)?;
     let auth = Arc::new(Auth::new(auth_config, parts.store.clone(), parts.catalog()));
+    // `auth.mode: oidc`: discover the provider at start and on every settings change.
+    tokio::spawn(auth.clone().oidc_watch(shutdown.clone()));
     let mut api = Api::new(parts.health.clone())
         .with_push(parts.hub.clone())
         .with_admin(AdminContext {

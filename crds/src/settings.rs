@@ -104,19 +104,46 @@ pub struct ApiKeySettings {
     pub max_per_user: Option<i64>,
 }
 
-/// OpenID Connect settings (original implementation).
+/// OpenID Connect login (`auth.mode: oidc`): the provider, this agent as its client, and
+/// which groups get which role.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OidcSettings {
-    /// Issuer URL.
+    /// Issuer URL; its `/.well-known/openid-configuration` is read at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Client ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Secret key holding the client secret.
+    /// Secret key holding the client secret, in the agent's own namespace. Without it
+    /// the agent is a public client (PKCE only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
+    /// The agent's callback as the provider knows it: its public URL followed by
+    /// `/api/v1/auth/oidc/callback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// Scopes asked for; `openid` is always added. Default `openid`, `profile`, `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// ID-token claim listing the user's groups (a list of strings or one string).
+    /// Default `groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// Which group gets which role; a user in several gets the highest, a user in none
+    /// is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role_mapping: Vec<OidcRoleMapping>,
+}
+
+/// One group of the provider and the role its members get.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcRoleMapping {
+    /// A value of the groups claim.
+    pub group: String,
+    /// The role of its members.
+    pub role: crate::auth::Role,
 }
 
 /// Authentication settings.
@@ -347,7 +374,9 @@ pub struct EffectiveSettings {
     pub auth_mode: AuthMode,
     /// Session lifetime, seconds.
     pub session_max_age_seconds: i64,
-    /// LocalUser password logins accepted (`spec.auth.local.enabled`).
+    /// LocalUser password logins (and their sessions) accepted: `spec.auth.local.enabled`;
+    /// when unset, true except under `auth.mode: oidc`, where password logins must be
+    /// turned on explicitly.
     pub local_login_enabled: bool,
     /// API keys accepted (`spec.auth.apiKeys.enabled`).
     pub api_keys_enabled: bool,
@@ -448,7 +477,11 @@ impl KubeKumaSettingsSpec {
                 .as_ref()
                 .and_then(|l| l.session_max_age_seconds)
                 .unwrap_or(604_800),
-            local_login_enabled: auth.local.as_ref().and_then(|l| l.enabled).unwrap_or(true),
+            local_login_enabled: auth
+                .local
+                .as_ref()
+                .and_then(|l| l.enabled)
+                .unwrap_or(auth.mode != Some(AuthMode::Oidc)),
             api_keys_enabled: auth
                 .api_keys
                 .as_ref()

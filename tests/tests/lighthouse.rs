@@ -250,6 +250,7 @@ spec:
         site_dir: Some(site.clone()),
         session_secret: None,
         metrics: None,
+        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));

@@ -222,7 +222,12 @@ impl Api {
             && let Some(site) = &self.site
             && let Some(r) = site.serve(&req)
         {
-            return r;
+            return match &self.admin {
+                Some(ctx) if !routes::site_file_enabled(ctx, &path) => {
+                    routes::public_endpoint_off(&path)
+                }
+                _ => r,
+            };
         }
         match routes::find(req.method(), &path) {
             routes::Found::Route(r, _)

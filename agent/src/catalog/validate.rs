@@ -891,28 +891,14 @@ fn metrics_path_ok(p: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `spec.auth`: OIDC issuer and client id when the mode is oidc, session and API key ranges.
+/// `spec.auth`: the OIDC client when the mode is oidc, session and API key ranges.
 fn auth_settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>) {
     if let Some(a) = &spec.auth
         && a.mode == Some(kubekuma_crds::settings::AuthMode::Oidc)
     {
         match &a.oidc {
             None => sink.error("spec.auth.oidc", "required when spec.auth.mode is oidc"),
-            Some(o) => {
-                match &o.issuer {
-                    Some(u) => url_ok(sink, "spec.auth.oidc.issuer", u, &["https", "http"]),
-                    None => sink.error(
-                        "spec.auth.oidc.issuer",
-                        "required when spec.auth.mode is oidc",
-                    ),
-                }
-                if o.client_id.as_deref().is_none_or(str::is_empty) {
-                    sink.error(
-                        "spec.auth.oidc.clientId",
-                        "required when spec.auth.mode is oidc",
-                    );
-                }
-            }
+            Some(o) => oidc_settings(o, sink),
         }
     }
     if spec.auth.as_ref().and_then(|a| a.mode) == Some(kubekuma_crds::settings::AuthMode::Disabled)
@@ -946,5 +932,101 @@ fn auth_settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>
             0,
             1000,
         );
+    }
+}
+
+/// `spec.auth.oidc` of `auth.mode: oidc`: the provider and the callback as URLs, the
+/// client, scopes, the groups claim and a role mapping that can let someone in.
+fn oidc_settings(o: &kubekuma_crds::settings::OidcSettings, sink: &mut Sink<'_>) {
+    const REQUIRED: &str = "required when spec.auth.mode is oidc";
+    match &o.issuer {
+        Some(u) => {
+            url_ok(sink, "spec.auth.oidc.issuer", u, &["https", "http"]);
+            if let Ok(url) = url::Url::parse(u) {
+                if url.scheme() == "http" && !loopback(&url) {
+                    sink.warn(
+                        "spec.auth.oidc.issuer",
+                        "plain http outside this machine: ID tokens and keys can be read and changed on the way; use https",
+                    );
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    sink.error(
+                        "spec.auth.oidc.issuer",
+                        "an issuer URL has no query or fragment",
+                    );
+                }
+            }
+        }
+        None => sink.error("spec.auth.oidc.issuer", REQUIRED),
+    }
+    if o.client_id.as_deref().is_none_or(str::is_empty) {
+        sink.error("spec.auth.oidc.clientId", REQUIRED);
+    }
+    if let Some(r) = &o.client_secret_ref
+        && (r.name.is_empty() || r.key.is_empty())
+    {
+        sink.error("spec.auth.oidc.clientSecretRef", "needs both name and key");
+    }
+    match &o.redirect_url {
+        Some(u) => {
+            url_ok(sink, "spec.auth.oidc.redirectUrl", u, &["https", "http"]);
+            if let Ok(url) = url::Url::parse(u)
+                && (!url.path().ends_with(OIDC_CALLBACK_PATH)
+                    || url.query().is_some()
+                    || url.fragment().is_some())
+            {
+                sink.error(
+                    "spec.auth.oidc.redirectUrl",
+                    format!(
+                        "must be the agent's public URL followed by {OIDC_CALLBACK_PATH}, without query or fragment"
+                    ),
+                );
+            }
+        }
+        None => sink.error(
+            "spec.auth.oidc.redirectUrl",
+            format!("{REQUIRED} (the agent's public URL followed by {OIDC_CALLBACK_PATH})"),
+        ),
+    }
+    for (i, scope) in o.scopes.iter().flatten().enumerate() {
+        let ok = !scope.is_empty()
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !ok {
+            sink.error(
+                &format!("spec.auth.oidc.scopes[{i}]"),
+                "a scope is one word of visible ASCII characters without quotes or backslashes",
+            );
+        }
+    }
+    if o.groups_claim.as_deref().is_some_and(str::is_empty) {
+        sink.error("spec.auth.oidc.groupsClaim", "must not be empty");
+    }
+    if o.role_mapping.is_empty() {
+        sink.error(
+            "spec.auth.oidc.roleMapping",
+            "required when spec.auth.mode is oidc: without it no one can log in",
+        );
+    }
+    for (i, m) in o.role_mapping.iter().enumerate() {
+        if m.group.is_empty() {
+            sink.error(
+                &format!("spec.auth.oidc.roleMapping[{i}].group"),
+                "must not be empty",
+            );
+        }
+    }
+}
+
+/// Where the agent answers the provider's redirect.
+pub const OIDC_CALLBACK_PATH: &str = "/api/v1/auth/oidc/callback";
+
+fn loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
     }
 }

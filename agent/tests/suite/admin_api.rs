@@ -231,7 +231,16 @@ async fn start_with(extra: &str) -> Env {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     health.set_ready(true);
-    let api = Api::new(health).with_admin(AdminContext {
+    // A built site as `kubekuma up` serves it: a page and one of its badges.
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("public/badges")).unwrap();
+    std::fs::write(
+        site.join("public/index.html"),
+        "<!doctype html><title>p</title>",
+    )
+    .unwrap();
+    std::fs::write(site.join("public/badges/status.svg"), "<svg/>").unwrap();
+    let api = Api::new(health).with_site(site).with_admin(AdminContext {
         store: store.clone(),
         live: live.clone(),
         catalog,
@@ -1334,6 +1343,8 @@ async fn every_route_confines_principals_of_other_namespaces() {
             let label = format!("{} {} as {who}", r.method.as_str(), r.pattern);
             match r.id {
                 RouteId::Login
+                | RouteId::OidcLogin
+                | RouteId::OidcCallback
                 | RouteId::Push
                 | RouteId::Health
                 | RouteId::Ready
@@ -2043,7 +2054,13 @@ async fn metrics_path_and_enabled_are_honoured() {
 /// `badgesEnabled: false` only the badges.
 #[tokio::test]
 async fn public_endpoint_switches_turn_twins_off() {
-    let twins = ["/status/public", "/badge/public/api", "/uptime/prod/api"];
+    let twins = [
+        "/status/public",
+        "/badge/public/api",
+        "/uptime/prod/api",
+        "/public/",
+        "/public/badges/status.svg",
+    ];
     let env = start().await;
     for path in twins {
         let (s, _) = env.text(path, None).await;
@@ -2056,14 +2073,17 @@ async fn public_endpoint_switches_turn_twins_off() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {text}");
         assert!(text.contains("publicEndpoints"), "{path}: {text}");
     }
+    // The built site is off too, and the API still on; with a session the files stay off.
     let viewer = env.login("viewer").await;
     let (s, _) = env.get("/api/v1/monitors", Some(&viewer)).await;
     assert_eq!(s, StatusCode::OK);
 
     let env = start_with(&public_endpoints("    badgesEnabled: false\n")).await;
-    let (s, _) = env.text("/badge/public/api", None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    for path in ["/status/public", "/uptime/prod/api"] {
+    for path in ["/badge/public/api", "/public/badges/status.svg"] {
+        let (s, _) = env.text(path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    for path in ["/status/public", "/uptime/prod/api", "/public/"] {
         let (s, _) = env.text(path, None).await;
         assert_eq!(s, StatusCode::OK, "{path}");
     }

@@ -1,7 +1,7 @@
 //! The agent's integration tests, in one binary so the workspace links one test
 //! executable for them instead of one per file. Each module is one area; `common`
 //! holds the test peers (an S3 server, Azurite, a fake Kubernetes API server, a fake
-//! Docker engine, a private podman API service).
+//! Docker engine, a private podman API service, an OpenID provider).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,6 +13,7 @@ mod alerting_http_providers;
 mod alerting_outbox;
 mod alerting_policy;
 mod alerting_smtp_apprise;
+mod auth_oidc;
 mod catalog_bounds;
 mod catalog_fuzz;
 mod checks_dns;

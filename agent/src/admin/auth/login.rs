@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use http::{HeaderMap, StatusCode, header};
-use kubekuma_crds::LocalUser;
 use kubekuma_crds::auth::MfaMode;
+use kubekuma_crds::{LocalUser, Role};
 use serde::Deserialize;
 
 use super::limiter::{Window, client_key};
@@ -138,7 +138,7 @@ fn find_user<'a>(snap: &'a Snapshot, username: &str) -> Option<(&'a ObjKey, &'a 
 }
 
 /// Whether the request came through HTTPS (`X-Forwarded-Proto: https` from the proxy).
-fn forwarded_https(headers: &HeaderMap) -> bool {
+pub(crate) fn forwarded_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -341,26 +341,35 @@ impl Auth {
             }
         }
         give_back(true);
-        self.start_session(headers, peer, key, user).await
+        self.issue_session(
+            headers,
+            peer,
+            key.to_string(),
+            user.spec.username.clone(),
+            user.spec.role,
+        )
+        .await
     }
 
-    async fn start_session(
+    /// A session for user `id` (a LocalUser's `namespace/name`, or an OIDC user's
+    /// `oidc:<sub>`): its row, its token in the reply and in the `token` cookie.
+    pub(crate) async fn issue_session(
         &self,
         headers: &HeaderMap,
         peer: IpAddr,
-        key: &ObjKey,
-        user: &LocalUser,
+        id: String,
+        username: String,
+        role: Role,
     ) -> Result<(Reply, String), ApiError> {
         let now = Utc::now();
         let max_age_std = self.session_max_age();
         let max_age =
             chrono::Duration::from_std(max_age_std).unwrap_or_else(|_| chrono::Duration::days(7));
         let expires = now + max_age;
-        let id = key.to_string();
         let claims = jwt::Claims {
             sub: id.clone(),
-            username: user.spec.username.clone(),
-            role: user.spec.role.as_str().to_string(),
+            username,
+            role: role.as_str().to_string(),
             session_id: session_id(),
             iat: now.timestamp(),
             exp: expires.timestamp(),

@@ -10,6 +10,7 @@
 //! - [`manifests`]: what `kubekuma hash-password` and `kubekuma api-key create` print.
 //! - `login`: the login flow with its rate limits (`limiter`).
 //! - [`csrf`]: what a cookie-authenticated write must carry.
+//! - [`oidc`]: OpenID Connect logins (`auth.mode: oidc`) ending in the same sessions.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,6 +35,7 @@ pub mod jwt;
 mod limiter;
 mod login;
 pub mod manifests;
+pub mod oidc;
 pub mod password;
 pub mod totp;
 
@@ -112,6 +114,8 @@ pub struct Auth {
     /// The last TOTP step accepted per user: a code is accepted once.
     totp_steps: Mutex<HashMap<String, u64>>,
     last_purge: Mutex<Option<Instant>>,
+    /// OpenID Connect: the provider's client, discovery cache, exchange bound.
+    oidc: oidc::Oidc,
 }
 
 impl std::fmt::Debug for Auth {
@@ -181,12 +185,14 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find(|t| !t.is_empty())
 }
 
-/// 403 for a LocalUser login or session while `spec.auth.local.enabled` is false.
+/// 403 for a LocalUser login or session while password logins are off: `spec.auth.local.enabled`
+/// is false, or `spec.auth.mode` is oidc without `local.enabled: true`.
 pub(crate) fn local_login_disabled() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         "local_login_disabled",
-        "local login is disabled by KubeKumaSettings spec.auth.local.enabled",
+        "password logins are off: KubeKumaSettings spec.auth.local.enabled is false, or spec.auth.mode is oidc \
+         (log in at /api/v1/auth/oidc/login) without spec.auth.local.enabled: true",
     )
 }
 
@@ -223,6 +229,7 @@ impl Auth {
             )),
             totp_steps: Mutex::new(HashMap::new()),
             last_purge: Mutex::new(None),
+            oidc: oidc::Oidc::new(),
             config,
             store,
             catalog,
@@ -330,6 +337,9 @@ impl Auth {
             return Err(refused());
         };
         let snap = self.snapshot();
+        if oidc::is_oidc_id(&row.user_id) {
+            return self.oidc_principal(&snap, row);
+        }
         let user = parse_id(&row.user_id).and_then(|k| snap.local_users.get(&k).map(|u| (k, u)));
         let Some((key, user)) = user else {
             tracing::info!(user = %row.user_id, "session refused: the LocalUser no longer exists");
@@ -419,6 +429,12 @@ impl Auth {
                 "username": principal.username,
                 "role": principal.role.as_str(),
                 "namespace": principal.namespace,
+                "authSource": match principal.kind {
+                    PrincipalKind::ApiKey => "apiKey",
+                    PrincipalKind::Session(_) if oidc::is_oidc_id(&principal.id) => "oidc",
+                    PrincipalKind::Session(_) => "local",
+                    PrincipalKind::Anonymous => "anonymous",
+                },
                 "lastLoginAt": last.map(rfc3339),
             }),
         )

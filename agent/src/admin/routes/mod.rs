@@ -83,6 +83,10 @@ pub enum RouteId {
     Logout,
     /// `GET /api/v1/auth/me`.
     Me,
+    /// `GET /api/v1/auth/oidc/login`.
+    OidcLogin,
+    /// `GET /api/v1/auth/oidc/callback`.
+    OidcCallback,
     /// `GET /api/v1/monitors`.
     Monitors,
     /// `GET /api/v1/monitors/{namespace}/{name}`.
@@ -130,6 +134,8 @@ impl RouteId {
             RouteId::SilenceCreate | RouteId::SilenceExpire => true,
             RouteId::Login
             | RouteId::Logout
+            | RouteId::OidcLogin
+            | RouteId::OidcCallback
             | RouteId::Me
             | RouteId::Monitors
             | RouteId::Monitor
@@ -212,6 +218,20 @@ pub const ROUTES: &[RouteDef] = &[
         "/api/v1/auth/me",
         AnyPrincipal,
         "The current principal",
+    ),
+    route(
+        R::OidcLogin,
+        Get,
+        super::auth::oidc::LOGIN_PATH,
+        Public,
+        "Log in through the OpenID provider (auth.mode: oidc): a redirect to it",
+    ),
+    route(
+        R::OidcCallback,
+        Get,
+        super::auth::oidc::CALLBACK_PATH,
+        Public,
+        "Where the OpenID provider sends the browser back; starts a session",
     ),
     route(
         R::Monitors,
@@ -650,6 +670,8 @@ pub async fn dispatch(
             Ok(p) => Ok(ctx.auth.me(p).await),
             Err(e) => Err(e),
         },
+        R::OidcLogin => Ok(ctx.auth.oidc_login(call.headers, call.query).await),
+        R::OidcCallback => Ok(oidc_callback(&call).await),
         R::Monitors => monitors::list(&call).await,
         R::Monitor => monitors::one(&call).await,
         R::Incidents => incidents::list(&call).await,
@@ -662,10 +684,7 @@ pub async fn dispatch(
         R::OpenApi => Ok(json_reply(StatusCode::OK, &openapi::document())),
         R::Metrics => metrics(&call, req).await,
         R::StatusPage | R::Badge | R::Uptime if !twin_enabled(ctx, route.id) => {
-            Err(ApiError::not_found(format!(
-                "no route for {} (turned off in spec.publicEndpoints)",
-                req.uri().path()
-            )))
+            return public_endpoint_off(req.uri().path());
         }
         R::StatusPage => twins::status_page(&call).await,
         R::Badge => twins::badge(&call).await,
@@ -687,12 +706,31 @@ pub fn git_ops_read_only_error() -> ApiError {
     )
 }
 
+/// 404 for a public path turned off in `spec.publicEndpoints`, saying so.
+pub fn public_endpoint_off(path: &str) -> Reply {
+    ApiError::not_found(format!(
+        "no route for {path} (turned off in spec.publicEndpoints)"
+    ))
+    .into_reply()
+}
+
 /// Whether a twin route is served under the catalog's `spec.publicEndpoints`:
 /// `statusPagesEnabled: false` turns every twin off, `badgesEnabled: false` the badges.
 fn twin_enabled(ctx: &AdminContext, id: RouteId) -> bool {
     let catalog = ctx.catalog.borrow();
     let p = &catalog.effective.public_endpoints;
     p.status_pages_enabled && (id != R::Badge || p.badges_enabled)
+}
+
+/// Whether a file of the built site (`kubekuma up`) is served under the catalog's
+/// `spec.publicEndpoints`: none while `statusPagesEnabled` is false, no badge
+/// (`<slug>/badges/…`) while `badgesEnabled` is false. The builder still publishes them to
+/// its output; these switches decide what the agent itself serves.
+pub fn site_file_enabled(ctx: &AdminContext, path: &str) -> bool {
+    let catalog = ctx.catalog.borrow();
+    let p = &catalog.effective.public_endpoints;
+    let badge = path.trim_start_matches('/').split('/').nth(1) == Some("badges");
+    p.status_pages_enabled && (!badge || p.badges_enabled)
 }
 
 /// Where `path` goes under the catalog's `spec.publicEndpoints.metrics`: the configured
@@ -799,6 +837,39 @@ async fn login(call: &Call<'_>) -> Reply {
     };
     if let Err(e) = call.ctx.store.record_audit(event).await {
         tracing::error!(error = %e, "audit event of a login not recorded");
+    }
+    reply
+}
+
+/// The OIDC callback, with its audit record (a login or a refused one).
+async fn oidc_callback(call: &Call<'_>) -> Reply {
+    let super::auth::oidc::Callback { reply, user_id } = call
+        .ctx
+        .auth
+        .oidc_callback(call.headers, call.query, call.peer)
+        .await;
+    let status = reply.status();
+    let event = AuditEvent {
+        id: 0,
+        resource_type: "session".into(),
+        resource_key: user_id.clone().unwrap_or_else(|| "oidc".into()),
+        event_type: if user_id.is_some() {
+            "login"
+        } else {
+            "login_failed"
+        }
+        .into(),
+        actor: user_id.map(|id| format!("user:{id}")),
+        details: Some(serde_json::json!({
+            "via": "oidc",
+            "peer": call.peer.to_string(),
+            "status": status.as_u16(),
+        })),
+        changes_summary: None,
+        timestamp: Utc::now(),
+    };
+    if let Err(e) = call.ctx.store.record_audit(event).await {
+        tracing::error!(error = %e, "audit event of an OIDC login not recorded");
     }
     reply
 }

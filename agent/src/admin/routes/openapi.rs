@@ -41,6 +41,16 @@ fn query_params(id: RouteId) -> &'static [(&'static str, &'static str, &'static 
             "status (default), uptime-24h, uptime-7d, uptime-30d, uptime-90d, response-time, cert",
         )],
         RouteId::Uptime => &[("days", "integer", "1 to 365 (default 30)")],
+        RouteId::OidcLogin => &[(
+            "next",
+            "string",
+            "a path on this agent to return to after the login (default /)",
+        )],
+        RouteId::OidcCallback => &[
+            ("code", "string", "the provider's authorization code"),
+            ("state", "string", "must match the login in progress"),
+            ("error", "string", "the provider's refusal"),
+        ],
         RouteId::Login
         | RouteId::Logout
         | RouteId::Me

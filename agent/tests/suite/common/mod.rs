@@ -4,6 +4,7 @@ pub mod azurite;
 pub mod backends;
 pub mod docker_engine;
 pub mod fake_kube;
+pub mod oidc_provider;
 pub mod podman;
 pub mod postgres;
 pub mod s3;
