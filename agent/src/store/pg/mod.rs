@@ -1,7 +1,7 @@
 //! The PostgreSQL backend of [`Store`](super::Store): the same operations as the SQLite
 //! files beside it, one file per concern (`records.rs`, `incidents.rs`, …), on a pool
 //! of tokio-postgres connections (TLS through rustls), with numbered migrations of its
-//! own ([`migrations`]) and a task that writes heartbeats in batches ([`writer`]).
+//! own ([`migrations`]) and a task that writes heartbeats in batches (`writer.rs`).
 //!
 //! `Store`'s public methods dispatch here when the store is PostgreSQL; an operation
 //! not yet written for PostgreSQL falls through to the SQLite code, which refuses it
