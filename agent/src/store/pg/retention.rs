@@ -105,7 +105,7 @@ async fn expire_heartbeats(pg: &Pg, ns: &str, name: &str, cutoff: i64) -> Result
 /// many raw heartbeats it replaced.
 async fn downsample_batch(pg: &Pg, ns: &str, name: &str, cutoff: i64) -> Result<u64, Fail> {
     let mut c = pg.client().await?;
-    let tx = c.transaction().await?;
+    let tx = snapshot_transaction(&mut c).await?;
     let oldest: Option<i64> = tx
         .query_one(
             "SELECT MIN(checked_at) FROM heartbeats
@@ -148,7 +148,7 @@ async fn downsample_day_batch(
     cutoff: i64,
 ) -> Result<(u64, u64), Fail> {
     let mut c = pg.client().await?;
-    let tx = c.transaction().await?;
+    let tx = snapshot_transaction(&mut c).await?;
     let oldest: Option<i64> = tx
         .query_one(
             "SELECT MIN(t) FROM (
@@ -194,6 +194,18 @@ async fn downsample_day_batch(
     .await?;
     tx.commit().await?;
     Ok((raw, u64::try_from(hours.len()).unwrap_or(u64::MAX)))
+}
+
+/// A read-write transaction on one snapshot: a heartbeat committed meanwhile (by the
+/// heartbeat task, on another connection) is neither counted nor deleted by it, and is
+/// downsampled by a later run; under READ COMMITTED the DELETE would remove it uncounted.
+async fn snapshot_transaction(
+    c: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, Fail> {
+    Ok(c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?)
 }
 
 /// Write (replace) one row of `resolution`.
