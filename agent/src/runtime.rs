@@ -68,6 +68,31 @@ pub struct AgentOptions {
     pub shutdown_grace: Duration,
 }
 
+impl AgentOptions {
+    /// Agent `agent_id` with its data in `data_dir`, listening on `listen`, with the
+    /// defaults of everything else: no manifests, the listener's default limits, the
+    /// object store and database in the data folder, a flush every 60 s, no site, a
+    /// generated session secret and the default shutdown grace. Set the other fields with
+    /// struct update syntax.
+    pub fn new(agent_id: &str, data_dir: PathBuf, listen: String) -> AgentOptions {
+        AgentOptions {
+            config: Vec::new(),
+            data_dir,
+            listen,
+            listener: admin::listen::ListenOptions::default(),
+            agent_id: agent_id.to_string(),
+            store_url: None,
+            store_options: Vec::new(),
+            database_url: None,
+            flush_interval: Duration::from_secs(60),
+            site_dir: None,
+            session_secret: None,
+            metrics: None,
+            shutdown_grace: crate::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
 /// Where the desired state comes from.
 pub enum CatalogSource {
     /// Folder mode: the manifests of [`AgentOptions::config`], reloaded when they change.

@@ -117,23 +117,15 @@ spec:
     )
     .unwrap();
     let opts = AgentOptions {
-        listener: Default::default(),
         config: vec![manifests],
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".into(),
-        agent_id: "e2e".into(),
         store_url: Some(format!("s3://{}/", s3::BUCKET)),
         store_options: server
             .options()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        database_url: None,
         flush_interval: Duration::from_millis(500),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("e2e", dir.path().join("data"), "127.0.0.1:0".to_string())
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));
@@ -275,19 +267,10 @@ async fn catalog_edits_apply_live_and_state_survives_a_restart() {
     .unwrap();
     let objects = dir.path().join("objects");
     let opts = AgentOptions {
-        listener: Default::default(),
         config: vec![manifests.clone()],
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".into(),
-        agent_id: "edit".into(),
         store_url: Some(format!("file://{}", objects.display())),
-        store_options: vec![],
-        database_url: None,
         flush_interval: Duration::from_millis(300),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("edit", dir.path().join("data"), "127.0.0.1:0".to_string())
     };
     let state = |name: &'static str| {
         let path = objects.join(keys::state("edit"));

@@ -238,19 +238,14 @@ spec:
     let data = dir.path().join("data");
     let site = data.join("site");
     let opts = AgentOptions {
-        listener: Default::default(),
         config: vec![manifests],
-        data_dir: data.clone(),
-        listen: format!("127.0.0.1:{listen_port}"),
-        agent_id: "lighthouse".into(),
-        store_url: None,
-        store_options: Vec::new(),
-        database_url: None,
         flush_interval: Duration::from_millis(500),
         site_dir: Some(site.clone()),
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new(
+            "lighthouse",
+            data.clone(),
+            format!("127.0.0.1:{listen_port}"),
+        )
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(runtime::run(opts, stop_rx));

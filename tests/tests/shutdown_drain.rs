@@ -144,19 +144,14 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{hooks}/stuck"}}}}}}
 
 fn options(dir: &Path, grace: Duration) -> AgentOptions {
     AgentOptions {
-        listener: Default::default(),
         config: vec![dir.join("manifests")],
-        data_dir: dir.join("data"),
-        listen: format!("127.0.0.1:{}", free_port()),
-        agent_id: "drain".into(),
         store_url: Some(format!("file://{}", dir.join("objects").display())),
-        store_options: vec![],
-        database_url: None,
-        flush_interval: Duration::from_secs(60),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
         shutdown_grace: grace,
+        ..AgentOptions::new(
+            "drain",
+            dir.join("data"),
+            format!("127.0.0.1:{}", free_port()),
+        )
     }
 }
 

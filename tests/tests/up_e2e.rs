@@ -89,19 +89,10 @@ async fn the_agent_answers_and_reloads_while_a_large_build_renders() {
         });
 
     let opts = AgentOptions {
-        listener: Default::default(),
         config: vec![manifests.clone()],
-        data_dir: data.clone(),
-        listen: format!("127.0.0.1:{listen_port}"),
-        agent_id: "up".into(),
-        store_url: None,
-        store_options: Vec::new(),
-        database_url: None,
         flush_interval: Duration::from_millis(500),
         site_dir: Some(site.clone()),
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("up", data.clone(), format!("127.0.0.1:{listen_port}"))
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let up = tokio::spawn(kubekuma_agent::cli::run_with_builder(

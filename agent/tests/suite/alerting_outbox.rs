@@ -536,19 +536,9 @@ spec: {{type: webhook, config: {{webhook: {{url: "http://{}/ok"}}}}}}
     drop(listen);
     let data = dir.path().join("data");
     let opts = AgentOptions {
-        listener: Default::default(),
         config: vec![folder],
-        data_dir: data.clone(),
-        listen: format!("127.0.0.1:{port}"),
-        agent_id: "alerts".into(),
         store_url: Some(format!("file://{}", dir.path().join("objects").display())),
-        store_options: vec![],
-        database_url: None,
-        flush_interval: Duration::from_secs(60),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("alerts", data.clone(), format!("127.0.0.1:{port}"))
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));

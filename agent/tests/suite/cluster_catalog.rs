@@ -336,19 +336,9 @@ spec:
     let addr = listen.local_addr().unwrap();
     drop(listen);
     let opts = AgentOptions {
-        listener: Default::default(),
-        config: vec![],
-        data_dir: dir.path().join("data"),
-        listen: addr.to_string(),
-        agent_id: "kube".into(),
         store_url: Some(format!("file://{}", dir.path().join("objects").display())),
-        store_options: vec![],
-        database_url: None,
         flush_interval: Duration::from_millis(300),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("kube", dir.path().join("data"), addr.to_string())
     };
     let mode = KubeMode {
         client: fake.client(),
@@ -712,19 +702,9 @@ async fn only_the_leader_runs_checks() {
     drop(listen);
     let objects = dir.path().join("objects");
     let opts = AgentOptions {
-        listener: Default::default(),
-        config: vec![],
-        data_dir: dir.path().join("data"),
-        listen: addr.to_string(),
-        agent_id: "standby".into(),
         store_url: Some(format!("file://{}", objects.display())),
-        store_options: vec![],
-        database_url: None,
         flush_interval: Duration::from_millis(200),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("standby", dir.path().join("data"), addr.to_string())
     };
     let (lead, is_leader) = watch::channel(false);
     let mode = KubeMode {

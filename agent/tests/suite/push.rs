@@ -62,19 +62,10 @@ async fn start(dir: &Path, manifests: Option<&str>) -> Agent {
     let data = dir.join("data");
     let objects = dir.join("objects");
     let opts = AgentOptions {
-        listener: Default::default(),
         config: vec![folder],
-        data_dir: data.clone(),
-        listen: format!("127.0.0.1:{port}"),
-        agent_id: "push".into(),
         store_url: Some(format!("file://{}", objects.display())),
-        store_options: vec![],
-        database_url: None,
         flush_interval: Duration::from_millis(200),
-        site_dir: None,
-        session_secret: None,
-        metrics: None,
-        shutdown_grace: kubekuma_agent::alerting::outbox::DEFAULT_SHUTDOWN_GRACE,
+        ..AgentOptions::new("push", data.clone(), format!("127.0.0.1:{port}"))
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(opts, stop_rx));
