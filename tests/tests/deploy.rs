@@ -706,7 +706,8 @@ fn assert_sqlite_per_replica(r: &Rendered) {
 }
 
 /// One shared database: any replica may lead, so nothing may be per pod. A Deployment
-/// without claims (scratch space only), the URL from a Secret, and one agent id for every
+/// without claim templates, the data folder scratch space, the URL from a Secret (see
+/// [`topology`]), and one agent id for every
 /// replica: only the leader exports, and both would export the same database's rollups
 /// and incidents, which the builder would count once per agent id.
 fn assert_shared_database(r: &Rendered) {
@@ -721,18 +722,6 @@ fn assert_shared_database(r: &Rendered) {
         set["spec"].get("volumeClaimTemplates").is_none(),
         "{dir}: no per-replica claims"
     );
-    let claims: Vec<&str> = r.of_kind("PersistentVolumeClaim").map(name).collect();
-    assert!(
-        claims.is_empty(),
-        "{dir}: no PersistentVolumeClaim with a shared database: {claims:?}"
-    );
-    for v in pod["volumes"].as_array().into_iter().flatten() {
-        assert!(
-            v.get("persistentVolumeClaim").is_none(),
-            "{dir}: the agent mounts the claim of volume {}",
-            name(v)
-        );
-    }
     let data = env["KUBEKUMA_DATA"]["value"]
         .as_str()
         .expect("KUBEKUMA_DATA");
