@@ -469,7 +469,7 @@ async fn up_creates_a_demo_admin_that_can_log_in() {
     let mut ready = false;
     for _ in 0..600 {
         if client
-            .get(format!("{base}/health"))
+            .get(format!("{base}/ready"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)

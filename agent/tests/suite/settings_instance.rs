@@ -54,10 +54,11 @@ fn agent(manifests: &Path, data: &Path, port: u16) -> Child {
 }
 
 async fn healthy(port: u16) -> bool {
+    // `/ready`: the catalog is loaded, so logins see its users and the data folder is locked.
     let client = reqwest::Client::new();
     for _ in 0..600 {
         if client
-            .get(format!("http://127.0.0.1:{port}/health"))
+            .get(format!("http://127.0.0.1:{port}/ready"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)

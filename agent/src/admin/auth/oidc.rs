@@ -39,9 +39,9 @@ use openidconnect::core::{
 use openidconnect::{
     AccessTokenHash, AdditionalClaims, AuthType, AuthorizationCode, Client, ClientId, ClientSecret,
     CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
-    TokenResponse as _, UserInfoClaims,
+    HttpResponse, IdTokenClaims, IdTokenFields, IdTokenVerifier, IssuerUrl, Nonce,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse as _, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
@@ -719,14 +719,15 @@ impl Auth {
         }
     }
 
-    async fn oidc_callback_inner(
+    /// The provider's redirect checked against the login in progress (its signed cookie,
+    /// `state`, the issuer) and for an error it reports: the flow and the code.
+    fn callback_request(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
         peer: std::net::IpAddr,
-        secure: bool,
-    ) -> Result<(Reply, String), ApiError> {
-        let settings = self.oidc_settings()?.ok_or_else(off)?;
+        settings: &Settings,
+    ) -> Result<(Flow, String), ApiError> {
         let restart = format!("start again at {LOGIN_PATH}");
         let Some(cookie) = flow_cookie(headers) else {
             return Err(ApiError::bad_request(format!(
@@ -769,6 +770,18 @@ impl Auth {
                 "the provider's answer has no code".to_string(),
             ));
         };
+        Ok((flow, code))
+    }
+
+    async fn oidc_callback_inner(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        peer: std::net::IpAddr,
+        secure: bool,
+    ) -> Result<(Reply, String), ApiError> {
+        let settings = self.oidc_settings()?.ok_or_else(off)?;
+        let (flow, code) = self.callback_request(headers, query, peer, &settings)?;
         let Ok(_slot) = self.oidc.exchanges.clone().try_acquire_owned() else {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -822,23 +835,7 @@ impl Auth {
                 return Err(invalid(error_chain(&e)));
             }
         };
-        // `at_hash`, when given, binds the access token (used for UserInfo) to the ID token.
-        if let Some(expected) = claims.access_token_hash() {
-            let actual = id_token
-                .signing_alg()
-                .map_err(|e| e.to_string())
-                .and_then(|alg| {
-                    let key = id_token.signing_key(&verifier).map_err(|e| e.to_string())?;
-                    AccessTokenHash::from_token(tokens.access_token(), alg, key)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| invalid(format!("cannot check at_hash: {e}")))?;
-            if actual != *expected {
-                return Err(invalid(
-                    "at_hash does not match the access token (token substitution)".into(),
-                ));
-            }
-        }
+        at_hash_matches(&tokens, &claims, &verifier).map_err(invalid)?;
         let sub = claims.subject().as_str().to_string();
         let username = claims
             .preferred_username()
@@ -887,6 +884,33 @@ impl Auth {
         cookies.push(set_flow_cookie("", Duration::ZERO, secure));
         Ok((redirect(&flow.next, &cookies), id))
     }
+}
+
+/// `at_hash`, when the ID token has one, binds the access token (used for UserInfo) to
+/// the ID token: a substituted access token is refused.
+fn at_hash_matches(
+    tokens: &Tokens,
+    claims: &IdTokenClaims<OtherClaims, CoreGenderClaim>,
+    verifier: &IdTokenVerifier<'_, CoreJsonWebKey>,
+) -> Result<(), String> {
+    let Some(expected) = claims.access_token_hash() else {
+        return Ok(());
+    };
+    let id_token = tokens
+        .id_token()
+        .ok_or_else(|| "the answer has no ID token".to_string())?;
+    let alg = id_token
+        .signing_alg()
+        .map_err(|e| format!("cannot check at_hash: {e}"))?;
+    let key = id_token
+        .signing_key(verifier)
+        .map_err(|e| format!("cannot check at_hash: {e}"))?;
+    let actual = AccessTokenHash::from_token(tokens.access_token(), alg, key)
+        .map_err(|e| format!("cannot check at_hash: {e}"))?;
+    if actual != *expected {
+        return Err("at_hash does not match the access token (token substitution)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
