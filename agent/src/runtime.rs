@@ -173,7 +173,7 @@ pub async fn run_with(
     source: CatalogSource,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let store = open_store(&opts)?;
+    let store = open_store(&opts).await?;
     let (uploader, store_url) = open_object_store(&opts)?;
     let (done_tx, done_rx) = mpsc::channel::<CheckDone>(4096);
     let parts = Parts::new(&opts, store, done_tx.clone());
@@ -323,15 +323,16 @@ fn watch_store(parts: &Parts, mut shutdown: watch::Receiver<bool>) -> JoinHandle
     })
 }
 
-/// Step: the data folder and SQLite, which must be writable (a write is probed: a
-/// read-only database fails the start with its path and cause).
-fn open_store(opts: &AgentOptions) -> Result<Store, RunError> {
+/// Step: the data folder and the database (SQLite, or PostgreSQL for a `postgres://`
+/// `DATABASE_URL`), which must be writable (a write is probed: a read-only database
+/// fails the start with its name and cause).
+async fn open_store(opts: &AgentOptions) -> Result<Store, RunError> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|source| RunError::DataDir {
         path: opts.data_dir.display().to_string(),
         source,
     })?;
     Ok(match &opts.database_url {
-        Some(url) => Store::open_url(url)?,
+        Some(url) => Store::connect(url).await?,
         None => Store::open(&opts.data_dir.join("kubekuma.db"))?,
     })
 }

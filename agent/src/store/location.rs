@@ -1,5 +1,6 @@
 //! Where the database lives: `DATABASE_URL` parsing (`sqlite:PATH`, `sqlite://PATH`,
-//! `sqlite::memory:`). Only SQLite is supported.
+//! `sqlite::memory:`; `postgres://` and `postgresql://` are recognised here and parsed by
+//! `pg::config`).
 
 use std::path::PathBuf;
 
@@ -18,8 +19,9 @@ pub enum DatabaseLocation {
 ///
 /// `sqlite:PATH` and `sqlite://PATH` name a file (`sqlite:///abs/x.db` is absolute,
 /// `sqlite://data/x.db` relative); `sqlite::memory:` (also `sqlite://:memory:`) is an
-/// in-memory database. Any other scheme, such as `postgres://`, is refused; the error
-/// names only the scheme, never the rest of the URL (it may hold credentials).
+/// in-memory database. Any other scheme is refused here (`postgres://` is opened by
+/// `Store::connect` instead); the error names only the scheme, never the rest of the URL
+/// (it may hold credentials).
 pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, StoreError> {
     let trimmed = url.trim();
     let Some(rest) = strip_prefix_ignore_case(trimmed, "sqlite:") else {
@@ -35,6 +37,14 @@ pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, StoreError> {
         return Err(StoreError::EmptyPath);
     }
     Ok(DatabaseLocation::File(PathBuf::from(path)))
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`, any case).
+pub fn is_postgres(url: &str) -> bool {
+    let url = url.trim();
+    ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| strip_prefix_ignore_case(url, p).is_some())
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

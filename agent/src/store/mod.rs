@@ -1,4 +1,4 @@
-//! SQLite store: heartbeats, rollups, incidents, monitor state, crd cache, export outbox,
+//! The store (SQLite, or PostgreSQL for replicas sharing state): heartbeats, rollups, incidents, monitor state, crd cache, export outbox,
 //! push monitors' tokens.
 //!
 //! One writer thread owns the write connection ([`writer`]); the async API sends it
@@ -12,8 +12,7 @@
 //!
 //! A second backend, PostgreSQL ([`pg`]: a pool, its own migrations, a heartbeat task
 //! writing batches), answers the same methods: each method first hands a PostgreSQL
-//! store to its `pg::` twin. Not yet selectable through `DATABASE_URL` (tests open it
-//! with [`Store::open_postgres_for_tests`]; see `pg/HANDOFF.md`).
+//! store to its `pg::` twin. [`Store::connect`] opens either from a `DATABASE_URL`.
 
 mod api_silences;
 mod audit;
@@ -65,9 +64,9 @@ const MAX_IDLE_READERS: usize = 4;
 /// What can go wrong in the store. Every message names the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// `DATABASE_URL` is not SQLite.
+    /// `DATABASE_URL` is neither SQLite nor PostgreSQL.
     #[error(
-        "unsupported database url scheme {scheme:?}: only sqlite is supported (sqlite:PATH, sqlite://PATH or sqlite::memory:)"
+        "unsupported database url scheme {scheme:?}: use sqlite:PATH, sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DATABASE"
     )]
     UnsupportedUrl {
         /// The scheme found (the rest of the URL is not repeated: it may hold credentials).
@@ -413,9 +412,20 @@ impl Store {
         Store::open_location(DatabaseLocation::File(path.to_path_buf()))
     }
 
-    /// Open the database a `DATABASE_URL` names (see [`parse_database_url`]).
+    /// Open the SQLite database a `DATABASE_URL` names (see [`parse_database_url`]);
+    /// [`Store::connect`] also opens PostgreSQL.
     pub fn open_url(url: &str) -> Result<Store, StoreError> {
         Store::open_location(parse_database_url(url)?)
+    }
+
+    /// Open the database a `DATABASE_URL` names: `postgres://` or `postgresql://` (the
+    /// password from the URL, `DATABASE_PASSWORD` or `DATABASE_PASSWORD_FILE`; see
+    /// [`pg::config`]), else SQLite as [`Store::open_url`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if location::is_postgres(url) {
+            return Store::open_postgres(url, &pg::config::PasswordSource::from_env()).await;
+        }
+        Store::open_url(url)
     }
 
     /// Open a parsed location.
@@ -515,11 +525,7 @@ impl Store {
     /// Open a PostgreSQL store (`postgres://` or `postgresql://`; `sslmode` and the
     /// password as [`pg::config::parse`] reads them), migrating it. Must run inside a
     /// tokio runtime (the heartbeat writer is a task of it).
-    ///
-    /// Not yet selectable through `DATABASE_URL`: some operations are still missing
-    /// on PostgreSQL (see `store/pg/HANDOFF.md`); for tests only until then.
-    #[doc(hidden)]
-    pub async fn open_postgres_for_tests(
+    pub async fn open_postgres(
         url: &str,
         password: &pg::config::PasswordSource,
     ) -> Result<Store, StoreError> {

@@ -942,7 +942,7 @@ async fn database_url_forms() {
     let msg = err.to_string();
     assert_eq!(
         msg,
-        "unsupported database url scheme \"postgres\": only sqlite is supported (sqlite:PATH, sqlite://PATH or sqlite::memory:)"
+        "unsupported database url scheme \"postgres\": use sqlite:PATH, sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DATABASE"
     );
     assert!(!msg.contains("hunter2"));
     assert!(matches!(

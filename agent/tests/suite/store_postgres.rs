@@ -1,17 +1,19 @@
 //! What only the PostgreSQL backend has: TLS modes and password sources against a real
 //! server that accepts TLS only and checks passwords, one clear error when the server
 //! is unreachable (never the password), migrations taken under the advisory lock by
-//! replicas starting at once, and `DATABASE_URL` still refusing `postgres://` for users
-//! until every operation works on PostgreSQL.
+//! replicas starting at once, and `DATABASE_URL=postgres://…` selecting it, for the store
+//! alone and for the whole agent.
 
+use kubekuma_agent::runtime::{self, AgentOptions};
 use kubekuma_agent::store::pg::config::PasswordSource;
 use kubekuma_agent::store::pg::migrations::MIGRATIONS;
 use kubekuma_agent::store::{Store, StoreError};
+use kubekuma_crds::MonitorState;
 
 use crate::common::postgres::{self, PASSWORD, PrivateServer};
 
 async fn open(url: &str, password: &PasswordSource) -> Result<Store, StoreError> {
-    Store::open_postgres_for_tests(url, password).await
+    Store::open_postgres(url, password).await
 }
 
 fn none() -> PasswordSource {
@@ -190,18 +192,96 @@ async fn replicas_starting_at_once_apply_each_migration_once() {
     assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
 }
 
-/// Until every operation works on PostgreSQL, users cannot pick it: `DATABASE_URL`
-/// refuses `postgres://` and `postgresql://` (see store/pg/HANDOFF.md).
+/// `DATABASE_URL` picks the backend: `postgres://` and `postgresql://` open PostgreSQL
+/// (the URL's password never in the store's name), other schemes are refused without
+/// repeating the URL.
 #[tokio::test]
-async fn database_url_still_refuses_postgres_for_users() {
-    for url in [
-        "postgres://kuma:hunter2@db/kuma",
-        "postgresql://kuma:hunter2@db/kuma?sslmode=require",
-    ] {
-        let err = Store::open_url(url).err().unwrap();
-        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
-        assert!(!err.to_string().contains("hunter2"));
+async fn database_url_selects_postgres() {
+    if !postgres::enabled() {
+        return;
     }
+    let url = postgres::fresh_database().await;
+    for url in [url.clone(), url.replacen("postgres://", "postgresql://", 1)] {
+        let store = Store::connect(&url).await.unwrap();
+        assert!(store.path().starts_with("postgres"), "{}", store.path());
+        store.open_incidents().await.unwrap();
+        store.close().await.unwrap();
+    }
+    let err = Store::connect("mysql://kuma:hunter2@db/kuma")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = Store::connect("postgres://kuma:hunter2@127.0.0.1:1/kuma?sslmode=disable")
+        .await
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// The agent on `DATABASE_URL=postgres://…`: its checks are recorded in PostgreSQL, and a
+/// second start on the same database goes on from the state the first one left.
+#[tokio::test]
+async fn the_agent_runs_on_postgres() {
+    if !postgres::enabled() {
+        return;
+    }
+    let url = postgres::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("manifests");
+    std::fs::create_dir_all(&folder).unwrap();
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    std::fs::write(
+        folder.join("all.yaml"),
+        format!(
+            "apiVersion: monitoring.kubekuma.io/v1
+kind: KubeKumaSettings
+metadata: {{name: kubekuma}}
+spec:
+  scheduler: {{minIntervalSeconds: 1, jitterPercent: 0}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {{name: db, namespace: prod}}
+spec:
+  type: tcp
+  schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}
+  target: {{tcp: {{host: 127.0.0.1, port: {port}}}}}
+"
+        ),
+    )
+    .unwrap();
+    let opts = AgentOptions {
+        config: vec![folder],
+        database_url: Some(url.clone()),
+        ..AgentOptions::new("pg", dir.path().join("data"), "127.0.0.1:0".to_string())
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runtime::run(opts, stop_rx));
+    let reader = Store::connect(&url).await.unwrap();
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let mut up = Vec::new();
+    for _ in 0..300 {
+        up = reader.heartbeats("prod", "db", since, 10).await.unwrap();
+        if up.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up.len() >= 2, "no heartbeats in PostgreSQL: {up:?}");
+    assert!(up.iter().all(|h| h.state == MonitorState::Up), "{up:?}");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let states = reader.load_monitor_states().await.unwrap();
+    assert!(
+        states
+            .iter()
+            .any(|s| s.namespace == "prod" && s.name == "db"),
+        "the monitor's state is kept in PostgreSQL"
+    );
+    drop(target);
 }
 
 /// The server goes away while the agent runs (stopped, clients disconnected): queued

@@ -4,9 +4,9 @@
 //! own ([`migrations`]) and a task that writes heartbeats in batches (`writer.rs`).
 //!
 //! `Store`'s public methods dispatch here when the store is PostgreSQL; an operation
-//! not yet written for PostgreSQL falls through to the SQLite code, which refuses it
-//! with [`StoreError::NotOnPostgres`]. Until none is left, `DATABASE_URL` keeps refusing
-//! `postgres://` (see `HANDOFF.md`); tests open it with `Store::open_postgres_for_tests`.
+//! not written for PostgreSQL would fall through to the SQLite code, which refuses it
+//! with [`StoreError::NotOnPostgres`] (none is left). `DATABASE_URL=postgres://…` opens
+//! it through `Store::connect`.
 
 pub(crate) mod api_silences;
 pub(crate) mod audit;

@@ -81,9 +81,7 @@ impl Db {
     pub async fn try_open(&self) -> Result<Store, StoreError> {
         match self.backend {
             Backend::Sqlite => Store::open(&self.path),
-            Backend::Postgres => {
-                Store::open_postgres_for_tests(&self.url, &PasswordSource::default()).await
-            }
+            Backend::Postgres => Store::open_postgres(&self.url, &PasswordSource::default()).await,
         }
     }
 
