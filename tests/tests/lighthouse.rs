@@ -18,7 +18,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kubekuma_agent::runtime::{self, AgentOptions};
-use kubekuma_builder::{BuildOptions, Builder, RenderOptions, Theme};
+use kubekuma_builder::RenderOptions;
 use serde_json::Value;
 
 use common::{chromium, free_port, wait_for};
@@ -254,32 +254,14 @@ spec:
     // publishes a sitemap and robots.txt names it.
     let base = format!("http://127.0.0.1:{listen_port}/");
     let objects = data.join("objects");
-    let site_for_builder = site.clone();
-    let base_for_builder = base.clone();
-    let (builder_stop_tx, builder_stop) = tokio::sync::watch::channel(false);
-    let builder = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            while !objects.join("v1").exists() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let source = kubekuma_crds::store::open_store(objects.to_str().unwrap()).unwrap();
-            let out = kubekuma_crds::store::open_store(site_for_builder.to_str().unwrap()).unwrap();
-            let opts = BuildOptions {
-                render: RenderOptions {
-                    base_url: base_for_builder,
-                    ..Default::default()
-                },
-                now: None,
-                fetch_branding: false,
-            };
-            let mut b = Builder::new(source, out, Theme::default_theme().unwrap(), opts).unwrap();
-            b.watch(Duration::from_millis(300), builder_stop).await;
-        });
-    });
+    let (builder_stop_tx, builder) = common::spawn_builder(
+        objects,
+        site.clone(),
+        RenderOptions {
+            base_url: base.clone(),
+            ..Default::default()
+        },
+    );
 
     for slug in ["public", "branded"] {
         let status = site.join(slug).join("status.json");

@@ -18,7 +18,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kubekuma_agent::runtime::{self, AgentOptions};
-use kubekuma_builder::{BuildOptions, Builder, RenderOptions, Theme};
+use kubekuma_builder::RenderOptions;
 
 use common::{chromium, free_port, wait_for};
 
@@ -149,31 +149,14 @@ spec:
     // The builder, as `kubekuma up` runs it, with a tiny staleness threshold so the
     // browser shows the stale-data notice (proving the page's script ran).
     let objects = data.join("objects");
-    let site_for_builder = site.clone();
-    let (builder_stop_tx, builder_stop) = tokio::sync::watch::channel(false);
-    let builder = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            while !objects.join("v1").exists() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let source = kubekuma_crds::store::open_store(objects.to_str().unwrap()).unwrap();
-            let out = kubekuma_crds::store::open_store(site_for_builder.to_str().unwrap()).unwrap();
-            let opts = BuildOptions {
-                render: RenderOptions {
-                    stale_after_seconds: 1,
-                    ..Default::default()
-                },
-                now: None,
-                fetch_branding: false,
-            };
-            let mut b = Builder::new(source, out, Theme::default_theme().unwrap(), opts).unwrap();
-            b.watch(Duration::from_millis(300), builder_stop).await;
-        });
-    });
+    let (builder_stop_tx, builder) = common::spawn_builder(
+        objects,
+        site.clone(),
+        RenderOptions {
+            stale_after_seconds: 1,
+            ..Default::default()
+        },
+    );
 
     let status = site.join("public/status.json");
     wait_for("api up and db down on the built site", || {

@@ -1,7 +1,7 @@
 //! Helpers the end-to-end tests share: a free local port, waiting for a condition, the
 //! system's Chromium.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -41,4 +41,41 @@ pub fn chromium() -> Option<String> {
                 .is_ok_and(|o| o.status.success())
         })
         .map(|bin| bin.display().to_string())
+}
+
+/// The builder as `kubekuma up` runs it, on a thread of its own: once the agent has
+/// written objects under `objects`, it watches them (every 300 ms) and renders the site
+/// into `site` with the default theme and `render`, until `true` is sent on the returned
+/// sender; join the handle after that.
+pub fn spawn_builder(
+    objects: std::path::PathBuf,
+    site: std::path::PathBuf,
+    render: kubekuma_builder::RenderOptions,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    std::thread::JoinHandle<()>,
+) {
+    use kubekuma_builder::{BuildOptions, Builder, Theme};
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            while !objects.join("v1").exists() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let source = kubekuma_crds::store::open_store(objects.to_str().unwrap()).unwrap();
+            let out = kubekuma_crds::store::open_store(site.to_str().unwrap()).unwrap();
+            let opts = BuildOptions {
+                render,
+                now: None,
+                fetch_branding: false,
+            };
+            let mut b = Builder::new(source, out, Theme::default_theme().unwrap(), opts).unwrap();
+            b.watch(Duration::from_millis(300), stop).await;
+        });
+    });
+    (stop_tx, handle)
 }

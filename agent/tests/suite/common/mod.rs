@@ -35,3 +35,29 @@ impl Outage for azurite::Azurite {
         azurite::Azurite::resume(self).await;
     }
 }
+
+/// `method path` on the admin API at `base`, with an optional bearer `token` and JSON
+/// `body`: the status and the reply as JSON (a string when it is not JSON).
+pub async fn call_api(
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut req = client.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
