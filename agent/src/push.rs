@@ -250,6 +250,10 @@ pub enum PushError {
     /// The agent is shutting down.
     #[error("the agent is stopping")]
     Stopped,
+    /// This agent stands by while another one leads: pushes go to the leader, which
+    /// records them (a standby's view of the monitor is not the current one).
+    #[error("this agent is a standby; push to the leader")]
+    Standby,
 }
 
 struct Watched {
@@ -274,6 +278,10 @@ pub struct PushHub {
     /// Randomly keyed: token lookups reveal nothing about a token's bytes.
     hasher: RandomState,
     registry: Mutex<Registry>,
+    /// Whether this agent records pushes and keeps the stored records (the leader, or
+    /// an agent without election). A standby neither generates tokens nor forgets
+    /// removed monitors' records: the leader does, on the shared store.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PushHub {
@@ -293,6 +301,24 @@ impl PushHub {
             done,
             hasher: RandomState::new(),
             registry: Mutex::new(Registry::default()),
+            leading: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Whether this agent leads (see [`PushHub::set_leading`]).
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// This agent starts or stops leading. A standby answers pushes with
+    /// [`PushError::Standby`]. Taking over forgets the deadlines watched so far: the next
+    /// [`PushHub::apply`] starts them from the last pushes the leader before stored.
+    pub fn set_leading(&self, leading: bool) {
+        let was = self
+            .leading
+            .swap(leading, std::sync::atomic::Ordering::SeqCst);
+        if leading && !was {
+            self.lock().watched.clear();
         }
     }
 
@@ -344,7 +370,7 @@ impl PushHub {
             };
             let token = match known {
                 Some(t) if !spec_tokens.contains(t.expose()) => t,
-                _ if rows.is_none() => continue,
+                _ if rows.is_none() || !self.leading() => continue,
                 _ => {
                     let t = Token::generate();
                     if let Err(e) = self
@@ -361,7 +387,9 @@ impl PushHub {
             generated.insert(key.clone(), token);
         }
 
-        if let Some(rows) = &rows {
+        if let Some(rows) = &rows
+            && self.leading()
+        {
             self.forget_removed(rows, &push).await;
         }
         self.register(&push, &generated, &stored, now);
@@ -492,6 +520,9 @@ impl PushHub {
         report: &Report,
         now: DateTime<Utc>,
     ) -> Result<ObjKey, PushError> {
+        if !self.leading() {
+            return Err(PushError::Standby);
+        }
         let plan = {
             let mut reg = self.lock();
             let key = self.find(&reg, token).ok_or(PushError::NotFound)?;

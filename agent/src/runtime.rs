@@ -185,19 +185,22 @@ pub async fn run_with(
     restore(&parts.store, &parts.live).await?;
 
     let first = catalog.snapshots.borrow().clone();
-    let lock = lock_data_folder(&catalog, &opts, &first)?;
+    let lock = lock_data_folder(&catalog, &opts, &first, parts.store.is_shared())?;
     parts.catalog_tx.send_replace(first.clone());
     let kube_client = catalog.kube.as_ref().map(|(m, _)| m.client.clone());
     let (ctx_tx, ctx_rx) = watch::channel(Arc::new(check_context(&first, &kube_client)));
     let scheduler = start_scheduler(&first, ctx_rx, parts.hub.clone(), done_tx);
-    let role = Role::new(
-        catalog.kube.as_ref().map(|(m, _)| m.is_leader.clone()),
-        lock,
-        first.effective.single_instance_required,
-    );
+    // Kube mode elects with the Lease; agents sharing a PostgreSQL database elect
+    // through it (an advisory lock).
+    let election = match &catalog.kube {
+        Some((mode, _)) => Some(mode.is_leader.clone()),
+        None => parts.store.elect(shutdown.clone()),
+    };
+    let role = Role::new(election, lock, first.effective.single_instance_required);
     if role.leading.is_some() {
         parts.health.set_leader(role.elected);
     }
+    parts.hub.set_leading(role.now);
     let mut synced = Synced::default();
     apply_catalog(&parts, &scheduler, &first, role.now, &mut synced).await;
     parts.health.set_ready(true);
@@ -241,11 +244,13 @@ pub async fn run_with(
 /// Step (folder mode): the data folder's lock ([`DataLock`]). Held by another instance,
 /// the start fails naming it while `spec.mode.singleInstanceRequired` is true (the
 /// default); otherwise this instance runs without it, with a warning. Kube mode elects
-/// with the Lease instead (`None`).
+/// with the Lease instead, and agents on a `shared` (PostgreSQL) store through it
+/// (`None`).
 fn lock_data_folder(
     catalog: &Catalog,
     opts: &AgentOptions,
     first: &Snapshot,
+    shared: bool,
 ) -> Result<Option<DataLock>, RunError> {
     let required = first.effective.single_instance_required;
     if !required {
@@ -254,7 +259,7 @@ fn lock_data_folder(
              checks and sends notifications; with several instances notifications may repeat"
         );
     }
-    if catalog.kube.is_some() {
+    if catalog.kube.is_some() || shared {
         return Ok(None);
     }
     let mut lock = DataLock::new(&opts.data_dir);
@@ -655,10 +660,21 @@ impl MainLoop {
                     if changed.is_err() { break; }
                     self.reload().await;
                 }
-                changed = self.role.changed() => self.role_changed(changed),
-                _ = flush.tick(), if self.role.now => self.flush().await,
+                changed = self.role.changed() => self.role_changed(changed).await,
+                _ = flush.tick() => {
+                    if self.role.now {
+                        self.flush().await;
+                    } else if self.parts.store.is_shared() {
+                        // A standby on a shared store follows the leader's states, so its
+                        // admin API shows them and a takeover starts from them.
+                        self.follow().await;
+                    }
+                }
                 _ = reminders.tick(), if self.role.now => self.remind().await,
-                _ = retention.tick() => self.retain().await,
+                // On a shared store the leader keeps it; each agent keeps its own file.
+                _ = retention.tick(), if self.role.now || !self.parts.store.is_shared() => {
+                    self.retain().await
+                }
             }
         }
     }
@@ -679,31 +695,60 @@ impl MainLoop {
                 "spec.mode.singleInstanceRequired changed whether this instance runs checks"
             );
         }
+        self.parts.hub.set_leading(self.role.now);
         let p = &self.parts;
         apply_catalog(p, &self.scheduler, &snap, self.role.now, &mut self.synced).await;
         tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
     }
 
-    /// The election's verdict changed: schedule checks or stop them.
-    fn role_changed(&mut self, changed: Result<(), watch::error::RecvError>) {
-        match changed {
-            Ok(()) => {
-                let lead = self.role.leading.as_mut();
-                self.role.elected = lead.is_some_and(|r| *r.borrow_and_update());
-                self.parts.health.set_leader(self.role.elected);
-                self.role.now = runs_checks(self.role.elected, self.role.required);
-                let lead_now = self.role.now;
-                let snap = self.snapshots.borrow().clone();
-                self.scheduler
-                    .apply(if lead_now { plans(&snap) } else { Vec::new() });
-                tracing::info!(
-                    leader = self.role.elected,
-                    "role changed; checks {}",
-                    if lead_now { "scheduled" } else { "stopped" }
-                );
-            }
+    /// The election's verdict changed: schedule checks or stop them. Taking over, the
+    /// agent first reads what the leader before it left in a shared store: monitor
+    /// states, the alert gate and the last pushes.
+    async fn role_changed(&mut self, changed: Result<(), watch::error::RecvError>) {
+        let Ok(()) = changed else {
             // The election ended (shutdown): keep the last role.
-            Err(_) => self.role.leading = None,
+            self.role.leading = None;
+            return;
+        };
+        let lead = self.role.leading.as_mut();
+        self.role.elected = lead.is_some_and(|r| *r.borrow_and_update());
+        self.parts.health.set_leader(self.role.elected);
+        let before = self.role.now;
+        self.role.now = runs_checks(self.role.elected, self.role.required);
+        let lead_now = self.role.now;
+        let snap = self.snapshots.borrow().clone();
+        if lead_now && !before {
+            self.take_over().await;
+        }
+        self.parts.hub.set_leading(lead_now);
+        if lead_now && !before {
+            sync_push(&self.parts.hub, &plans(&snap), &self.parts.live).await;
+        }
+        self.scheduler
+            .apply(if lead_now { plans(&snap) } else { Vec::new() });
+        tracing::info!(
+            leader = self.role.elected,
+            "role changed; checks {}",
+            if lead_now { "scheduled" } else { "stopped" }
+        );
+    }
+
+    /// Before leading on a shared store: the states and the alert gate the previous
+    /// leader saved (a failure is logged; checks start anyway, as at a start).
+    async fn take_over(&mut self) {
+        if !self.parts.store.is_shared() {
+            return;
+        }
+        self.follow().await;
+        if let Err(e) = self.alerter.reload_gate().await {
+            tracing::error!(error = %e, "taking over: cannot read the alert gate's state");
+        }
+    }
+
+    /// Read the monitor states the leader saved (a standby on a shared store).
+    async fn follow(&self) {
+        if let Err(e) = restore(&self.parts.store, &self.parts.live).await {
+            tracing::warn!(error = %e, "cannot read the leader's monitor states");
         }
     }
 

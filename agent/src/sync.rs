@@ -14,7 +14,7 @@ use crate::process::state_row;
 use crate::push::PushHub;
 use crate::schedule::MonitorPlan;
 use crate::state::Tracker;
-use crate::state::live::{Live, LiveMonitor};
+use crate::state::live::Live;
 use crate::store::{CrdCacheEntry, Store, StoreError};
 
 /// What the last catalog sync wrote, to write only changes next time.
@@ -174,7 +174,8 @@ pub async fn sync_push(hub: &PushHub, plans: &[MonitorPlan], live: &Mutex<Live>)
     }
 }
 
-/// Restore trackers saved by an earlier run.
+/// Restore trackers saved by an earlier run (at start), or by the leader before this
+/// one (at a takeover on a shared store).
 pub async fn restore(store: &Store, live: &Mutex<Live>) -> Result<(), StoreError> {
     let rows = store.load_monitor_states().await?;
     let Ok(mut l) = live.lock() else {
@@ -193,14 +194,13 @@ pub async fn restore(store: &Store, live: &Mutex<Live>) -> Result<(), StoreError
             open_incident: r.open_incident_id,
             ..Tracker::default()
         };
-        l.monitors.insert(
-            ObjKey::new(&r.namespace, &r.name),
-            LiveMonitor {
-                tracker: t,
-                checked_at: r.last_checked_at,
-                ..LiveMonitor::default()
-            },
-        );
+        // Only what the store knows: a push token or a certificate seen stays.
+        let m = l
+            .monitors
+            .entry(ObjKey::new(&r.namespace, &r.name))
+            .or_default();
+        m.tracker = t;
+        m.checked_at = r.last_checked_at;
     }
     Ok(())
 }

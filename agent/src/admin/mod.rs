@@ -314,6 +314,19 @@ impl Api {
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({"ok": false, "msg": "The agent is stopping."}),
             ),
+            Err(PushError::Standby) => {
+                self.limiter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .give_back(peer, Instant::now());
+                let mut r = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"ok": false, "msg": "This agent is a standby; push to the leader (its /ready says role leader)."}),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+                r
+            }
         }
     }
 }

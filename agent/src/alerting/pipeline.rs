@@ -63,6 +63,20 @@ impl std::fmt::Debug for Alerter {
     }
 }
 
+/// The gate with the state saved in `store` (a fresh one when none or unreadable).
+async fn load_gate(store: &Store) -> Result<Gate, StoreError> {
+    Ok(match store.load_gate_state().await? {
+        Some(json) => match serde_json::from_str::<GateState>(&json) {
+            Ok(state) => Gate::from_state(state),
+            Err(e) => {
+                tracing::warn!(error = %e, "saved alert gate state unreadable; starting without dedupe history");
+                Gate::new()
+            }
+        },
+        None => Gate::new(),
+    })
+}
+
 impl Alerter {
     /// An alerter on `store`, with the gate state an earlier run saved; `wake` is
     /// notified when a delivery is queued.
@@ -71,22 +85,21 @@ impl Alerter {
         wake: Arc<Notify>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Alerter, StoreError> {
-        let gate = match store.load_gate_state().await? {
-            Some(json) => match serde_json::from_str::<GateState>(&json) {
-                Ok(state) => Gate::from_state(state),
-                Err(e) => {
-                    tracing::warn!(error = %e, "saved alert gate state unreadable; starting without dedupe history");
-                    Gate::new()
-                }
-            },
-            None => Gate::new(),
-        };
+        let gate = Mutex::new(load_gate(&store).await?);
         Ok(Alerter {
             store,
-            gate: Mutex::new(gate),
+            gate,
             wake,
             metrics,
         })
+    }
+
+    /// Read the gate's state again from the store: a standby taking over continues from
+    /// what the leader before it admitted (dedupe windows, rate limits, reminders).
+    pub async fn reload_gate(&self) -> Result<(), StoreError> {
+        let gate = load_gate(&self.store).await?;
+        *self.gate.lock().await = gate;
+        Ok(())
     }
 
     /// What the gate remembers now.

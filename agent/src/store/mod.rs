@@ -428,6 +428,22 @@ impl Store {
         Store::open_url(url)
     }
 
+    /// Whether several agents may share this store (PostgreSQL; a SQLite file belongs
+    /// to one agent).
+    pub fn is_shared(&self) -> bool {
+        self.pg().is_some()
+    }
+
+    /// Agents sharing a PostgreSQL store elect one leader through it (see
+    /// [`pg::leader`]): the receiver says whether this agent leads, and the election ends
+    /// (releasing the lock) when `shutdown` turns true. `None` on SQLite.
+    pub fn elect(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.pg().map(|pg| pg::leader::spawn(pg, shutdown))
+    }
+
     /// Open a parsed location.
     pub fn open_location(location: DatabaseLocation) -> Result<Store, StoreError> {
         let (label, target, conn) = match location {

@@ -33,6 +33,7 @@ mod common;
 mod downsample;
 mod export_azure;
 mod export_s3;
+mod failover;
 mod folder_reload;
 mod logs;
 mod push;

@@ -13,6 +13,7 @@ pub(crate) mod audit;
 pub mod config;
 pub(crate) mod deliveries;
 pub(crate) mod incidents;
+pub mod leader;
 pub mod migrations;
 pub(crate) mod push;
 pub(crate) mod records;
@@ -48,6 +49,11 @@ pub(crate) struct Pg {
     pub(crate) tx: mpsc::UnboundedSender<writer::Command>,
     pub(crate) stats: Arc<WriterStats>,
     pub(crate) label: String,
+    /// How to open a connection of its own (the leader election's).
+    pub(crate) connect: Box<(
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    )>,
 }
 
 /// What [`open`] hands the store.
@@ -70,6 +76,7 @@ pub(crate) async fn open(
     let tls = config::tls_connector(&settings).map_err(|e| StoreError::PostgresConfig {
         message: e.to_string(),
     })?;
+    let connect = Box::new((settings.config.clone(), tls.clone()));
     let manager = deadpool_postgres::Manager::from_config(
         settings.config,
         tls,
@@ -131,6 +138,7 @@ pub(crate) async fn open(
             tx,
             stats,
             label: label.clone(),
+            connect,
         },
         label,
     })

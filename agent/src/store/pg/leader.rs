@@ -1,0 +1,172 @@
+//! Leadership through the database: agents sharing one PostgreSQL database elect one
+//! leader with a session-level advisory lock (`pg_try_advisory_lock`) held on a
+//! connection of its own, outside the pool.
+//!
+//! - A standby tries the lock every [`TICK`]; the leader checks its connection as often
+//!   and steps down when a check fails or takes longer than [`PROBE`]. Stepping down
+//!   drops the connection, so the server releases the lock when it notices.
+//! - The server releases the lock as soon as the holder's session ends: at once when the
+//!   process dies (the kernel closes its socket), and within [`SERVER_NOTICES`] when its
+//!   host or network vanishes (the session's TCP keepalives and user timeout are set on
+//!   the server's side too).
+//! - So a standby takes over within [`TAKEOVER_BOUND`] of the leader's end, and a cut-off
+//!   leader has stopped ([`TICK`] + [`PROBE`]) before the server lets anyone else lead.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Pg;
+use super::config::source_text;
+
+/// The advisory lock's key (ASCII "kklead" in the low bytes): distinct from the
+/// migrations' lock, and the same for every agent on the database.
+pub const LEADER_LOCK_KEY: i64 = 0x6b6b_6c65_6164;
+
+/// How often a standby tries the lock and the leader checks its connection.
+pub const TICK: Duration = Duration::from_secs(2);
+
+/// Longest wait for one check (or the connection at start) before giving up on it.
+pub const PROBE: Duration = Duration::from_secs(4);
+
+/// Wait before a new connection after one failed.
+const RECONNECT: Duration = Duration::from_secs(2);
+
+/// How long the server takes at most to end the session of a holder that vanished
+/// without closing its socket: keepalive idle 4 s + 3 probes 2 s apart, or the TCP user
+/// timeout for unacknowledged data (10 s).
+pub const SERVER_NOTICES: Duration = Duration::from_secs(10);
+
+/// A standby leads within this time after the leader's process or network ends
+/// ([`SERVER_NOTICES`] + [`TICK`], with margin for a slow connect).
+pub const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
+
+/// Start the election on `pg`'s database; the receiver says whether this agent leads
+/// now. It ends (releasing the lock) when `shutdown` turns true.
+pub(crate) fn spawn(pg: &Pg, shutdown: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let (mut config, tls) = (*pg.connect).clone();
+    config
+        .application_name("kubekuma-leader")
+        .connect_timeout(PROBE)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(4))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(SERVER_NOTICES);
+    tokio::spawn(run(config, tls, pg.label.clone(), tx, shutdown));
+    rx
+}
+
+/// Why a round of the election ended its connection.
+enum Ended {
+    /// The agent is shutting down.
+    Shutdown,
+    /// The connection failed or a check took too long: reconnect.
+    Lost(String),
+}
+
+async fn run(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    label: String,
+    leading: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_error: Option<String> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let why = match tokio::time::timeout(PROBE, config.connect(tls.clone())).await {
+            Ok(Ok((client, connection))) => {
+                let driver = tokio::spawn(connection);
+                let why = hold(&client, &leading, &mut shutdown).await;
+                drop(client);
+                driver.abort();
+                why
+            }
+            Ok(Err(e)) => Ended::Lost(source_text(&e)),
+            Err(_) => Ended::Lost(format!("no connection within {} s", PROBE.as_secs())),
+        };
+        if leading.send_replace(false) {
+            tracing::warn!(database = %label, "leadership lost: this agent stands by");
+        }
+        match why {
+            Ended::Shutdown => break,
+            Ended::Lost(e) => {
+                // Log a failure once while it lasts, not every reconnect.
+                if last_error.as_ref() != Some(&e) {
+                    tracing::warn!(database = %label, error = %e, "leader election: connection lost; reconnecting");
+                    last_error = Some(e);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONNECT) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Settings of the election's session: the server ends it soon after its peer vanishes,
+/// which is what frees the lock of a leader cut off from the database.
+const SESSION: &str = "SET tcp_keepalives_idle = 4; SET tcp_keepalives_interval = 2; \
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+
+/// One statement, bounded by [`PROBE`].
+async fn probe<T>(
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Ended> {
+    match tokio::time::timeout(PROBE, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Ended::Lost(source_text(&e))),
+        Err(_) => Err(Ended::Lost(format!(
+            "no answer within {} s",
+            PROBE.as_secs()
+        ))),
+    }
+}
+
+/// One connection's rounds: try the lock (standby) or check the connection (leader)
+/// every [`TICK`], until the connection fails or `shutdown` turns true.
+async fn hold(
+    client: &tokio_postgres::Client,
+    leading: &watch::Sender<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    if let Err(e) = probe(client.batch_execute(SESSION)).await {
+        return e;
+    }
+    loop {
+        if *leading.borrow() {
+            if let Err(e) = probe(client.batch_execute("SELECT 1")).await {
+                return e;
+            }
+        } else {
+            match probe(client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]))
+                .await
+            {
+                Ok(row) => {
+                    if row.try_get::<_, bool>(0).unwrap_or(false) {
+                        tracing::info!("leader election: this agent leads");
+                        leading.send_replace(true);
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    if *leading.borrow() {
+                        // Let a standby take over at once rather than when the process ends.
+                        let _ = probe(client.query_one("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK_KEY])).await;
+                    }
+                    return Ended::Shutdown;
+                }
+            }
+        }
+    }
+}
