@@ -354,3 +354,71 @@ async fn heartbeats_are_kept_while_the_server_is_down() {
     assert_eq!(stored.len(), 201);
     store.close().await.unwrap();
 }
+
+/// Leader election through the database: of three stores on one database exactly one
+/// leads; when the server ends the leader's session (as it does when the leader's host
+/// vanishes), that agent steps down and one agent leads again, and at no sampled moment
+/// do two lead; a leader shutting down releases the lock and another one takes over.
+#[tokio::test]
+async fn agents_on_one_database_elect_one_leader() {
+    if !postgres::enabled() {
+        return;
+    }
+    let url = postgres::fresh_database().await;
+    let mut stops = Vec::new();
+    let mut votes = Vec::new();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        let store = open(&url, &none()).await.unwrap();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        votes.push(store.elect(stop_rx).expect("PostgreSQL elects"));
+        stops.push(stop);
+        stores.push(store);
+    }
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&sqlite_dir.path().join("k.db")).unwrap();
+    assert!(
+        sqlite.elect(tokio::sync::watch::channel(false).1).is_none(),
+        "a SQLite file belongs to one agent: no election"
+    );
+    let leaders = |votes: &[tokio::sync::watch::Receiver<bool>]| -> Vec<usize> {
+        (0..votes.len()).filter(|i| *votes[*i].borrow()).collect()
+    };
+    // Sample every 20 ms until `want` holds (or 30 s), checking that at most one leads.
+    async fn settle(
+        votes: &[tokio::sync::watch::Receiver<bool>],
+        want: impl Fn(&[usize]) -> bool,
+    ) -> Vec<usize> {
+        for _ in 0..1500 {
+            let now: Vec<usize> = (0..votes.len()).filter(|i| *votes[*i].borrow()).collect();
+            assert!(now.len() <= 1, "two leaders at once: {now:?}");
+            if want(&now) {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the election did not settle");
+    }
+    let first = settle(&votes, |l| l.len() == 1).await[0];
+
+    // The server ends the leader's session: it steps down, and one agent leads again.
+    let admin = postgres::connect(&url).await.unwrap();
+    let ended = admin
+        .execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint::oid",
+            &[&(kubekuma_agent::store::pg::leader::LEADER_LOCK_KEY & 0xffff_ffff)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, 1, "one session held the leader's lock");
+    settle(&votes, |l| l.first() != Some(&first)).await;
+    let second = settle(&votes, |l| l.len() == 1).await[0];
+    assert_eq!(leaders(&votes), vec![second]);
+
+    // The leader shuts down: it unlocks, and another agent takes over.
+    stops[second].send_replace(true);
+    let third = settle(&votes, |l| l.len() == 1 && l[0] != second).await[0];
+    assert_ne!(third, second);
+    drop(stores);
+}
