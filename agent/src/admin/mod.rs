@@ -105,13 +105,20 @@ pub fn handle<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
         (&Method::GET | &Method::HEAD, "/ready") => {
             // A standby is ready too (it holds the catalog and takes over when the leader
             // goes); the role says which one records checks. The Service routes to the
-            // leader by the role label on its Pod (`cluster::role`).
+            // leader by the role label on its Pod (`cluster::role`); a load balancer that
+            // cannot select by label asks `/ready?role=leader`, which a standby answers 503.
+            let leader_only = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "role=leader"));
             let problem = health
                 .problem
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let ready = health.ready.load(Ordering::SeqCst) && problem.is_none();
+            let ready = health.ready.load(Ordering::SeqCst)
+                && problem.is_none()
+                && !(leader_only && health.role() == Some("standby"));
             let mut body = serde_json::json!({"ready": ready, "timestamp": now});
             if let Some(reason) = problem {
                 body["reason"] = reason.into();
@@ -414,6 +421,18 @@ mod tests {
         h.set_ready(true);
         assert_eq!(handle(&get("/ready"), &h).status(), StatusCode::OK);
         assert_eq!(handle(&get("/nope"), &h).status(), StatusCode::NOT_FOUND);
+        // Without election every agent leads; a standby is ready, but not for
+        // `?role=leader` (a load balancer's check that routes to the leader only).
+        let leader_only = "/ready?role=leader";
+        assert_eq!(handle(&get(leader_only), &h).status(), StatusCode::OK);
+        h.set_leader(false);
+        assert_eq!(handle(&get("/ready"), &h).status(), StatusCode::OK);
+        assert_eq!(
+            handle(&get(leader_only), &h).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        h.set_leader(true);
+        assert_eq!(handle(&get(leader_only), &h).status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -249,6 +249,10 @@ async fn the_standby_takes_over_without_losing_state() {
         format!("http://127.0.0.1:{port_a}"),
         format!("http://127.0.0.1:{port_b}"),
     );
+    // A load balancer's check that routes to the leader only.
+    let leader_check = |base: &str| client.get(format!("{base}/ready?role=leader")).send();
+    assert_eq!(leader_check(&base_a).await.unwrap().status(), 200);
+    assert_eq!(leader_check(&base_b).await.unwrap().status(), 503);
 
     // A session, made on the leader.
     let (s, login) = call_api(
@@ -370,6 +374,7 @@ async fn the_standby_takes_over_without_losing_state() {
         "takeover after SIGKILL: {:.1} s",
         killed.elapsed().as_secs_f64()
     );
+    assert_eq!(leader_check(&base_b).await.unwrap().status(), 200);
 
     // The session, the incident with its acknowledgement and update, the push token.
     let (s, me) = call_api(
