@@ -391,7 +391,8 @@ impl Store {
 
     /// Take up to `limit` pending deliveries due at `now` that nobody holds (no claim, or
     /// an expired one), oldest first, for `claimant` until `now + claim_for`; two
-    /// claimants never get the same row. A row whose previous claim expired comes back
+    /// claimants never get the same row. A row whose previous claim (by another
+    /// claimant) expired comes back
     /// with `orphaned` counted up and [`Delivery::orphaned_from`] naming that claimant;
     /// one whose claim expired [`ORPHAN_LIMIT`] times in a row without a recorded
     /// attempt becomes `failed` ([`GIVEN_UP_AFTER_ORPHANED`], logged) and is not
@@ -420,7 +421,7 @@ impl Store {
         let claimant = claimant.to_string();
         self.write(move |c| {
             let now = ms(now);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let picked = {
                 let mut st = tx.prepare_cached(
                     "SELECT id, claimed_by FROM notification_deliveries
@@ -447,6 +448,9 @@ impl Store {
                      WHERE id = ?1 RETURNING {COLUMNS}"
                 ))?;
                 for (id, previous) in picked {
+                    // This claimant's own expired claim (a send of its own still running,
+                    // or whose outcome it could not write) is renewed, not orphaned.
+                    let previous = previous.filter(|p| *p != claimant);
                     let expired = i64::from(previous.is_some());
                     let raw = update.query_row(
                         params![

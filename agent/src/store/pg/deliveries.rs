@@ -145,7 +145,9 @@ pub(crate) async fn claim(
     until: i64,
 ) -> Result<Vec<Delivery>, Fail> {
     let c = pg.client().await?;
-    let gone = "orphaned + (CASE WHEN previous IS NULL THEN 0 ELSE 1 END) >= $5";
+    // This claimant's own expired claim is renewed, not orphaned (as on SQLite).
+    let expired = "(CASE WHEN previous IS NULL OR previous = $3::text THEN 0 ELSE 1 END)";
+    let gone = format!("orphaned + {expired} >= $5::bigint");
     let sql = format!(
         "WITH picked AS (
            SELECT id AS pick_id, claimed_by AS previous FROM notification_deliveries
@@ -154,15 +156,15 @@ pub(crate) async fn claim(
            ORDER BY next_attempt_at, id LIMIT $2
            FOR UPDATE SKIP LOCKED)
          UPDATE notification_deliveries SET
-           orphaned = orphaned + (CASE WHEN previous IS NULL THEN 0 ELSE 1 END),
+           orphaned = orphaned + {expired},
            status = CASE WHEN {gone} THEN 'failed' ELSE status END,
            next_attempt_at = CASE WHEN {gone} THEN NULL ELSE next_attempt_at END,
-           last_error = CASE WHEN {gone} THEN $6 ELSE last_error END,
-           claimed_by = CASE WHEN {gone} THEN NULL ELSE $3 END,
-           claimed_until = CASE WHEN {gone} THEN NULL ELSE $4 END,
+           last_error = CASE WHEN {gone} THEN $6::text ELSE last_error END,
+           claimed_by = CASE WHEN {gone} THEN NULL ELSE $3::text END,
+           claimed_until = CASE WHEN {gone} THEN NULL ELSE $4::bigint END,
            updated_at = $1
          FROM picked WHERE id = pick_id
-         RETURNING {COLUMNS}, previous"
+         RETURNING {COLUMNS}, CASE WHEN previous = $3::text THEN NULL ELSE previous END"
     );
     let rows = c
         .query(
