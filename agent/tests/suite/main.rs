@@ -9,6 +9,7 @@
 mod admin_api;
 mod admin_auth;
 mod admin_listener;
+mod alerting_claims;
 mod alerting_http_providers;
 mod alerting_outbox;
 mod alerting_policy;
