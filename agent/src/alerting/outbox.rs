@@ -245,7 +245,9 @@ impl DeliveryWorker {
                                 // the next start.
                                 Ok(_) if *stop.borrow() => {}
                                 Ok(_permit) => {
-                                    if d.orphaned == 0 || !already_sent(&store, &d).await {
+                                    if d.orphaned == 0
+                                        || !already_sent(&store, metrics.as_deref(), &d).await
+                                    {
                                         deliver(
                                             &store,
                                             &snap,
@@ -293,7 +295,7 @@ impl DeliveryWorker {
 /// For an orphan `d` (its earlier send may have gone out): whether the same dedupe key
 /// already went to the same provider within the route's dedupe window; if so `d` is
 /// recorded `deduped`, naming that send, and must not be sent. A failed look-up sends.
-async fn already_sent(store: &Store, d: &Delivery) -> bool {
+async fn already_sent(store: &Store, metrics: Option<&Metrics>, d: &Delivery) -> bool {
     let window = d
         .payload
         .pointer("/route/dedupeWindowMinutes")
@@ -322,6 +324,9 @@ async fn already_sent(store: &Store, d: &Delivery) -> bool {
         earlier.id
     );
     tracing::warn!(delivery = d.id, provider = %d.provider, earlier = earlier.id, "orphaned notification deduped");
+    if let Some(m) = metrics {
+        m.delivery(&d.provider_type, "deduped");
+    }
     if let Err(e) = store
         .delivery_attempted(d.id, now, Attempt::Deduped(note))
         .await
