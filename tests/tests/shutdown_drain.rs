@@ -2,7 +2,7 @@
 //! folder mode) and a slow webhook receiver (hyper on 127.0.0.1): a notification in
 //! flight when the agent is told to stop finishes within the shutdown grace (received
 //! once, its row `sent`); one slower than the grace is abandoned, stays `pending` in the
-//! outbox and is sent once by the next start.
+//! outbox with its claim released, and is sent once by the next start.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -219,6 +219,11 @@ async fn deliveries_in_flight_get_a_bounded_grace_and_the_rest_are_sent_after_re
         (stuck.status, stuck.attempts),
         (DeliveryStatus::Pending, 0),
         "abandoned after the grace, kept for the next start: {stuck:#?}"
+    );
+    assert_eq!(
+        (&stuck.claimed_by, stuck.claimed_until),
+        (&None, None),
+        "its claim released, so the next start sends it at once"
     );
 
     // Run 2: the receiver answers at once now; the next start sends what was left.

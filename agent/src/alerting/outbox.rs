@@ -9,16 +9,26 @@
 //!   written to the row.
 //! - At shutdown no new send starts; the sends in progress get
 //!   [`WorkerOptions::shutdown_grace`] to finish and have their outcome written, then
-//!   the rest are abandoned: their rows stay `pending` and the next start sends them.
-//! - After a crash the rows still `pending` are simply due: the next worker sends them.
-//!   A send that succeeded just before the crash, before its row said so, is sent again
-//!   (at least once: a provider cannot be asked whether it already has a message).
+//!   the rest are abandoned: their rows stay `pending`, their claims are released, and
+//!   the next start sends them at once.
+//! - Rows are taken with [`Store::claim_deliveries`] under [`WorkerOptions::claimant`]
+//!   for [`WorkerOptions::claim_for`], so several agents on one database never send the
+//!   same row at once; a clean shutdown releases the claims of the sends it abandons.
+//! - After a crash the rows still `pending` are due once their claims expire: the next
+//!   worker takes them as *orphans* (logged at warn with the claimant that stopped). A
+//!   send that succeeded just before the crash, before its row said so, may be sent
+//!   again (a provider cannot be asked whether it already has a message), but at most
+//!   once, and not when the same dedupe key already went to the same provider within
+//!   the route's dedupe window: the orphan is then recorded `deduped`. A row orphaned
+//!   twice is given up (`failed`) by the store.
+//! - [`DeliveryWorker::run_when`] takes nothing while its `active` flag is false (a
+//!   standby replica); sends already taken finish.
 //! - Credentials are resolved from the current catalog's Secrets at send time; the rows
 //!   hold none.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -50,6 +60,31 @@ pub struct WorkerOptions {
     /// abandoned (their rows stay `pending` for the next start); zero abandons them at
     /// once.
     pub shutdown_grace: Duration,
+    /// Who this worker is in the rows' claims: unique per process (host, process id and
+    /// a random part by default), named in the logs of another agent that takes over
+    /// its rows.
+    pub claimant: String,
+    /// How long a claim holds: longer than the longest send (a provider's timeout + 5
+    /// s), or a slow send could be taken and sent again by another agent. After a
+    /// crash, the rows it held wait this long.
+    pub claim_for: Duration,
+}
+
+/// The default of [`WorkerOptions::claim_for`].
+pub const DEFAULT_CLAIM_FOR: Duration = Duration::from_secs(60);
+
+/// The default [`WorkerOptions::claimant`]: `<host>-<pid>-<random>`.
+pub fn default_claimant() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kubekuma".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// The default of [`WorkerOptions::shutdown_grace`] (`--shutdown-grace`).
@@ -66,6 +101,8 @@ impl Default for WorkerOptions {
             batch: 200,
             apprise_program: "apprise".into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            claimant: default_claimant(),
+            claim_for: DEFAULT_CLAIM_FOR,
         }
     }
 }
@@ -132,30 +169,59 @@ impl DeliveryWorker {
     /// Send due deliveries until `shutdown` turns true (or its sender is gone). Then no
     /// new send starts, and the sends in progress get [`WorkerOptions::shutdown_grace`]
     /// to finish; those still running after it are abandoned, their rows stay `pending`
-    /// and the next run sends them.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let claims: Arc<Mutex<Claims>> = Arc::default();
+    /// (their claims released) and the next run sends them.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let (_always, active) = watch::channel(true);
+        self.run_when(active, shutdown).await;
+    }
+
+    /// As [`DeliveryWorker::run`], taking rows only while `active` is true (the leader
+    /// role): while it is false nothing new is claimed and the sends already taken
+    /// finish. A gone `active` sender keeps its last value.
+    pub async fn run_when(
+        self,
+        mut active: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let mut limits: HashMap<ObjKey, Arc<Semaphore>> = HashMap::new();
         let mut contexts = Contexts {
             snapshot: None,
             context: None,
         };
         let mut tasks = tokio::task::JoinSet::new();
+        let mut active_open = true;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            match self
-                .store
-                .due_deliveries(Utc::now(), self.options.batch)
-                .await
-            {
+            let claimed = if *active.borrow_and_update() {
+                self.store
+                    .claim_deliveries(
+                        Utc::now(),
+                        self.options.batch,
+                        &self.options.claimant,
+                        self.options.claim_for,
+                    )
+                    .await
+            } else {
+                Ok(Vec::new())
+            };
+            match claimed {
                 Ok(due) => {
                     let snap = self.catalog.borrow().clone();
                     for d in due {
-                        let fresh = claims.lock().unwrap_or_else(|p| p.into_inner()).claim(&d);
+                        // Taken again while this worker still sends it (its claim ran
+                        // out): the send in progress records the outcome.
+                        let fresh = in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(d.id);
                         if !fresh {
                             continue;
+                        }
+                        if let Some(previous) = &d.orphaned_from {
+                            tracing::warn!(delivery = d.id, provider = %d.provider, monitor = %d.monitor, event = %d.event_kind, previous_claimant = %previous, "taking over a notification whose sender stopped mid-send; it may have gone out already");
                         }
                         let limit = limits
                             .entry(d.provider.clone())
@@ -164,46 +230,110 @@ impl DeliveryWorker {
                             })
                             .clone();
                         let ctx = contexts.get(&snap, &self.options);
-                        let (store, snap, options, metrics, claims, stop) = (
+                        let (store, snap, options, metrics, in_flight, stop) = (
                             self.store.clone(),
                             snap.clone(),
                             self.options.clone(),
                             self.metrics.clone(),
-                            claims.clone(),
+                            in_flight.clone(),
                             shutdown.clone(),
                         );
                         tasks.spawn(async move {
-                            let (id, attempts) = (d.id, d.attempts);
-                            let tried = match limit.acquire_owned().await {
+                            let id = d.id;
+                            match limit.acquire_owned().await {
                                 // Shutting down: a send that has not started waits for
                                 // the next start.
-                                Ok(_) if *stop.borrow() => attempts,
+                                Ok(_) if *stop.borrow() => {}
                                 Ok(_permit) => {
-                                    deliver(&store, &snap, &ctx, &options, metrics.as_deref(), d)
+                                    if d.orphaned == 0
+                                        || !already_sent(&store, metrics.as_deref(), &d).await
+                                    {
+                                        deliver(
+                                            &store,
+                                            &snap,
+                                            &ctx,
+                                            &options,
+                                            metrics.as_deref(),
+                                            d,
+                                        )
                                         .await;
-                                    attempts + 1
+                                    }
                                 }
-                                Err(_) => attempts,
-                            };
-                            claims
+                                Err(_) => {}
+                            }
+                            in_flight
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .release(id, tried);
+                                .remove(&id);
                         });
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot read the notification outbox"),
+                Err(e) => tracing::error!(error = %e, "cannot claim from the notification outbox"),
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.options.poll) => {}
                 changed = shutdown.changed() => if changed.is_err() { break },
+                changed = active.changed(), if active_open => if changed.is_err() { active_open = false },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         drain(tasks, self.options.shutdown_grace).await;
+        match self.store.release_claims(&self.options.claimant).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(released = n, "claims of abandoned notifications released")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the claims of abandoned notifications; they wait for the claims to expire")
+            }
+        }
     }
+}
+
+/// For an orphan `d` (its earlier send may have gone out): whether the same dedupe key
+/// already went to the same provider within the route's dedupe window; if so `d` is
+/// recorded `deduped`, naming that send, and must not be sent. A failed look-up sends.
+async fn already_sent(store: &Store, metrics: Option<&Metrics>, d: &Delivery) -> bool {
+    let window = d
+        .payload
+        .pointer("/route/dedupeWindowMinutes")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    if window <= 0 {
+        return false;
+    }
+    let now = Utc::now();
+    let since = now - chrono::Duration::minutes(window);
+    let earlier = match store
+        .last_sent(&d.provider, &d.dedupe_key, since, d.id)
+        .await
+    {
+        Ok(Some(e)) => e,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::error!(delivery = d.id, error = %e, "cannot look for an earlier send of an orphaned notification; sending it");
+            return false;
+        }
+    };
+    let at = earlier.last_attempt_at.unwrap_or(earlier.created_at);
+    let note = format!(
+        "not sent again after its sender stopped mid-send: the same dedupe key was sent to this provider at {} (delivery {}), within the {window}-minute dedupe window",
+        at.to_rfc3339(),
+        earlier.id
+    );
+    tracing::warn!(delivery = d.id, provider = %d.provider, earlier = earlier.id, "orphaned notification deduped");
+    if let Some(m) = metrics {
+        m.delivery(&d.provider_type, "deduped");
+    }
+    if let Err(e) = store
+        .delivery_attempted(d.id, now, Attempt::Deduped(note))
+        .await
+    {
+        tracing::error!(delivery = d.id, error = %e, "cannot record a deduped delivery");
+    }
+    true
 }
 
 /// Shutdown: wait up to `grace` for the sends in progress (their outcomes are written
@@ -229,38 +359,6 @@ async fn drain(mut tasks: tokio::task::JoinSet<()>, grace: Duration) {
     );
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-}
-
-/// Which rows this worker is sending, and how far the ones it finished got. A list of
-/// due rows read while a send was finishing can be stale: a row whose attempts are
-/// fewer than this worker already made is skipped, so nothing is sent twice.
-#[derive(Debug, Default)]
-struct Claims {
-    in_flight: HashSet<i64>,
-    finished: HashMap<i64, (u32, Instant)>,
-}
-
-/// How long a finished row is remembered (far longer than a read of the outbox takes).
-const REMEMBER_FINISHED: Duration = Duration::from_secs(300);
-
-impl Claims {
-    fn claim(&mut self, d: &Delivery) -> bool {
-        self.finished
-            .retain(|_, (_, at)| at.elapsed() < REMEMBER_FINISHED);
-        if self
-            .finished
-            .get(&d.id)
-            .is_some_and(|(attempts, _)| d.attempts < *attempts)
-        {
-            return false;
-        }
-        self.in_flight.insert(d.id)
-    }
-
-    fn release(&mut self, id: i64, attempts: u32) {
-        self.in_flight.remove(&id);
-        self.finished.insert(id, (attempts, Instant::now()));
-    }
 }
 
 /// The message a row carries.

@@ -6,6 +6,16 @@
 //! outcomes. The rows of one event and the gate state that let them through are
 //! written in one transaction, so after a crash the gate remembers exactly what it
 //! admitted and the worker finds exactly what it still has to send.
+//!
+//! Claims (several agents on one database): the worker takes rows with
+//! [`Store::claim_deliveries`], which marks each with its claimant and a time until which
+//! nobody else takes it. A recorded attempt clears the claim; a claim still there when it
+//! expires means its sender stopped mid-send (the message may or may not have gone out):
+//! the next claim takes the row as an *orphan* (`orphaned` counts such expiries since the
+//! last recorded attempt). An orphan is sent again at most once: a row orphaned a second
+//! time becomes `failed` with [`GIVEN_UP_AFTER_ORPHANED`] instead of being sent.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -106,7 +116,24 @@ pub struct Delivery {
     pub payload: serde_json::Value,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+    /// The claimant sending it now (see [`Store::claim_deliveries`]), if any.
+    pub claimed_by: Option<String>,
+    /// Until when the claim holds.
+    pub claimed_until: Option<DateTime<Utc>>,
+    /// How many claims in a row expired (their senders stopped mid-send) since the last
+    /// recorded attempt; above zero, an earlier send may have reached the provider.
+    pub orphaned: u32,
+    /// Set only on rows returned by [`Store::claim_deliveries`] whose previous claim
+    /// expired: the claimant that stopped mid-send.
+    pub orphaned_from: Option<String>,
 }
+
+/// The error of a row whose claim expired twice without an outcome.
+pub const GIVEN_UP_AFTER_ORPHANED: &str = "claimed twice by instances that stopped mid-send; \
+     not sent again to avoid repeats";
+
+/// Expired claims in a row after which a row is given up.
+pub(crate) const ORPHAN_LIMIT: i64 = 2;
 
 /// The result of one send attempt.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,11 +144,16 @@ pub enum Attempt {
     Retry(String, DateTime<Utc>),
     /// Failed for good.
     Failed(String),
+    /// Not sent: a send of the same dedupe key to the same provider is already recorded
+    /// within the window (an orphan whose earlier send may have gone out); the note
+    /// names that send.
+    Deduped(String),
 }
 
 pub(crate) const COLUMNS: &str = "id, incident_id, monitor_namespace, monitor_name, policy_namespace, \
      policy_name, provider_namespace, provider_name, provider_type, event_kind, dedupe_key, \
-     status, attempts, next_attempt_at, last_attempt_at, last_error, detail, payload, created_at";
+     status, attempts, next_attempt_at, last_attempt_at, last_error, detail, payload, created_at, \
+     claimed_by, claimed_until, orphaned";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
     Ok(RawDelivery {
@@ -146,6 +178,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
         detail: r.get(16)?,
         payload: r.get(17)?,
         created_at: r.get(18)?,
+        claimed_by: r.get(19)?,
+        claimed_until: r.get(20)?,
+        orphaned: r.get(21)?,
     })
 }
 
@@ -164,6 +199,9 @@ pub(crate) struct RawDelivery {
     pub(crate) detail: Option<String>,
     pub(crate) payload: String,
     pub(crate) created_at: i64,
+    pub(crate) claimed_by: Option<String>,
+    pub(crate) claimed_until: Option<i64>,
+    pub(crate) orphaned: i64,
 }
 
 impl RawDelivery {
@@ -195,8 +233,39 @@ impl RawDelivery {
                 value: self.payload.chars().take(80).collect(),
             })?,
             created_at: time("notification_deliveries.created_at", self.created_at)?,
+            claimed_by: self.claimed_by,
+            claimed_until: opt_time("notification_deliveries.claimed_until", self.claimed_until)?,
+            orphaned: count("notification_deliveries.orphaned", self.orphaned)?,
+            orphaned_from: None,
         })
     }
+}
+
+/// The rows a claim took: the given-up ones (orphaned twice) are logged and left out.
+pub(crate) fn keep_claimed(rows: Vec<Delivery>) -> Vec<Delivery> {
+    rows.into_iter()
+        .filter(|d| {
+            if d.status == DeliveryStatus::Pending {
+                return true;
+            }
+            tracing::warn!(
+                delivery = d.id,
+                provider = %d.provider,
+                monitor = %d.monitor,
+                event = %d.event_kind,
+                previous_claimant = d.orphaned_from.as_deref().unwrap_or(""),
+                "{GIVEN_UP_AFTER_ORPHANED}"
+            );
+            false
+        })
+        .collect()
+}
+
+/// `claim_for` in milliseconds (at least 1).
+fn claim_ms(claim_for: Duration) -> i64 {
+    i64::try_from(claim_for.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1)
 }
 
 fn query(
@@ -320,7 +389,157 @@ impl Store {
         .await
     }
 
-    /// Record the result of an attempt at delivery `id` made at `at`.
+    /// Take up to `limit` pending deliveries due at `now` that nobody holds (no claim, or
+    /// an expired one), oldest first, for `claimant` until `now + claim_for`; two
+    /// claimants never get the same row. A row whose previous claim (by another
+    /// claimant) expired comes back
+    /// with `orphaned` counted up and [`Delivery::orphaned_from`] naming that claimant;
+    /// one whose claim expired [`ORPHAN_LIMIT`] times in a row without a recorded
+    /// attempt becomes `failed` ([`GIVEN_UP_AFTER_ORPHANED`], logged) and is not
+    /// returned. [`Store::delivery_attempted`] and [`Store::release_claims`] end claims.
+    pub async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        claimant: &str,
+        claim_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let until = ms(now).saturating_add(claim_ms(claim_for));
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::deliveries::claim(
+                    pg,
+                    ms(now),
+                    limit,
+                    claimant,
+                    until,
+                ))
+                .await
+                .map(keep_claimed);
+        }
+        let claimant = claimant.to_string();
+        self.write(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let picked = {
+                let mut st = tx.prepare_cached(
+                    "SELECT id, claimed_by FROM notification_deliveries
+                     WHERE status = 'pending' AND next_attempt_at <= ?1
+                       AND (claimed_until IS NULL OR claimed_until <= ?1)
+                     ORDER BY next_attempt_at, id LIMIT ?2",
+                )?;
+                st.query_map(params![now, limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?
+            };
+            let mut out = Vec::with_capacity(picked.len());
+            {
+                let mut update = tx.prepare_cached(&format!(
+                    "UPDATE notification_deliveries SET
+                       orphaned = orphaned + ?2,
+                       status = CASE WHEN orphaned + ?2 >= ?6 THEN 'failed' ELSE status END,
+                       next_attempt_at = CASE WHEN orphaned + ?2 >= ?6 THEN NULL ELSE next_attempt_at END,
+                       last_error = CASE WHEN orphaned + ?2 >= ?6 THEN ?7 ELSE last_error END,
+                       claimed_by = CASE WHEN orphaned + ?2 >= ?6 THEN NULL ELSE ?3 END,
+                       claimed_until = CASE WHEN orphaned + ?2 >= ?6 THEN NULL ELSE ?4 END,
+                       updated_at = ?5
+                     WHERE id = ?1 RETURNING {COLUMNS}"
+                ))?;
+                for (id, previous) in picked {
+                    // This claimant's own expired claim (a send of its own still running,
+                    // or whose outcome it could not write) is renewed, not orphaned.
+                    let previous = previous.filter(|p| *p != claimant);
+                    let expired = i64::from(previous.is_some());
+                    let raw = update.query_row(
+                        params![
+                            id,
+                            expired,
+                            claimant,
+                            until,
+                            now,
+                            ORPHAN_LIMIT,
+                            GIVEN_UP_AFTER_ORPHANED
+                        ],
+                        row,
+                    )?;
+                    let mut d = raw.parse()?;
+                    d.orphaned_from = previous;
+                    out.push(d);
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map(keep_claimed)
+    }
+
+    /// End `claimant`'s claims on rows still pending (a clean shutdown abandoning sends
+    /// in progress), so the next start sends them at once rather than after the claims
+    /// expire. The number of rows released.
+    pub async fn release_claims(&self, claimant: &str) -> Result<u64, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg.write(super::pg::deliveries::release(pg, claimant)).await;
+        }
+        let claimant = claimant.to_string();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE notification_deliveries SET claimed_by = NULL, claimed_until = NULL
+                 WHERE claimed_by = ?1 AND status = 'pending'",
+                params![claimant],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// The latest delivery of `dedupe_key` to `provider` sent at or after `since`, other
+    /// than delivery `except`.
+    pub async fn last_sent(
+        &self,
+        provider: &ObjKey,
+        dedupe_key: &str,
+        since: DateTime<Utc>,
+        except: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(super::pg::deliveries::last_sent(
+                    pg,
+                    provider,
+                    dedupe_key,
+                    ms(since),
+                    except,
+                ))
+                .await;
+        }
+        let (provider, dedupe_key) = (provider.clone(), dedupe_key.to_string());
+        self.read(move |c| {
+            Ok(query(
+                c,
+                &format!(
+                    "SELECT {COLUMNS} FROM notification_deliveries
+                     WHERE provider_namespace = ?1 AND provider_name = ?2 AND dedupe_key = ?3
+                       AND status = 'sent' AND last_attempt_at >= ?4 AND id <> ?5
+                     ORDER BY last_attempt_at DESC, id DESC LIMIT 1"
+                ),
+                params![
+                    provider.namespace,
+                    provider.name,
+                    dedupe_key,
+                    ms(since),
+                    except
+                ],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    /// Record the result of an attempt at delivery `id` made at `at`; this ends the
+    /// row's claim and resets its orphan count.
     pub async fn delivery_attempted(
         &self,
         id: i64,
@@ -338,21 +557,31 @@ impl Store {
                 Attempt::Sent(detail) => c.execute(
                     "UPDATE notification_deliveries SET status = 'sent', attempts = attempts + 1,
                        next_attempt_at = NULL, last_attempt_at = ?2, last_error = NULL,
-                       detail = COALESCE(detail || '; ', '') || ?3, updated_at = ?2
+                       detail = COALESCE(detail || '; ', '') || ?3, updated_at = ?2,
+                       claimed_by = NULL, claimed_until = NULL, orphaned = 0
                      WHERE id = ?1",
                     params![id, now, detail],
                 )?,
                 Attempt::Retry(error, next) => c.execute(
                     "UPDATE notification_deliveries SET attempts = attempts + 1,
-                       next_attempt_at = ?3, last_attempt_at = ?2, last_error = ?4, updated_at = ?2
+                       next_attempt_at = ?3, last_attempt_at = ?2, last_error = ?4, updated_at = ?2,
+                       claimed_by = NULL, claimed_until = NULL, orphaned = 0
                      WHERE id = ?1",
                     params![id, now, ms(next), error],
                 )?,
                 Attempt::Failed(error) => c.execute(
                     "UPDATE notification_deliveries SET status = 'failed', attempts = attempts + 1,
-                       next_attempt_at = NULL, last_attempt_at = ?2, last_error = ?3, updated_at = ?2
+                       next_attempt_at = NULL, last_attempt_at = ?2, last_error = ?3, updated_at = ?2,
+                       claimed_by = NULL, claimed_until = NULL, orphaned = 0
                      WHERE id = ?1",
                     params![id, now, error],
+                )?,
+                Attempt::Deduped(note) => c.execute(
+                    "UPDATE notification_deliveries SET status = 'deduped', next_attempt_at = NULL,
+                       last_error = ?3, detail = COALESCE(detail || '; ', '') || ?3, updated_at = ?2,
+                       claimed_by = NULL, claimed_until = NULL
+                     WHERE id = ?1",
+                    params![id, now, note],
                 )?,
             };
             Ok(())

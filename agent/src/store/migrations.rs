@@ -306,6 +306,14 @@ INSERT INTO heartbeat_rollups_v2 SELECT
 DROP TABLE heartbeat_rollups;
 ALTER TABLE heartbeat_rollups_v2 RENAME TO heartbeat_rollups;
 "#,
+    // 7: delivery claims (several agents on one database): who is sending a pending row
+    // and until when (unix ms; an expired claim means its sender stopped mid-send), and
+    // how many claims in a row expired since the row's last recorded attempt.
+    r#"
+ALTER TABLE notification_deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE notification_deliveries ADD COLUMN claimed_until INTEGER;
+ALTER TABLE notification_deliveries ADD COLUMN orphaned INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Why migrating failed.

@@ -9,6 +9,7 @@
 mod admin_api;
 mod admin_auth;
 mod admin_listener;
+mod alerting_claims;
 mod alerting_http_providers;
 mod alerting_outbox;
 mod alerting_policy;
@@ -42,6 +43,7 @@ mod settings_auth;
 mod settings_instance;
 mod settings_mode;
 mod store;
+mod store_claims;
 mod store_postgres;
 mod store_records;
 mod validation_fixtures;

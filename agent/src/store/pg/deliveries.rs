@@ -7,9 +7,11 @@ use tokio_postgres::types::ToSql;
 
 use super::super::convert::{Fail, ms};
 use super::super::deliveries::{
-    Attempt, COLUMNS, Delivery, DeliveryStatus, NewDelivery, RawDelivery,
+    Attempt, COLUMNS, Delivery, DeliveryStatus, GIVEN_UP_AFTER_ORPHANED, NewDelivery, ORPHAN_LIMIT,
+    RawDelivery,
 };
 use super::{Pg, pg_text};
+use crate::catalog::ObjKey;
 
 fn raw(r: &Row) -> Result<RawDelivery, Fail> {
     Ok(RawDelivery {
@@ -34,6 +36,9 @@ fn raw(r: &Row) -> Result<RawDelivery, Fail> {
         detail: r.try_get(16)?,
         payload: r.try_get(17)?,
         created_at: r.try_get(18)?,
+        claimed_by: r.try_get(19)?,
+        claimed_until: r.try_get(20)?,
+        orphaned: r.try_get(21)?,
     })
 }
 
@@ -128,6 +133,100 @@ pub(crate) async fn due(pg: &Pg, now: i64, limit: i64) -> Result<Vec<Delivery>, 
     .await
 }
 
+/// `Store::claim_deliveries` in one statement: the rows are picked and locked with
+/// `FOR UPDATE SKIP LOCKED` (a concurrent claim skips them, and a row claimed meanwhile
+/// fails the re-check of the condition), then claimed or given up; the previous
+/// claimant comes back beside each row.
+pub(crate) async fn claim(
+    pg: &Pg,
+    now: i64,
+    limit: i64,
+    claimant: &str,
+    until: i64,
+) -> Result<Vec<Delivery>, Fail> {
+    let c = pg.client().await?;
+    // This claimant's own expired claim is renewed, not orphaned (as on SQLite).
+    let expired = "(CASE WHEN previous IS NULL OR previous = $3::text THEN 0 ELSE 1 END)";
+    let gone = format!("orphaned + {expired} >= $5::bigint");
+    let sql = format!(
+        "WITH picked AS (
+           SELECT id AS pick_id, claimed_by AS previous FROM notification_deliveries
+           WHERE status = 'pending' AND next_attempt_at <= $1
+             AND (claimed_until IS NULL OR claimed_until <= $1)
+           ORDER BY next_attempt_at, id LIMIT $2
+           FOR UPDATE SKIP LOCKED)
+         UPDATE notification_deliveries SET
+           orphaned = orphaned + {expired},
+           status = CASE WHEN {gone} THEN 'failed' ELSE status END,
+           next_attempt_at = CASE WHEN {gone} THEN NULL ELSE next_attempt_at END,
+           last_error = CASE WHEN {gone} THEN $6::text ELSE last_error END,
+           claimed_by = CASE WHEN {gone} THEN NULL ELSE $3::text END,
+           claimed_until = CASE WHEN {gone} THEN NULL ELSE $4::bigint END,
+           updated_at = $1
+         FROM picked WHERE id = pick_id
+         RETURNING {COLUMNS}, CASE WHEN previous = $3::text THEN NULL ELSE previous END"
+    );
+    let rows = c
+        .query(
+            &sql,
+            &[
+                &now,
+                &limit,
+                &pg_text(claimant),
+                &until,
+                &ORPHAN_LIMIT,
+                &GIVEN_UP_AFTER_ORPHANED,
+            ],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut d = raw(r)?.parse()?;
+        d.orphaned_from = r.try_get(22)?;
+        out.push(d);
+    }
+    // RETURNING follows no order.
+    out.sort_by_key(|d| (d.next_attempt_at, d.id));
+    Ok(out)
+}
+
+pub(crate) async fn release(pg: &Pg, claimant: &str) -> Result<u64, Fail> {
+    let c = pg.client().await?;
+    Ok(c.execute(
+        "UPDATE notification_deliveries SET claimed_by = NULL, claimed_until = NULL
+         WHERE claimed_by = $1 AND status = 'pending'",
+        &[&pg_text(claimant)],
+    )
+    .await?)
+}
+
+pub(crate) async fn last_sent(
+    pg: &Pg,
+    provider: &ObjKey,
+    dedupe_key: &str,
+    since: i64,
+    except: i64,
+) -> Result<Option<Delivery>, Fail> {
+    Ok(query(
+        pg,
+        &format!(
+            "SELECT {COLUMNS} FROM notification_deliveries
+             WHERE provider_namespace = $1 AND provider_name = $2 AND dedupe_key = $3
+               AND status = 'sent' AND last_attempt_at >= $4 AND id <> $5
+             ORDER BY last_attempt_at DESC, id DESC LIMIT 1"
+        ),
+        &[
+            &provider.namespace,
+            &provider.name,
+            &pg_text(dedupe_key),
+            &since,
+            &except,
+        ],
+    )
+    .await?
+    .pop())
+}
+
 pub(crate) async fn attempted(pg: &Pg, id: i64, now: i64, attempt: &Attempt) -> Result<(), Fail> {
     let c = pg.client().await?;
     match attempt {
@@ -135,7 +234,8 @@ pub(crate) async fn attempted(pg: &Pg, id: i64, now: i64, attempt: &Attempt) -> 
             c.execute(
                 "UPDATE notification_deliveries SET status = 'sent', attempts = attempts + 1,
                    next_attempt_at = NULL, last_attempt_at = $2, last_error = NULL,
-                   detail = COALESCE(detail || '; ', '') || $3, updated_at = $2
+                   detail = COALESCE(detail || '; ', '') || $3, updated_at = $2,
+                   claimed_by = NULL, claimed_until = NULL, orphaned = 0
                  WHERE id = $1",
                 &[&id, &now, &pg_text(detail)],
             )
@@ -144,7 +244,8 @@ pub(crate) async fn attempted(pg: &Pg, id: i64, now: i64, attempt: &Attempt) -> 
         Attempt::Retry(error, next) => {
             c.execute(
                 "UPDATE notification_deliveries SET attempts = attempts + 1,
-                   next_attempt_at = $3, last_attempt_at = $2, last_error = $4, updated_at = $2
+                   next_attempt_at = $3, last_attempt_at = $2, last_error = $4, updated_at = $2,
+                   claimed_by = NULL, claimed_until = NULL, orphaned = 0
                  WHERE id = $1",
                 &[&id, &now, &ms(*next), &pg_text(error)],
             )
@@ -153,9 +254,20 @@ pub(crate) async fn attempted(pg: &Pg, id: i64, now: i64, attempt: &Attempt) -> 
         Attempt::Failed(error) => {
             c.execute(
                 "UPDATE notification_deliveries SET status = 'failed', attempts = attempts + 1,
-                   next_attempt_at = NULL, last_attempt_at = $2, last_error = $3, updated_at = $2
+                   next_attempt_at = NULL, last_attempt_at = $2, last_error = $3, updated_at = $2,
+                   claimed_by = NULL, claimed_until = NULL, orphaned = 0
                  WHERE id = $1",
                 &[&id, &now, &pg_text(error)],
+            )
+            .await?
+        }
+        Attempt::Deduped(note) => {
+            c.execute(
+                "UPDATE notification_deliveries SET status = 'deduped', next_attempt_at = NULL,
+                   last_error = $3, detail = COALESCE(detail || '; ', '') || $3, updated_at = $2,
+                   claimed_by = NULL, claimed_until = NULL
+                 WHERE id = $1",
+                &[&id, &now, &pg_text(note)],
             )
             .await?
         }

@@ -249,6 +249,13 @@ ALTER TABLE heartbeat_rollups DROP CONSTRAINT heartbeat_rollups_resolution_check
 ALTER TABLE heartbeat_rollups ADD CONSTRAINT heartbeat_rollups_resolution_check
   CHECK (resolution IN ('hour', 'day'));
 "#,
+    // 4: SQLite's 7: delivery claims (who is sending a pending row and until when, unix
+    // ms; how many claims in a row expired since the row's last recorded attempt).
+    r#"
+ALTER TABLE notification_deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE notification_deliveries ADD COLUMN claimed_until BIGINT;
+ALTER TABLE notification_deliveries ADD COLUMN orphaned BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Why migrating failed.
