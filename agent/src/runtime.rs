@@ -201,12 +201,18 @@ pub async fn run_with(
         parts.health.set_leader(role.elected);
     }
     parts.hub.set_leading(role.now);
+    // On a shared store the delivery worker sends only while this agent runs checks (a
+    // standby's worker would send the leader's rows); an outbox of its own (SQLite) is
+    // always sent.
+    let shared = parts.store.is_shared();
+    let (sending, sending_rx) = watch::channel(role.now || !shared);
     let mut synced = Synced::default();
     apply_catalog(&parts, &scheduler, &first, role.now, &mut synced).await;
     parts.health.set_ready(true);
     let store_watch = watch_store(&parts, shutdown.clone());
 
-    let (alerter, worker) = start_alerting(&parts, opts.shutdown_grace, shutdown.clone()).await?;
+    let (alerter, worker) =
+        start_alerting(&parts, opts.shutdown_grace, sending_rx, shutdown.clone()).await?;
     let processor = start_processor(&parts, &scheduler, &alerter, done_rx);
     let status_writer = start_status_writer(&catalog, &parts, shutdown.clone());
     let flusher = Flusher::new(
@@ -225,6 +231,7 @@ pub async fn run_with(
         synced,
         flusher,
         alerter,
+        sending,
     };
     main.run(opts.flush_interval, shutdown).await;
     main.stop().await;
@@ -567,6 +574,7 @@ async fn apply_catalog(
 async fn start_alerting(
     parts: &Parts,
     shutdown_grace: Duration,
+    sending: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Arc<Alerter>, JoinHandle<()>), RunError> {
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -582,7 +590,10 @@ async fn start_alerting(
             ..WorkerOptions::default()
         },
     );
-    Ok((Arc::new(alerter), tokio::spawn(worker.run(shutdown))))
+    Ok((
+        Arc::new(alerter),
+        tokio::spawn(worker.run_when(sending, shutdown)),
+    ))
 }
 
 /// Step: the task that feeds finished checks (and pushes) to the state machine.
@@ -644,6 +655,8 @@ struct MainLoop {
     synced: Synced,
     flusher: Flusher,
     alerter: Arc<Alerter>,
+    /// Whether the delivery worker sends (this agent runs checks).
+    sending: watch::Sender<bool>,
 }
 
 impl MainLoop {
@@ -696,6 +709,8 @@ impl MainLoop {
             );
         }
         self.parts.hub.set_leading(self.role.now);
+        self.sending
+            .send_replace(self.role.now || !self.parts.store.is_shared());
         let p = &self.parts;
         apply_catalog(p, &self.scheduler, &snap, self.role.now, &mut self.synced).await;
         tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
@@ -721,6 +736,8 @@ impl MainLoop {
             self.take_over().await;
         }
         self.parts.hub.set_leading(lead_now);
+        self.sending
+            .send_replace(lead_now || !self.parts.store.is_shared());
         if lead_now && !before {
             sync_push(&self.parts.hub, &plans(&snap), &self.parts.live).await;
         }
