@@ -176,8 +176,9 @@ impl DeliveryWorker {
     }
 
     /// As [`DeliveryWorker::run`], taking rows only while `active` is true (the leader
-    /// role): while it is false nothing new is claimed and the sends already taken
-    /// finish. A gone `active` sender keeps its last value.
+    /// role): while it is false nothing new is claimed, the sends in progress finish and
+    /// the rows taken but not started yet (waiting for their provider) are released. A
+    /// gone `active` sender keeps its last value.
     pub async fn run_when(
         self,
         mut active: watch::Receiver<bool>,
@@ -230,13 +231,14 @@ impl DeliveryWorker {
                             })
                             .clone();
                         let ctx = contexts.get(&snap, &self.options);
-                        let (store, snap, options, metrics, in_flight, stop) = (
+                        let (store, snap, options, metrics, in_flight, stop, role) = (
                             self.store.clone(),
                             snap.clone(),
                             self.options.clone(),
                             self.metrics.clone(),
                             in_flight.clone(),
                             shutdown.clone(),
+                            active.clone(),
                         );
                         tasks.spawn(async move {
                             let id = d.id;
@@ -244,6 +246,13 @@ impl DeliveryWorker {
                                 // Shutting down: a send that has not started waits for
                                 // the next start.
                                 Ok(_) if *stop.borrow() => {}
+                                // No longer active (the role went to another replica): a
+                                // send that has not started is left to it at once.
+                                Ok(_) if !*role.borrow() => {
+                                    if let Err(e) = store.release_claim(id, &options.claimant).await {
+                                        tracing::warn!(delivery = id, error = %e, "cannot release the claim of a notification not sent; it waits for the claim to expire");
+                                    }
+                                }
                                 Ok(_permit) => {
                                     if d.orphaned == 0
                                         || !already_sent(&store, metrics.as_deref(), &d).await

@@ -495,6 +495,26 @@ impl Store {
         .await
     }
 
+    /// End `claimant`'s claim on delivery `id` if it is still pending (a send that never
+    /// started: due again at once for anyone). Whether there was such a claim.
+    pub async fn release_claim(&self, id: i64, claimant: &str) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .write(super::pg::deliveries::release_one(pg, id, claimant))
+                .await;
+        }
+        let claimant = claimant.to_string();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE notification_deliveries SET claimed_by = NULL, claimed_until = NULL
+                 WHERE id = ?1 AND claimed_by = ?2 AND status = 'pending'",
+                params![id, claimant],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     /// The latest delivery of `dedupe_key` to `provider` sent at or after `since`, other
     /// than delivery `except`.
     pub async fn last_sent(

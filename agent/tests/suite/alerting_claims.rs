@@ -367,3 +367,58 @@ async fn an_inactive_worker_claims_nothing_until_it_turns_active() {
     task.await.unwrap();
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_waiting_for_their_provider_are_released_when_the_worker_turns_inactive() {
+    let receiver = Receiver::start(true).await;
+    let db = Db::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let ids = store
+        .record_deliveries(vec![pending("one"), pending("two")], None, Utc::now())
+        .await
+        .unwrap();
+    let (active_tx, active) = watch::channel(true);
+    let (shutdown, stop) = watch::channel(false);
+    let worker = DeliveryWorker::new(
+        store.clone(),
+        catalog(receiver.addr),
+        Arc::new(Notify::new()),
+        None,
+        WorkerOptions {
+            per_provider: 1,
+            ..options("leader", Duration::from_secs(60))
+        },
+    );
+    let task = tokio::spawn(worker.run_when(active, stop));
+
+    // Both claimed; the first is in flight (held by the receiver), the second waits
+    // for the provider.
+    arrivals(&receiver, 1).await;
+    for id in &ids {
+        until(&store, *id, "claimed", |d| {
+            d.claimed_by.as_deref() == Some("leader")
+        })
+        .await;
+    }
+    // The role is lost: the send in progress finishes, the waiting one is left.
+    active_tx.send_replace(false);
+    receiver.hold.send_replace(false);
+    let first = until(&store, ids[0], "the send in flight finished", |d| {
+        d.status == DeliveryStatus::Sent
+    })
+    .await;
+    assert_eq!(first.claimed_by, None);
+    let second = until(&store, ids[1], "the waiting row released", |d| {
+        d.claimed_by.is_none()
+    })
+    .await;
+    assert_eq!(
+        (second.status, second.attempts),
+        (DeliveryStatus::Pending, 0)
+    );
+    assert_eq!(receiver.arrived(), 1, "the waiting row not sent");
+
+    let _ = shutdown.send(true);
+    task.await.unwrap();
+    store.close().await.unwrap();
+}

@@ -200,6 +200,18 @@ pub(crate) async fn release(pg: &Pg, claimant: &str) -> Result<u64, Fail> {
     .await?)
 }
 
+pub(crate) async fn release_one(pg: &Pg, id: i64, claimant: &str) -> Result<bool, Fail> {
+    let c = pg.client().await?;
+    let n = c
+        .execute(
+            "UPDATE notification_deliveries SET claimed_by = NULL, claimed_until = NULL
+             WHERE id = $1 AND claimed_by = $2 AND status = 'pending'",
+            &[&id, &pg_text(claimant)],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
 pub(crate) async fn last_sent(
     pg: &Pg,
     provider: &ObjKey,
