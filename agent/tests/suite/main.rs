@@ -41,6 +41,7 @@ mod settings_auth;
 mod settings_instance;
 mod settings_mode;
 mod store;
+mod store_pg_faults;
 mod store_postgres;
 mod store_records;
 mod validation_fixtures;
