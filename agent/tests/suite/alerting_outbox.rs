@@ -4,7 +4,9 @@
 //! Covers retries with backoff, a slow provider not holding up the others, outcomes
 //! recorded, suppression marking the incident, reminders, template fallbacks, and a
 //! crash and restart with deliveries pending (sent once, dedupe remembered). The crash
-//! and restart and the API silences also run on PostgreSQL.
+//! and restart and the API silences also run on PostgreSQL, and so do the store's faults:
+//! a notification held while the store refuses writes, API silences kept while
+//! PostgreSQL is away.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -702,4 +704,113 @@ async fn silences_created_through_the_api_are_honoured() {
         assert_eq!(handled.deliveries.len(), 1, "{db:?}");
         run.stop().await;
     }
+}
+
+/// Issue 19 item 6: a notification the gate lets through while the store cannot take
+/// writes (here: refusing them) is held, not lost (the gate has already counted it as
+/// sent, so nothing would queue it again), and recorded and sent once the store takes
+/// writes again (at the next reminder tick).
+#[tokio::test]
+async fn a_notification_while_the_store_refuses_writes_is_held_then_sent() {
+    for backend in backends() {
+        let hooks = Hooks::start(0).await;
+        let db = Db::new(backend).await;
+        let store = db.open().await;
+        let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), true).await;
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let beat = |i: i64| kubekuma_crds::results::Heartbeat {
+            namespace: "prod".into(),
+            name: "api".into(),
+            state: MonitorState::Down,
+            latency_ms: None,
+            reason: None,
+            message: None,
+            checked_at: t0 + chrono::Duration::seconds(i),
+            attempts: 1,
+        };
+        store.refuse_writes(true).await.unwrap();
+        store.record_heartbeat(beat(0)).unwrap();
+        store.flush().await.expect_err("the store refuses writes");
+        assert!(store.write_failure().is_some(), "{db:?}");
+
+        let now = Utc::now();
+        assert_eq!(run.handle(down(), None, now).await, 0, "{db:?}");
+        assert!(run.deliveries().await.is_empty(), "{db:?}");
+
+        store.refuse_writes(false).await.unwrap();
+        let mut writable = false;
+        for i in 1..300 {
+            store.record_heartbeat(beat(i)).unwrap();
+            if store.flush().await.is_ok() && store.write_failure().is_none() {
+                writable = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(writable, "{db:?}: {:?}", store.write_failure());
+        let snap = run.catalog.borrow().clone();
+        run.alerter.remind(&snap, now).await;
+        let d = run
+            .until("the held delivery to be sent", |d| {
+                status_of(d, "ok") == Some(DeliveryStatus::Sent)
+            })
+            .await;
+        assert_eq!(d.len(), 1, "{db:?}: {d:#?}");
+        assert_eq!(hooks.received("/ok").len(), 1, "{db:?}");
+        run.stop().await;
+    }
+}
+
+/// Issue 19 item 6: the admin API's silences still hold while PostgreSQL is away (the
+/// last ones read are used), so an outage of the database does not end a maintenance.
+#[tokio::test]
+async fn api_silences_hold_while_postgres_is_away() {
+    if !crate::common::postgres::enabled() {
+        return;
+    }
+    use crate::common::postgres::{PASSWORD, PrivateServer};
+    let server = Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let url = server.url("127.0.0.1", Some(PASSWORD), "sslmode=require");
+    let store = Store::open_postgres(
+        &url,
+        &kubekuma_agent::store::pg::config::PasswordSource::default(),
+    )
+    .await
+    .unwrap();
+    let hooks = Hooks::start(0).await;
+    let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), false).await;
+    let now = Utc::now();
+    let spec: kubekuma_crds::SilenceSpec = serde_json::from_value(serde_json::json!({
+        "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "reason": "database migration",
+        "selector": {"matchLabels": {"team": "core"}},
+    }))
+    .unwrap();
+    store
+        .create_api_silence(
+            &ObjKey::new("prod", "migration"),
+            &spec,
+            "user:prod/ann",
+            now,
+        )
+        .await
+        .unwrap();
+    let snap = run.catalog.borrow().clone();
+    let handled = run.alerter.handle(&snap, &key(), None, down(), now).await;
+    assert!(handled.suppressed.is_some());
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+    let later = now + chrono::Duration::seconds(5);
+    let handled = run.alerter.handle(&snap, &key(), None, down(), later).await;
+    let s = handled
+        .suppressed
+        .expect("still suppressed while the database is away");
+    assert!(s.to_string().contains("database migration"), "{s}");
+    run.worker.abort();
 }
