@@ -210,10 +210,15 @@ pub async fn process_with(
     if changed || unsaved {
         // A state the store could not take is saved with a later result (the row
         // holds the tracker as it is then), so no change stays unrecorded.
+        // (`saved` is also true for a save given up: it is not retried.)
         let saved = if writable && store.write_failure().is_none() {
             let row = state_row(&key, &tracker, now);
             match store.save_monitor_state(row).await {
                 Ok(()) => true,
+                Err(e) if give_up(store) => {
+                    tracing::error!(monitor = %key, error = %e, "cannot save monitor state");
+                    true
+                }
                 Err(e) => {
                     tracing::error!(monitor = %key, error = %e, "cannot save monitor state; saved with a later result");
                     false
@@ -228,6 +233,13 @@ pub async fn process_with(
             m.state_unsaved = !saved;
         }
     }
+}
+
+/// Whether a write that just failed is not to be held: the store does not report
+/// that it cannot take writes (unreachable, read-only, full), so the same write would
+/// fail again (an error of that statement), as before holding existed.
+fn give_up(store: &Store) -> bool {
+    store.write_failure().is_none()
 }
 
 /// Write the incident changes held for one monitor, oldest first, until one fails (it
@@ -251,6 +263,11 @@ async fn write_held(
                     id
                 }
                 Err(e) => {
+                    if give_up(store) {
+                        tracing::error!(monitor = %key, error = %e, "cannot open incident");
+                        held.pop_front();
+                        continue;
+                    }
                     tracing::error!(monitor = %key, error = %e, "cannot open incident; held and retried with a later result");
                     return;
                 }
@@ -263,6 +280,11 @@ async fn write_held(
             }
             Some(at) => {
                 if let Err(e) = store.close_incident(id, at).await {
+                    if give_up(store) {
+                        tracing::error!(monitor = %key, incident = id, error = %e, "cannot close incident");
+                        held.pop_front();
+                        continue;
+                    }
                     tracing::error!(monitor = %key, incident = id, error = %e, "cannot close incident; held and retried with a later result");
                     return;
                 }

@@ -315,6 +315,11 @@ impl Alerter {
                             tracing::warn!(deliveries = n, "held notifications recorded");
                         }
                     }
+                    Err(e) if self.store.write_failure().is_none() => {
+                        // Not an outage: the same rows would fail again.
+                        tracing::error!(error = %e, deliveries = batch.len(), "cannot record held notifications");
+                        held.pop_front();
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot record held notifications; retried later");
                         break;
@@ -324,6 +329,10 @@ impl Alerter {
             if held.is_empty() {
                 match self.record(rows.clone(), state, at).await {
                     Ok(ids) => recorded = ids,
+                    Err(e) if self.store.write_failure().is_none() => {
+                        // Not an outage: the same rows would fail again.
+                        tracing::error!(error = %e, deliveries = rows.len(), "cannot record notifications");
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, deliveries = rows.len(), "cannot record notifications; held and retried");
                         held.push_back((rows, at));
