@@ -399,7 +399,7 @@ async fn any_statement_that_cannot_reach_the_server_makes_the_store_unready() {
             .is_some_and(|f| f.contains("unreachable"))
     );
 
-    // An answer of the server (even an error of its own) is no outage.
+    // The first statement that reaches the server again clears it.
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.resume())
         .await
