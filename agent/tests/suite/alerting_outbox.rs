@@ -716,7 +716,9 @@ async fn a_notification_while_the_store_refuses_writes_is_held_then_sent() {
         let hooks = Hooks::start(0).await;
         let db = Db::new(backend).await;
         let store = db.open().await;
-        let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), true).await;
+        // The worker starts once the store takes writes again: on PostgreSQL a pooled
+        // connection it held while `refuse_writes` was lifted would stay read-only.
+        let mut run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), false).await;
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let beat = |i: i64| kubekuma_crds::results::Heartbeat {
             namespace: "prod".into(),
@@ -750,6 +752,17 @@ async fn a_notification_while_the_store_refuses_writes_is_held_then_sent() {
         assert!(writable, "{db:?}: {:?}", store.write_failure());
         let snap = run.catalog.borrow().clone();
         run.alerter.remind(&snap, now).await;
+        assert_eq!(run.deliveries().await.len(), 1, "{db:?}: recorded");
+        run.worker = tokio::spawn(
+            DeliveryWorker::new(
+                store.clone(),
+                run.catalog.subscribe(),
+                Arc::new(Notify::new()),
+                None,
+                options(),
+            )
+            .run(run.shutdown.subscribe()),
+        );
         let d = run
             .until("the held delivery to be sent", |d| {
                 status_of(d, "ok") == Some(DeliveryStatus::Sent)
