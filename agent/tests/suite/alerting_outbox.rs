@@ -6,7 +6,7 @@
 //! crash and restart with deliveries pending (sent once, dedupe remembered). The crash
 //! and restart and the API silences also run on PostgreSQL, and so do the store's faults:
 //! a notification held while the store refuses writes, API silences kept while
-//! PostgreSQL is away.
+//! PostgreSQL is away, a send's outcome held while it is.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -826,4 +826,76 @@ async fn api_silences_hold_while_postgres_is_away() {
         .expect("still suppressed while the database is away");
     assert!(s.to_string().contains("database migration"), "{s}");
     run.worker.abort();
+}
+
+/// Issue 19 item 6: PostgreSQL goes away while a notification is being sent (the
+/// receiver has it): the outcome is held and written once the server is back, so the
+/// row ends `sent` after one attempt instead of staying pending (and going again later).
+#[tokio::test]
+async fn a_send_whose_outcome_meets_a_lost_database_is_recorded_when_it_returns() {
+    if !crate::common::postgres::enabled() {
+        return;
+    }
+    use crate::common::postgres::{PASSWORD, PrivateServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let url = server.url("127.0.0.1", Some(PASSWORD), "sslmode=require");
+    let store = Store::open_postgres(
+        &url,
+        &kubekuma_agent::store::pg::config::PasswordSource::default(),
+    )
+    .await
+    .unwrap();
+    // A receiver that stops the database before it answers its first request.
+    let received = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (r, s) = (received.clone(), server.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (r, s) = (r.clone(), s.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let (r, s) = (r.clone(), s.clone());
+                    async move {
+                        if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                            tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let run = start(store.clone(), catalog(addr, &["ok"], ""), true).await;
+    assert_eq!(run.handle(down(), None, Utc::now()).await, 1);
+    for _ in 0..600 {
+        if received.load(Ordering::SeqCst) > 0 && store.write_failure().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        store.write_failure().is_some(),
+        "the lost database is reported"
+    );
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.resume())
+        .await
+        .unwrap();
+    let d = run
+        .until("the outcome to be recorded", |d| {
+            status_of(d, "ok") == Some(DeliveryStatus::Sent)
+        })
+        .await;
+    assert_eq!(d[0].attempts, 1, "{d:#?}");
+    assert_eq!(received.load(Ordering::SeqCst), 1, "sent once");
+    run.stop().await;
 }
