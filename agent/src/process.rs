@@ -2,6 +2,7 @@
 //! close, the heartbeat is recorded, the live view and the saved monitor state follow,
 //! and state changes and expiring certificates go to the alerter.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::notify::event::EventKind;
 use crate::push::PushHub;
 use crate::schedule::{CheckDone, Scheduler};
-use crate::state::live::Live;
+use crate::state::live::{HeldIncident, Live, MAX_HELD_INCIDENTS};
 use crate::state::{Tracker, Transition};
 use crate::store::{MonitorStateRow, Store};
 
@@ -59,13 +60,18 @@ pub async fn process_with(
             if secs.is_finite() { secs.max(0.0) } else { 0.0 },
         );
     }
-    let (mut tracker, cert_notified) = live
+    let (mut tracker, cert_notified, mut held, unsaved) = live
         .lock()
         .ok()
         .and_then(|l| {
-            l.monitors
-                .get(&key)
-                .map(|m| (m.tracker.clone(), m.cert_days_notified))
+            l.monitors.get(&key).map(|m| {
+                (
+                    m.tracker.clone(),
+                    m.cert_days_notified,
+                    m.held_incidents.clone(),
+                    m.state_unsaved,
+                )
+            })
         })
         .unwrap_or_default();
     let shown_before = tracker.shown();
@@ -73,16 +79,19 @@ pub async fn process_with(
     let mut incident_of_event = tracker.open_incident;
     match obs.transition {
         Transition::WentDown => {
-            match store
-                .open_incident(&key.namespace, &key.name, now, done.outcome.reason)
-                .await
+            // Queued behind any incident write still held, and written below when
+            // the store takes writes.
+            if let Some(last) = held.back_mut()
+                && last.closed_at.is_none()
             {
-                Ok(id) => {
-                    tracker.open_incident = Some(id);
-                    incident_of_event = Some(id);
-                }
-                Err(e) => tracing::error!(monitor = %key, error = %e, "cannot open incident"),
+                last.closed_at = Some(now);
             }
+            held.push_back(HeldIncident {
+                id: None,
+                opened_at: now,
+                reason: done.outcome.reason,
+                closed_at: None,
+            });
             tracing::warn!(
                 monitor = %key,
                 reason = done.outcome.reason.map(|r| r.as_str()).unwrap_or("unknown"),
@@ -94,14 +103,37 @@ pub async fn process_with(
         }
         Transition::WentUp => {
             incident_of_event = tracker.open_incident;
-            if let Some(id) = tracker.open_incident.take()
-                && let Err(e) = store.close_incident(id, now).await
+            if let Some(id) = tracker.open_incident.take() {
+                held.push_back(HeldIncident {
+                    id: Some(id),
+                    opened_at: now,
+                    reason: None,
+                    closed_at: Some(now),
+                });
+            } else if let Some(last) = held.back_mut()
+                && last.closed_at.is_none()
             {
-                tracing::error!(monitor = %key, error = %e, "cannot close incident");
+                // Opened while the store was unreachable and not written yet.
+                last.closed_at = Some(now);
             }
             tracing::info!(monitor = %key, "monitor up again");
         }
         Transition::FirstUp | Transition::None => {}
+    }
+    // Nothing is tried while the store reports that it cannot take writes (each try
+    // could wait for a connection); the heartbeat writer retries meanwhile and clears
+    // that report, and the next result writes what is held, in order.
+    let writable = store.write_failure().is_none();
+    if writable {
+        write_held(store, &key, &mut held, &mut tracker).await;
+    }
+    while held.len() > MAX_HELD_INCIDENTS {
+        if let Some(lost) = held.pop_front() {
+            tracing::error!(monitor = %key, opened_at = %lost.opened_at, "store unreachable too long: an incident write was dropped beyond the bound");
+        }
+    }
+    if obs.transition == Transition::WentDown {
+        incident_of_event = tracker.open_incident;
     }
     if let Some(d) = obs.retry_in
         && let Ok(d) = d.to_std()
@@ -154,6 +186,7 @@ pub async fn process_with(
         if cert_days.is_some() {
             entry.cert_days_notified = cert_days;
         }
+        entry.held_incidents = held;
         prev.as_ref() != Some(&tracker)
     };
     if let (Some(alerter), Some(catalog)) = (&hooks.alerter, &hooks.catalog)
@@ -174,11 +207,90 @@ pub async fn process_with(
                 .await;
         }
     }
-    if changed {
-        let row = state_row(&key, &tracker, now);
-        if let Err(e) = store.save_monitor_state(row).await {
-            tracing::error!(monitor = %key, error = %e, "cannot save monitor state");
+    if changed || unsaved {
+        // A state the store could not take is saved with a later result (the row
+        // holds the tracker as it is then), so no change stays unrecorded.
+        // (`saved` is also true for a save given up: it is not retried.)
+        let saved = if writable && store.write_failure().is_none() {
+            let row = state_row(&key, &tracker, now);
+            match store.save_monitor_state(row).await {
+                Ok(()) => true,
+                Err(e) if give_up(store) => {
+                    tracing::error!(monitor = %key, error = %e, "cannot save monitor state");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(monitor = %key, error = %e, "cannot save monitor state; saved with a later result");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if let Ok(mut l) = live.lock()
+            && let Some(m) = l.monitors.get_mut(&key)
+        {
+            m.state_unsaved = !saved;
         }
+    }
+}
+
+/// Whether a write that just failed is not to be held: the store does not report
+/// that it cannot take writes (unreachable, read-only, full), so the same write would
+/// fail again (an error of that statement), as before holding existed.
+fn give_up(store: &Store) -> bool {
+    store.write_failure().is_none()
+}
+
+/// Write the incident changes held for one monitor, oldest first, until one fails (it
+/// stays first, for the next result). An incident opened while the monitor is still
+/// down becomes the tracker's open incident.
+async fn write_held(
+    store: &Store,
+    key: &ObjKey,
+    held: &mut VecDeque<HeldIncident>,
+    tracker: &mut Tracker,
+) {
+    while let Some(h) = held.front_mut() {
+        let id = match h.id {
+            Some(id) => id,
+            None => match store
+                .open_incident(&key.namespace, &key.name, h.opened_at, h.reason)
+                .await
+            {
+                Ok(id) => {
+                    h.id = Some(id);
+                    id
+                }
+                Err(e) => {
+                    if give_up(store) {
+                        tracing::error!(monitor = %key, error = %e, "cannot open incident");
+                        held.pop_front();
+                        continue;
+                    }
+                    tracing::error!(monitor = %key, error = %e, "cannot open incident; held and retried with a later result");
+                    return;
+                }
+            },
+        };
+        match h.closed_at {
+            None => {
+                // Still down: the tracker closes it when the monitor comes up.
+                tracker.open_incident = Some(id);
+            }
+            Some(at) => {
+                if let Err(e) = store.close_incident(id, at).await {
+                    if give_up(store) {
+                        tracing::error!(monitor = %key, incident = id, error = %e, "cannot close incident");
+                        held.pop_front();
+                        continue;
+                    }
+                    tracing::error!(monitor = %key, incident = id, error = %e, "cannot close incident; held and retried with a later result");
+                    return;
+                }
+            }
+        }
+        held.pop_front();
     }
 }
 

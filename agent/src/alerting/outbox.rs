@@ -462,8 +462,42 @@ async fn deliver(
     if let Some(m) = metrics {
         m.delivery(&d.provider_type, outcome);
     }
-    if let Err(e) = store.delivery_attempted(d.id, now, attempt).await {
-        tracing::error!(delivery = d.id, error = %e, "cannot record a delivery attempt");
+    record_attempt(store, d.id, now, attempt).await;
+}
+
+/// Longest wait between two tries to record an attempt's outcome while the store cannot
+/// take writes.
+const OUTCOME_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Write an attempt's outcome. While the store reports that it cannot take writes (the
+/// database unreachable or read-only), the outcome is kept and retried with backoff:
+/// lost, the row would stay pending and be sent again once this worker forgets the
+/// claim (or at the next start), although the provider has it. Shutdown abandons the
+/// retry with the task (at least once, as for any send cut short).
+async fn record_attempt(store: &Store, id: i64, at: DateTime<Utc>, attempt: Attempt) {
+    let mut wait = Duration::from_millis(250);
+    let mut held = false;
+    loop {
+        match store.delivery_attempted(id, at, attempt.clone()).await {
+            Ok(()) => {
+                if held {
+                    tracing::warn!(delivery = id, "held delivery outcome recorded");
+                }
+                return;
+            }
+            Err(e) if store.write_failure().is_some() => {
+                if !held {
+                    tracing::error!(delivery = id, error = %e, "cannot record a delivery attempt; held and retried until the store takes writes");
+                    held = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(OUTCOME_RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::error!(delivery = id, error = %e, "cannot record a delivery attempt");
+                return;
+            }
+        }
     }
 }
 

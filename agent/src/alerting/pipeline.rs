@@ -8,10 +8,11 @@
 //! ([`Store::record_deliveries`]), so a restart neither forgets a send (and sends it
 //! again within the dedupe window) nor loses one.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kubekuma_crds::MonitorState;
+use kubekuma_crds::{MonitorState, Silence};
 use tokio::sync::{Mutex, Notify};
 
 use super::policy::{Decision, Gate, GateState, Route, route};
@@ -55,7 +56,19 @@ pub struct Alerter {
     gate: Mutex<Gate>,
     wake: Arc<Notify>,
     metrics: Option<Arc<Metrics>>,
+    /// Deliveries the store could not take yet (each batch with its time), oldest
+    /// first, at most [`MAX_HELD_DELIVERIES`] rows: recorded in order, with the gate's
+    /// state then, by the next save the store takes (an event or the reminder tick).
+    /// Only touched while the gate is locked.
+    held: std::sync::Mutex<VecDeque<(Vec<NewDelivery>, DateTime<Utc>)>>,
+    /// The admin API's silences as last read, used while the store cannot be read (a
+    /// silence must not lapse because the database is away).
+    last_silences: std::sync::Mutex<Vec<(ObjKey, Silence)>>,
 }
+
+/// Most delivery rows held in memory while the store cannot take them; beyond it the
+/// oldest are dropped, with an error.
+pub const MAX_HELD_DELIVERIES: usize = 10_000;
 
 impl std::fmt::Debug for Alerter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,6 +104,8 @@ impl Alerter {
             gate,
             wake,
             metrics,
+            held: std::sync::Mutex::new(VecDeque::new()),
+            last_silences: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -110,10 +125,16 @@ impl Alerter {
     /// The silences in force besides the catalog's: those created through the admin API.
     async fn suppressor(&self, snap: &Snapshot, now: DateTime<Utc>) -> Suppressor {
         let extra = match self.store.active_api_silences(now).await {
-            Ok(extra) => extra,
+            Ok(extra) => {
+                *self.last_silences.lock().unwrap_or_else(|p| p.into_inner()) = extra.clone();
+                extra
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the admin API's silences; using the catalog's only");
-                Vec::new()
+                tracing::error!(error = %e, "cannot read the admin API's silences; using those last read");
+                self.last_silences
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
             }
         };
         Suppressor::from_snapshot(snap).with_silences(extra)
@@ -178,6 +199,10 @@ impl Alerter {
     pub async fn remind(&self, snap: &Snapshot, at: DateTime<Utc>) -> usize {
         let suppressor = self.suppressor(snap, at).await;
         let mut gate = self.gate.lock().await;
+        if self.held_rows() > 0 {
+            // Deliveries held while the store was away go now if it takes them.
+            self.save(&gate, Vec::new(), at).await;
+        }
         let mut queued = 0;
         for (r, event) in gate.reminders_due(at) {
             let key = r.monitor.key();
@@ -264,7 +289,20 @@ impl Alerter {
             .collect()
     }
 
-    /// Record `rows` with the gate's state; wake the worker when something is to send.
+    /// Delivery rows held now.
+    fn held_rows(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(rows, _)| rows.len().max(1))
+            .sum()
+    }
+
+    /// Record `rows` with the gate's state (the caller holds the gate's lock); wake the
+    /// worker when something is to send. Held batches go first, in order; while the
+    /// store cannot take writes (or a held batch still fails) the rows are held too, so
+    /// a notification the gate let through is never lost to an outage (bounded).
     async fn save(
         &self,
         gate: &Gate,
@@ -278,34 +316,93 @@ impl Alerter {
                 None
             }
         };
+        let mut held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut recorded = Vec::new();
+        if self.store.write_failure().is_none() {
+            while let Some((batch, batch_at)) = held.front() {
+                match self.record(batch.clone(), state.clone(), *batch_at).await {
+                    Ok(_) => {
+                        let n = batch.len();
+                        held.pop_front();
+                        if n > 0 {
+                            tracing::warn!(deliveries = n, "held notifications recorded");
+                        }
+                    }
+                    Err(e) if self.store.write_failure().is_none() => {
+                        // Not an outage: the same rows would fail again.
+                        tracing::error!(error = %e, deliveries = batch.len(), "cannot record held notifications");
+                        held.pop_front();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record held notifications; retried later");
+                        break;
+                    }
+                }
+            }
+            if held.is_empty() {
+                match self.record(rows.clone(), state, at).await {
+                    Ok(ids) => recorded = ids,
+                    Err(e) if self.store.write_failure().is_none() => {
+                        // Not an outage: the same rows would fail again.
+                        tracing::error!(error = %e, deliveries = rows.len(), "cannot record notifications");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, deliveries = rows.len(), "cannot record notifications; held and retried");
+                        held.push_back((rows, at));
+                    }
+                }
+            } else if !rows.is_empty() {
+                held.push_back((rows, at));
+            }
+        } else if !rows.is_empty() || held.is_empty() {
+            // An empty batch still carries the gate's state to save.
+            tracing::warn!(
+                deliveries = rows.len(),
+                "store not writable: notifications held until it is"
+            );
+            held.push_back((rows, at));
+        }
+        let mut total: usize = held.iter().map(|(r, _)| r.len()).sum();
+        while total > MAX_HELD_DELIVERIES {
+            let Some((dropped, batch_at)) = held.pop_front() else {
+                break;
+            };
+            total -= dropped.len();
+            tracing::error!(deliveries = dropped.len(), at = %batch_at, "store not writable too long: held notifications dropped beyond the bound");
+        }
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        recorded
+    }
+
+    /// One `record_deliveries`, with the metrics and the worker's wake-up.
+    async fn record(
+        &self,
+        rows: Vec<NewDelivery>,
+        state: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(i64, ObjKey, DeliveryStatus)>, StoreError> {
         let summary: Vec<(ObjKey, DeliveryStatus, String)> = rows
             .iter()
             .map(|r| (r.provider.clone(), r.status, r.provider_type.clone()))
             .collect();
-        match self.store.record_deliveries(rows, state, at).await {
-            Ok(ids) => {
-                let mut pending = false;
-                for (_, status, provider_type) in &summary {
-                    pending |= *status == DeliveryStatus::Pending;
-                    if let Some(m) = &self.metrics
-                        && *status != DeliveryStatus::Pending
-                    {
-                        m.delivery(provider_type, status.as_str());
-                    }
-                }
-                if pending {
-                    self.wake.notify_one();
-                }
-                ids.into_iter()
-                    .zip(summary)
-                    .map(|(id, (p, s, _))| (id, p, s))
-                    .collect()
-            }
-            Err(e) => {
-                tracing::error!(error = %e, deliveries = summary.len(), "cannot record notifications");
-                Vec::new()
+        let ids = self.store.record_deliveries(rows, state, at).await?;
+        let mut pending = false;
+        for (_, status, provider_type) in &summary {
+            pending |= *status == DeliveryStatus::Pending;
+            if let Some(m) = &self.metrics
+                && *status != DeliveryStatus::Pending
+            {
+                m.delivery(provider_type, status.as_str());
             }
         }
+        if pending {
+            self.wake.notify_one();
+        }
+        Ok(ids
+            .into_iter()
+            .zip(summary)
+            .map(|(id, (p, s, _))| (id, p, s))
+            .collect())
     }
 }
 

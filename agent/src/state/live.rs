@@ -3,7 +3,7 @@
 //! status writer and the metrics read it. A push monitor's generated [`Token`] is kept
 //! here too, for its status.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use kubekuma_crds::results::{CertInfo, FailureReason};
@@ -40,6 +40,31 @@ pub struct LiveMonitor {
     pub push_token: Option<Token>,
     /// The certificate's days left when a `certExpiring` event last went out.
     pub cert_days_notified: Option<i64>,
+    /// Incident writes the store could not take yet (the database unreachable or
+    /// unwritable), oldest first, at most [`MAX_HELD_INCIDENTS`]: written in order once
+    /// it takes writes again.
+    pub held_incidents: VecDeque<HeldIncident>,
+    /// The saved monitor state is behind [`Self::tracker`] (a save failed or was held
+    /// back): it is saved at the next result the store can take.
+    pub state_unsaved: bool,
+}
+
+/// Most incident writes held per monitor while the store cannot take them (a flapping
+/// monitor during a long outage); beyond it the oldest is dropped, with an error.
+pub const MAX_HELD_INCIDENTS: usize = 64;
+
+/// An incident the store has not recorded yet: to open (`id: None`) and perhaps close
+/// already, or an open one (`id`) to close.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldIncident {
+    /// The incident's ID once opened in the store.
+    pub id: Option<i64>,
+    /// When the monitor went down.
+    pub opened_at: DateTime<Utc>,
+    /// Why it went down.
+    pub reason: Option<FailureReason>,
+    /// When it came up again, if it has.
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 /// A push token: a credential, so it never prints ([`Token::expose`] reads it).

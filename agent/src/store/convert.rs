@@ -22,8 +22,12 @@ pub(crate) enum Fail {
     },
     Batch(String),
     Panicked,
-    /// A PostgreSQL statement or connection failed (the message never holds the URL).
+    /// A PostgreSQL statement failed (the message never holds the URL).
     Pg(String),
+    /// PostgreSQL could not be reached: no connection, the connection lost, the server
+    /// shutting down or starting, no pooled connection in time. The same public error
+    /// as [`Fail::Pg`]; the store also reports it as the database being unreachable.
+    PgUnreachable(String),
 }
 
 impl From<rusqlite::Error> for Fail {
@@ -51,7 +55,9 @@ impl Fail {
             },
             Fail::Batch(message) => StoreError::HeartbeatBatch { path, message },
             Fail::Panicked => StoreError::Panicked { path },
-            Fail::Pg(message) => StoreError::Postgres { path, message },
+            Fail::Pg(message) | Fail::PgUnreachable(message) => {
+                StoreError::Postgres { path, message }
+            }
         }
     }
 }

@@ -724,15 +724,24 @@ impl Store {
         self.inner.stats.writes.load(Ordering::SeqCst)
     }
 
-    /// Why heartbeats cannot be committed right now (a read-only or full disk), or `None`
-    /// while commits succeed. Failed batches are kept and retried meanwhile.
+    /// Why heartbeats cannot be committed right now (a read-only or full disk), or, on
+    /// PostgreSQL, why the last statement of any kind could not reach the server (until
+    /// one reaches it again); `None` while all is well. Failed batches are kept and
+    /// retried meanwhile. Readiness (`/ready`) answers 503 with this reason.
     pub fn write_failure(&self) -> Option<String> {
-        self.inner
-            .stats
+        let stats = &self.inner.stats;
+        let failure = stats
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        failure.or_else(|| {
+            stats
+                .unreachable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
     }
 
     /// For tests and drills: make the writer's connection refuse every write (SQLite's

@@ -52,6 +52,16 @@ pub(crate) struct WriterStats {
     pub(crate) writes: AtomicU64,
     /// Why heartbeats cannot be committed now (`None` while commits succeed).
     pub(crate) failure: std::sync::Mutex<Option<String>>,
+    /// PostgreSQL only: why the last statement of any kind (a write, a read, a
+    /// heartbeat batch) could not reach the server (`None` once one reaches it again).
+    pub(crate) unreachable: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    /// Set or clear [`Self::unreachable`].
+    pub(crate) fn set_unreachable(&self, why: Option<String>) {
+        *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
 }
 
 /// The writer loop; returns when every sender is gone or on [`Command::Close`].

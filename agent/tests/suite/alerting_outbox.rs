@@ -4,7 +4,9 @@
 //! Covers retries with backoff, a slow provider not holding up the others, outcomes
 //! recorded, suppression marking the incident, reminders, template fallbacks, and a
 //! crash and restart with deliveries pending (sent once, dedupe remembered). The crash
-//! and restart and the API silences also run on PostgreSQL.
+//! and restart and the API silences also run on PostgreSQL, and so do the store's faults:
+//! a notification held while the store refuses writes, API silences kept while
+//! PostgreSQL is away, a send's outcome held while it is.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -702,4 +704,198 @@ async fn silences_created_through_the_api_are_honoured() {
         assert_eq!(handled.deliveries.len(), 1, "{db:?}");
         run.stop().await;
     }
+}
+
+/// Issue 19 item 6: a notification the gate lets through while the store cannot take
+/// writes (here: refusing them) is held, not lost (the gate has already counted it as
+/// sent, so nothing would queue it again), and recorded and sent once the store takes
+/// writes again (at the next reminder tick).
+#[tokio::test]
+async fn a_notification_while_the_store_refuses_writes_is_held_then_sent() {
+    for backend in backends() {
+        let hooks = Hooks::start(0).await;
+        let db = Db::new(backend).await;
+        let store = db.open().await;
+        // The worker starts once the store takes writes again: on PostgreSQL a pooled
+        // connection it held while `refuse_writes` was lifted would stay read-only.
+        let mut run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), false).await;
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let beat = |i: i64| kubekuma_crds::results::Heartbeat {
+            namespace: "prod".into(),
+            name: "api".into(),
+            state: MonitorState::Down,
+            latency_ms: None,
+            reason: None,
+            message: None,
+            checked_at: t0 + chrono::Duration::seconds(i),
+            attempts: 1,
+        };
+        store.refuse_writes(true).await.unwrap();
+        store.record_heartbeat(beat(0)).unwrap();
+        store.flush().await.expect_err("the store refuses writes");
+        assert!(store.write_failure().is_some(), "{db:?}");
+
+        let now = Utc::now();
+        assert_eq!(run.handle(down(), None, now).await, 0, "{db:?}");
+        assert!(run.deliveries().await.is_empty(), "{db:?}");
+
+        store.refuse_writes(false).await.unwrap();
+        let mut writable = false;
+        for i in 1..300 {
+            store.record_heartbeat(beat(i)).unwrap();
+            if store.flush().await.is_ok() && store.write_failure().is_none() {
+                writable = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(writable, "{db:?}: {:?}", store.write_failure());
+        let snap = run.catalog.borrow().clone();
+        run.alerter.remind(&snap, now).await;
+        assert_eq!(run.deliveries().await.len(), 1, "{db:?}: recorded");
+        run.worker = tokio::spawn(
+            DeliveryWorker::new(
+                store.clone(),
+                run.catalog.subscribe(),
+                Arc::new(Notify::new()),
+                None,
+                options(),
+            )
+            .run(run.shutdown.subscribe()),
+        );
+        let d = run
+            .until("the held delivery to be sent", |d| {
+                status_of(d, "ok") == Some(DeliveryStatus::Sent)
+            })
+            .await;
+        assert_eq!(d.len(), 1, "{db:?}: {d:#?}");
+        assert_eq!(hooks.received("/ok").len(), 1, "{db:?}");
+        run.stop().await;
+    }
+}
+
+/// Issue 19 item 6: the admin API's silences still hold while PostgreSQL is away (the
+/// last ones read are used), so an outage of the database does not end a maintenance.
+#[tokio::test]
+async fn api_silences_hold_while_postgres_is_away() {
+    if !crate::common::postgres::enabled() {
+        return;
+    }
+    use crate::common::postgres::{PASSWORD, PrivateServer};
+    let server = Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let url = server.url("127.0.0.1", Some(PASSWORD), "sslmode=require");
+    let store = Store::open_postgres(
+        &url,
+        &kubekuma_agent::store::pg::config::PasswordSource::default(),
+    )
+    .await
+    .unwrap();
+    let hooks = Hooks::start(0).await;
+    let run = start(store.clone(), catalog(hooks.addr, &["ok"], ""), false).await;
+    let now = Utc::now();
+    let spec: kubekuma_crds::SilenceSpec = serde_json::from_value(serde_json::json!({
+        "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "reason": "database migration",
+        "selector": {"matchLabels": {"team": "core"}},
+    }))
+    .unwrap();
+    store
+        .create_api_silence(
+            &ObjKey::new("prod", "migration"),
+            &spec,
+            "user:prod/ann",
+            now,
+        )
+        .await
+        .unwrap();
+    let snap = run.catalog.borrow().clone();
+    let handled = run.alerter.handle(&snap, &key(), None, down(), now).await;
+    assert!(handled.suppressed.is_some());
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+    let later = now + chrono::Duration::seconds(5);
+    let handled = run.alerter.handle(&snap, &key(), None, down(), later).await;
+    let s = handled
+        .suppressed
+        .expect("still suppressed while the database is away");
+    assert!(s.to_string().contains("database migration"), "{s}");
+    run.worker.abort();
+}
+
+/// Issue 19 item 6: PostgreSQL goes away while a notification is being sent (the
+/// receiver has it): the outcome is held and written once the server is back, so the
+/// row ends `sent` after one attempt instead of staying pending (and going again later).
+#[tokio::test]
+async fn a_send_whose_outcome_meets_a_lost_database_is_recorded_when_it_returns() {
+    if !crate::common::postgres::enabled() {
+        return;
+    }
+    use crate::common::postgres::{PASSWORD, PrivateServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let url = server.url("127.0.0.1", Some(PASSWORD), "sslmode=require");
+    let store = Store::open_postgres(
+        &url,
+        &kubekuma_agent::store::pg::config::PasswordSource::default(),
+    )
+    .await
+    .unwrap();
+    // A receiver that stops the database before it answers its first request.
+    let received = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (r, s) = (received.clone(), server.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (r, s) = (r.clone(), s.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let (r, s) = (r.clone(), s.clone());
+                    async move {
+                        if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                            tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let run = start(store.clone(), catalog(addr, &["ok"], ""), true).await;
+    assert_eq!(run.handle(down(), None, Utc::now()).await, 1);
+    for _ in 0..600 {
+        if received.load(Ordering::SeqCst) > 0 && store.write_failure().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        store.write_failure().is_some(),
+        "the lost database is reported"
+    );
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.resume())
+        .await
+        .unwrap();
+    let d = run
+        .until("the outcome to be recorded", |d| {
+            status_of(d, "ok") == Some(DeliveryStatus::Sent)
+        })
+        .await;
+    assert_eq!(d[0].attempts, 1, "{d:#?}");
+    assert_eq!(received.load(Ordering::SeqCst), 1, "sent once");
+    run.stop().await;
 }

@@ -44,6 +44,7 @@ mod settings_instance;
 mod settings_mode;
 mod store;
 mod store_claims;
+mod store_pg_faults;
 mod store_postgres;
 mod store_records;
 mod validation_fixtures;

@@ -422,3 +422,65 @@ async fn agents_on_one_database_elect_one_leader() {
     assert_ne!(third, second);
     drop(stores);
 }
+
+/// Issue 19 item 6: not only the heartbeat task reports a lost server. A read or a
+/// write that cannot reach the server (no heartbeat queued at all) makes
+/// `write_failure` (what `/ready` answers with) say the database is unreachable, naming
+/// it without its password; the first statement that reaches the server again clears it.
+#[tokio::test]
+async fn any_statement_that_cannot_reach_the_server_makes_the_store_unready() {
+    if !postgres::enabled() {
+        return;
+    }
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(PrivateServer::start)
+            .await
+            .unwrap(),
+    );
+    let url = server.url("127.0.0.1", Some(PASSWORD), "sslmode=require");
+    let store = open(&url, &none()).await.unwrap();
+    store.open_incidents().await.unwrap();
+    assert_eq!(store.write_failure(), None);
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+    // A read, then a write (an incident), both failing on the lost connection.
+    store
+        .open_incidents()
+        .await
+        .expect_err("the server is down");
+    let failure = store.write_failure().expect("a failed read is reported");
+    assert!(failure.contains("unreachable"), "{failure}");
+    assert!(
+        failure.contains(&format!("127.0.0.1:{}", server.port)),
+        "{failure}"
+    );
+    assert!(!failure.contains(PASSWORD), "{failure}");
+    let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    store
+        .open_incident("prod", "api", at, None)
+        .await
+        .expect_err("the server is down");
+    assert!(
+        store
+            .write_failure()
+            .is_some_and(|f| f.contains("unreachable"))
+    );
+
+    // The first statement that reaches the server again clears it.
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.resume())
+        .await
+        .unwrap();
+    let mut back = false;
+    for _ in 0..300 {
+        if store.open_incidents().await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the store never reached the server again");
+    assert_eq!(store.write_failure(), None);
+    store.close().await.unwrap();
+}

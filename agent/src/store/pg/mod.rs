@@ -147,10 +147,7 @@ pub(crate) async fn open(
 impl Pg {
     /// A pooled connection.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, Fail> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| Fail::Pg(pool_message(&e)))
+        self.pool.get().await.map_err(|e| pool_fail(&e))
     }
 
     /// Run a write after every heartbeat queued before it (as SQLite's writer thread
@@ -166,6 +163,7 @@ impl Pg {
         }
         let out = f.await;
         self.stats.writes.fetch_add(1, Ordering::SeqCst);
+        self.note_reach(&out);
         out.map_err(|e| e.at(&self.label))
     }
 
@@ -174,7 +172,24 @@ impl Pg {
         &self,
         f: impl Future<Output = Result<T, Fail>>,
     ) -> Result<T, StoreError> {
-        f.await.map_err(|e| e.at(&self.label))
+        let out = f.await;
+        self.note_reach(&out);
+        out.map_err(|e| e.at(&self.label))
+    }
+
+    /// Whether the server was reached, from an operation's outcome (no round trip of
+    /// its own): a connection failure sets [`WriterStats::unreachable`] (readiness says
+    /// why until a statement reaches the server again), anything the server answered,
+    /// an error included, clears it.
+    fn note_reach<T>(&self, out: &Result<T, Fail>) {
+        match out {
+            Err(Fail::PgUnreachable(cause)) => self.stats.set_unreachable(Some(format!(
+                "database {} is unreachable: {cause}",
+                self.label
+            ))),
+            Err(Fail::Panicked | Fail::Batch(_)) => {}
+            _ => self.stats.set_unreachable(None),
+        }
     }
 
     /// Queue a heartbeat for the writer task; `false` when the task is gone.
@@ -245,6 +260,48 @@ pub(crate) fn error_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether an error means the server could not be reached (no connection, the
+/// connection lost or refused, the server shutting down, crashed or starting up), as
+/// opposed to an answer of the server (an SQL error) or a value this side could not
+/// convert.
+pub(crate) fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        // Class 08: connection exception; 57P01–57P03: admin or crash shutdown, cannot
+        // connect now.
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    if e.is_closed() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    // tokio-postgres' own words for a connect or read timeout and a failed connection
+    // (its error kinds are private).
+    let text = e.to_string();
+    text.starts_with("timeout") || text.starts_with("error connecting")
+}
+
+/// A pool error as a [`Fail`]: [`Fail::PgUnreachable`] when no connection could be had
+/// from the server in time.
+pub(crate) fn pool_fail(e: &deadpool_postgres::PoolError) -> Fail {
+    let unreachable = match e {
+        deadpool_postgres::PoolError::Timeout(_) => true,
+        deadpool_postgres::PoolError::Backend(e) => is_unreachable(e),
+        _ => false,
+    };
+    if unreachable {
+        Fail::PgUnreachable(pool_message(e))
+    } else {
+        Fail::Pg(pool_message(e))
+    }
+}
+
 /// A pool error as text.
 pub(crate) fn pool_message(e: &deadpool_postgres::PoolError) -> String {
     match e {
@@ -255,6 +312,10 @@ pub(crate) fn pool_message(e: &deadpool_postgres::PoolError) -> String {
 
 impl From<tokio_postgres::Error> for Fail {
     fn from(e: tokio_postgres::Error) -> Self {
-        Fail::Pg(error_message(&e))
+        if is_unreachable(&e) {
+            Fail::PgUnreachable(error_message(&e))
+        } else {
+            Fail::Pg(error_message(&e))
+        }
     }
 }

@@ -143,6 +143,9 @@ impl Queue {
         match result {
             Ok(()) => {
                 self.deadline = None;
+                if done > 0 {
+                    self.stats.set_unreachable(None);
+                }
                 if self.retry.take().is_some() {
                     *self.stats.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     tracing::warn!(database = %self.label, heartbeats = done, "store writable again: kept heartbeats committed");
