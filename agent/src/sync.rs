@@ -201,6 +201,10 @@ pub async fn restore(store: &Store, live: &Mutex<Live>) -> Result<(), StoreError
             .or_default();
         m.tracker = t;
         m.checked_at = r.last_checked_at;
+        // What this agent held from its own view (while it could not reach a shared
+        // store) gives way to what the store says.
+        m.held_incidents.clear();
+        m.state_unsaved = false;
     }
     Ok(())
 }

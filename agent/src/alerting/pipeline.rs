@@ -111,9 +111,18 @@ impl Alerter {
 
     /// Read the gate's state again from the store: a standby taking over continues from
     /// what the leader before it admitted (dedupe windows, rate limits, reminders).
+    /// Notifications this agent held while it could not reach the store are dropped: they
+    /// came from its own view, and the leader before it decided from the shared one.
     pub async fn reload_gate(&self) -> Result<(), StoreError> {
         let gate = load_gate(&self.store).await?;
         *self.gate.lock().await = gate;
+        let dropped = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
+        if !dropped.is_empty() {
+            tracing::warn!(
+                batches = dropped.len(),
+                "taking over: dropped notifications held from this agent's earlier view"
+            );
+        }
         Ok(())
     }
 

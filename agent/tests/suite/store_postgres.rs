@@ -356,9 +356,10 @@ async fn heartbeats_are_kept_while_the_server_is_down() {
 }
 
 /// Leader election through the database: of three stores on one database exactly one
-/// leads; when the server ends the leader's session (as it does when the leader's host
-/// vanishes), that agent steps down and one agent leads again, and at no sampled moment
-/// do two lead; a leader shutting down releases the lock and another one takes over.
+/// leads, and at no sampled moment do two lead while their connections are sound; when
+/// the server ends the leader's session (a restart, an administrator), the agents
+/// reconnect and exactly one leads again, holding the lock; a leader shutting down
+/// releases the lock and another one takes over.
 #[tokio::test]
 async fn agents_on_one_database_elect_one_leader() {
     if !postgres::enabled() {
@@ -401,19 +402,48 @@ async fn agents_on_one_database_elect_one_leader() {
     }
     let first = settle(&votes, |l| l.len() == 1).await[0];
 
-    // The server ends the leader's session: it steps down, and one agent leads again.
+    // The server ends the leader's session: the agents reconnect and one leads again.
     let admin = postgres::connect(&url).await.unwrap();
+    let in_this_database = "l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint::oid
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let low = kubekuma_agent::store::pg::leader::LEADER_LOCK_KEY & 0xffff_ffff;
     let ended = admin
         .execute(
-            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint::oid",
-            &[&(kubekuma_agent::store::pg::leader::LEADER_LOCK_KEY & 0xffff_ffff)],
+            &format!("SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE {in_this_database}"),
+            &[&low],
         )
         .await
         .unwrap();
     assert_eq!(ended, 1, "one session held the leader's lock");
-    settle(&votes, |l| l.first() != Some(&first)).await;
+    let sessions = || async {
+        let rows = admin
+            .query(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'kubekuma-leader' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows[0].get::<_, i64>(0)
+    };
+    let mut back = false;
+    for _ in 0..300 {
+        if sessions().await == 3 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(back, "the agent whose session ended reconnected");
     let second = settle(&votes, |l| l.len() == 1).await[0];
+    let holders = admin
+        .query(
+            &format!("SELECT l.pid FROM pg_locks l WHERE {in_this_database}"),
+            &[&low],
+        )
+        .await
+        .unwrap();
+    assert_eq!(holders.len(), 1, "one session holds the lock");
     assert_eq!(leaders(&votes), vec![second]);
 
     // The leader shuts down: it unlocks, and another agent takes over.

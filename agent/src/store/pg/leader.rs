@@ -2,15 +2,18 @@
 //! leader with a session-level advisory lock (`pg_try_advisory_lock`) held on a
 //! connection of its own, outside the pool.
 //!
-//! - A standby tries the lock every [`TICK`]; the leader checks its connection as often
-//!   and steps down when a check fails or takes longer than [`PROBE`]. Stepping down
-//!   drops the connection, so the server releases the lock when it notices.
+//! - A standby tries the lock every [`TICK`]; the leader checks its connection as often.
 //! - The server releases the lock as soon as the holder's session ends: at once when the
 //!   process dies (the kernel closes its socket), and within [`SERVER_NOTICES`] when its
 //!   host or network vanishes (the session's TCP keepalives and user timeout are set on
-//!   the server's side too).
-//! - So a standby takes over within [`TAKEOVER_BOUND`] of the leader's end, and a cut-off
-//!   leader has stopped ([`TICK`] + [`PROBE`]) before the server lets anyone else lead.
+//!   the server's side too). So a standby takes over within [`TAKEOVER_BOUND`].
+//! - A leader that loses its connection keeps its role while it cannot reach the
+//!   database: a sole agent goes on checking through a database outage and writes what
+//!   it held when the database returns (notifications go through the database's outbox,
+//!   so a leader cut off sends none). Once it reaches the database again it takes the
+//!   lock back, or stands by when another agent took over meanwhile. The first
+//!   reconnection is immediate, so a session the server ended (the server restarted, an
+//!   administrator terminated it) is taken back before a standby's next try.
 
 use std::time::Duration;
 
@@ -74,39 +77,54 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last_error: Option<String> = None;
+    // Reconnect at once after a connection that worked; wait between failed attempts.
+    let mut wait = false;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        if wait {
+            tokio::select! {
+                _ = tokio::time::sleep(RECONNECT) => {}
+                changed = shutdown.changed() => {
+                    // The sender is gone: as good as a shutdown.
+                    if changed.is_err() { break; }
+                    continue;
+                }
+            }
+        }
         let why = match tokio::time::timeout(PROBE, config.connect(tls.clone())).await {
             Ok(Ok((client, connection))) => {
                 let driver = tokio::spawn(connection);
-                let why = hold(&client, &leading, &mut shutdown).await;
+                last_error = None;
+                let why = hold(&client, &leading, &label, &mut shutdown).await;
                 drop(client);
                 driver.abort();
+                wait = false;
                 why
             }
-            Ok(Err(e)) => Ended::Lost(source_text(&e)),
-            Err(_) => Ended::Lost(format!("no connection within {} s", PROBE.as_secs())),
+            Ok(Err(e)) => {
+                wait = true;
+                Ended::Lost(source_text(&e))
+            }
+            Err(_) => {
+                wait = true;
+                Ended::Lost(format!("no connection within {} s", PROBE.as_secs()))
+            }
         };
-        if leading.send_replace(false) {
-            tracing::warn!(database = %label, "leadership lost: this agent stands by");
-        }
         match why {
             Ended::Shutdown => break,
             Ended::Lost(e) => {
                 // Log a failure once while it lasts, not every reconnect.
                 if last_error.as_ref() != Some(&e) {
-                    tracing::warn!(database = %label, error = %e, "leader election: connection lost; reconnecting");
+                    tracing::warn!(database = %label, error = %e, leading = *leading.borrow(),
+                        "leader election: connection lost; reconnecting (a leader keeps its role until it reaches the database)");
                     last_error = Some(e);
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(RECONNECT) => {}
-            _ = shutdown.changed() => {}
-        }
     }
+    leading.send_replace(false);
 }
 
 /// Settings of the election's session: the server ends it soon after its peer vanishes,
@@ -128,41 +146,49 @@ async fn probe<T>(
     }
 }
 
-/// One connection's rounds: try the lock (standby) or check the connection (leader)
-/// every [`TICK`], until the connection fails or `shutdown` turns true.
+/// One connection's rounds: try the lock every [`TICK`] until this session holds it
+/// (an agent that led before and finds it taken stands by), then check the connection as
+/// often, until the connection fails or `shutdown` turns true.
 async fn hold(
     client: &tokio_postgres::Client,
     leading: &watch::Sender<bool>,
+    label: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
     if let Err(e) = probe(client.batch_execute(SESSION)).await {
         return e;
     }
+    let mut held = false;
     loop {
-        if *leading.borrow() {
+        if held {
             if let Err(e) = probe(client.batch_execute("SELECT 1")).await {
                 return e;
             }
         } else {
-            match probe(client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]))
-                .await
+            let row = match probe(
+                client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]),
+            )
+            .await
             {
-                Ok(row) => {
-                    if row.try_get::<_, bool>(0).unwrap_or(false) {
-                        tracing::info!("leader election: this agent leads");
-                        leading.send_replace(true);
-                    }
-                }
+                Ok(row) => row,
                 Err(e) => return e,
+            };
+            held = row.try_get::<_, bool>(0).unwrap_or(false);
+            let was = leading.send_replace(held);
+            if held && !was {
+                tracing::info!(database = %label, "leader election: this agent leads");
+            } else if was && !held {
+                tracing::warn!(database = %label, "leader election: another agent took over while this one was cut off; standing by");
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
-                    if *leading.borrow() {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    if held {
                         // Let a standby take over at once rather than when the process ends.
                         let _ = probe(client.query_one("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK_KEY])).await;
+                        leading.send_replace(false);
                     }
                     return Ended::Shutdown;
                 }
