@@ -147,7 +147,8 @@ impl Pg {
 
     /// Run a write after every heartbeat queued before it (as SQLite's writer thread
     /// does); counts it in [`WriterStats::writes`] whatever its outcome (a failed write
-    /// may have changed nothing, but readers only compare counts).
+    /// may have changed nothing, but readers only compare counts), and once in
+    /// [`WriterStats::round_trips`].
     pub(crate) async fn write<T>(
         &self,
         f: impl Future<Output = Result<T, Fail>>,
@@ -158,15 +159,18 @@ impl Pg {
         }
         let out = f.await;
         self.stats.writes.fetch_add(1, Ordering::SeqCst);
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         out.map_err(|e| e.at(&self.label))
     }
 
-    /// Run a read.
+    /// Run a read (counted once in [`WriterStats::round_trips`]).
     pub(crate) async fn read<T>(
         &self,
         f: impl Future<Output = Result<T, Fail>>,
     ) -> Result<T, StoreError> {
-        f.await.map_err(|e| e.at(&self.label))
+        let out = f.await;
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        out.map_err(|e| e.at(&self.label))
     }
 
     /// Queue a heartbeat for the writer task; `false` when the task is gone.
