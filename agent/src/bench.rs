@@ -1,7 +1,9 @@
 //! `kubekuma bench agent`: N HTTP monitors against a local target server in a child
-//! process, through the real scheduler, checker, state machine and SQLite store.
-//! Reports checks/s achieved vs scheduled, schedule lateness, CPU per 1,000 checks,
-//! peak RSS and bytes on disk per stored heartbeat. `kubekuma bench twins`: the public
+//! process, through the real scheduler, checker, state machine and store (a temporary
+//! SQLite file, or the empty PostgreSQL database `--database-url` names). Reports
+//! checks/s achieved vs scheduled, schedule lateness, CPU per check, peak RSS, database
+//! round trips (SQLite: write transactions) per second, the PostgreSQL server's CPU
+//! when it runs on this host, and bytes per stored heartbeat. `kubekuma bench twins`: the public
 //! twins of N monitors through the real listener under concurrent clients from a cold
 //! start, with periodic state changes.
 
@@ -34,6 +36,9 @@ pub struct AgentBench {
     pub duration: u64,
     /// Concurrent checks allowed.
     pub concurrency: usize,
+    /// A `postgres://` URL of an empty database to benchmark instead of a temporary
+    /// SQLite file (never taken from `DATABASE_URL`).
+    pub database_url: Option<String>,
 }
 
 /// CPU seconds (user, system) used by this process so far, from /proc/self/stat.
@@ -124,9 +129,28 @@ pub enum BenchError {
     /// The temporary data folder could not be created.
     #[error("cannot create a temporary folder: {0}")]
     TempDir(std::io::Error),
-    /// SQLite failed.
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `--database-url` is not a PostgreSQL URL.
+    #[error(
+        "--database-url takes a postgres:// or postgresql:// URL (without it the benchmark uses a temporary SQLite file)"
+    )]
+    NotPostgres,
+    /// The database `--database-url` names already holds data.
+    #[error(
+        "database {database} is not empty ({heartbeats} heartbeats, {states} monitor states): \
+         the benchmark writes thousands of fake monitors and leaves them there, so it only \
+         runs on an empty database (e.g. `CREATE DATABASE kubekuma_bench`, dropped after)"
+    )]
+    NotEmpty {
+        /// The database, without its password.
+        database: String,
+        /// Heartbeat rows found.
+        heartbeats: i64,
+        /// Monitor state rows found.
+        states: usize,
+    },
     /// A generated monitor did not pass the catalog's rules.
     #[error("generated monitor: {0}")]
     Plan(#[from] PlanError),
@@ -189,11 +213,130 @@ pub async fn serve_target(listen: &str) -> Result<(), BenchError> {
     }
 }
 
+/// The store a benchmark runs on, and what its report needs of it.
+enum BenchStore {
+    /// A temporary SQLite file (removed with the folder).
+    Sqlite(tempfile::TempDir),
+    /// An empty PostgreSQL database, and its server's postmaster when it runs here.
+    Postgres { postmaster: Option<i32> },
+}
+
+/// Open the benchmark's store: a temporary SQLite file, or the PostgreSQL database of
+/// `url` when it is empty.
+async fn bench_store(url: Option<&str>) -> Result<(Store, BenchStore), BenchError> {
+    let Some(url) = url else {
+        let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
+        let store = Store::open(&dir.path().join("bench.db"))?;
+        return Ok((store, BenchStore::Sqlite(dir)));
+    };
+    if !crate::store::is_postgres(url) {
+        return Err(BenchError::NotPostgres);
+    }
+    let store = Store::connect(url).await?;
+    let heartbeats = store.heartbeat_rows().await?;
+    let states = store.load_monitor_states().await?.len();
+    if heartbeats > 0 || states > 0 {
+        let database = store.path().to_string();
+        let _ = store.close().await;
+        return Err(BenchError::NotEmpty {
+            database,
+            heartbeats,
+            states,
+        });
+    }
+    let postmaster = store
+        .server_backend_pid()
+        .await?
+        .and_then(|pid| postmaster_of(u32::try_from(pid).ok()?));
+    Ok((store, BenchStore::Postgres { postmaster }))
+}
+
+/// The fields of /proc/<pid>/stat after the command name (which is in parentheses and
+/// may contain spaces): the state is 0, the parent 1, utime 11, stime 12, cutime 13,
+/// cstime 14.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Whether process `pid` of this host is a PostgreSQL server process.
+fn is_postgres_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "postgres")
+}
+
+/// The postmaster of the server process `backend`, when both are processes of this host
+/// (a server elsewhere, or in another pid namespace, has none here).
+fn postmaster_of(backend: u32) -> Option<i32> {
+    if !is_postgres_process(backend) {
+        return None;
+    }
+    let parent: u32 = proc_stat(backend)?.get(1)?.parse().ok()?;
+    is_postgres_process(parent)
+        .then(|| i32::try_from(parent).ok())
+        .flatten()
+}
+
+/// CPU seconds the PostgreSQL server has used so far: the postmaster's own and its
+/// ended children's (cutime, cstime), and its running children's.
+fn server_cpu_seconds(postmaster: i32) -> f64 {
+    let ticks =
+        |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let Ok(pm) = u32::try_from(postmaster) else {
+        return 0.0;
+    };
+    let mut total = proc_stat(pm)
+        .map(|f| ticks(&f, 11) + ticks(&f, 12) + ticks(&f, 13) + ticks(&f, 14))
+        .unwrap_or(0.0);
+    let parent = postmaster.to_string();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(f) = proc_stat(pid)
+                && f.get(1) == Some(&parent)
+            {
+                total += ticks(&f, 11) + ticks(&f, 12);
+            }
+        }
+    }
+    total / 100.0
+}
+
+/// What the benchmark reads of the store and the server at the start and the end of
+/// the measured window.
+#[derive(Clone, Copy, Default)]
+struct StoreCounters {
+    round_trips: u64,
+    writes: u64,
+    batches: u64,
+    heartbeats: u64,
+    server_cpu: f64,
+}
+
+impl StoreCounters {
+    fn read(store: &Store, kind: &BenchStore) -> StoreCounters {
+        StoreCounters {
+            round_trips: store.round_trips(),
+            writes: store.write_count(),
+            batches: store.heartbeat_batches(),
+            heartbeats: store.heartbeats_written(),
+            server_cpu: match kind {
+                BenchStore::Postgres {
+                    postmaster: Some(pm),
+                } => server_cpu_seconds(*pm),
+                _ => 0.0,
+            },
+        }
+    }
+}
+
 /// Run the agent benchmark and print its report.
 pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
     let (_target, port) = start_target()?;
-    let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
-    let store = Store::open(&dir.path().join("bench.db"))?;
+    let (store, kind) = bench_store(b.database_url.as_deref()).await?;
+    let table_before = store.heartbeat_table_bytes().await?;
     let settings = EffectiveSettings {
         max_concurrent_net_checks: b.concurrency as i64,
         ..EffectiveSettings::default()
@@ -214,6 +357,7 @@ pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
     tokio::time::sleep(Duration::from_secs(b.interval)).await;
     let _ = scheduler.take_stats();
     let (c0, f0) = counts.lock().map(|c| *c).unwrap_or_default();
+    let s0 = StoreCounters::read(&store, &kind);
     let cpu0 = cpu_seconds();
     let (user0, sys0) = cpu_split();
     let t0 = Instant::now();
@@ -221,6 +365,7 @@ pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let (user1, sys1) = cpu_split();
+    let s1 = StoreCounters::read(&store, &kind);
     let (c1, f1) = counts.lock().map(|c| *c).unwrap_or_default();
     let stats = scheduler.take_stats();
     processor.abort();
@@ -228,17 +373,25 @@ pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
     let checks = (c1 - c0) as f64;
     let mut lat = stats.lateness_us.clone();
     lat.sort_unstable();
-    let stored = store.heartbeats_written();
-    let files = dir_bytes(dir.path());
-    let bytes = store.database_bytes().await.unwrap_or(0).max(0) as u64;
+    let per_check = |seconds: f64| {
+        if checks > 0.0 {
+            seconds * 1_000_000.0 / checks
+        } else {
+            0.0
+        }
+    };
     let scheduled = b.monitors as f64 / b.interval as f64;
-    Ok(format!(
-        "monitors {}  interval {} s  measured {:.0} s (after {} s warm-up)\n\
+    let mut report = format!(
+        "store {}\n\
+         monitors {}  interval {} s  measured {:.0} s (after {} s warm-up)\n\
          checks/s achieved {:.1} vs scheduled {:.1}  (failed checks: {})\n\
          schedule lateness p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} samples, {} overlaps skipped)\n\
-         CPU {:.2} s (user {:.2} s, system {:.2} s) = {:.3} ms per check ({:.0} ms per 1,000 checks)\n\
-         peak RSS {:.1} MiB\n\
-         stored heartbeats {}  database {} B = {:.1} B per heartbeat (files incl. WAL: {} B)",
+         CPU {:.2} s (user {:.2} s, system {:.2} s) = {:.0} µs per check ({:.3} ms per check, {:.0} ms per 1,000 checks)\n\
+         peak RSS {:.1} MiB\n",
+        match kind {
+            BenchStore::Sqlite(_) => "SQLite (a temporary file)".to_string(),
+            BenchStore::Postgres { .. } => format!("PostgreSQL {}", store.path()),
+        },
         b.monitors,
         b.interval,
         elapsed,
@@ -254,26 +407,80 @@ pub async fn run_agent_bench(b: AgentBench) -> Result<String, BenchError> {
         cpu,
         user1 - user0,
         sys1 - sys0,
-        if checks > 0.0 {
-            cpu * 1000.0 / checks
-        } else {
-            0.0
-        },
-        if checks > 0.0 {
-            cpu * 1_000_000.0 / checks
-        } else {
-            0.0
-        },
+        per_check(cpu),
+        per_check(cpu) / 1000.0,
+        per_check(cpu),
         peak_rss_mib(),
-        stored,
-        bytes,
-        if stored > 0 {
-            bytes as f64 / stored as f64
-        } else {
-            0.0
-        },
-        files,
-    ))
+    );
+    let batches = s1.batches - s0.batches;
+    let per_batch = if batches > 0 {
+        (s1.heartbeats - s0.heartbeats) as f64 / batches as f64
+    } else {
+        0.0
+    };
+    match &kind {
+        BenchStore::Sqlite(dir) => {
+            let stored = store.heartbeats_written();
+            let bytes = store.database_bytes().await.unwrap_or(0).max(0) as u64;
+            report.push_str(&format!(
+                "database write transactions {:.1}/s (SQLite has no server to talk to: {} in the window for {} heartbeats: {} heartbeat batches of {:.0} on average)\n\
+                 stored heartbeats {}  database {} B = {:.1} B per heartbeat (files incl. WAL: {} B)",
+                (s1.writes - s0.writes) as f64 / elapsed,
+                s1.writes - s0.writes,
+                s1.heartbeats - s0.heartbeats,
+                batches,
+                per_batch,
+                stored,
+                bytes,
+                if stored > 0 {
+                    bytes as f64 / stored as f64
+                } else {
+                    0.0
+                },
+                dir_bytes(dir.path()),
+            ));
+        }
+        BenchStore::Postgres { postmaster } => {
+            let round_trips = s1.round_trips - s0.round_trips;
+            report.push_str(&format!(
+                "database round trips {:.1}/s ({} requests to the server in the window for {} heartbeats: {} heartbeat batches of {:.0} on average)\n",
+                round_trips as f64 / elapsed,
+                round_trips,
+                s1.heartbeats - s0.heartbeats,
+                batches,
+                per_batch,
+            ));
+            match postmaster {
+                Some(pm) => {
+                    let server = s1.server_cpu - s0.server_cpu;
+                    report.push_str(&format!(
+                        "server CPU {:.2} s = {:.0} µs per check (the PostgreSQL processes on this host: postmaster {pm} and its children)\n",
+                        server,
+                        per_check(server),
+                    ));
+                }
+                None => report.push_str(
+                    "server CPU not measured (the PostgreSQL server is not a process on this host)\n",
+                ),
+            }
+            let stored = store.heartbeat_rows().await?;
+            let before = table_before.unwrap_or(0);
+            let after = store.heartbeat_table_bytes().await?.unwrap_or(0);
+            report.push_str(&format!(
+                "stored heartbeats {}  heartbeats table {} B (empty: {} B) = {:.1} B per heartbeat (pg_total_relation_size: rows, indexes, TOAST)",
+                stored,
+                after,
+                before,
+                if stored > 0 {
+                    (after - before).max(0) as f64 / stored as f64
+                } else {
+                    0.0
+                },
+            ));
+        }
+    }
+    store.close().await?;
+    Ok(report)
 }
 
 /// The benchmark's monitors: `b.monitors` http monitors of the target on `port`, every

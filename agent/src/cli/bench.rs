@@ -63,12 +63,14 @@ pub(super) async fn bench(what: BenchCommand) -> ExitCode {
             interval,
             duration,
             concurrency,
+            database_url,
         } => {
             let b = crate::bench::AgentBench {
                 monitors,
                 interval,
                 duration,
                 concurrency,
+                database_url,
             };
             match crate::bench::run_agent_bench(b).await {
                 Ok(report) => {

@@ -319,6 +319,14 @@ pub enum BenchCommand {
         /// Checks running at once
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// Benchmark PostgreSQL instead of a temporary SQLite file: the postgres:// URL
+        /// of an EMPTY database (the run is refused on one holding heartbeats or monitor
+        /// states; it leaves its fake monitors' rows there, so use a database of its own
+        /// and drop it after). Read from this flag only, never from DATABASE_URL, so that
+        /// a benchmark is not pointed at a production database by accident; the password
+        /// from the URL, DATABASE_PASSWORD or DATABASE_PASSWORD_FILE
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// The public twins (`/status`, `/badge`, `/uptime`) of N monitors under concurrent
     /// clients from a cold start, with periodic state changes

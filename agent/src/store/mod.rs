@@ -49,7 +49,7 @@ pub use api_silences::{ApiSilence, CreateSilence};
 pub use audit::AuditEvent;
 use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
 pub use incident_query::IncidentFilter;
-pub use location::{DatabaseLocation, parse_database_url};
+pub use location::{DatabaseLocation, is_postgres, parse_database_url};
 pub use push::PushRow;
 pub use records::{CachedCrd, CrdCacheEntry, MonitorStateRow};
 use rollups::{Buckets, DAY_MS, HOUR_MS};
@@ -768,6 +768,68 @@ impl Store {
     /// Heartbeat batches (transactions) committed since the store was opened.
     pub fn heartbeat_batches(&self) -> u64 {
         self.inner.stats.batches.load(Ordering::Relaxed)
+    }
+
+    /// PostgreSQL: requests sent to the server since the store was opened, for the
+    /// benchmark's round trips per second. Each heartbeat batch counts one (and one
+    /// more when its statement is prepared on a connection for the first time); every
+    /// other store call counts one, even one that runs a transaction of several
+    /// statements (so this is a lower bound while such calls run). Always 0 on SQLite,
+    /// which has no server: see [`Store::write_count`] for its write transactions.
+    pub fn round_trips(&self) -> u64 {
+        self.inner.stats.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Heartbeat rows stored (all monitors).
+    pub async fn heartbeat_rows(&self) -> Result<i64, StoreError> {
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(async {
+                    let c = pg.client().await?;
+                    Ok(c.query_one("SELECT count(*) FROM heartbeats", &[])
+                        .await?
+                        .try_get(0)?)
+                })
+                .await;
+        }
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM heartbeats", [], |r| r.get(0))?))
+            .await
+    }
+
+    /// PostgreSQL: bytes of the `heartbeats` table with its indexes and TOAST
+    /// (`pg_total_relation_size`), for the benchmark's bytes per heartbeat; `None` on
+    /// SQLite (see [`Store::database_bytes`]).
+    pub async fn heartbeat_table_bytes(&self) -> Result<Option<i64>, StoreError> {
+        let Some(pg) = self.pg_open()? else {
+            return Ok(None);
+        };
+        pg.read(async {
+            let c = pg.client().await?;
+            Ok(Some(
+                c.query_one("SELECT pg_total_relation_size('heartbeats')", &[])
+                    .await?
+                    .try_get(0)?,
+            ))
+        })
+        .await
+    }
+
+    /// PostgreSQL: the server process id of one pooled connection (`pg_backend_pid()`),
+    /// for the benchmark to find the server's processes when it runs on this host;
+    /// `None` on SQLite.
+    pub async fn server_backend_pid(&self) -> Result<Option<i32>, StoreError> {
+        let Some(pg) = self.pg_open()? else {
+            return Ok(None);
+        };
+        pg.read(async {
+            let c = pg.client().await?;
+            Ok(Some(
+                c.query_one("SELECT pg_backend_pid()", &[])
+                    .await?
+                    .try_get(0)?,
+            ))
+        })
+        .await
     }
 
     /// Size of the database in bytes (`page_count * page_size`, WAL content included).

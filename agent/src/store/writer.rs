@@ -50,6 +50,10 @@ pub(crate) struct WriterStats {
     pub(crate) batches: AtomicU64,
     /// Writes run (heartbeat batches and jobs): what readers compare to see a change.
     pub(crate) writes: AtomicU64,
+    /// PostgreSQL only: requests sent to the server (see [`Store::round_trips`]).
+    ///
+    /// [`Store::round_trips`]: super::Store::round_trips
+    pub(crate) round_trips: AtomicU64,
     /// Why heartbeats cannot be committed now (`None` while commits succeed).
     pub(crate) failure: std::sync::Mutex<Option<String>>,
     /// PostgreSQL only: why the last statement of any kind (a write, a read, a

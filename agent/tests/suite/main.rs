@@ -15,6 +15,7 @@ mod alerting_outbox;
 mod alerting_policy;
 mod alerting_smtp_apprise;
 mod auth_oidc;
+mod bench_agent;
 mod catalog_bounds;
 mod catalog_fuzz;
 mod checks_dns;

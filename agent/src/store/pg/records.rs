@@ -7,7 +7,7 @@ use super::{Pg, pg_text};
 use crate::store::convert::ms;
 
 pub(crate) async fn save_state(pg: &Pg, row: &MonitorStateRow, now: i64) -> Result<(), Fail> {
-    let c = pg.client().await?;
+    let c = pg.bulk_client().await?;
     let st = c
         .prepare_cached(
             "INSERT INTO monitor_state

@@ -125,7 +125,7 @@ impl Queue {
         let mut done = 0;
         while done < self.batch.len() {
             let end = (done + BATCH_MAX).min(self.batch.len());
-            match insert_heartbeats(pool, &self.batch[done..end]).await {
+            match insert_heartbeats(pool, &self.batch[done..end], &self.stats).await {
                 Ok(()) => {
                     let n = u64::try_from(end - done).unwrap_or(u64::MAX);
                     self.stats.heartbeats.fetch_add(n, Ordering::Relaxed);
@@ -244,7 +244,13 @@ pub(crate) fn retryable(e: &tokio_postgres::Error) -> bool {
 /// Insert one batch in one statement. A monitor's second heartbeat in the same
 /// millisecond replaces the first, as SQLite's `INSERT OR REPLACE` does (within the
 /// batch the last one is kept: PostgreSQL refuses to update a row twice in a statement).
-async fn insert_heartbeats(pool: &Pool, batch: &[Heartbeat]) -> Result<(), BatchError> {
+/// Counts its requests in [`WriterStats::round_trips`]: the statement's preparation
+/// when this connection had not prepared it yet, and the insert.
+async fn insert_heartbeats(
+    pool: &Pool,
+    batch: &[Heartbeat],
+    stats: &WriterStats,
+) -> Result<(), BatchError> {
     let mut last: HashMap<(&str, &str, i64), usize> = HashMap::with_capacity(batch.len());
     for (i, hb) in batch.iter().enumerate() {
         last.insert((&hb.namespace, &hb.name, ms(hb.checked_at)), i);
@@ -279,6 +285,7 @@ async fn insert_heartbeats(pool: &Pool, batch: &[Heartbeat]) -> Result<(), Batch
         message: super::pool_message(&e),
         retryable: true,
     })?;
+    let cached = client.statement_cache.size();
     let statement = client
         .prepare_cached(
             "INSERT INTO heartbeats
@@ -291,7 +298,12 @@ async fn insert_heartbeats(pool: &Pool, batch: &[Heartbeat]) -> Result<(), Batch
                attempts = excluded.attempts",
         )
         .await
-        .map_err(batch_error)?;
+        .map_err(batch_error);
+    if client.statement_cache.size() != cached || statement.is_err() {
+        stats.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+    let statement = statement?;
+    stats.round_trips.fetch_add(1, Ordering::Relaxed);
     client
         .execute(
             &statement,
