@@ -268,7 +268,7 @@ fn start_server() -> (String, PathBuf) {
         .arg(&data)
         .arg("-l")
         .arg(dir.join("server.log"))
-        .args(["-w", "-t", "60", "-o", &options, "start"])
+        .args(["-w", "-t", "300", "-o", &options, "start"])
         .stdout(Stdio::null())
         .status()
         .expect("run pg_ctl");
@@ -390,7 +390,7 @@ impl PrivateServer {
             .arg(self.dir.join("data"))
             .arg("-l")
             .arg(self.dir.join("server.log"))
-            .args(["-w", "-t", "60", "-o", &self.options, "start"])
+            .args(["-w", "-t", "300", "-o", &self.options, "start"])
             .stdout(Stdio::null())
             .status()
             .expect("run pg_ctl");
@@ -404,7 +404,7 @@ impl PrivateServer {
         let status = server_command(&self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-w", "-m", "fast", "stop"])
+            .args(["-w", "-t", "300", "-m", "fast", "stop"])
             .stdout(Stdio::null())
             .status()
             .expect("run pg_ctl");
