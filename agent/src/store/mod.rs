@@ -232,7 +232,7 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
-    /// The operation is not written for PostgreSQL yet (see `store/pg/HANDOFF.md`).
+    /// The operation is not written for PostgreSQL yet (see `store/pg/NOTES.md`).
     #[error("database {path}: this operation is not available on PostgreSQL yet")]
     NotOnPostgres {
         /// The URL without its password.
