@@ -93,7 +93,8 @@ async fn object(t: &ObjectTarget, key: &str) -> (Bytes, String, String) {
 
 /// `kubekuma build --out gs://…` as a CronJob runs it: the store configured only through
 /// `GOOGLE_*` variables. Every file lands in the bucket with the Content-Type and
-/// Cache-Control of its kind; a rebuild with the same inputs writes nothing.
+/// Cache-Control of its kind; a rebuild with the same inputs writes nothing; files of a
+/// monitor that went away are deleted.
 #[tokio::test]
 async fn kubekuma_build_publishes_a_site_into_a_gcs_bucket() {
     let Some(server) = FakeGcs::start().await else {
@@ -170,4 +171,23 @@ async fn kubekuma_build_publishes_a_site_into_a_gcs_bucket() {
     let second = build().await;
     assert!(second.contains(" 0 written"), "{second}");
     assert_eq!(out.list("").await.unwrap(), files);
+
+    // One monitor fewer: its files are deleted from the bucket.
+    std::fs::remove_dir_all(source.path()).unwrap();
+    let fewer = BuildBench {
+        monitors: 2,
+        ..bench
+    };
+    for (key, bytes) in generate(&fewer, Utc::now()) {
+        let path = source.path().join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let third = build().await;
+    assert!(!third.contains(" 0 removed"), "{third}");
+    let left = out.list("").await.unwrap();
+    assert!(left.len() < files.len(), "{left:?}");
+    for key in &left {
+        assert!(out.get(key).await.unwrap().is_some(), "{key}");
+    }
 }
