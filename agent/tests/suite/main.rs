@@ -1,7 +1,7 @@
 //! The agent's integration tests, in one binary so the workspace links one test
 //! executable for them instead of one per file. Each module is one area; `common`
-//! holds the test peers (an S3 server, Azurite, a fake Kubernetes API server, a fake
-//! Docker engine, a private podman API service, an OpenID provider).
+//! holds the test peers (an S3 server, Azurite, fake-gcs-server, a fake Kubernetes API
+//! server, a fake Docker engine, a private podman API service, an OpenID provider).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +34,7 @@ mod cluster_lease;
 mod common;
 mod downsample;
 mod export_azure;
+mod export_gcs;
 mod export_s3;
 mod failover;
 mod folder_reload;

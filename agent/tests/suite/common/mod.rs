@@ -4,6 +4,7 @@ pub mod azurite;
 pub mod backends;
 pub mod docker_engine;
 pub mod fake_kube;
+pub mod gcs;
 pub mod oidc_provider;
 pub mod podman;
 pub mod postgres;
@@ -24,6 +25,15 @@ impl Outage for s3::S3Server {
     }
     async fn resume(&mut self) {
         self.restart().await;
+    }
+}
+
+impl Outage for gcs::FakeGcs {
+    async fn stop(&mut self) {
+        gcs::FakeGcs::stop(self).await;
+    }
+    async fn resume(&mut self) {
+        gcs::FakeGcs::resume(self).await;
     }
 }
 
