@@ -852,18 +852,22 @@ async fn a_send_whose_outcome_meets_a_lost_database_is_recorded_when_it_returns(
     .unwrap();
     // A receiver that stops the database before it answers its first request.
     let received = Arc::new(AtomicUsize::new(0));
+    // Set once the server has stopped (the test resumes it only then: a start while
+    // `pg_ctl stop` still waits would make that stop fail).
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (r, s) = (received.clone(), server.clone());
+    let (r, s, st) = (received.clone(), server.clone(), stopped.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (r, s) = (r.clone(), s.clone());
+            let (r, s, st) = (r.clone(), s.clone(), st.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
-                    let (r, s) = (r.clone(), s.clone());
+                    let (r, s, st) = (r.clone(), s.clone(), st.clone());
                     async move {
                         if r.fetch_add(1, Ordering::SeqCst) == 0 {
                             tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+                            st.store(true, Ordering::SeqCst);
                         }
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
@@ -877,7 +881,7 @@ async fn a_send_whose_outcome_meets_a_lost_database_is_recorded_when_it_returns(
     let run = start(store.clone(), catalog(addr, &["ok"], ""), true).await;
     assert_eq!(run.handle(down(), None, Utc::now()).await, 1);
     for _ in 0..600 {
-        if received.load(Ordering::SeqCst) > 0 && store.write_failure().is_some() {
+        if stopped.load(Ordering::SeqCst) && store.write_failure().is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

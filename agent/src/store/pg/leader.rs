@@ -29,8 +29,14 @@ pub const LEADER_LOCK_KEY: i64 = 0x6b6b_6c65_6164;
 /// How often a standby tries the lock and the leader checks its connection.
 pub const TICK: Duration = Duration::from_secs(2);
 
-/// Longest wait for one check (or the connection at start) before giving up on it.
+/// Longest wait for a connection or a try of the lock before giving up on it.
 pub const PROBE: Duration = Duration::from_secs(4);
+
+/// Longest wait for the leader's check of its connection: a slow answer (a loaded
+/// server or host) is not a lost session, and dropping the connection would free the
+/// lock for a standby while this agent still leads. By this time the TCP user timeout
+/// has ended a connection that is really gone.
+pub const HELD_PROBE: Duration = Duration::from_secs(12);
 
 /// Wait before a new connection after one failed.
 const RECONNECT: Duration = Duration::from_secs(2);
@@ -132,16 +138,17 @@ async fn run(
 const SESSION: &str = "SET tcp_keepalives_idle = 4; SET tcp_keepalives_interval = 2; \
      SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
 
-/// One statement, bounded by [`PROBE`].
+/// One statement, bounded by `limit`.
 async fn probe<T>(
+    limit: Duration,
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, Ended> {
-    match tokio::time::timeout(PROBE, f).await {
+    match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Ended::Lost(source_text(&e))),
         Err(_) => Err(Ended::Lost(format!(
             "no answer within {} s",
-            PROBE.as_secs()
+            limit.as_secs()
         ))),
     }
 }
@@ -155,17 +162,18 @@ async fn hold(
     label: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
-    if let Err(e) = probe(client.batch_execute(SESSION)).await {
+    if let Err(e) = probe(PROBE, client.batch_execute(SESSION)).await {
         return e;
     }
     let mut held = false;
     loop {
         if held {
-            if let Err(e) = probe(client.batch_execute("SELECT 1")).await {
+            if let Err(e) = probe(HELD_PROBE, client.batch_execute("SELECT 1")).await {
                 return e;
             }
         } else {
             let row = match probe(
+                PROBE,
                 client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]),
             )
             .await
@@ -187,7 +195,7 @@ async fn hold(
                 if changed.is_err() || *shutdown.borrow() {
                     if held {
                         // Let a standby take over at once rather than when the process ends.
-                        let _ = probe(client.query_one("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK_KEY])).await;
+                        let _ = probe(PROBE, client.query_one("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK_KEY])).await;
                         leading.send_replace(false);
                     }
                     return Ended::Shutdown;
