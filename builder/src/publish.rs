@@ -98,6 +98,11 @@ pub enum WriteError {
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 struct Manifest {
     version: u32,
+    /// The fingerprint of the build that wrote everything listed (inputs, theme,
+    /// options, builder version); absent when the last build was not complete, or in
+    /// manifests of builders before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
     files: BTreeMap<String, String>,
 }
 
@@ -148,16 +153,27 @@ impl Publisher {
             .unwrap_or_default())
     }
 
-    /// Publish `files`, writing only what changed and removing what is gone.
+    /// The fingerprint of the build that published what the output holds, if that
+    /// build was complete (from the manifest, read once).
+    pub async fn fingerprint(&mut self) -> Result<Option<String>, PublishError> {
+        self.previous().await?;
+        Ok(self.manifest.as_ref().and_then(|m| m.fingerprint.clone()))
+    }
+
+    /// Publish `files`, writing only what changed and removing what is gone. When
+    /// everything was published, the manifest records `fingerprint` (else none, so the
+    /// next build is not skipped).
     pub async fn publish(
         &mut self,
         mut files: Vec<OutFile>,
+        fingerprint: Option<String>,
     ) -> Result<PublishReport, PublishError> {
         self.previous().await?;
         let old = self.manifest.take().unwrap_or_default();
         files.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.path.cmp(&b.path)));
         let mut new = Manifest {
             version: 1,
+            fingerprint: None,
             files: BTreeMap::new(),
         };
         let mut report = PublishReport::default();
@@ -281,6 +297,9 @@ impl Publisher {
             }
         }
 
+        if failure.is_none() {
+            new.fingerprint = fingerprint;
+        }
         if new != old {
             let body = serde_json::to_vec_pretty(&new).unwrap_or_default();
             if let Err(source) = self
@@ -553,13 +572,16 @@ mod tests {
         std::fs::write(dir.path().join("b/left.json"), b"half a fi").unwrap();
         let mut p = Publisher::new(out);
         let report = p
-            .publish(vec![
-                file("a/1.png", b"same picture"),
-                file("a/2.png", b"same picture"),
-                file("b/3.png", b"same picture"),
-                file("b/other.png", b"another picture"),
-                file("b/left.json", b"{\"whole\":true}"),
-            ])
+            .publish(
+                vec![
+                    file("a/1.png", b"same picture"),
+                    file("a/2.png", b"same picture"),
+                    file("b/3.png", b"same picture"),
+                    file("b/other.png", b"another picture"),
+                    file("b/left.json", b"{\"whole\":true}"),
+                ],
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(report.written.len(), 5);
@@ -575,13 +597,16 @@ mod tests {
         assert_ne!(inode("a/1.png"), inode("b/other.png"));
 
         let report = p
-            .publish(vec![
-                file("a/1.png", b"same picture"),
-                file("a/2.png", b"changed picture"),
-                file("b/3.png", b"same picture"),
-                file("b/other.png", b"another picture"),
-                file("b/left.json", b"{\"whole\":true}"),
-            ])
+            .publish(
+                vec![
+                    file("a/1.png", b"same picture"),
+                    file("a/2.png", b"changed picture"),
+                    file("b/3.png", b"same picture"),
+                    file("b/other.png", b"another picture"),
+                    file("b/left.json", b"{\"whole\":true}"),
+                ],
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(report.written, vec!["a/2.png".to_string()]);

@@ -73,28 +73,42 @@ impl Inputs {
 /// A cheap fingerprint of everything under the agents' prefix (keys, sizes, ETags or
 /// modification times): equal fingerprints mean nothing was written since.
 pub async fn fingerprint(source: &ObjectTarget) -> Result<String, ExportError> {
-    let listed = source.list_versions(&keys::agents()).await?;
+    Ok(listing_digest(&list(source).await?))
+}
+
+/// Every object under the agents' prefix as (key, size, version tag), sorted.
+pub async fn list(source: &ObjectTarget) -> Result<Vec<(String, u64, String)>, ExportError> {
+    source.list_versions(&keys::agents()).await
+}
+
+/// The SHA-256 of a listing (keys, sizes, version tags), as [`fingerprint`] gives it.
+pub fn listing_digest(listed: &[(String, u64, String)]) -> String {
     let mut h = Sha256::new();
-    for (key, size, tag) in &listed {
+    for (key, size, tag) in listed {
         h.update(key.as_bytes());
         h.update(size.to_le_bytes());
         h.update(tag.as_bytes());
         h.update([0]);
     }
-    Ok(hex(&h.finalize()))
+    hex(&h.finalize())
 }
 
-/// Read every agent under the source. `now` chooses which days and months are read;
-/// `None` means "the time of the data", found from the agents' state objects.
+/// Read every agent of `listed` (a [`list`] of the source). `now` chooses which days
+/// and months are read; `None` means "the time of the data", found from the agents'
+/// state objects.
+///
+/// Only agents in the listing are read, and every object read was written no earlier
+/// than the listing saw it, so a build whose fingerprint is the listing's never shows
+/// older data than the listing describes.
 pub async fn load(
     source: &ObjectTarget,
+    listed: &[(String, u64, String)],
     now: Option<DateTime<Utc>>,
 ) -> Result<Inputs, SourceError> {
     let mut inputs = Inputs::default();
-    let keys_found = source.list(&keys::agents()).await?;
-    let mut ids: Vec<String> = keys_found
+    let mut ids: Vec<String> = listed
         .iter()
-        .filter_map(|k| k.strip_prefix(&keys::agents()))
+        .filter_map(|(k, _, _)| k.strip_prefix(&keys::agents()))
         .filter_map(|rest| rest.split_once('/').map(|(id, _)| id.to_string()))
         .collect();
     ids.dedup();
