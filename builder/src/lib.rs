@@ -281,6 +281,11 @@ impl Builder {
     /// by this process (a fresh process has fetched none, so a site with remote logos is
     /// rebuilt, and the logos fetched again, once per process).
     fn fingerprint(&self, listing: &str) -> String {
+        self.fingerprint_as(env!("CARGO_PKG_VERSION"), OUTPUT_FORMAT, listing)
+    }
+
+    /// [`Builder::fingerprint`] as a builder of `version` and output `format` makes it.
+    fn fingerprint_as(&self, version: &str, format: u32, listing: &str) -> String {
         let BuildOptions {
             render,
             now,
@@ -297,8 +302,8 @@ impl Builder {
             h.update((value.len() as u64).to_le_bytes());
             h.update(value);
         };
-        part("version", env!("CARGO_PKG_VERSION").as_bytes());
-        part("format", &OUTPUT_FORMAT.to_le_bytes());
+        part("version", version.as_bytes());
+        part("format", &format.to_le_bytes());
         part("theme", self.theme.digest.as_bytes());
         part("base_url", base_url.as_bytes());
         part("stale_after", &stale_after_seconds.to_le_bytes());
