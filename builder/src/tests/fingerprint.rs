@@ -155,11 +155,14 @@ async fn a_changed_theme_rebuilds() {
     );
 }
 
+/// A change of the build options.
+type Change = fn(&mut BuildOptions);
+
 /// Each option that shapes the output rebuilds when it changes.
 #[tokio::test]
 async fn a_changed_option_rebuilds() {
     let (src, out) = built_once().await;
-    let changes: Vec<(&str, fn(&mut BuildOptions))> = vec![
+    let changes: [(&str, Change); 5] = [
         ("base_url", |o| {
             o.render.base_url = "https://other.example/".into()
         }),
