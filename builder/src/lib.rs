@@ -125,6 +125,9 @@ pub struct BuildReport {
     /// output by the last complete build, so the output is already what this build
     /// would publish.
     pub skipped: bool,
+    /// Files not rendered again because their inputs had not changed since the last
+    /// build (pages and badges this builder rendered before, PNGs of unchanged SVGs).
+    pub reused: usize,
 }
 
 /// Bumped whenever the builder's output for the same inputs, theme and options changes
@@ -147,6 +150,8 @@ pub struct Builder {
     brand_limits: brand::FetchLimits,
     brand_svg: Arc<brand::SvgRasteriser>,
     http: Option<reqwest::Client>,
+    /// What the last build rendered, so that the next renders only what changed.
+    rendered: render::RenderCache,
 }
 
 impl Builder {
@@ -175,6 +180,7 @@ impl Builder {
             observer: Observer::default(),
             brand_cache: BTreeMap::new(),
             http: None,
+            rendered: render::RenderCache::default(),
         })
     }
 
@@ -227,7 +233,9 @@ impl Builder {
             self.opts.render.clone(),
         );
         let told = observer.clone();
-        let (pages, files, render_timings, failures) = off_runtime(move || {
+        // Taken for the render (a cancelled render leaves an empty one).
+        let mut cache = std::mem::take(&mut self.rendered);
+        let (pages, files, render_timings, failures, cache) = off_runtime(move || {
             told.tell(BuildPhase::Render);
             let mut timings = Vec::new();
             let mut failures = Vec::new();
@@ -238,12 +246,18 @@ impl Builder {
                 &extra,
                 &opts,
                 &previous,
+                &mut cache,
                 &mut timings,
                 &mut failures,
             );
-            (site.pages.len(), files, timings, failures)
+            (site.pages.len(), files, timings, failures, cache)
         })
         .await?;
+        self.rendered = cache;
+        let reused = files
+            .iter()
+            .filter(|f| f.bytes.is_empty() && f.keep.is_some())
+            .count();
         let t_render = t0.elapsed();
         observer.tell(BuildPhase::Publish);
         // A part that failed to render kept the old output: the next build tries again.
@@ -271,6 +285,7 @@ impl Builder {
             .chain(render_timings)
             .collect(),
             skipped: false,
+            reused,
         })
     }
 

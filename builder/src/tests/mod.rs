@@ -7,4 +7,5 @@ mod badges;
 mod common;
 mod fingerprint;
 mod hardening;
+mod incremental;
 mod site;
