@@ -152,6 +152,8 @@ pub struct Builder {
     http: Option<reqwest::Client>,
     /// What the last build rendered, so that the next renders only what changed.
     rendered: render::RenderCache,
+    /// History objects parsed by the last build, so that the next reads only what changed.
+    read: source::ReadCache,
 }
 
 impl Builder {
@@ -181,6 +183,7 @@ impl Builder {
             brand_cache: BTreeMap::new(),
             http: None,
             rendered: render::RenderCache::default(),
+            read: source::ReadCache::default(),
         })
     }
 
@@ -210,7 +213,7 @@ impl Builder {
                 ..BuildReport::default()
             });
         }
-        let inputs = source::load(&self.source, &listed, self.opts.now).await?;
+        let inputs = source::load(&self.source, &listed, self.opts.now, &mut self.read).await?;
         let t_read = t0.elapsed();
         let data_time = self.opts.now.or_else(|| inputs.data_time());
         let now = data_time.unwrap_or_else(Utc::now);

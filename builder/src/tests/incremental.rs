@@ -1,5 +1,5 @@
 //! Incremental rebuilds by a builder that keeps what it rendered: after each change
-//! (one monitor down, a monitor removed, a page added, another theme) the output is
+//! (one monitor down, a history object rewritten, a monitor removed, a page added, another theme) the output is
 //! byte for byte what a full build of the same inputs into an empty output gives.
 
 use serde_json::{Value, json};
@@ -48,6 +48,17 @@ async fn incremental_rebuilds_give_the_output_of_a_full_build() {
     put(&src, "v1/agents/eu-1/state.json", &state("eu-1", true)).await;
     let r = same_as_full(&mut b, &src, &out, Theme::default_theme().unwrap()).await;
     assert!(r.reused > 10, "{} reused", r.reused);
+    assert!(r.publish.written.contains(&"status/index.html".to_string()));
+
+    // A history object rewritten (fewer days of November): read again, not taken from
+    // the last build.
+    put(
+        &src,
+        "v1/agents/eu-1/daily/2026-11.json",
+        &daily("eu-1", 2026, 11, 1, 20),
+    )
+    .await;
+    let r = same_as_full(&mut b, &src, &out, Theme::default_theme().unwrap()).await;
     assert!(r.publish.written.contains(&"status/index.html".to_string()));
 
     // A monitor removed from the catalog and from its page.
