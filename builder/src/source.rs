@@ -183,12 +183,12 @@ pub async fn load(
         for (what, key) in wanted {
             let version = versions.get(key.as_str()).copied();
             // Unchanged since the last build: taken as parsed then.
-            if let Some((size, tag, p)) = cache.objects.remove(&key) {
-                if version == Some((size, tag.as_str())) {
-                    parsed.push(Ok(p.clone()));
-                    next_cache.insert(key, (size, tag, p));
-                    continue;
-                }
+            if let Some((size, tag, p)) = cache.objects.remove(&key)
+                && version == Some((size, tag.as_str()))
+            {
+                parsed.push(Ok(p.clone()));
+                next_cache.insert(key, (size, tag, p));
+                continue;
             }
             match source.get(&key).await {
                 Ok(None) => {}
