@@ -121,6 +121,15 @@ pub struct PublishReport {
 pub(crate) struct Publisher {
     out: ObjectTarget,
     manifest: Option<Manifest>,
+    /// The manifest as read but not yet parsed whole (`Some(None)`: there is none).
+    raw: Option<Option<Bytes>>,
+}
+
+/// The head of a manifest: its fingerprint, read without building the list of files.
+#[derive(Deserialize)]
+struct ManifestHead {
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 impl Publisher {
@@ -129,22 +138,35 @@ impl Publisher {
         Publisher {
             out,
             manifest: None,
+            raw: None,
         }
+    }
+
+    /// The stored manifest's bytes (read once).
+    async fn raw(&mut self) -> Result<Option<Bytes>, PublishError> {
+        if let Some(raw) = &self.raw {
+            return Ok(raw.clone());
+        }
+        let raw = self
+            .out
+            .get(MANIFEST)
+            .await
+            .map_err(|source| PublishError::ReadManifest {
+                target: self.out.to_string(),
+                source,
+            })?;
+        self.raw = Some(raw.clone());
+        Ok(raw)
     }
 
     /// What the output holds now: path → SHA-256, from the manifest (read once).
     pub async fn previous(&mut self) -> Result<BTreeMap<String, String>, PublishError> {
         if self.manifest.is_none() {
-            self.manifest = Some(match self.out.get(MANIFEST).await {
-                Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
-                Ok(None) => Manifest::default(),
-                Err(source) => {
-                    return Err(PublishError::ReadManifest {
-                        target: self.out.to_string(),
-                        source,
-                    });
-                }
+            self.manifest = Some(match self.raw().await? {
+                Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                None => Manifest::default(),
             });
+            self.raw = None;
         }
         Ok(self
             .manifest
@@ -156,8 +178,15 @@ impl Publisher {
     /// The fingerprint of the build that published what the output holds, if that
     /// build was complete (from the manifest, read once).
     pub async fn fingerprint(&mut self) -> Result<Option<String>, PublishError> {
-        self.previous().await?;
-        Ok(self.manifest.as_ref().and_then(|m| m.fingerprint.clone()))
+        if let Some(m) = &self.manifest {
+            return Ok(m.fingerprint.clone());
+        }
+        // Only the head: a skipped build never needs the list of files.
+        Ok(self
+            .raw()
+            .await?
+            .and_then(|b| serde_json::from_slice::<ManifestHead>(&b).ok())
+            .and_then(|h| h.fingerprint))
     }
 
     /// Publish `files`, writing only what changed and removing what is gone. When
@@ -309,6 +338,7 @@ impl Publisher {
             {
                 // Unknown state: read it again next time.
                 self.manifest = None;
+                self.raw = None;
                 return Err(match failure {
                     Some(source) => PublishError::Stopped {
                         target: self.out.to_string(),

@@ -708,7 +708,8 @@ fn render_badges(
     for ((stem, badge), r) in jobs.iter().zip(rendered) {
         let svg_path = format!("{stem}.svg");
         let Some((svg, json, svg_hash)) = r else {
-            if let Some(c) = reusable(stem, badge) {
+            // Found reusable above.
+            if let Some(c) = cache.get(stem) {
                 out.push(kept(&svg_path, Stage::Data, &c.svg));
                 out.push(kept(&format!("{stem}.json"), Stage::Data, &c.json));
                 if let Some(png) = &c.png {
