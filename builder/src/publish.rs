@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -103,7 +104,22 @@ struct Manifest {
     /// manifests of builders before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
-    files: BTreeMap<String, String>,
+    /// Shared with the render of the next build, which reads it on another thread.
+    #[serde(serialize_with = "shared_ser", deserialize_with = "shared_de")]
+    files: Arc<BTreeMap<String, String>>,
+}
+
+fn shared_ser<S: serde::Serializer>(
+    files: &Arc<BTreeMap<String, String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    files.as_ref().serialize(s)
+}
+
+fn shared_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
+    BTreeMap::deserialize(d).map(Arc::new)
 }
 
 /// What a publication did.
@@ -160,7 +176,7 @@ impl Publisher {
     }
 
     /// What the output holds now: path → SHA-256, from the manifest (read once).
-    pub async fn previous(&mut self) -> Result<BTreeMap<String, String>, PublishError> {
+    pub async fn previous(&mut self) -> Result<Arc<BTreeMap<String, String>>, PublishError> {
         if self.manifest.is_none() {
             self.manifest = Some(match self.raw().await? {
                 Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
@@ -200,11 +216,7 @@ impl Publisher {
         self.previous().await?;
         let old = self.manifest.take().unwrap_or_default();
         files.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.path.cmp(&b.path)));
-        let mut new = Manifest {
-            version: 1,
-            fingerprint: None,
-            files: BTreeMap::new(),
-        };
+        let mut new_files: BTreeMap<String, String> = BTreeMap::new();
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
         // Hashing tens of megabytes of badges and pages: on all cores, off the runtime.
@@ -219,7 +231,7 @@ impl Publisher {
         for (f, h) in files.into_iter().zip(hashes) {
             if old.files.get(&f.path) == Some(&h) {
                 report.unchanged += 1;
-                new.files.insert(f.path.clone(), h);
+                new_files.insert(f.path.clone(), h);
             } else {
                 changed.push((f, h));
             }
@@ -273,14 +285,14 @@ impl Publisher {
                 }
                 match r {
                     Ok(()) => {
-                        new.files.insert(path.clone(), h);
+                        new_files.insert(path.clone(), h);
                         report.written.push(path);
                     }
                     Err(e) => {
                         failure.get_or_insert(e);
                         // Keep the old entry, if any, so the file is retried next time.
                         if let Some(old_h) = old.files.get(&path) {
-                            new.files.insert(path, old_h.clone());
+                            new_files.insert(path, old_h.clone());
                         }
                     }
                 }
@@ -289,7 +301,7 @@ impl Publisher {
                 // Files of later stages stay as they were.
                 for (f, _) in &changed[end..] {
                     if let Some(old_h) = old.files.get(&f.path) {
-                        new.files.insert(f.path.clone(), old_h.clone());
+                        new_files.insert(f.path.clone(), old_h.clone());
                     }
                 }
                 break;
@@ -305,7 +317,7 @@ impl Publisher {
             let stale: Vec<String> = old
                 .files
                 .keys()
-                .filter(|p| !new.files.contains_key(*p))
+                .filter(|p| !new_files.contains_key(*p))
                 .cloned()
                 .collect();
             for p in stale {
@@ -314,21 +326,23 @@ impl Publisher {
                     Err(e) => {
                         failure.get_or_insert(WriteError::Store(e));
                         if let Some(h) = old.files.get(&p) {
-                            new.files.insert(p.clone(), h.clone());
+                            new_files.insert(p.clone(), h.clone());
                         }
                     }
                 }
             }
         } else {
             // Nothing is removed after a failed write: the old pages may still use it.
-            for (p, h) in &old.files {
-                new.files.entry(p.clone()).or_insert_with(|| h.clone());
+            for (p, h) in old.files.iter() {
+                new_files.entry(p.clone()).or_insert_with(|| h.clone());
             }
         }
 
-        if failure.is_none() {
-            new.fingerprint = fingerprint;
-        }
+        let new = Manifest {
+            version: 1,
+            fingerprint: if failure.is_none() { fingerprint } else { None },
+            files: Arc::new(new_files),
+        };
         if new != old {
             let body = serde_json::to_vec_pretty(&new).unwrap_or_default();
             if let Err(source) = self
