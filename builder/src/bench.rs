@@ -110,6 +110,8 @@ pub struct BuildBenchReport {
     pub one_change_same: Duration,
     /// Files that rebuild wrote.
     pub one_change_same_files: usize,
+    /// CPU seconds (user, system) of that rebuild.
+    pub one_change_same_cpu: (f64, f64),
     /// Phases of that rebuild.
     pub one_change_same_phases: Vec<(&'static str, Duration)>,
 }
@@ -163,9 +165,11 @@ impl fmt::Display for BuildBenchReport {
         )?;
         writeln!(
             f,
-            "  one monitor down:  {:>8.2} s, {} files written (same Builder)",
+            "  one monitor down:  {:>8.2} s, {} files written (same Builder), CPU {:.2} s user + {:.2} s system",
             self.one_change_same.as_secs_f64(),
-            self.one_change_same_files
+            self.one_change_same_files,
+            self.one_change_same_cpu.0,
+            self.one_change_same_cpu.1
         )?;
         writeln!(
             f,
@@ -260,8 +264,13 @@ pub async fn run(b: BuildBench) -> Result<BuildBenchReport, BenchError> {
     };
     down(0).await?;
     let t = Instant::now();
+    let cpu = process_cpu();
     let one_same = kept.build().await?;
     let one_same_time = t.elapsed();
+    let one_same_cpu = {
+        let after = process_cpu();
+        (after.0 - cpu.0, after.1 - cpu.1)
+    };
     down(1).await?;
     let t = Instant::now();
     let one = Builder::new(source.clone(), out.clone(), theme()?, opts)?
@@ -288,6 +297,7 @@ pub async fn run(b: BuildBench) -> Result<BuildBenchReport, BenchError> {
         one_change_phases: one.timings.clone(),
         one_change_same: one_same_time,
         one_change_same_files: one_same.publish.written.len(),
+        one_change_same_cpu: one_same_cpu,
         one_change_same_phases: one_same.timings.clone(),
         bench: b,
     })
