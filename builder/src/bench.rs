@@ -94,10 +94,26 @@ pub struct BuildBenchReport {
     pub rebuild: Duration,
     /// Files the rebuild wrote (should be 0).
     pub rebuild_files: usize,
-    /// Rebuild after one monitor changed state.
+    /// Whether the rebuild was skipped on its fingerprint.
+    pub rebuild_skipped: bool,
+    /// Rebuild with unchanged inputs by the builder of the full build (as a watching
+    /// builder does; its manifest is already read).
+    pub rebuild_same: Duration,
+    /// Rebuild after another monitor changed state, by a fresh builder (a CronJob run).
     pub one_change: Duration,
     /// Files that rebuild wrote.
     pub one_change_files: usize,
+    /// Phases of that rebuild.
+    pub one_change_phases: Vec<(&'static str, Duration)>,
+    /// Rebuild after one monitor changed state, by the builder of the full build (a
+    /// watching builder).
+    pub one_change_same: Duration,
+    /// Files that rebuild wrote.
+    pub one_change_same_files: usize,
+    /// CPU seconds (user, system) of that rebuild.
+    pub one_change_same_cpu: (f64, f64),
+    /// Phases of that rebuild.
+    pub one_change_same_phases: Vec<(&'static str, Duration)>,
 }
 
 impl fmt::Display for BuildBenchReport {
@@ -132,16 +148,44 @@ impl fmt::Display for BuildBenchReport {
         writeln!(f, "                     {}", phases(&self.full_phases))?;
         writeln!(
             f,
-            "  no-change rebuild: {:>8.2} s, {} files written",
+            "  no-change rebuild: {:>8.2} s, {} files written{}",
             self.rebuild.as_secs_f64(),
-            self.rebuild_files
+            self.rebuild_files,
+            if self.rebuild_skipped {
+                ", skipped (fingerprint unchanged)"
+            } else {
+                ""
+            }
         )?;
         writeln!(f, "                     {}", phases(&self.rebuild_phases))?;
-        write!(
+        writeln!(
             f,
-            "  one monitor down:  {:>8.2} s, {} files written",
+            "  same, same Builder:{:>8.2} s",
+            self.rebuild_same.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  one monitor down:  {:>8.2} s, {} files written (same Builder), CPU {:.2} s user + {:.2} s system",
+            self.one_change_same.as_secs_f64(),
+            self.one_change_same_files,
+            self.one_change_same_cpu.0,
+            self.one_change_same_cpu.1
+        )?;
+        writeln!(
+            f,
+            "                     {}",
+            phases(&self.one_change_same_phases)
+        )?;
+        writeln!(
+            f,
+            "  another one down:  {:>8.2} s, {} files written (fresh Builder)",
             self.one_change.as_secs_f64(),
             self.one_change_files
+        )?;
+        write!(
+            f,
+            "                     {}",
+            phases(&self.one_change_phases)
         )
     }
 }
@@ -177,9 +221,8 @@ pub async fn run(b: BuildBench) -> Result<BuildBenchReport, BenchError> {
 
     let t = Instant::now();
     let cpu = process_cpu();
-    let full = Builder::new(source.clone(), out.clone(), theme()?, opts.clone())?
-        .build()
-        .await?;
+    let mut kept = Builder::new(source.clone(), out.clone(), theme()?, opts.clone())?;
+    let full = kept.build().await?;
     let full_time = t.elapsed();
     let full_cpu = {
         let after = process_cpu();
@@ -191,25 +234,44 @@ pub async fn run(b: BuildBench) -> Result<BuildBenchReport, BenchError> {
         .build()
         .await?;
     let rebuild_time = t.elapsed();
+    let t = Instant::now();
+    kept.build().await?;
+    let rebuild_same = t.elapsed();
 
-    // One monitor goes down.
+    // One monitor goes down, then another.
     let state_key = keys::state("bench");
     let bad_state = |cause: String| BenchError::State {
         key: state_key.clone(),
         cause,
     };
-    let stored = source
-        .get(&state_key)
-        .await?
-        .ok_or_else(|| bad_state("vanished".into()))?;
-    let mut state: AgentState =
-        serde_json::from_slice(&stored).map_err(|e| bad_state(e.to_string()))?;
-    if let Some(m) = state.monitors.values_mut().next() {
-        m.state = MonitorState::Down;
-        m.reason = Some(FailureReason::Timeout);
-    }
-    let body = serde_json::to_vec(&state).map_err(|e| bad_state(e.to_string()))?;
-    source.put(&state_key, Bytes::from(body)).await?;
+    let down = |nth: usize| {
+        let (source, state_key) = (source.clone(), state_key.clone());
+        async move {
+            let stored = source
+                .get(&state_key)
+                .await?
+                .ok_or_else(|| bad_state("vanished".into()))?;
+            let mut state: AgentState =
+                serde_json::from_slice(&stored).map_err(|e| bad_state(e.to_string()))?;
+            if let Some(m) = state.monitors.values_mut().nth(nth) {
+                m.state = MonitorState::Down;
+                m.reason = Some(FailureReason::Timeout);
+            }
+            let body = serde_json::to_vec(&state).map_err(|e| bad_state(e.to_string()))?;
+            source.put(&state_key, Bytes::from(body)).await?;
+            Ok::<(), BenchError>(())
+        }
+    };
+    down(0).await?;
+    let t = Instant::now();
+    let cpu = process_cpu();
+    let one_same = kept.build().await?;
+    let one_same_time = t.elapsed();
+    let one_same_cpu = {
+        let after = process_cpu();
+        (after.0 - cpu.0, after.1 - cpu.1)
+    };
+    down(1).await?;
     let t = Instant::now();
     let one = Builder::new(source.clone(), out.clone(), theme()?, opts)?
         .build()
@@ -228,8 +290,15 @@ pub async fn run(b: BuildBench) -> Result<BuildBenchReport, BenchError> {
         output_bytes: dir_size(&out_dir),
         rebuild: rebuild_time,
         rebuild_files: rebuild.publish.written.len(),
+        rebuild_skipped: rebuild.skipped,
+        rebuild_same,
         one_change: one_time,
         one_change_files: one.publish.written.len(),
+        one_change_phases: one.timings.clone(),
+        one_change_same: one_same_time,
+        one_change_same_files: one_same.publish.written.len(),
+        one_change_same_cpu: one_same_cpu,
+        one_change_same_phases: one_same.timings.clone(),
         bench: b,
     })
 }

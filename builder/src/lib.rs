@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kubekuma_crds::store::ObjectTarget;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 pub use badge::BadgeError;
@@ -40,6 +41,7 @@ pub use render::{RenderError, RenderOptions};
 pub use source::SourceError;
 pub use theme::{Theme, ThemeError};
 
+use digest::hex;
 use par::off_runtime;
 
 /// Why a builder could not be made or a build failed.
@@ -118,7 +120,19 @@ pub struct BuildReport {
     /// Time spent reading, modelling, rendering and publishing, then the parts of
     /// rendering (pages, badges and the steps of badges).
     pub timings: Vec<(&'static str, Duration)>,
+    /// Nothing was modelled, rendered or published: the build's fingerprint (inputs,
+    /// theme, options, fetched logos, builder version) equals the one recorded with the
+    /// output by the last complete build, so the output is already what this build
+    /// would publish.
+    pub skipped: bool,
+    /// Files not rendered again because their inputs had not changed since the last
+    /// build (pages and badges this builder rendered before, PNGs of unchanged SVGs).
+    pub reused: usize,
 }
+
+/// Bumped whenever the builder's output for the same inputs, theme and options changes
+/// (with the crate version, part of a build's fingerprint).
+const OUTPUT_FORMAT: u32 = 1;
 
 /// A builder with its theme, badge renderer and output, reusable across builds.
 ///
@@ -136,6 +150,10 @@ pub struct Builder {
     brand_limits: brand::FetchLimits,
     brand_svg: Arc<brand::SvgRasteriser>,
     http: Option<reqwest::Client>,
+    /// What the last build rendered, so that the next renders only what changed.
+    rendered: render::RenderCache,
+    /// History objects parsed by the last build, so that the next reads only what changed.
+    read: source::ReadCache,
 }
 
 impl Builder {
@@ -164,6 +182,8 @@ impl Builder {
             observer: Observer::default(),
             brand_cache: BTreeMap::new(),
             http: None,
+            rendered: render::RenderCache::default(),
+            read: source::ReadCache::default(),
         })
     }
 
@@ -182,13 +202,21 @@ impl Builder {
         let t0 = std::time::Instant::now();
         let observer = self.observer.clone();
         observer.tell(BuildPhase::Read);
-        let inputs = source::load(&self.source, self.opts.now).await?;
+        let listed = source::list(&self.source)
+            .await
+            .map_err(SourceError::from)?;
+        let listing = source::listing_digest(&listed);
+        if self.publisher.fingerprint().await?.as_deref() == Some(&*self.fingerprint(&listing)) {
+            return Ok(BuildReport {
+                skipped: true,
+                timings: vec![("read", t0.elapsed())],
+                ..BuildReport::default()
+            });
+        }
+        let inputs = source::load(&self.source, &listed, self.opts.now, &mut self.read).await?;
         let t_read = t0.elapsed();
-        let now = self
-            .opts
-            .now
-            .or_else(|| inputs.data_time())
-            .unwrap_or_else(Utc::now);
+        let data_time = self.opts.now.or_else(|| inputs.data_time());
+        let now = data_time.unwrap_or_else(Utc::now);
         let told = observer.clone();
         let mut site = off_runtime(move || {
             told.tell(BuildPhase::Model);
@@ -197,6 +225,9 @@ impl Builder {
         .await?;
         let mut warnings = std::mem::take(&mut site.warnings);
         let extra = self.resolve_branding(&mut site, &mut warnings).await;
+        // Recorded only if the output is a function of what it covers: not when the
+        // pages show the wall clock (no data and no fixed clock).
+        let fingerprint = data_time.map(|_| self.fingerprint(&listing));
         let t_model = t0.elapsed();
         let previous = self.publisher.previous().await?;
         let (theme, badges, opts) = (
@@ -205,7 +236,9 @@ impl Builder {
             self.opts.render.clone(),
         );
         let told = observer.clone();
-        let (pages, files, render_timings, failures) = off_runtime(move || {
+        // Taken for the render (a cancelled render leaves an empty one).
+        let mut cache = std::mem::take(&mut self.rendered);
+        let (pages, files, render_timings, failures, cache) = off_runtime(move || {
             told.tell(BuildPhase::Render);
             let mut timings = Vec::new();
             let mut failures = Vec::new();
@@ -216,15 +249,23 @@ impl Builder {
                 &extra,
                 &opts,
                 &previous,
+                &mut cache,
                 &mut timings,
                 &mut failures,
             );
-            (site.pages.len(), files, timings, failures)
+            (site.pages.len(), files, timings, failures, cache)
         })
         .await?;
+        self.rendered = cache;
+        let reused = files
+            .iter()
+            .filter(|f| f.bytes.is_empty() && f.keep.is_some())
+            .count();
         let t_render = t0.elapsed();
         observer.tell(BuildPhase::Publish);
-        let publish = self.publisher.publish(files).await?;
+        // A part that failed to render kept the old output: the next build tries again.
+        let fingerprint = fingerprint.filter(|_| failures.is_empty());
+        let publish = self.publisher.publish(files, fingerprint).await?;
         let t_publish = t0.elapsed();
         Ok(BuildReport {
             pages,
@@ -246,7 +287,62 @@ impl Builder {
             .into_iter()
             .chain(render_timings)
             .collect(),
+            skipped: false,
+            reused,
         })
+    }
+
+    /// The fingerprint of a build of the source listed as `listing` (its
+    /// [`source::listing_digest`]): the builder's version and output format, the theme's
+    /// files, every option that shapes the output, the fixed clock if any (otherwise the
+    /// clock is the time of the data, which the listing covers), and every logo fetched
+    /// by this process (a fresh process has fetched none, so a site with remote logos is
+    /// rebuilt, and the logos fetched again, once per process).
+    fn fingerprint(&self, listing: &str) -> String {
+        self.fingerprint_as(env!("CARGO_PKG_VERSION"), OUTPUT_FORMAT, listing)
+    }
+
+    /// [`Builder::fingerprint`] as a builder of `version` and output `format` makes it.
+    fn fingerprint_as(&self, version: &str, format: u32, listing: &str) -> String {
+        let BuildOptions {
+            render,
+            now,
+            fetch_branding,
+        } = &self.opts;
+        let RenderOptions {
+            base_url,
+            stale_after_seconds,
+            png_badges,
+        } = render;
+        let mut h = Sha256::new();
+        let mut part = |name: &str, value: &[u8]| {
+            h.update(name.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value);
+        };
+        part("version", version.as_bytes());
+        part("format", &format.to_le_bytes());
+        part("theme", self.theme.digest.as_bytes());
+        part("base_url", base_url.as_bytes());
+        part("stale_after", &stale_after_seconds.to_le_bytes());
+        part("png", &[u8::from(*png_badges)]);
+        part(
+            "now",
+            now.map(|t| t.to_rfc3339()).unwrap_or_default().as_bytes(),
+        );
+        part("fetch_branding", &[u8::from(*fetch_branding)]);
+        part("source", listing.as_bytes());
+        for (url, got) in &self.brand_cache {
+            part("logo", url.as_bytes());
+            match got {
+                Ok((path, bytes)) => {
+                    part("path", path.as_bytes());
+                    part("bytes", bytes);
+                }
+                Err(cause) => part("error", cause.as_bytes()),
+            }
+        }
+        hex(&h.finalize())
     }
 
     /// Build whenever the source changes (checked every `every`), until `shutdown` turns

@@ -353,6 +353,9 @@ struct Merged<'a> {
     incidents: Vec<(&'a str, Cow<'a, Incident>)>,
 }
 
+/// A day of the history strip: the date, as `Nov 26, 2026` and as `2026-11-26`.
+type DayText = (NaiveDate, String, String);
+
 /// Build the site model. `now` is the clock windows are measured against; callers pass
 /// the time of the data so that a rebuild of unchanged inputs gives the same output.
 pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
@@ -475,9 +478,29 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         }
         published.push(*page);
     }
+    // The days of the history strip with their texts, formatted once for all monitors.
+    let today = now.date_naive();
+    let days: Vec<DayText> = (0..HISTORY_DAYS)
+        .rev()
+        .map(|back| {
+            let date = today - Duration::days(back);
+            (
+                date,
+                date.format("%b %-d, %Y").to_string(),
+                date.format("%Y-%m-%d").to_string(),
+            )
+        })
+        .collect();
     // Pages are independent: computed on all cores.
     let mut views = crate::par::par_map(&published, |page| {
-        let mut view = page_view(page, &monitors, (&maintenance, &silences), now, &data_time);
+        let mut view = page_view(
+            page,
+            &monitors,
+            (&maintenance, &silences),
+            now,
+            &data_time,
+            &days,
+        );
         view.clean_text();
         view
     });
@@ -508,6 +531,7 @@ fn page_view(
     (maintenance, silences): Notices<'_>,
     now: DateTime<Utc>,
     data_time: &str,
+    days: &[DayText],
 ) -> PageView {
     let empty = Merged::default();
     let mut agents_seen = BTreeSet::new();
@@ -538,7 +562,7 @@ fn page_view(
                     past_incidents.push((inc.started_at, view));
                 }
             }
-            views.push(monitor_view(&key, m, display, merged, now));
+            views.push(monitor_view(&key, m, display, merged, now, days));
         }
         groups.push(GroupView {
             name: g.name.clone(),
@@ -641,6 +665,7 @@ fn monitor_view(
     display: String,
     merged: &Merged<'_>,
     now: DateTime<Utc>,
+    days: &[DayText],
 ) -> MonitorView {
     // The worst state over agents; maintenance when any agent says so and none is down.
     let worst = merged
@@ -689,10 +714,10 @@ fn monitor_view(
             .entry(i.started_at.date_naive())
             .or_default() += 1;
     }
-    let days = (0..HISTORY_DAYS)
-        .rev()
-        .map(|back| {
-            let date = today - Duration::days(back);
+    let days = days
+        .iter()
+        .map(|(date, long, iso)| {
+            let date = *date;
             let rollup = merged.daily.get(&date);
             let uptime = rollup.and_then(Rollup::uptime_percent);
             let incidents = incidents_by_day.get(&date).copied().unwrap_or(0);
@@ -701,7 +726,7 @@ fn monitor_view(
                 (None, Some(r)) if r.maintenance > 0 => "maintenance",
                 _ => "none",
             };
-            let mut label = format!("{}: ", date.format("%b %-d, %Y"));
+            let mut label = format!("{long}: ");
             label.push_str(&match (uptime, level) {
                 (Some(u), _) => format!("{} uptime", percent_text(u)),
                 (None, "maintenance") => "maintenance".to_string(),
@@ -713,7 +738,7 @@ fn monitor_view(
                 n => label.push_str(&format!(", {n} incidents")),
             }
             DayView {
-                date: date.format("%Y-%m-%d").to_string(),
+                date: iso.clone(),
                 uptime: uptime.map(round2),
                 level,
                 incidents,

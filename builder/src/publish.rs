@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -98,7 +99,27 @@ pub enum WriteError {
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 struct Manifest {
     version: u32,
-    files: BTreeMap<String, String>,
+    /// The fingerprint of the build that wrote everything listed (inputs, theme,
+    /// options, builder version); absent when the last build was not complete, or in
+    /// manifests of builders before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+    /// Shared with the render of the next build, which reads it on another thread.
+    #[serde(serialize_with = "shared_ser", deserialize_with = "shared_de")]
+    files: Arc<BTreeMap<String, String>>,
+}
+
+fn shared_ser<S: serde::Serializer>(
+    files: &Arc<BTreeMap<String, String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    files.as_ref().serialize(s)
+}
+
+fn shared_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
+    BTreeMap::deserialize(d).map(Arc::new)
 }
 
 /// What a publication did.
@@ -116,6 +137,15 @@ pub struct PublishReport {
 pub(crate) struct Publisher {
     out: ObjectTarget,
     manifest: Option<Manifest>,
+    /// The manifest as read but not yet parsed whole (`Some(None)`: there is none).
+    raw: Option<Option<Bytes>>,
+}
+
+/// The head of a manifest: its fingerprint, read without building the list of files.
+#[derive(Deserialize)]
+struct ManifestHead {
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 impl Publisher {
@@ -124,22 +154,35 @@ impl Publisher {
         Publisher {
             out,
             manifest: None,
+            raw: None,
         }
     }
 
+    /// The stored manifest's bytes (read once).
+    async fn raw(&mut self) -> Result<Option<Bytes>, PublishError> {
+        if let Some(raw) = &self.raw {
+            return Ok(raw.clone());
+        }
+        let raw = self
+            .out
+            .get(MANIFEST)
+            .await
+            .map_err(|source| PublishError::ReadManifest {
+                target: self.out.to_string(),
+                source,
+            })?;
+        self.raw = Some(raw.clone());
+        Ok(raw)
+    }
+
     /// What the output holds now: path → SHA-256, from the manifest (read once).
-    pub async fn previous(&mut self) -> Result<BTreeMap<String, String>, PublishError> {
+    pub async fn previous(&mut self) -> Result<Arc<BTreeMap<String, String>>, PublishError> {
         if self.manifest.is_none() {
-            self.manifest = Some(match self.out.get(MANIFEST).await {
-                Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
-                Ok(None) => Manifest::default(),
-                Err(source) => {
-                    return Err(PublishError::ReadManifest {
-                        target: self.out.to_string(),
-                        source,
-                    });
-                }
+            self.manifest = Some(match self.raw().await? {
+                Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                None => Manifest::default(),
             });
+            self.raw = None;
         }
         Ok(self
             .manifest
@@ -148,18 +191,32 @@ impl Publisher {
             .unwrap_or_default())
     }
 
-    /// Publish `files`, writing only what changed and removing what is gone.
+    /// The fingerprint of the build that published what the output holds, if that
+    /// build was complete (from the manifest, read once).
+    pub async fn fingerprint(&mut self) -> Result<Option<String>, PublishError> {
+        if let Some(m) = &self.manifest {
+            return Ok(m.fingerprint.clone());
+        }
+        // Only the head: a skipped build never needs the list of files.
+        Ok(self
+            .raw()
+            .await?
+            .and_then(|b| serde_json::from_slice::<ManifestHead>(&b).ok())
+            .and_then(|h| h.fingerprint))
+    }
+
+    /// Publish `files`, writing only what changed and removing what is gone. When
+    /// everything was published, the manifest records `fingerprint` (else none, so the
+    /// next build is not skipped).
     pub async fn publish(
         &mut self,
         mut files: Vec<OutFile>,
+        fingerprint: Option<String>,
     ) -> Result<PublishReport, PublishError> {
         self.previous().await?;
         let old = self.manifest.take().unwrap_or_default();
         files.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.path.cmp(&b.path)));
-        let mut new = Manifest {
-            version: 1,
-            files: BTreeMap::new(),
-        };
+        let mut new_files: BTreeMap<String, String> = BTreeMap::new();
         let mut report = PublishReport::default();
         let mut changed: Vec<(OutFile, String)> = Vec::new();
         // Hashing tens of megabytes of badges and pages: on all cores, off the runtime.
@@ -174,7 +231,7 @@ impl Publisher {
         for (f, h) in files.into_iter().zip(hashes) {
             if old.files.get(&f.path) == Some(&h) {
                 report.unchanged += 1;
-                new.files.insert(f.path.clone(), h);
+                new_files.insert(f.path.clone(), h);
             } else {
                 changed.push((f, h));
             }
@@ -228,14 +285,14 @@ impl Publisher {
                 }
                 match r {
                     Ok(()) => {
-                        new.files.insert(path.clone(), h);
+                        new_files.insert(path.clone(), h);
                         report.written.push(path);
                     }
                     Err(e) => {
                         failure.get_or_insert(e);
                         // Keep the old entry, if any, so the file is retried next time.
                         if let Some(old_h) = old.files.get(&path) {
-                            new.files.insert(path, old_h.clone());
+                            new_files.insert(path, old_h.clone());
                         }
                     }
                 }
@@ -244,7 +301,7 @@ impl Publisher {
                 // Files of later stages stay as they were.
                 for (f, _) in &changed[end..] {
                     if let Some(old_h) = old.files.get(&f.path) {
-                        new.files.insert(f.path.clone(), old_h.clone());
+                        new_files.insert(f.path.clone(), old_h.clone());
                     }
                 }
                 break;
@@ -260,7 +317,7 @@ impl Publisher {
             let stale: Vec<String> = old
                 .files
                 .keys()
-                .filter(|p| !new.files.contains_key(*p))
+                .filter(|p| !new_files.contains_key(*p))
                 .cloned()
                 .collect();
             for p in stale {
@@ -269,18 +326,23 @@ impl Publisher {
                     Err(e) => {
                         failure.get_or_insert(WriteError::Store(e));
                         if let Some(h) = old.files.get(&p) {
-                            new.files.insert(p.clone(), h.clone());
+                            new_files.insert(p.clone(), h.clone());
                         }
                     }
                 }
             }
         } else {
             // Nothing is removed after a failed write: the old pages may still use it.
-            for (p, h) in &old.files {
-                new.files.entry(p.clone()).or_insert_with(|| h.clone());
+            for (p, h) in old.files.iter() {
+                new_files.entry(p.clone()).or_insert_with(|| h.clone());
             }
         }
 
+        let new = Manifest {
+            version: 1,
+            fingerprint: if failure.is_none() { fingerprint } else { None },
+            files: Arc::new(new_files),
+        };
         if new != old {
             let body = serde_json::to_vec_pretty(&new).unwrap_or_default();
             if let Err(source) = self
@@ -290,6 +352,7 @@ impl Publisher {
             {
                 // Unknown state: read it again next time.
                 self.manifest = None;
+                self.raw = None;
                 return Err(match failure {
                     Some(source) => PublishError::Stopped {
                         target: self.out.to_string(),
@@ -553,13 +616,16 @@ mod tests {
         std::fs::write(dir.path().join("b/left.json"), b"half a fi").unwrap();
         let mut p = Publisher::new(out);
         let report = p
-            .publish(vec![
-                file("a/1.png", b"same picture"),
-                file("a/2.png", b"same picture"),
-                file("b/3.png", b"same picture"),
-                file("b/other.png", b"another picture"),
-                file("b/left.json", b"{\"whole\":true}"),
-            ])
+            .publish(
+                vec![
+                    file("a/1.png", b"same picture"),
+                    file("a/2.png", b"same picture"),
+                    file("b/3.png", b"same picture"),
+                    file("b/other.png", b"another picture"),
+                    file("b/left.json", b"{\"whole\":true}"),
+                ],
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(report.written.len(), 5);
@@ -575,13 +641,16 @@ mod tests {
         assert_ne!(inode("a/1.png"), inode("b/other.png"));
 
         let report = p
-            .publish(vec![
-                file("a/1.png", b"same picture"),
-                file("a/2.png", b"changed picture"),
-                file("b/3.png", b"same picture"),
-                file("b/other.png", b"another picture"),
-                file("b/left.json", b"{\"whole\":true}"),
-            ])
+            .publish(
+                vec![
+                    file("a/1.png", b"same picture"),
+                    file("a/2.png", b"changed picture"),
+                    file("b/3.png", b"same picture"),
+                    file("b/other.png", b"another picture"),
+                    file("b/left.json", b"{\"whole\":true}"),
+                ],
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(report.written, vec!["a/2.png".to_string()]);

@@ -76,9 +76,82 @@ pub struct OutFile {
     pub bytes: Vec<u8>,
     /// When it is published.
     pub stage: Stage,
-    /// Content known to be unchanged since the previous build, by its hash (`bytes` is
-    /// then empty): a PNG badge whose SVG did not change is not rendered again.
+    /// The SHA-256 of the content when already known (the publisher does not hash it
+    /// again). `bytes` may be empty only for content known to be unchanged since the
+    /// previous build (this hash is then the one the manifest records): a PNG badge
+    /// whose SVG did not change, or a page or badge whose inputs did not change since
+    /// the last build of the same builder ([`RenderCache`]), is not rendered again.
     pub keep: Option<String>,
+}
+
+/// What the last build of a builder rendered, by the inputs it came from, so that its
+/// next build renders only the pages and badges whose inputs changed. It holds hashes,
+/// not content: an entry is used only while the output's manifest still records those
+/// hashes. Valid for one theme, badge renderer and set of options (one `Builder`'s): a
+/// watching builder keeps it across builds; a fresh process starts without one.
+#[derive(Default)]
+pub struct RenderCache {
+    /// By page slug.
+    pages: HashMap<String, CachedPage>,
+    /// By badge file stem.
+    badges: HashMap<String, CachedBadge>,
+}
+
+/// A page rendered before: the digest of its inputs and what came of it.
+struct CachedPage {
+    /// SHA-256 of the page's model, the data time and its accent stylesheet.
+    key: [u8; 32],
+    /// Its files: path, stage, SHA-256.
+    files: Vec<(String, Stage, String)>,
+    /// Its badges to render.
+    badges: Vec<(String, Badge)>,
+    /// The page as a template value (for the index).
+    value: Value,
+}
+
+/// A badge rendered before and the SHA-256 of its files.
+#[derive(Clone)]
+struct CachedBadge {
+    badge: Badge,
+    svg: String,
+    json: String,
+    /// With PNG badges on.
+    png: Option<String>,
+}
+
+/// SHA-256 as lowercase hex.
+fn sha_hex(bytes: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// A file whose hash is known and which the output holds as it is.
+fn kept(path: &str, stage: Stage, hash: &str) -> OutFile {
+    OutFile {
+        path: path.to_string(),
+        bytes: Vec::new(),
+        stage,
+        keep: Some(hash.to_string()),
+    }
+}
+
+/// `file` with its hash computed (done here, on all cores, rather than by the publisher).
+fn hashed(mut file: OutFile) -> OutFile {
+    if file.keep.is_none() {
+        file.keep = Some(sha_hex(&file.bytes));
+    }
+    file
+}
+
+/// The digest of everything a page's files depend on besides the theme and options;
+/// `None` (never cached) if the model does not serialise.
+fn page_key(page: &PageView, data_time: &str, accent_css: &str) -> Option<[u8; 32]> {
+    let model = serde_json::to_vec(page).ok()?;
+    let mut h = sha2::Sha256::new();
+    for part in [data_time.as_bytes(), accent_css.as_bytes(), &model] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    Some(h.finalize().into())
 }
 
 /// Options of rendering.
@@ -261,6 +334,7 @@ pub fn render_site(
     extra_assets: &BTreeMap<String, Vec<u8>>,
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
+    cache: &mut RenderCache,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
     failures: &mut Vec<String>,
 ) -> Vec<OutFile> {
@@ -322,20 +396,47 @@ pub fn render_site(
     }
     let assets = theme.asset_paths();
     let assets_value = template_value(&assets);
-    // Pages, feeds and page JSON on all cores, one page per task.
+    // Pages, feeds and page JSON on all cores, one page per task; a page whose inputs
+    // are those of the last build (and whose files the output still holds) is not
+    // rendered again.
     let rendered = par_map(&site.pages, |page| {
         let accent_css = accents
             .get(page.branding.accent.as_str())
             .map(String::as_str)
             .unwrap_or_default();
-        render_page(page, site, theme, opts, &assets_value, accent_css)
+        let key = page_key(page, &site.data_time, accent_css);
+        if let Some(c) = cache.pages.get(&page.slug).filter(|c| {
+            Some(c.key) == key && c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h))
+        }) {
+            let files: Vec<OutFile> = c.files.iter().map(|(p, st, h)| kept(p, *st, h)).collect();
+            return Ok((files, c.badges.clone(), c.value.clone(), key));
+        }
+        render_page(page, site, theme, opts, &assets_value, accent_css).map(
+            |(files, badges, value)| (files.into_iter().map(hashed).collect(), badges, value, key),
+        )
     });
+    let mut pages_cache = HashMap::new();
     let mut uptime_written = std::collections::BTreeSet::new();
     let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
     let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
     for (page, r) in site.pages.iter().zip(rendered) {
         match r {
-            Ok((files, page_badges, page_value)) => {
+            Ok((files, page_badges, page_value, key)) => {
+                if let Some(key) = key {
+                    let files = files
+                        .iter()
+                        .filter_map(|f| Some((f.path.clone(), f.stage, f.keep.clone()?)))
+                        .collect();
+                    pages_cache.insert(
+                        page.slug.clone(),
+                        CachedPage {
+                            key,
+                            files,
+                            badges: page_badges.clone(),
+                            value: page_value.clone(),
+                        },
+                    );
+                }
                 out.extend(files);
                 badge_jobs.extend(page_badges);
                 page_values.push(page_value);
@@ -378,6 +479,7 @@ pub fn render_site(
         }
     }
 
+    cache.pages = pages_cache;
     timings.push(("pages", started.elapsed()));
     let started = std::time::Instant::now();
     out.extend(render_badges(
@@ -385,6 +487,7 @@ pub fn render_site(
         &badge_jobs,
         opts,
         previous,
+        &mut cache.badges,
         timings,
         failures,
     ));
@@ -560,46 +663,83 @@ fn render_badges(
     jobs: &[(String, Badge)],
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
+    cache: &mut HashMap<String, CachedBadge>,
     timings: &mut Vec<(&'static str, std::time::Duration)>,
     failures: &mut Vec<String>,
 ) -> Vec<OutFile> {
     let started = std::time::Instant::now();
     type Key = (String, String, String);
-    // SVG and shields JSON of every badge, on all cores.
-    let rendered: Vec<(String, OutFile, Option<String>)> = par_map(jobs, |(stem, badge)| {
+    // A badge equal to the one of the last build, whose files the output still holds,
+    // is not rendered again.
+    let reusable = |stem: &str, badge: &Badge| {
+        cache.get(stem).filter(|c| {
+            c.badge == *badge
+                && previous.get(&format!("{stem}.svg")) == Some(&c.svg)
+                && previous.get(&format!("{stem}.json")) == Some(&c.json)
+                && opts.png_badges == c.png.is_some()
+                && c.png
+                    .as_ref()
+                    .is_none_or(|h| previous.get(&format!("{stem}.png")) == Some(h))
+        })
+    };
+    // SVG and shields JSON of every other badge, on all cores.
+    let rendered: Vec<Option<(String, OutFile, String)>> = par_map(jobs, |(stem, badge)| {
+        if reusable(stem, badge).is_some() {
+            return None;
+        }
         let svg = renderer.svg(badge);
-        let svg_hash = opts
-            .png_badges
-            .then(|| hex(&sha2::Sha256::digest(svg.as_bytes())));
-        (
+        let svg_hash = sha_hex(svg.as_bytes());
+        Some((
             svg,
-            json_file(
+            hashed(json_file(
                 format!("{stem}.json"),
                 &shields_endpoint_json(&renderer.fitted(badge)),
-            ),
+            )),
             svg_hash,
-        )
+        ))
     });
     let mut out = Vec::with_capacity(jobs.len() * 3);
+    let mut next_cache: HashMap<String, CachedBadge> = HashMap::with_capacity(jobs.len());
     // (stem, index into `todo`) of the PNGs to render.
     let mut wanted: Vec<(&str, usize)> = Vec::new();
     let mut distinct: HashMap<Key, usize> = HashMap::new();
     // One representative badge per distinct picture.
     let mut todo: Vec<&Badge> = Vec::new();
-    for ((stem, badge), (svg, json, svg_hash)) in jobs.iter().zip(rendered) {
+    for ((stem, badge), r) in jobs.iter().zip(rendered) {
         let svg_path = format!("{stem}.svg");
-        if let Some(svg_hash) = svg_hash {
+        let Some((svg, json, svg_hash)) = r else {
+            // Found reusable above.
+            if let Some(c) = cache.get(stem) {
+                out.push(kept(&svg_path, Stage::Data, &c.svg));
+                out.push(kept(&format!("{stem}.json"), Stage::Data, &c.json));
+                if let Some(png) = &c.png {
+                    out.push(kept(&format!("{stem}.png"), Stage::Data, png));
+                }
+                next_cache.insert(stem.clone(), c.clone());
+            }
+            continue;
+        };
+        let mut entry = CachedBadge {
+            badge: badge.clone(),
+            svg: svg_hash.clone(),
+            json: json.keep.clone().unwrap_or_default(),
+            png: None,
+        };
+        if opts.png_badges {
             let png_path = format!("{stem}.png");
             let kept_png = (previous.get(&svg_path) == Some(&svg_hash))
                 .then(|| previous.get(&png_path).cloned())
                 .flatten();
             match kept_png {
-                Some(hash) => out.push(OutFile {
-                    path: png_path,
-                    bytes: Vec::new(),
-                    stage: Stage::Data,
-                    keep: Some(hash),
-                }),
+                Some(hash) => {
+                    entry.png = Some(hash.clone());
+                    out.push(OutFile {
+                        path: png_path,
+                        bytes: Vec::new(),
+                        stage: Stage::Data,
+                        keep: Some(hash),
+                    });
+                }
                 None => {
                     let key = BadgeRenderer::raster_key(badge);
                     let next = todo.len();
@@ -612,9 +752,14 @@ fn render_badges(
             }
         }
         out.push(json);
-        out.push(file(svg_path, svg, Stage::Data));
+        out.push(OutFile {
+            keep: Some(svg_hash),
+            ..file(svg_path, svg, Stage::Data)
+        });
+        next_cache.insert(stem.clone(), entry);
     }
     if wanted.is_empty() {
+        *cache = next_cache;
         return out;
     }
 
@@ -675,16 +820,24 @@ fn render_badges(
             failed_files[*i] += 1;
         }
     }
+    let png_hashes: Vec<Option<String>> =
+        par_map(&pngs, |png| png.as_ref().ok().map(|b| sha_hex(b)));
     for (stem, i) in wanted {
         let png_path = format!("{stem}.png");
         match &pngs[i] {
-            Ok(bytes) => out.push(OutFile {
-                path: png_path,
-                bytes: bytes.clone(),
-                stage: Stage::Data,
-                keep: None,
-            }),
+            Ok(bytes) => {
+                if let Some(entry) = next_cache.get_mut(stem) {
+                    entry.png = png_hashes[i].clone();
+                }
+                out.push(OutFile {
+                    path: png_path,
+                    bytes: bytes.clone(),
+                    stage: Stage::Data,
+                    keep: png_hashes[i].clone(),
+                })
+            }
             Err(e) => {
+                next_cache.remove(stem);
                 if !reported[i] {
                     reported[i] = true;
                     failures.push(format!(
@@ -699,6 +852,7 @@ fn render_badges(
             }
         }
     }
+    *cache = next_cache;
     out
 }
 

@@ -4,7 +4,8 @@
 //! One agent's broken or missing object never stops a build: it is reported as a
 //! warning naming the key and the cause, and the rest is used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use kubekuma_crds::objects::{
@@ -41,11 +42,20 @@ pub struct AgentData {
     /// Current state of its monitors; `None` before its first flush.
     pub state: Option<AgentState>,
     /// Hourly rollups by day (the last two days).
-    pub hourly: BTreeMap<NaiveDate, HourlyDay>,
+    pub hourly: BTreeMap<NaiveDate, Arc<HourlyDay>>,
     /// Daily rollups by `YYYY-MM` (the months the history covers).
-    pub daily: BTreeMap<String, DailyMonth>,
+    pub daily: BTreeMap<String, Arc<DailyMonth>>,
     /// Incidents by `YYYY-MM`.
-    pub incidents: BTreeMap<String, IncidentMonth>,
+    pub incidents: BTreeMap<String, Arc<IncidentMonth>>,
+}
+
+/// History objects parsed by earlier builds of the same builder, by key, with the size
+/// and version tag the listing gave them: an object listed with the same size and tag
+/// is not read or parsed again (a watching builder keeps it; a fresh process starts
+/// without one).
+#[derive(Default)]
+pub struct ReadCache {
+    objects: HashMap<String, (u64, String, Parsed)>,
 }
 
 /// The inputs of one build.
@@ -73,28 +83,48 @@ impl Inputs {
 /// A cheap fingerprint of everything under the agents' prefix (keys, sizes, ETags or
 /// modification times): equal fingerprints mean nothing was written since.
 pub async fn fingerprint(source: &ObjectTarget) -> Result<String, ExportError> {
-    let listed = source.list_versions(&keys::agents()).await?;
+    Ok(listing_digest(&list(source).await?))
+}
+
+/// Every object under the agents' prefix as (key, size, version tag), sorted.
+pub async fn list(source: &ObjectTarget) -> Result<Vec<(String, u64, String)>, ExportError> {
+    source.list_versions(&keys::agents()).await
+}
+
+/// The SHA-256 of a listing (keys, sizes, version tags), as [`fingerprint`] gives it.
+pub fn listing_digest(listed: &[(String, u64, String)]) -> String {
     let mut h = Sha256::new();
-    for (key, size, tag) in &listed {
+    for (key, size, tag) in listed {
         h.update(key.as_bytes());
         h.update(size.to_le_bytes());
         h.update(tag.as_bytes());
         h.update([0]);
     }
-    Ok(hex(&h.finalize()))
+    hex(&h.finalize())
 }
 
-/// Read every agent under the source. `now` chooses which days and months are read;
-/// `None` means "the time of the data", found from the agents' state objects.
+/// Read every agent of `listed` (a [`list`] of the source). `now` chooses which days
+/// and months are read; `None` means "the time of the data", found from the agents'
+/// state objects.
+///
+/// Only agents in the listing are read, and every object read was written no earlier
+/// than the listing saw it, so a build whose fingerprint is the listing's never shows
+/// older data than the listing describes.
 pub async fn load(
     source: &ObjectTarget,
+    listed: &[(String, u64, String)],
     now: Option<DateTime<Utc>>,
+    cache: &mut ReadCache,
 ) -> Result<Inputs, SourceError> {
     let mut inputs = Inputs::default();
-    let keys_found = source.list(&keys::agents()).await?;
-    let mut ids: Vec<String> = keys_found
+    let versions: HashMap<&str, (u64, &str)> = listed
         .iter()
-        .filter_map(|k| k.strip_prefix(&keys::agents()))
+        .map(|(k, size, tag)| (k.as_str(), (*size, tag.as_str())))
+        .collect();
+    let mut next_cache = HashMap::new();
+    let mut ids: Vec<String> = listed
+        .iter()
+        .filter_map(|(k, _, _)| k.strip_prefix(&keys::agents()))
         .filter_map(|rest| rest.split_once('/').map(|(id, _)| id.to_string()))
         .collect();
     ids.dedup();
@@ -149,14 +179,36 @@ pub async fn load(
             wanted.push((History::Daily(month.clone()), keys::daily(&id, y, m)));
             wanted.push((History::Incidents(month), keys::incidents(&id, y, m)));
         }
+        let mut parsed = Vec::new();
         for (what, key) in wanted {
+            let version = versions.get(key.as_str()).copied();
+            // Unchanged since the last build: taken as parsed then.
+            if let Some((size, tag, p)) = cache.objects.remove(&key)
+                && version == Some((size, tag.as_str()))
+            {
+                parsed.push(Ok(p.clone()));
+                next_cache.insert(key, (size, tag, p));
+                continue;
+            }
             match source.get(&key).await {
                 Ok(None) => {}
                 Ok(Some(bytes)) => fetched.push((what, key, bytes)),
                 Err(e) => inputs.warnings.push(e.to_string()),
             }
         }
-        let parsed = off_runtime(move || par_map(&fetched, parse_history)).await?;
+        let fetched = off_runtime(move || {
+            let parsed = par_map(&fetched, parse_history);
+            (fetched, parsed)
+        })
+        .await?;
+        for ((_, key, _), p) in fetched.0.iter().zip(fetched.1) {
+            // Remembered with the version listed before it was read: should it have
+            // changed in between, the next listing differs and it is read again.
+            if let (Ok(p), Some((size, tag))) = (&p, versions.get(key.as_str())) {
+                next_cache.insert(key.clone(), (*size, tag.to_string(), p.clone()));
+            }
+            parsed.push(p);
+        }
         for p in parsed {
             match p {
                 Ok(Parsed::Hourly(day, h)) => {
@@ -173,6 +225,7 @@ pub async fn load(
         }
         inputs.agents.push(agent);
     }
+    cache.objects = next_cache;
     Ok(inputs)
 }
 
@@ -181,13 +234,13 @@ fn parse_history((what, key, bytes): &(History, String, bytes::Bytes)) -> Result
     let bad = |e: serde_json::Error| format!("{key}: not a valid object of layout {LAYOUT}: {e}");
     match what {
         History::Hourly(day) => serde_json::from_slice(bytes)
-            .map(|h| Parsed::Hourly(*day, h))
+            .map(|h| Parsed::Hourly(*day, Arc::new(h)))
             .map_err(bad),
         History::Daily(month) => serde_json::from_slice(bytes)
-            .map(|d| Parsed::Daily(month.clone(), d))
+            .map(|d| Parsed::Daily(month.clone(), Arc::new(d)))
             .map_err(bad),
         History::Incidents(month) => serde_json::from_slice(bytes)
-            .map(|i| Parsed::Incidents(month.clone(), i))
+            .map(|i| Parsed::Incidents(month.clone(), Arc::new(i)))
             .map_err(bad),
     }
 }
@@ -200,10 +253,11 @@ enum History {
 }
 
 /// A parsed history object.
+#[derive(Clone)]
 enum Parsed {
-    Hourly(NaiveDate, HourlyDay),
-    Daily(String, DailyMonth),
-    Incidents(String, IncidentMonth),
+    Hourly(NaiveDate, Arc<HourlyDay>),
+    Daily(String, Arc<DailyMonth>),
+    Incidents(String, Arc<IncidentMonth>),
 }
 
 /// (year, month) of every month touched by the `days` days ending `today`, oldest first.

@@ -128,6 +128,9 @@ pub struct Theme {
     pub(crate) badge_font: Vec<u8>,
     /// `favicon.ico`, drawn from the theme's `icon.svg`.
     pub(crate) favicon: Vec<u8>,
+    /// SHA-256 of every file of the theme (path and content), part of a build's
+    /// fingerprint.
+    pub(crate) digest: String,
 }
 
 impl std::fmt::Debug for Theme {
@@ -197,6 +200,17 @@ impl Theme {
     }
 
     fn from_files(origin: &str, files: BTreeMap<String, Vec<u8>>) -> Result<Theme, ThemeError> {
+        let digest = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for (rel, bytes) in &files {
+                h.update((rel.len() as u64).to_le_bytes());
+                h.update(rel.as_bytes());
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
+            crate::digest::hex(&h.finalize())
+        };
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|name| {
@@ -271,6 +285,7 @@ impl Theme {
             assets,
             badge_font,
             favicon,
+            digest,
         })
     }
 

@@ -60,6 +60,13 @@ pub(super) async fn build_cmd(b: BuildArgs) -> ExitCode {
             for f in &r.failures {
                 eprintln!("error: {f}");
             }
+            if r.skipped {
+                println!(
+                    "{} is up to date: inputs, theme, options and builder version unchanged since its last build; nothing rendered or written",
+                    crate::export::target::redact_url(&b.out)
+                );
+                return ExitCode::SUCCESS;
+            }
             println!(
                 "built {} in {}: {} written, {} unchanged, {} removed",
                 plural(r.pages, "page"),

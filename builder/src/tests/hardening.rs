@@ -20,7 +20,7 @@ use crate::badge::BadgeRenderer;
 use crate::{Builder, Theme};
 
 /// A published page `slug` showing `api-health` as `display` (badges of every monitor).
-fn page(slug: &str, display: &str) -> Value {
+pub(super) fn page(slug: &str, display: &str) -> Value {
     json!({
         "namespace": "production", "name": slug, "slug": slug,
         "title": format!("Page {slug}"), "published": true, "badges": "all",
@@ -31,7 +31,7 @@ fn page(slug: &str, display: &str) -> Value {
 }
 
 /// The fixture of agent `eu-1` with these pages instead of its own.
-async fn source_with(pages: Vec<Value>) -> ObjectTarget {
+pub(super) async fn source_with(pages: Vec<Value>) -> ObjectTarget {
     let src = memory();
     write_agent(&src, "eu-1", false).await;
     let mut c = catalog("eu-1");
@@ -327,10 +327,10 @@ fn regex_free_on_attributes(html: &str) -> Vec<String> {
         .collect()
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// An HTTP/1.1 server on 127.0.0.1 answering every request with `answer`.
-async fn serve(
+pub(super) async fn serve(
     answer: impl Fn(&hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body>
     + Send
     + Sync
@@ -356,7 +356,7 @@ async fn serve(
     addr
 }
 
-fn full(ctype: &str, body: impl Into<Bytes>) -> hyper::Response<Body> {
+pub(super) fn full(ctype: &str, body: impl Into<Bytes>) -> hyper::Response<Body> {
     hyper::Response::builder()
         .header("content-type", ctype)
         .body(Full::new(body.into()).boxed())
@@ -373,7 +373,7 @@ impl Drop for Dropped {
 }
 
 /// A builder of one page with this logo and favicon, fetching them.
-async fn branded(logo: &str, favicon: Option<&str>) -> (Builder, ObjectTarget) {
+pub(super) async fn branded(logo: &str, favicon: Option<&str>) -> (Builder, ObjectTarget) {
     let mut p = page("brand", "API");
     p["branding"] = json!({"logoUrl": logo, "faviconUrl": favicon});
     let src = source_with(vec![p]).await;

@@ -180,12 +180,21 @@ async fn local_inputs(src: &Sources, now: DateTime<Utc>) -> Result<Inputs, ApiEr
             id: LOCAL.into(),
             catalog,
             state: Some(state),
-            hourly,
-            daily,
-            incidents,
+            hourly: shared(hourly),
+            daily: shared(daily),
+            incidents: shared(incidents),
         }],
         warnings: Vec::new(),
     })
+}
+
+/// Each object behind an `Arc`, as the builder's inputs hold them.
+fn shared<K: Ord, V>(
+    m: std::collections::BTreeMap<K, V>,
+) -> std::collections::BTreeMap<K, std::sync::Arc<V>> {
+    m.into_iter()
+        .map(|(k, v)| (k, std::sync::Arc::new(v)))
+        .collect()
 }
 
 /// The hourly rollups from `from` to `to`, by day, as the agent would export them.
