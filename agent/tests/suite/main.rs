@@ -34,6 +34,7 @@ mod common;
 mod downsample;
 mod export_azure;
 mod export_s3;
+mod export_urgent;
 mod failover;
 mod folder_reload;
 mod logs;
