@@ -12,9 +12,7 @@ use kubekuma_crds::objects::{
 };
 use kubekuma_crds::store::{ExportError, ObjectTarget};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
-use crate::digest::hex;
 use crate::par::{Cancelled, off_runtime, par_map};
 
 /// Why the source could not be read (one agent's broken objects are warnings instead).
@@ -68,20 +66,6 @@ impl Inputs {
             .max()
             .or_else(|| self.agents.iter().map(|a| a.catalog.generated_at).max())
     }
-}
-
-/// A cheap fingerprint of everything under the agents' prefix (keys, sizes, ETags or
-/// modification times): equal fingerprints mean nothing was written since.
-pub async fn fingerprint(source: &ObjectTarget) -> Result<String, ExportError> {
-    let listed = source.list_versions(&keys::agents()).await?;
-    let mut h = Sha256::new();
-    for (key, size, tag) in &listed {
-        h.update(key.as_bytes());
-        h.update(size.to_le_bytes());
-        h.update(tag.as_bytes());
-        h.update([0]);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 /// Read every agent under the source. `now` chooses which days and months are read;
