@@ -3,8 +3,8 @@
 //! with the history kept) runs at most every [`LIST_EVERY`]; in between, one HEAD of
 //! each known agent's `state.json`, which every export of an agent rewrites (its
 //! timestamp changes with every flush, periodic or urgent), tells whether that agent
-//! wrote. New agents and agents of any version are found by the listing; no marker
-//! object is needed.
+//! wrote. New agents and agents of any version are found by the listing (every check
+//! while none is known); no marker object is needed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,10 +44,13 @@ impl Follower {
     /// since. Lists when the last listing is older than [`LIST_EVERY`] (or there is
     /// none), then HEADs each agent's `state.json`.
     pub async fn check(&mut self, source: &ObjectTarget) -> Result<String, ExportError> {
-        let stale = self
-            .listed
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() >= LIST_EVERY);
+        // Until a listing names an agent, every check lists (an empty listing is one
+        // cheap request): a builder started before the agents follows their first export.
+        let stale = self.agents.is_empty()
+            || self
+                .listed
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() >= LIST_EVERY);
         if stale {
             let listed = source.list_versions(&keys::agents()).await?;
             self.requests.0 += 1;
@@ -93,22 +96,25 @@ mod tests {
     async fn a_new_state_is_seen_by_a_head_and_a_new_agent_by_the_listing() {
         let dir = tempfile::tempdir().unwrap();
         let source = kubekuma_crds::store::open_store(dir.path().to_str().unwrap()).unwrap();
+        let mut f = Follower::new();
+        f.check(&source).await.unwrap();
+        f.check(&source).await.unwrap();
+        assert_eq!(f.requests, (2, 0), "no agent yet: every check lists");
         source
             .put(&keys::state("a"), Bytes::from_static(b"{\"v\":1}"))
             .await
             .unwrap();
-        let mut f = Follower::new();
         let first = f.check(&source).await.unwrap();
-        assert_eq!(f.requests, (1, 1));
+        assert_eq!(f.requests, (3, 1));
         assert_eq!(f.check(&source).await.unwrap(), first, "nothing written");
-        assert_eq!(f.requests, (1, 2), "no second listing within LIST_EVERY");
+        assert_eq!(f.requests, (3, 2), "no second listing within LIST_EVERY");
         source
             .put(&keys::state("a"), Bytes::from_static(b"{\"v\":22}"))
             .await
             .unwrap();
         let second = f.check(&source).await.unwrap();
         assert_ne!(second, first, "a rewritten state.json is seen by its HEAD");
-        assert_eq!(f.requests, (1, 3));
+        assert_eq!(f.requests, (3, 3));
         // A new agent: found at the next listing.
         source
             .put(&keys::state("b"), Bytes::from_static(b"{}"))
@@ -117,6 +123,6 @@ mod tests {
         f.relist();
         let third = f.check(&source).await.unwrap();
         assert_ne!(third, second);
-        assert_eq!(f.requests, (2, 5), "one listing, two agents' HEADs");
+        assert_eq!(f.requests, (4, 5), "one listing, two agents' HEADs");
     }
 }

@@ -84,7 +84,9 @@ const MANIFESTS: &str = "apiVersion: monitoring.kubekuma.io/v1
 kind: KubeKumaSettings
 metadata: {name: kubekuma}
 spec:
-  scheduler: {minIntervalSeconds: 10}
+  # Flapping detection off: with it, the third state change within 10 minutes shows the
+  # monitor as flapping instead of down, and the outages follow each other closely.
+  scheduler: {minIntervalSeconds: 10, flapping: {enabled: false}}
 ---
 apiVersion: monitoring.kubekuma.io/v1
 kind: StatusPage
