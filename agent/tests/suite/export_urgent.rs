@@ -98,7 +98,10 @@ async fn start(dir: &Path, count: usize) -> Agent {
     })
     .await;
     // The first periodic flush (at the start) is out.
-    wait_for("the first export", || async { agent.exported().is_some() }).await;
+    wait_for("the first export", || async {
+        agent.exported().is_some() && agent.metrics.flush_counts("periodic").0 == 1
+    })
+    .await;
     agent
 }
 
