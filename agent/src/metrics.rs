@@ -10,6 +10,8 @@
 //! | `kubekuma_notification_deliveries_total` | `provider_type`, `outcome` |
 //! | `kubekuma_builds_total` | `result` (`ok`/`error`) |
 //! | `kubekuma_build_duration_seconds` (histogram) | — |
+//! | `kubekuma_flushes_total` | `trigger` (`periodic`/`urgent`/`final`) |
+//! | `kubekuma_object_writes_total` | `trigger` (the flush that wrote them) |
 //! | `kubekuma_monitors` (gauge) | `state` |
 //! | `kubekuma_certificate_days_left` (gauge) | `namespace`, `name` |
 //!
@@ -69,6 +71,8 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     builds: Family<Labels, Counter>,
     build_seconds: Histogram,
+    flushes: Family<Labels, Counter>,
+    object_writes: Family<Labels, Counter>,
     monitors: Family<Labels, Gauge>,
     cert_days: Family<Labels, Gauge>,
     /// One scrape at a time (the gauges are reset and set for each).
@@ -91,6 +95,8 @@ impl Metrics {
         let deliveries = Family::<Labels, Counter>::default();
         let builds = Family::<Labels, Counter>::default();
         let build_seconds = build_buckets();
+        let flushes = Family::<Labels, Counter>::default();
+        let object_writes = Family::<Labels, Counter>::default();
         let monitors = Family::<Labels, Gauge>::default();
         let cert_days = Family::<Labels, Gauge>::default();
         registry.register(
@@ -113,6 +119,16 @@ impl Metrics {
             "kubekuma_build_duration_seconds",
             "Duration of site builds",
             build_seconds.clone(),
+        );
+        registry.register(
+            "kubekuma_flushes",
+            "Exports to the object store by trigger",
+            flushes.clone(),
+        );
+        registry.register(
+            "kubekuma_object_writes",
+            "Objects written to the object store by the trigger of the export",
+            object_writes.clone(),
         );
         registry.register(
             "kubekuma_monitors",
@@ -142,6 +158,16 @@ impl Metrics {
             build_seconds.clone(),
         );
         public.register(
+            "kubekuma_flushes",
+            "Exports to the object store by trigger",
+            flushes.clone(),
+        );
+        public.register(
+            "kubekuma_object_writes",
+            "Objects written to the object store by the trigger of the export",
+            object_writes.clone(),
+        );
+        public.register(
             "kubekuma_monitors",
             "Monitors of the catalog by current state",
             monitors.clone(),
@@ -155,6 +181,8 @@ impl Metrics {
             deliveries,
             builds,
             build_seconds,
+            flushes,
+            object_writes,
             monitors,
             cert_days,
             scrape: Mutex::new(()),
@@ -191,6 +219,26 @@ impl Metrics {
             .get_or_create(&vec![("result", result.to_string())])
             .inc();
         self.build_seconds.observe(seconds.max(0.0));
+    }
+
+    /// An export to the object store (`trigger`: `periodic`, `urgent` or `final`)
+    /// wrote `objects` objects.
+    pub fn flushed(&self, trigger: &str, objects: usize) {
+        let labels = vec![("trigger", trigger.to_string())];
+        self.flushes.get_or_create(&labels).inc();
+        self.object_writes
+            .get_or_create(&labels)
+            .inc_by(objects as u64);
+    }
+
+    /// The exports with `trigger` so far and the objects they wrote (for tests and
+    /// benchmarks).
+    pub fn flush_counts(&self, trigger: &str) -> (u64, u64) {
+        let labels = vec![("trigger", trigger.to_string())];
+        (
+            self.flushes.get_or_create(&labels).get(),
+            self.object_writes.get_or_create(&labels).get(),
+        )
     }
 
     /// The exposition for a reader confined to the namespaces `sees` accepts: monitors by

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::alerting::pipeline::{Alerter, Change};
 use crate::alerting::policy::events_of;
 use crate::catalog::{ObjKey, Snapshot};
+use crate::export::urgent::Changes;
 use crate::metrics::Metrics;
 use crate::notify::event::EventKind;
 use crate::push::PushHub;
@@ -37,6 +38,8 @@ pub struct Hooks {
     pub catalog: Option<watch::Receiver<Arc<Snapshot>>>,
     /// Counts checks.
     pub metrics: Option<Arc<Metrics>>,
+    /// Told when the monitor's public state changed (an urgent export).
+    pub changes: Option<Arc<Changes>>,
 }
 
 /// [`process`] with [`Hooks`].
@@ -206,6 +209,15 @@ pub async fn process_with(
                 .handle(&snap, &key, incident_of_event, change, now)
                 .await;
         }
+    }
+    // What the public state shows changed (down, up, flapping, first result, an incident
+    // opened or closed): export it at once.
+    if let Some(changes) = &hooks.changes
+        && (tracker.shown() != shown_before
+            || obs.transition != Transition::None
+            || obs.flapping_changed.is_some())
+    {
+        changes.signal();
     }
     if changed || unsaved {
         // A state the store could not take is saved with a later result (the row

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::admin::auth::{Auth, AuthConfig, ConfigError};
 use crate::admin::{self, AdminContext, Api, Health};
@@ -21,7 +22,9 @@ use crate::checks::{self, CheckContext, Plan};
 use crate::cluster::catalog::{KubeCatalog, KubeWatch};
 use crate::cluster::instance::{DataLock, LockError, runs_checks};
 use crate::cluster::status::{StatusOptions, StatusWriter};
+use crate::export::catalog::time_phase;
 use crate::export::flush::Flusher;
+use crate::export::urgent::{Changes, Pacer};
 use crate::export::{self, ExportError, Uploader};
 use crate::metrics::Metrics;
 use crate::process::{Hooks, process_with};
@@ -232,6 +235,8 @@ pub async fn run_with(
         flusher,
         alerter,
         sending,
+        pacer: Pacer::default(),
+        api_silences: Vec::new(),
     };
     main.run(opts.flush_interval, shutdown).await;
     main.stop().await;
@@ -290,6 +295,9 @@ struct Parts {
     /// The catalog as the admin API, the alerter and the delivery worker see it: the
     /// listener starts before the catalog is read (kube mode waits for the API server).
     catalog_tx: watch::Sender<Arc<Snapshot>>,
+    /// "Something public changed": the state machine and the admin API signal, the main
+    /// loop exports soon after (an urgent flush).
+    changes: Arc<Changes>,
 }
 
 impl Parts {
@@ -305,6 +313,7 @@ impl Parts {
                 .clone()
                 .unwrap_or_else(|| Arc::new(Metrics::new())),
             catalog_tx,
+            changes: Arc::new(Changes::default()),
         }
     }
 
@@ -380,6 +389,7 @@ async fn start_listener(
     tokio::spawn(auth.clone().oidc_watch(shutdown.clone()));
     let mut api = Api::new(parts.health.clone())
         .with_push(parts.hub.clone())
+        .with_changes(parts.changes.clone())
         .with_admin(AdminContext {
             store: parts.store.clone(),
             live: parts.live.clone(),
@@ -608,6 +618,7 @@ fn start_processor(
         alerter: Some(alerter.clone()),
         catalog: Some(parts.catalog()),
         metrics: Some(parts.metrics.clone()),
+        changes: Some(parts.changes.clone()),
     };
     let (store, live, scheduler, hub) = (
         parts.store.clone(),
@@ -644,6 +655,39 @@ fn start_status_writer(
     })
 }
 
+/// How often the main loop looks whether a maintenance window or silence started or
+/// ended.
+const CLOCK_TICK: Duration = Duration::from_secs(1);
+
+/// Why a flush runs (the `trigger` label of its metrics).
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    /// Every `flush_interval`, for the history.
+    Periodic,
+    /// Soon after a public change ([`Pacer`]).
+    Urgent,
+    /// At shutdown.
+    Final,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Periodic => "periodic",
+            Trigger::Urgent => "urgent",
+            Trigger::Final => "final",
+        }
+    }
+}
+
+/// Sleep until `due` (forever without one; the branch is disabled then).
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The main loop's state: reloads, role changes, flushes, reminders and retention.
 struct MainLoop {
     parts: Parts,
@@ -657,6 +701,11 @@ struct MainLoop {
     alerter: Arc<Alerter>,
     /// Whether the delivery worker sends (this agent runs checks).
     sending: watch::Sender<bool>,
+    /// When the next urgent flush is due.
+    pacer: Pacer,
+    /// The admin API's silences (`startsAt`, `endsAt`) as of the last flush, for
+    /// [`time_phase`].
+    api_silences: Vec<(chrono::DateTime<Utc>, chrono::DateTime<Utc>)>,
 }
 
 impl MainLoop {
@@ -666,7 +715,14 @@ impl MainLoop {
         let mut retention = tokio::time::interval(Duration::from_secs(3600));
         let mut reminders = tokio::time::interval(REMINDER_TICK);
         reminders.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Maintenance windows and silences start and end by the clock: looked at every
+        // second (a few windows and silences, no monitor).
+        let mut clock = tokio::time::interval(CLOCK_TICK);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut phase = Vec::new();
+        let changes = self.parts.changes.clone();
         loop {
+            let due = self.pacer.due();
             tokio::select! {
                 _ = shutdown.changed() => if *shutdown.borrow() { break },
                 changed = self.snapshots.changed() => {
@@ -674,9 +730,23 @@ impl MainLoop {
                     self.reload().await;
                 }
                 changed = self.role.changed() => self.role_changed(changed).await,
+                () = changes.wait() => self.pacer.changed(Instant::now()),
+                () = sleep_until_due(due), if self.role.now && due.is_some() => {
+                    self.flush(Trigger::Urgent).await;
+                }
+                _ = clock.tick(), if self.role.now => {
+                    let snap = self.snapshots.borrow().clone();
+                    let now = time_phase(&snap, &self.api_silences, Utc::now());
+                    if now != phase {
+                        if !phase.is_empty() {
+                            self.pacer.changed(Instant::now());
+                        }
+                        phase = now;
+                    }
+                }
                 _ = flush.tick() => {
                     if self.role.now {
-                        self.flush().await;
+                        self.flush(Trigger::Periodic).await;
                     } else if self.parts.store.is_shared() {
                         // A standby on a shared store follows the leader's states, so its
                         // admin API shows them and a takeover starts from them.
@@ -713,6 +783,8 @@ impl MainLoop {
             .send_replace(self.role.now || !self.parts.store.is_shared());
         let p = &self.parts;
         apply_catalog(p, &self.scheduler, &snap, self.role.now, &mut self.synced).await;
+        // Pages, monitors, windows and silences of the public catalog may have changed.
+        self.parts.changes.signal();
         tracing::info!(monitors = snap.monitors.len(), "catalog reloaded");
     }
 
@@ -740,6 +812,8 @@ impl MainLoop {
             .send_replace(lead_now || !self.parts.store.is_shared());
         if lead_now && !before {
             sync_push(&self.parts.hub, &plans(&snap), &self.parts.live).await;
+            // The new leader exports what it took over soon, not at the next period.
+            self.parts.changes.signal();
         }
         self.scheduler
             .apply(if lead_now { plans(&snap) } else { Vec::new() });
@@ -769,11 +843,22 @@ impl MainLoop {
         }
     }
 
-    /// Export the objects.
-    async fn flush(&mut self) {
+    /// Export the objects; `trigger` labels the metrics.
+    async fn flush(&mut self, trigger: Trigger) {
+        self.pacer.flushed(Instant::now());
         let snap = self.snapshots.borrow().clone();
-        if let Err(e) = self.flusher.flush(&snap).await {
-            tracing::error!(error = %e, "flush failed");
+        match self.flusher.flush(&snap).await {
+            Ok(written) => self.parts.metrics.flushed(trigger.as_str(), written),
+            Err(e) => tracing::error!(error = %e, "flush failed"),
+        }
+        match self.parts.store.active_api_silences(Utc::now()).await {
+            Ok(v) => {
+                self.api_silences = v
+                    .into_iter()
+                    .map(|(_, s)| (s.spec.starts_at, s.spec.ends_at))
+                    .collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the admin API's silences"),
         }
     }
 
@@ -804,8 +889,7 @@ impl MainLoop {
     async fn stop(&mut self) {
         self.parts.health.set_ready(false);
         if self.role.now {
-            let snap = self.snapshots.borrow().clone();
-            let _ = self.flusher.flush(&snap).await;
+            self.flush(Trigger::Final).await;
         }
     }
 }

@@ -11,6 +11,7 @@ mod badge;
 pub mod bench;
 mod brand;
 mod digest;
+mod follow;
 mod font;
 mod icon;
 mod model;
@@ -345,8 +346,10 @@ impl Builder {
         hex(&h.finalize())
     }
 
-    /// Build whenever the source changes (checked every `every`), until `shutdown` turns
-    /// true. Failed builds are logged and retried at the next change or after a minute.
+    /// Build whenever the source changes (checked every `every`: a HEAD of each agent's
+    /// `state.json`, a full listing at most every minute, see [`follow`]), until
+    /// `shutdown` turns true. Failed builds are logged and retried at the next change or
+    /// after a minute.
     pub async fn watch(&mut self, every: Duration, shutdown: watch::Receiver<bool>) {
         self.watch_reporting(every, shutdown, |_, _| {}).await
     }
@@ -361,11 +364,12 @@ impl Builder {
     ) {
         let mut last: Option<String> = None;
         let mut last_attempt = tokio::time::Instant::now();
+        let mut follower = follow::Follower::new();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            match source::fingerprint(&self.source).await {
+            match follower.check(&self.source).await {
                 Ok(fp) => {
                     let retry = last.is_none() && last_attempt.elapsed() >= Duration::from_secs(60);
                     if last.as_ref() != Some(&fp) || retry {
@@ -397,11 +401,15 @@ impl Builder {
                             Err(e) => {
                                 tracing::error!("build failed: {e:#}");
                                 last = None;
+                                follower.relist();
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!("cannot list the source: {e}"),
+                Err(e) => {
+                    tracing::warn!("cannot look at the source: {e}");
+                    follower.relist();
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -80,18 +80,13 @@ impl Inputs {
     }
 }
 
-/// A cheap fingerprint of everything under the agents' prefix (keys, sizes, ETags or
-/// modification times): equal fingerprints mean nothing was written since.
-pub async fn fingerprint(source: &ObjectTarget) -> Result<String, ExportError> {
-    Ok(listing_digest(&list(source).await?))
-}
-
 /// Every object under the agents' prefix as (key, size, version tag), sorted.
 pub async fn list(source: &ObjectTarget) -> Result<Vec<(String, u64, String)>, ExportError> {
     source.list_versions(&keys::agents()).await
 }
 
-/// The SHA-256 of a listing (keys, sizes, version tags), as [`fingerprint`] gives it.
+/// The SHA-256 of a listing (keys, sizes, version tags): equal digests mean nothing was
+/// written since.
 pub fn listing_digest(listed: &[(String, u64, String)]) -> String {
     let mut h = Sha256::new();
     for (key, size, tag) in listed {

@@ -320,6 +320,25 @@ impl ObjectTarget {
         }
     }
 
+    /// The version tag of one object (its ETag, or its modification time where there is
+    /// none, with its size): one HEAD request. `None` when it does not exist.
+    pub async fn version(&self, key: &str) -> Result<Option<String>, ExportError> {
+        let path = self.path(key)?;
+        match self.store.head(&path).await {
+            Ok(m) => Ok(Some(format!(
+                "{}:{}",
+                m.size,
+                m.e_tag.unwrap_or_else(|| m
+                    .last_modified
+                    .timestamp_nanos_opt()
+                    .unwrap_or(0)
+                    .to_string())
+            ))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_error("head", key, &e)),
+        }
+    }
+
     /// Keys (relative to the target's prefix) of every object under `prefix`, sorted.
     /// `prefix` is matched on whole path segments: `v1/agents/a` lists `v1/agents/a/…`
     /// but not `v1/agents/ab/…`. An empty prefix lists everything.

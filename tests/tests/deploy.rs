@@ -837,18 +837,56 @@ fn pod_template_labels(o: &Value) -> BTreeMap<&str, &Value> {
 }
 
 #[test]
-fn the_builder_is_a_cronjob_that_never_overlaps() {
+fn the_builder_is_one_cronjob_that_never_overlaps_or_one_watching_pod() {
     for r in render_all() {
         let dir = r.dir.display();
-        let jobs: Vec<&Value> = r.of_kind("CronJob").collect();
-        assert_eq!(jobs.len(), 1, "{dir}: one builder CronJob");
-        let job = jobs[0];
-        assert_eq!(job["spec"]["concurrencyPolicy"], "Forbid", "{dir}");
-        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        let builders: Vec<(&Value, &Value)> = pod_specs(&r)
+            .into_iter()
+            .filter(|(_, pod)| strings(&pod["containers"][0]["args"]).first() == Some(&"build"))
+            .collect();
+        assert_eq!(builders.len(), 1, "{dir}: one builder workload");
+        let (o, pod) = builders[0];
         assert_eq!(pod["automountServiceAccountToken"], false, "{dir}");
-        let c = &pod["containers"][0];
-        assert_eq!(strings(&c["args"]).first(), Some(&"build"), "{dir}");
+        let args = strings(&pod["containers"][0]["args"]);
+        match o["kind"].as_str() {
+            Some("CronJob") => {
+                assert_eq!(o["spec"]["concurrencyPolicy"], "Forbid", "{dir}");
+                assert!(!args.contains(&"--watch"), "{dir}: a CronJob's build ends");
+            }
+            Some("Deployment") => {
+                assert_eq!(o["spec"]["replicas"], 1, "{dir}: one builder publishes");
+                assert_eq!(o["spec"]["strategy"]["type"], "Recreate", "{dir}");
+                assert!(
+                    args.contains(&"--watch"),
+                    "{dir}: a Deployment's build watches"
+                );
+                assert_eq!(pod["restartPolicy"], "Always", "{dir}");
+            }
+            other => panic!("{dir}: the builder is a {other:?}"),
+        }
     }
+}
+
+#[test]
+fn the_builder_watch_overlay_runs_a_watching_deployment_instead_of_the_cronjob() {
+    let r = render(Path::new("deploy/overlays/builder-watch"));
+    assert_eq!(r.of_kind("CronJob").count(), 0, "the CronJob is gone");
+    let d: Vec<&Value> = r
+        .of_kind("Deployment")
+        .filter(|o| name(o) == "kubekuma-builder")
+        .collect();
+    assert_eq!(d.len(), 1);
+    let c = &d[0]["spec"]["template"]["spec"]["containers"][0];
+    let env: BTreeSet<&str> = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        env.contains("AWS_ACCESS_KEY_ID") && env.contains("KUBEKUMA_STORE_URL"),
+        "the S3 settings of ../s3 follow the builder: {env:?}"
+    );
 }
 
 /// `$(VAR)` in an argument, expanded from the container's literal env values as the

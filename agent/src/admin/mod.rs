@@ -156,6 +156,7 @@ pub struct Api {
     site: Option<crate::site::Site>,
     admin: Option<AdminContext>,
     twins: routes::twins::Twins,
+    changes: Option<Arc<crate::export::urgent::Changes>>,
 }
 
 impl Api {
@@ -168,7 +169,16 @@ impl Api {
             site: None,
             admin: None,
             twins: routes::twins::Twins::default(),
+            changes: None,
         }
+    }
+
+    /// Signal `changes` after a request that changed public state succeeded (an
+    /// incident acknowledged, updated or resolved; a silence created or expired), so the
+    /// agent exports it at once.
+    pub fn with_changes(mut self, changes: Arc<crate::export::urgent::Changes>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Serve the admin API (auth, monitors, incidents, silences, metrics, …) too.
@@ -243,7 +253,16 @@ impl Api {
                 handle(&req, &self.health)
             }
             routes::Found::Route(r, params) => match &self.admin {
-                Some(ctx) => routes::dispatch(ctx, &self.twins, r, params, &req, peer).await,
+                Some(ctx) => {
+                    let answer = routes::dispatch(ctx, &self.twins, r, params, &req, peer).await;
+                    if let Some(changes) = &self.changes
+                        && r.id.changes_public_state()
+                        && answer.status().is_success()
+                    {
+                        changes.signal();
+                    }
+                    answer
+                }
                 None => routes::not_found(&path),
             },
             routes::Found::WrongMethod(allow) => routes::wrong_method(&allow),

@@ -211,6 +211,32 @@ pub fn in_maintenance(snapshot: &Snapshot, now: DateTime<Utc>) -> HashSet<ObjKey
     out
 }
 
+/// What of `snapshot` is in effect at `now` by the clock alone: for each maintenance
+/// window whether an occurrence is on, then for each silence of the snapshot and each
+/// of `extra_silences` (`(startsAt, endsAt)`, the admin API's) whether it is in effect.
+/// Two values differ when a window or silence started or ended in between: the agent
+/// compares them every second to export such a change at once (a few windows and
+/// silences, no monitor is looked at).
+pub fn time_phase(
+    snapshot: &Snapshot,
+    extra_silences: &[(DateTime<Utc>, DateTime<Utc>)],
+    now: DateTime<Utc>,
+) -> Vec<bool> {
+    let windows = snapshot.maintenance_windows.values().map(|w| {
+        let (schedule, duration) = window_schedule(w);
+        schedule
+            .and_then(|s| s.active_start(now, duration))
+            .is_some()
+    });
+    let silences = snapshot
+        .silences
+        .values()
+        .map(|s| (s.spec.starts_at, s.spec.ends_at))
+        .chain(extra_silences.iter().copied())
+        .map(|(start, end)| start <= now && now < end);
+    windows.chain(silences).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,9 +70,10 @@ impl Flusher {
         }
     }
 
-    /// Queue changed objects in the outbox, then upload what is pending. An unreachable
-    /// object store is logged, not an error: the objects stay queued.
-    pub async fn flush(&mut self, snap: &Snapshot) -> Result<(), FlushError> {
+    /// Queue changed objects in the outbox, then upload what is pending; returns how many
+    /// objects were written. An unreachable object store is logged, not an error: the
+    /// objects stay queued.
+    pub async fn flush(&mut self, snap: &Snapshot) -> Result<usize, FlushError> {
         self.store.flush().await?;
         let now = Utc::now();
         let built = objects::build(&self.agent_id, snap, &self.store, &self.live, now).await?;
@@ -88,6 +89,6 @@ impl Flusher {
         if let Some(e) = &report.last_error {
             tracing::warn!(uploaded = report.uploaded, failed = report.failed, error = %e, "object store unreachable; results stay queued");
         }
-        Ok(())
+        Ok(report.uploaded)
     }
 }

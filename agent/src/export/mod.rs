@@ -1,7 +1,7 @@
 //! Shipping results to object storage in batches: the public catalog ([`catalog`]), the
 //! agent's objects as typed values ([`objects`]), the store named by a URL ([`target`]),
-//! the uploader that drains the outbox to it ([`uploader`]) and one flush of them all
-//! ([`flush`]). Objects follow `kubekuma_crds::objects` (layout v1), one sub-prefix
+//! the uploader that drains the outbox to it ([`uploader`]), one flush of them all
+//! ([`flush`]) and the pacing of urgent flushes after public changes ([`urgent`]). Objects follow `kubekuma_crds::objects` (layout v1), one sub-prefix
 //! per agent id, so several agents can share a bucket.
 
 pub mod catalog;
@@ -10,6 +10,7 @@ pub mod objects;
 /// The object store named by a URL (shared with the builder, so it lives in the crds crate).
 pub use kubekuma_crds::store as target;
 pub mod uploader;
+pub mod urgent;
 
 pub use catalog::public_catalog;
 pub use target::{ExportError, ObjectTarget, open_store, open_store_with};

@@ -36,6 +36,7 @@ mod downsample;
 mod export_azure;
 mod export_gcs;
 mod export_s3;
+mod export_urgent;
 mod failover;
 mod folder_reload;
 mod logs;

@@ -124,6 +124,19 @@ pub enum RouteId {
 }
 
 impl RouteId {
+    /// Whether a successful request changes what the exported objects show (incidents,
+    /// silences): the agent exports them at once.
+    pub fn changes_public_state(self) -> bool {
+        matches!(
+            self,
+            RouteId::IncidentAcknowledge
+                | RouteId::IncidentUpdate
+                | RouteId::IncidentResolve
+                | RouteId::SilenceCreate
+                | RouteId::SilenceExpire
+        )
+    }
+
     /// Whether the route changes desired state (what belongs in Git): refused with 403
     /// `gitops_read_only` while `spec.mode.gitOpsReadOnly` is true. Silences created or
     /// expired through the API are desired state (they decide what is notified, like
