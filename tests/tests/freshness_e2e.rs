@@ -1,7 +1,8 @@
 //! Freshness end to end, as the cluster runs it: the agent (`kubekuma agent`, cluster
 //! defaults: `--flush-interval 60`) and the watching builder (`kubekuma build --watch`,
-//! default `--interval`) run as two separate processes sharing a `file://` object store
-//! folder; a TCP target this test controls (a listener on 127.0.0.1) stops answering
+//! default `--interval`) run as two separate processes sharing an S3 bucket (s3s-fs, a
+//! real S3 implementation checking request signatures, served by this test process and
+//! configured through the usual `AWS_*` variables, as in a cluster); a TCP target this test controls (a listener on 127.0.0.1) stops answering
 //! (its port closes), and the test measures the time until the published `status.json`
 //! and the page's HTML say the monitor is down. The monitor checks every 10 s with the
 //! default retries. Nothing asserts a duration: the figures are printed (run with
@@ -15,6 +16,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+
+#[path = "../../agent/tests/suite/common/s3.rs"]
+mod s3;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -49,10 +53,11 @@ fn child_process() {
 struct Proc(Child);
 
 impl Proc {
-    fn start(args: &[&str], log: &Path) -> Proc {
+    fn start(args: &[&str], log: &Path, env: &[(String, String)]) -> Proc {
         let exe = std::env::current_exe().unwrap();
         let out = std::fs::File::create(log).unwrap();
         let child = Command::new(exe)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args([
                 "child_process",
                 "--exact",
@@ -188,14 +193,19 @@ async fn an_outage_reaches_the_published_site_through_the_agent_and_the_watching
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
-    let (config, data, objects, site) = (
+    let (config, data, site) = (
         dir.path().join("manifests"),
         dir.path().join("data"),
-        dir.path().join("objects"),
         dir.path().join("site"),
     );
     std::fs::create_dir_all(&config).unwrap();
-    std::fs::create_dir_all(&objects).unwrap();
+    // The bucket: the agent writes, the builder reads, both through `AWS_*` variables.
+    let bucket = s3::S3Server::start().await;
+    let aws: Vec<(String, String)> = bucket
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
     let mut target = Target {
         port: free_port(),
         task: None,
@@ -206,7 +216,7 @@ async fn an_outage_reaches_the_published_site_through_the_agent_and_the_watching
         format!("{MANIFESTS}{}", monitor(target.port)),
     )
     .unwrap();
-    let store = format!("file://{}", objects.display());
+    let store = format!("s3://{}/fresh", s3::BUCKET);
     let listen = format!("127.0.0.1:{}", free_port());
     let _agent = Proc::start(
         &[
@@ -225,6 +235,7 @@ async fn an_outage_reaches_the_published_site_through_the_agent_and_the_watching
             &listen,
         ],
         &dir.path().join("agent.log"),
+        &aws,
     );
     let _builder = Proc::start(
         &[
@@ -237,6 +248,7 @@ async fn an_outage_reaches_the_published_site_through_the_agent_and_the_watching
             "--no-png",
         ],
         &dir.path().join("builder.log"),
+        &aws,
     );
     until_published(&site, "up", Instant::now()).await;
     let (mut json, mut html) = (Vec::new(), Vec::new());
