@@ -92,6 +92,8 @@ pub struct Mirror {
     budget: u64,
     /// Version tag of every object copied, by key.
     copied: HashMap<String, String>,
+    /// Whether files left in the folder from before (a restarted pod) were looked at.
+    swept: bool,
 }
 
 /// What one [`Mirror::sync`] did.
@@ -111,6 +113,7 @@ impl Mirror {
             dir,
             budget,
             copied: HashMap::new(),
+            swept: false,
         }
     }
 
@@ -148,6 +151,16 @@ impl Mirror {
         }
         let present: std::collections::HashSet<&str> =
             listed.iter().map(|(k, _, _)| k.as_str()).collect();
+        if !self.swept {
+            // Files of an earlier copy (a restarted pod keeps its emptyDir) are gone
+            // from the bucket too when it no longer lists them.
+            let mut old = Vec::new();
+            files_under(&self.dir, "", &mut old);
+            for key in old {
+                self.copied.entry(key).or_default();
+            }
+            self.swept = true;
+        }
         let gone: Vec<String> = self
             .copied
             .keys()
@@ -215,6 +228,27 @@ impl Mirror {
     }
 }
 
+/// Keys (`/`-separated, relative to `dir`) of the files under `dir`, into `out`;
+/// unreadable folders are skipped.
+fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path(), &key, out),
+            Ok(t) if t.is_file() => out.push(key),
+            _ => {}
+        }
+    }
+}
+
 /// Options of `kubekuma serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -228,7 +262,8 @@ pub struct ServeOptions {
     pub interval: Duration,
     /// At most this many bytes of a bucket are copied.
     pub max_bytes: u64,
-    /// Where a bucket's copy is kept (`None`: a new temporary folder, removed at exit).
+    /// Where a bucket's copy is kept (`None`: a new temporary folder, removed at exit);
+    /// files in it that the bucket does not hold are removed.
     pub mirror_dir: Option<PathBuf>,
     /// Store configuration applied after the environment (see
     /// [`crate::export::open_store_with`]).

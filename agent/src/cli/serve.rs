@@ -24,7 +24,7 @@ pub struct ServeArgs {
     /// Buckets: at most this many bytes are copied; a bigger site is refused (keep serving the last copy)
     #[arg(long, default_value_t = MIRROR_BUDGET)]
     pub max_bytes: u64,
-    /// Buckets: folder for the local copy (default: a new temporary folder, removed at exit)
+    /// Buckets: folder for the local copy (default: a new temporary folder, removed at exit); files in it that the bucket does not hold are removed
     #[arg(long, value_name = "DIR")]
     pub mirror_dir: Option<PathBuf>,
 }

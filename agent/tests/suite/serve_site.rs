@@ -206,9 +206,16 @@ async fn a_bucket_is_copied_served_and_kept_in_step() {
         &[],
     )
     .await;
-    let (s, stop, base) = serve(bucket_options(&server)).await;
+    // A copy left from before (a restarted pod's emptyDir) with a file the bucket lacks.
+    let mirror = tempfile::tempdir().unwrap();
+    std::fs::write(mirror.path().join("stale.html"), "old").unwrap();
+    let mut o = bucket_options(&server);
+    o.mirror_dir = Some(mirror.path().to_path_buf());
+    let (s, stop, base) = serve(o).await;
     let c = client();
     until(&c, &format!("{base}/ready"), |s, _| s == StatusCode::OK).await;
+    let r = c.get(format!("{base}/stale.html")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "not in the bucket");
 
     let r = c
         .get(format!("{base}/status/"))
