@@ -17,6 +17,7 @@ pub mod rules;
 pub mod runtime;
 pub mod schedule;
 pub mod secrets;
+pub mod serve;
 pub mod site;
 pub mod state;
 pub mod store;

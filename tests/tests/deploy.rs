@@ -1048,3 +1048,69 @@ fn objects_are_namespaced_and_labelled() {
         assert_eq!(namespaces, [NAMESPACE], "{dir}");
     }
 }
+
+#[test]
+fn the_site_overlay_serves_the_bucket_behind_a_service_and_an_ingress() {
+    let r = render(Path::new("deploy/overlays/site"));
+    let d: Vec<&Value> = r
+        .of_kind("Deployment")
+        .filter(|o| name(o) == "kubekuma-site")
+        .collect();
+    assert_eq!(d.len(), 1, "one site Deployment");
+    let d = d[0];
+    assert!(
+        d["spec"]["replicas"].as_i64().is_some_and(|n| n >= 2),
+        "the site survives a pod"
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false, "no API token");
+    let c = &pod["containers"][0];
+    let args = strings(&c["args"]);
+    assert_eq!(args.first(), Some(&"serve"));
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    let env = env_of(c);
+    assert!(
+        env.contains_key("AWS_ACCESS_KEY_ID") && env.contains_key("KUBEKUMA_SITE"),
+        "the S3 settings of ../s3 and the site URL: {:?}",
+        env.keys()
+    );
+    assert_eq!(
+        env["KUBEKUMA_SITE"]["valueFrom"]["configMapKeyRef"]["key"], "site-url",
+        "it reads where the builder publishes"
+    );
+    // The Service selects the site pods; the Ingress leads to the Service.
+    let svc = r
+        .of_kind("Service")
+        .find(|s| name(s) == "kubekuma-site")
+        .expect("the site Service");
+    let labels = pod_template_labels(d);
+    for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(labels.get(k.as_str()), Some(&v), "Service selector {k}");
+    }
+    let ing: Vec<&Value> = r.of_kind("Ingress").collect();
+    assert_eq!(ing.len(), 1, "one Ingress");
+    let backend = &ing[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["name"], "kubekuma-site");
+    assert!(ing[0]["spec"]["tls"][0]["secretName"].is_string());
+    // The agent gains no permission for any of this.
+    for role in r.of_kind("Role").chain(r.of_kind("ClusterRole")) {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            assert!(
+                !strings(&rule["resources"]).contains(&"ingresses"),
+                "{}: Ingresses are the overlay's, not the agent's",
+                id(role)
+            );
+        }
+    }
+    let base = render(Path::new("deploy/overlays/s3"));
+    let roles = |r: &Rendered| -> Vec<String> {
+        r.of_kind("Role")
+            .chain(r.of_kind("ClusterRole"))
+            .chain(r.of_kind("RoleBinding"))
+            .chain(r.of_kind("ClusterRoleBinding"))
+            .map(|o| o.to_string())
+            .collect()
+    };
+    assert_eq!(roles(&r), roles(&base), "the same RBAC as ../s3");
+}

@@ -11,6 +11,7 @@ mod crds;
 mod demo;
 mod hash_password;
 mod notify;
+mod serve;
 mod up;
 mod validate;
 
@@ -197,6 +198,8 @@ pub enum Command {
     },
     /// Render status pages, badges, JSON and feeds once (--watch to keep going)
     Build(BuildArgs),
+    /// Serve the built site (from a folder or the bucket the builder publishes to) with caching, gzip, ETags and the security headers, for clusters without a CDN or bucket website
+    Serve(serve::ServeArgs),
     /// Run every monitor in these manifests once and print the results (push monitors are skipped: they wait for pushes to a running agent); exit 1 if any is down
     Check {
         /// Manifest files or folders
@@ -409,6 +412,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Build(b) => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(build::build_cmd(b)))
+        }
+        Command::Serve(s) => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(serve::serve_cmd(s)))
         }
         Command::HashPassword(args) => hash_password::hash_password(args),
         Command::ApiKey { what } => api_key::api_key(what),

@@ -42,6 +42,7 @@ mod folder_reload;
 mod logs;
 mod push;
 mod round_trip;
+mod serve_site;
 mod settings_auth;
 mod settings_instance;
 mod settings_mode;
