@@ -22,3 +22,4 @@ pub mod site;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod tls;

@@ -29,14 +29,14 @@ use chrono::{DateTime, Utc};
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::monitor::{MonitorSpec, MonitorType, Target};
 use kubekuma_crds::results::{CertInfo, CheckOutcome, FailureReason};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 
 pub use crate::findings::PlanError;
 use crate::findings::Sink;
 use crate::secrets::SecretStore;
+use crate::tls::AcceptAnyCert;
 
 /// Most HTTP clients kept per context; the cache is cleared when it would grow beyond.
 const MAX_CACHED_CLIENTS: usize = 32;
@@ -595,56 +595,6 @@ fn system_roots() -> Arc<RootCertStore> {
             Arc::new(store)
         })
         .clone()
-}
-
-/// Accepts any server certificate (`skipTLSVerify`), but still checks the handshake
-/// signatures so the peer holds the key of the certificate it shows.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
