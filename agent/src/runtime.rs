@@ -218,6 +218,7 @@ pub async fn run_with(
         start_alerting(&parts, opts.shutdown_grace, sending_rx, shutdown.clone()).await?;
     let processor = start_processor(&parts, &scheduler, &alerter, done_rx);
     let status_writer = start_status_writer(&catalog, &parts, shutdown.clone());
+    start_ingress(&catalog, shutdown.clone());
     let flusher = Flusher::new(
         opts.agent_id.clone(),
         parts.store.clone(),
@@ -653,6 +654,21 @@ fn start_status_writer(
         );
         tokio::spawn(writer.run(mode.is_leader.clone(), shutdown))
     })
+}
+
+/// Step (kube mode, with a site server): the leader keeps the Ingresses of the status
+/// pages exposed through one; the task ends with `shutdown` (the Ingresses stay).
+fn start_ingress(catalog: &Catalog, shutdown: watch::Receiver<bool>) {
+    if let Some((mode, w)) = &catalog.kube
+        && mode.status.ingress.site.is_some()
+    {
+        let reconciler = crate::cluster::ingress::IngressReconciler::new(
+            mode.client.clone(),
+            w.snapshots.clone(),
+            mode.status.ingress.clone(),
+        );
+        tokio::spawn(reconciler.run(mode.is_leader.clone(), shutdown));
+    }
 }
 
 /// How often the main loop looks whether a maintenance window or silence started or

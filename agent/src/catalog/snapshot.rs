@@ -1002,7 +1002,74 @@ fn cross_references(snap: &Snapshot, findings: &mut Vec<Finding>) {
     policy_references(snap, findings);
     provider_references(snap, findings);
     status_page_references(snap, findings);
+    exposure_host_conflicts(snap, findings);
     credential_references(snap, findings);
+}
+
+/// One host name of a page exposed through an Ingress, as [`exposure_hosts`] decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExposureHost {
+    /// The host name, lowercased.
+    pub host: String,
+    /// Its index in the page's `spec.exposure.hosts`.
+    pub index: usize,
+    /// The page holding it: this page, or an earlier one that named it first.
+    pub holder: ObjKey,
+}
+
+/// The hosts of every page whose `spec.exposure.mode` is `ingress`, by page: a host
+/// (compared lowercased) belongs to the first page naming it in (namespace, name) order;
+/// a later page naming it too gets no route for it (its entry names the holder). The one
+/// rule of the Ingresses the agent makes, the hosts it exports and the catalog's warning.
+pub fn exposure_hosts(pages: &BTreeMap<ObjKey, StatusPage>) -> BTreeMap<ObjKey, Vec<ExposureHost>> {
+    use kubekuma_crds::status_page::ExposureMode;
+    let mut held: HashMap<String, ObjKey> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (key, page) in pages {
+        let Some(e) = page.spec.exposure.as_ref() else {
+            continue;
+        };
+        if e.mode != Some(ExposureMode::Ingress) {
+            continue;
+        }
+        let mut hosts: Vec<ExposureHost> = Vec::new();
+        for (index, h) in e.hosts.iter().enumerate() {
+            let host = h.trim().to_ascii_lowercase();
+            if hosts.iter().any(|x| x.host == host) {
+                continue;
+            }
+            let holder = held.entry(host.clone()).or_insert_with(|| key.clone());
+            hosts.push(ExposureHost {
+                host,
+                index,
+                holder: holder.clone(),
+            });
+        }
+        out.insert(key.clone(), hosts);
+    }
+    out
+}
+
+/// StatusPages exposed through an Ingress that name a host another page holds: a
+/// warning, since only the holder gets a route for it.
+fn exposure_host_conflicts(snap: &Snapshot, findings: &mut Vec<Finding>) {
+    for (key, hosts) in exposure_hosts(&snap.status_pages) {
+        let id = ResourceId::new(Kind::StatusPage, &key.namespace, &key.name);
+        for h in hosts.iter().filter(|h| h.holder != key) {
+            err_at(
+                findings,
+                &origin_of(snap, &id),
+                &id,
+                &format!("spec.exposure.hosts[{}]", h.index),
+                format!(
+                    "host {:?} is already exposed by StatusPage {}; no Ingress rule is made \
+                     for it here",
+                    h.host, h.holder
+                ),
+                Severity::Warning,
+            );
+        }
+    }
 }
 
 /// Where a resource of the snapshot is defined (`?` when unknown).

@@ -15,6 +15,8 @@ pub(super) struct KubeArgs {
     pub(super) watch_namespaces: Option<String>,
     pub(super) status_interval: u64,
     pub(super) base_url: Option<String>,
+    pub(super) site_service: Option<crate::cluster::ingress::SiteService>,
+    pub(super) ingress_class: Option<String>,
 }
 
 /// Whether `agent` without `--config` should read the API server: in a cluster, or with
@@ -132,6 +134,17 @@ async fn kube_source(
         namespaces.join(",")
     };
     tracing::info!(home_namespace = %home, watched = %watched, "kube mode: namespaces");
+    match &k.site_service {
+        Some(s) => tracing::info!(
+            site_service = %s,
+            namespace = %home,
+            "StatusPages with exposure mode ingress get an Ingress to the site server"
+        ),
+        None => tracing::info!(
+            "no site server configured (KUBEKUMA_SITE_SERVICE): StatusPages with exposure mode \
+             ingress get no Ingress"
+        ),
+    }
     let lease_ns = std::env::var("POD_NAMESPACE")
         .ok()
         .filter(|s| !s.is_empty())
@@ -170,6 +183,12 @@ async fn kube_source(
         status: crate::cluster::status::StatusOptions {
             interval: Duration::from_secs(k.status_interval.max(1)),
             site_url: k.base_url.filter(|u| !u.trim().is_empty()),
+            ingress: crate::cluster::ingress::IngressOptions {
+                namespace: home.to_string(),
+                site: k.site_service,
+                class_name: k.ingress_class,
+                interval: Duration::from_secs(k.status_interval.max(1)),
+            },
             ..Default::default()
         },
         is_leader,

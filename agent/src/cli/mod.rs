@@ -92,6 +92,18 @@ pub struct AgentArgs {
 }
 
 /// One trusted proxy: a CIDR (`10.0.0.0/8`) or a single address.
+/// `--ingress-class`: an IngressClass name (a DNS-1123 subdomain).
+fn ingress_class(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if crate::rules::dns1123(s, 253, true) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "must be an IngressClass name (lowercase letters, digits, '-' and '.'), got {s:?}"
+        ))
+    }
+}
+
 fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
     let s = s.trim();
     if let Ok(net) = s.parse::<ipnet::IpNet>() {
@@ -187,6 +199,12 @@ pub enum Command {
         /// Kube mode: public URL of the built site, for the status of StatusPages without a host
         #[arg(long, env = "KUBEKUMA_BASE_URL")]
         base_url: Option<String>,
+        /// Kube mode: the Service of the site server (`kubekuma serve`) in the agent's namespace, SERVICE:PORT; with it the leader makes an Ingress for each StatusPage with `spec.exposure.mode: ingress` (deploy/overlays/site sets it)
+        #[arg(long, env = "KUBEKUMA_SITE_SERVICE", value_name = "SERVICE:PORT")]
+        site_service: Option<crate::cluster::ingress::SiteService>,
+        /// Kube mode: `spec.ingressClassName` of those Ingresses (unset: the cluster's default IngressClass)
+        #[arg(long, env = "KUBEKUMA_INGRESS_CLASS", value_name = "CLASS", value_parser = ingress_class)]
+        ingress_class: Option<String>,
         /// Required: the HS256 key of admin API sessions, at least 32 bytes (e.g. `openssl rand -hex 32`); prefer the environment variable to the flag
         #[arg(
             long,
@@ -398,12 +416,16 @@ pub fn run(cli: Cli) -> ExitCode {
             watch_namespaces,
             status_interval,
             base_url,
+            site_service,
+            ingress_class,
             session_secret,
         } => runtime().map_or(ExitCode::FAILURE, |rt| {
             let kube = agent::KubeArgs {
                 watch_namespaces,
                 status_interval,
                 base_url,
+                site_service,
+                ingress_class,
             };
             rt.block_on(agent::agent_cmd(agent, listen, kube, session_secret))
         }),

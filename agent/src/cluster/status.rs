@@ -13,7 +13,7 @@
 //! MaintenanceWindows what their printer columns show. Fields written by others (an
 //! `lastLoginAt`, other conditions) are left alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::catalog::{KubeObjects, api_resource};
+use super::ingress::{Exposed, IngressOptions};
 use crate::catalog::selector::MonitorMatcher;
 use crate::catalog::snapshot::MONITOR_SET_LABEL;
 use crate::catalog::{Finding, ObjKey, ResourceId, Severity, Snapshot};
@@ -55,6 +56,9 @@ pub struct StatusOptions {
     pub max_per_second: u32,
     /// Public URL of the builder's output, for `publishedUrl` of pages without a host.
     pub site_url: Option<String>,
+    /// How pages with `spec.exposure.mode: ingress` are exposed: their `Exposed`
+    /// condition here, their Ingresses by [`super::ingress::IngressReconciler`].
+    pub ingress: IngressOptions,
 }
 
 impl Default for StatusOptions {
@@ -63,6 +67,7 @@ impl Default for StatusOptions {
             interval: Duration::from_secs(30),
             max_per_second: 10,
             site_url: None,
+            ingress: IngressOptions::default(),
         }
     }
 }
@@ -109,6 +114,9 @@ pub struct View<'a> {
     pub in_maintenance: HashSet<ObjKey>,
     /// [`StatusOptions::site_url`].
     pub site_url: Option<&'a str>,
+    /// How each page in ingress mode is exposed, and the options that say so (`None`:
+    /// no `Exposed` condition is written or removed).
+    pub exposure: Option<(&'a BTreeMap<ObjKey, Exposed>, &'a IngressOptions)>,
     /// The time of the round.
     pub now: DateTime<Utc>,
     /// The latest finished delivery of each NotificationProvider (`lastDelivery`).
@@ -146,6 +154,7 @@ impl<'a> View<'a> {
             maintenance,
             in_maintenance: in_maintenance(snapshot, now),
             site_url: None,
+            exposure: None,
             now,
             deliveries: HashMap::new(),
             auth_activity: HashMap::new(),
@@ -383,7 +392,7 @@ pub fn desired(
         Kind::StatusPage => serde_json::to_value(status_page_status(
             &key,
             generation,
-            with_conditions(&prev_conds, vec![valid]),
+            page_conditions(&key, &prev_conds, valid, generation, view),
             view,
         )),
         Kind::NotificationPolicy => serde_json::to_value(policy_status(
@@ -534,6 +543,37 @@ fn status_page_status(
         status.published_url = published_url(p, view.site_url);
     }
     status
+}
+
+/// A StatusPage's conditions: `Valid`, and `Exposed` when its exposure mode is ingress
+/// (whether an Ingress routes its hosts, else why not); an `Exposed` of a page no longer
+/// in ingress mode is removed.
+fn page_conditions(
+    key: &ObjKey,
+    prev: &[Condition],
+    valid: Condition,
+    generation: Option<i64>,
+    view: &View<'_>,
+) -> Vec<Condition> {
+    let Some((pages, opts)) = view.exposure else {
+        return with_conditions(prev, vec![valid]);
+    };
+    let mut ours = vec![valid];
+    let prev: Vec<Condition> = match pages.get(key) {
+        Some(e) => {
+            let (status, reason, message) = e.condition(opts);
+            ours.push(condition(
+                prev, "Exposed", status, reason, message, generation, view.now,
+            ));
+            prev.to_vec()
+        }
+        None => prev
+            .iter()
+            .filter(|c| c.type_ != "Exposed")
+            .cloned()
+            .collect(),
+    };
+    with_conditions(&prev, ours)
 }
 
 /// The status of a NotificationPolicy: when it is in the catalog, how many monitors it
@@ -742,6 +782,8 @@ impl StatusWriter {
         };
         let mut view = View::new(&snapshot, &findings, &live, now);
         view.site_url = self.opts.site_url.as_deref();
+        let exposure = super::ingress::plan(&snapshot, &self.opts.ingress).pages;
+        view.exposure = Some((&exposure, &self.opts.ingress));
         if full {
             view.deliveries = self.last_deliveries().await;
             view.auth_activity = self.auth_activity(&snapshot).await;

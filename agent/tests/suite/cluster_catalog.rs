@@ -347,6 +347,7 @@ spec:
             interval: Duration::from_millis(500),
             max_per_second: 100,
             site_url: Some("https://status.example.com/".into()),
+            ..Default::default()
         },
         is_leader: watch::channel(true).1,
     };
@@ -446,6 +447,7 @@ spec: {type: webhook, config: {webhook: {url: 'https://hooks.example.com/x'}}}
             interval: Duration::from_secs(1),
             max_per_second: 100,
             site_url: None,
+            ..Default::default()
         },
     );
     // The provider, the monitor and the settings.
@@ -660,6 +662,7 @@ async fn patches_are_rate_limited() {
             interval: Duration::from_secs(1),
             max_per_second: 2,
             site_url: None,
+            ..Default::default()
         },
     );
     let started = tokio::time::Instant::now();
@@ -714,6 +717,7 @@ async fn only_the_leader_runs_checks() {
             interval: Duration::from_millis(300),
             max_per_second: 100,
             site_url: None,
+            ..Default::default()
         },
         is_leader,
     };
