@@ -30,6 +30,7 @@ mod checks_tcp;
 mod checks_websocket;
 mod cli;
 mod cluster_catalog;
+mod cluster_ingress;
 mod cluster_lease;
 mod common;
 mod downsample;

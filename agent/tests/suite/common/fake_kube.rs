@@ -17,6 +17,9 @@
 //! As in a real server, writes to a resource with a status subresource ignore `status`,
 //! writes to `/status` change only `status`, `metadata.generation` grows when anything but
 //! metadata and status changes, and storing a CustomResourceDefinition serves its kind.
+//! Ingresses are validated as the API server's `ValidateIngress` does for the fields the
+//! agent writes (hosts, paths, path types, service backends, TLS): `422 Invalid` naming
+//! the field.
 //! Merge, strategic-merge and apply patches are all applied as JSON merge patches (apply
 //! creates a missing object). Not modelled: authentication, admission, finalizers,
 //! pagination (`limit` is ignored), objects leaving a label-selected watch.
@@ -60,6 +63,7 @@ pub const BUILTIN: &str = "\
     batch/v1 CronJob cronjobs namespaced status
     discovery.k8s.io/v1 EndpointSlice endpointslices namespaced -
     coordination.k8s.io/v1 Lease leases namespaced -
+    networking.k8s.io/v1 Ingress ingresses namespaced status
     events.k8s.io/v1 Event events namespaced -
     apiextensions.k8s.io/v1 CustomResourceDefinition customresourcedefinitions cluster status";
 
@@ -938,6 +942,7 @@ fn create(state: &State, target: &Target, mut obj: Value) -> Result<Value, Failu
     for owned in ["generation", "resourceVersion", "creationTimestamp"] {
         remove(&mut obj["metadata"], owned);
     }
+    valid_object(ty, &name, &obj)?;
     Ok(store.insert(ty, target.namespace.as_deref(), obj))
 }
 
@@ -1004,7 +1009,123 @@ fn write(state: &State, target: &Target, mut body: Value, how: Write) -> Result<
         }
     }
     remove(&mut new["metadata"], "generation");
+    valid_object(ty, &name, &new)?;
     Ok(store.replace(ty, old, new))
+}
+
+/// A DNS-1123 subdomain, as the API server checks names and hosts.
+fn dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        })
+}
+
+/// The API server's validation of the objects it checks here (Ingresses): `422 Invalid`
+/// with the field errors, as `kubectl` shows them.
+fn valid_object(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), Failure> {
+    if ty.kind != "Ingress" {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    let spec = &obj["spec"];
+    let backend = |path: &str, b: &Value, errors: &mut Vec<String>| {
+        let svc = &b["service"];
+        if !svc.is_object() {
+            errors.push(format!(
+                "{path}: Invalid value: \"\": one backend must be specified"
+            ));
+            return;
+        }
+        if !svc["name"].as_str().is_some_and(dns_subdomain) {
+            errors.push(format!(
+                "{path}.service.name: Invalid value: {}",
+                svc["name"]
+            ));
+        }
+        let port = &svc["port"];
+        match (port["number"].as_i64(), port["name"].as_str()) {
+            (Some(n), None) if (1..=65535).contains(&n) => {}
+            (None, Some(n)) if !n.is_empty() && n.len() <= 15 => {}
+            _ => errors.push(format!(
+                "{path}.service.port: Invalid value: {port}: exactly one of name or number"
+            )),
+        }
+    };
+    let rules = spec["rules"].as_array().cloned().unwrap_or_default();
+    if rules.is_empty() && !spec["defaultBackend"].is_object() {
+        errors.push(
+            "spec: Invalid value: either `defaultBackend` or `rules` must be specified".into(),
+        );
+    }
+    for (i, r) in rules.iter().enumerate() {
+        let host = r["host"].as_str().unwrap_or_default();
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if !host.is_empty() && !dns_subdomain(bare) {
+            errors.push(format!(
+                "spec.rules[{i}].host: Invalid value: \"{host}\": a lowercase RFC 1123 subdomain must \
+                 consist of lower case alphanumeric characters, '-' or '.'"
+            ));
+        }
+        let paths = r["http"]["paths"].as_array().cloned().unwrap_or_default();
+        for (j, p) in paths.iter().enumerate() {
+            let at = format!("spec.rules[{i}].http.paths[{j}]");
+            match p["pathType"].as_str() {
+                Some("Exact" | "Prefix" | "ImplementationSpecific") => {}
+                Some(t) => errors.push(format!("{at}.pathType: Unsupported value: \"{t}\"")),
+                None => errors.push(format!(
+                    "{at}.pathType: Required value: pathType must be specified"
+                )),
+            }
+            if !p["path"].as_str().is_some_and(|x| x.starts_with('/')) {
+                errors.push(format!(
+                    "{at}.path: Invalid value: {}: must be an absolute path",
+                    p["path"]
+                ));
+            }
+            backend(&format!("{at}.backend"), &p["backend"], &mut errors);
+        }
+    }
+    for (i, t) in spec["tls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Some(secret) = t["secretName"].as_str()
+            && !dns_subdomain(secret)
+        {
+            errors.push(format!(
+                "spec.tls[{i}].secretName: Invalid value: \"{secret}\""
+            ));
+        }
+    }
+    if let Some(class) = spec["ingressClassName"].as_str()
+        && !dns_subdomain(class)
+    {
+        errors.push(format!("spec.ingressClassName: Invalid value: \"{class}\""));
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let message = format!(
+        "{}.{} \"{name}\" is invalid: {}",
+        ty.plural,
+        ty.group,
+        errors.join(", ")
+    );
+    Err(failure(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        message,
+        Some((ty, name)),
+    ))
 }
 
 /// RFC 7386 JSON merge patch.
