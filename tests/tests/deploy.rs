@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use clap::{CommandFactory, Parser};
 use kubekuma_agent::cli::Cli;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Kubernetes versions to validate against: the API level the agent is built for
 /// (k8s-openapi `v1_33`) and the newest that kubernetes-validate ships schemas for.
@@ -372,9 +372,16 @@ fn rbac_is_least_privilege() {
                         && resources == ["leases"];
                     let role_label =
                         namespaced && *verb == "patch" && groups == [""] && resources == ["pods"];
+                    // The site overlay: the Ingresses of StatusPages, in the agent's own
+                    // namespace (the exact Role is checked by the site overlay's test).
+                    let page_ingress = namespaced
+                        && r.dir == Path::new(SITE_OVERLAY)
+                        && matches!(*verb, "create" | "patch" | "delete")
+                        && groups == ["networking.k8s.io"]
+                        && resources == ["ingresses"];
                     assert!(
-                        status_write || lease_write || role_label,
-                        "{dir}: {} may {verb} {resources:?}: only status, the Lease and the role label are written",
+                        status_write || lease_write || role_label || page_ingress,
+                        "{dir}: {} may {verb} {resources:?}: only status, the Lease, the role label (and the site overlay's Ingresses) are written",
                         id(role)
                     );
                 }
@@ -1049,9 +1056,12 @@ fn objects_are_namespaced_and_labelled() {
     }
 }
 
+/// The overlay that serves the site and exposes pages through Ingresses.
+const SITE_OVERLAY: &str = "deploy/overlays/site";
+
 #[test]
 fn the_site_overlay_serves_the_bucket_behind_a_service_and_an_ingress() {
-    let r = render(Path::new("deploy/overlays/site"));
+    let r = render(Path::new(SITE_OVERLAY));
     let d: Vec<&Value> = r
         .of_kind("Deployment")
         .filter(|o| name(o) == "kubekuma-site")
@@ -1079,7 +1089,7 @@ fn the_site_overlay_serves_the_bucket_behind_a_service_and_an_ingress() {
         env["KUBEKUMA_SITE"]["valueFrom"]["configMapKeyRef"]["key"], "site-url",
         "it reads where the builder publishes"
     );
-    // The Service selects the site pods; the Ingress leads to the Service.
+    // The Service selects the site pods.
     let svc = r
         .of_kind("Service")
         .find(|s| name(s) == "kubekuma-site")
@@ -1088,23 +1098,38 @@ fn the_site_overlay_serves_the_bucket_behind_a_service_and_an_ingress() {
     for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
         assert_eq!(labels.get(k.as_str()), Some(&v), "Service selector {k}");
     }
-    let ing: Vec<&Value> = r.of_kind("Ingress").collect();
-    assert_eq!(ing.len(), 1, "one Ingress");
-    let backend = &ing[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
-    assert_eq!(backend["name"], "kubekuma-site");
-    assert!(ing[0]["spec"]["tls"][0]["secretName"].is_string());
-    // The agent gains no permission for any of this.
-    for role in r.of_kind("Role").chain(r.of_kind("ClusterRole")) {
-        for rule in role["rules"].as_array().into_iter().flatten() {
-            assert!(
-                !strings(&rule["resources"]).contains(&"ingresses"),
-                "{}: Ingresses are the overlay's, not the agent's",
-                id(role)
-            );
-        }
-    }
+    // The agent routes its Ingresses to that Service, by a port it has.
+    let (_, agent_pod, agent) = agent(&r);
+    let agent_env = env_of(agent);
+    let site: kubekuma_agent::cluster::ingress::SiteService =
+        agent_env["KUBEKUMA_SITE_SERVICE"]["value"]
+            .as_str()
+            .expect("KUBEKUMA_SITE_SERVICE set to a value")
+            .parse()
+            .expect("KUBEKUMA_SITE_SERVICE parses");
+    assert_eq!(site.name, name(svc));
+    let ports = svc["spec"]["ports"].as_array().expect("ports");
+    assert!(
+        ports.iter().any(|p| match &site.port {
+            kubekuma_agent::cluster::ingress::SitePort::Number(n) => p["port"] == *n,
+            kubekuma_agent::cluster::ingress::SitePort::Name(n) => p["name"] == n.as_str(),
+        }),
+        "{site} names a port of the Service: {ports:?}"
+    );
+    assert_eq!(
+        agent_env["KUBEKUMA_INGRESS_CLASS"]["valueFrom"]["configMapKeyRef"]["optional"], true,
+        "the class is optional (the cluster default)"
+    );
+    // No hand-made Ingress: the agent makes them from the StatusPages.
+    assert_eq!(
+        r.of_kind("Ingress").count(),
+        0,
+        "Ingresses come from the pages"
+    );
+
+    // RBAC: ../s3's, plus exactly one namespaced Role for Ingresses, bound to the agent.
     let base = render(Path::new("deploy/overlays/s3"));
-    let roles = |r: &Rendered| -> Vec<String> {
+    let rbac = |r: &Rendered| -> BTreeSet<String> {
         r.of_kind("Role")
             .chain(r.of_kind("ClusterRole"))
             .chain(r.of_kind("RoleBinding"))
@@ -1112,5 +1137,41 @@ fn the_site_overlay_serves_the_bucket_behind_a_service_and_an_ingress() {
             .map(|o| o.to_string())
             .collect()
     };
-    assert_eq!(roles(&r), roles(&base), "the same RBAC as ../s3");
+    let (with, without) = (rbac(&r), rbac(&base));
+    assert!(
+        without.is_subset(&with),
+        "the RBAC of ../s3 is kept as it is"
+    );
+    let added: Vec<Value> = with
+        .difference(&without)
+        .map(|o| serde_json::from_str(o).expect("json"))
+        .collect();
+    let kinds: BTreeSet<&str> = added.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["Role", "RoleBinding"]),
+        "only a namespaced Role and its binding are added: {added:?}"
+    );
+    assert_eq!(added.len(), 2, "{added:?}");
+    let role = added
+        .iter()
+        .find(|o| o["kind"] == "Role")
+        .expect("the Role");
+    assert_eq!(role["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"],
+                "verbs": ["list", "create", "patch", "delete"]}]),
+        "Ingresses in the agent's namespace, and only what the agent does with them"
+    );
+    let binding = added
+        .iter()
+        .find(|o| o["kind"] == "RoleBinding")
+        .expect("binding");
+    assert_eq!(binding["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": agent_pod["serviceAccountName"], "namespace": NAMESPACE}])
+    );
 }
