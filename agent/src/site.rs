@@ -11,6 +11,10 @@
 //! path too, so `//slug` leads to `/slug/`, never to the protocol-relative `//slug/`. The builder writes its manifest (`.kubekuma/manifest.json`) after every
 //! file of a build, so the cache is dropped whenever the manifest changes; a folder
 //! without a manifest is read from disk on every request.
+//!
+//! Host names: with the manifest the builder's host file (`.kubekuma/hosts.json`) is read,
+//! and a request whose `Host` is a page's exposure host is answered from that page's
+//! folder first, so `https://status.example.com/` shows the page.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use kubekuma_builder::publish::{MANIFEST, content_type};
+use kubekuma_builder::publish::{HOSTS, MANIFEST, content_type};
 
 /// At most this many bytes of files (plain and gzip copies together) stay in memory.
 pub const CACHE_BUDGET: usize = 256 << 20;
@@ -49,6 +53,8 @@ struct Cache {
     checked: Option<Instant>,
     entries: HashMap<String, Arc<Entry>>,
     bytes: usize,
+    /// Host name → page slug, read with the manifest ([`read_hosts`]).
+    hosts: HashMap<String, String>,
 }
 
 /// One file, ready to send.
@@ -78,6 +84,7 @@ impl Site {
                 checked: None,
                 entries: HashMap::new(),
                 bytes: 0,
+                hosts: HashMap::new(),
             }),
         }
     }
@@ -89,34 +96,67 @@ impl Site {
 
     /// The file that answers `req`, as a response; `None` when the request is not a
     /// GET/HEAD or no such file exists (so another handler may answer).
+    ///
+    /// A request whose `Host` is one of a page's host names (the builder's
+    /// [`HOSTS`](kubekuma_builder::publish::HOSTS)) is answered from that page's folder
+    /// first (`/` is the page, `/status.json` its JSON), then from the root (assets, the
+    /// favicon, other pages).
     pub fn serve<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return None;
         }
         let path = canonical(req.uri().path())?;
         let cacheable = self.refresh();
+        if let Some(slug) = self.slug_for(req)
+            && let Some(in_page) = canonical(&format!("/{slug}{path}"))
+            && let Some(entry) = self.entry(&in_page, cacheable)
+        {
+            // A redirect names the path as the visitor asked it, on their host.
+            return Some(respond(req, &path, &entry));
+        }
+        let entry = self.entry(&path, cacheable)?;
+        Some(respond(req, &path, &entry))
+    }
+
+    /// The page slug the request's host name is mapped to, if any.
+    fn slug_for<B>(&self, req: &Request<B>) -> Option<String> {
+        let raw = match req.headers().get(header::HOST) {
+            Some(h) => h.to_str().ok()?,
+            None => req.uri().host()?,
+        };
+        if raw.starts_with('[') {
+            return None;
+        }
+        let host = raw
+            .split(':')
+            .next()?
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let c = self.cache.read().ok()?;
+        c.hosts.get(&host).cloned()
+    }
+
+    /// The cached or loaded file of the canonical `path`.
+    fn entry(&self, path: &str, cacheable: bool) -> Option<Arc<Entry>> {
         let cached = self
             .cache
             .read()
             .ok()
-            .and_then(|c| c.entries.get(&path).cloned());
-        let entry = match cached {
-            Some(e) => e,
-            None => {
-                let e = Arc::new(load(&self.root, &path)?);
-                if cacheable && let Ok(mut c) = self.cache.write() {
-                    let size = e.body.as_ref().map_or(0, |b| b.len())
-                        + e.gzip.as_ref().map_or(0, |b| b.len())
-                        + path.len();
-                    if c.bytes + size <= self.limits.1 && c.entries.len() < self.limits.0 {
-                        c.bytes += size;
-                        c.entries.insert(path.clone(), e.clone());
-                    }
-                }
-                e
+            .and_then(|c| c.entries.get(path).cloned());
+        if let Some(e) = cached {
+            return Some(e);
+        }
+        let e = Arc::new(load(&self.root, path)?);
+        if cacheable && let Ok(mut c) = self.cache.write() {
+            let size = e.body.as_ref().map_or(0, |b| b.len())
+                + e.gzip.as_ref().map_or(0, |b| b.len())
+                + path.len();
+            if c.bytes + size <= self.limits.1 && c.entries.len() < self.limits.0 {
+                c.bytes += size;
+                c.entries.insert(path.to_string(), e.clone());
             }
-        };
-        Some(respond(req, &path, &entry))
+        }
+        Some(e)
     }
 
     /// How many files the cache holds, and their bytes.
@@ -142,6 +182,9 @@ impl Site {
         let Ok(mut c) = self.cache.write() else {
             return false;
         };
+        if c.stamp != stamp || c.checked.is_none() || stamp.is_none() {
+            c.hosts = read_hosts(&self.root);
+        }
         if c.stamp != stamp {
             c.entries.clear();
             c.bytes = 0;
@@ -149,6 +192,23 @@ impl Site {
         }
         c.checked = Some(Instant::now());
         stamp.is_some()
+    }
+}
+
+/// The host names of the site's pages (the builder's `HOSTS` file), lowercased; none
+/// when the file is missing or unreadable.
+fn read_hosts(root: &Path) -> HashMap<String, String> {
+    let Ok(text) = std::fs::read(root.join(HOSTS)) else {
+        return HashMap::new();
+    };
+    match serde_json::from_slice::<kubekuma_crds::objects::SiteHosts>(&text) {
+        Ok(h) => (h.hosts.into_iter())
+            .map(|(host, slug)| (host.to_ascii_lowercase(), slug))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(file = %root.join(HOSTS).display(), error = %e, "cannot read the site's host names");
+            HashMap::new()
+        }
     }
 }
 

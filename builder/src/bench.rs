@@ -451,6 +451,7 @@ pub fn generate(b: &BuildBench, now: DateTime<Utc>) -> Vec<(String, Vec<u8>)> {
                 })
                 .collect(),
             badges: Some(BadgeScope::All),
+            hosts: Vec::new(),
         });
     }
     let catalog = AgentCatalog {

@@ -85,6 +85,9 @@ pub struct PageView {
     pub history_days: i64,
     /// More than one agent reports monitors of this page.
     pub multi_location: bool,
+    /// Host names the page is served on through an Ingress (the site server answers
+    /// them with this page).
+    pub hosts: Vec<String>,
 }
 
 impl PageView {
@@ -656,6 +659,7 @@ fn page_view(
         data_time: data_time.to_string(),
         history_days: HISTORY_DAYS,
         multi_location,
+        hosts: page.hosts.clone(),
     }
 }
 

@@ -24,6 +24,10 @@ use crate::render::OutFile;
 
 /// Where the manifest lives in the output.
 pub const MANIFEST: &str = ".kubekuma/manifest.json";
+
+/// The site's host names ([`kubekuma_crds::objects::SiteHosts`]), written with the pages
+/// when a page has any: what `kubekuma serve` answers each host with.
+pub const HOSTS: &str = ".kubekuma/hosts.json";
 /// Cache-Control of content-hashed assets.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Cache-Control of pages, JSON, feeds and badges.

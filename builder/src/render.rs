@@ -274,6 +274,29 @@ fn absolute_base(base_url: &str) -> Option<&str> {
         .map(|_| base_url)
 }
 
+/// The site's host names as JSON ([`kubekuma_crds::objects::SiteHosts`]): each host of a
+/// published page (DNS names only; the first page in slug order keeps a host two name);
+/// `None` when no page has one.
+fn site_hosts(site: &Site) -> Option<String> {
+    let mut out = kubekuma_crds::objects::SiteHosts::default();
+    for p in &site.pages {
+        for h in &p.hosts {
+            let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            let dns = !h.is_empty()
+                && h.len() <= 253
+                && h.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if dns {
+                out.hosts.entry(h).or_insert_with(|| p.slug.clone());
+            }
+        }
+    }
+    if out.hosts.is_empty() {
+        return None;
+    }
+    serde_json::to_string_pretty(&out).ok()
+}
+
 /// `robots.txt`: every path may be crawled (the site holds only published pages), and
 /// the sitemap's absolute URL when there is one.
 fn robots_txt(sitemap_base: Option<&str>) -> String {
@@ -386,6 +409,9 @@ pub fn render_site(
         robots_txt(sitemap_base),
         Stage::Data,
     ));
+    if let Some(hosts) = site_hosts(site) {
+        out.push(file(crate::publish::HOSTS.into(), hosts, Stage::Data));
+    }
     if let Some(base) = sitemap_base {
         // After the pages it lists.
         out.push(file(

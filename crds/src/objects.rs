@@ -165,6 +165,23 @@ pub struct PublicPage {
     /// Badges enabled, and which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub badges: Option<BadgeScope>,
+    /// Host names the page is served on through an Ingress (`spec.exposure.mode:
+    /// ingress`, published pages only, lowercased; a host another page holds is left
+    /// out). Public: DNS names them. The builder publishes them for the site server
+    /// ([`SiteHosts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// The site's host names, as the builder publishes them beside its manifest
+/// (`.kubekuma/hosts.json`) for `kubekuma serve`: a request whose `Host` is one of them
+/// is answered with that page's files (`/` is the page).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteHosts {
+    /// Host name (lowercase) → the slug of the page served on it.
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, String>,
 }
 
 /// A group of a page.

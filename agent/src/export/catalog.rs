@@ -15,6 +15,7 @@ use kubekuma_crds::{MaintenanceWindow, Monitor, Silence, StatusPage};
 
 use crate::catalog::schedule_expr::WindowSchedule;
 use crate::catalog::selector::MonitorMatcher;
+use crate::catalog::snapshot::exposure_hosts;
 use crate::catalog::{ObjKey, Snapshot};
 
 /// Default check interval when a monitor sets none, seconds (as the scheduler uses).
@@ -39,11 +40,24 @@ pub fn public_catalog_with(
         layout: LAYOUT.to_string(),
         agent_id: agent_id.to_string(),
         generated_at: now,
-        pages: snapshot
-            .status_pages
-            .iter()
-            .map(|(k, p)| public_page(k, p))
-            .collect(),
+        pages: {
+            let hosts = exposure_hosts(&snapshot.status_pages);
+            let held = |k: &ObjKey| -> Vec<String> {
+                (hosts.get(k).into_iter().flatten())
+                    .filter(|h| h.holder == *k)
+                    .map(|h| h.host.clone())
+                    .collect()
+            };
+            (snapshot.status_pages.iter())
+                .map(|(k, p)| {
+                    let mut page = public_page(k, p);
+                    if page.published {
+                        page.hosts = held(k);
+                    }
+                    page
+                })
+                .collect()
+        },
         monitors: snapshot
             .monitors
             .iter()
@@ -117,6 +131,7 @@ fn public_page(key: &ObjKey, page: &StatusPage) -> PublicPage {
             .as_ref()
             .filter(|b| b.enabled == Some(true))
             .map(|b| b.scope.unwrap_or(BadgeScope::All)),
+        hosts: Vec::new(),
     }
 }
 
@@ -388,6 +403,7 @@ metadata: {name: draft, namespace: prod}
 spec:
   slug: draft
   title: Draft
+  exposure: {mode: ingress, hosts: [draft.internal.example]}
   badges: {scope: page}
 ";
         let c = public_catalog(&snapshot(yaml), "a", utc(2024, 1, 1, 0, 0));
@@ -413,7 +429,11 @@ spec:
                 ("shared".into(), "api".into(), None)
             ]
         );
-        let json = serde_json::to_string(&c).unwrap();
-        assert!(!json.contains("status.internal.example"), "{json}");
+        // The hosts of a published page exposed through an Ingress are public (DNS names
+        // them; the site server answers them); a draft's or a static page's are not.
+        assert_eq!(p.hosts, ["status.internal.example"]);
+        assert!(draft.hosts.is_empty());
+        let json = serde_json::to_string(&c.pages[0]).unwrap();
+        assert!(!json.contains("hosts"), "{json}");
     }
 }

@@ -293,3 +293,116 @@ async fn a_bucket_over_the_bound_is_refused_and_says_why() {
     stop.send(true).unwrap();
     s.server.await.unwrap();
 }
+
+/// A page exposed through an Ingress, end to end: the agent's public catalog (what it
+/// exports) carries the page's hosts, a real build publishes them beside its manifest,
+/// and `kubekuma serve` answers a request for that host with the page at `/` (its JSON,
+/// the root's assets), case and port aside; other hosts get the site as it is.
+#[tokio::test]
+async fn a_page_host_is_answered_with_its_page() {
+    use kubekuma_agent::catalog::decode::parse_text;
+    use kubekuma_builder::{BuildOptions, Builder, Theme};
+
+    let yaml = "apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {name: public, namespace: prod}
+spec:
+  slug: status
+  title: Acme status
+  published: true
+  exposure: {mode: ingress, hosts: [Status.Example.com], tls: {secretName: status-tls}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {name: other, namespace: prod}
+spec: {slug: other, title: Other, published: true}
+";
+    let built = kubekuma_agent::catalog::snapshot::build(&[parse_text("m.yaml", yaml)], None);
+    assert!(built.findings.is_empty(), "{:?}", built.findings);
+    let catalog = kubekuma_agent::export::public_catalog(&built.snapshot, "a", chrono::Utc::now());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let source = open_store_with(&format!("file://{}", src.path().display()), &[]).unwrap();
+    source
+        .put(
+            &kubekuma_crds::objects::keys::catalog("a"),
+            Bytes::from(serde_json::to_vec(&catalog).unwrap()),
+        )
+        .await
+        .unwrap();
+    let target = open_store_with(&format!("file://{}", out.path().display()), &[]).unwrap();
+    let theme = Theme::default_theme().unwrap();
+    let report = Builder::new(source, target, theme, BuildOptions::default())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(report.pages, 2, "{report:?}");
+    let hosts = std::fs::read_to_string(out.path().join(".kubekuma/hosts.json")).unwrap();
+    let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
+    assert_eq!(
+        hosts,
+        serde_json::json!({"hosts": {"status.example.com": "status"}})
+    );
+
+    let (s, stop, base) = serve(ServeOptions::new(
+        &format!("file://{}", out.path().display()),
+        "127.0.0.1:0",
+    ))
+    .await;
+    let c = client();
+    let get = |path: &str, host: Option<&str>| {
+        let mut r = c.get(format!("{base}{path}"));
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        r.send()
+    };
+    let page = get("/status/", None).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Acme status"), "{page}");
+    let index = get("/", None).await.unwrap().text().await.unwrap();
+    assert_ne!(index, page);
+
+    for host in [
+        "status.example.com",
+        "STATUS.example.com:8443",
+        "status.example.com.",
+    ] {
+        let r = get("/", Some(host)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+        assert_secure(&r);
+        assert_eq!(r.text().await.unwrap(), page, "{host}: / is the page");
+    }
+    // The page's relative links resolve on its host: its JSON, the root's favicon.
+    let json = get("/status.json", Some("status.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(json.status(), StatusCode::OK);
+    assert_eq!(
+        json.text().await.unwrap(),
+        get("/status/status.json", None)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    );
+    let icon = get("/favicon.ico", Some("status.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(icon.status(), StatusCode::OK);
+    // Other hosts, and the host file itself, as before.
+    let r = get("/", Some("other.example.com")).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), index);
+    let r = get("/.kubekuma/hosts.json", Some("status.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = get("/nothing-here", Some("status.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    stop.send(true).unwrap();
+    let _ = s.server.await;
+}
