@@ -405,6 +405,15 @@ spec:
   title: Draft
   exposure: {mode: ingress, hosts: [draft.internal.example]}
   badges: {scope: page}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: StatusPage
+metadata: {name: zz-static, namespace: prod}
+spec:
+  slug: cdn
+  title: CDN
+  published: true
+  exposure: {mode: static, hosts: [cdn.internal.example]}
 ";
         let c = public_catalog(&snapshot(yaml), "a", utc(2024, 1, 1, 0, 0));
         let draft = &c.pages[0];
@@ -433,7 +442,14 @@ spec:
         // them; the site server answers them); a draft's or a static page's are not.
         assert_eq!(p.hosts, ["status.internal.example"]);
         assert!(draft.hosts.is_empty());
-        let json = serde_json::to_string(&c.pages[0]).unwrap();
-        assert!(!json.contains("hosts"), "{json}");
+        assert!(
+            c.pages[2].hosts.is_empty(),
+            "a static page's hosts stay private"
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            !json.contains("draft.internal.example") && !json.contains("cdn.internal.example"),
+            "{json}"
+        );
     }
 }

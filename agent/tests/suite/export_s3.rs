@@ -400,7 +400,8 @@ const LEAKS: &[&str] = &[
     "leak-k8s-deployment",
     "leak-docker-container",
     "leak-docker-engine",
-    "leak-page-host.example",
+    // Not the page's host: a published page exposed through an Ingress is public on it
+    // (DNS names it), and the site server needs it (asserted below).
     "leak-tls-secret",
     "leak-annotation-value",
     "leak-policy-ref",
@@ -583,6 +584,7 @@ async fn the_public_catalog_never_contains_targets_or_secrets() {
         (Some("Public API"), 30)
     );
     assert_eq!(catalog.pages.len(), 1);
+    assert_eq!(catalog.pages[0].hosts, ["leak-page-host.example"]);
     assert_eq!(
         catalog.pages[0].groups[0].monitors[0]
             .display_name
