@@ -97,6 +97,8 @@ impl AgentOptions {
 }
 
 /// Where the desired state comes from.
+// Made once per run and moved into it: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum CatalogSource {
     /// Folder mode: the manifests of [`AgentOptions::config`], reloaded when they change.
     Folder,
