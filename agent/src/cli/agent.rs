@@ -188,6 +188,7 @@ async fn kube_source(
                 site: k.site_service,
                 class_name: k.ingress_class,
                 interval: Duration::from_secs(k.status_interval.max(1)),
+                outcomes: Default::default(),
             },
             ..Default::default()
         },

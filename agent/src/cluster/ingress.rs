@@ -11,10 +11,11 @@
 //! in the agent's namespace); a host another page holds gets no rule
 //! ([`crate::catalog::snapshot::exposure_hosts`]). The agent touches only Ingresses it
 //! labelled ([`MANAGED_BY`], [`PAGE_LABEL`]): an Ingress of the same name that it did not
-//! make is left alone, with a warning.
+//! make is left alone, with a warning. What a round met ([`Outcomes`]) reaches the pages'
+//! `Exposed` condition through the status writer, which shares these options.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::{
@@ -139,6 +140,9 @@ pub struct IngressOptions {
     pub class_name: Option<String>,
     /// Time between full rounds (a round also follows every catalog change).
     pub interval: Duration,
+    /// What the reconciler last met, shared by every clone of these options (the status
+    /// writer's `Exposed` conditions read it).
+    pub outcomes: Outcomes,
 }
 
 impl Default for IngressOptions {
@@ -148,6 +152,25 @@ impl Default for IngressOptions {
             site: None,
             class_name: None,
             interval: Duration::from_secs(30),
+            outcomes: Outcomes::default(),
+        }
+    }
+}
+
+/// Problems of the last round, by Ingress name (`""`: the round failed as a whole).
+#[derive(Clone, Debug, Default)]
+pub struct Outcomes(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Outcomes {
+    /// The problem of the Ingress `name`, or of the whole last round.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        let m = self.0.lock().ok()?;
+        m.get(name).or_else(|| m.get("")).cloned()
+    }
+
+    fn set(&self, problems: BTreeMap<String, String>) {
+        if let Ok(mut m) = self.0.lock() {
+            *m = problems;
         }
     }
 }
@@ -185,6 +208,11 @@ impl Exposed {
                 .join("; ")
         };
         match self {
+            Exposed::Routed { ingress, .. } if opts.outcomes.problem(ingress).is_some() => (
+                "False",
+                "IngressFailed",
+                opts.outcomes.problem(ingress).unwrap_or_default(),
+            ),
             Exposed::Routed {
                 ingress,
                 hosts,
@@ -529,6 +557,23 @@ impl IngressReconciler {
     /// drifted, delete what no page asks for. Stops at the first API error (the next
     /// round starts again from a fresh list).
     pub async fn round(&self) -> Result<Reconciled, kube::Error> {
+        let mut problems = BTreeMap::new();
+        let result = self.round_noting(&mut problems).await;
+        if let Err(e) = &result {
+            let what = format!(
+                "cannot write Ingresses in namespace {}: {e}",
+                self.opts.namespace
+            );
+            problems.insert(String::new(), what);
+        }
+        self.opts.outcomes.set(problems);
+        result
+    }
+
+    async fn round_noting(
+        &self,
+        problems: &mut BTreeMap<String, String>,
+    ) -> Result<Reconciled, kube::Error> {
         let snapshot = self.snapshots.borrow().clone();
         let plan = plan(&snapshot, &self.opts);
         let mut out = Reconciled::default();
@@ -575,6 +620,14 @@ impl IngressReconciler {
                     Ok(_) => out.created += 1,
                     Err(kube::Error::Api(s)) if s.code == 409 => {
                         out.clashes += 1;
+                        problems.insert(
+                            name.clone(),
+                            format!(
+                                "Ingress {}/{name} exists and was not made by KubeKuma (no \
+                                 {MANAGED_BY}={MANAGED_BY_VALUE} label): it is left alone",
+                                self.opts.namespace
+                            ),
+                        );
                         tracing::warn!(
                             ingress = %name,
                             namespace = %self.opts.namespace,
@@ -614,6 +667,7 @@ mod tests {
             site: Some("kubekuma-site:80".parse().unwrap()),
             class_name: Some("nginx".into()),
             interval: Duration::from_secs(30),
+            outcomes: Outcomes::default(),
         }
     }
 

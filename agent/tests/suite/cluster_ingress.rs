@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use http::Method;
+use kubekuma_agent::catalog::ObjKey;
 use kubekuma_agent::cluster::catalog::{KubeCatalog, KubeWatch};
 use kubekuma_agent::cluster::ingress::{IngressOptions, IngressReconciler, Reconciled};
 use kubekuma_agent::cluster::status::StatusOptions;
@@ -47,6 +48,7 @@ fn opts() -> IngressOptions {
         site: Some("kubekuma-site:http".parse().unwrap()),
         class_name: None,
         interval: Duration::from_secs(1),
+        outcomes: Default::default(),
     }
 }
 
@@ -193,7 +195,13 @@ async fn ingresses_follow_the_pages() {
         &page("prod", "mine", "{mode: ingress, hosts: [mine.example.com]}"),
     );
     until("four pages", || pages_in(&w) == 4, String::new).await;
+    let o = opts();
+    let r = IngressReconciler::new(fake.client(), w.snapshots.clone(), o.clone());
     assert_eq!(r.round().await.unwrap().clashes, 1);
+    let plan = kubekuma_agent::cluster::ingress::plan(&w.snapshots.borrow(), &o);
+    let (status, reason, msg) = plan.pages[&ObjKey::new("prod", "mine")].condition(&o);
+    assert_eq!((status, reason), ("False", "IngressFailed"), "{msg}");
+    assert!(msg.contains("was not made by KubeKuma"), "{msg}");
     let theirs = ingress(&fake, "kubekuma-site-prod-mine").unwrap();
     assert!(theirs["spec"].get("rules").is_none(), "{theirs}");
 
@@ -223,6 +231,13 @@ async fn ingresses_follow_the_pages() {
     fake.forbid("/apis/networking.k8s.io/v1/namespaces/kubekuma/ingresses");
     let e = r.round().await.unwrap_err().to_string();
     assert!(e.contains("forbidden") || e.contains("Forbidden"), "{e}");
+    let plan = kubekuma_agent::cluster::ingress::plan(&w.snapshots.borrow(), &o);
+    let (status, _, msg) = plan.pages[&ObjKey::new("prod", "rival")].condition(&o);
+    assert_eq!(status, "False");
+    assert!(
+        msg.starts_with("cannot write Ingresses in namespace kubekuma"),
+        "{msg}"
+    );
 }
 
 fn condition(fake: &FakeKube, ns: &str, name: &str) -> Value {
