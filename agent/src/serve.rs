@@ -10,6 +10,11 @@
 //! turns over once per build. The mirror is bounded ([`MIRROR_BUDGET`] bytes by default):
 //! a bucket holding more is refused with an error naming the bound, and the copy already
 //! served stays as it was. `/ready` answers 503 until the first copy is complete.
+//!
+//! A request whose `Host` is the exposure host of a page (`spec.exposure.mode: ingress`;
+//! the builder's `.kubekuma/hosts.json`, copied with the rest) is answered with that
+//! page at `/` ([`crate::site::Site::serve`]), so the Ingresses the agent makes need no
+//! path rewriting.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
