@@ -38,6 +38,7 @@ pub fn public_catalog_with(
     AgentCatalog {
         layout: LAYOUT.to_string(),
         agent_id: agent_id.to_string(),
+        location: None,
         generated_at: now,
         pages: snapshot
             .status_pages
