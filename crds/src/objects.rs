@@ -13,8 +13,10 @@
 //! | `v1/agents/<agent>/daily/<YYYY-MM>.json` | [`DailyMonth`] | every flush (the current month) |
 //! | `v1/agents/<agent>/incidents/<YYYY-MM>.json` | [`IncidentMonth`] | when an incident of that month changes |
 //!
-//! A flush writes a fixed handful of objects whatever the number of monitors, so PUTs
-//! per agent per day depend only on the flush interval. Objects are whole documents,
+//! A flush (periodic or urgent) writes at most six objects whatever the number of
+//! monitors — `state.json` and `results.json` every time, the hourly and daily rollups
+//! when they changed, the catalog and the month's incidents when they changed — so PUTs
+//! per agent per day depend only on the flush interval and the urgent pacing. Objects are whole documents,
 //! rewritten idempotently; several agents share a bucket under their own `<agent>`.
 //! Within layout version 1 changes are additive: readers ignore unknown fields, and
 //! `crds/tests/objects_compat.rs` keeps sample payloads that must still parse.

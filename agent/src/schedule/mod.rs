@@ -603,6 +603,47 @@ mod tests {
         )
     }
 
+    #[test]
+    fn quorum_and_stale_bound_come_from_the_spec_then_the_settings() {
+        use kubekuma_crds::KubeKumaSettingsSpec;
+        use kubekuma_crds::monitor::Quorum;
+        use kubekuma_crds::settings::LocationsSettings;
+        let with = |spec: MonitorSpec, settings: &EffectiveSettings| {
+            let check = Plan::of("ns", &spec).unwrap();
+            MonitorPlan::new(
+                ObjKey::new("ns", "m"),
+                Arc::new(spec),
+                Arc::new(check),
+                settings,
+            )
+        };
+        // Nothing set: a majority, stale after 3 intervals + 30 s, every location.
+        let p = with(spec(60, 0), &EffectiveSettings::default());
+        assert_eq!(p.quorum, QuorumRule::Majority);
+        assert_eq!(p.stale_after, Duration::from_secs(210));
+        assert!(p.runs_at("home") && p.runs_at("anywhere"));
+
+        let settings = KubeKumaSettingsSpec {
+            locations: Some(LocationsSettings {
+                default_quorum: Some(Quorum::Percent(50)),
+                stale_after_seconds: Some(90),
+            }),
+            ..KubeKumaSettingsSpec::default()
+        }
+        .effective();
+        let p = with(spec(60, 0), &settings);
+        assert_eq!(p.quorum, QuorumRule::Percent(50));
+        assert_eq!(p.stale_after, Duration::from_secs(90));
+
+        // The monitor's own quorum and locations win.
+        let mut s = spec(60, 0);
+        s.quorum = Some(Quorum::Count(2));
+        s.locations = vec!["eu-west".into(), "us-east".into()];
+        let p = with(s, &settings);
+        assert_eq!(p.quorum, QuorumRule::Count(2));
+        assert!(p.runs_at("eu-west") && !p.runs_at("home"));
+    }
+
     /// A runner whose checks take `cost` and that records start times.
     /// Limits of `net` network checks at once, one privileged, wake-ups not coalesced.
     fn exact(net: usize) -> Limits {
