@@ -34,6 +34,16 @@ pub struct LocationReport {
     pub reported_at: DateTime<Utc>,
 }
 
+impl From<&crate::export::locations::Seen> for LocationReport {
+    fn from(s: &crate::export::locations::Seen) -> Self {
+        LocationReport {
+            state: s.result.state,
+            checked_at: s.result.checked_at,
+            reported_at: s.generated_at,
+        }
+    }
+}
+
 impl LocationReport {
     /// The time this result speaks for: the last check, else the report.
     fn as_of(&self) -> DateTime<Utc> {
@@ -202,6 +212,9 @@ mod tests {
     /// `(location, state, age of the last check in seconds)`; age `None`: no result.
     type Row = (&'static str, S, Option<i64>);
 
+    /// `(what, quorum, rows, expected state, needed, of)`.
+    type Case = (&'static str, QuorumRule, &'static [Row], C, usize, usize);
+
     fn run(quorum: QuorumRule, rows: &[Row], paused: bool, maintenance: bool) -> Consensus {
         let locations: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
         let results = rows
@@ -238,8 +251,7 @@ mod tests {
     #[test]
     fn table() {
         use QuorumRule::{Count, Majority, Percent};
-        // (what, quorum, rows, expected state, needed, of)
-        let cases: &[(&str, QuorumRule, &[Row], C, usize, usize)] = &[
+        let cases: &[Case] = &[
             (
                 "all up",
                 Majority,
