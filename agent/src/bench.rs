@@ -512,6 +512,8 @@ fn bench_plans(
                 alerting: None,
                 tags: vec![],
                 annotations: Default::default(),
+                locations: vec![],
+                quorum: None,
             };
             let check = Plan::of("bench", &spec)?;
             Ok(MonitorPlan::new(

@@ -154,6 +154,19 @@ pub fn dns1123(s: &str, max: usize, dots: bool) -> bool {
         && (dots || !s.contains('.'))
 }
 
+/// A location name (an agent's `--location`, a Monitor's `spec.locations[]`): a DNS-1123
+/// label, so it fits object keys, metric labels and URLs as it is. The reason when not.
+pub fn location_name(s: &str) -> Result<(), String> {
+    if dns1123(s, 63, false) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending \
+             with a letter or digit, at most 63 characters), got {s:?}"
+        ))
+    }
+}
+
 /// The longest name or title shown on pages, badges and feeds (a page title, a group
 /// name, a monitor's display name, a tag), in characters.
 pub const MAX_NAME_CHARS: usize = 200;

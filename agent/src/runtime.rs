@@ -50,6 +50,9 @@ pub struct AgentOptions {
     pub listener: admin::listen::ListenOptions,
     /// Identity of this agent in the object store.
     pub agent_id: String,
+    /// Where this agent runs its checks from (`--location`, a DNS-1123 label; default
+    /// `home`): written into its objects, the unit of the consensus across agents.
+    pub location: String,
     /// Object store URL; default `file://<data>/objects`.
     pub store_url: Option<String>,
     /// Extra object_store options (`aws_endpoint`, …) on top of the environment.
@@ -84,6 +87,7 @@ impl AgentOptions {
             listen,
             listener: admin::listen::ListenOptions::default(),
             agent_id: agent_id.to_string(),
+            location: crate::export::objects::DEFAULT_LOCATION.to_string(),
             store_url: None,
             store_options: Vec::new(),
             database_url: None,
@@ -223,6 +227,7 @@ pub async fn run_with(
     start_ingress(&catalog, shutdown.clone());
     let flusher = Flusher::new(
         opts.agent_id.clone(),
+        opts.location.clone(),
         parts.store.clone(),
         parts.live.clone(),
         uploader,

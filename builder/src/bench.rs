@@ -457,6 +457,7 @@ pub fn generate(b: &BuildBench, now: DateTime<Utc>) -> Vec<(String, Vec<u8>)> {
     let catalog = AgentCatalog {
         layout: LAYOUT.into(),
         agent_id: agent.into(),
+        location: None,
         generated_at: now,
         pages,
         monitors: names
@@ -481,6 +482,7 @@ pub fn generate(b: &BuildBench, now: DateTime<Utc>) -> Vec<(String, Vec<u8>)> {
     let state = AgentState {
         layout: LAYOUT.into(),
         agent_id: agent.into(),
+        location: None,
         generated_at: now,
         monitors: names
             .iter()

@@ -56,6 +56,106 @@ pub struct MonitorSpec {
     /// Extra key/value data passed to notifications (runbook links, owners, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Locations (agents' `--location`) that run this monitor: DNS-1123 labels, at most
+    /// 32, no duplicates. Absent or empty: every location that reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
+    /// How many fresh locations must see the monitor down before it is down: a count
+    /// (`2`, at least 1 and, with `locations` listed, at most their number) or a
+    /// percentage (`"50%"`, 1-100) of the locations that run it and report fresh results.
+    /// Default: KubeKumaSettings `spec.locations.defaultQuorum`, else a majority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quorum_schema")]
+    pub quorum: Option<Quorum>,
+}
+
+/// How many locations must agree, as written: a count or a percentage (`"50%"`).
+/// Decoding refuses any other shape; the ranges are checked by `kubekuma validate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quorum {
+    /// This many locations.
+    Count(i64),
+    /// This percentage of the fresh locations that run the monitor (rounded up).
+    Percent(i64),
+}
+
+impl<'de> Deserialize<'de> for Quorum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        let shape = "expected a count such as 2 or a percentage such as \"50%\"";
+        let got = || D::Error::custom(format!("{shape}, got {}", crate::compat::describe(&v)));
+        match &v {
+            serde_json::Value::Number(n) => n.as_i64().map(Quorum::Count).ok_or_else(got),
+            serde_json::Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i64>().ok())
+                .map(Quorum::Percent)
+                .ok_or_else(got),
+            _ => Err(got()),
+        }
+    }
+}
+
+impl Serialize for Quorum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quorum::Count(n) => s.serialize_i64(*n),
+            Quorum::Percent(p) => s.serialize_str(&format!("{p}%")),
+        }
+    }
+}
+
+impl JsonSchema for Quorum {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quorum".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        quorum_schema(g)
+    }
+}
+
+/// Schema of [`Quorum`]: Kubernetes' int-or-string.
+pub fn quorum_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "How many locations must agree: a count (2) or a percentage (\"50%\").",
+        "x-kubernetes-int-or-string": true,
+    })
+}
+
+/// The quorum in force for one monitor, checked: what the consensus counts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum QuorumRule {
+    /// More than half of the fresh locations (`n / 2 + 1`): the default.
+    #[default]
+    Majority,
+    /// At least this many fresh locations (at least 1).
+    Count(u32),
+    /// At least this percentage (1-100) of the fresh locations, rounded up.
+    Percent(u32),
+}
+
+impl QuorumRule {
+    /// The rule of a validated [`Quorum`] (values out of range are clamped: validation
+    /// refused them before).
+    pub fn of(q: Quorum) -> Self {
+        match q {
+            Quorum::Count(n) => QuorumRule::Count(n.clamp(1, i64::from(u32::MAX)) as u32),
+            Quorum::Percent(p) => QuorumRule::Percent(p.clamp(1, 100) as u32),
+        }
+    }
+
+    /// How many of `fresh` locations must see the monitor down: never more than `fresh`
+    /// (a quorum larger than the fresh locations needs all of them) and never less than
+    /// 1. With no fresh location, 1 (nothing can be down).
+    pub fn needed(self, fresh: usize) -> usize {
+        let want = match self {
+            QuorumRule::Majority => fresh / 2 + 1,
+            QuorumRule::Count(n) => n as usize,
+            QuorumRule::Percent(p) => (fresh * p as usize).div_ceil(100),
+        };
+        want.min(fresh).max(1)
+    }
 }
 
 /// The eleven kinds of check.

@@ -8,12 +8,15 @@
 //! |---|---|---|
 //! | `v1/agents/<agent>/catalog.json` | [`AgentCatalog`] | when the public catalog changes |
 //! | `v1/agents/<agent>/state.json` | [`AgentState`] | every flush |
+//! | `v1/agents/<agent>/results.json` | [`AgentResults`] | every flush (with `state.json`) |
 //! | `v1/agents/<agent>/hourly/<YYYY-MM-DD>.json` | [`HourlyDay`] | every flush (the current day) |
 //! | `v1/agents/<agent>/daily/<YYYY-MM>.json` | [`DailyMonth`] | every flush (the current month) |
 //! | `v1/agents/<agent>/incidents/<YYYY-MM>.json` | [`IncidentMonth`] | when an incident of that month changes |
 //!
-//! A flush writes a fixed handful of objects whatever the number of monitors, so PUTs
-//! per agent per day depend only on the flush interval. Objects are whole documents,
+//! A flush (periodic or urgent) writes at most six objects whatever the number of
+//! monitors — `state.json` and `results.json` every time, the hourly and daily rollups
+//! when they changed, the catalog and the month's incidents when they changed — so PUTs
+//! per agent per day depend only on the flush interval and the urgent pacing. Objects are whole documents,
 //! rewritten idempotently; several agents share a bucket under their own `<agent>`.
 //! Within layout version 1 changes are additive: readers ignore unknown fields, and
 //! `crds/tests/objects_compat.rs` keeps sample payloads that must still parse.
@@ -50,6 +53,10 @@ pub mod keys {
     pub fn state(agent: &str) -> String {
         format!("{}state.json", agent_prefix(agent))
     }
+    /// The latest result of every monitor of one agent, with its location.
+    pub fn results(agent: &str) -> String {
+        format!("{}results.json", agent_prefix(agent))
+    }
     /// Hourly rollups of one UTC day.
     pub fn hourly(agent: &str, day: NaiveDate) -> String {
         format!(
@@ -84,6 +91,9 @@ pub struct AgentCatalog {
     pub layout: String,
     /// The writing agent.
     pub agent_id: String,
+    /// The writing agent's location (`--location`); absent from agents before locations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// When this version was written.
     pub generated_at: DateTime<Utc>,
     /// Every status page (published or not; the builder renders published ones).
@@ -243,11 +253,80 @@ pub struct AgentState {
     pub layout: String,
     /// The writing agent.
     pub agent_id: String,
+    /// The writing agent's location (`--location`); absent from agents before locations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// When this version was written (the time of the data).
     pub generated_at: DateTime<Utc>,
     /// By `namespace/name`.
     #[serde(default)]
     pub monitors: BTreeMap<String, MonitorNow>,
+}
+
+/// The latest result of every monitor of one agent, seen from its location: the small
+/// object the consensus reads (no latency series, no messages). Written with
+/// `state.json` on every flush and urgent export.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentResults {
+    /// Always [`LAYOUT`].
+    pub layout: String,
+    /// The writing agent.
+    pub agent_id: String,
+    /// The writing agent's location (`--location`).
+    pub location: String,
+    /// When this version was written (the time of the data).
+    pub generated_at: DateTime<Utc>,
+    /// By `namespace/name`.
+    #[serde(default)]
+    pub monitors: BTreeMap<String, LocationResult>,
+}
+
+/// One monitor's latest result at one location.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationResult {
+    /// State at this location.
+    pub state: MonitorState,
+    /// Since when it is in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Latency of the last check, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Classified reason of the last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+}
+
+impl AgentResults {
+    /// The results of an agent at `location`: `state.json` without its series, messages
+    /// and maintenance.
+    pub fn of_state(state: &AgentState, location: &str) -> Self {
+        AgentResults {
+            layout: state.layout.clone(),
+            agent_id: state.agent_id.clone(),
+            location: location.to_string(),
+            generated_at: state.generated_at,
+            monitors: state
+                .monitors
+                .iter()
+                .map(|(k, m)| {
+                    let r = LocationResult {
+                        state: m.state,
+                        since: m.since,
+                        checked_at: m.checked_at,
+                        latency_ms: m.latency_ms,
+                        reason: m.reason,
+                    };
+                    (k.clone(), r)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The state of one monitor now.

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, SecretKeyRef};
+use crate::monitor::{Quorum, QuorumRule};
 
 /// Cluster-wide settings. At most one may exist; every field has a default.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -43,6 +44,25 @@ pub struct KubeKumaSettingsSpec {
     /// What is served without login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_endpoints: Option<PublicEndpoints>,
+    /// How the results of several locations make one state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locations: Option<LocationsSettings>,
+}
+
+/// How the results of several locations (agents' `--location`) make one state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationsSettings {
+    /// Quorum of monitors without `spec.quorum`: a count (at least 1) or a percentage
+    /// (`"50%"`, 1-100) of the fresh locations that run the monitor. Default: a majority
+    /// (`n / 2 + 1` of the `n` fresh locations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::monitor::quorum_schema")]
+    pub default_quorum: Option<Quorum>,
+    /// A location whose latest result of a monitor is older than this is stale: neither
+    /// up nor down. 10-86400. Default: 3 × the monitor's interval + 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_seconds: Option<i64>,
 }
 
 /// Operating mode.
@@ -389,6 +409,21 @@ pub struct EffectiveSettings {
     pub single_instance_required: bool,
     /// Resolution of the rollups heartbeats become after `downsample_after_days`.
     pub downsample_resolution: DownsampleResolution,
+    /// Quorum of monitors without `spec.quorum` (`spec.locations.defaultQuorum`; a
+    /// majority when unset).
+    pub default_quorum: QuorumRule,
+    /// `spec.locations.staleAfterSeconds`; `None`: 3 × each monitor's interval + 30 s
+    /// (see [`EffectiveSettings::stale_after_seconds`]).
+    pub stale_after_seconds: Option<i64>,
+}
+
+impl EffectiveSettings {
+    /// Seconds after which a location's latest result of a monitor checked every
+    /// `interval_seconds` is stale: the setting, else `3 × interval + 30`.
+    pub fn stale_after_seconds(&self, interval_seconds: i64) -> i64 {
+        self.stale_after_seconds
+            .unwrap_or_else(|| interval_seconds.max(1).saturating_mul(3).saturating_add(30))
+    }
 }
 
 /// `spec.publicEndpoints` with its defaults filled in.
@@ -503,6 +538,13 @@ impl KubeKumaSettingsSpec {
                 .and_then(|m| m.single_instance_required)
                 .unwrap_or(true),
             downsample_resolution: down.resolution.unwrap_or(DownsampleResolution::Hourly),
+            default_quorum: self
+                .locations
+                .as_ref()
+                .and_then(|l| l.default_quorum)
+                .map(QuorumRule::of)
+                .unwrap_or_default(),
+            stale_after_seconds: self.locations.as_ref().and_then(|l| l.stale_after_seconds),
         }
     }
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kubekuma_crds::objects::{
-    AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT,
+    AgentCatalog, AgentResults, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT,
 };
 
 fn sample(name: &str) -> String {
@@ -32,6 +32,35 @@ fn v1_samples_still_parse() {
     assert_eq!(i.layout, LAYOUT);
 }
 
+/// Objects of agents from before locations have none; the reader sees `None`.
+#[test]
+fn objects_without_a_location_still_parse() {
+    let c: AgentCatalog = serde_json::from_str(&sample("catalog.json")).unwrap();
+    assert_eq!(c.location, None);
+    let s: AgentState = serde_json::from_str(&sample("state.json")).unwrap();
+    assert_eq!(s.location, None);
+}
+
+/// `results.json` (added to layout v1 with locations; the sample is the projection of the
+/// `state.json` sample an agent at `home` writes) parses, and is exactly what
+/// `AgentResults::of_state` makes of that state.
+#[test]
+fn results_sample_parses_and_is_the_projection_of_the_state() {
+    let r: AgentResults = serde_json::from_str(&sample("results.json")).unwrap();
+    assert_eq!((r.layout.as_str(), r.location.as_str()), (LAYOUT, "home"));
+    let down = &r.monitors["demo/example-com"];
+    assert_eq!(down.state, kubekuma_crds::MonitorState::Down);
+    assert!(down.reason.is_some() && down.checked_at.is_some());
+    let s: AgentState = serde_json::from_str(&sample("state.json")).unwrap();
+    assert_eq!(AgentResults::of_state(&s, "home"), r);
+    // Small: no latency series, no maintenance flag, no messages.
+    let text = serde_json::to_string(&r).unwrap();
+    assert!(
+        !text.contains("recent") && !text.contains("maintenance"),
+        "{text}"
+    );
+}
+
 #[test]
 fn unknown_fields_from_newer_agents_are_ignored() {
     let mut v: serde_json::Value = serde_json::from_str(&sample("state.json")).unwrap();
@@ -46,6 +75,7 @@ fn keys_are_stable() {
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
     assert_eq!(keys::catalog("a"), "v1/agents/a/catalog.json");
     assert_eq!(keys::state("a"), "v1/agents/a/state.json");
+    assert_eq!(keys::results("a"), "v1/agents/a/results.json");
     assert_eq!(keys::hourly("a", day), "v1/agents/a/hourly/2026-11-26.json");
     assert_eq!(keys::daily("a", 2026, 11), "v1/agents/a/daily/2026-11.json");
     assert_eq!(

@@ -6,7 +6,7 @@
 use kubekuma_crds::EffectiveSettings;
 use kubekuma_crds::common::MonitorSelector;
 use kubekuma_crds::monitor::{
-    HttpCriteria, KubernetesCriteria, MonitorSpec, MonitorType, PingCriteria, Schedule,
+    HttpCriteria, KubernetesCriteria, MonitorSpec, MonitorType, PingCriteria, Quorum, Schedule,
     SteamCriteria, SuccessCriteria,
 };
 use kubekuma_crds::notification::{NotificationPolicySpec, NotificationProviderSpec};
@@ -15,7 +15,8 @@ use super::schedule_expr;
 use crate::findings::Sink;
 use crate::notify::providers::ProviderPlan;
 use crate::rules::{
-    MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, public_text, range, regex_ok, server_ok, url_ok,
+    MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, location_name, public_text, range, regex_ok, server_ok,
+    url_ok,
 };
 
 fn selector_ok(sink: &mut Sink<'_>, base: &str, sel: &Option<MonitorSelector>) {
@@ -56,8 +57,67 @@ pub fn monitor(
     for (i, t) in spec.tags.iter().enumerate() {
         public_text(sink, &format!("spec.tags[{i}]"), t, MAX_NAME_CHARS, false);
     }
+    locations(spec, sink);
     // Target: the rules of the monitor's type, in its checker.
     crate::checks::Plan::new(namespace, spec, sink)
+}
+
+/// The most locations a Monitor may list in `spec.locations`.
+pub const MAX_LOCATIONS: usize = 32;
+
+/// `spec.locations` (DNS-1123 labels, no duplicates, at most [`MAX_LOCATIONS`]) and
+/// `spec.quorum` (at least 1 and at most the locations listed; a percentage 1-100).
+fn locations(spec: &MonitorSpec, sink: &mut Sink<'_>) {
+    if spec.locations.len() > MAX_LOCATIONS {
+        sink.error(
+            "spec.locations",
+            format!(
+                "at most {MAX_LOCATIONS} locations, got {}",
+                spec.locations.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, l) in spec.locations.iter().enumerate() {
+        let path = format!("spec.locations[{i}]");
+        if let Err(e) = location_name(l) {
+            sink.error(&path, e);
+        } else if let Some(first) = seen.insert(l.as_str(), i) {
+            sink.error(
+                &path,
+                format!("duplicate location {l:?} (also spec.locations[{first}])"),
+            );
+            seen.insert(l.as_str(), first);
+        }
+    }
+    if let Some(q) = spec.quorum {
+        let listed = (!spec.locations.is_empty()).then_some(spec.locations.len());
+        quorum(sink, "spec.quorum", q, listed);
+    }
+}
+
+/// A quorum: a count at least 1 (and at most `listed` locations when they are listed),
+/// or a percentage 1-100.
+fn quorum(sink: &mut Sink<'_>, path: &str, q: Quorum, listed: Option<usize>) {
+    match q {
+        Quorum::Count(n) if n < 1 => {
+            sink.error(path, format!("must be at least 1, got {n}"));
+        }
+        Quorum::Count(n) => {
+            if let Some(l) = listed
+                && n > l as i64
+            {
+                sink.error(
+                    path,
+                    format!("must not exceed the {l} locations of spec.locations, got {n}"),
+                );
+            }
+        }
+        Quorum::Percent(p) if !(1..=100).contains(&p) => {
+            sink.error(path, format!("a percentage must be 1-100%, got {p}%"));
+        }
+        Quorum::Percent(_) => {}
+    }
 }
 
 /// `spec.schedule`: the interval against the settings' minimum, and the timeout against
@@ -722,6 +782,18 @@ pub fn settings(spec: &kubekuma_crds::KubeKumaSettingsSpec, sink: &mut Sink<'_>)
     }
     endpoint_settings(spec, sink);
     auth_settings(spec, sink);
+    if let Some(l) = &spec.locations {
+        if let Some(q) = l.default_quorum {
+            quorum(sink, "spec.locations.defaultQuorum", q, None);
+        }
+        range(
+            sink,
+            "spec.locations.staleAfterSeconds",
+            l.stale_after_seconds,
+            10,
+            86_400,
+        );
+    }
 }
 
 /// `spec.scheduler`: interval, concurrency, timeout, jitter and flapping ranges.

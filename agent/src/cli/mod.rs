@@ -56,6 +56,9 @@ pub struct AgentArgs {
     /// Identity of this agent in the object store (default: the host name)
     #[arg(long, env = "KUBEKUMA_AGENT_ID")]
     pub agent_id: Option<String>,
+    /// Where this agent checks from: a DNS-1123 label such as eu-west or home; agents of one location count as one in the consensus of several locations
+    #[arg(long, env = "KUBEKUMA_LOCATION", value_name = "NAME", default_value = crate::export::objects::DEFAULT_LOCATION, value_parser = parse_location)]
+    pub location: String,
     /// Object store for results: file:///path, s3://bucket/prefix, gs://…, az://…, memory:// (default: file://<data>/objects)
     #[arg(long = "store", env = "KUBEKUMA_STORE_URL", value_name = "URL")]
     pub store: Option<String>,
@@ -89,6 +92,11 @@ pub struct AgentArgs {
     /// The header trusted proxies name the client in
     #[arg(long, env = "KUBEKUMA_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub forwarded_header: ForwardedHeader,
+}
+
+/// A location name, refused unless it is a DNS-1123 label.
+fn parse_location(s: &str) -> Result<String, String> {
+    crate::rules::location_name(s).map(|()| s.to_string())
 }
 
 /// One trusted proxy: a CIDR (`10.0.0.0/8`) or a single address.
@@ -508,6 +516,7 @@ fn options(a: AgentArgs, listen: String, config: Vec<PathBuf>) -> AgentOptions {
             .agent_id
             .map(|id| crate::export::sanitize_agent_id(&id))
             .unwrap_or_else(crate::export::agent_id),
+        location: a.location,
         store_url: a.store,
         store_options: Vec::new(),
         database_url: a.database_url,
@@ -609,6 +618,34 @@ mod tests {
         for bad in ["verbose", "loud", "info,verbose"] {
             let err = super::log_filter(bad).unwrap_err();
             assert!(err.contains("LOG_LEVEL") && err.contains("fatal"), "{err}");
+        }
+    }
+
+    fn location(args: &[&str]) -> Result<String, clap::Error> {
+        match Cli::try_parse_from(args)?.command {
+            Command::Agent { agent, .. } => Ok(agent.location),
+            Command::Up { agent, .. } => Ok(agent.location),
+            other => panic!("not agent or up: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn location_defaults_to_home_and_must_be_a_dns_label() {
+        assert_eq!(location(&["kubekuma", "agent"]).unwrap(), "home");
+        assert_eq!(
+            location(&["kubekuma", "agent", "--location", "eu-west-1"]).unwrap(),
+            "eu-west-1"
+        );
+        assert_eq!(
+            location(&["kubekuma", "up", "--location", "lab"]).unwrap(),
+            "lab"
+        );
+        for bad in ["EU", "eu_west", "-eu", "eu.west", "", &"a".repeat(64)] {
+            let arg = format!("--location={bad}");
+            let err = location(&["kubekuma", "agent", &arg])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("DNS-1123 label"), "{bad}: {err}");
         }
     }
 

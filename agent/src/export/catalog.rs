@@ -39,6 +39,7 @@ pub fn public_catalog_with(
     AgentCatalog {
         layout: LAYOUT.to_string(),
         agent_id: agent_id.to_string(),
+        location: None,
         generated_at: now,
         pages: {
             let hosts = exposure_hosts(&snapshot.status_pages);

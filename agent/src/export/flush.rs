@@ -50,6 +50,7 @@ pub enum FlushError {
 /// bodies it queued last (only changed objects are queued again).
 pub struct Flusher {
     agent_id: String,
+    location: String,
     store: Store,
     live: Arc<Mutex<Live>>,
     uploader: Uploader,
@@ -58,10 +59,17 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher of agent `agent_id`'s objects through `uploader`.
-    pub fn new(agent_id: String, store: Store, live: Arc<Mutex<Live>>, uploader: Uploader) -> Self {
+    /// A flusher of the objects of agent `agent_id` at `location` through `uploader`.
+    pub fn new(
+        agent_id: String,
+        location: String,
+        store: Store,
+        live: Arc<Mutex<Live>>,
+        uploader: Uploader,
+    ) -> Self {
         Flusher {
             agent_id,
+            location,
             outbox: StoreOutbox(store.clone()),
             store,
             live,
@@ -76,10 +84,18 @@ impl Flusher {
     pub async fn flush(&mut self, snap: &Snapshot) -> Result<usize, FlushError> {
         self.store.flush().await?;
         let now = Utc::now();
-        let built = objects::build(&self.agent_id, snap, &self.store, &self.live, now).await?;
+        let built = objects::build(
+            &self.agent_id,
+            &self.location,
+            snap,
+            &self.store,
+            &self.live,
+            now,
+        )
+        .await?;
         for (key, body) in built.encode()? {
-            // state.json changes with every flush (its timestamp is the time of the data);
-            // the others are queued only when their content changed.
+            // state.json and results.json change with every flush (their timestamp is the
+            // time of the data); the others are queued only when their content changed.
             if self.last.get(&key) != Some(&body) {
                 self.store.outbox_put(&key, body.clone()).await?;
                 self.last.insert(key, body);

@@ -1,11 +1,13 @@
 //! Shipping results to object storage in batches: the public catalog ([`catalog`]), the
 //! agent's objects as typed values ([`objects`]), the store named by a URL ([`target`]),
 //! the uploader that drains the outbox to it ([`uploader`]), one flush of them all
-//! ([`flush`]) and the pacing of urgent flushes after public changes ([`urgent`]). Objects follow `kubekuma_crds::objects` (layout v1), one sub-prefix
+//! ([`flush`]), the pacing of urgent flushes after public changes ([`urgent`]) and the
+//! reading of every location's results ([`locations`]). Objects follow `kubekuma_crds::objects` (layout v1), one sub-prefix
 //! per agent id, so several agents can share a bucket.
 
 pub mod catalog;
 pub mod flush;
+pub mod locations;
 pub mod objects;
 /// The object store named by a URL (shared with the builder, so it lives in the crds crate).
 pub use kubekuma_crds::store as target;

@@ -1,6 +1,6 @@
 //! The agent's objects (layout v1 of `kubekuma_crds::objects`) as typed values: the
-//! public catalog, the current state, today's hourly rollups, this month's daily rollups
-//! and this month's incidents. [`build`] derives them from the catalog, the live view and
+//! public catalog, the current state, the results seen from the agent's location,
+//! today's hourly rollups, this month's daily rollups and this month's incidents. [`build`] derives them from the catalog, the live view and
 //! SQLite; [`AgentObjects::encode`] turns them into the keys and bytes a flush queues.
 //! The twins of the admin API read the typed values directly.
 
@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use kubekuma_crds::MonitorState;
 use kubekuma_crds::objects::{
-    self, AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, MonitorNow, keys,
+    self, AgentCatalog, AgentResults, AgentState, DailyMonth, HourlyDay, IncidentMonth, MonitorNow,
+    keys,
 };
 
 use super::catalog::{in_maintenance, public_catalog_with};
@@ -29,6 +30,9 @@ pub enum ObjectsError {
     LivePoisoned,
 }
 
+/// The location of an agent given manifests when `--location` is not set.
+pub const DEFAULT_LOCATION: &str = "home";
+
 /// The objects of one flush.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentObjects {
@@ -36,6 +40,8 @@ pub struct AgentObjects {
     pub catalog: AgentCatalog,
     /// Every monitor's current state (`state.json`).
     pub state: AgentState,
+    /// Every monitor's latest result at this agent's location (`results.json`).
+    pub results: AgentResults,
     /// Today's hourly rollups.
     pub hourly: HourlyDay,
     /// This month's daily rollups.
@@ -45,14 +51,15 @@ pub struct AgentObjects {
 }
 
 impl AgentObjects {
-    /// The objects as `(key, JSON bytes)`, in the order catalog, state, hourly, daily,
-    /// incidents.
+    /// The objects as `(key, JSON bytes)`, in the order catalog, state, results, hourly,
+    /// daily, incidents.
     pub fn encode(&self) -> serde_json::Result<Vec<(String, Vec<u8>)>> {
         let agent_id = &self.catalog.agent_id;
         let day = self.hourly.day;
         Ok(vec![
             (keys::catalog(agent_id), serde_json::to_vec(&self.catalog)?),
             (keys::state(agent_id), serde_json::to_vec(&self.state)?),
+            (keys::results(agent_id), serde_json::to_vec(&self.results)?),
             (
                 keys::hourly(agent_id, day),
                 serde_json::to_vec(&self.hourly)?,
@@ -91,16 +98,21 @@ pub async fn current(
     Ok((catalog, state))
 }
 
-/// Build the objects of agent `agent_id` at `now`: catalog, state, today's hourly
-/// rollups, this month's daily rollups and this month's incidents.
+/// Build the objects of agent `agent_id` at `location` at `now`: catalog, state,
+/// results, today's hourly rollups, this month's daily rollups and this month's
+/// incidents.
 pub async fn build(
     agent_id: &str,
+    location: &str,
     snapshot: &Snapshot,
     store: &Store,
     live: &Mutex<Live>,
     now: DateTime<Utc>,
 ) -> Result<AgentObjects, ObjectsError> {
-    let (catalog, state) = current(agent_id, snapshot, store, live, now).await?;
+    let (mut catalog, mut state) = current(agent_id, snapshot, store, live, now).await?;
+    catalog.location = Some(location.to_string());
+    state.location = Some(location.to_string());
+    let results = AgentResults::of_state(&state, location);
 
     let day = now.date_naive();
     let day_start = start_of(day);
@@ -164,6 +176,7 @@ pub async fn build(
     Ok(AgentObjects {
         catalog,
         state,
+        results,
         hourly,
         daily,
         incidents,
@@ -233,6 +246,7 @@ async fn state(
     Ok(AgentState {
         layout: objects::LAYOUT.into(),
         agent_id: agent_id.into(),
+        location: None,
         generated_at: now,
         monitors,
     })

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use kubekuma_crds::monitor::QuorumRule;
 use kubekuma_crds::results::CheckOutcome;
 use kubekuma_crds::{EffectiveSettings, MonitorSpec, MonitorType};
 use tokio::sync::{Semaphore, mpsc};
@@ -47,6 +48,14 @@ pub struct MonitorPlan {
     pub privileged: bool,
     /// Checks run at all.
     pub enabled: bool,
+    /// Locations that run it (`spec.locations`); empty: every location that reports.
+    pub locations: Vec<String>,
+    /// How many fresh locations must see it down (`spec.quorum`, else the settings'
+    /// `locations.defaultQuorum`, else a majority).
+    pub quorum: QuorumRule,
+    /// A location whose latest result is older than this is stale
+    /// (`locations.staleAfterSeconds`, else 3 × the interval + 30 s).
+    pub stale_after: Duration,
     fingerprint: u64,
 }
 
@@ -105,10 +114,25 @@ impl MonitorPlan {
             },
             privileged: spec.type_ == MonitorType::Ping && settings.ping_privileged,
             enabled: spec.is_enabled(),
+            locations: spec.locations.clone(),
+            quorum: spec
+                .quorum
+                .map(QuorumRule::of)
+                .unwrap_or(settings.default_quorum),
+            stale_after: Duration::from_secs(
+                settings
+                    .stale_after_seconds(interval.as_secs() as i64)
+                    .max(1) as u64,
+            ),
             spec,
             check,
             fingerprint,
         }
+    }
+
+    /// Whether agents at `location` run it: listed in `spec.locations`, or none listed.
+    pub fn runs_at(&self, location: &str) -> bool {
+        self.locations.is_empty() || self.locations.iter().any(|l| l == location)
     }
 
     /// Where in its interval this monitor's runs fall: a stable offset in
@@ -560,6 +584,8 @@ mod tests {
             alerting: None,
             tags: vec![],
             annotations: Default::default(),
+            locations: vec![],
+            quorum: None,
         }
     }
 
@@ -575,6 +601,47 @@ mod tests {
             Arc::new(check),
             &EffectiveSettings::default(),
         )
+    }
+
+    #[test]
+    fn quorum_and_stale_bound_come_from_the_spec_then_the_settings() {
+        use kubekuma_crds::KubeKumaSettingsSpec;
+        use kubekuma_crds::monitor::Quorum;
+        use kubekuma_crds::settings::LocationsSettings;
+        let with = |spec: MonitorSpec, settings: &EffectiveSettings| {
+            let check = Plan::of("ns", &spec).unwrap();
+            MonitorPlan::new(
+                ObjKey::new("ns", "m"),
+                Arc::new(spec),
+                Arc::new(check),
+                settings,
+            )
+        };
+        // Nothing set: a majority, stale after 3 intervals + 30 s, every location.
+        let p = with(spec(60, 0), &EffectiveSettings::default());
+        assert_eq!(p.quorum, QuorumRule::Majority);
+        assert_eq!(p.stale_after, Duration::from_secs(210));
+        assert!(p.runs_at("home") && p.runs_at("anywhere"));
+
+        let settings = KubeKumaSettingsSpec {
+            locations: Some(LocationsSettings {
+                default_quorum: Some(Quorum::Percent(50)),
+                stale_after_seconds: Some(90),
+            }),
+            ..KubeKumaSettingsSpec::default()
+        }
+        .effective();
+        let p = with(spec(60, 0), &settings);
+        assert_eq!(p.quorum, QuorumRule::Percent(50));
+        assert_eq!(p.stale_after, Duration::from_secs(90));
+
+        // The monitor's own quorum and locations win.
+        let mut s = spec(60, 0);
+        s.quorum = Some(Quorum::Count(2));
+        s.locations = vec!["eu-west".into(), "us-east".into()];
+        let p = with(s, &settings);
+        assert_eq!(p.quorum, QuorumRule::Count(2));
+        assert!(p.runs_at("eu-west") && !p.runs_at("home"));
     }
 
     /// A runner whose checks take `cost` and that records start times.

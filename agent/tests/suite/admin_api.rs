@@ -666,11 +666,18 @@ async fn incidents_ack_update_resolve_and_audit() {
             .any(|a| a["updates"][0]["message"] == "We are on it."),
         "{page}"
     );
-    let objects = objects::build("a", &env.snapshot, &env.store, &env.live, Utc::now())
-        .await
-        .unwrap()
-        .encode()
-        .unwrap();
+    let objects = objects::build(
+        "a",
+        "home",
+        &env.snapshot,
+        &env.store,
+        &env.live,
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .encode()
+    .unwrap();
     let now = Utc::now();
     let key = keys::incidents(
         "a",

@@ -36,6 +36,7 @@ mod common;
 mod downsample;
 mod export_azure;
 mod export_gcs;
+mod export_locations;
 mod export_s3;
 mod export_urgent;
 mod failover;
