@@ -97,10 +97,15 @@ pub struct RenderCache {
     badges: HashMap<String, CachedBadge>,
 }
 
-/// A page rendered before: the digest of its inputs and what came of it.
+/// A page rendered before: its inputs and what came of it.
 struct CachedPage {
-    /// SHA-256 of the page's model, the data time and its accent stylesheet.
-    key: [u8; 32],
+    /// The page's model (its large parts shared with the model cache, so keeping it
+    /// costs little and comparing an unchanged one is mostly comparing pointers).
+    page: PageView,
+    /// The data time.
+    data_time: String,
+    /// Its accent stylesheet.
+    accent_css: String,
     /// Its files: path, stage, SHA-256.
     files: Vec<(String, Stage, String)>,
     /// Its badges to render.
@@ -140,18 +145,6 @@ fn hashed(mut file: OutFile) -> OutFile {
         file.keep = Some(sha_hex(&file.bytes));
     }
     file
-}
-
-/// The digest of everything a page's files depend on besides the theme and options;
-/// `None` (never cached) if the model does not serialise.
-fn page_key(page: &PageView, data_time: &str, accent_css: &str) -> Option<[u8; 32]> {
-    let model = serde_json::to_vec(page).ok()?;
-    let mut h = sha2::Sha256::new();
-    for part in [data_time.as_bytes(), accent_css.as_bytes(), &model] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    Some(h.finalize().into())
 }
 
 /// Options of rendering.
@@ -404,15 +397,24 @@ pub fn render_site(
             .get(page.branding.accent.as_str())
             .map(String::as_str)
             .unwrap_or_default();
-        let key = page_key(page, &site.data_time, accent_css);
         if let Some(c) = cache.pages.get(&page.slug).filter(|c| {
-            Some(c.key) == key && c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h))
+            c.page == *page
+                && c.data_time == site.data_time
+                && c.accent_css == accent_css
+                && c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h))
         }) {
             let files: Vec<OutFile> = c.files.iter().map(|(p, st, h)| kept(p, *st, h)).collect();
-            return Ok((files, c.badges.clone(), c.value.clone(), key));
+            return Ok((files, c.badges.clone(), c.value.clone(), accent_css));
         }
         render_page(page, site, theme, opts, &assets_value, accent_css).map(
-            |(files, badges, value)| (files.into_iter().map(hashed).collect(), badges, value, key),
+            |(files, badges, value)| {
+                (
+                    files.into_iter().map(hashed).collect(),
+                    badges,
+                    value,
+                    accent_css,
+                )
+            },
         )
     });
     let mut pages_cache = HashMap::new();
@@ -421,22 +423,22 @@ pub fn render_site(
     let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
     for (page, r) in site.pages.iter().zip(rendered) {
         match r {
-            Ok((files, page_badges, page_value, key)) => {
-                if let Some(key) = key {
-                    let files = files
-                        .iter()
-                        .filter_map(|f| Some((f.path.clone(), f.stage, f.keep.clone()?)))
-                        .collect();
-                    pages_cache.insert(
-                        page.slug.clone(),
-                        CachedPage {
-                            key,
-                            files,
-                            badges: page_badges.clone(),
-                            value: page_value.clone(),
-                        },
-                    );
-                }
+            Ok((files, page_badges, page_value, accent_css)) => {
+                let hashes = files
+                    .iter()
+                    .filter_map(|f| Some((f.path.clone(), f.stage, f.keep.clone()?)))
+                    .collect();
+                pages_cache.insert(
+                    page.slug.clone(),
+                    CachedPage {
+                        page: page.clone(),
+                        data_time: site.data_time.clone(),
+                        accent_css: accent_css.to_string(),
+                        files: hashes,
+                        badges: page_badges.clone(),
+                        value: page_value.clone(),
+                    },
+                );
                 out.extend(files);
                 badge_jobs.extend(page_badges);
                 page_values.push(page_value);
