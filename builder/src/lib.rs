@@ -273,7 +273,12 @@ impl Builder {
         observer.tell(BuildPhase::Publish);
         // A part that failed to render kept the old output: the next build tries again.
         let fingerprint = fingerprint.filter(|_| failures.is_empty());
+        let complete = failures.is_empty();
         let publish = self.publisher.publish(files, fingerprint).await?;
+        if complete {
+            // The manifest now records every hash the render cache holds.
+            self.rendered.published();
+        }
         let t_publish = t0.elapsed();
         Ok(BuildReport {
             pages,

@@ -95,6 +95,18 @@ pub struct RenderCache {
     pages: HashMap<String, CachedPage>,
     /// By badge file stem.
     badges: HashMap<String, CachedBadge>,
+    /// Everything recorded here was published, and the output's manifest records exactly
+    /// it (set by [`RenderCache::published`] after a complete publication, cleared by the
+    /// next render): the next render need not look each hash up in the manifest.
+    published: bool,
+}
+
+impl RenderCache {
+    /// Record that what the last render produced was published whole, so that the output's
+    /// manifest holds every hash recorded here.
+    pub fn published(&mut self) {
+        self.published = true;
+    }
 }
 
 /// A page rendered before: its inputs and what came of it.
@@ -332,6 +344,9 @@ pub fn render_site(
     failures: &mut Vec<String>,
 ) -> Vec<OutFile> {
     let started = std::time::Instant::now();
+    // Whether the output surely holds what the cache records (else each file is looked
+    // up in the manifest: the last publication may have stopped half-way).
+    let trusted = std::mem::take(&mut cache.published);
     let mut out = Vec::new();
     for a in theme.assets.values() {
         out.push(OutFile {
@@ -401,7 +416,7 @@ pub fn render_site(
             c.page == *page
                 && c.data_time == site.data_time
                 && c.accent_css == accent_css
-                && c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h))
+                && (trusted || c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h)))
         }) {
             let files: Vec<OutFile> = c.files.iter().map(|(p, st, h)| kept(p, *st, h)).collect();
             return Ok((files, c.badges.clone(), c.value.clone(), accent_css));
@@ -489,7 +504,7 @@ pub fn render_site(
         &badge_jobs,
         opts,
         previous,
-        &mut cache.badges,
+        (&mut cache.badges, trusted),
         timings,
         failures,
     ));
@@ -665,7 +680,7 @@ fn render_badges(
     jobs: &[(String, Badge)],
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
-    cache: &mut HashMap<String, CachedBadge>,
+    (cache, trusted): (&mut HashMap<String, CachedBadge>, bool),
     timings: &mut Vec<(&'static str, std::time::Duration)>,
     failures: &mut Vec<String>,
 ) -> Vec<OutFile> {
@@ -676,12 +691,13 @@ fn render_badges(
     let reusable = |stem: &str, badge: &Badge| {
         cache.get(stem).filter(|c| {
             c.badge == *badge
-                && previous.get(&format!("{stem}.svg")) == Some(&c.svg)
-                && previous.get(&format!("{stem}.json")) == Some(&c.json)
                 && opts.png_badges == c.png.is_some()
-                && c.png
-                    .as_ref()
-                    .is_none_or(|h| previous.get(&format!("{stem}.png")) == Some(h))
+                && (trusted
+                    || (previous.get(&format!("{stem}.svg")) == Some(&c.svg)
+                        && previous.get(&format!("{stem}.json")) == Some(&c.json)
+                        && c.png
+                            .as_ref()
+                            .is_none_or(|h| previous.get(&format!("{stem}.png")) == Some(h))))
         })
     };
     // SVG and shields JSON of every other badge, on all cores.
