@@ -31,7 +31,7 @@ use crate::badge::{
     color_for_latency, color_for_uptime, compose_png, shields_endpoint_json,
 };
 use crate::digest::hex;
-use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
+use crate::model::{MonitorView, PageView, Site, UptimeView, overall_name, percent_text};
 use crate::par::par_map;
 use crate::theme::{Theme, ThemeError};
 
@@ -95,6 +95,9 @@ pub struct RenderCache {
     pages: HashMap<String, CachedPage>,
     /// By badge file stem.
     badges: HashMap<String, CachedBadge>,
+    /// By monitor key: the uptime windows its uptime JSON showed, and those files'
+    /// paths and SHA-256.
+    uptime: HashMap<String, (UptimeView, Vec<(String, String)>)>,
     /// Everything recorded here was published, and the output's manifest records exactly
     /// it (set by [`RenderCache::published`] after a complete publication, cleared by the
     /// next render): the next render need not look each hash up in the manifest.
@@ -434,6 +437,7 @@ pub fn render_site(
     });
     let mut pages_cache = HashMap::new();
     let mut uptime_written = std::collections::BTreeSet::new();
+    let mut uptime_cache = HashMap::new();
     let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
     let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
     for (page, r) in site.pages.iter().zip(rendered) {
@@ -477,26 +481,42 @@ pub fn render_site(
             }
         }
         for m in page.monitors() {
-            if uptime_written.insert(m.key.clone()) {
-                let all: Vec<_> = [1u32, 7, 30, 90]
-                    .iter()
-                    .map(|d| uptime_json(m, *d))
-                    .collect();
-                for (d, v) in [1u32, 7, 30, 90].iter().zip(&all) {
-                    out.push(json_file(
-                        format!("uptime/{}/{}/{d}.json", m.namespace, m.name),
-                        v,
-                    ));
-                }
-                out.push(json_file(
-                    format!("uptime/{}/{}.json", m.namespace, m.name),
-                    &serde_json::Value::Array(all),
-                ));
+            if !uptime_written.insert(m.key.clone()) {
+                continue;
             }
+            // The same windows as last time, published whole: the same files.
+            if let Some((_, files)) = cache.uptime.remove(&m.key).filter(|(u, files)| {
+                *u == m.uptime && (trusted || files.iter().all(|(p, h)| previous.get(p) == Some(h)))
+            }) {
+                out.extend(files.iter().map(|(p, h)| kept(p, Stage::Data, h)));
+                uptime_cache.insert(m.key.clone(), (m.uptime.clone(), files));
+                continue;
+            }
+            let all: Vec<_> = [1u32, 7, 30, 90]
+                .iter()
+                .map(|d| uptime_json(m, *d))
+                .collect();
+            let mut files: Vec<OutFile> = [1u32, 7, 30, 90]
+                .iter()
+                .zip(&all)
+                .map(|(d, v)| json_file(format!("uptime/{}/{}/{d}.json", m.namespace, m.name), v))
+                .collect();
+            files.push(json_file(
+                format!("uptime/{}/{}.json", m.namespace, m.name),
+                &serde_json::Value::Array(all),
+            ));
+            let files: Vec<OutFile> = files.into_iter().map(hashed).collect();
+            let hashes = files
+                .iter()
+                .filter_map(|f| Some((f.path.clone(), f.keep.clone()?)))
+                .collect();
+            uptime_cache.insert(m.key.clone(), (m.uptime.clone(), hashes));
+            out.extend(files);
         }
     }
 
     cache.pages = pages_cache;
+    cache.uptime = uptime_cache;
     timings.push(("pages", started.elapsed()));
     let started = std::time::Instant::now();
     out.extend(render_badges(
