@@ -155,6 +155,8 @@ pub struct Builder {
     rendered: render::RenderCache,
     /// History objects parsed by the last build, so that the next reads only what changed.
     read: source::ReadCache,
+    /// Histories merged by the last build, so that the next merges only what changed.
+    modelled: model::ModelCache,
 }
 
 impl Builder {
@@ -185,6 +187,7 @@ impl Builder {
             http: None,
             rendered: render::RenderCache::default(),
             read: source::ReadCache::default(),
+            modelled: model::ModelCache::default(),
         })
     }
 
@@ -219,11 +222,15 @@ impl Builder {
         let data_time = self.opts.now.or_else(|| inputs.data_time());
         let now = data_time.unwrap_or_else(Utc::now);
         let told = observer.clone();
-        let mut site = off_runtime(move || {
+        // Taken for the model (a cancelled one leaves an empty cache).
+        let mut modelled = std::mem::take(&mut self.modelled);
+        let (mut site, modelled) = off_runtime(move || {
             told.tell(BuildPhase::Model);
-            model::site(&inputs, now)
+            let site = model::site_cached(&inputs, now, &mut modelled);
+            (site, modelled)
         })
         .await?;
+        self.modelled = modelled;
         let mut warnings = std::mem::take(&mut site.warnings);
         let extra = self.resolve_branding(&mut site, &mut warnings).await;
         // Recorded only if the output is a function of what it covers: not when the
@@ -266,7 +273,12 @@ impl Builder {
         observer.tell(BuildPhase::Publish);
         // A part that failed to render kept the old output: the next build tries again.
         let fingerprint = fingerprint.filter(|_| failures.is_empty());
+        let complete = failures.is_empty();
         let publish = self.publisher.publish(files, fingerprint).await?;
+        if complete {
+            // The manifest now records every hash the render cache holds.
+            self.rendered.published();
+        }
         let t_publish = t0.elapsed();
         Ok(BuildReport {
             pages,

@@ -11,19 +11,20 @@
 //! current states do not, and its open incidents are shown as ended at its last report
 //! (the agent that took over opens its own incident if the monitor is still down).
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Timelike, Utc};
 use kubekuma_crds::monitor::{MonitorState, MonitorType};
 use kubekuma_crds::objects::{
-    LatencyPoint, MonitorNow, PublicMaintenance, PublicMonitor, PublicPage, PublicSilence, Rollup,
+    DailyMonth, HourlyDay, IncidentMonth, LatencyPoint, MonitorNow, PublicMaintenance,
+    PublicMonitor, PublicPage, PublicSilence, Rollup,
 };
 use kubekuma_crds::results::{FailureReason, Incident};
 use kubekuma_crds::status_page::{BadgeScope, OverallStatus, Shown};
 use serde::Serialize;
 
-use crate::source::{HISTORY_DAYS, Inputs};
+use crate::source::{AgentData, HISTORY_DAYS, Inputs};
 
 /// Width of the 24-hour response-time chart, in SVG user units (two per 10 minutes).
 pub const CHART_WIDTH: f64 = 288.0;
@@ -48,7 +49,7 @@ pub struct Site {
 }
 
 /// One status page.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct PageView {
     /// URL slug: the page lives at `<slug>/`.
     pub slug: String,
@@ -142,7 +143,7 @@ impl PageView {
 }
 
 /// Branding after validation.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct BrandingView {
     /// Logo location as given (an asset path once the builder has fetched it).
     pub logo: Option<String>,
@@ -155,7 +156,7 @@ pub struct BrandingView {
 }
 
 /// A group of monitors.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct GroupView {
     /// Heading.
     pub name: String,
@@ -166,7 +167,7 @@ pub struct GroupView {
 }
 
 /// One monitor as a page shows it.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct MonitorView {
     /// `namespace/name`.
     pub key: String,
@@ -197,8 +198,9 @@ pub struct MonitorView {
     pub cert_days_left: Option<i64>,
     /// Uptime over 24h / 7d / 30d / 90d.
     pub uptime: UptimeView,
-    /// One bar per day, oldest first.
-    pub days: Vec<DayView>,
+    /// One bar per day, oldest first (shared with the [`ModelCache`] while the
+    /// monitor's history and the hour stay the same).
+    pub days: Shared<Vec<DayView>>,
     /// The 24-hour response-time chart.
     pub chart: ChartView,
     /// Per-location states, when more than one agent reports this monitor.
@@ -231,7 +233,7 @@ impl UptimeView {
 }
 
 /// One day of the history strip.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct DayView {
     /// `YYYY-MM-DD`.
     pub date: String,
@@ -246,7 +248,7 @@ pub struct DayView {
 }
 
 /// The response-time chart as SVG geometry.
-#[derive(Serialize, Clone, Debug, Default)]
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
 pub struct ChartView {
     /// Path data of the line (`M x y L …`), empty without points.
     pub path: String,
@@ -269,7 +271,7 @@ pub struct ChartView {
 }
 
 /// One agent's view of a monitor.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct LocationView {
     /// The agent id.
     pub agent: String,
@@ -278,7 +280,7 @@ pub struct LocationView {
 }
 
 /// An incident as shown.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct IncidentView {
     /// Stable id: `<agent>-<id>`.
     pub id: String,
@@ -305,7 +307,7 @@ pub struct IncidentView {
 }
 
 /// A public incident update.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct UpdateView {
     /// When (RFC 3339).
     pub at: String,
@@ -314,7 +316,7 @@ pub struct UpdateView {
 }
 
 /// Maintenance as shown.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct MaintenanceView {
     /// Name of the window.
     pub name: String,
@@ -329,7 +331,7 @@ pub struct MaintenanceView {
 }
 
 /// A silence as shown.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct SilenceView {
     /// Name of the silence.
     pub name: String,
@@ -343,17 +345,152 @@ pub struct SilenceView {
     pub ends_at: String,
 }
 
-/// Per-monitor facts merged over agents.
+/// Per-monitor facts merged over agents, for one build.
 #[derive(Default)]
 struct Merged<'a> {
     /// From the newest catalog that has the monitor.
     facts: Option<&'a PublicMonitor>,
     facts_at: Option<DateTime<Utc>>,
     now: Vec<(&'a str, &'a MonitorNow)>,
+}
+
+/// One monitor's history merged over agents: what only the agents' history objects (and
+/// which agents are retired) decide.
+#[derive(Default)]
+struct History {
     hourly: BTreeMap<(NaiveDate, u8), Rollup>,
     daily: BTreeMap<NaiveDate, Rollup>,
-    /// With the open incidents of retired agents ended at their last report.
-    incidents: Vec<(&'a str, Cow<'a, Incident>)>,
+    /// By reporting agent, with the open incidents of retired agents ended at their last
+    /// report.
+    incidents: Vec<(String, Incident)>,
+}
+
+/// The history objects of one agent a merge came from, compared by identity: the
+/// [`crate::source::ReadCache`] hands an unchanged object over as the same `Arc`.
+#[derive(Clone)]
+struct HistorySource {
+    agent: String,
+    retired: Option<DateTime<Utc>>,
+    hourly: Vec<(NaiveDate, Arc<HourlyDay>)>,
+    daily: Vec<(String, Arc<DailyMonth>)>,
+    incidents: Vec<(String, Arc<IncidentMonth>)>,
+}
+
+impl HistorySource {
+    fn of(agent: &AgentData, retired: Option<DateTime<Utc>>) -> HistorySource {
+        HistorySource {
+            agent: agent.id.clone(),
+            retired,
+            hourly: agent.hourly.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            daily: agent
+                .daily
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            incidents: agent
+                .incidents
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl PartialEq for HistorySource {
+    fn eq(&self, o: &Self) -> bool {
+        fn same<K: PartialEq, V>(a: &[(K, Arc<V>)], b: &[(K, Arc<V>)]) -> bool {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
+        }
+        self.agent == o.agent
+            && self.retired == o.retired
+            && same(&self.hourly, &o.hourly)
+            && same(&self.daily, &o.daily)
+            && same(&self.incidents, &o.incidents)
+    }
+}
+
+/// What a builder keeps of its last model so that the next one merges and summarises
+/// only what changed: every monitor's merged history while the agents' history objects
+/// are the same ones, and every monitor's uptime and day strip while, besides, the hour
+/// is the same (the windows they measure move by the hour). A fresh builder (and
+/// [`site`]) starts without one.
+#[derive(Default)]
+pub struct ModelCache {
+    /// What the merged history came from.
+    sources: Vec<HistorySource>,
+    /// By monitor key.
+    history: HashMap<String, History>,
+    /// Warnings of the merge, by agent (in the order of `sources`).
+    warnings: Vec<Vec<String>>,
+    /// The hour (`now` truncated) `summaries` were measured at.
+    hour: Option<(NaiveDate, u32)>,
+    /// By monitor key: uptime windows and the day strip.
+    summaries: HashMap<String, Summary>,
+    /// By monitor key: the response-time chart and what it was drawn from.
+    charts: HashMap<String, CachedChart>,
+}
+
+/// A response-time chart and what it was drawn from: the clock and the recent latencies
+/// of each agent's state.
+struct CachedChart {
+    now: DateTime<Utc>,
+    recent: Vec<Vec<LatencyPoint>>,
+    chart: ChartView,
+}
+
+impl CachedChart {
+    /// Whether this chart was drawn from `states` at `now`.
+    fn drawn_from(&self, states: &[(&str, &MonitorNow)], now: DateTime<Utc>) -> bool {
+        self.now == now
+            && self.recent.len() == states.len()
+            && self
+                .recent
+                .iter()
+                .zip(states)
+                .all(|(r, (_, n))| *r == n.recent)
+    }
+}
+
+/// A monitor's uptime windows and day strip, from its history at some hour.
+#[derive(Clone)]
+struct Summary {
+    uptime: UptimeView,
+    days: Shared<Vec<DayView>>,
+}
+
+/// A part of the model built once and shared (between builds by the [`ModelCache`]):
+/// serialised as the value it holds, and equal to another when it is the same one or
+/// holds an equal value.
+#[derive(Clone, Debug)]
+pub struct Shared<T>(Arc<T>);
+
+impl<T> Shared<T> {
+    /// `v`, shared.
+    pub fn new(v: T) -> Self {
+        Shared(Arc::new(v))
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0) || *self.0 == *o.0
+    }
+}
+
+impl<T: Serialize> Serialize for Shared<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 /// A day of the history strip: the date, as `Nov 26, 2026` and as `2026-11-26`.
@@ -362,6 +499,12 @@ type DayText = (NaiveDate, String, String);
 /// Build the site model. `now` is the clock windows are measured against; callers pass
 /// the time of the data so that a rebuild of unchanged inputs gives the same output.
 pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
+    site_cached(inputs, now, &mut ModelCache::default())
+}
+
+/// [`site`], taking from `cache` what the last model of the same builder computed from
+/// the same history, and leaving there what this one computed.
+pub fn site_cached(inputs: &Inputs, now: DateTime<Utc>, cache: &mut ModelCache) -> Site {
     let mut warnings = inputs.warnings.clone();
     let mut monitors: BTreeMap<String, Merged<'_>> = BTreeMap::new();
     // Pages: the newest catalog's version of each (namespace, name).
@@ -374,24 +517,55 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         .iter()
         .filter_map(|a| a.state.as_ref().map(|s| s.generated_at))
         .max();
-    for agent in &inputs.agents {
-        let at = agent.catalog.generated_at;
-        // When this agent stopped reporting, if it did.
-        let retired = match (&agent.state, newest_state) {
+    // When each agent stopped reporting, if it did.
+    let retired: Vec<Option<DateTime<Utc>>> = inputs
+        .agents
+        .iter()
+        .map(|agent| match (&agent.state, newest_state) {
             (Some(state), Some(newest)) if state.generated_at + RETIRED_AFTER < newest => {
-                warnings.push(format!(
-                    "agent {}: its last state ({}) is more than {} minutes older than the \
-                     newest agent's ({}): its current states are left out and its open \
-                     incidents end at its last report",
-                    agent.id,
-                    rfc3339(state.generated_at),
-                    RETIRED_AFTER.num_minutes(),
-                    rfc3339(newest)
-                ));
                 Some(state.generated_at)
             }
             _ => None,
+        })
+        .collect();
+    let sources: Vec<HistorySource> = inputs
+        .agents
+        .iter()
+        .zip(&retired)
+        .map(|(a, r)| HistorySource::of(a, *r))
+        .collect();
+    if cache.sources != sources {
+        let (history, merge_warnings) = merge_history(inputs, &retired);
+        *cache = ModelCache {
+            sources,
+            history,
+            warnings: merge_warnings,
+            charts: std::mem::take(&mut cache.charts),
+            ..ModelCache::default()
         };
+    }
+    let hour = (now.date_naive(), now.hour());
+    if cache.hour != Some(hour) {
+        cache.summaries.clear();
+        cache.hour = Some(hour);
+    }
+    let history = &cache.history;
+
+    for ((agent, retired), agent_warnings) in
+        inputs.agents.iter().zip(&retired).zip(&cache.warnings)
+    {
+        let at = agent.catalog.generated_at;
+        if let (Some(state), Some(newest)) = (retired.and(agent.state.as_ref()), newest_state) {
+            warnings.push(format!(
+                "agent {}: its last state ({}) is more than {} minutes older than the \
+                 newest agent's ({}): its current states are left out and its open \
+                 incidents end at its last report",
+                agent.id,
+                rfc3339(state.generated_at),
+                RETIRED_AFTER.num_minutes(),
+                rfc3339(newest)
+            ));
+        }
         for p in &agent.catalog.pages {
             let k = (p.namespace.clone(), p.name.clone());
             if pages.get(&k).is_none_or(|(t, _)| *t < at) {
@@ -422,47 +596,7 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
                     .push((&agent.id, now));
             }
         }
-        for (day, h) in &agent.hourly {
-            for (k, hours) in &h.monitors {
-                let e = monitors.entry(k.clone()).or_default();
-                for (hour, r) in hours {
-                    e.hourly.entry((*day, *hour)).or_default().merge(r);
-                }
-            }
-        }
-        for d in agent.daily.values() {
-            let Some((y, m)) = parse_month(&d.month) else {
-                warnings.push(format!(
-                    "agent {}: daily rollups with a malformed month {:?} ignored",
-                    agent.id, d.month
-                ));
-                continue;
-            };
-            for (k, days) in &d.monitors {
-                let e = monitors.entry(k.clone()).or_default();
-                for (dom, r) in days {
-                    if let Some(date) = NaiveDate::from_ymd_opt(y, m, u32::from(*dom)) {
-                        e.daily.entry(date).or_default().merge(r);
-                    }
-                }
-            }
-        }
-        for month in agent.incidents.values() {
-            for i in &month.incidents {
-                let i = match retired {
-                    Some(last) if i.ended_at.is_none() => Cow::Owned(Incident {
-                        ended_at: Some(last.max(i.started_at)),
-                        ..i.clone()
-                    }),
-                    _ => Cow::Borrowed(i),
-                };
-                monitors
-                    .entry(monitor_key(&i.namespace, &i.name))
-                    .or_default()
-                    .incidents
-                    .push((&agent.id, i));
-            }
-        }
+        warnings.extend(agent_warnings.iter().cloned());
     }
 
     let data_time = rfc3339(now);
@@ -495,10 +629,11 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         })
         .collect();
     // Pages are independent: computed on all cores.
+    let (summaries, charts) = (&cache.summaries, &cache.charts);
     let mut views = crate::par::par_map(&published, |page| {
         let mut view = page_view(
             page,
-            &monitors,
+            (&monitors, history, summaries, charts),
             (&maintenance, &silences),
             now,
             &data_time,
@@ -508,11 +643,96 @@ pub fn site(inputs: &Inputs, now: DateTime<Utc>) -> Site {
         view
     });
     views.sort_by(|a, b| a.slug.cmp(&b.slug));
+    let mut kept = HashMap::new();
+    let mut old_charts = std::mem::take(&mut cache.charts);
+    let mut kept_charts = HashMap::new();
+    for m in views.iter().flat_map(|p| p.monitors()) {
+        if kept.contains_key(&m.key) {
+            continue;
+        }
+        let summary = Summary {
+            uptime: m.uptime.clone(),
+            days: m.days.clone(),
+        };
+        kept.insert(m.key.clone(), summary);
+        let states = monitors
+            .get(&m.key)
+            .map(|e| e.now.as_slice())
+            .unwrap_or(&[]);
+        let cached = match old_charts.remove(&m.key) {
+            Some(c) if c.drawn_from(states, now) => c,
+            _ => CachedChart {
+                now,
+                recent: states.iter().map(|(_, n)| n.recent.clone()).collect(),
+                // As cleaned: cleaning it again changes nothing.
+                chart: m.chart.clone(),
+            },
+        };
+        kept_charts.insert(m.key.clone(), cached);
+    }
+    cache.summaries = kept;
+    cache.charts = kept_charts;
     Site {
         pages: views,
         data_time,
         warnings,
     }
+}
+
+/// Every monitor's history merged over agents (in agent order), and the warnings of each
+/// agent's merge.
+fn merge_history(
+    inputs: &Inputs,
+    retired: &[Option<DateTime<Utc>>],
+) -> (HashMap<String, History>, Vec<Vec<String>>) {
+    let mut monitors: HashMap<String, History> = HashMap::new();
+    let mut warnings = Vec::new();
+    for (agent, retired) in inputs.agents.iter().zip(retired) {
+        let mut agent_warnings = Vec::new();
+        for (day, h) in &agent.hourly {
+            for (k, hours) in &h.monitors {
+                let e = monitors.entry(k.clone()).or_default();
+                for (hour, r) in hours {
+                    e.hourly.entry((*day, *hour)).or_default().merge(r);
+                }
+            }
+        }
+        for d in agent.daily.values() {
+            let Some((y, m)) = parse_month(&d.month) else {
+                agent_warnings.push(format!(
+                    "agent {}: daily rollups with a malformed month {:?} ignored",
+                    agent.id, d.month
+                ));
+                continue;
+            };
+            for (k, days) in &d.monitors {
+                let e = monitors.entry(k.clone()).or_default();
+                for (dom, r) in days {
+                    if let Some(date) = NaiveDate::from_ymd_opt(y, m, u32::from(*dom)) {
+                        e.daily.entry(date).or_default().merge(r);
+                    }
+                }
+            }
+        }
+        for month in agent.incidents.values() {
+            for i in &month.incidents {
+                let i = match retired {
+                    Some(last) if i.ended_at.is_none() => Incident {
+                        ended_at: Some((*last).max(i.started_at)),
+                        ..i.clone()
+                    },
+                    _ => i.clone(),
+                };
+                monitors
+                    .entry(monitor_key(&i.namespace, &i.name))
+                    .or_default()
+                    .incidents
+                    .push((agent.id.clone(), i));
+            }
+        }
+        warnings.push(agent_warnings);
+    }
+    (monitors, warnings)
 }
 
 /// `YYYY-MM` as (year, month).
@@ -528,15 +748,25 @@ type Notices<'a> = (
     &'a BTreeMap<(String, String), &'a PublicSilence>,
 );
 
+/// What page views are made of: this build's merged states and facts, the merged
+/// histories, and the summaries of the last build at this hour.
+type Parts<'a, 'b> = (
+    &'a BTreeMap<String, Merged<'b>>,
+    &'a HashMap<String, History>,
+    &'a HashMap<String, Summary>,
+    &'a HashMap<String, CachedChart>,
+);
+
 fn page_view(
     page: &PublicPage,
-    monitors: &BTreeMap<String, Merged<'_>>,
+    (monitors, history, summaries, charts): Parts<'_, '_>,
     (maintenance, silences): Notices<'_>,
     now: DateTime<Utc>,
     data_time: &str,
     days: &[DayText],
 ) -> PageView {
     let empty = Merged::default();
+    let no_history = History::default();
     let mut agents_seen = BTreeSet::new();
     for g in &page.groups {
         for m in &g.monitors {
@@ -556,8 +786,9 @@ fn page_view(
         for m in &g.monitors {
             let key = monitor_key(&m.namespace, &m.name);
             let merged = monitors.get(&key).unwrap_or(&empty);
+            let past = history.get(&key).unwrap_or(&no_history);
             let display = m.display_name.clone().unwrap_or_else(|| m.name.clone());
-            for (agent, inc) in &merged.incidents {
+            for (agent, inc) in &past.incidents {
                 let view = incident_view(agent, inc, &key, &display, multi_location);
                 if inc.ended_at.is_none() {
                     active_incidents.push((inc.started_at, view));
@@ -565,7 +796,15 @@ fn page_view(
                     past_incidents.push((inc.started_at, view));
                 }
             }
-            views.push(monitor_view(&key, m, display, merged, now, days));
+            let summary = match summaries.get(&key) {
+                Some(s) => s.clone(),
+                None => summary(past, now, days),
+            };
+            let chart = match charts.get(&key) {
+                Some(c) if c.drawn_from(&merged.now, now) => c.chart.clone(),
+                _ => chart(&merged.now, now),
+            };
+            views.push(monitor_view(&key, m, display, merged, (summary, chart)));
         }
         groups.push(GroupView {
             name: g.name.clone(),
@@ -663,33 +902,15 @@ fn page_view(
     }
 }
 
-fn monitor_view(
-    key: &str,
-    m: &kubekuma_crds::objects::PublicPageMonitor,
-    display: String,
-    merged: &Merged<'_>,
-    now: DateTime<Utc>,
-    days: &[DayText],
-) -> MonitorView {
-    // The worst state over agents; maintenance when any agent says so and none is down.
-    let worst = merged
-        .now
-        .iter()
-        .map(|(_, n)| n)
-        .max_by_key(|n| severity(n.state));
-    let maintenance = merged.now.iter().any(|(_, n)| n.maintenance);
-    let state = match worst {
-        None => "pending",
-        Some(n) if maintenance && n.state != MonitorState::Down => "maintenance",
-        Some(n) => n.state.as_str(),
-    };
+/// A monitor's uptime windows and day strip from its merged history, measured at `now`.
+fn summary(history: &History, now: DateTime<Utc>, days: &[DayText]) -> Summary {
     let today = now.date_naive();
 
     // 24 hours: the current hour and the 23 before it.
     let mut d1 = Rollup::default();
     for back in 0..24 {
         let t = now - Duration::hours(back);
-        if let Some(r) = merged
+        if let Some(r) = history
             .hourly
             .get(&(t.date_naive(), u8::try_from(t.hour()).unwrap_or(0)))
         {
@@ -699,7 +920,7 @@ fn monitor_view(
     let sum_days = |n: i64| {
         let mut r = Rollup::default();
         for back in 0..n {
-            if let Some(x) = merged.daily.get(&(today - Duration::days(back))) {
+            if let Some(x) = history.daily.get(&(today - Duration::days(back))) {
                 r.merge(x);
             }
         }
@@ -713,7 +934,7 @@ fn monitor_view(
     };
 
     let mut incidents_by_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
-    for (_, i) in &merged.incidents {
+    for (_, i) in &history.incidents {
         *incidents_by_day
             .entry(i.started_at.date_naive())
             .or_default() += 1;
@@ -722,7 +943,7 @@ fn monitor_view(
         .iter()
         .map(|(date, long, iso)| {
             let date = *date;
-            let rollup = merged.daily.get(&date);
+            let rollup = history.daily.get(&date);
             let uptime = rollup.and_then(Rollup::uptime_percent);
             let incidents = incidents_by_day.get(&date).copied().unwrap_or(0);
             let level = match (uptime, rollup) {
@@ -751,6 +972,36 @@ fn monitor_view(
         })
         .collect();
 
+    Summary {
+        uptime: UptimeView {
+            d1: uptime.d1.map(round2),
+            d7: uptime.d7.map(round2),
+            d30: uptime.d30.map(round2),
+            d90: uptime.d90.map(round2),
+        },
+        days: Shared::new(days),
+    }
+}
+
+fn monitor_view(
+    key: &str,
+    m: &kubekuma_crds::objects::PublicPageMonitor,
+    display: String,
+    merged: &Merged<'_>,
+    (Summary { uptime, days }, chart): (Summary, ChartView),
+) -> MonitorView {
+    // The worst state over agents; maintenance when any agent says so and none is down.
+    let worst = merged
+        .now
+        .iter()
+        .map(|(_, n)| n)
+        .max_by_key(|n| severity(n.state));
+    let maintenance = merged.now.iter().any(|(_, n)| n.maintenance);
+    let state = match worst {
+        None => "pending",
+        Some(n) if maintenance && n.state != MonitorState::Down => "maintenance",
+        Some(n) => n.state.as_str(),
+    };
     let locations = if merged.now.len() > 1 {
         merged
             .now
@@ -789,14 +1040,9 @@ fn monitor_view(
             .iter()
             .filter_map(|(_, n)| n.cert_days_left)
             .min(),
-        uptime: UptimeView {
-            d1: uptime.d1.map(round2),
-            d7: uptime.d7.map(round2),
-            d30: uptime.d30.map(round2),
-            d90: uptime.d90.map(round2),
-        },
+        uptime,
         days,
-        chart: chart(&merged.now, now),
+        chart,
         locations,
     }
 }

@@ -31,7 +31,7 @@ use crate::badge::{
     color_for_latency, color_for_uptime, compose_png, shields_endpoint_json,
 };
 use crate::digest::hex;
-use crate::model::{MonitorView, PageView, Site, overall_name, percent_text};
+use crate::model::{MonitorView, PageView, Site, UptimeView, overall_name, percent_text};
 use crate::par::par_map;
 use crate::theme::{Theme, ThemeError};
 
@@ -95,12 +95,32 @@ pub struct RenderCache {
     pages: HashMap<String, CachedPage>,
     /// By badge file stem.
     badges: HashMap<String, CachedBadge>,
+    /// By monitor key: the uptime windows its uptime JSON showed, and those files'
+    /// paths and SHA-256.
+    uptime: HashMap<String, (UptimeView, Vec<(String, String)>)>,
+    /// Everything recorded here was published, and the output's manifest records exactly
+    /// it (set by [`RenderCache::published`] after a complete publication, cleared by the
+    /// next render): the next render need not look each hash up in the manifest.
+    published: bool,
 }
 
-/// A page rendered before: the digest of its inputs and what came of it.
+impl RenderCache {
+    /// Record that what the last render produced was published whole, so that the output's
+    /// manifest holds every hash recorded here.
+    pub fn published(&mut self) {
+        self.published = true;
+    }
+}
+
+/// A page rendered before: its inputs and what came of it.
 struct CachedPage {
-    /// SHA-256 of the page's model, the data time and its accent stylesheet.
-    key: [u8; 32],
+    /// The page's model (its large parts shared with the model cache, so keeping it
+    /// costs little and comparing an unchanged one is mostly comparing pointers).
+    page: PageView,
+    /// The data time.
+    data_time: String,
+    /// Its accent stylesheet.
+    accent_css: String,
     /// Its files: path, stage, SHA-256.
     files: Vec<(String, Stage, String)>,
     /// Its badges to render.
@@ -140,18 +160,6 @@ fn hashed(mut file: OutFile) -> OutFile {
         file.keep = Some(sha_hex(&file.bytes));
     }
     file
-}
-
-/// The digest of everything a page's files depend on besides the theme and options;
-/// `None` (never cached) if the model does not serialise.
-fn page_key(page: &PageView, data_time: &str, accent_css: &str) -> Option<[u8; 32]> {
-    let model = serde_json::to_vec(page).ok()?;
-    let mut h = sha2::Sha256::new();
-    for part in [data_time.as_bytes(), accent_css.as_bytes(), &model] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    Some(h.finalize().into())
 }
 
 /// Options of rendering.
@@ -362,6 +370,9 @@ pub fn render_site(
     failures: &mut Vec<String>,
 ) -> Vec<OutFile> {
     let started = std::time::Instant::now();
+    // Whether the output surely holds what the cache records (else each file is looked
+    // up in the manifest: the last publication may have stopped half-way).
+    let trusted = std::mem::take(&mut cache.published);
     let mut out = Vec::new();
     for a in theme.assets.values() {
         out.push(OutFile {
@@ -430,39 +441,49 @@ pub fn render_site(
             .get(page.branding.accent.as_str())
             .map(String::as_str)
             .unwrap_or_default();
-        let key = page_key(page, &site.data_time, accent_css);
         if let Some(c) = cache.pages.get(&page.slug).filter(|c| {
-            Some(c.key) == key && c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h))
+            c.page == *page
+                && c.data_time == site.data_time
+                && c.accent_css == accent_css
+                && (trusted || c.files.iter().all(|(p, _, h)| previous.get(p) == Some(h)))
         }) {
             let files: Vec<OutFile> = c.files.iter().map(|(p, st, h)| kept(p, *st, h)).collect();
-            return Ok((files, c.badges.clone(), c.value.clone(), key));
+            return Ok((files, c.badges.clone(), c.value.clone(), accent_css));
         }
         render_page(page, site, theme, opts, &assets_value, accent_css).map(
-            |(files, badges, value)| (files.into_iter().map(hashed).collect(), badges, value, key),
+            |(files, badges, value)| {
+                (
+                    files.into_iter().map(hashed).collect(),
+                    badges,
+                    value,
+                    accent_css,
+                )
+            },
         )
     });
     let mut pages_cache = HashMap::new();
     let mut uptime_written = std::collections::BTreeSet::new();
+    let mut uptime_cache = HashMap::new();
     let mut badge_jobs: Vec<(String, Badge)> = Vec::new();
     let mut page_values: Vec<Value> = Vec::with_capacity(site.pages.len());
     for (page, r) in site.pages.iter().zip(rendered) {
         match r {
-            Ok((files, page_badges, page_value, key)) => {
-                if let Some(key) = key {
-                    let files = files
-                        .iter()
-                        .filter_map(|f| Some((f.path.clone(), f.stage, f.keep.clone()?)))
-                        .collect();
-                    pages_cache.insert(
-                        page.slug.clone(),
-                        CachedPage {
-                            key,
-                            files,
-                            badges: page_badges.clone(),
-                            value: page_value.clone(),
-                        },
-                    );
-                }
+            Ok((files, page_badges, page_value, accent_css)) => {
+                let hashes = files
+                    .iter()
+                    .filter_map(|f| Some((f.path.clone(), f.stage, f.keep.clone()?)))
+                    .collect();
+                pages_cache.insert(
+                    page.slug.clone(),
+                    CachedPage {
+                        page: page.clone(),
+                        data_time: site.data_time.clone(),
+                        accent_css: accent_css.to_string(),
+                        files: hashes,
+                        badges: page_badges.clone(),
+                        value: page_value.clone(),
+                    },
+                );
                 out.extend(files);
                 badge_jobs.extend(page_badges);
                 page_values.push(page_value);
@@ -486,26 +507,42 @@ pub fn render_site(
             }
         }
         for m in page.monitors() {
-            if uptime_written.insert(m.key.clone()) {
-                let all: Vec<_> = [1u32, 7, 30, 90]
-                    .iter()
-                    .map(|d| uptime_json(m, *d))
-                    .collect();
-                for (d, v) in [1u32, 7, 30, 90].iter().zip(&all) {
-                    out.push(json_file(
-                        format!("uptime/{}/{}/{d}.json", m.namespace, m.name),
-                        v,
-                    ));
-                }
-                out.push(json_file(
-                    format!("uptime/{}/{}.json", m.namespace, m.name),
-                    &serde_json::Value::Array(all),
-                ));
+            if !uptime_written.insert(m.key.clone()) {
+                continue;
             }
+            // The same windows as last time, published whole: the same files.
+            if let Some((_, files)) = cache.uptime.remove(&m.key).filter(|(u, files)| {
+                *u == m.uptime && (trusted || files.iter().all(|(p, h)| previous.get(p) == Some(h)))
+            }) {
+                out.extend(files.iter().map(|(p, h)| kept(p, Stage::Data, h)));
+                uptime_cache.insert(m.key.clone(), (m.uptime.clone(), files));
+                continue;
+            }
+            let all: Vec<_> = [1u32, 7, 30, 90]
+                .iter()
+                .map(|d| uptime_json(m, *d))
+                .collect();
+            let mut files: Vec<OutFile> = [1u32, 7, 30, 90]
+                .iter()
+                .zip(&all)
+                .map(|(d, v)| json_file(format!("uptime/{}/{}/{d}.json", m.namespace, m.name), v))
+                .collect();
+            files.push(json_file(
+                format!("uptime/{}/{}.json", m.namespace, m.name),
+                &serde_json::Value::Array(all),
+            ));
+            let files: Vec<OutFile> = files.into_iter().map(hashed).collect();
+            let hashes = files
+                .iter()
+                .filter_map(|f| Some((f.path.clone(), f.keep.clone()?)))
+                .collect();
+            uptime_cache.insert(m.key.clone(), (m.uptime.clone(), hashes));
+            out.extend(files);
         }
     }
 
     cache.pages = pages_cache;
+    cache.uptime = uptime_cache;
     timings.push(("pages", started.elapsed()));
     let started = std::time::Instant::now();
     out.extend(render_badges(
@@ -513,7 +550,7 @@ pub fn render_site(
         &badge_jobs,
         opts,
         previous,
-        &mut cache.badges,
+        (&mut cache.badges, trusted),
         timings,
         failures,
     ));
@@ -689,7 +726,7 @@ fn render_badges(
     jobs: &[(String, Badge)],
     opts: &RenderOptions,
     previous: &BTreeMap<String, String>,
-    cache: &mut HashMap<String, CachedBadge>,
+    (cache, trusted): (&mut HashMap<String, CachedBadge>, bool),
     timings: &mut Vec<(&'static str, std::time::Duration)>,
     failures: &mut Vec<String>,
 ) -> Vec<OutFile> {
@@ -700,12 +737,13 @@ fn render_badges(
     let reusable = |stem: &str, badge: &Badge| {
         cache.get(stem).filter(|c| {
             c.badge == *badge
-                && previous.get(&format!("{stem}.svg")) == Some(&c.svg)
-                && previous.get(&format!("{stem}.json")) == Some(&c.json)
                 && opts.png_badges == c.png.is_some()
-                && c.png
-                    .as_ref()
-                    .is_none_or(|h| previous.get(&format!("{stem}.png")) == Some(h))
+                && (trusted
+                    || (previous.get(&format!("{stem}.svg")) == Some(&c.svg)
+                        && previous.get(&format!("{stem}.json")) == Some(&c.json)
+                        && c.png
+                            .as_ref()
+                            .is_none_or(|h| previous.get(&format!("{stem}.png")) == Some(h))))
         })
     };
     // SVG and shields JSON of every other badge, on all cores.

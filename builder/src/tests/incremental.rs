@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::common::*;
-use crate::{BuildReport, Builder, Theme};
+use crate::{BuildOptions, BuildReport, Builder, Theme};
 use kubekuma_crds::store::ObjectTarget;
 
 /// Build `b`, then build the same source into an empty output with a fresh builder of
@@ -16,10 +16,21 @@ async fn same_as_full(
     out: &ObjectTarget,
     theme: Theme,
 ) -> BuildReport {
+    same_as_full_with(b, src, out, theme, options()).await
+}
+
+/// [`same_as_full`], the fresh builder having `opts`.
+async fn same_as_full_with(
+    b: &mut Builder,
+    src: &ObjectTarget,
+    out: &ObjectTarget,
+    theme: Theme,
+    opts: BuildOptions,
+) -> BuildReport {
     let r = b.build().await.unwrap();
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     let fresh = memory();
-    Builder::new(src.clone(), fresh.clone(), theme, options())
+    Builder::new(src.clone(), fresh.clone(), theme, opts)
         .unwrap()
         .build()
         .await
@@ -109,4 +120,39 @@ async fn incremental_rebuilds_give_the_output_of_a_full_build() {
     assert!(r.reused > 10, "{} reused", r.reused);
     let page: Value = Value::String(text(&files(&out).await, "status/index.html"));
     assert!(page.as_str().unwrap().contains("data-x=\"1\""));
+}
+
+/// With the clock taken from the data, as in production: the state's time moves into
+/// the next hour (every uptime window and day strip measured again, though the history
+/// is the same), then within that hour (the summaries of the last build are kept, the
+/// charts drawn again), then a monitor goes down at the same time (only its chart and
+/// state change); each time the output is what a full build gives.
+#[tokio::test]
+async fn a_moving_clock_rebuilds_as_a_full_build() {
+    let opts = BuildOptions {
+        now: None,
+        ..options()
+    };
+    let src = memory();
+    write_agent(&src, "eu-1", false).await;
+    let out = memory();
+    let theme = || Theme::default_theme().unwrap();
+    let mut b = Builder::new(src.clone(), out.clone(), theme(), opts.clone()).unwrap();
+    b.build().await.unwrap();
+    let at = |t: &str, down: bool| {
+        let mut s = state("eu-1", down);
+        s["generatedAt"] = json!(t);
+        s
+    };
+    for (t, down) in [
+        ("2026-11-26T12:00:30Z", false),
+        ("2026-11-26T12:20:30Z", false),
+        ("2026-11-26T12:20:30Z", true),
+    ] {
+        put(&src, "v1/agents/eu-1/state.json", &at(t, down)).await;
+        let r = same_as_full_with(&mut b, &src, &out, theme(), opts.clone()).await;
+        assert!(!r.skipped);
+        let status = text(&files(&out).await, "status/status.json");
+        assert!(status.contains(t), "{status}");
+    }
 }
