@@ -611,6 +611,8 @@ async fn console_headers_on_every_reply() {
         assert_eq!(h[CONTENT_SECURITY_POLICY], CSP, "{path}");
         assert_eq!(h[CACHE_CONTROL], "no-store", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        // Not no-referrer: browsers would send `Origin: null` with the forms.
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
         if path.ends_with(".json") {
             continue;
         }
