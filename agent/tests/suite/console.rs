@@ -1142,3 +1142,46 @@ const puppeteer = require('puppeteer-core');
   await browser.close();
 })().catch((e) => { console.error(String(e)); process.exit(1); });
 "#;
+
+/// `auth.mode: disabled`: no sign-in; every page is the anonymous viewer's, without a
+/// sign-out button. `auth.mode: oidc`: the sign-in page offers the SSO link (with `next`)
+/// and no password form unless `local.enabled` is set.
+#[tokio::test]
+async fn auth_modes_disabled_and_oidc() {
+    let env = start_with(
+        manifests()
+            + "---\napiVersion: monitoring.kubekuma.io/v1\nkind: KubeKumaSettings\n\
+               metadata: {name: settings}\nspec:\n  auth:\n    mode: disabled\n",
+        seed,
+    )
+    .await;
+    let mut b = Browser::default();
+    let (s, _, html) = env.get(&mut b, "/admin/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("anonymous <span class=\"role\">(viewer)</span>"));
+    assert!(!html.contains("method=\"post\""));
+    let (s, h, _) = env.get(&mut b, "/admin/login").await;
+    assert_eq!(
+        (s, location(&h).as_str()),
+        (StatusCode::SEE_OTHER, "/admin/")
+    );
+
+    let oidc = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: oidc-client, namespace: kubekuma}\n\
+                stringData: {secret: s3cret}\n---\napiVersion: monitoring.kubekuma.io/v1\n\
+                kind: KubeKumaSettings\nmetadata: {name: settings}\nspec:\n  auth:\n    mode: oidc\n    \
+                oidc:\n      issuer: 'https://idp.example.com'\n      clientId: kubekuma\n      \
+                clientSecretRef: {name: oidc-client, key: secret}\n      \
+                redirectUrl: 'https://status.example.com/api/v1/auth/oidc/callback'\n      \
+                roleMapping: [{group: admins, role: admin}]\n";
+    let env = start_with(manifests() + oidc, seed).await;
+    let mut b = Browser::default();
+    let (s, _, html) = env
+        .get(&mut b, "/admin/login?next=/admin/monitors/prod/api")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("href=\"/api/v1/auth/oidc/login?next=%2Fadmin%2Fmonitors%2Fprod%2Fapi\">Sign in with SSO</a>"),
+        "{html}"
+    );
+    assert!(!html.contains("name=\"password\""));
+}
