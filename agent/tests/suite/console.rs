@@ -628,6 +628,34 @@ async fn csrf_refusals() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // Sec-Fetch-Site decides when present: cross-site is refused even with a matching
+    // Origin; same-origin is taken even when a proxy rewrote Host.
+    let mut other = env.sign_in("viewer").await;
+    let (_, _, html) = env.get(&mut other, "/admin/").await;
+    let other_csrf = field(&html, "csrf").unwrap();
+    for (site, host, want) in [
+        ("cross-site", env.host.clone(), StatusCode::FORBIDDEN),
+        ("same-site", env.host.clone(), StatusCode::FORBIDDEN),
+        (
+            "same-origin",
+            "internal-name:8080".to_string(),
+            StatusCode::SEE_OTHER,
+        ),
+    ] {
+        let r = env
+            .client
+            .post(format!("{}/admin/logout", env.base))
+            .header("cookie", other.header())
+            .header("host", host)
+            .header("origin", env.origin())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", site)
+            .body(form(&[("csrf", &other_csrf)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{site}");
+    }
 }
 
 #[tokio::test]

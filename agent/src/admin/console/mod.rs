@@ -780,9 +780,10 @@ fn verify_session_token(ctx: &AdminContext, p: &Principal, token: &str) -> bool 
     mac(ctx, "csrf", &token_subject(p)).is_some_and(|m| m.verify_slice(&bytes).is_ok())
 }
 
-/// Whether a POST comes from the console's own origin: `Origin` equal to the `Host`'s
-/// origin; without `Origin`, `Sec-Fetch-Site: same-origin` or `none`. A request with
-/// neither is refused (every browser that runs the console sends one of them).
+/// Whether a POST comes from the console's own origin: `Sec-Fetch-Site: same-origin`
+/// (browsers set it, pages cannot), else (no `Sec-Fetch-Site`, or `none`) an `Origin`
+/// equal to the `Host`'s origin; without `Origin`, only `Sec-Fetch-Site: none`. Any other
+/// `Sec-Fetch-Site`, `Origin: null`, or neither header is refused.
 pub fn same_origin(req: &Request<Bytes>) -> Result<(), String> {
     let h = req.headers();
     let one = |name: &str| -> Result<Option<&str>, String> {
@@ -797,10 +798,14 @@ pub fn same_origin(req: &Request<Bytes>) -> Result<(), String> {
         }
     };
     let site = one("sec-fetch-site")?;
-    if let Some(site) = site
-        && !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none"))
-    {
-        return Err(format!("Sec-Fetch-Site is {site}"));
+    match site {
+        // Set by the browser, never by a page: decides alone, like the API's rule
+        // (`admin::auth::csrf`), so a proxy that rewrites `Host` does not matter.
+        Some(s) if s.eq_ignore_ascii_case("same-origin") => return Ok(()),
+        Some(s) if !s.eq_ignore_ascii_case("none") => {
+            return Err(format!("Sec-Fetch-Site is {s}"));
+        }
+        _ => {}
     }
     match one(header::ORIGIN.as_str())? {
         Some(origin) => {
