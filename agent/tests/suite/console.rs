@@ -437,6 +437,15 @@ async fn pages_redirect_to_sign_in_when_signed_out() {
         html.contains("Your session expired, sign in again"),
         "{html}"
     );
+    // A form posted after the session ended: back to the overview after signing in.
+    let mut stale = Browser {
+        cookies: vec![("token".into(), "not.a.session".into())],
+    };
+    let (s, h, _) = env
+        .post(&mut stale, "/admin/logout", "csrf=x", Some(&env.origin()))
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location(&h), "/admin/login?done=expired");
     // `next` is only ever a console path.
     let (_, _, html) = env.get(&mut b, "/admin/login?next=//evil.example/").await;
     assert_eq!(field(&html, "next").as_deref(), Some("/admin/"));

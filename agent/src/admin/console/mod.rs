@@ -610,7 +610,9 @@ fn login_redirect(req: &Request<Bytes>, done: Option<&str>) -> Reply {
         .path_and_query()
         .map_or("/admin/", |pq| pq.as_str());
     let mut q = url::form_urlencoded::Serializer::new(String::new());
-    if local_next(here) && here != "/admin/" && here != PREFIX {
+    // After signing in the browser GETs `next`: a form's POST target is no page.
+    let page = matches!(*req.method(), Method::GET | Method::HEAD);
+    if page && local_next(here) && here != "/admin/" && here != PREFIX {
         q.append_pair("next", here);
     }
     if let Some(done) = done {
