@@ -32,6 +32,7 @@ mod cli;
 mod cluster_catalog;
 mod cluster_lease;
 mod common;
+mod console;
 mod console_ops;
 mod downsample;
 mod export_azure;

@@ -18,13 +18,12 @@ use crate::catalog::selector::MonitorMatcher;
 /// Heartbeats listed and charted.
 pub const HEARTBEATS: usize = 100;
 
+/// Heartbeats listed in the table (the newest; the chart draws all of [`HEARTBEATS`]).
+pub const TABLE_ROWS: usize = 30;
+
 /// The latency chart's box.
 const CHART_W: f64 = 600.0;
 const CHART_H: f64 = 160.0;
-
-fn percent_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 /// The latency chart of heartbeats (newest first): points of the latencies, oldest left,
 /// and bands where the monitor was down.
@@ -76,6 +75,28 @@ fn chart(beats: &[Value]) -> Option<Value> {
     }))
 }
 
+/// A latency for people: one decimal under 10 ms, whole milliseconds above.
+fn latency_text(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_f64) {
+        Some(ms) if ms < 10.0 => format!("{ms:.1} ms"),
+        Some(ms) => format!("{ms:.0} ms"),
+        None => "–".into(),
+    }
+}
+
+/// `14:03:12` today, `Dec 6 14:03` before (UTC), for the heartbeats table.
+fn short_time(v: Option<&Value>, now: DateTime<Utc>) -> String {
+    let t = v
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc));
+    match t {
+        Some(t) if t.date_naive() == now.date_naive() => t.format("%H:%M:%S").to_string(),
+        Some(t) => t.format("%b %-d %H:%M").to_string(),
+        None => "–".into(),
+    }
+}
+
 fn time_text(v: Option<&Value>, now: DateTime<Utc>) -> (Option<String>, String) {
     let t = v
         .and_then(Value::as_str)
@@ -97,8 +118,8 @@ pub async fn page(s: &Session<'_>, ns: &str, name: &str) -> Reply {
             Method::GET,
             &format!(
                 "/api/v1/monitors/{}/{}?limit={HEARTBEATS}",
-                percent_encode(ns),
-                percent_encode(name)
+                super::path_segment(ns),
+                super::path_segment(name)
             ),
             None,
         )
@@ -148,9 +169,10 @@ pub async fn page(s: &Session<'_>, ns: &str, name: &str) -> Reply {
         .unwrap_or_default();
     let heartbeats: Vec<Value> = beats
         .iter()
+        .take(TABLE_ROWS)
         .map(|h| {
             let mut h = h.clone();
-            let (_, when) = time_text(h.get("checkedAt"), now);
+            let when = short_time(h.get("checkedAt"), now);
             let shown = match h.get("state").and_then(Value::as_str) {
                 Some("flapping") => "degraded",
                 Some(other) => other,
@@ -160,6 +182,7 @@ pub async fn page(s: &Session<'_>, ns: &str, name: &str) -> Reply {
             if let Some(o) = h.as_object_mut() {
                 o.insert("when".into(), when.into());
                 o.insert("shown".into(), shown.into());
+                o.insert("latency".into(), latency_text(o.get("latencyMs")).into());
             }
             h
         })

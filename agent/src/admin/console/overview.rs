@@ -149,6 +149,8 @@ pub struct Row {
     pub ns: String,
     /// Name.
     pub name: String,
+    /// The monitor's console page.
+    pub href: String,
     /// Monitor type.
     #[serde(rename = "type")]
     pub type_: &'static str,
@@ -284,6 +286,7 @@ fn matching(s: &Session<'_>, f: &Filter) -> (Vec<Row>, BTreeMap<&'static str, us
             key: k.to_string(),
             ns: k.namespace.clone(),
             name: k.name.clone(),
+            href: super::monitor_href(&k.namespace, &k.name),
             type_: m.spec.type_.as_str(),
             state,
             reason: l.and_then(|l| l.reason).map(|r| r.as_str()),
@@ -428,6 +431,7 @@ pub async fn page(s: &Session<'_>) -> Reply {
             groups => groups,
             counts => counts,
             all_states_href => format!("/admin/?{}", all_states.query(1)),
+            all_count => o.counts.values().sum::<usize>(),
             total => o.total,
             page => o.page,
             pages => o.pages,
