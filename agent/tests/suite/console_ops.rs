@@ -659,6 +659,16 @@ async fn a_silence_is_previewed_created_and_expired() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(html.contains("would match no monitor"), "{html}");
 
+    // A reason with a bidirectional override is refused by the API's check.
+    let mut spoof = fields(false);
+    spoof[5] = ("reason", "db \u{202e}noitargim");
+    let (s, _, html) = env.post(&mut b, "/admin/silences", &spoof).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("reason contains a bidirectional control (U+202E)"),
+        "{html}"
+    );
+
     // Create it.
     let (s, h, _) = env.post(&mut b, "/admin/silences", &fields(false)).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
