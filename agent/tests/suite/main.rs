@@ -34,6 +34,7 @@ mod cluster_ingress;
 mod cluster_lease;
 mod common;
 mod console;
+mod console_ops;
 mod downsample;
 mod export_azure;
 mod export_gcs;

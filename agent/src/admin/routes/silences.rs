@@ -174,17 +174,17 @@ fn checked(
     if ends_at - starts_at > Duration::minutes(MAX_DURATION_MINUTES) {
         return Err(ApiError::bad_request("a silence lasts at most a year"));
     }
+    // Checked like incident updates (the reason is shown in the console and exported):
+    // no control, zero-width or bidirectional characters, at most MAX_REASON_CHARS.
+    if let Some(r) = &body.reason {
+        super::incidents::check_text("reason", r, usize::MAX)?;
+    }
     let reason = body
         .reason
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
-    {
-        return Err(ApiError::bad_request(format!(
-            "reason is longer than {MAX_REASON_CHARS} characters"
-        )));
+    if let Some(r) = &reason {
+        super::incidents::check_text("reason", r, MAX_REASON_CHARS)?;
     }
     if let Some(sel) = &body.selector {
         for ns in &sel.match_namespaces {
