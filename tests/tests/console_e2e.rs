@@ -94,6 +94,14 @@ fn hash_password(username: &str, role: &str, password: &str) -> String {
     text[start..].to_string()
 }
 
+/// The last lines of `kubekuma up`'s log, for failure messages (the temporary folder
+/// goes with the test).
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// `kubekuma up` in a child process; killed when dropped.
 struct Up(Child);
 
@@ -559,10 +567,10 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
         .unwrap_or_default();
     assert!(
         status.success(),
-        "the browser script failed after {}: {}\n(kubekuma up's log: {})",
+        "the browser script failed after {}: {}\nkubekuma up's log ends:\n{}",
         result["steps"],
         result["problems"],
-        log.display()
+        log_tail(&log)
     );
     eprintln!("screenshots: {}", shots.display());
 
