@@ -189,7 +189,8 @@ async function silence(page, monitor, reason, javascript) {
     };
     const namespace = await field('namespace');
     if (await namespace.evaluate((e) => e.tagName) === 'SELECT') {
-      await page.select(`${form} [name=namespace]`, ns);
+      const chosen = await page.select(`${form} [name=namespace]`, ns);
+      if (!chosen.length) await fail(page, `the silence form's namespace offers no option ${ns}`);
     } else {
       await namespace.click({ clickCount: 3 });
       await namespace.type(ns);
@@ -197,7 +198,8 @@ async function silence(page, monitor, reason, javascript) {
     for (const [n, v] of [['monitor', name], ['duration', '30'], ['reason', reason]]) {
       const f = await field(n);
       if (await f.evaluate((e) => e.tagName) === 'SELECT') {
-        await page.select(`${form} [name=${n}]`, v);
+        const chosen = await page.select(`${form} [name=${n}]`, v);
+        if (!chosen.length) await fail(page, `the silence form's ${n} offers no option ${v}`);
       } else {
         await f.click({ clickCount: 3 });
         await f.type(v);
