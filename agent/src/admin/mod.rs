@@ -24,6 +24,7 @@ use crate::state::live::Live;
 use crate::store::Store;
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod headers;
 pub mod listen;
@@ -235,6 +236,17 @@ impl Api {
             },
             None => path,
         };
+        // The admin console (`/admin/…`), before the site's files.
+        if console::handles(&path)
+            && let Some(ctx) = &self.admin
+        {
+            let env = console::Env {
+                ctx,
+                twins: &self.twins,
+                changes: self.changes.as_deref(),
+            };
+            return console::respond(env, &req, peer).await;
+        }
         if !routes::reserved(&path)
             && let Some(site) = &self.site
             && let Some(r) = site.serve(&req)

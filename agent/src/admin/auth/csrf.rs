@@ -115,7 +115,7 @@ fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiEr
 /// Whether the `Origin` value `origin` names the same host and port as `host` (a `Host`
 /// header: `name`, `name:port`, `[v6]` or `[v6]:port`; without a port, the origin
 /// scheme's default).
-fn origin_matches(origin: &str, host: &str) -> bool {
+pub(crate) fn origin_matches(origin: &str, host: &str) -> bool {
     let Ok(url) = url::Url::parse(origin) else {
         return false;
     };
