@@ -7,7 +7,8 @@
 //! | viewer | Read     | Read      | Read     | -     |
 //!
 //! Silences count as incidents' area (they change what alerting does about them);
-//! metrics and the OpenAPI document as settings.
+//! metrics, the OpenAPI document, notification deliveries and providers (a test send is a
+//! change of settings) as settings. The audit log is the admin's alone (its own area).
 
 pub use kubekuma_crds::auth::Role;
 
@@ -18,10 +19,12 @@ pub enum Area {
     Monitors,
     /// Incidents, their updates, silences.
     Incidents,
-    /// Settings, metrics, audit events.
+    /// Settings, metrics, notification providers and their deliveries.
     Settings,
     /// Users and API keys.
     Users,
+    /// The audit log (admins only).
+    Audit,
 }
 
 /// Read or change.
@@ -37,6 +40,7 @@ pub enum Access {
 pub fn allowed(role: Role, area: Area, access: Access) -> bool {
     match (role, area, access) {
         (Role::Admin, _, _) => true,
+        (_, Area::Audit, _) => false,
         (Role::Editor, Area::Monitors | Area::Incidents, _) => true,
         (Role::Editor, Area::Settings | Area::Users, Access::Read) => true,
         (Role::Editor, _, Access::Write) => false,
@@ -77,6 +81,9 @@ mod tests {
                 allowed(role, Users, Write),
             ];
             assert_eq!(got, expect, "{role:?}");
+            let audit = role == Role::Admin;
+            assert_eq!(allowed(role, Audit, Read), audit, "{role:?}");
+            assert_eq!(allowed(role, Audit, Write), audit, "{role:?}");
         }
     }
 }

@@ -25,7 +25,7 @@ pub(super) async fn notify(what: NotifyCommand) -> ExitCode {
     let Some((key, p)) = find_provider(&snap, &provider) else {
         return ExitCode::from(2);
     };
-    let msg = test_message(title, message);
+    let msg = Message::test(title, message);
     let ctx = ProviderContext::new(Arc::new(snap.secrets.clone()));
     let started = std::time::Instant::now();
     let Some(plan) = snap.provider_plans.get(key) else {
@@ -101,30 +101,5 @@ fn find_provider<'a>(
             );
             None
         }
-    }
-}
-
-/// The test message: a `test` event of a made-up monitor `kubekuma/notify-test`.
-fn test_message(title: String, message: String) -> Message {
-    let now = chrono::Utc::now();
-    Message {
-        title,
-        body: message.clone(),
-        event: "test".into(),
-        state: "up".into(),
-        timestamp: now,
-        event_json: serde_json::json!({
-            "monitorId": "kubekuma/notify-test",
-            "monitorNamespace": "kubekuma",
-            "monitorName": "notify-test",
-            "previousState": "up",
-            "currentState": "up",
-            "message": message,
-            "timestamp": now.to_rfc3339(),
-            "isStateChange": false,
-            "kind": "test",
-            "labels": {},
-            "annotations": {},
-        }),
     }
 }

@@ -7,6 +7,49 @@ use rusqlite::params;
 use super::convert::{json, ms, time};
 use super::{Store, StoreError};
 
+/// Whether an audit event records something that was done (`ok`) or refused (`failed`):
+/// refused events are the `…_failed` ones (`login_failed`, `test_failed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditResult {
+    /// Done.
+    Ok,
+    /// Refused or failed.
+    Failed,
+}
+
+impl AuditResult {
+    /// The result of an event type.
+    pub fn of(event_type: &str) -> AuditResult {
+        if event_type.ends_with("_failed") {
+            AuditResult::Failed
+        } else {
+            AuditResult::Ok
+        }
+    }
+
+    /// `ok` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditResult::Ok => "ok",
+            AuditResult::Failed => "failed",
+        }
+    }
+}
+
+/// Which audit events [`Store::find_audit`] returns; every given criterion must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Exactly this actor (`user:<id>`, `apikey:<id>`).
+    pub actor: Option<String>,
+    /// Exactly this event type (`acknowledged`, `login`, …).
+    pub action: Option<String>,
+    /// Only done or only refused events (see [`AuditResult`]).
+    pub result: Option<AuditResult>,
+}
+
+/// The `LIKE` pattern of refused event types (`_` escaped with `\`).
+pub(crate) const FAILED_PATTERN: &str = "%\\_failed";
+
 /// One audit record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEvent {
@@ -74,45 +117,97 @@ impl Store {
                  FROM audit_events WHERE ?1 IS NULL OR resource_type = ?1
                  ORDER BY timestamp DESC, id DESC LIMIT ?2",
             )?;
-            type Raw = (
-                i64,
-                String,
-                String,
-                String,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                i64,
-            );
             let raw: Vec<Raw> = st
-                .query_map(params![kind, limit], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                })?
+                .query_map(params![kind, limit], raw_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            raw.into_iter()
-                .map(|(id, rt, rk, et, actor, details, summary, t)| {
-                    Ok(AuditEvent {
-                        id,
-                        resource_type: rt,
-                        resource_key: rk,
-                        event_type: et,
-                        actor,
-                        details: json("audit_events.details", details)?,
-                        changes_summary: summary,
-                        timestamp: time("audit_events.timestamp", t)?,
-                    })
-                })
-                .collect()
+            raw.into_iter().map(parse_raw).collect()
         })
         .await
     }
+
+    /// One page of the audit events matching `filter`, newest first: at most `limit`
+    /// after skipping `offset`, and whether more follow.
+    pub async fn find_audit(
+        &self,
+        filter: AuditFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
+        // One more than asked tells whether another page follows.
+        let take = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let skip = i64::try_from(offset).unwrap_or(i64::MAX);
+        let result = filter.result.map(|r| i64::from(r == AuditResult::Failed));
+        let mut found = if let Some(pg) = self.pg_open()? {
+            pg.read(super::pg::audit::find(pg, filter, result, take, skip))
+                .await?
+        } else {
+            self.read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id, resource_type, resource_key, event_type, actor, details,
+                            changes_summary, timestamp
+                     FROM audit_events
+                     WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR event_type = ?2)
+                       AND (?3 IS NULL OR (event_type LIKE ?4 ESCAPE '\\') = (?3 = 1))
+                     ORDER BY timestamp DESC, id DESC LIMIT ?5 OFFSET ?6",
+                )?;
+                let raw: Vec<Raw> = st
+                    .query_map(
+                        params![
+                            filter.actor,
+                            filter.action,
+                            result,
+                            FAILED_PATTERN,
+                            take,
+                            skip
+                        ],
+                        raw_row,
+                    )?
+                    .collect::<rusqlite::Result<_>>()?;
+                raw.into_iter().map(parse_raw).collect()
+            })
+            .await?
+        };
+        let more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, more))
+    }
+}
+
+type Raw = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn parse_raw(
+    (id, rt, rk, et, actor, details, summary, t): Raw,
+) -> Result<AuditEvent, super::convert::Fail> {
+    Ok(AuditEvent {
+        id,
+        resource_type: rt,
+        resource_key: rk,
+        event_type: et,
+        actor,
+        details: json("audit_events.details", details)?,
+        changes_summary: summary,
+        timestamp: time("audit_events.timestamp", t)?,
+    })
 }

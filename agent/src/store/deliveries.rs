@@ -653,4 +653,32 @@ impl Store {
         })
         .await
     }
+
+    /// The newest `limit` deliveries (of `provider` when given), newest first, every
+    /// outcome included (pending, sent, failed, deduped, rate limited).
+    pub async fn recent_deliveries(
+        &self,
+        provider: Option<ObjKey>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (ns, name) = provider.map(|k| (k.namespace, k.name)).unzip();
+        if let Some(pg) = self.pg_open()? {
+            return pg
+                .read(super::pg::deliveries::recent(pg, ns, name, limit))
+                .await;
+        }
+        self.read(move |c| {
+            query(
+                c,
+                &format!(
+                    "SELECT {COLUMNS} FROM notification_deliveries
+                     WHERE ?1 IS NULL OR (provider_namespace = ?1 AND provider_name = ?2)
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ),
+                params![ns, name, limit],
+            )
+        })
+        .await
+    }
 }

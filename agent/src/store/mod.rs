@@ -46,7 +46,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 pub use api_silences::{ApiSilence, CreateSilence};
-pub use audit::AuditEvent;
+pub use audit::{AuditEvent, AuditFilter, AuditResult};
 use convert::{Fail, count, days_ms, ms, parse_enum, parse_opt_enum, time};
 pub use incident_query::IncidentFilter;
 pub use location::{DatabaseLocation, is_postgres, parse_database_url};

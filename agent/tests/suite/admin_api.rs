@@ -1418,6 +1418,29 @@ async fn every_route_confines_principals_of_other_namespaces() {
                         .await;
                     assert_eq!(s, StatusCode::NOT_FOUND, "{label}: {b}");
                 }
+                RouteId::Deliveries => {
+                    let (s, l) = env.get("/api/v1/deliveries", t).await;
+                    assert_eq!(s, StatusCode::OK, "{label}");
+                    assert!(namespaces(&l["items"]).is_subset(&team), "{label}: {l}");
+                    let (s, l) = env.get("/api/v1/deliveries?provider=prod/x", t).await;
+                    assert_eq!((s, &l["total"]), (StatusCode::OK, &json!(0)), "{label}");
+                }
+                RouteId::ProviderTest => {
+                    // Not found in another namespace (or, for an editor, no settings
+                    // to change at all).
+                    let (s, b) = env
+                        .post("/api/v1/providers/prod/hook/test", token, json!({}))
+                        .await;
+                    assert!(
+                        s == StatusCode::NOT_FOUND || s == StatusCode::FORBIDDEN,
+                        "{label}: {s} {b}"
+                    );
+                }
+                RouteId::Audit => {
+                    // The log spans every namespace: never for a confined principal.
+                    let (s, b) = env.get("/api/v1/audit", t).await;
+                    assert_eq!(s, StatusCode::FORBIDDEN, "{label}: {b}");
+                }
                 RouteId::Metrics => {
                     // Readable as settings; what the text shows per namespace is the
                     // metrics handler's part.

@@ -9,8 +9,10 @@
 //! `/badge/…`, `/uptime/…`). So a twin never hides a file of the site, and no status
 //! page slug can hide an API route.
 
+pub mod audit;
 pub mod incidents;
 pub mod monitors;
+pub mod notifications;
 pub mod openapi;
 pub mod silences;
 pub mod twins;
@@ -105,6 +107,12 @@ pub enum RouteId {
     SilenceCreate,
     /// `DELETE /api/v1/silences/{namespace}/{name}`.
     SilenceExpire,
+    /// `GET /api/v1/deliveries`.
+    Deliveries,
+    /// `POST /api/v1/providers/{namespace}/{name}/test`.
+    ProviderTest,
+    /// `GET /api/v1/audit`.
+    Audit,
     /// `GET /api/v1/openapi.json`.
     OpenApi,
     /// `GET|POST /api/v1/push/{token}` (answered by [`crate::admin::Api::push`]).
@@ -157,6 +165,9 @@ impl RouteId {
             | RouteId::IncidentUpdate
             | RouteId::IncidentResolve
             | RouteId::Silences
+            | RouteId::Deliveries
+            | RouteId::ProviderTest
+            | RouteId::Audit
             | RouteId::OpenApi
             | RouteId::Push
             | RouteId::Metrics
@@ -208,6 +219,8 @@ const MON_R: Guard = Guard::Role(Area::Monitors, Access::Read);
 const INC_R: Guard = Guard::Role(Area::Incidents, Access::Read);
 const INC_W: Guard = Guard::Role(Area::Incidents, Access::Write);
 const SET_R: Guard = Guard::Role(Area::Settings, Access::Read);
+const SET_W: Guard = Guard::Role(Area::Settings, Access::Write);
+const AUDIT_R: Guard = Guard::Role(Area::Audit, Access::Read);
 
 /// Every route of the listener.
 pub const ROUTES: &[RouteDef] = &[
@@ -308,6 +321,27 @@ pub const ROUTES: &[RouteDef] = &[
         "/api/v1/silences/{namespace}/{name}",
         INC_W,
         "Expire a silence created through the API",
+    ),
+    route(
+        R::Deliveries,
+        Get,
+        "/api/v1/deliveries",
+        SET_R,
+        "Recent notification deliveries, newest first, with outcome and error",
+    ),
+    route(
+        R::ProviderTest,
+        Post,
+        "/api/v1/providers/{namespace}/{name}/test",
+        SET_W,
+        "Send a test message through a notification provider",
+    ),
+    route(
+        R::Audit,
+        Get,
+        "/api/v1/audit",
+        AUDIT_R,
+        "The audit log, newest first (admins of the home namespace)",
     ),
     route(
         R::OpenApi,
@@ -610,27 +644,9 @@ pub async fn dispatch(
         Guard::Public => route.id == R::Login,
         Guard::Principal | Guard::Role(..) => by_cookie && csrf::changes_state(req.method()),
     };
-    // `spec.auth.mode: disabled`: logins and every write through the table are refused
-    // (push, answered before the table, stays open); reads are the anonymous viewer's.
-    if route.guard != Guard::Public || route.id == R::Login {
-        let writes = route.id == R::Login || route.method != Verb::Get;
-        if writes && ctx.auth.auth_disabled() {
-            tracing::info!(%peer, path = route.pattern, "write refused: auth.mode is disabled");
-            return if route.id == R::Login {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "auth_disabled",
-                    "login is refused: auth.mode is disabled (KubeKumaSettings spec.auth.mode); the API is read-only without login",
-                )
-                .into_reply()
-            } else {
-                auth_disabled_error().into_reply()
-            };
-        }
-    }
-    if route.id.changes_desired_state() && ctx.catalog.borrow().effective.git_ops_read_only {
-        tracing::info!(%peer, path = route.pattern, "write refused: gitOpsReadOnly");
-        return git_ops_read_only_error().into_reply();
+    if let Some(e) = refused_by_settings(ctx, route) {
+        tracing::info!(%peer, path = route.pattern, "request refused: {}", e.message);
+        return e.into_reply();
     }
     if forgeable
         && let Err(e) = csrf::check(req.headers(), req.uri().authority().map(|a| a.as_str()))
@@ -647,24 +663,10 @@ pub async fn dispatch(
             }
         }
     };
-    if let (Guard::Role(area, access), Some(p)) = (route.guard, &principal)
-        && !p.can(area, access)
+    if let Some(p) = &principal
+        && let Err(e) = role_allows(route, p)
     {
-        return ApiError::forbidden(format!(
-            "role {} may not {} {}",
-            p.role.as_str(),
-            match access {
-                Access::Read => "read",
-                Access::Write => "change",
-            },
-            match area {
-                Area::Monitors => "monitors",
-                Area::Incidents => "incidents",
-                Area::Settings => "settings",
-                Area::Users => "users",
-            }
-        ))
-        .into_reply();
+        return e.into_reply();
     }
     let call = Call {
         ctx,
@@ -694,6 +696,9 @@ pub async fn dispatch(
         R::Silences => silences::list(&call).await,
         R::SilenceCreate => silences::create(&call).await,
         R::SilenceExpire => silences::expire(&call).await,
+        R::Deliveries => notifications::list(&call).await,
+        R::ProviderTest => notifications::test(&call).await,
+        R::Audit => audit::list(&call).await,
         R::OpenApi => Ok(json_reply(StatusCode::OK, &openapi::document())),
         R::Metrics => metrics(&call, req).await,
         R::StatusPage | R::Badge | R::Uptime if !twin_enabled(ctx, route.id) => {
@@ -706,6 +711,64 @@ pub async fn dispatch(
         R::Push | R::Health | R::Ready => Err(ApiError::not_found("no such route")),
     };
     answer.unwrap_or_else(ApiError::into_reply)
+}
+
+/// Whether the settings refuse `route` before anyone is asked who they are:
+/// `spec.auth.mode: disabled` refuses logins and every write through the table (push,
+/// answered before the table, stays open; reads are the anonymous viewer's), and
+/// `spec.mode.gitOpsReadOnly` refuses changes of desired state. The console asks the
+/// same before acting.
+pub fn refused_by_settings(ctx: &AdminContext, route: &RouteDef) -> Option<ApiError> {
+    if route.guard != Guard::Public || route.id == R::Login {
+        let writes = route.id == R::Login || route.method != Verb::Get;
+        if writes && ctx.auth.auth_disabled() {
+            return Some(if route.id == R::Login {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "auth_disabled",
+                    "login is refused: auth.mode is disabled (KubeKumaSettings spec.auth.mode); the API is read-only without login",
+                )
+            } else {
+                auth_disabled_error()
+            });
+        }
+    }
+    if route.id.changes_desired_state() && ctx.catalog.borrow().effective.git_ops_read_only {
+        return Some(git_ops_read_only_error());
+    }
+    None
+}
+
+/// 403 naming role, access and area when `route`'s guard does not let `p` in (the
+/// console checks its actions with the same guard).
+pub fn role_allows(route: &RouteDef, p: &Principal) -> Result<(), ApiError> {
+    let Guard::Role(area, access) = route.guard else {
+        return Ok(());
+    };
+    if p.can(area, access) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "role {} may not {} {}",
+        p.role.as_str(),
+        match access {
+            Access::Read => "read",
+            Access::Write => "change",
+        },
+        match area {
+            Area::Monitors => "monitors",
+            Area::Incidents => "incidents",
+            Area::Settings => "settings",
+            Area::Users => "users",
+            Area::Audit => "the audit log",
+        }
+    )))
+}
+
+/// The table's row of route `id` with `method` (the console looks its actions' guards up
+/// here).
+pub fn route_of(id: RouteId, method: Verb) -> Option<&'static RouteDef> {
+    ROUTES.iter().find(|r| r.id == id && r.method == method)
 }
 
 /// 403 for a route that changes desired state while `spec.mode.gitOpsReadOnly` is true.

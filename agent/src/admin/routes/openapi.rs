@@ -30,6 +30,25 @@ fn query_params(id: RouteId) -> &'static [(&'static str, &'static str, &'static 
             ("limit", "integer", "page size (default 50, at most 500)"),
             ("offset", "integer", "items to skip"),
         ],
+        RouteId::Deliveries => &[
+            ("provider", "string", "namespace/name of one provider"),
+            ("limit", "integer", "page size (default 50, at most 500)"),
+        ],
+        RouteId::Audit => &[
+            (
+                "actor",
+                "string",
+                "user:<namespace/name> or apikey:<namespace/name>",
+            ),
+            (
+                "action",
+                "string",
+                "event type (acknowledged, login, test_sent, …)",
+            ),
+            ("result", "string", "ok or failed (…_failed events)"),
+            ("limit", "integer", "page size (default 50, at most 500)"),
+            ("offset", "integer", "items to skip"),
+        ],
         RouteId::Push => &[
             ("status", "string", "up or down (default up)"),
             ("msg", "string", "message"),
@@ -60,6 +79,7 @@ fn query_params(id: RouteId) -> &'static [(&'static str, &'static str, &'static 
         | RouteId::Silences
         | RouteId::SilenceCreate
         | RouteId::SilenceExpire
+        | RouteId::ProviderTest
         | RouteId::OpenApi
         | RouteId::Metrics
         | RouteId::Health
@@ -91,6 +111,18 @@ fn request_body(id: RouteId) -> Option<Value> {
                 "selector": {"type": "object", "description": "matchNamespaces, matchLabels, matchTags, matchNames"},
             },
         }),
+        RouteId::ProviderTest => {
+            let schema = json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "title": {"type": "string", "maxLength": super::notifications::MAX_TEST_CHARS},
+                    "message": {"type": "string", "maxLength": super::notifications::MAX_TEST_CHARS},
+                },
+            });
+            return Some(
+                json!({"required": false, "content": {"application/json": {"schema": schema}}}),
+            );
+        }
         _ => return None,
     };
     Some(json!({"required": true, "content": {"application/json": {"schema": schema}}}))
@@ -142,6 +174,16 @@ fn operation(r: &RouteDef) -> Value {
         RouteId::IncidentResolve | RouteId::SilenceCreate | RouteId::SilenceExpire
     ) {
         responses.insert("409".into(), error_response("conflict"));
+    }
+    if r.id == RouteId::ProviderTest {
+        responses.insert(
+            "409".into(),
+            error_response("invalid_provider: the provider did not pass validation"),
+        );
+        responses.insert(
+            "502".into(),
+            error_response("send_failed: the service refused or could not be reached"),
+        );
     }
     // Why a 403 may come, in the order they are checked.
     let mut forbidden: Vec<&str> = Vec::new();

@@ -44,6 +44,34 @@ pub struct Message {
     pub event_json: serde_json::Value,
 }
 
+impl Message {
+    /// A test message (`kubekuma notify test`, the admin API's and console's "send
+    /// test"): a `test` event of a made-up monitor `kubekuma/notify-test`.
+    pub fn test(title: String, message: String) -> Message {
+        let now = Utc::now();
+        Message {
+            title,
+            body: message.clone(),
+            event: "test".into(),
+            state: "up".into(),
+            timestamp: now,
+            event_json: serde_json::json!({
+                "monitorId": "kubekuma/notify-test",
+                "monitorNamespace": "kubekuma",
+                "monitorName": "notify-test",
+                "previousState": "up",
+                "currentState": "up",
+                "message": message,
+                "timestamp": now.to_rfc3339(),
+                "isStateChange": false,
+                "kind": "test",
+                "labels": {},
+                "annotations": {},
+            }),
+        }
+    }
+}
+
 /// What a successful send reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Delivered {

@@ -316,3 +316,21 @@ pub(crate) async fn last(pg: &Pg) -> Result<Vec<Delivery>, Fail> {
     )
     .await
 }
+
+pub(crate) async fn recent(
+    pg: &Pg,
+    namespace: Option<String>,
+    name: Option<String>,
+    limit: i64,
+) -> Result<Vec<Delivery>, Fail> {
+    query(
+        pg,
+        &format!(
+            "SELECT {COLUMNS} FROM notification_deliveries
+             WHERE $1::text IS NULL OR (provider_namespace = $1 AND provider_name = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ),
+        &[&namespace, &name, &limit],
+    )
+    .await
+}
