@@ -79,26 +79,28 @@ async function expectFlash(page, after) {
   return f;
 }
 
-/** A fresh, signed-in page in a context of its own. */
-async function signIn(browser, who, { javascript = true } = {}) {
+/** A fresh page in a context of its own, signed in from `start` (a console path): the
+ *  sign-in page comes first and leads back to `start` (its `next=`). */
+async function signIn(browser, who, { javascript = true, start = '/admin/' } = {}) {
   const context = await browser.createBrowserContext();
   const page = await context.newPage();
   page.on('dialog', (d) => d.accept());
   await page.setJavaScriptEnabled(javascript);
   await page.setViewport({ width: 1366, height: 900 });
-  const res = await page.goto(`${base}/admin/`, { waitUntil: 'load' });
+  const res = await page.goto(`${base}${start}`, { waitUntil: 'load' });
   if (!page.url().startsWith(`${base}/admin/login`)) {
-    await fail(page, `GET /admin/ without a session should land on /admin/login (status ${res.status()})`);
+    await fail(page, `GET ${start} without a session should land on /admin/login (status ${res.status()})`);
   }
-  if (!new URL(page.url()).searchParams.get('next')) {
-    await fail(page, 'the login page reached from /admin/ carries no next=');
+  const next = new URL(page.url()).searchParams.get('next');
+  if (start !== '/admin/' && next !== start) {
+    await fail(page, `the login page reached from ${start} should carry next=${start}, not ${next}`);
   }
   await page.type('input[name=username]', who.username);
   await page.type('input[name=password]', who.password);
   await clickButton(page, 'Sign in');
-  const url = new URL(page.url());
-  if (url.pathname !== '/admin/' && url.pathname !== '/admin/monitors') {
-    await fail(page, `signing in as ${who.username} should land on the overview`);
+  const landed = new URL(page.url()).pathname;
+  if (landed !== start && !(start === '/admin/' && landed === '/admin/monitors')) {
+    await fail(page, `signing in as ${who.username} from ${start} landed on ${landed}`);
   }
   return { context, page };
 }
@@ -373,8 +375,7 @@ async function main() {
     }
     // A viewer: no Acknowledge button, and the server refuses the action anyway.
     {
-      const { context, page } = await signIn(browser, config.viewer);
-      await page.goto(`${base}/admin/incidents/${config.viewerIncident}`, { waitUntil: 'load' });
+      const { context, page } = await signIn(browser, config.viewer, { start: `/admin/incidents/${config.viewerIncident}` });
       for (const text of ['Acknowledge', 'Post update', 'Resolve']) {
         if (await button(page, text)) await fail(page, `a viewer is shown the "${text}" button`);
       }

@@ -264,17 +264,26 @@ struct Api {
 }
 
 impl Api {
+    /// Signs in once the agent has read the user (it may answer before that).
     async fn login(base: &str, username: &str, password: &str) -> Api {
         let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "API login of {username}");
-        let body: Value = r.json().await.unwrap();
-        let token = body["token"].as_str().unwrap();
+        let token = Mutex::new(None);
+        wait_for(&format!("an API session of {username}"), || async {
+            let r = http
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&json!({"username": username, "password": password}))
+                .send()
+                .await
+                .unwrap();
+            if r.status() != 200 {
+                return false;
+            }
+            let body: Value = r.json().await.unwrap();
+            *token.lock().unwrap() = body["token"].as_str().map(str::to_string);
+            true
+        })
+        .await;
+        let token = token.into_inner().unwrap().unwrap();
         Api {
             http,
             base: base.to_string(),
