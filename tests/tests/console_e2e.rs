@@ -638,6 +638,44 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
         assert!(!s["expiredAt"].is_null(), "{s}");
         assert!(s.to_string().contains(monitor), "{s}");
     }
+    // The audit log has the admin's actions, written as the API writes them.
+    let audit = api.get("/api/v1/audit?limit=500").await;
+    let events: Vec<(String, String, String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("resourceType"), s("resourceKey"), s("action"), s("actor"))
+        })
+        .collect();
+    let mut wanted = Vec::new();
+    for id in [js_incident, nojs_incident] {
+        for action in ["acknowledged", "updated", "resolved"] {
+            wanted.push(("incident", id.to_string(), action));
+        }
+    }
+    for key in [&result["jsSilence"], &result["nojsSilence"]] {
+        for action in ["created", "expired"] {
+            wanted.push(("silence", key.as_str().unwrap().to_string(), action));
+        }
+    }
+    for (kind, key, action) in wanted {
+        assert!(
+            events.iter().any(|(t, k, a, who)| t == kind
+                && *k == key
+                && a == action
+                && who == "user:kubekuma/admin"),
+            "no audit event {kind} {key} {action} by user:kubekuma/admin in {events:?}"
+        );
+    }
+    // The viewer's refused attempt changed nothing and was not recorded as done.
+    assert!(
+        !events.iter().any(|(t, k, a, _)| t == "incident"
+            && *k == cache_incident.to_string()
+            && a == "acknowledged"),
+        "{events:?}"
+    );
     // The test notification reached the receiver.
     let hooks_seen = &hooks_seen;
     wait_for("the test notification at the receiver", || async move {
