@@ -110,6 +110,12 @@ async function signIn(browser, who, { javascript = true, start = '/admin/' } = {
 async function findDownMonitor(page, monitor) {
   const field = await page.$('form [name=state]');
   if (!field) await fail(page, 'the overview has no filter field named state');
+  // Filters folded away in a <details> are opened first, as a person would.
+  const summary = await field.evaluateHandle((f) => {
+    const d = f.closest('details');
+    return d && !d.open ? d.querySelector('summary') : null;
+  });
+  if (summary.asElement()) await summary.asElement().click();
   const tag = await field.evaluate((e) => e.tagName);
   if (tag === 'SELECT') {
     await page.select('form [name=state]', 'down');
