@@ -32,6 +32,7 @@ mod cli;
 mod cluster_catalog;
 mod cluster_lease;
 mod common;
+mod console;
 mod downsample;
 mod export_azure;
 mod export_gcs;

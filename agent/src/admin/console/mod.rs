@@ -84,6 +84,35 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     // Auto-escape every template as HTML (the names end in `.html`, but say it anyway).
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    // Strings are escaped for HTML text and quoted attributes (`& < > " '`); unlike
+    // minijinja's default, `/` stays as it is, so URLs read plainly and pages stay small.
+    env.set_formatter(|out, state, value| {
+        if matches!(state.auto_escape(), minijinja::AutoEscape::Html)
+            && !value.is_safe()
+            && value.kind() == minijinja::value::ValueKind::String
+            && let Some(text) = value.as_str()
+        {
+            let mut last = 0;
+            for (i, c) in text.char_indices() {
+                let rep = match c {
+                    '&' => "&amp;",
+                    '<' => "&lt;",
+                    '>' => "&gt;",
+                    '"' => "&quot;",
+                    '\'' => "&#39;",
+                    _ => continue,
+                };
+                out.write_str(&text[last..i])
+                    .and_then(|()| out.write_str(rep))
+                    .map_err(|_| minijinja::Error::from(minijinja::ErrorKind::WriteFailure))?;
+                last = i + 1;
+            }
+            return out
+                .write_str(&text[last..])
+                .map_err(|_| minijinja::Error::from(minijinja::ErrorKind::WriteFailure));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
     for (name, source) in TEMPLATES {
         if let Err(e) = env.add_template(name, source) {
             // A broken template is a programming error caught by the tests (every page is
@@ -101,6 +130,28 @@ static ASSET_HASHES: LazyLock<Vec<String>> = LazyLock::new(|| {
         .map(|(_, _, body)| hex::encode(Sha256::digest(body.as_bytes()))[..12].to_string())
         .collect()
 });
+
+/// A path segment with everything but unreserved characters percent-encoded.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The console URL of a monitor's page.
+pub fn monitor_href(ns: &str, name: &str) -> String {
+    format!(
+        "{PREFIX}/monitors/{}/{}",
+        path_segment(ns),
+        path_segment(name)
+    )
+}
 
 /// A template value of anything serializable.
 pub fn ser<T: Serialize>(t: T) -> Value {
@@ -339,6 +390,8 @@ impl<'a> Session<'a> {
     /// The form of this POST, once its origin and CSRF token passed: 403 page when the
     /// request comes from another origin or carries no valid `csrf` field (a stale page,
     /// a forged form), 400 page for a body that is not a form.
+    // The error is the page to answer with, built once per refused form: no need to box.
+    #[allow(clippy::result_large_err)]
     pub fn form(&self) -> Result<Form, Reply> {
         if let Err(why) = same_origin(self.r.req) {
             tracing::info!(peer = %self.r.peer, path = self.r.req.uri().path(), "console form refused: {why}");
@@ -841,4 +894,64 @@ mod tests {
         assert_eq!(f.get("b"), Some("x y"));
         assert_eq!(f.text("c"), None);
     }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    fn base() -> Value {
+        context! {
+            csrf => "t",
+            user => context! { name => "u", role => "viewer", anonymous => false },
+            can => ser(Can { ack: false, silence: false, test_send: false, audit: false }),
+            flash => Value::from(()),
+            section => "overview",
+            assets => assets(),
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut env = ENV.clone();
+        let _ = env.add_template("x.html", "{{ v }}|{{ n }}");
+        let out = env
+            .get_template("x.html")
+            .and_then(|t| t.render(context! { v => "<a href=\"/x?a=1&b='2'\">", n => 3 }));
+        assert_eq!(
+            out.ok().as_deref(),
+            Some("&lt;a href=&quot;/x?a=1&amp;b=&#39;2&#39;&quot;&gt;|3")
+        );
+    }
+
+    #[test]
+    fn overview_renders() {
+        let row = context! {
+            key => "a/b", ns => "a", name => "b", href => "/admin/monitors/a/b", type => "http", state => "up",
+            reason => Value::from(()), message => Value::from(()), lastCheck => Value::from(()),
+            lastCheckText => "never", uptime24h => Value::from(()), uptime30d => 99.5,
+            sparkline => vec![1.0, 2.0], sparkPoints => "0,1 2,3",
+        };
+        let page = context! {
+            error => Value::from(()),
+            filter => ser(crate::admin::console::overview::Filter::default()),
+            groups => vec![context! { ns => "a", rows => vec![row] }],
+            counts => vec![context! { state => "up", count => 1, href => "/admin/?state=up", current => false }],
+            all_states_href => "/admin/",
+            total => 1, page => 1, pages => 1,
+            prev_href => Value::from(()), next_href => Value::from(()),
+            namespaces => vec!["a"], types => vec!["http"], states => STATES_FOR_TEST,
+            json_href => "/admin/monitors.json?",
+        };
+        let t = ENV
+            .get_template("overview.html")
+            .map_err(|e| format!("{e:#}"));
+        let out = t.and_then(|t| {
+            t.render(context! { ..page, ..base() })
+                .map_err(|e| format!("{e:#}"))
+        });
+        assert!(out.is_ok(), "{out:?}");
+    }
+
+    const STATES_FOR_TEST: [&str; 2] = ["up", "down"];
 }

@@ -22,10 +22,6 @@ pub const HEARTBEATS: usize = 100;
 const CHART_W: f64 = 600.0;
 const CHART_H: f64 = 160.0;
 
-fn percent_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// The latency chart of heartbeats (newest first): points of the latencies, oldest left,
 /// and bands where the monitor was down.
 fn chart(beats: &[Value]) -> Option<Value> {
@@ -97,8 +93,8 @@ pub async fn page(s: &Session<'_>, ns: &str, name: &str) -> Reply {
             Method::GET,
             &format!(
                 "/api/v1/monitors/{}/{}?limit={HEARTBEATS}",
-                percent_encode(ns),
-                percent_encode(name)
+                super::path_segment(ns),
+                super::path_segment(name)
             ),
             None,
         )

@@ -149,6 +149,8 @@ pub struct Row {
     pub ns: String,
     /// Name.
     pub name: String,
+    /// The monitor's console page.
+    pub href: String,
     /// Monitor type.
     #[serde(rename = "type")]
     pub type_: &'static str,
@@ -284,6 +286,7 @@ fn matching(s: &Session<'_>, f: &Filter) -> (Vec<Row>, BTreeMap<&'static str, us
             key: k.to_string(),
             ns: k.namespace.clone(),
             name: k.name.clone(),
+            href: super::monitor_href(&k.namespace, &k.name),
             type_: m.spec.type_.as_str(),
             state,
             reason: l.and_then(|l| l.reason).map(|r| r.as_str()),
