@@ -1,6 +1,7 @@
 //! The security headers every response of the listener carries (API JSON, errors, site
 //! files, twins, push, health, metrics): `X-Content-Type-Options: nosniff`,
-//! `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and a `Content-Security-Policy`
+//! `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` (unless the handler chose
+//! another, as the console does) and a `Content-Security-Policy`
 //! chosen by the response's type: HTML pages of the site get what the default theme needs
 //! (its own scripts and style sheets, images of the site or `data:`; no inline script or
 //! style, the builder's own policy `SITE_CSP`), everything else (JSON, SVG, feeds, images, metrics) gets
@@ -50,10 +51,10 @@ fn add(h: &mut HeaderMap, html: bool) {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    // A handler may ask for a looser referrer policy (the admin console's `same-origin`:
+    // under `no-referrer` browsers send `Origin: null` with its form posts).
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
     h.entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static(if html {
             HTML_POLICY

@@ -32,6 +32,9 @@ const USERS: &[(&str, &str, &str, &str, &str)] = &[
     ("alice", "team-a", "alice", "editor", "pw-alice-1"),
 ];
 
+/// The TOTP secret of the user `otp` (base32 of "a twenty-byte secret").
+const TOTP_B32: &str = "MEQHI53FNZ2HSLLCPF2GKIDTMVRXEZLU";
+
 /// Monitors in the namespace `bulk`, for pagination.
 const BULK: usize = 250;
 
@@ -55,6 +58,15 @@ fn manifests() -> String {
             phc(pw)
         ));
     }
+    // A user with a required second factor.
+    y.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mfa, namespace: kubekuma}}\n\
+         stringData: {{totpSecret: '{TOTP_B32}', hash: '{}'}}\n\
+         ---\napiVersion: monitoring.kubekuma.io/v1\nkind: LocalUser\nmetadata: {{name: otp, namespace: kubekuma}}\n\
+         spec:\n  username: otp\n  role: viewer\n  passwordHashSecretRef: {{name: mfa, key: hash}}\n  \
+         mfa:\n    mode: required\n    totpSecretRef: {{name: mfa, key: totpSecret}}\n",
+        phc("pw-otp-1")
+    ));
     y.push_str(
         "---
 apiVersion: monitoring.kubekuma.io/v1
@@ -611,6 +623,8 @@ async fn console_headers_on_every_reply() {
         assert_eq!(h[CONTENT_SECURITY_POLICY], CSP, "{path}");
         assert_eq!(h[CACHE_CONTROL], "no-store", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        // Not no-referrer: browsers would send `Origin: null` with the forms.
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
         if path.ends_with(".json") {
             continue;
         }
@@ -792,4 +806,54 @@ async fn monitor_detail_redacts_credentials() {
     let (s, _, html) = env.get(&mut admin, "/admin/monitors/prod/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(html.contains("<h1>Not found</h1>"));
+}
+
+#[tokio::test]
+async fn sign_in_with_a_totp_code() {
+    let env = start().await;
+    let mut b = Browser::default();
+    let (_, _, html) = env.get(&mut b, "/admin/login").await;
+    let csrf = field(&html, "csrf").unwrap();
+    let post = |totp: String| {
+        form(&[
+            ("username", "otp"),
+            ("password", "pw-otp-1"),
+            ("totp", &totp),
+            ("csrf", &csrf),
+            ("next", "/admin/"),
+        ])
+    };
+    // The password alone: asked for the code, no session.
+    let (s, _, html) = env
+        .post(
+            &mut b,
+            "/admin/login",
+            &post(String::new()),
+            Some(&env.origin()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("needs a code from its authenticator app"),
+        "{html}"
+    );
+    assert!(!b.has("token"));
+    let secret = totp_rs::Secret::try_from_base32(TOTP_B32).unwrap();
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret.as_bytes().to_vec())
+        .build()
+        .unwrap();
+    let now = totp.generate_current().to_string();
+    let wrong = format!("{:06}", (now.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let (s, _, html) = env
+        .post(&mut b, "/admin/login", &post(wrong), Some(&env.origin()))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("The TOTP code is wrong"), "{html}");
+    let (s, h, _) = env
+        .post(&mut b, "/admin/login", &post(now), Some(&env.origin()))
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location(&h), "/admin/");
+    assert!(b.has("token"));
 }

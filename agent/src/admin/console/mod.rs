@@ -113,6 +113,9 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         }
         minijinja::escape_formatter(out, state, value)
     });
+    // `urlencode` (minijinja's needs a feature): a path segment or query value, with
+    // everything but unreserved characters percent-encoded (`/` too).
+    env.add_filter("urlencode", |v: String| path_segment(&v));
     for (name, source) in TEMPLATES {
         if let Err(e) = env.add_template(name, source) {
             // A broken template is a programming error caught by the tests (every page is
@@ -621,12 +624,19 @@ fn login_redirect(req: &Request<Bytes>, done: Option<&str>) -> Reply {
     })
 }
 
-/// Add the console's headers: its `Content-Security-Policy` on every reply (the
+/// Add the console's headers: its `Content-Security-Policy` and `Referrer-Policy:
+/// same-origin` on every reply (the
 /// listener's [`super::headers::secure`] keeps it and adds the rest).
 fn finish(mut r: Reply) -> Reply {
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
+    );
+    // Not `no-referrer`: with it browsers send `Origin: null` with form posts, and the
+    // console's forms would all be refused as cross-origin.
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
     );
     r
 }

@@ -72,6 +72,15 @@ fn chart(beats: &[Value]) -> Option<Value> {
     }))
 }
 
+/// A latency for people: one decimal under 10 ms, whole milliseconds above.
+fn latency_text(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_f64) {
+        Some(ms) if ms < 10.0 => format!("{ms:.1} ms"),
+        Some(ms) => format!("{ms:.0} ms"),
+        None => "–".into(),
+    }
+}
+
 fn time_text(v: Option<&Value>, now: DateTime<Utc>) -> (Option<String>, String) {
     let t = v
         .and_then(Value::as_str)
@@ -156,6 +165,7 @@ pub async fn page(s: &Session<'_>, ns: &str, name: &str) -> Reply {
             if let Some(o) = h.as_object_mut() {
                 o.insert("when".into(), when.into());
                 o.insert("shown".into(), shown.into());
+                o.insert("latency".into(), latency_text(o.get("latencyMs")).into());
             }
             h
         })
