@@ -33,6 +33,7 @@ mod cluster_catalog;
 mod cluster_lease;
 mod common;
 mod console;
+mod console_ops;
 mod downsample;
 mod export_azure;
 mod export_gcs;

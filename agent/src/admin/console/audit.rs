@@ -5,7 +5,6 @@
 
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
-use minijinja::context;
 use serde_json::{Value, json};
 
 use super::incidents::theme_date;
@@ -86,16 +85,19 @@ pub async fn page(s: &Session<'_>) -> Reply {
         },
     };
     let offset = (page - 1).saturating_mul(PAGE);
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, val) in [("actor", &actor), ("action", &action), ("result", &result)] {
-        if !val.is_empty() {
-            q.append_pair(k, val);
+    let api_query = {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, val) in [("actor", &actor), ("action", &action), ("result", &result)] {
+            if !val.is_empty() {
+                q.append_pair(k, val);
+            }
         }
-    }
-    q.append_pair("limit", &PAGE.to_string());
-    q.append_pair("offset", &offset.to_string());
+        q.append_pair("limit", &PAGE.to_string());
+        q.append_pair("offset", &offset.to_string());
+        q.finish()
+    };
     let a = s
-        .api(Method::GET, &format!("/api/v1/audit?{}", q.finish()), None)
+        .api(Method::GET, &format!("/api/v1/audit?{api_query}"), None)
         .await;
     if a.status == StatusCode::FORBIDDEN {
         return s.forbidden(&a.message());
@@ -121,13 +123,13 @@ pub async fn page(s: &Session<'_>) -> Reply {
     s.render(
         "audit.html",
         StatusCode::OK,
-        context! {
-            rows => rows,
-            filter => json!({"actor": actor, "action": action, "result": result}),
-            actions => ACTIONS,
-            page => page,
-            prev_href => (page > 1).then(|| href(page - 1)),
-            next_href => more.then(|| href(page + 1)),
-        },
+        super::ser(json!({
+            "rows": rows,
+            "filter": json!({"actor": actor, "action": action, "result": result}),
+            "actions": ACTIONS,
+            "page": page,
+            "prev_href": (page > 1).then(|| href(page - 1)),
+            "next_href": more.then(|| href(page + 1)),
+        })),
     )
 }

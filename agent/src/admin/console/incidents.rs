@@ -9,7 +9,6 @@
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use kubekuma_crds::results::Incident;
-use minijinja::context;
 use serde_json::{Value, json};
 
 use super::{Form, Reply, Session, see_other};
@@ -128,11 +127,11 @@ pub async fn list(s: &Session<'_>) -> Reply {
     s.render(
         "incidents.html",
         StatusCode::OK,
-        context! {
-            open => rows(&open.body),
-            recent => rows(&recent.body),
-            recent_limit => RECENT_LIMIT,
-        },
+        super::ser(json!({
+            "open": rows(&open.body),
+            "recent": rows(&recent.body),
+            "recent_limit": RECENT_LIMIT,
+        })),
     )
 }
 
@@ -167,7 +166,9 @@ async fn visible(s: &Session<'_>, raw_id: &str) -> Result<Incident, Reply> {
 fn public_updates(i: &Incident, draft: Option<&str>, now: DateTime<Utc>) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     if let Some(d) = draft {
-        out.push(json!({"at": rfc3339(now), "atText": theme_date(now), "message": d, "draft": true}));
+        out.push(
+            json!({"at": rfc3339(now), "atText": theme_date(now), "message": d, "draft": true}),
+        );
     }
     out.extend(i.updates.iter().rev().map(|u| {
         json!({"at": rfc3339(u.at), "atText": theme_date(u.at), "message": u.message, "draft": false})
@@ -236,8 +237,8 @@ fn detail(s: &Session<'_>, i: &Incident, status: StatusCode, extra: Extra) -> Re
     s.render(
         "incident.html",
         status,
-        context! {
-            i => json!({
+        super::ser(json!({
+            "i": json!({
                 "id": i.id,
                 "ns": i.namespace,
                 "name": i.name,
@@ -255,15 +256,15 @@ fn detail(s: &Session<'_>, i: &Incident, status: StatusCode, extra: Extra) -> Re
                 "suppressed": i.suppressed,
                 "suppressReason": i.suppress_reason,
             }),
-            updates => public_updates(i, None, now),
-            preview => preview_of(i, draft.as_deref(), now),
-            preview_shown => draft.is_some(),
-            preview_error => preview_error,
-            error => extra.error,
-            message => extra.message,
-            resolve_message => extra.resolve_message,
-            max_chars => MAX_UPDATE_CHARS,
-        },
+            "updates": public_updates(i, None, now),
+            "preview": preview_of(i, draft.as_deref(), now),
+            "preview_shown": draft.is_some(),
+            "preview_error": preview_error,
+            "error": extra.error,
+            "message": extra.message,
+            "resolve_message": extra.resolve_message,
+            "max_chars": MAX_UPDATE_CHARS,
+        })),
     )
 }
 

@@ -6,15 +6,14 @@
 
 use chrono::{DateTime, Duration, Utc};
 use http::StatusCode;
-use minijinja::context;
 use serde_json::{Value, json};
 
 use super::incidents::theme_date;
 use super::{Reply, Session};
 use crate::admin::routes::{self, RouteId, Verb};
 use crate::alerting::suppress;
-use crate::catalog::selector::MonitorMatcher;
 use crate::catalog::schedule_expr::WindowSchedule;
+use crate::catalog::selector::MonitorMatcher;
 
 /// Next occurrences shown per window.
 pub const NEXT: usize = 3;
@@ -94,7 +93,7 @@ pub async fn page(s: &Session<'_>) -> Reply {
     s.render(
         "maintenance.html",
         StatusCode::OK,
-        context! { windows => windows, next_count => NEXT },
+        super::ser(json!({ "windows": windows, "next_count": NEXT })),
     )
 }
 
@@ -105,8 +104,8 @@ mod tests {
 
     #[test]
     fn the_next_three_sundays() {
-        let s = WindowSchedule::parse("0 2 * * SUN", chrono_tz::UTC)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s =
+            WindowSchedule::parse("0 2 * * SUN", chrono_tz::UTC).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             next_starts(&s, utc(2024, 1, 1, 0, 0), 3),
             [

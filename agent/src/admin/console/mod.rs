@@ -27,7 +27,12 @@
 pub mod login;
 pub mod monitor;
 pub mod overview;
-// console-b: `pub mod incidents;` etc. here.
+// console-b's page groups.
+pub mod audit;
+pub mod incidents;
+pub mod maintenance;
+pub mod notifications;
+pub mod silences;
 
 use std::net::IpAddr;
 use std::sync::LazyLock;
@@ -61,7 +66,22 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("login.html", include_str!("templates/login.html")),
     ("overview.html", include_str!("templates/overview.html")),
     ("monitor.html", include_str!("templates/monitor.html")),
-    // console-b: ("incidents.html", include_str!("templates/incidents.html")), …
+    ("incidents.html", include_str!("templates/incidents.html")),
+    ("incident.html", include_str!("templates/incident.html")),
+    (
+        "update_preview.html",
+        include_str!("templates/update_preview.html"),
+    ),
+    ("silences.html", include_str!("templates/silences.html")),
+    (
+        "maintenance.html",
+        include_str!("templates/maintenance.html"),
+    ),
+    (
+        "notifications.html",
+        include_str!("templates/notifications.html"),
+    ),
+    ("audit.html", include_str!("templates/audit.html")),
 ];
 
 /// The style sheet and the script, served at `/admin/assets/<name>?v=<hash>`.
@@ -258,7 +278,7 @@ impl Can {
             ack: writes && p.can(Area::Incidents, Access::Write),
             silence: writes && !read_only && p.can(Area::Incidents, Access::Write),
             test_send: writes && p.can(Area::Settings, Access::Write),
-            audit: p.can(Area::Settings, Access::Write),
+            audit: p.all_namespaces && p.can(Area::Audit, Access::Read),
         }
     }
 }
@@ -515,7 +535,12 @@ pub fn flash_text(code: &str) -> Option<&'static str> {
     Some(match code {
         "signed_out" => "You are signed out.",
         "expired" => "Your session expired, sign in again.",
-        // console-b: "acknowledged" => "Incident acknowledged.", …
+        "acknowledged" => "Incident acknowledged.",
+        "updated" => "Update posted. It shows on the status page after the next build.",
+        "resolved" => "Incident resolved.",
+        "silence_created" => "Silence created.",
+        "silence_expired" => "Silence expired.",
+        "test_sent" => "Test notification sent.",
         _ => return None,
     })
 }
@@ -543,6 +568,17 @@ fn assets() -> Value {
         css => asset_url("console.css"),
         js => asset_url("console.js"),
     }
+}
+
+/// Render a template alone (no base values, no reply) into HTML: a fragment for
+/// console.js. `None` (and the cause in the log) when it fails.
+pub fn render_fragment<T: Serialize>(template: &str, ctx: T) -> Option<String> {
+    ENV.get_template(template)
+        .and_then(|t| t.render(ser(ctx)))
+        .map_err(|e| {
+            tracing::error!(template, error = %format!("{e:#}"), "console fragment could not be rendered");
+        })
+        .ok()
 }
 
 /// Render a template into an HTML reply with the console's headers; a failure is a 500
@@ -685,8 +721,32 @@ async fn route(r: Req<'_>) -> Reply {
         ([""] | ["monitors"], true, _) => overview::page(&s).await,
         (["monitors.json"], true, _) => overview::json(&s).await,
         (["monitors", ns, name], true, _) => monitor::page(&s, ns, name).await,
-        // console-b: one arm per page group, e.g.
-        // (["incidents", ..], _, _) => incidents::route(&s, &segs[1..], get, post).await,
+        (["incidents"], true, _) => incidents::list(&s).await,
+        (["incidents", id], true, _) => incidents::page(&s, id).await,
+        (["incidents", id, "preview"], true, _) => incidents::preview(&s, id).await,
+        (["incidents", id, "acknowledge"], _, true) => incidents::acknowledge(&s, id).await,
+        (["incidents", id, "updates"], _, true) => incidents::update(&s, id).await,
+        (["incidents", id, "resolve"], _, true) => incidents::resolve(&s, id).await,
+        (["silences"], true, _) => silences::page(&s).await,
+        (["silences"], _, true) => silences::create(&s).await,
+        (["silences", "preview"], true, _) => silences::preview(&s).await,
+        (["silences", ns, name, "expire"], _, true) => silences::expire(&s, ns, name).await,
+        (["maintenance"], true, _) => maintenance::page(&s).await,
+        (["notifications"], true, _) => notifications::page(&s).await,
+        (["notifications", ns, name, "test"], _, true) => notifications::test(&s, ns, name).await,
+        (["audit"], true, _) => audit::page(&s).await,
+        (["incidents"] | ["incidents", _] | ["incidents", _, "preview"], _, _)
+        | (["silences", "preview"] | ["maintenance"] | ["notifications"] | ["audit"], _, _) => {
+            wrong_method("GET")
+        }
+        (
+            ["incidents", _, "acknowledge" | "updates" | "resolve"]
+            | ["silences", _, _, "expire"]
+            | ["notifications", _, _, "test"],
+            _,
+            _,
+        ) => wrong_method("POST"),
+        (["silences"], _, _) => wrong_method("GET, POST"),
         (["logout"] | [""] | ["monitors"] | ["monitors.json"] | ["monitors", _, _], _, _) => {
             wrong_method(if segs[0] == "logout" { "POST" } else { "GET" })
         }

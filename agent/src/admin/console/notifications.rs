@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
-use minijinja::context;
 use serde_json::{Value, json};
 
 use super::incidents::theme_date;
@@ -101,11 +100,11 @@ async fn render(s: &Session<'_>, status: StatusCode, extra: Extra) -> Reply {
     s.render(
         "notifications.html",
         status,
-        context! {
-            providers => providers,
-            error => general_error,
-            per_provider => PER_PROVIDER,
-        },
+        super::ser(json!({
+            "providers": providers,
+            "error": general_error,
+            "per_provider": PER_PROVIDER,
+        })),
     )
 }
 

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use kubekuma_crds::common::{MonitorSelector, NamePattern};
-use minijinja::context;
 use serde_json::{Value, json};
 
 use super::incidents::theme_date;
@@ -146,12 +145,9 @@ fn preview_of(s: &Session<'_>, d: &Draft) -> Result<Vec<ObjKey>, String> {
     }
     let selector = selector_of(d)?;
     let snapshot = s.ctx().catalog.borrow().clone();
-    Ok(matched(
-        &snapshot,
-        selector.as_ref(),
-        &d.namespace,
-        &|ns| s.principal.sees_namespace(ns),
-    ))
+    Ok(matched(&snapshot, selector.as_ref(), &d.namespace, &|ns| {
+        s.principal.sees_namespace(ns)
+    }))
 }
 
 fn time(v: &Value, k: &str) -> Option<DateTime<Utc>> {
@@ -296,19 +292,19 @@ async fn render(s: &Session<'_>, status: StatusCode, extra: Extra) -> Reply {
     s.render(
         "silences.html",
         status,
-        context! {
-            active => active,
-            past => past,
-            namespaces => namespaces(s, &snapshot),
-            draft => draft,
-            error => extra.error,
-            preview => preview_keys,
-            preview_count => preview_count,
-            preview_error => preview_error,
-            preview_limit => PREVIEW_LIMIT,
-            max_minutes => MAX_DURATION_MINUTES,
-            git_ops_read_only => read_only,
-        },
+        super::ser(json!({
+            "active": active,
+            "past": past,
+            "namespaces": namespaces(s, &snapshot),
+            "draft": draft,
+            "error": extra.error,
+            "preview": preview_keys,
+            "preview_count": preview_count,
+            "preview_error": preview_error,
+            "preview_limit": PREVIEW_LIMIT,
+            "max_minutes": MAX_DURATION_MINUTES,
+            "git_ops_read_only": read_only,
+        })),
     )
 }
 
@@ -365,29 +361,24 @@ pub async fn create(s: &Session<'_>) -> Reply {
     let selector = match selector_of(&draft) {
         Ok(sel) => sel,
         Err(e) => {
-            return render(s, StatusCode::BAD_REQUEST, refuse(e, None))
-                .await;
+            return render(s, StatusCode::BAD_REQUEST, refuse(e, None)).await;
         }
     };
     if let Ok(keys) = &preview
         && keys.is_empty()
         && !draft.namespace.is_empty()
     {
-        let e = "This silence would match no monitor: check the monitor's name and labels."
-            .to_string();
-        return render(
-            s,
-            StatusCode::BAD_REQUEST,
-            refuse(e, Some(preview.clone())),
-        )
-        .await;
+        let e =
+            "This silence would match no monitor: check the monitor's name and labels.".to_string();
+        return render(s, StatusCode::BAD_REQUEST, refuse(e, Some(preview.clone()))).await;
     }
     let minutes = match draft.duration.parse::<i64>() {
         Ok(m) => m,
         Err(_) => {
-            let e = format!("duration must be a whole number of minutes from 1 to {MAX_DURATION_MINUTES}");
-            return render(s, StatusCode::BAD_REQUEST, refuse(e, None))
-                .await;
+            let e = format!(
+                "duration must be a whole number of minutes from 1 to {MAX_DURATION_MINUTES}"
+            );
+            return render(s, StatusCode::BAD_REQUEST, refuse(e, None)).await;
         }
     };
     let mut body = json!({"namespace": draft.namespace, "durationMinutes": minutes});
@@ -480,10 +471,7 @@ mod tests {
         assert_eq!(sel.match_names[0].pattern, "api");
         assert_eq!(sel.match_labels["tier"], "1");
         assert!(sel.match_namespaces.is_empty());
-        assert_eq!(
-            selector_text(Some(&sel), "prod"),
-            "name api; labels tier=1"
-        );
+        assert_eq!(selector_text(Some(&sel), "prod"), "name api; labels tier=1");
         assert_eq!(selector_text(None, "prod"), "every monitor of prod");
     }
 }

@@ -87,3 +87,104 @@
   }
   window.setInterval(poll, 5000);
 })();
+
+// Incidents, silences, notifications (console-b): confirm dialogs and live previews.
+(function () {
+  // Forms that change something for good ask first.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { e.preventDefault(); }
+    });
+  });
+  if (!window.fetch) { return; }
+  function debounce(fn, ms) {
+    var t = null;
+    return function () { if (t) { window.clearTimeout(t); } t = window.setTimeout(fn, ms); };
+  }
+  function clear(el) { while (el.firstChild) { el.removeChild(el.firstChild); } }
+  function para(cls, text) {
+    var p = document.createElement("p");
+    p.className = cls;
+    p.textContent = text;
+    return p;
+  }
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) {
+        if (r.redirected) { window.location.reload(); return null; }
+        return r.json().then(function (body) { return { ok: r.ok, body: body }; });
+      });
+  }
+
+  // Incident: the update as the status page will show it, while it is typed.
+  var message = document.querySelector("textarea[data-preview]");
+  var updateBox = document.getElementById("update-preview");
+  if (message && updateBox) {
+    var seq = 0;
+    var refresh = debounce(function () {
+      var mine = ++seq;
+      if (!message.value.trim()) {
+        clear(updateBox);
+        updateBox.appendChild(para("hint", "Type a message to see it here."));
+        return;
+      }
+      getJSON(message.getAttribute("data-preview") + "?message=" + encodeURIComponent(message.value))
+        .then(function (res) {
+          if (!res || mine !== seq) { return; }
+          clear(updateBox);
+          if (res.body && typeof res.body.html === "string") {
+            // Rendered by the server from the theme's markup, every value escaped.
+            var tpl = document.createElement("template");
+            tpl.innerHTML = res.body.html;
+            updateBox.appendChild(tpl.content);
+          } else {
+            updateBox.appendChild(para("error", (res.body && res.body.error) || "No preview."));
+          }
+        })
+        .catch(function () { /* offline: the Preview button still works */ });
+    }, 300);
+    message.addEventListener("input", refresh);
+  }
+
+  // Silence: which monitors it would match, while the form is filled in.
+  var silenceForm = document.getElementById("silence-form");
+  var silenceBox = document.getElementById("silence-preview");
+  if (silenceForm && silenceBox) {
+    var sseq = 0;
+    var show = debounce(function () {
+      var mine = ++sseq;
+      var q = ["namespace", "monitor", "labels"].map(function (name) {
+        var el = silenceForm.elements[name];
+        return name + "=" + encodeURIComponent(el ? el.value : "");
+      }).join("&");
+      getJSON(silenceForm.getAttribute("data-preview") + "?" + q)
+        .then(function (res) {
+          if (!res || mine !== sseq) { return; }
+          clear(silenceBox);
+          if (!res.ok || !Array.isArray(res.body)) {
+            var msg = res.body && res.body.error && res.body.error.message;
+            silenceBox.appendChild(para("error", msg || "No preview."));
+            return;
+          }
+          var n = res.body.length;
+          silenceBox.appendChild(para("preview-count", n + " monitor" + (n === 1 ? "" : "s") + (n > 200 ? " (the first 200 listed)" : "") + "."));
+          if (n) {
+            var ul = document.createElement("ul");
+            ul.className = "matched";
+            res.body.slice(0, 200).forEach(function (key) {
+              var li = document.createElement("li");
+              li.textContent = key;
+              ul.appendChild(li);
+            });
+            silenceBox.appendChild(ul);
+          }
+        })
+        .catch(function () { /* offline: the Preview matches button still works */ });
+    }, 250);
+    ["namespace", "monitor", "labels"].forEach(function (name) {
+      var el = silenceForm.elements[name];
+      if (el) { el.addEventListener("input", show); el.addEventListener("change", show); }
+    });
+    show();
+  }
+})();
