@@ -167,16 +167,29 @@ async function handleIncident(page, id, update, javascript) {
   const message = await page.$(`form[action="/admin/incidents/${id}/updates"] [name=message]`);
   if (!message) await fail(page, `no message field in the form posting to /admin/incidents/${id}/updates`);
   await message.type(update);
+  const updatesForm = `form[action="/admin/incidents/${id}/updates"]`;
   if (javascript) {
     await page.waitForFunction(
       (text) => (document.querySelector('#update-preview') || {}).textContent?.includes(text),
       { timeout: STEP_TIMEOUT }, update,
     ).catch(() => fail(page, `#update-preview never showed "${update}"`));
+  } else {
+    // Without JavaScript the preview is the form sent with preview=1: the page again,
+    // the preview filled and the message kept, nothing posted yet.
+    const preview = await page.$(`${updatesForm} button[name=preview]`);
+    if (!preview) await fail(page, 'without JavaScript the update form offers no preview button (name=preview)');
+    await clickAndWait(page, preview);
+    const shown = await page.$eval('#update-preview', (p) => p.textContent).catch(() => '');
+    if (!shown.includes(update)) await fail(page, `the server-side preview does not show "${update}"`);
+    const posted = await page.$eval('#updates', (u) => u.textContent).catch(() => '');
+    if (posted.includes(update)) await fail(page, 'the preview posted the update');
+    const kept = await page.$eval(`${updatesForm} [name=message]`, (f) => f.value).catch(() => '');
+    if (kept !== update) await fail(page, `the preview did not keep the message (${JSON.stringify(kept)})`);
   }
-  await clickButton(page, 'Post update', `form[action="/admin/incidents/${id}/updates"]`);
+  await clickButton(page, 'Post update', updatesForm);
   await expectFlash(page, 'Post update');
-  const updates = await page.$eval('#updates', (u) => u.textContent).catch(() => '');
-  if (!updates.includes(update)) await fail(page, `#updates does not list "${update}"`);
+  const listed = await page.$eval('#updates', (u) => u.textContent).catch(() => '');
+  if (!listed.includes(update)) await fail(page, `#updates does not list "${update}"`);
   await clickButton(page, 'Resolve');
   await expectFlash(page, 'Resolve');
   if (await button(page, 'Resolve')) await fail(page, 'the Resolve button is still shown after resolving');
@@ -353,6 +366,10 @@ async function main() {
     {
       const { context, page } = await signIn(browser, config.admin);
       step('signed in as admin');
+      // Keyboard: the first Tab reaches the skip link to the main content.
+      await page.keyboard.press('Tab');
+      const first = await page.evaluate(() => [document.activeElement.tagName, document.activeElement.getAttribute('href')]);
+      if (first[0] !== 'A' || first[1] !== '#main') await fail(page, `the first Tab focuses ${first.join(' ')}, not the skip link to #main`);
       await findDownMonitor(page, config.js.monitor);
       step(`found ${config.js.monitor} down on the overview`);
       const id = await openIncident(page);
