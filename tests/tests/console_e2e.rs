@@ -426,15 +426,16 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
     let chrome = chromium();
     let peers = node_peers();
     let (Some(chrome), Some((node, node_modules))) = (chrome.clone(), peers.clone()) else {
-        let missing = format!(
-            "{}{}",
-            if chrome.is_none() { "chromium " } else { "" },
-            if peers.is_none() {
-                "node with puppeteer-core, axe-core and lighthouse in ~/.cache/kubekuma-test-peers"
-            } else {
-                ""
-            }
-        );
+        let mut absent = Vec::new();
+        if chrome.is_none() {
+            absent.push("chromium");
+        }
+        if peers.is_none() {
+            absent.push(
+                "node with puppeteer-core, axe-core and lighthouse in ~/.cache/kubekuma-test-peers",
+            );
+        }
+        let missing = absent.join(" and ");
         assert!(
             !in_ci,
             "CI is set but {missing} is missing: tests/run installs them"
