@@ -406,6 +406,11 @@ async function main() {
       }
       await page.goto(`${base}/admin/silences`, { waitUntil: 'load' });
       if (await button(page, 'Create silence')) await fail(page, 'a viewer is shown the "Create silence" button');
+      await page.goto(`${base}/admin/notifications`, { waitUntil: 'load' });
+      if (await button(page, 'Send test')) await fail(page, 'a viewer is shown the "Send test" button');
+      if (await page.$('nav a[href="/admin/audit"]')) await fail(page, 'a viewer is shown the Audit link');
+      const audit = await page.goto(`${base}/admin/audit`, { waitUntil: 'load' });
+      if (audit.status() !== 403) await fail(page, `the audit page answers a viewer ${audit.status()}, not 403`);
       // The viewer's own CSRF token (from the sign-out form) on a hand-made form post.
       const status = await page.evaluate(async (id) => {
         const csrf = document.querySelector('form[action="/admin/logout"] [name=csrf]').value;
