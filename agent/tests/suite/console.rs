@@ -49,6 +49,12 @@ fn phc(password: &str) -> String {
 }
 
 fn manifests() -> String {
+    let mut y = users_yaml();
+    y.push_str(&tests_yaml());
+    y
+}
+
+fn users_yaml() -> String {
     let mut y = String::new();
     for (name, ns, username, role, pw) in USERS {
         y.push_str(&format!(
@@ -58,6 +64,11 @@ fn manifests() -> String {
             phc(pw)
         ));
     }
+    y
+}
+
+fn tests_yaml() -> String {
+    let mut y = String::new();
     // A user with a required second factor.
     y.push_str(&format!(
         "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: mfa, namespace: kubekuma}}\n\
@@ -139,45 +150,30 @@ struct Env {
 }
 
 async fn start() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("manifests");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("all.yaml"), manifests()).unwrap();
-    let built = FolderCatalog::new(vec![folder]).load();
-    let errors: Vec<String> = built
-        .findings
-        .iter()
-        .filter(|f| f.severity == kubekuma_agent::catalog::Severity::Error)
-        .map(|f| f.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    let (catalog_tx, catalog) = watch::channel(Arc::new(built.snapshot));
-    std::mem::forget(catalog_tx);
+    start_with(manifests(), seed).await
+}
 
-    let store = Store::open(&dir.path().join("kubekuma.db")).unwrap();
-    let live = Arc::new(Mutex::new(Live::default()));
-    {
-        let mut l = live.lock().unwrap();
-        let mut up = LiveMonitor::default();
-        up.tracker.base = MonitorState::Up;
-        up.checked_at = Some(Utc::now());
-        up.latency_ms = Some(42.0);
-        up.cert = Some(CertInfo {
-            expires_at: Utc::now() + Duration::days(42),
-            days_left: 42,
-        });
-        l.monitors.insert(ObjKey::new("prod", "api"), up);
-        let mut down = LiveMonitor::default();
-        down.tracker.base = MonitorState::Down;
-        down.reason = Some(FailureReason::Timeout);
-        down.checked_at = Some(Utc::now());
-        l.monitors.insert(ObjKey::new("team-a", "db"), down);
-        for i in 0..BULK {
-            let mut m = LiveMonitor::default();
-            m.tracker.base = MonitorState::Up;
-            l.monitors
-                .insert(ObjKey::new("bulk", &format!("m{i:04}")), m);
-        }
+/// The live view and heartbeats of the tests' catalog.
+async fn seed(live: &mut Live, store: &Store) {
+    let mut up = LiveMonitor::default();
+    up.tracker.base = MonitorState::Up;
+    up.checked_at = Some(Utc::now());
+    up.latency_ms = Some(42.0);
+    up.cert = Some(CertInfo {
+        expires_at: Utc::now() + Duration::days(42),
+        days_left: 42,
+    });
+    live.monitors.insert(ObjKey::new("prod", "api"), up);
+    let mut down = LiveMonitor::default();
+    down.tracker.base = MonitorState::Down;
+    down.reason = Some(FailureReason::Timeout);
+    down.checked_at = Some(Utc::now());
+    live.monitors.insert(ObjKey::new("team-a", "db"), down);
+    for i in 0..BULK {
+        let mut m = LiveMonitor::default();
+        m.tracker.base = MonitorState::Up;
+        live.monitors
+            .insert(ObjKey::new("bulk", &format!("m{i:04}")), m);
     }
     let now = Utc::now();
     for i in 0..10 {
@@ -198,7 +194,45 @@ async fn start() -> Env {
             })
             .unwrap();
     }
+}
+
+/// The listener with the manifests `yaml`; `fill` writes the live view and heartbeats.
+async fn start_with<F>(yaml: String, fill: F) -> Env
+where
+    F: AsyncFnOnce(&mut Live, &Store),
+{
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("manifests");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Files of at most 512 KiB (the catalog refuses larger ones), split between documents.
+    let mut files = vec![String::new()];
+    for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+        if files.last().unwrap().len() + doc.len() > 512 * 1024 {
+            files.push(String::new());
+        }
+        let last = files.last_mut().unwrap();
+        last.push_str("---\n");
+        last.push_str(doc);
+    }
+    for (i, text) in files.iter().enumerate() {
+        std::fs::write(folder.join(format!("part-{i:03}.yaml")), text).unwrap();
+    }
+    let built = FolderCatalog::new(vec![folder]).load();
+    let errors: Vec<String> = built
+        .findings
+        .iter()
+        .filter(|f| f.severity == kubekuma_agent::catalog::Severity::Error)
+        .map(|f| f.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let (catalog_tx, catalog) = watch::channel(Arc::new(built.snapshot));
+    std::mem::forget(catalog_tx);
+
+    let store = Store::open(&dir.path().join("kubekuma.db")).unwrap();
+    let mut view = Live::default();
+    fill(&mut view, &store).await;
     store.flush().await.unwrap();
+    let live = Arc::new(Mutex::new(view));
 
     let mut config = AuthConfig::load(Some(SECRET), dir.path()).unwrap();
     config.home_namespace = "kubekuma".into();
@@ -857,3 +891,184 @@ async fn sign_in_with_a_totp_code() {
     assert_eq!(location(&h), "/admin/");
     assert!(b.has("token"));
 }
+
+/// The overview of a catalog of 10,000 monitors (20 namespaces of 500; 2 % down, 1 %
+/// degraded; 24 heartbeats each over the last two hours): the server's time to first
+/// byte and the page's size, and, when node and puppeteer-core are found
+/// (`~/.cache/kubekuma-test-peers/node_modules`), Chromium's first contentful paint.
+/// A measurement, not a test of speed: it asserts only that the pages answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo nextest run -p kubekuma-agent --test suite --run-ignored only console::overview_of_10000_monitors --no-capture"]
+async fn overview_of_10000_monitors() {
+    const NAMESPACES: usize = 20;
+    const PER_NS: usize = 500;
+    let mut yaml = users_yaml();
+    for n in 0..NAMESPACES {
+        for i in 0..PER_NS {
+            let tier = ["critical", "high", "low"][i % 3];
+            yaml.push_str(&format!(
+                "---\napiVersion: monitoring.kubekuma.io/v1\nkind: Monitor\n\
+                 metadata: {{name: svc-{i:04}, namespace: team-{n:02}, labels: {{tier: {tier}}}}}\n\
+                 spec:\n  type: tcp\n  description: service {i} of team {n}\n  \
+                 target:\n    tcp: {{host: svc-{i}.team-{n}.internal, port: 443}}\n"
+            ));
+        }
+    }
+    let started = std::time::Instant::now();
+    let env = start_with(yaml, async |live: &mut Live, store: &Store| {
+        let now = Utc::now();
+        for n in 0..NAMESPACES {
+            for i in 0..PER_NS {
+                let (ns, name) = (format!("team-{n:02}"), format!("svc-{i:04}"));
+                let state = match (n * PER_NS + i) % 100 {
+                    0 | 1 => MonitorState::Down,
+                    2 => MonitorState::Flapping,
+                    _ => MonitorState::Up,
+                };
+                let mut m = LiveMonitor::default();
+                m.tracker.base = state;
+                m.checked_at = Some(now - Duration::seconds((i % 60) as i64));
+                m.latency_ms = Some(20.0 + (i % 50) as f64);
+                if state == MonitorState::Down {
+                    m.reason = Some(FailureReason::Timeout);
+                    m.message = Some("connect timed out after 10 s".into());
+                }
+                live.monitors.insert(ObjKey::new(&ns, &name), m);
+                for k in 0..24_i64 {
+                    store
+                        .record_heartbeat(Heartbeat {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            state: if k == 0 { state } else { MonitorState::Up },
+                            latency_ms: Some(20.0 + ((i as i64 + k) % 40) as f64),
+                            reason: None,
+                            message: None,
+                            checked_at: now - Duration::minutes(k * 5),
+                            attempts: 1,
+                        })
+                        .unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    println!(
+        "catalog of {} monitors, 240,000 heartbeats, ready in {:.1} s",
+        NAMESPACES * PER_NS,
+        started.elapsed().as_secs_f64()
+    );
+    let admin = env.sign_in("admin").await;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for path in [
+        "/admin/",
+        "/admin/?page=60",
+        "/admin/?state=down",
+        "/admin/?q=service+42&label=tier%3Dhigh",
+        "/admin/monitors.json",
+    ] {
+        let (mut ttfb, mut total, mut size) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            let r = env
+                .client
+                .get(format!("{}{path}", env.base))
+                .header("cookie", admin.header())
+                .send()
+                .await
+                .unwrap();
+            let first = t.elapsed();
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            size = r.bytes().await.unwrap().len();
+            ttfb.push(first.as_secs_f64() * 1000.0);
+            total.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "{path}: first byte {:.0} ms (median of 7; cold {:.0} ms), complete {:.0} ms, {:.1} KiB",
+            median(ttfb.clone()),
+            ttfb[0],
+            median(total),
+            size as f64 / 1024.0
+        );
+    }
+
+    // Chromium's first contentful paint, when puppeteer-core is at hand.
+    let modules = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/kubekuma-test-peers/node_modules");
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let (Some(chromium), true) = (chromium, modules.join("puppeteer-core").exists()) else {
+        println!("chromium: skipped (no chromium or puppeteer-core)");
+        return;
+    };
+    let token = admin
+        .cookies
+        .iter()
+        .find(|(n, _)| n == "token")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let script = env._dir.path().join("paint.js");
+    std::fs::write(&script, PAINT_JS).unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("{}/admin/", env.base))
+        .arg(&token)
+        .arg(chromium)
+        .env("NODE_PATH", &modules)
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => {
+            let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            let pick = |k: &str| {
+                median(
+                    runs.iter()
+                        .filter_map(|r| r[k].as_f64())
+                        .collect::<Vec<_>>(),
+                )
+            };
+            assert!(!runs.is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+            println!(
+                "chromium /admin/ (median of {}): first byte {:.0} ms, first contentful paint {:.0} ms, load {:.0} ms",
+                runs.len(),
+                pick("ttfb"),
+                pick("fcp"),
+                pick("load")
+            );
+        }
+        Ok(o) => println!("chromium: failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => println!("chromium: node not runnable: {e}"),
+    }
+}
+
+/// Loads a console page five times in headless Chromium (the session cookie set first)
+/// and prints the navigation's time to first byte, first contentful paint and load, in
+/// milliseconds from the navigation's start, as JSON.
+const PAINT_JS: &str = r#"
+const puppeteer = require('puppeteer-core');
+(async () => {
+  const [url, token, chromium] = process.argv.slice(2);
+  const browser = await puppeteer.launch({
+    executablePath: chromium, headless: true, args: ['--no-sandbox', '--disable-gpu'],
+  });
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1366, height: 900 });
+  const u = new URL(url);
+  await page.setCookie({ name: 'token', value: token, domain: u.hostname, path: '/' });
+  const runs = [];
+  for (let i = 0; i < 6; i++) {
+    await page.goto(url, { waitUntil: 'load' });
+    const m = await page.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+      return { ttfb: nav.responseStart, fcp: fcp ? fcp.startTime : null, load: nav.loadEventEnd };
+    });
+    if (i > 0) runs.push(m); // the first load fills the cache of console.css/js
+  }
+  console.log(JSON.stringify(runs));
+  await browser.close();
+})().catch((e) => { console.error(String(e)); process.exit(1); });
+"#;
