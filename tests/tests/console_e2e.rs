@@ -39,6 +39,10 @@ const CHILD_ENV: &str = "KUBEKUMA_CONSOLE_E2E_CHILD";
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
 const VIEWER_PASSWORD: &str = "viewer-only password 42";
 
+/// The reasons of the silences the browser creates (with and without JavaScript).
+const JS_REASON: &str = "Rolling back the web shop";
+const NOJS_REASON: &str = "Restarting the API";
+
 /// Longest the browser script or one Lighthouse run may take (a hung browser).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
@@ -551,8 +555,8 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
         "out": out,
         "admin": {"username": "admin", "password": ADMIN_PASSWORD},
         "viewer": {"username": "viewer", "password": VIEWER_PASSWORD},
-        "js": {"monitor": "e2e/web", "update": js_update, "reason": "Rolling back the web shop"},
-        "nojs": {"monitor": "e2e/api", "update": nojs_update, "reason": "Restarting the API"},
+        "js": {"monitor": "e2e/web", "update": js_update, "reason": JS_REASON},
+        "nojs": {"monitor": "e2e/api", "update": nojs_update, "reason": NOJS_REASON},
         "provider": "e2e/hook",
         "viewerIncident": cache_incident,
         "pages": pages,
@@ -618,9 +622,9 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
     assert_eq!(cache["acknowledged"], false, "{cache}");
     // Both silences exist, created by the admin, and are expired.
     let silences = api.get("/api/v1/silences").await;
-    for (key, monitor) in [
-        (&result["jsSilence"], "web"),
-        (&result["nojsSilence"], "api"),
+    for (key, monitor, reason) in [
+        (&result["jsSilence"], "web", JS_REASON),
+        (&result["nojsSilence"], "api", NOJS_REASON),
     ] {
         let key = key.as_str().unwrap();
         let s = silences["items"]
@@ -637,7 +641,12 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
             .unwrap_or_else(|| panic!("silence {key} in {silences}"));
         assert_eq!(s["active"], false, "{s}");
         assert!(!s["expiredAt"].is_null(), "{s}");
-        assert!(s.to_string().contains(monitor), "{s}");
+        assert_eq!(
+            s["selector"]["matchNames"],
+            json!([{"pattern": monitor}]),
+            "the silence matches the monitor by name: {s}"
+        );
+        assert_eq!(s["reason"], reason, "{s}");
     }
     // The audit log has the admin's actions, written as the API writes them.
     let audit = api.get("/api/v1/audit?limit=500").await;
@@ -684,7 +693,7 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
             .lock()
             .unwrap()
             .iter()
-            .any(|b| b.to_lowercase().contains("test"))
+            .any(|b| b.contains("KubeKuma test notification"))
     })
     .await;
     // The public page, rebuilt by `up`, shows both updates.
