@@ -833,7 +833,7 @@ async fn monitor_detail_redacts_credentials() {
     assert!(html.contains("42 days left"));
     assert!(html.contains("Public Status (prod/public)"));
     assert!(html.contains("class=\"latency-chart\""));
-    assert_eq!(html.matches("<tr><td><time").count(), 10);
+    assert_eq!(html.matches("<tr><td class=\"nowrap\"><time").count(), 10);
     // Names that need escaping in the path are found; unknown monitors are 404 pages.
     let (s, _, _) = env.get(&mut admin, "/admin/monitors/prod/%61pi").await;
     assert_eq!(s, StatusCode::OK);

@@ -1007,7 +1007,7 @@ mod render_tests {
             filter => ser(crate::admin::console::overview::Filter::default()),
             groups => vec![context! { ns => "a", rows => vec![row] }],
             counts => vec![context! { state => "up", count => 1, href => "/admin/?state=up", current => false }],
-            all_states_href => "/admin/",
+            all_states_href => "/admin/", all_count => 1,
             total => 1, page => 1, pages => 1,
             prev_href => Value::from(()), next_href => Value::from(()),
             namespaces => vec!["a"], types => vec!["http"], states => STATES_FOR_TEST,

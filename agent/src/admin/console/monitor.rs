@@ -18,6 +18,9 @@ use crate::catalog::selector::MonitorMatcher;
 /// Heartbeats listed and charted.
 pub const HEARTBEATS: usize = 100;
 
+/// Heartbeats listed in the table (the newest; the chart draws all of [`HEARTBEATS`]).
+pub const TABLE_ROWS: usize = 30;
+
 /// The latency chart's box.
 const CHART_W: f64 = 600.0;
 const CHART_H: f64 = 160.0;
@@ -77,6 +80,19 @@ fn latency_text(v: Option<&Value>) -> String {
     match v.and_then(Value::as_f64) {
         Some(ms) if ms < 10.0 => format!("{ms:.1} ms"),
         Some(ms) => format!("{ms:.0} ms"),
+        None => "–".into(),
+    }
+}
+
+/// `14:03:12` today, `Dec 6 14:03` before (UTC), for the heartbeats table.
+fn short_time(v: Option<&Value>, now: DateTime<Utc>) -> String {
+    let t = v
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc));
+    match t {
+        Some(t) if t.date_naive() == now.date_naive() => t.format("%H:%M:%S").to_string(),
+        Some(t) => t.format("%b %-d %H:%M").to_string(),
         None => "–".into(),
     }
 }
@@ -153,9 +169,10 @@ pub async fn page(s: &Session<'_>, ns: &str, name: &str) -> Reply {
         .unwrap_or_default();
     let heartbeats: Vec<Value> = beats
         .iter()
+        .take(TABLE_ROWS)
         .map(|h| {
             let mut h = h.clone();
-            let (_, when) = time_text(h.get("checkedAt"), now);
+            let when = short_time(h.get("checkedAt"), now);
             let shown = match h.get("state").and_then(Value::as_str) {
                 Some("flapping") => "degraded",
                 Some(other) => other,

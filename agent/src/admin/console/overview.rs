@@ -431,6 +431,7 @@ pub async fn page(s: &Session<'_>) -> Reply {
             groups => groups,
             counts => counts,
             all_states_href => format!("/admin/?{}", all_states.query(1)),
+            all_count => o.counts.values().sum::<usize>(),
             total => o.total,
             page => o.page,
             pages => o.pages,

@@ -61,9 +61,12 @@
     table.querySelectorAll("tr[data-monitor]").forEach(function (tr) {
       if (!seen[tr.getAttribute("data-monitor")]) { changed = true; }
     });
+    var all = 0;
     Object.keys(data.counts).forEach(function (state) {
+      all += data.counts[state];
       text(document.querySelector('#counts [data-count="' + state + '"]'), String(data.counts[state]));
     });
+    text(document.querySelector('#counts [data-count="all"]'), String(all));
     var note = document.getElementById("live-note");
     if (note) {
       if (changed) {
