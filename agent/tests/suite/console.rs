@@ -145,6 +145,9 @@ struct Env {
     host: String,
     client: reqwest::Client,
     store: Store,
+    /// A second admin context over the same store, live view, catalog and auth (for
+    /// calling the console's API bridge without HTTP).
+    ctx: AdminContext,
     _stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -241,12 +244,20 @@ where
     let auth = Arc::new(Auth::new(config, store.clone(), catalog.clone()));
     let health = Arc::new(Health::default());
     health.set_ready(true);
+    let metrics = Arc::new(Metrics::new());
+    let ctx = AdminContext {
+        store: store.clone(),
+        live: live.clone(),
+        catalog: catalog.clone(),
+        auth: auth.clone(),
+        metrics: metrics.clone(),
+    };
     let api = Api::new(health).with_admin(AdminContext {
         store: store.clone(),
         live,
         catalog,
         auth,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
     });
     let (stop, stop_rx) = watch::channel(false);
     let (addr, _task) = admin::serve("127.0.0.1:0", Arc::new(api), stop_rx)
@@ -260,6 +271,7 @@ where
             .build()
             .unwrap(),
         store,
+        ctx,
         _stop: stop,
         _dir: dir,
     }
@@ -633,6 +645,64 @@ async fn a_viewer_gets_no_write_buttons() {
     let mut admin = env.sign_in("admin").await;
     let (_, _, html) = env.get(&mut admin, "/admin/").await;
     assert!(html.contains("href=\"/admin/audit\""));
+}
+
+/// `Session::api`, the bridge every console action goes through: the API's own route,
+/// guard and audit for the signed-in principal. A viewer's acknowledge is refused with
+/// the API's 403 and changes nothing; an admin's is done and audited as the API does.
+#[tokio::test]
+async fn actions_go_through_the_apis_guard_and_audit() {
+    use kubekuma_agent::admin::console::{Env as ConsoleEnv, Req, Session, session_token};
+    use kubekuma_agent::admin::routes::twins::Twins;
+    let env = start().await;
+    let id = env
+        .store
+        .open_incident("prod", "api", Utc::now(), Some(FailureReason::Timeout))
+        .await
+        .unwrap();
+    let twins = Twins::default();
+    let peer: std::net::IpAddr = [127, 0, 0, 1].into();
+    let path = format!("/api/v1/incidents/{id}/acknowledge");
+    for (user, want) in [("viewer", StatusCode::FORBIDDEN), ("admin", StatusCode::OK)] {
+        let b = env.sign_in(user).await;
+        let req = http::Request::post("/admin/incidents/x/acknowledge")
+            .header("cookie", b.header())
+            .header("host", &env.host)
+            .body(bytes::Bytes::new())
+            .unwrap();
+        let principal = env
+            .ctx
+            .auth
+            .authenticate(req.headers(), peer)
+            .await
+            .unwrap();
+        let csrf = session_token(&env.ctx, &principal);
+        let s = Session {
+            r: Req {
+                env: ConsoleEnv {
+                    ctx: &env.ctx,
+                    twins: &twins,
+                    changes: None,
+                },
+                req: &req,
+                peer,
+            },
+            principal,
+            csrf,
+        };
+        let a = s
+            .api(http::Method::POST, &path, Some(serde_json::json!({})))
+            .await;
+        assert_eq!(a.status.as_u16(), want.as_u16(), "{user}: {:?}", a.body);
+        if want == StatusCode::FORBIDDEN {
+            assert_eq!(a.code(), "forbidden");
+            assert!(a.message().contains("viewer"), "{}", a.message());
+        }
+    }
+    let audit = env.store.audit_events(Some("incident"), 10).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].event_type, "acknowledged");
+    assert_eq!(audit[0].actor.as_deref(), Some("user:kubekuma/admin"));
 }
 
 #[tokio::test]
@@ -1072,3 +1142,46 @@ const puppeteer = require('puppeteer-core');
   await browser.close();
 })().catch((e) => { console.error(String(e)); process.exit(1); });
 "#;
+
+/// `auth.mode: disabled`: no sign-in; every page is the anonymous viewer's, without a
+/// sign-out button. `auth.mode: oidc`: the sign-in page offers the SSO link (with `next`)
+/// and no password form unless `local.enabled` is set.
+#[tokio::test]
+async fn auth_modes_disabled_and_oidc() {
+    let env = start_with(
+        manifests()
+            + "---\napiVersion: monitoring.kubekuma.io/v1\nkind: KubeKumaSettings\n\
+               metadata: {name: settings}\nspec:\n  auth:\n    mode: disabled\n",
+        seed,
+    )
+    .await;
+    let mut b = Browser::default();
+    let (s, _, html) = env.get(&mut b, "/admin/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("anonymous <span class=\"role\">(viewer)</span>"));
+    assert!(!html.contains("method=\"post\""));
+    let (s, h, _) = env.get(&mut b, "/admin/login").await;
+    assert_eq!(
+        (s, location(&h).as_str()),
+        (StatusCode::SEE_OTHER, "/admin/")
+    );
+
+    let oidc = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: oidc-client, namespace: kubekuma}\n\
+                stringData: {secret: s3cret}\n---\napiVersion: monitoring.kubekuma.io/v1\n\
+                kind: KubeKumaSettings\nmetadata: {name: settings}\nspec:\n  auth:\n    mode: oidc\n    \
+                oidc:\n      issuer: 'https://idp.example.com'\n      clientId: kubekuma\n      \
+                clientSecretRef: {name: oidc-client, key: secret}\n      \
+                redirectUrl: 'https://status.example.com/api/v1/auth/oidc/callback'\n      \
+                roleMapping: [{group: admins, role: admin}]\n";
+    let env = start_with(manifests() + oidc, seed).await;
+    let mut b = Browser::default();
+    let (s, _, html) = env
+        .get(&mut b, "/admin/login?next=/admin/monitors/prod/api")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("href=\"/api/v1/auth/oidc/login?next=%2Fadmin%2Fmonitors%2Fprod%2Fapi\">Sign in with SSO</a>"),
+        "{html}"
+    );
+    assert!(!html.contains("name=\"password\""));
+}
