@@ -11,6 +11,7 @@ use http::{Method, StatusCode};
 use kubekuma_crds::results::Incident;
 use serde_json::{Value, json};
 
+use super::silences::path_segment;
 use super::{Form, Reply, Session, see_other};
 use crate::admin::routes::incidents::{MAX_UPDATE_CHARS, check_text};
 use crate::admin::routes::{self, RouteId, Verb};
@@ -244,6 +245,11 @@ fn detail(s: &Session<'_>, i: &Incident, status: StatusCode, extra: Extra) -> Re
                 "name": i.name,
                 "monitor": format!("{}/{}", i.namespace, i.name),
                 "monitorKnown": monitor_known,
+                "monitorHref": format!(
+                    "/admin/monitors/{}/{}",
+                    path_segment(&i.namespace),
+                    path_segment(&i.name)
+                ),
                 "status": status_of(i.ended_at.is_some(), i.acknowledged),
                 "open": i.ended_at.is_none(),
                 "acknowledged": i.acknowledged,
@@ -456,5 +462,45 @@ mod tests {
         assert_eq!(status_of(false, false), "open");
         assert_eq!(status_of(false, true), "acknowledged");
         assert_eq!(status_of(true, true), "resolved");
+    }
+}
+
+#[cfg(test)]
+mod rendering {
+    #[test]
+    fn the_incident_page_renders_with_a_preview() {
+        let base = serde_json::json!({
+            "csrf": "t", "user": {"name": "a", "role": "admin", "anonymous": false},
+            "can": {"ack": true, "silence": true, "test_send": true, "audit": true},
+            "flash": null, "section": "incidents", "assets": {"css": "c", "js": "j"},
+        });
+        let i = crate::catalog::schedule_expr::utc(2026, 1, 1, 0, 0);
+        let inc = kubekuma_crds::results::Incident {
+            id: 1,
+            namespace: "prod".into(),
+            name: "api".into(),
+            started_at: i,
+            ended_at: None,
+            duration_seconds: None,
+            reason: None,
+            suppressed: false,
+            suppress_reason: None,
+            acknowledged: false,
+            updates: vec![],
+        };
+        let mut page = serde_json::json!({
+            "i": {"id": 1, "ns": "prod", "name": "api", "monitor": "prod/api", "monitorKnown": true,
+                  "monitorHref": "/admin/monitors/prod/api", "status": "open", "open": true, "acknowledged": false, "started": "x", "startedText": "x",
+                  "ended": null, "endedText": null, "duration": "1 s", "reason": null, "suppressed": false, "suppressReason": null},
+            "updates": [], "preview": super::preview_of(&inc, Some("m"), i), "preview_shown": true,
+            "preview_error": null, "error": null, "message": "", "resolve_message": "", "max_chars": 4000,
+        });
+        for (k, v) in base.as_object().unwrap() {
+            page[k] = v.clone();
+        }
+        let t = super::super::ENV.get_template("incident.html").unwrap();
+        if let Err(e) = t.render(super::super::ser(&page)) {
+            panic!("{e:#}");
+        }
     }
 }

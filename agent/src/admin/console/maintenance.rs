@@ -23,8 +23,15 @@ pub fn next_starts(schedule: &WindowSchedule, now: DateTime<Utc>, n: usize) -> V
     let mut out = Vec::with_capacity(n);
     let mut at = now;
     while out.len() < n {
-        match schedule.next_start_after(at) {
-            Some(t) if t > at => {
+        // An RRULE's `after` includes an occurrence at exactly `at`: look from the next
+        // second once one is found (schedules have whole seconds).
+        let from = if out.is_empty() {
+            at
+        } else {
+            at + Duration::seconds(1)
+        };
+        match schedule.next_start_after(from) {
+            Some(t) if t > at || (out.is_empty() && t >= at) => {
                 out.push(t);
                 at = t;
             }

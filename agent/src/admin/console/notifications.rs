@@ -87,6 +87,11 @@ async fn render(s: &Session<'_>, status: StatusCode, extra: Extra) -> Reply {
             "ns": key.namespace,
             "name": key.name,
             "anchor": format!("provider-{}-{}", key.namespace, key.name),
+            "testHref": format!(
+                "/admin/notifications/{}/{}/test",
+                path_segment(&key.namespace),
+                path_segment(&key.name)
+            ),
             "type": p.spec.type_.to_string(),
             "valid": snapshot.provider_plans.contains_key(key),
             "deliveries": rows,

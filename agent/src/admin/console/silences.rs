@@ -242,6 +242,11 @@ fn rows(s: &Session<'_>, items: &[Value], snapshot: &Snapshot, now: DateTime<Utc
                 "selector": selector_text(selector.as_ref(), ns),
                 "matches": count,
                 "expirable": source == "api" && (active || state == "scheduled"),
+                "expireHref": format!(
+                    "/admin/silences/{}/{}/expire",
+                    path_segment(ns),
+                    path_segment(name)
+                ),
             })
         })
         .collect()
