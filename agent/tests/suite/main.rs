@@ -33,6 +33,7 @@ mod cluster_catalog;
 mod cluster_ingress;
 mod cluster_lease;
 mod common;
+mod consensus_alerting;
 mod downsample;
 mod export_azure;
 mod export_gcs;
