@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::alerting::pipeline::{Alerter, Change};
 use crate::alerting::policy::events_of;
+use crate::alerting::quorum::QuorumAlerts;
 use crate::catalog::{ObjKey, Snapshot};
 use crate::export::urgent::Changes;
 use crate::metrics::Metrics;
@@ -40,6 +41,9 @@ pub struct Hooks {
     pub metrics: Option<Arc<Metrics>>,
     /// Told when the monitor's public state changed (an urgent export).
     pub changes: Option<Arc<Changes>>,
+    /// The consensus of locations: a monitor it decides gets its down and up alerts
+    /// from there, not from this agent's state machine.
+    pub quorum: Option<Arc<QuorumAlerts>>,
 }
 
 /// [`process`] with [`Hooks`].
@@ -167,6 +171,11 @@ pub async fn process_with(
     // Events: the state machine's transitions, and a certificate's days left whenever
     // that number changes (the policies' `onCertExpiring.daysThreshold` decide).
     let mut kinds = events_of(&obs);
+    if hooks.quorum.as_ref().is_some_and(|q| q.by_consensus(&key)) {
+        // Several locations report it: the consensus sends its down and up (and one
+        // location's flapping is not an alert).
+        kinds.retain(|k| !matches!(k, EventKind::Down | EventKind::Up | EventKind::Flapping));
+    }
     let cert_days = done.outcome.cert.as_ref().map(|c| c.days_left);
     if let Some(days) = cert_days
         && cert_notified != Some(days)
@@ -204,6 +213,7 @@ pub async fn process_with(
                 reason: done.outcome.reason.map(|r| r.as_str().to_string()),
                 message: done.outcome.message.clone(),
                 latency_ms: latency,
+                locations: Vec::new(),
             };
             alerter
                 .handle(&snap, &key, incident_of_event, change, now)

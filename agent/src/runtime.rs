@@ -16,6 +16,7 @@ use crate::admin::auth::{Auth, AuthConfig, ConfigError};
 use crate::admin::{self, AdminContext, Api, Health};
 use crate::alerting::outbox::{DeliveryWorker, WorkerOptions};
 use crate::alerting::pipeline::Alerter;
+use crate::alerting::quorum::QuorumAlerts;
 use crate::catalog::folder::FolderCatalog;
 use crate::catalog::{Finding, Severity, Snapshot};
 use crate::checks::{self, CheckContext, Plan};
@@ -222,7 +223,8 @@ pub async fn run_with(
 
     let (alerter, worker) =
         start_alerting(&parts, opts.shutdown_grace, sending_rx, shutdown.clone()).await?;
-    let processor = start_processor(&parts, &scheduler, &alerter, done_rx);
+    let quorum = start_quorum(&opts, &uploader, &parts, &alerter, shutdown.clone());
+    let processor = start_processor(&parts, &scheduler, &alerter, quorum, done_rx);
     let status_writer = start_status_writer(&catalog, &parts, shutdown.clone());
     start_ingress(&catalog, shutdown.clone());
     let flusher = Flusher::new(
@@ -614,14 +616,39 @@ async fn start_alerting(
     ))
 }
 
+/// Step (with an object store, `--store`): the leader's consensus of locations
+/// ([`QuorumAlerts`]), refreshed every [`crate::alerting::quorum::REFRESH`] while this
+/// agent leads. Without a store there are no other locations to read.
+fn start_quorum(
+    opts: &AgentOptions,
+    uploader: &Uploader,
+    parts: &Parts,
+    alerter: &Arc<Alerter>,
+    shutdown: watch::Receiver<bool>,
+) -> Option<Arc<QuorumAlerts>> {
+    opts.store_url.as_ref()?;
+    let quorum = Arc::new(QuorumAlerts::new(&opts.agent_id, &opts.location));
+    tokio::spawn(quorum.clone().run(
+        uploader.target().clone(),
+        alerter.clone(),
+        parts.catalog(),
+        parts.live.clone(),
+        parts.hub.clone(),
+        shutdown,
+    ));
+    Some(quorum)
+}
+
 /// Step: the task that feeds finished checks (and pushes) to the state machine.
 fn start_processor(
     parts: &Parts,
     scheduler: &Scheduler,
     alerter: &Arc<Alerter>,
+    quorum: Option<Arc<QuorumAlerts>>,
     mut done_rx: mpsc::Receiver<CheckDone>,
 ) -> JoinHandle<()> {
     let hooks = Hooks {
+        quorum,
         push: Some(parts.hub.clone()),
         alerter: Some(alerter.clone()),
         catalog: Some(parts.catalog()),

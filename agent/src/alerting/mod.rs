@@ -5,4 +5,5 @@ pub mod consensus;
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;
+pub mod quorum;
 pub mod suppress;

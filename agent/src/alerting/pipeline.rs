@@ -39,6 +39,9 @@ pub struct Change {
     pub message: Option<String>,
     /// The check's latency.
     pub latency_ms: Option<f64>,
+    /// The locations that see it (a consensus event: down at, or up at); empty for a
+    /// monitor seen by one location.
+    pub locations: Vec<String>,
 }
 
 /// What [`Alerter::handle`] did with an event.
@@ -173,6 +176,7 @@ impl Alerter {
         event.reason = change.reason;
         event.message = change.message;
         event.latency_ms = change.latency_ms;
+        event.locations = change.locations;
 
         if let Some(s) = self.suppressor(snap, at).await.suppressed(key, monitor, at) {
             tracing::info!(monitor = %key, event = %event.kind, suppressed_by = %s, "notification suppressed");

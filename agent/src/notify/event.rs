@@ -88,6 +88,10 @@ pub struct AlertEvent {
     /// The monitor's `spec.annotations`.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The locations that see the change, when several locations run the monitor (the
+    /// consensus: those seeing it down, or up again); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
 }
 
 impl AlertEvent {
@@ -116,6 +120,7 @@ impl AlertEvent {
             is_state_change: matches!(kind, EventKind::Down | EventKind::Up | EventKind::Flapping),
             labels: monitor.metadata.labels.clone().unwrap_or_default(),
             annotations: monitor.spec.annotations.clone(),
+            locations: Vec::new(),
         }
     }
 }

@@ -37,6 +37,7 @@
 //! | `isStateChange` | true for down, up and flapping |
 //! | `labels` | the monitor's labels (`labels.team`, `labels["app.kubernetes.io/name"]`) |
 //! | `annotations` | the monitor's `spec.annotations` (`annotations.runbook`) |
+//! | `locations` | the locations that see it down (or up again) when several locations run the monitor, else empty (`{{ locations \| join(", ") }}`) |
 //!
 //! "none" prints as an empty string. Filters: the minijinja built-ins (`upper`, `lower`,
 //! `title`, `trim`, `replace`, `round`, …); `default(x)`, which also replaces none;
@@ -219,6 +220,8 @@ fn with_aliases(mut v: serde_json::Value) -> serde_json::Value {
         for k in ["reason", "message", "latencyMs", "daysLeft"] {
             map.entry(k).or_insert(serde_json::Value::Null);
         }
+        map.entry("locations")
+            .or_insert(serde_json::Value::Array(Vec::new()));
         if let Some(s) = map.get("currentState").cloned() {
             map.insert("state".into(), s);
         }
@@ -373,7 +376,7 @@ pub fn check(src: &str, part: Part) -> Result<(), Unusable> {
         "monitorNamespace": "ns", "monitorName": "name", "previousState": "up",
         "currentState": "down", "reason": "timeout", "message": "message",
         "latencyMs": 1.5, "timestamp": "2026-01-01T00:00:00Z", "isStateChange": true,
-        "labels": {}, "annotations": {},
+        "labels": {}, "annotations": {}, "locations": ["home", "eu"],
     });
     if src.len() <= MAX_SOURCE_BYTES {
         env()

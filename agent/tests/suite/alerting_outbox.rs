@@ -185,6 +185,7 @@ fn down() -> Change {
         reason: Some("timeout".into()),
         message: Some("no answer within 5 s".into()),
         latency_ms: None,
+        locations: Vec::new(),
     }
 }
 
@@ -476,6 +477,7 @@ async fn reminders_while_down_and_template_fallback() {
         reason: None,
         message: None,
         latency_ms: Some(12.0),
+        locations: Vec::new(),
     };
     run.handle(up, None, t0 + chrono::Duration::minutes(11))
         .await;

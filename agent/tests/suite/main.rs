@@ -33,6 +33,7 @@ mod cluster_catalog;
 mod cluster_ingress;
 mod cluster_lease;
 mod common;
+mod consensus_alerting;
 mod console;
 mod console_ops;
 mod downsample;
