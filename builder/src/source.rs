@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use kubekuma_crds::objects::{
-    AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT, keys,
+    AgentCatalog, AgentState, DailyMonth, HourlyDay, IncidentMonth, LAYOUT, MonitorNow, keys,
 };
 use kubekuma_crds::store::{ExportError, ObjectTarget};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
@@ -56,6 +58,11 @@ pub struct AgentData {
 #[derive(Default)]
 pub struct ReadCache {
     objects: HashMap<String, (u64, String, Parsed)>,
+    /// Each agent's monitors from its last state object, by agent id then monitor key:
+    /// the entry's JSON text and its parse. An entry whose text is the same in the next
+    /// state object is taken as parsed then (a state object changes a few monitors at a
+    /// time, and parsing all of them is the bulk of reading it).
+    monitors: HashMap<String, HashMap<String, (Box<str>, MonitorNow)>>,
 }
 
 /// The inputs of one build.
@@ -125,6 +132,7 @@ pub async fn load(
     ids.dedup();
 
     let mut partial = Vec::new();
+    let mut next_monitors = HashMap::new();
     for id in ids {
         let Some(catalog) =
             read_json::<AgentCatalog>(source, &keys::catalog(&id), &mut inputs.warnings).await
@@ -139,9 +147,21 @@ pub async fn load(
             ));
             continue;
         }
-        let state = read_json::<AgentState>(source, &keys::state(&id), &mut inputs.warnings).await;
+        let previous = cache.monitors.remove(&id).unwrap_or_default();
+        let state = match read_state(source, &keys::state(&id), previous).await {
+            Ok(Some((state, monitors))) => {
+                next_monitors.insert(id.clone(), monitors);
+                Some(state)
+            }
+            Ok(None) => None,
+            Err(w) => {
+                inputs.warnings.push(w);
+                None
+            }
+        };
         partial.push((id, catalog, state));
     }
+    cache.monitors = next_monitors;
 
     let data_now = now.unwrap_or_else(|| {
         partial
@@ -238,6 +258,72 @@ fn parse_history((what, key, bytes): &(History, String, bytes::Bytes)) -> Result
             .map(|i| Parsed::Incidents(month.clone(), Arc::new(i)))
             .map_err(bad),
     }
+}
+
+/// A state object with each monitor still as its JSON text: [`AgentState`] field for
+/// field (built into one by [`read_state`], which names every field, so a field added
+/// there fails to compile until it is read here too).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawState<'a> {
+    layout: String,
+    agent_id: String,
+    #[serde(default)]
+    location: Option<String>,
+    generated_at: DateTime<Utc>,
+    #[serde(default, borrow)]
+    monitors: BTreeMap<String, &'a RawValue>,
+}
+
+/// One monitor's entry of the state object and its parse, kept for the next build.
+type KeptMonitors = HashMap<String, (Box<str>, MonitorNow)>;
+
+/// Read and parse an agent's state object. Monitors whose JSON text is the same as in
+/// `previous` (the last state object read) are taken as parsed then; the others are
+/// parsed on all cores. `Ok(None)`: no state object; `Err`: the warning naming the key
+/// and the cause (the object is then not used at all, as a malformed whole).
+async fn read_state(
+    source: &ObjectTarget,
+    key: &str,
+    mut previous: KeptMonitors,
+) -> Result<Option<(AgentState, KeptMonitors)>, String> {
+    let bytes = match source.get(key).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(bytes)) => bytes,
+        Err(e) => return Err(e.to_string()),
+    };
+    let bad = |e: serde_json::Error| format!("{key}: not a valid object of layout {LAYOUT}: {e}");
+    let raw: RawState<'_> = serde_json::from_slice(&bytes).map_err(bad)?;
+    let mut kept = HashMap::with_capacity(raw.monitors.len());
+    let mut fresh = Vec::new();
+    let mut monitors = BTreeMap::new();
+    for (name, text) in raw.monitors {
+        match previous.remove_entry(&name) {
+            Some((name, (old, parsed))) if *old == *text.get() => {
+                monitors.insert(name.clone(), parsed.clone());
+                kept.insert(name, (old, parsed));
+            }
+            _ => fresh.push((name, text)),
+        }
+    }
+    let parsed = par_map(&fresh, |(_, text)| {
+        serde_json::from_str::<MonitorNow>(text.get())
+    });
+    for ((name, text), parsed) in fresh.into_iter().zip(parsed) {
+        let parsed = parsed.map_err(|e| {
+            format!("{key}: not a valid object of layout {LAYOUT}: monitor {name}: {e}")
+        })?;
+        monitors.insert(name.clone(), parsed.clone());
+        kept.insert(name, (Box::from(text.get()), parsed));
+    }
+    let state = AgentState {
+        layout: raw.layout,
+        agent_id: raw.agent_id,
+        location: raw.location,
+        generated_at: raw.generated_at,
+        monitors,
+    };
+    Ok(Some((state, kept)))
 }
 
 /// Which history object a key holds.
