@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use crate::common::users::{User, phc, users_yaml};
 use chrono::{Duration, Utc};
 use kubekuma_agent::admin::auth::{Auth, AuthConfig};
 use kubekuma_agent::admin::roles::{Role, allowed};
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 const SECRET: &str = "0123456789abcdef0123456789abcdef-admin-api-tests";
 
 /// Users: (resource name, namespace, username, role, password).
-const USERS: &[(&str, &str, &str, &str, &str)] = &[
+const USERS: &[User] = &[
     ("admin", "kubekuma", "admin", "admin", "pw-admin-1"),
     ("editor", "kubekuma", "editor", "editor", "pw-editor-1"),
     ("viewer", "kubekuma", "viewer", "viewer", "pw-viewer-1"),
@@ -36,16 +37,6 @@ const USERS: &[(&str, &str, &str, &str, &str)] = &[
     ("bob", "team-a", "bob", "admin", "pw-bob-1"),
     ("carol", "team-a", "carol", "viewer", "pw-carol-1"),
 ];
-
-fn phc(password: &str) -> String {
-    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    let params = Params::new(8, 1, 1, None).unwrap();
-    let salt: [u8; 16] = rand::random();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
-}
 
 /// The admin API key `team-a/team-key` (32 fixed bytes), with its public key ID.
 fn team_key() -> String {
@@ -79,14 +70,7 @@ fn manifests() -> String {
         phc(&team_key()),
         &team_key()[8..20]
     ));
-    for (name, ns, username, role, pw) in USERS {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-pw, namespace: {ns}}}\nstringData:\n  hash: '{}'\n\
-             ---\napiVersion: monitoring.kubekuma.io/v1\nkind: LocalUser\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-             spec:\n  username: {username}\n  role: {role}\n  passwordHashSecretRef: {{name: {name}-pw, key: hash}}\n",
-            phc(pw)
-        ));
-    }
+    y.push_str(&users_yaml(USERS));
     y.push_str(
         "---
 apiVersion: monitoring.kubekuma.io/v1

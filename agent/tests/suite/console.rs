@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::common::users::{Browser, User, field, form, phc, users_yaml};
 use chrono::{Duration, Utc};
 use kubekuma_agent::admin::auth::{Auth, AuthConfig};
 use kubekuma_agent::admin::console::CSP;
@@ -18,7 +19,7 @@ use kubekuma_agent::state::live::{Live, LiveMonitor};
 use kubekuma_agent::store::Store;
 use kubekuma_crds::MonitorState;
 use kubekuma_crds::results::{CertInfo, FailureReason, Heartbeat};
-use reqwest::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
+use reqwest::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, LOCATION};
 use reqwest::{StatusCode, redirect};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 const SECRET: &str = "0123456789abcdef0123456789abcdef-console-tests";
 
 /// Users: (resource name, namespace, username, role, password).
-const USERS: &[(&str, &str, &str, &str, &str)] = &[
+const USERS: &[User] = &[
     ("admin", "kubekuma", "admin", "admin", "pw-admin-1"),
     ("viewer", "kubekuma", "viewer", "viewer", "pw-viewer-1"),
     ("alice", "team-a", "alice", "editor", "pw-alice-1"),
@@ -38,32 +39,9 @@ const TOTP_B32: &str = "MEQHI53FNZ2HSLLCPF2GKIDTMVRXEZLU";
 /// Monitors in the namespace `bulk`, for pagination.
 const BULK: usize = 250;
 
-fn phc(password: &str) -> String {
-    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    let params = Params::new(8, 1, 1, None).unwrap();
-    let salt: [u8; 16] = rand::random();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
-}
-
 fn manifests() -> String {
-    let mut y = users_yaml();
+    let mut y = users_yaml(USERS);
     y.push_str(&tests_yaml());
-    y
-}
-
-fn users_yaml() -> String {
-    let mut y = String::new();
-    for (name, ns, username, role, pw) in USERS {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-pw, namespace: {ns}}}\nstringData:\n  hash: '{}'\n\
-             ---\napiVersion: monitoring.kubekuma.io/v1\nkind: LocalUser\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-             spec:\n  username: {username}\n  role: {role}\n  passwordHashSecretRef: {{name: {name}-pw, key: hash}}\n",
-            phc(pw)
-        ));
-    }
     y
 }
 
@@ -275,52 +253,6 @@ where
         _stop: stop,
         _dir: dir,
     }
-}
-
-/// What a browser keeps of one site: its cookies.
-#[derive(Clone, Debug, Default)]
-struct Browser {
-    cookies: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn take(&mut self, r: &reqwest::Response) {
-        for v in r.headers().get_all(SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            let gone = v.contains("Max-Age=0");
-            self.cookies.retain(|(n, _)| n != name);
-            if !gone {
-                self.cookies.push((name.to_string(), value.to_string()));
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.cookies.iter().any(|(n, _)| n == name)
-    }
-}
-
-/// The value of `<input … name="{name}" value="…">` in a page.
-fn field(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\" value=\""))?;
-    let rest = &html[at + name.len() + 15..];
-    Some(rest[..rest.find('"')?].to_string())
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
 }
 
 impl Env {
@@ -1009,7 +941,7 @@ async fn sign_in_with_a_totp_code() {
 async fn overview_of_10000_monitors() {
     const NAMESPACES: usize = 20;
     const PER_NS: usize = 500;
-    let mut yaml = users_yaml();
+    let mut yaml = users_yaml(USERS);
     for n in 0..NAMESPACES {
         for i in 0..PER_NS {
             let tier = ["critical", "high", "low"][i % 3];
@@ -1111,12 +1043,7 @@ async fn overview_of_10000_monitors() {
         println!("chromium: skipped (no chromium or puppeteer-core)");
         return;
     };
-    let token = admin
-        .cookies
-        .iter()
-        .find(|(n, _)| n == "token")
-        .map(|(_, v)| v.clone())
-        .unwrap();
+    let token = admin.cookie("token").unwrap();
     let script = env._dir.path().join("paint.js");
     std::fs::write(&script, PAINT_JS).unwrap();
     let out = tokio::process::Command::new("node")

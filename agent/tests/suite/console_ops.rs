@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::common::users::{Browser, User, field, form, users_yaml};
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use http_body_util::{BodyExt, Full};
@@ -29,7 +30,7 @@ use kubekuma_agent::store::deliveries::{DeliveryStatus, NewDelivery};
 use kubekuma_agent::store::{AuditEvent, Store};
 use kubekuma_crds::MonitorState;
 use kubekuma_crds::results::FailureReason;
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 use reqwest::{Method, StatusCode, redirect};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -40,22 +41,12 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef-console-ops-tests";
 const HOOK_TOKEN: &str = "tok3n-s3cr3t-9f8e7d";
 
 /// Users: (resource name, namespace, username, role, password).
-const USERS: &[(&str, &str, &str, &str, &str)] = &[
+const USERS: &[User] = &[
     ("admin", "kubekuma", "admin", "admin", "pw-admin-1"),
     ("editor", "kubekuma", "editor", "editor", "pw-editor-1"),
     ("viewer", "kubekuma", "viewer", "viewer", "pw-viewer-1"),
     ("alice", "team-a", "alice", "editor", "pw-alice-1"),
 ];
-
-fn phc(password: &str) -> String {
-    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    let params = Params::new(8, 1, 1, None).unwrap();
-    let salt: [u8; 16] = rand::random();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
-}
 
 /// A webhook receiver: records every request's path and JSON body; answers 500 on paths
 /// under `/fail/`, 200 otherwise.
@@ -113,14 +104,7 @@ impl Receiver {
 
 fn manifests(hook: SocketAddr) -> String {
     let mut y = String::new();
-    for (name, ns, username, role, pw) in USERS {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-pw, namespace: {ns}}}\nstringData:\n  hash: '{}'\n\
-             ---\napiVersion: monitoring.kubekuma.io/v1\nkind: LocalUser\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-             spec:\n  username: {username}\n  role: {role}\n  passwordHashSecretRef: {{name: {name}-pw, key: hash}}\n",
-            phc(pw)
-        ));
-    }
+    y.push_str(&users_yaml(USERS));
     y.push_str(&format!(
         "---
 apiVersion: monitoring.kubekuma.io/v1
@@ -258,47 +242,6 @@ async fn start() -> Env {
         _stop: stop,
         _dir: dir,
     }
-}
-
-/// What a browser keeps of one site: its cookies.
-#[derive(Clone, Debug, Default)]
-struct Browser {
-    cookies: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn take(&mut self, r: &reqwest::Response) {
-        for v in r.headers().get_all(SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(n, _)| n != name);
-            if !v.contains("Max-Age=0") {
-                self.cookies.push((name.to_string(), value.to_string()));
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-/// The value of `<input … name="{name}" value="…">` in a page.
-fn field(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\" value=\""))?;
-    let rest = &html[at + name.len() + 15..];
-    Some(rest[..rest.find('"')?].to_string())
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
 }
 
 /// The number of `needle`s in `html`.

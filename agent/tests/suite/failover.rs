@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::common::users::phc;
 use crate::common::{call_api, postgres};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-failover";
@@ -117,16 +118,6 @@ impl Receiver {
             .filter(|a| a.monitor == monitor && a.state == state)
             .count()
     }
-}
-
-fn phc(password: &str) -> String {
-    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    let params = Params::new(8, 1, 1, None).unwrap();
-    let salt: [u8; 16] = rand::random();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
 }
 
 /// Two TCP monitors on `target` (`quiet` is silenced through the API during the test), a

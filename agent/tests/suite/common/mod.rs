@@ -9,6 +9,7 @@ pub mod oidc_provider;
 pub mod podman;
 pub mod postgres;
 pub mod s3;
+pub mod users;
 
 /// A test peer that can be taken away (an outage: connections refused, open ones cut)
 /// and brought back on the same port with the same data.
