@@ -3,17 +3,21 @@
 // DevTools protocol. Usage: node console-e2e.mjs CONFIG.json, where the test writes
 //   {base, chromium, noSandbox, axe, shots, out, admin: {username, password},
 //    viewer: {username, password}, js: {monitor, update, reason},
-//    nojs: {monitor, update, reason}, provider, pages: [...]}.
+//    nojs: {monitor, update, reason}, provider, live: {monitor, port}, pages: [...]}.
 // It signs in, finds the down monitor on the overview, acknowledges its incident, posts
 // an update, resolves it, sends a test notification, creates and expires a silence,
 // signs out; the same core actions again with JavaScript off; a viewer sees no
-// Acknowledge button and is refused by the server. Then every console page is audited
+// Acknowledge button and is refused by the server. The open overview follows a monitor
+// that comes up (its target, `live.port`, starts listening here) without a reload, and a
+// session ended from outside (API logout with its cookie) lands on the sign-in page
+// saying so, and signing in again returns to the page asked for. Then every console page is audited
 // in light and dark, at phone and desktop width: axe-core, console errors, CSP
 // violations, sideways scrolling, a screenshot each. What it found is written to `out`
 // as JSON for the test to check; a step that cannot be done fails the script (exit 1).
 
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -273,6 +277,78 @@ async function signOut(page) {
   if (new URL(page.url()).pathname !== '/admin/login') await fail(page, 'after signing out, /admin/ still answers');
 }
 
+/** The counts of `#counts` by state (`data-count` → number). */
+async function counts(page) {
+  return page.$$eval('#counts [data-count]', (els) => Object.fromEntries(
+    els.map((e) => [e.dataset.count, Number(e.textContent.trim())])));
+}
+
+/** The overview open with JavaScript on: `live.monitor` is down; its target starts
+ *  answering (an HTTP server on `live.port` started here); console.js's polling changes
+ *  its row to up and the counts accordingly, in the same document (a marker set on
+ *  `window` survives: no navigation, no reload). The server is returned, to close. */
+async function liveOverview(page, live) {
+  await page.goto(`${base}/admin/`, { waitUntil: 'load' });
+  const row = `tr[data-monitor="${live.monitor}"]`;
+  const state = () => page.$eval(row, (r) => r.dataset.state).catch(() => null);
+  if (await state() !== 'down') await fail(page, `${live.monitor} should be down on the overview, not ${await state()}`);
+  const before = await counts(page);
+  if (!(before.down >= 1) || !Number.isInteger(before.up)) await fail(page, `#counts lacks down or up: ${JSON.stringify(before)}`);
+  await page.evaluate(() => { window.__kk = 1; });
+  let navigations = 0;
+  const onNav = (f) => { if (f === page.mainFrame()) navigations += 1; };
+  page.on('framenavigated', onNav);
+  const server = createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(live.port, '127.0.0.1', resolve);
+  });
+  await page.waitForFunction(
+    (sel) => document.querySelector(sel)?.dataset.state === 'up',
+    { timeout: 90000 }, row,
+  ).catch(async () => fail(page, `the row of ${live.monitor} never turned up in the open page (still ${await state()})`));
+  page.off('framenavigated', onNav);
+  const marker = await page.evaluate(() => window.__kk);
+  if (marker !== 1 || navigations) await fail(page, `the overview was reloaded or left (marker ${marker}, ${navigations} navigations)`);
+  // The counts follow in the same update; they are the rows' states on this one page.
+  const after = await counts(page);
+  if (after.down !== before.down - 1 || after.up !== before.up + 1 || after.all !== before.all) {
+    await fail(page, `#counts did not follow ${live.monitor} from down to up: before ${JSON.stringify(before)}, after ${JSON.stringify(after)}`);
+  }
+  const rows = await page.$$eval('tr[data-monitor]', (rs) => rs.map((r) => r.dataset.state));
+  for (const s of ['up', 'down']) {
+    const n = rows.filter((x) => x === s).length;
+    if (after[s] !== n) await fail(page, `#counts says ${after[s]} ${s}, the rows say ${n}: ${JSON.stringify(after)}`);
+  }
+  return server;
+}
+
+/** A session ended from outside the browser (`POST /api/v1/auth/logout` with its
+ *  cookie): the next console page asked for lands on the sign-in page saying the session
+ *  expired, and signing in again returns to that page. */
+async function sessionExpiry(browser, who, path) {
+  const { context, page } = await signIn(browser, who);
+  const cookie = (await page.cookies(base)).map((c) => `${c.name}=${c.value}`).join('; ');
+  if (!cookie.includes('token=')) await fail(page, `no session cookie after signing in: ${cookie}`);
+  const out = await fetch(`${base}/api/v1/auth/logout`, {
+    method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{}',
+  });
+  if (!out.ok) await fail(page, `POST /api/v1/auth/logout with the console's cookie answered ${out.status}`);
+  await page.goto(`${base}${path}`, { waitUntil: 'load' });
+  const at = new URL(page.url());
+  if (at.pathname !== '/admin/login' || at.searchParams.get('next') !== path) {
+    await fail(page, `${path} with an ended session should land on /admin/login?next=${path}, not ${page.url()}`);
+  }
+  const f = await flash(page);
+  if (f !== 'Your session expired, sign in again.') await fail(page, `the sign-in page says ${JSON.stringify(f)}, not that the session expired`);
+  await page.type('input[name=username]', who.username);
+  await page.type('input[name=password]', who.password);
+  await clickButton(page, 'Sign in');
+  if (new URL(page.url()).pathname !== path) await fail(page, `signing in again landed on ${page.url()}, not ${path}`);
+  if (await page.$('p.error[role=alert]')) await fail(page, 'signing in again shows an error');
+  await context.close();
+}
+
 /** What the page reports while it loads: console errors, uncaught exceptions, CSP
  *  violations (a listener installed before any script of the page). */
 function watch(page) {
@@ -355,6 +431,7 @@ async function main() {
   const args = ['--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'];
   if (config.noSandbox) args.push('--no-sandbox');
+  let liveTarget = null;
   const browser = await puppeteer.launch({
     executablePath: config.chromium,
     headless: true,
@@ -370,6 +447,8 @@ async function main() {
       await page.keyboard.press('Tab');
       const first = await page.evaluate(() => [document.activeElement.tagName, document.activeElement.getAttribute('href')]);
       if (first[0] !== 'A' || first[1] !== '#main') await fail(page, `the first Tab focuses ${first.join(' ')}, not the skip link to #main`);
+      liveTarget = await liveOverview(page, config.live);
+      step(`${config.live.monitor} turned up in the open overview, counts followed, no reload`);
       await findDownMonitor(page, config.js.monitor);
       step(`found ${config.js.monitor} down on the overview`);
       const id = await openIncident(page);
@@ -425,6 +504,9 @@ async function main() {
       step(`a viewer sees no Acknowledge button; a forged acknowledge answers ${status}`);
       await context.close();
     }
+    // A session ended from outside: a graceful way back to the page asked for.
+    await sessionExpiry(browser, config.admin, '/admin/incidents');
+    step('an ended session lands on the sign-in page saying so; signing in again returns to the page');
     // Every page, signed out (login) and as the admin; the admin's session is handed to
     // Lighthouse afterwards, so this context does not sign out.
     {
@@ -442,6 +524,10 @@ async function main() {
     }
   } finally {
     await browser.close();
+    if (liveTarget) {
+      liveTarget.closeAllConnections();
+      liveTarget.close();
+    }
   }
 }
 

@@ -4,7 +4,9 @@
 //! pointing at a local receiver), and headless Chromium driven by puppeteer-core
 //! (`tests/peers/console-e2e.mjs`): sign in, the down monitor on the overview, its
 //! incident acknowledged, updated and resolved, a test notification, a silence created
-//! and expired; the same without JavaScript; a viewer without the buttons. The results
+//! and expired; the same without JavaScript; a viewer without the buttons; the open
+//! overview following a monitor that comes up (its row and the counts, without a reload);
+//! a session ended from outside leading to the sign-in page and back. The results
 //! are checked through the JSON API, on the receiver and on the rebuilt public page.
 //! Every console page then passes axe-core (light and dark) without console errors or
 //! CSP violations, is screenshotted at phone and desktop width into
@@ -170,9 +172,10 @@ fn node_peers() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// The manifests: settings, the two users, three monitors that go down (`web` and `api`
-/// on the target the test stops, `cache` on a closed port), one that stays up, a
-/// status page, a webhook provider and its policy, a maintenance window.
-fn manifests(target: u16, up: u16, hooks: u16, closed: u16) -> String {
+/// on the target the test stops, `cache` on a closed port), one that stays up, one
+/// (`flip`) down until the browser script listens on its port, a status page, a webhook
+/// provider and its policy, a maintenance window.
+fn manifests(target: u16, up: u16, hooks: u16, closed: u16, flip: u16) -> String {
     format!(
         r#"apiVersion: monitoring.kubekuma.io/v1
 kind: KubeKumaSettings
@@ -216,6 +219,15 @@ spec:
   schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}
   target:
     http: {{url: "http://127.0.0.1:{up}/"}}
+---
+apiVersion: monitoring.kubekuma.io/v1
+kind: Monitor
+metadata: {{name: flip, namespace: e2e}}
+spec:
+  type: http
+  schedule: {{intervalSeconds: 1, timeoutSeconds: 1}}
+  target:
+    http: {{url: "http://127.0.0.1:{flip}/"}}
 ---
 apiVersion: monitoring.kubekuma.io/v1
 kind: StatusPage
@@ -454,6 +466,8 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
     let hooks_seen = Arc::new(Mutex::new(Vec::new()));
     let (hooks, _keep_hooks) = server(hooks_seen.clone()).await;
     let closed = free_port();
+    // Closed until the browser script listens on it (the live overview).
+    let flip = free_port();
     let listen_port = free_port();
 
     let dir = tempfile::tempdir().unwrap();
@@ -461,7 +475,7 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(
         folder.join("all.yaml"),
-        manifests(target, up_port, hooks, closed),
+        manifests(target, up_port, hooks, closed, flip),
     )
     .unwrap();
     std::fs::write(
@@ -508,7 +522,8 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
     .await;
     let api = &Api::login(&base, "admin", ADMIN_PASSWORD).await;
 
-    // The target stops: web and api go down with cache, each with an open incident.
+    // The target stops: web and api go down with cache (and flip), each with an open
+    // incident.
     wait_for("web checked up", || async move {
         api.try_get("/api/v1/monitors/e2e/web")
             .await
@@ -516,7 +531,7 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
     })
     .await;
     stop_target.send(true).unwrap();
-    for m in ["e2e/web", "e2e/api", "e2e/cache"] {
+    for m in ["e2e/web", "e2e/api", "e2e/cache", "e2e/flip"] {
         wait_for(&format!("an open incident of {m}"), || async move {
             api.open_incident(m).await.is_some()
         })
@@ -558,6 +573,7 @@ async fn the_console_works_as_a_person_uses_it_and_every_page_is_accessible() {
         "js": {"monitor": "e2e/web", "update": js_update, "reason": JS_REASON},
         "nojs": {"monitor": "e2e/api", "update": nojs_update, "reason": NOJS_REASON},
         "provider": "e2e/hook",
+        "live": {"monitor": "e2e/flip", "port": flip},
         "viewerIncident": cache_incident,
         "pages": pages,
     });
