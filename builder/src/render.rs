@@ -20,7 +20,7 @@
 //! | `uptime/<ns>/<name>.json` | `[{monitor, days, uptime}]` for 1, 7, 30 and 90 days |
 //! | `uptime/<ns>/<name>/<days>.json` | the spec's `GET /uptime/:monitor?days=N` |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use minijinja::Value;
 use serde_json::json;
@@ -145,9 +145,9 @@ fn sha_hex(bytes: &[u8]) -> String {
 }
 
 /// A file whose hash is known and which the output holds as it is.
-fn kept(path: &str, stage: Stage, hash: &str) -> OutFile {
+fn kept(path: impl Into<String>, stage: Stage, hash: &str) -> OutFile {
     OutFile {
-        path: path.to_string(),
+        path: path.into(),
         bytes: Vec::new(),
         stage,
         keep: Some(hash.to_string()),
@@ -710,6 +710,21 @@ fn json_file(path: String, v: &serde_json::Value) -> OutFile {
     }
 }
 
+/// Takes out of the badge cache the entries of badges no longer rendered (their monitor
+/// or page is gone). Every job's stem is in the cache unless its PNG failed (`removed`
+/// of them), so when the counts agree nothing is stale and the scan is skipped.
+fn drop_stale_badges(
+    cache: &mut HashMap<String, CachedBadge>,
+    jobs: &[(String, Badge)],
+    removed: usize,
+) {
+    if cache.len() + removed == jobs.len() {
+        return;
+    }
+    let live: HashSet<&str> = jobs.iter().map(|(stem, _)| stem.as_str()).collect();
+    cache.retain(|stem, _| live.contains(stem.as_str()));
+}
+
 /// SVG, PNG and shields JSON of every badge. PNG rasterising is the most expensive part
 /// of a build, so:
 ///
@@ -763,26 +778,27 @@ fn render_badges(
         ))
     });
     let mut out = Vec::with_capacity(jobs.len() * 3);
-    let mut next_cache: HashMap<String, CachedBadge> = HashMap::with_capacity(jobs.len());
+    // The cache is updated in place: an unchanged badge's entry stays where it is.
+    // Entries whose PNG failed are taken out; `removed` counts them.
+    let mut removed = 0usize;
     // (stem, index into `todo`) of the PNGs to render.
     let mut wanted: Vec<(&str, usize)> = Vec::new();
     let mut distinct: HashMap<Key, usize> = HashMap::new();
     // One representative badge per distinct picture.
     let mut todo: Vec<&Badge> = Vec::new();
     for ((stem, badge), r) in jobs.iter().zip(rendered) {
-        let svg_path = format!("{stem}.svg");
         let Some((svg, json, svg_hash)) = r else {
-            // Found reusable above.
+            // Found reusable above; its cache entry stays as it is.
             if let Some(c) = cache.get(stem) {
-                out.push(kept(&svg_path, Stage::Data, &c.svg));
-                out.push(kept(&format!("{stem}.json"), Stage::Data, &c.json));
+                out.push(kept(format!("{stem}.svg"), Stage::Data, &c.svg));
+                out.push(kept(format!("{stem}.json"), Stage::Data, &c.json));
                 if let Some(png) = &c.png {
-                    out.push(kept(&format!("{stem}.png"), Stage::Data, png));
+                    out.push(kept(format!("{stem}.png"), Stage::Data, png));
                 }
-                next_cache.insert(stem.clone(), c.clone());
             }
             continue;
         };
+        let svg_path = format!("{stem}.svg");
         let mut entry = CachedBadge {
             badge: badge.clone(),
             svg: svg_hash.clone(),
@@ -820,10 +836,10 @@ fn render_badges(
             keep: Some(svg_hash),
             ..file(svg_path, svg, Stage::Data)
         });
-        next_cache.insert(stem.clone(), entry);
+        cache.insert(stem.clone(), entry);
     }
     if wanted.is_empty() {
-        *cache = next_cache;
+        drop_stale_badges(cache, jobs, removed);
         return out;
     }
 
@@ -890,7 +906,7 @@ fn render_badges(
         let png_path = format!("{stem}.png");
         match &pngs[i] {
             Ok(bytes) => {
-                if let Some(entry) = next_cache.get_mut(stem) {
+                if let Some(entry) = cache.get_mut(stem) {
                     entry.png = png_hashes[i].clone();
                 }
                 out.push(OutFile {
@@ -901,7 +917,9 @@ fn render_badges(
                 })
             }
             Err(e) => {
-                next_cache.remove(stem);
+                if cache.remove(stem).is_some() {
+                    removed += 1;
+                }
                 if !reported[i] {
                     reported[i] = true;
                     failures.push(format!(
@@ -916,7 +934,7 @@ fn render_badges(
             }
         }
     }
-    *cache = next_cache;
+    drop_stale_badges(cache, jobs, removed);
     out
 }
 

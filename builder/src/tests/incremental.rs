@@ -1,5 +1,6 @@
 //! Incremental rebuilds by a builder that keeps what it rendered: after each change
-//! (one monitor down, a history object rewritten, a monitor removed, a page added, another theme) the output is
+//! (one monitor down, a history object rewritten, a monitor removed, a page added, the
+//! monitor back, another theme) the output is
 //! byte for byte what a full build of the same inputs into an empty output gives.
 
 use serde_json::{Value, json};
@@ -99,6 +100,22 @@ async fn incremental_rebuilds_give_the_output_of_a_full_build() {
     let r = same_as_full(&mut b, &src, &out, Theme::default_theme().unwrap()).await;
     assert!(r.publish.written.contains(&"second/index.html".to_string()));
     assert!(r.reused > 10, "{} reused", r.reused);
+
+    // The removed monitor back: its badges are rendered again (the badge cache dropped
+    // them with the monitor), not announced as kept files the output no longer holds.
+    let second = cat["pages"][1].clone();
+    let mut cat = catalog("eu-1");
+    cat["pages"].as_array_mut().unwrap().push(second);
+    put(&src, "v1/agents/eu-1/catalog.json", &cat).await;
+    let r = same_as_full(&mut b, &src, &out, Theme::default_theme().unwrap()).await;
+    assert!(
+        r.publish
+            .written
+            .iter()
+            .any(|p| p.contains("api-v2-health") && p.ends_with(".svg")),
+        "{:?}",
+        r.publish.written
+    );
 
     // Another theme (another builder, as the theme is the builder's), then a change
     // built by it incrementally.
