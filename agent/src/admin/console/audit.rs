@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::incidents::theme_date;
+use super::text::theme_date;
 use super::{Reply, Session};
 
 /// Events a page.

@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use kubekuma_crds::results::Incident;
 use serde_json::{Value, json};
 
-use super::silences::path_segment;
+use super::text::{path_segment, theme_date};
 use super::{Form, Reply, Session, see_other};
 use crate::admin::routes::incidents::{MAX_UPDATE_CHARS, check_text};
 use crate::admin::routes::{self, RouteId, Verb};
@@ -20,11 +20,6 @@ use crate::admin::routes::{self, RouteId, Verb};
 const OPEN_LIMIT: usize = 500;
 /// Resolved incidents listed.
 const RECENT_LIMIT: usize = 50;
-
-/// A time as the default theme's `date` filter writes it (`Dec 7, 2026 21:04 UTC`).
-pub fn theme_date(t: DateTime<Utc>) -> String {
-    t.format("%b %-d, %Y %H:%M UTC").to_string()
-}
 
 /// A time as RFC 3339 (seconds, `Z`), as the site's `datetime` attributes carry it.
 fn rfc3339(t: DateTime<Utc>) -> String {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::incidents::theme_date;
+use super::text::theme_date;
 use super::{Reply, Session};
 use crate::admin::routes::{self, RouteId, Verb};
 use crate::alerting::suppress;

@@ -33,6 +33,7 @@ pub mod incidents;
 pub mod maintenance;
 pub mod notifications;
 pub mod silences;
+pub mod text;
 
 use std::net::IpAddr;
 use std::sync::LazyLock;

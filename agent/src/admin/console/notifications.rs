@@ -5,23 +5,14 @@
 //! `POST /api/v1/providers/{namespace}/{name}/test`: the same guard and audit record).
 //! Errors are shown as stored: providers scrub secrets before an error leaves them.
 
-use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::incidents::theme_date;
-use super::silences::path_segment;
+use super::text::{json_time as time, path_segment, theme_date};
 use super::{Reply, Session, see_other};
 
 /// Deliveries listed per provider.
 pub const PER_PROVIDER: usize = 10;
-
-fn time(v: &Value, k: &str) -> Option<DateTime<Utc>> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
 
 /// A delivery row from the API's JSON.
 fn row(d: &Value) -> Value {

@@ -14,7 +14,7 @@ use http::{Method, StatusCode};
 use kubekuma_crds::common::{MonitorSelector, NamePattern};
 use serde_json::{Value, json};
 
-use super::incidents::theme_date;
+use super::text::{json_time as time, path_segment, theme_date};
 use super::{Form, Reply, Session, see_other};
 use crate::admin::routes::silences::MAX_DURATION_MINUTES;
 use crate::admin::routes::{self, RouteId, Verb};
@@ -148,13 +148,6 @@ fn preview_of(s: &Session<'_>, d: &Draft) -> Result<Vec<ObjKey>, String> {
     Ok(matched(&snapshot, selector.as_ref(), &d.namespace, &|ns| {
         s.principal.sees_namespace(ns)
     }))
-}
-
-fn time(v: &Value, k: &str) -> Option<DateTime<Utc>> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A silence's selector in words (`every monitor of prod`, `name api, labels tier=1`).
@@ -398,19 +391,6 @@ pub async fn create(s: &Session<'_>) -> Reply {
         return see_other("/admin/silences?done=silence_created");
     }
     render(s, a.status, refuse(a.message(), Some(preview))).await
-}
-
-/// `s` percent-encoded as one path segment (unreserved characters kept).
-pub fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `POST /admin/silences/{ns}/{name}/expire`.
