@@ -20,7 +20,36 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
 use crate::par::{Cancelled, off_runtime, par_map};
-use crate::render::OutFile;
+
+/// Order of publication: assets before what uses them, pages before indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Hashed assets.
+    Asset,
+    /// Badges, JSON, feeds.
+    Data,
+    /// Status pages.
+    Page,
+    /// The site index.
+    Index,
+}
+
+/// One file of the site.
+#[derive(Clone, Debug)]
+pub struct OutFile {
+    /// Path relative to the output root.
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// When it is published.
+    pub stage: Stage,
+    /// The SHA-256 of the content when already known (the publisher does not hash it
+    /// again). `bytes` may be empty only for content known to be unchanged since the
+    /// previous build (this hash is then the one the manifest records): a PNG badge
+    /// whose SVG did not change, or a page or badge whose inputs did not change since
+    /// the last build of the same builder (`render::RenderCache`), is not rendered again.
+    pub keep: Option<String>,
+}
 
 /// Where the manifest lives in the output.
 pub const MANIFEST: &str = ".kubekuma/manifest.json";
@@ -613,8 +642,8 @@ pub fn cache_control(path: &str) -> &'static str {
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
+    use super::Stage;
     use super::*;
-    use crate::render::Stage;
 
     fn file(path: &str, bytes: &[u8]) -> OutFile {
         OutFile {

@@ -33,6 +33,7 @@ use crate::badge::{
 use crate::digest::hex;
 use crate::model::{MonitorView, PageView, Site, UptimeView, overall_name, percent_text};
 use crate::par::par_map;
+pub use crate::publish::{OutFile, Stage};
 use crate::theme::{Theme, ThemeError};
 
 /// Why the site could not be rendered.
@@ -52,36 +53,6 @@ pub enum RenderError {
         /// Why.
         source: BadgeError,
     },
-}
-
-/// Order of publication: assets before what uses them, pages before indexes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    /// Hashed assets.
-    Asset,
-    /// Badges, JSON, feeds.
-    Data,
-    /// Status pages.
-    Page,
-    /// The site index.
-    Index,
-}
-
-/// One file of the site.
-#[derive(Clone, Debug)]
-pub struct OutFile {
-    /// Path relative to the output root.
-    pub path: String,
-    /// Content.
-    pub bytes: Vec<u8>,
-    /// When it is published.
-    pub stage: Stage,
-    /// The SHA-256 of the content when already known (the publisher does not hash it
-    /// again). `bytes` may be empty only for content known to be unchanged since the
-    /// previous build (this hash is then the one the manifest records): a PNG badge
-    /// whose SVG did not change, or a page or badge whose inputs did not change since
-    /// the last build of the same builder ([`RenderCache`]), is not rendered again.
-    pub keep: Option<String>,
 }
 
 /// What the last build of a builder rendered, by the inputs it came from, so that its
