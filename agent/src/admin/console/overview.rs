@@ -107,16 +107,8 @@ impl Filter {
 
     /// The label filter's pairs.
     pub fn labels(&self) -> Result<Vec<(String, String)>, String> {
-        self.label
-            .split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    Ok((k.trim().to_string(), v.trim().to_string()))
-                }
-                _ => Err(format!("label: {p:?} is not key=value")),
-            })
-            .collect()
+        crate::admin::routes::monitors::label_pairs(&self.label)
+            .map_err(|p| format!("label: {p:?} is not key=value"))
     }
 
     /// The query of these filters on another page (empty values left out).

@@ -67,16 +67,9 @@ impl Draft {
 
 /// `k=v,k2=v2` as labels: 400-style message naming the pair that is not `key=value`.
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                out.insert(k.trim().to_string(), v.trim().to_string());
-            }
-            _ => return Err(format!("labels: {pair:?} is not key=value")),
-        }
-    }
-    Ok(out)
+    crate::admin::routes::monitors::label_pairs(text)
+        .map(|pairs| pairs.into_iter().collect())
+        .map_err(|pair| format!("labels: {:?} is not key=value", pair.trim()))
 }
 
 /// The selector of a draft: the monitor by exact name and the labels, both optional

@@ -249,19 +249,25 @@ async fn item(
     })
 }
 
-/// `k=v,k2=v2`: every pair must be among the monitor's labels.
-fn parse_labels(s: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// `k=v,k2=v2` as (key, value) pairs, keys and values trimmed, empty pairs skipped; the
+/// first pair that is not `key=value` is the error. The API's label filter, and the
+/// console's filter and silence labels.
+pub(crate) fn label_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| match p.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
                 Ok((k.trim().to_string(), v.trim().to_string()))
             }
-            _ => Err(ApiError::bad_request(format!(
-                "label filter {p:?} is not key=value"
-            ))),
+            _ => Err(p.to_string()),
         })
         .collect()
+}
+
+/// `k=v,k2=v2`: every pair must be among the monitor's labels.
+fn parse_labels(s: &str) -> Result<Vec<(String, String)>, ApiError> {
+    label_pairs(s)
+        .map_err(|p| ApiError::bad_request(format!("label filter {p:?} is not key=value")))
 }
 
 fn parse_type(s: &str) -> Result<MonitorType, ApiError> {
